@@ -1,0 +1,21 @@
+"""The errors zuna_lab raises for bad input: one clear sentence each, what is wrong and how to fix it."""
+
+
+class ZunaLabError(Exception):
+    """Base class of every error zuna_lab raises on purpose."""
+
+
+class ZunaValueError(ZunaLabError, ValueError):
+    """An argument or a recording has a value zuna_lab cannot use."""
+
+
+class ZunaTypeError(ZunaLabError, TypeError):
+    """An argument has a type zuna_lab does not accept."""
+
+
+class CheckpointError(ZunaValueError):
+    """A checkpoint is missing, malformed, or does not match its config."""
+
+
+class WeightsUnavailableError(CheckpointError):
+    """The weights could not be fetched (offline, unreachable hub, unknown repo)."""

@@ -1,0 +1,127 @@
+"""Schema-conforming stand-ins for ``embed`` / ``reconstruct`` results (DESIGN.md "Result schema").
+
+Used by the health/plot/state/browser tests until (and besides) the real
+``zuna_lab.datasets`` constructors.  They follow the schema exactly:
+
+embed:       embedding (epoch, channel, token, latent) float32, mask (epoch, channel, token) bool;
+             coords channel, ch_pos (channel, space) m, space x/y/z, epoch_start (epoch) s,
+             token_time (token) s, latent 0..31.
+reconstruct: original/reconstruction/hybrid (epoch, channel, time) V, mask (epoch, channel, token),
+             coords as above + time (s within the epoch) + added (channel) bool;
+             optional sample dim with a ``spread`` variable.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import xarray as xr
+
+SFREQ = 256.0
+TOKEN_SAMPLES = 32
+TOKEN_S = TOKEN_SAMPLES / SFREQ  # 0.125 s
+EPOCH_S = 5.0
+CHANNELS = ["Fp1", "Fp2", "F3", "F4", "C3", "C4", "T7", "T8", "P3", "P4", "O1", "O2"]
+
+
+@functools.lru_cache(maxsize=8)
+def _positions(channels):
+    import mne
+
+    info = mne.create_info(list(channels), SFREQ, "eeg")
+    raw = mne.io.RawArray(np.zeros((len(channels), 10)), info, verbose="error")
+    raw.set_montage("standard_1020", on_missing="ignore", verbose="error")
+    return np.array([raw.info["chs"][i]["loc"][:3] for i in range(len(channels))])
+
+
+def _coords(channels, n_epochs, n_tokens):
+    channels = tuple(channels)
+    return {
+        "channel": list(channels),
+        "ch_pos": (("channel", "space"), _positions(channels)),
+        "space": ["x", "y", "z"],
+        "epoch_start": ("epoch", np.arange(n_epochs) * EPOCH_S),
+        "token_time": ("token", np.arange(n_tokens) * TOKEN_S),
+    }
+
+
+def make_embedding(*, n_epochs=3, channels=CHANNELS, n_tokens=40, n_latent=32, seed=0,
+                   shift=None, scale=None, masked_channels=(), mask_value=None):
+    """An embed-like Dataset whose visible latents are N(0, I) (then shifted/scaled per dim).
+
+    shift, scale: dict latent -> value (added / multiplied).  Masked tokens get
+    ``mask_value`` (default: a large offset, so tests notice if they leak in).
+    """
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n_epochs, len(channels), n_tokens, n_latent))
+    for d, v in (scale or {}).items():
+        z[..., d] *= v
+    for d, v in (shift or {}).items():
+        z[..., d] += v
+    mask = np.zeros((n_epochs, len(channels), n_tokens), bool)
+    for ch in masked_channels:
+        mask[:, list(channels).index(ch), :] = True
+    z[mask] = 25.0 if mask_value is None else mask_value
+    ds = xr.Dataset(
+        {
+            "embedding": (("epoch", "channel", "token", "latent"), z.astype(np.float32)),
+            "mask": (("epoch", "channel", "token"), mask),
+        },
+        coords={**_coords(channels, n_epochs, n_tokens), "latent": np.arange(n_latent)},
+        attrs={"model_source": "test", "model_variant": "ZUNA", "sfreq": SFREQ},
+    )
+    return ds
+
+
+def make_reconstruction(*, n_epochs=2, channels=CHANNELS, seed=0, masked_channels=("C3",),
+                        noise=0.2, n_samples=1, added=()):
+    """A reconstruct-like Dataset: 10 Hz-ish sinusoids + noise in volts; the 'reconstruction'
+    is the original plus ``noise`` relative error; ``hybrid`` = original outside the mask."""
+    rng = np.random.default_rng(seed)
+    n_t = int(EPOCH_S * SFREQ)
+    n_tok = n_t // TOKEN_SAMPLES
+    t = np.arange(n_t) / SFREQ
+    amp = 20e-6
+    freqs = 8 + rng.random(len(channels)) * 4
+    orig = amp * np.sin(2 * np.pi * freqs[None, :, None] * t[None, None, :] + rng.random((n_epochs, len(channels), 1)) * 6)
+    orig = orig + 3e-6 * rng.standard_normal(orig.shape)
+    mask = np.zeros((n_epochs, len(channels), n_tok), bool)
+    for ch in masked_channels:
+        mask[:, list(channels).index(ch), :] = True
+    tmask = np.repeat(mask, TOKEN_SAMPLES, axis=-1)
+    dims = ("epoch", "channel", "time")
+    data = {"original": (dims, orig), "mask": (("epoch", "channel", "token"), mask)}
+    if n_samples > 1:
+        recs = orig[None] + noise * amp * rng.standard_normal((n_samples,) + orig.shape)
+        hyb = np.where(tmask[None], recs, orig[None])
+        data["reconstruction"] = (("sample",) + dims, recs)
+        data["hybrid"] = (("sample",) + dims, hyb)
+        data["spread"] = (dims, recs.std(axis=0))
+    else:
+        rec = orig + noise * amp * rng.standard_normal(orig.shape)
+        data["reconstruction"] = (dims, rec)
+        data["hybrid"] = (dims, np.where(tmask, rec, orig))
+    ds = xr.Dataset(
+        data,
+        coords={**_coords(channels, n_epochs, n_tok), "time": t,
+                "added": ("channel", np.isin(channels, list(added)))},
+        attrs={"model_source": "test", "model_variant": "ZUNA", "sfreq": SFREQ},
+    )
+    for v in ("original", "reconstruction", "hybrid"):
+        ds[v].attrs["units"] = "V"
+    return ds
+
+
+def make_raw(*, channels=CHANNELS, duration=15.0, seed=0):
+    """A small mne RawArray (volts, standard_1020 montage)."""
+    import mne
+
+    rng = np.random.default_rng(seed)
+    n = int(duration * SFREQ)
+    t = np.arange(n) / SFREQ
+    data = 20e-6 * np.sin(2 * np.pi * (8 + rng.random((len(channels), 1)) * 4) * t) + 3e-6 * rng.standard_normal((len(channels), n))
+    info = mne.create_info(list(channels), SFREQ, "eeg")
+    raw = mne.io.RawArray(data, info, verbose="error")
+    raw.set_montage("standard_1020", on_missing="ignore", verbose="error")
+    return raw

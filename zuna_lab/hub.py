@@ -1,0 +1,109 @@
+"""Where the weights come from: a Hugging Face repo id, a local directory, or the two files.
+
+Hub downloads go through ``huggingface_hub`` (its cache, ``HF_HOME``/``cache_dir``,
+``HF_HUB_OFFLINE`` and revisions all apply). When the hub cannot be reached, the error
+says how to pass a local directory instead.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CheckpointError, WeightsUnavailableError, ZunaTypeError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model-00001-of-00001.safetensors"
+DEFAULT_SOURCE = "Zyphra/ZUNA"
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    config_path: Path
+    weights_path: Path
+    source: str            # what the user asked for (repo id or path)
+    revision: str | None   # the commit the files came from, when known
+
+
+def default_source() -> str:
+    """``ZUNA_LAB_MODEL`` when set (tutorials and tests point it at a local checkpoint), else Zyphra/ZUNA."""
+    return os.environ.get("ZUNA_LAB_MODEL") or DEFAULT_SOURCE
+
+
+def resolve(source=None, *, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+            local_files_only: bool | None = None) -> ResolvedWeights:
+    """Find ``config.json`` and the safetensors file for ``source``.
+
+    ``source`` is a repo id ("Zyphra/ZUNA", "Zyphra/ZUNA1.1"), a local directory holding the two
+    files, a path to the safetensors file (config.json beside it), or a (config, weights) pair.
+    """
+    source = default_source() if source is None else source
+    if isinstance(source, (tuple, list)):
+        if len(source) != 2:
+            raise ZunaTypeError("A checkpoint given as files must be a pair (config.json path, safetensors path).")
+        config_path, weights_path = (Path(p).expanduser() for p in source)
+        _check_local(config_path, weights_path)
+        return ResolvedWeights(config_path, weights_path, str(weights_path), None)
+    if not isinstance(source, (str, os.PathLike)):
+        raise ZunaTypeError(f"source must be a repo id, a directory or a file path, not {type(source).__name__}.")
+    path = Path(source).expanduser()
+    if path.is_dir():
+        config_path, weights_path = path / CONFIG_NAME, path / WEIGHTS_NAME
+        if not weights_path.exists():
+            candidates = sorted(path.glob("*.safetensors"))
+            if len(candidates) == 1:
+                weights_path = candidates[0]
+        _check_local(config_path, weights_path)
+        return ResolvedWeights(config_path, weights_path, str(path), _snapshot_revision(path))
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise CheckpointError(f"{path} is not a .safetensors file; pass the checkpoint directory or its safetensors file.")
+        config_path = path.parent / CONFIG_NAME
+        _check_local(config_path, path)
+        return ResolvedWeights(config_path, path, str(path), _snapshot_revision(path.parent))
+    source = str(source)
+    if not _REPO_ID.match(source) or source.startswith((".", "/", "~")):
+        raise CheckpointError(
+            f"{source!r} is neither an existing directory or file nor a Hugging Face repo id like 'Zyphra/ZUNA'.")
+    return _download(source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+
+
+def _check_local(config_path: Path, weights_path: Path):
+    if not config_path.is_file():
+        raise CheckpointError(f"No {CONFIG_NAME} at {config_path}; a ZUNA checkpoint holds {CONFIG_NAME} and {WEIGHTS_NAME}.")
+    if not weights_path.is_file():
+        raise CheckpointError(f"No weights at {weights_path}; a ZUNA checkpoint holds {CONFIG_NAME} and {WEIGHTS_NAME}.")
+
+
+def _snapshot_revision(directory: Path) -> str | None:
+    # Inside an HF cache the snapshot folder is named by the commit hash.
+    name = directory.name
+    return name if re.fullmatch(r"[0-9a-f]{40}", name) and directory.parent.name == "snapshots" else None
+
+
+def _download(repo_id: str, *, revision, cache_dir, local_files_only) -> ResolvedWeights:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    if local_files_only is None:
+        local_files_only = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    try:
+        paths = [Path(hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir,
+                                      local_files_only=local_files_only))
+                 for name in (CONFIG_NAME, WEIGHTS_NAME)]
+    except (RepositoryNotFoundError, RevisionNotFoundError) as err:
+        raise WeightsUnavailableError(
+            f"The Hugging Face repo {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
+            + f" was not found ({type(err).__name__}); check the name, e.g. 'Zyphra/ZUNA' or 'Zyphra/ZUNA1.1'.") from None
+    except EntryNotFoundError:
+        raise WeightsUnavailableError(
+            f"The Hugging Face repo {repo_id!r} has no {CONFIG_NAME} + {WEIGHTS_NAME}; it is not a ZUNA checkpoint repo.") from None
+    except Exception as err:  # offline, DNS, proxy, timeouts: huggingface_hub raises several types
+        raise WeightsUnavailableError(
+            f"Could not get {repo_id!r} from the Hugging Face hub ({type(err).__name__}: offline or unreachable); "
+            f"download its {CONFIG_NAME} and {WEIGHTS_NAME} on a connected machine and pass that directory, "
+            f"e.g. zuna_lab.load_model('/path/to/ZUNA'), or set ZUNA_LAB_MODEL=/path/to/ZUNA.") from None
+    config_path, weights_path = paths
+    return ResolvedWeights(config_path, weights_path, repo_id, _snapshot_revision(weights_path.parent))

@@ -1,0 +1,260 @@
+"""ZunaModel: encoder + decoder with the low-level API of DESIGN.md, and checkpoint loading."""
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig, read_config_json
+from ..errors import CheckpointError, ZunaTypeError, ZunaValueError
+from ..sampling import euler_sample
+from . import checkpoint as ckpt
+from .decoder import Decoder
+from .encoder import Encoder
+
+PRECISIONS = ("fp32", "bf16")
+
+
+class ZunaModel(nn.Module):
+    """A ZUNA masked diffusion autoencoder.
+
+    Parameters
+    ----------
+    config : ModelConfig
+        Architecture (``config.variant`` is "ZUNA" or "ZUNA1.1").
+
+    Notes
+    -----
+    ``precision`` is "fp32" (exact, parity-tested) or "bf16". For ZUNA, bf16 runs under
+    bf16 autocast as the official inference does; for ZUNA1.1 the matrix weights are cast to
+    bf16 while norms and the residual stream stay fp32, as its training precision policy does.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.precision = "fp32"
+        self.source = None       # provenance, set by load_model
+        self.revision = None
+
+    @property
+    def variant(self) -> str:
+        return self.config.variant
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.embed.weight.device
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def set_precision(self, precision: str) -> "ZunaModel":
+        """Switch between "fp32" and "bf16" in place; returns the model."""
+        if precision not in PRECISIONS:
+            raise ZunaValueError(f"precision must be one of {PRECISIONS}, not {precision!r}.")
+        if self.variant == "ZUNA1.1":
+            matrix_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+            for module in self.modules():
+                if isinstance(module, nn.Linear):
+                    module.to(matrix_dtype)
+        self.precision = precision
+        return self
+
+    def _autocast(self):
+        if self.precision == "bf16" and self.variant == "ZUNA":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _check_inputs(self, values: torch.Tensor, tok_idx: torch.Tensor, name: str):
+        if not isinstance(values, torch.Tensor) or not isinstance(tok_idx, torch.Tensor):
+            raise ZunaTypeError(f"{name} and tok_idx must be torch tensors, got {type(values).__name__} and {type(tok_idx).__name__}.")
+        width = self.config.input_dim if name == "tokens" else self.config.latent_dim
+        if values.ndim != 3 or values.shape[-1] != width:
+            raise ZunaValueError(f"{name} must have shape [batch, n_tokens, {width}], got {list(values.shape)}.")
+        if tok_idx.shape != (*values.shape[:2], 4):
+            raise ZunaValueError(f"tok_idx must have shape [batch, n_tokens, 4] = {[*values.shape[:2], 4]}, got {list(tok_idx.shape)}.")
+        if tok_idx.dtype.is_floating_point or tok_idx.dtype == torch.bool:
+            raise ZunaTypeError(f"tok_idx must hold integer positions (torch.long), got {tok_idx.dtype}.")
+        if tok_idx.numel() and (int(tok_idx.min()) < 0 or int(tok_idx.max()) >= self.config.max_seqlen):
+            raise ZunaValueError(
+                f"tok_idx values must lie in [0, {self.config.max_seqlen - 1}] for this checkpoint "
+                f"(got {int(tok_idx.min())}..{int(tok_idx.max())}); the epoch may be too long or the positions wrongly binned.")
+
+    @torch.no_grad()
+    def encode(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
+        """Latents [B, S, 32] (float32) of tokens [B, S, 32] (÷ data_norm, clipped, masked = 0) at tok_idx [B, S, 4]."""
+        self._check_inputs(tokens, tok_idx, "tokens")
+        tokens = tokens.to(self.device, torch.float32)
+        tok_idx = tok_idx.to(self.device, torch.long)
+        with self._autocast():
+            return self.encoder(tokens, tok_idx).float()
+
+    @torch.no_grad()
+    def sample(self, latents: torch.Tensor, tok_idx: torch.Tensor, *, noise: torch.Tensor | None = None,
+               steps: int = 50, cfg: float = 1.0, generator: torch.Generator | None = None,
+               callback=None) -> torch.Tensor:
+        """Decode latents [B, S, 32] by rectified flow; returns tokens [B, S, 32] (normalised units).
+
+        ``noise`` is the standard-normal draw [B, S, 32] (scaled by the model's sigma inside);
+        when None it is drawn from ``generator``.
+        """
+        self._check_inputs(latents, tok_idx, "latents")
+        if not isinstance(steps, int) or steps < 1:
+            raise ZunaValueError(f"steps must be a positive integer, got {steps!r}.")
+        if not math.isfinite(float(cfg)):
+            raise ZunaValueError(f"cfg must be a finite number, got {cfg!r}.")
+        shape = (*latents.shape[:2], self.config.input_dim)
+        if noise is None:
+            noise = torch.randn(shape, generator=generator, dtype=torch.float32,
+                                device=generator.device if generator is not None else "cpu")
+        elif tuple(noise.shape) != shape:
+            raise ZunaValueError(f"noise must have shape {list(shape)}, got {list(noise.shape)}.")
+        latents = latents.to(self.device, torch.float32)
+        tok_idx = tok_idx.to(self.device, torch.long)
+        z = self.config.sigma * noise.to(self.device, torch.float32)
+        with self._autocast():
+            positions = self.decoder.positions(tok_idx)
+            context = self.decoder.context(latents)
+            # The unconditional branch sees zeroed latents, i.e. only the projection bias.
+            context_uncond = self.decoder.context(torch.zeros_like(latents)) if cfg != 1.0 else None
+
+            def velocity(state, t, conditional):
+                return self.decoder(state, t, context if conditional else context_uncond, positions)
+
+            out = euler_sample(velocity, z, steps=steps, cfg=float(cfg), callback=callback)
+        return out.float()
+
+
+def build_model(config: ModelConfig, *, device: str | torch.device = "cpu", meta: bool = False) -> ZunaModel:
+    with torch.device("meta" if meta else device):
+        return ZunaModel(config)
+
+
+def load_checkpoint(config_path: str | Path, weights_path: str | Path, *, device="cpu",
+                    precision: str = "fp32") -> ZunaModel:
+    """Build a ZunaModel from an HF-layout ``config.json`` and ``model-*.safetensors`` (strict)."""
+    from safetensors import safe_open
+    from safetensors import SafetensorError
+
+    model_fields = read_config_json(config_path)
+    weights_path = Path(weights_path)
+    if not weights_path.is_file():
+        raise CheckpointError(f"No weights file at {weights_path}; expected model-00001-of-00001.safetensors next to config.json.")
+    try:
+        with safe_open(str(weights_path), framework="pt", device="cpu") as handle:
+            stored_keys = list(handle.keys())
+            bare = ckpt.strip_prefix(stored_keys)
+            variant = ckpt.detect_variant(bare.values())
+            fields = dict(model_fields)
+            if ckpt.has_learned_dropout(bare.values()):
+                fields.setdefault("dropout_type", "learnable")
+            config = ModelConfig.from_hf(fields, variant=variant)
+            model = build_model(config, meta=True)
+            expected = ckpt.key_map(model, variant)
+            reference = model.state_dict(keep_vars=True)
+            unexpected = sorted(set(bare.values()) - set(expected))
+            missing = sorted(set(expected) - set(bare.values()))
+            if unexpected:
+                raise CheckpointError(
+                    f"Checkpoint key {unexpected[0]!r} is not part of a {variant} model"
+                    + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
+                    + "; the file was renamed or belongs to another architecture.")
+            if missing:
+                raise CheckpointError(
+                    f"Checkpoint is missing key {missing[0]!r}"
+                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                    + f" of a {variant} model; the file is incomplete or its keys were renamed.")
+            state = {}
+            for stored, theirs in bare.items():
+                ours = expected[theirs]
+                tensor = handle.get_tensor(stored)
+                want = tuple(reference[ours].shape)
+                if tuple(tensor.shape) != want:
+                    raise CheckpointError(
+                        f"Checkpoint tensor {theirs!r} has shape {list(tensor.shape)} but config.json implies {list(want)}; "
+                        "config.json and the weights do not belong together.")
+                if not tensor.dtype.is_floating_point:
+                    raise CheckpointError(f"Checkpoint tensor {theirs!r} has dtype {tensor.dtype}; expected float32 or bfloat16.")
+                state[ours] = tensor.to(torch.float32)
+    except SafetensorError as err:
+        raise CheckpointError(
+            f"{weights_path} is not a readable safetensors file ({err}); it is probably truncated — download it again.") from None
+    model.load_state_dict(state, strict=True, assign=True)
+    model = model.to(device).eval()
+    model.requires_grad_(False)
+    return model.set_precision(precision)
+
+
+def resolve_device(device) -> torch.device:
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ZunaValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', not {device!r}.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ZunaValueError("device='cuda' was asked for but torch sees no CUDA GPU; use device='auto' or 'cpu'.")
+    return device
+
+
+def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_dir=None,
+               local_files_only=None, verbose=None) -> ZunaModel:
+    """Load a ZUNA checkpoint.
+
+    Parameters
+    ----------
+    source : str | path | (path, path) | None
+        Hugging Face repo id ("Zyphra/ZUNA" or "Zyphra/ZUNA1.1"), a local directory holding
+        ``config.json`` and ``model-00001-of-00001.safetensors``, the safetensors file, or the
+        pair of files. None means ``$ZUNA_LAB_MODEL`` if set, else "Zyphra/ZUNA".
+    device : "auto" | "cpu" | "cuda" | torch.device
+        "auto" picks CUDA when available.
+    dtype : None | "fp32" | "bf16" | torch.float32 | torch.bfloat16
+        Compute precision. None: bf16 on CUDA, fp32 on CPU.
+    revision : str | None
+        Hub revision (branch, tag or commit) to pin.
+    cache_dir : path | None
+        Hub cache directory (default: huggingface_hub's).
+    local_files_only : bool | None
+        Never touch the network (default: ``HF_HUB_OFFLINE``).
+    verbose : bool | None
+        Print where the weights came from.
+
+    Returns
+    -------
+    model : ZunaModel
+        In eval mode, with ``model.variant`` detected from the checkpoint keys.
+
+    Examples
+    --------
+    >>> import zuna_lab as zl
+    >>> model = zl.load_model("Zyphra/ZUNA", device="auto")          # doctest: +SKIP
+    >>> model.variant                                                  # doctest: +SKIP
+    'ZUNA'
+    """
+    from ..hub import resolve
+
+    device = resolve_device(device)
+    precision = _precision(dtype, device)
+    resolved = resolve(source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    model = load_checkpoint(resolved.config_path, resolved.weights_path, device=device, precision=precision)
+    model.source, model.revision = resolved.source, resolved.revision or revision
+    if verbose:
+        print(f"Loaded {model.variant} ({model.n_parameters():,} parameters) from {resolved.source} "
+              f"on {device} in {precision}.")
+    return model
+
+
+def _precision(dtype, device: torch.device) -> str:
+    if dtype is None:
+        return "bf16" if device.type == "cuda" else "fp32"
+    names = {torch.float32: "fp32", torch.bfloat16: "bf16", "fp32": "fp32", "float32": "fp32",
+             "bf16": "bf16", "bfloat16": "bf16"}
+    if dtype not in names:
+        raise ZunaValueError(f"dtype must be 'fp32' or 'bf16' (or the torch dtypes), not {dtype!r}.")
+    return names[dtype]

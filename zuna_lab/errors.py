@@ -19,3 +19,15 @@ class CheckpointError(ZunaValueError):
 
 class WeightsUnavailableError(CheckpointError):
     """The weights could not be fetched (offline, unreachable hub, unknown repo)."""
+
+
+class RecordingError(ZunaValueError):
+    """A recording (file, array or Raw) that zuna_lab cannot use as it is."""
+
+
+class RecordingFileError(RecordingError, FileNotFoundError):
+    """A recording file that does not exist or whose type zuna_lab cannot read."""
+
+
+class ZunaLabWarning(UserWarning):
+    """zuna_lab changed or dropped something on the user's behalf (e.g. channels without a position)."""

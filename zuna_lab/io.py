@@ -1,0 +1,831 @@
+"""Reading recordings into MNE, checking them, and writing results back out.
+
+Reading: :func:`read_raw` turns a file of any format MNE reads, a CSV, a NumPy array or an
+``mne.io.Raw`` into a preloaded copy with only EEG channels that have a 3-D position, and
+refuses — in one sentence — recordings ZUNA cannot use (:func:`check_recording`).
+
+Writing: :func:`to_raw` turns a ``reconstruct`` Dataset back into a continuous ``mne.io.Raw``;
+:func:`write_fif`, :func:`write_netcdf`, :func:`write_zarr` and :func:`write_safetensors`
+write results atomically (a temporary file in the target folder, then ``os.replace``), so an
+error never leaves a half-written file behind.
+"""
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+import re
+import shutil
+import uuid
+import warnings
+from pathlib import Path
+
+import mne
+import numpy as np
+
+from .config import VARIANT_CONSTANTS, VARIANTS
+from .errors import (
+    RecordingError,
+    RecordingFileError,
+    ZunaLabWarning,
+    ZunaTypeError,
+    ZunaValueError,
+)
+
+__all__ = [
+    "read_raw",
+    "check_recording",
+    "clean_channel_name",
+    "channel_positions",
+    "to_raw",
+    "write_fif",
+    "write_netcdf",
+    "write_zarr",
+    "write_safetensors",
+    "INFILLED_DESCRIPTION",
+]
+
+#: One token: the shortest signal the model can read.
+_TOKEN_SECONDS = 32 / 256.0
+#: Channel std of the first difference above this (in volts) means the data are not in volts.
+_MAX_PLAUSIBLE_STD = 1e-2
+#: Description of the annotations :func:`to_raw` puts on cells the model filled in.
+INFILLED_DESCRIPTION = "ZUNA_infilled"
+
+
+# --------------------------------------------------------------------------------------
+# channel names and positions
+# --------------------------------------------------------------------------------------
+
+_NAME_PREFIX = re.compile(r"^(?:eeg|pol)(?:[\s_:\-]+|(?=[A-Z]))", re.IGNORECASE)
+# Reference tags recorders append to the electrode name ("Fp1-REF", "C3-A2", "Cz_LE", ...).
+_NAME_REFERENCE_SUFFIX = re.compile(
+    r"(?<=\w)[\s_\-/]+(?:ref\d*|le|re|ar|avg|av|car|a1a2|a12|a1|a2|m1m2|m12|m1|m2|lm|rm|linked|mast(?:oids?)?)$",
+    re.IGNORECASE,
+)
+
+
+def clean_channel_name(name):
+    """Reduce a recorder's channel label to the electrode name used by standard montages.
+
+    Strips an ``EEG``/``POL`` prefix, a reference suffix (``-REF``, ``-Ref``, ``-LE``, ``-A1``,
+    ``-A2``, ``-M1``, ``-M2``, ``-AVG``, …), trailing dots (``Fc5.`` in PhysioNet files) and
+    whitespace. Matching against the montage is then case-insensitive. Bipolar labels such
+    as ``Fp1-F7`` are left as they are (they have no single position).
+
+    Parameters
+    ----------
+    name : str
+
+    Returns
+    -------
+    cleaned : str
+
+    Examples
+    --------
+    >>> [clean_channel_name(n) for n in ["EEG Fp1-REF", "FP2-Ref", "C3-A2", "Fc5.", "Cz", "Fp1-F7"]]
+    ['Fp1', 'FP2', 'C3', 'Fc5', 'Cz', 'Fp1-F7']
+    """
+    cleaned = str(name).strip()
+    cleaned = _NAME_PREFIX.sub("", cleaned).strip()
+    cleaned = cleaned.rstrip(". ")
+    cleaned = _NAME_REFERENCE_SUFFIX.sub("", cleaned).strip()
+    return cleaned.rstrip(". ") or str(name).strip()
+
+
+@functools.lru_cache(maxsize=8)
+def _standard_head_positions(montage_name):
+    """Head-frame positions of a named standard montage, keyed by lower-case channel name."""
+    with warnings.catch_warnings():
+        # mne >= 1.13 renames standard_* to colin27_*; the coordinates are the same.
+        warnings.simplefilter("ignore", FutureWarning)
+        montage = mne.channels.make_standard_montage(montage_name)
+    return _montage_head_positions(montage)
+
+
+def _montage_head_positions(montage):
+    """Positions of a DigMontage in the MNE head frame, keyed by lower-case channel name."""
+    names = list(montage.ch_names)
+    info = mne.create_info(names, 256.0, "eeg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        info.set_montage(montage, on_missing="ignore", verbose="error")
+    positions = {}
+    for ch in info["chs"]:
+        loc = np.asarray(ch["loc"][:3], dtype=float)
+        if np.isfinite(loc).all() and not np.allclose(loc, 0.0):
+            positions.setdefault(ch["ch_name"].lower(), (ch["ch_name"], loc))
+    return positions
+
+
+def _has_position(loc):
+    loc = np.asarray(loc[:3], dtype=float)
+    return bool(np.isfinite(loc).all() and not np.allclose(loc, 0.0))
+
+
+def channel_positions(raw):
+    """Electrode positions of a Raw, in metres, MNE head frame (``info["chs"][i]["loc"][:3]``).
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+
+    Returns
+    -------
+    ch_pos : ndarray, shape (n_channels, 3)
+        NaN rows for channels without a position.
+
+    Examples
+    --------
+    >>> import zuna_lab as zl  # doctest: +SKIP
+    >>> channel_positions(zl.read_raw("../shared/data/sample1_raw.fif")).shape  # doctest: +SKIP
+    (12, 3)
+    """
+    pos = np.array([np.asarray(ch["loc"][:3], dtype=float) for ch in raw.info["chs"]]).reshape(-1, 3)
+    missing = ~np.array([_has_position(ch["loc"]) for ch in raw.info["chs"]], dtype=bool)
+    pos[missing] = np.nan
+    return pos
+
+
+def _apply_positions(raw, montage, verbose):
+    """Give channels without a file position one from ``montage``, by cleaned name.
+
+    When every channel already has a position from the file, the file wins. Otherwise every
+    channel the montage knows takes the montage position (one consistent head geometry, as the
+    official ZUNA1.1 loader does); channels it does not know keep their file position if any.
+    """
+    has_pos = np.array([_has_position(ch["loc"]) for ch in raw.info["chs"]], dtype=bool)
+    if has_pos.all() or montage is None:
+        return
+    if isinstance(montage, str):
+        try:
+            table = _standard_head_positions(montage)
+        except ValueError as err:
+            raise ZunaValueError(
+                f"Unknown montage {montage!r}; pass a name from mne.channels.get_builtin_montages() or a DigMontage."
+            ) from err
+    elif isinstance(montage, mne.channels.DigMontage):
+        table = _montage_head_positions(montage)
+    else:
+        raise ZunaTypeError(f"montage must be a montage name, a DigMontage or None, got {type(montage).__name__}.")
+    ch_pos = {}
+    for ch, had in zip(raw.info["chs"], has_pos):
+        entry = table.get(clean_channel_name(ch["ch_name"]).lower())
+        if entry is not None:
+            ch_pos[ch["ch_name"]] = entry[1]
+        elif had:
+            ch_pos[ch["ch_name"]] = np.asarray(ch["loc"][:3], dtype=float)
+    if not ch_pos:
+        return
+    digitised = mne.channels.make_dig_montage(ch_pos=ch_pos, coord_frame="head")
+    raw.set_montage(digitised, on_missing="ignore", verbose=verbose if verbose is not None else "error")
+
+
+# --------------------------------------------------------------------------------------
+# reading
+# --------------------------------------------------------------------------------------
+
+def _read_csv(path, *, sfreq, ch_names, verbose):
+    with open(path, newline="") as handle:
+        sample = handle.read(4096)
+        handle.seek(0)
+        try:
+            dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+        except csv.Error:
+            dialect = csv.excel
+        rows = list(csv.reader(handle, dialect))
+    rows = [row for row in rows if any(cell.strip() for cell in row)]
+    if len(rows) < 2:
+        raise RecordingError(f"CSV file {path} has no data rows; it needs a header and one row per sample.")
+    header = [cell.strip() for cell in rows[0]]
+    try:
+        values = np.array([[float(cell) for cell in row] for row in rows[1:]], dtype=float)
+    except ValueError as err:
+        raise RecordingError(
+            f"CSV file {path} has a non-numeric value below the header ({err}); every data cell must be a number."
+        ) from None
+    if values.ndim != 2 or values.shape[1] != len(header):
+        raise RecordingError(f"CSV file {path} has rows of different lengths; every row needs {len(header)} cells.")
+    has_time = header[0].lower() in {"time", "times", "t", "time_s", "time (s)", "seconds", "timestamp", "timestamps"}
+    names = header[1:] if has_time else header
+    data = values[:, 1:].T if has_time else values.T
+    if ch_names is not None:
+        if len(ch_names) != data.shape[0]:
+            raise ZunaValueError(f"ch_names has {len(ch_names)} names but the CSV has {data.shape[0]} channel columns.")
+        names = list(ch_names)
+    if has_time:
+        step = np.diff(values[:, 0])
+        if len(step) == 0 or not np.all(step > 0):
+            raise RecordingError(f"The time column of {path} must increase strictly from row to row.")
+        file_sfreq = 1.0 / float(np.median(step))
+        if sfreq is not None and abs(file_sfreq - sfreq) > 0.01 * sfreq:
+            raise ZunaValueError(
+                f"sfreq={sfreq} disagrees with the CSV time column ({file_sfreq:.3f} Hz); drop sfreq or fix the file."
+            )
+        sfreq = sfreq if sfreq is not None else round(file_sfreq, 6)
+    elif sfreq is None:
+        raise ZunaValueError(f"CSV file {path} has no time column; pass sfreq= (Hz) or add a first column named 'time'.")
+    return _raw_from_array(data, sfreq=sfreq, ch_names=names, verbose=verbose)
+
+
+def _raw_from_array(data, *, sfreq, ch_names, verbose):
+    if ch_names is None or sfreq is None:
+        raise ZunaValueError("A NumPy array needs ch_names= and sfreq= (Hz), e.g. read_raw(data, ch_names=names, sfreq=256).")
+    data = np.asarray(data)
+    if data.ndim != 2:
+        raise ZunaValueError(f"The array must have shape (n_channels, n_times), got {data.shape}.")
+    if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+        raise ZunaTypeError(f"The array must hold real numbers (volts), got dtype {data.dtype}.")
+    ch_names = [str(name) for name in ch_names]
+    if len(ch_names) != data.shape[0]:
+        raise ZunaValueError(
+            f"ch_names has {len(ch_names)} names but the array has {data.shape[0]} rows; "
+            "the array must be (n_channels, n_times)."
+        )
+    if len(set(ch_names)) != len(ch_names):
+        raise ZunaValueError("ch_names contains duplicates; every channel needs its own name.")
+    if not np.isscalar(sfreq) or not float(sfreq) > 0:
+        raise ZunaValueError(f"sfreq must be a positive number of Hz, got {sfreq!r}.")
+    info = mne.create_info(ch_names, float(sfreq), "eeg")
+    return mne.io.RawArray(data.astype(np.float64, copy=True), info, verbose=verbose if verbose is not None else "error")
+
+
+def _read_file(path, *, verbose):
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise RecordingFileError(f"File {str(path)!r} does not exist; check the path.")
+    if path.is_dir() and path.suffix.lower() != ".mff":
+        raise RecordingFileError(f"{str(path)!r} is a folder, not a recording file; pass the file itself.")
+    try:
+        return mne.io.read_raw(path, preload=True, verbose=verbose)
+    except ValueError as err:
+        if "Unsupported file type" in str(err):
+            raise RecordingFileError(
+                f"Cannot read {path.name!r}: {path.suffix or 'no extension'} is not a recording format MNE reads "
+                "(use FIF, EDF, BDF, BrainVision .vhdr, EEGLAB .set, … or a CSV)."
+            ) from None
+        raise RecordingError(f"MNE could not read {path.name!r}: {err}") from err
+    except (OSError, RuntimeError, KeyError, IndexError, TypeError) as err:
+        raise RecordingError(f"MNE could not read {path.name!r} ({type(err).__name__}: {err}); is the file complete?") from err
+
+
+def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, verbose=None):
+    """Load a recording as a preloaded ``mne.io.Raw`` with EEG channels that have a 3-D position.
+
+    Positions come from the file when every EEG channel has one; otherwise they are looked up in
+    ``montage`` by cleaned channel name (see :func:`clean_channel_name`: case-insensitive,
+    ``EEG`` prefixes and reference suffixes such as ``-REF``/``-A1`` removed). Channels that still
+    have no position are dropped with a :class:`~zuna_lab.errors.ZunaLabWarning` naming them.
+    Channel names are kept as they are. The input is never modified.
+
+    Parameters
+    ----------
+    source : path-like | ndarray | mne.io.BaseRaw
+        A file MNE reads (FIF, EDF, BDF, BrainVision ``.vhdr``, EEGLAB ``.set``, …), a ``.csv``
+        (optional first column ``time`` in seconds, then one column per channel, values in
+        volts), an array of shape ``(n_channels, n_times)`` in volts (needs ``ch_names`` and
+        ``sfreq``), or an existing Raw (copied).
+    montage : str | mne.channels.DigMontage | None
+        Where positions come from when the file has none (default ``"standard_1005"``).
+        ``None`` keeps only channels with file positions.
+    sfreq : float | None
+        Sampling frequency in Hz of an array, or of a CSV without a time column.
+    ch_names : list of str | None
+        Channel names of an array (or to rename CSV columns).
+    verbose : bool | str | int | None
+        MNE verbosity.
+
+    Returns
+    -------
+    raw : mne.io.Raw
+        A new, preloaded Raw.
+
+    Raises
+    ------
+    zuna_lab.errors.RecordingFileError
+        Missing file, or a type MNE cannot read.
+    zuna_lab.errors.RecordingError
+        No EEG channel with a position, shorter than one token (0.125 s), NaN/Inf samples,
+        flat data, or amplitudes implausible for volts (e.g. µV stored as V).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> raw = read_raw(rng.normal(0, 20e-6, (3, 2560)), ch_names=["Cz", "EEG Pz-REF", "X1"], sfreq=256)  # doctest: +SKIP
+    >>> raw.ch_names  # X1 has no standard position and was dropped  # doctest: +SKIP
+    ['Cz', 'EEG Pz-REF']
+    """
+    if isinstance(source, mne.io.BaseRaw):
+        if sfreq is not None or ch_names is not None:
+            raise ZunaValueError("sfreq= and ch_names= are only for NumPy or CSV input; a Raw already has them.")
+        raw = source.copy().load_data(verbose=verbose if verbose is not None else "error")
+    elif isinstance(source, np.ndarray):
+        raw = _raw_from_array(source, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        if path.suffix.lower() in {".csv", ".tsv"}:
+            if not path.exists():
+                raise RecordingFileError(f"File {str(path)!r} does not exist; check the path.")
+            raw = _read_csv(path, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
+        else:
+            if sfreq is not None or ch_names is not None:
+                raise ZunaValueError("sfreq= and ch_names= are only for NumPy or CSV input; the file already has them.")
+            raw = _read_file(path, verbose=verbose)
+    else:
+        raise ZunaTypeError(
+            f"Cannot read a recording from {type(source).__name__}; pass a file path, a NumPy array "
+            "(n_channels, n_times) with ch_names and sfreq, or an mne.io.Raw."
+        )
+
+    eeg_names = [raw.ch_names[i] for i in mne.pick_types(raw.info, eeg=True, exclude=())]
+    if not eeg_names:
+        raise RecordingError(
+            "The recording has no EEG channels; set channel types with raw.set_channel_types({...: 'eeg'})."
+        )
+    raw.pick(eeg_names, verbose="error")
+
+    _apply_positions(raw, montage, verbose)
+    has_pos = [_has_position(ch["loc"]) for ch in raw.info["chs"]]
+    dropped = [name for name, ok in zip(raw.ch_names, has_pos) if not ok]
+    kept = [name for name, ok in zip(raw.ch_names, has_pos) if ok]
+    if not kept:
+        raise RecordingError(
+            f"No EEG channel has a 3-D position (none of {_preview(raw.ch_names)} is in the "
+            f"{montage!r} montage); set one with raw.set_montage(...) or rename the channels to 10-05 names."
+        )
+    if dropped:
+        warnings.warn(
+            f"Dropped {len(dropped)} EEG channel(s) without a 3-D position: {', '.join(dropped)}.",
+            ZunaLabWarning,
+            stacklevel=2,
+        )
+        raw.pick(kept, verbose="error")
+    _check_signal(raw)
+    return raw
+
+
+def _preview(names, limit=8):
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _check_signal(raw):
+    """The variant-free checks: length, finite samples, plausible volts."""
+    duration = raw.n_times / raw.info["sfreq"]
+    if duration < _TOKEN_SECONDS:
+        raise RecordingError(
+            f"The recording lasts {duration:.3f} s, shorter than one ZUNA token (0.125 s); use a longer recording."
+        )
+    data = raw.get_data()
+    finite = np.isfinite(data)
+    if not finite.all():
+        bad = [raw.ch_names[i] for i in np.flatnonzero(~finite.all(axis=1))]
+        raise RecordingError(
+            f"The data contain NaN or Inf samples (channels {_preview(bad)}); "
+            "interpolate or crop them, e.g. with raw.interpolate_bads() or raw.crop()."
+        )
+    channel_std = data.std(axis=1)
+    if not (channel_std > 0).any():
+        raise RecordingError("The recording is flat (every channel is constant); check the file or the channel selection.")
+    # Differences ignore DC offsets and slow drift, which can be large in DC-coupled systems.
+    step_std = float(np.median(np.diff(data, axis=1).std(axis=1))) if raw.n_times > 1 else 0.0
+    if step_std > _MAX_PLAUSIBLE_STD or float(np.median(channel_std)) > 1.0:
+        raise RecordingError(
+            f"Amplitudes look too large for volts (median channel std {np.median(channel_std):.3g}); "
+            "if the data are in µV, multiply by 1e-6 (e.g. raw.apply_function(lambda x: x * 1e-6))."
+        )
+
+
+def check_recording(raw, variant="ZUNA"):
+    """Check that a Raw can go through the preprocessing of ``variant``; raise one clear error if not.
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        Usually the output of :func:`read_raw`.
+    variant : str
+        ``"ZUNA"`` needs at least one full 5 s epoch; ``"ZUNA1.1"`` at least one token (0.125 s).
+
+    Raises
+    ------
+    zuna_lab.errors.RecordingError
+
+    Examples
+    --------
+    >>> check_recording(read_raw("../shared/data/sample1_raw.fif"), "ZUNA")  # doctest: +SKIP
+    """
+    if not isinstance(raw, mne.io.BaseRaw):
+        raise ZunaTypeError(f"Expected an mne.io.Raw (e.g. from zuna_lab.read_raw), got {type(raw).__name__}.")
+    if variant not in VARIANTS:
+        raise ZunaValueError(f"Unknown model variant {variant!r}; use one of {', '.join(map(repr, VARIANTS))}.")
+    if not raw.preload:
+        raise RecordingError("The Raw is not loaded; call raw.load_data() or read it with zuna_lab.read_raw.")
+    non_eeg = [raw.ch_names[i] for i in range(len(raw.ch_names)) if i not in set(mne.pick_types(raw.info, eeg=True, exclude=()))]
+    if non_eeg:
+        raise RecordingError(f"Channels {_preview(non_eeg)} are not EEG; read the recording with zuna_lab.read_raw first.")
+    missing = [ch["ch_name"] for ch in raw.info["chs"] if not _has_position(ch["loc"])]
+    if missing:
+        raise RecordingError(
+            f"Channels {_preview(missing)} have no 3-D position; read the recording with zuna_lab.read_raw "
+            "(it finds or drops positions) or call raw.set_montage(...)."
+        )
+    if len(raw.ch_names) < 2:
+        raise RecordingError(
+            "ZUNA needs at least 2 EEG channels (the average reference of a single channel is zero); add channels."
+        )
+    _check_signal(raw)
+    constants = VARIANT_CONSTANTS[variant]
+    target_sfreq = float(constants["sfreq"])
+    n_resampled = int(round(raw.n_times * target_sfreq / raw.info["sfreq"]))
+    minimum = float(constants["min_segment_duration"]) if variant == "ZUNA" else _TOKEN_SECONDS
+    if n_resampled < int(round(minimum * target_sfreq)):
+        raise RecordingError(
+            f"The recording lasts {raw.n_times / raw.info['sfreq']:.3f} s but {variant} needs at least "
+            f"{minimum:g} s (one {'5 s epoch' if variant == 'ZUNA' else 'token'}); use a longer recording"
+            + (" or variant 'ZUNA1.1'." if variant == "ZUNA" else ".")
+        )
+
+
+# --------------------------------------------------------------------------------------
+# exporting
+# --------------------------------------------------------------------------------------
+
+def _sfreq_of(ds):
+    times = np.asarray(ds["time"].values, dtype=float)
+    if times.size >= 2:
+        return float(round(1.0 / float(np.median(np.diff(times))), 6))
+    for key in ("sfreq_model", "model_sfreq"):
+        if key in ds.attrs:
+            return float(ds.attrs[key])
+    return 256.0
+
+
+def _check_reconstruct_dataset(ds, kind):
+    try:
+        import xarray as xr
+    except ImportError as err:  # pragma: no cover - xarray is a dependency
+        raise ZunaTypeError("xarray is required to export results.") from err
+    if not isinstance(ds, xr.Dataset):
+        raise ZunaTypeError(f"Expected the xarray Dataset from zuna_lab.reconstruct, got {type(ds).__name__}.")
+    kinds = ("hybrid", "reconstruction", "original")
+    if kind not in kinds:
+        raise ZunaValueError(f"kind must be one of {', '.join(map(repr, kinds))}, got {kind!r}.")
+    if kind not in ds.data_vars:
+        raise ZunaValueError(f"The Dataset has no {kind!r} variable; is it the result of zuna_lab.reconstruct?")
+    for name in ("channel", "time", "epoch_start"):
+        if name not in ds.coords and name not in ds.variables:
+            raise ZunaValueError(f"The Dataset lacks the {name!r} coordinate of a zuna_lab.reconstruct result.")
+
+
+def to_raw(ds, kind="hybrid", *, sample=0, verbose=None):
+    """Turn a ``reconstruct`` Dataset into a continuous ``mne.io.Raw`` in volts.
+
+    Epochs are placed at their ``epoch_start``; samples no epoch covers (dropped epochs,
+    NaN padding) stay NaN. The montage is set from ``ch_pos`` (head frame). For ``"hybrid"`` and
+    ``"reconstruction"``, every span of cells hidden from the encoder (``mask``) becomes a
+    ``ZUNA_infilled`` annotation — on the channels concerned, or global when every channel
+    shares it. The label deliberately does not start with ``BAD`` so that MNE keeps the data.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Result of :func:`zuna_lab.reconstruct`: ``original``, ``reconstruction``, ``hybrid``
+        (epoch, channel, time) in volts, ``mask`` (epoch, channel, token), coordinates
+        ``channel``, ``ch_pos`` (channel, space), ``epoch_start`` (epoch), ``time``.
+    kind : {"hybrid", "reconstruction", "original"}
+        Which signal to export (default ``"hybrid"``: original where kept, model where hidden).
+    sample : int
+        Which draw to export when the Dataset has a ``sample`` dimension.
+    verbose : bool | str | int | None
+        MNE verbosity.
+
+    Returns
+    -------
+    raw : mne.io.RawArray
+
+    Examples
+    --------
+    >>> rec = zl.reconstruct(raw, model=model, bad_channels=["T7"])  # doctest: +SKIP
+    >>> fixed = to_raw(rec, kind="hybrid")  # doctest: +SKIP
+    >>> fixed.annotations.description[0]  # doctest: +SKIP
+    'ZUNA_infilled'
+    """
+    _check_reconstruct_dataset(ds, kind)
+    signal = ds[kind]
+    if "sample" in signal.dims:
+        if not 0 <= int(sample) < signal.sizes["sample"]:
+            raise ZunaValueError(f"sample must be in [0, {signal.sizes['sample']}), got {sample}.")
+        signal = signal.isel(sample=int(sample))
+    missing_dims = {"epoch", "channel", "time"} - set(signal.dims)
+    if missing_dims:
+        raise ZunaValueError(f"{kind!r} must have dims (epoch, channel, time); it lacks {sorted(missing_dims)}.")
+    values = np.asarray(signal.transpose("epoch", "channel", "time").values, dtype=np.float64)
+    sfreq = _sfreq_of(ds)
+    ch_names = [str(name) for name in ds["channel"].values]
+    starts = np.rint(np.asarray(ds["epoch_start"].values, dtype=float) * sfreq).astype(np.int64)
+    n_epochs, n_channels, n_epoch_samples = values.shape
+    if np.any(starts < 0):
+        raise ZunaValueError("epoch_start must not be negative.")
+    covered = np.isfinite(values)
+    # The Raw ends with the last real sample: NaN padding of a short last segment is not kept.
+    last_real = [starts[e] + np.flatnonzero(covered[e].any(axis=0))[-1] + 1 for e in range(n_epochs) if covered[e].any()]
+    n_total = int(max(last_real)) if last_real else 0
+    if n_total == 0:
+        raise ZunaValueError(f"The {kind!r} signal holds no finite sample; nothing to export.")
+
+    continuous = np.full((n_channels, n_total), np.nan)
+    for e in range(n_epochs):
+        stop = min(n_total, starts[e] + n_epoch_samples)
+        block = values[e, :, : stop - starts[e]]
+        target = continuous[:, starts[e]:stop]
+        np.copyto(target, block, where=np.isfinite(block))
+
+    info = mne.create_info(ch_names, sfreq, "eeg")
+    raw = mne.io.RawArray(continuous, info, verbose=verbose if verbose is not None else "error")
+    if "ch_pos" in ds.variables:
+        pos = np.asarray(ds["ch_pos"].transpose("channel", ...).values, dtype=float)
+        usable = np.isfinite(pos).all(axis=1)
+        if usable.any():
+            montage = mne.channels.make_dig_montage(
+                ch_pos={name: p for name, p, ok in zip(ch_names, pos, usable) if ok}, coord_frame="head"
+            )
+            raw.set_montage(montage, on_missing="ignore", verbose="error")
+    if kind != "original" and "mask" in ds.variables:
+        annotations = _infilled_annotations(ds, starts, n_total, sfreq, ch_names, covered)
+        if len(annotations):
+            raw.set_annotations(annotations, verbose="error")
+    return raw
+
+
+def _infilled_annotations(ds, starts, n_total, sfreq, ch_names, covered):
+    mask = ds["mask"]
+    if "sample" in mask.dims:
+        mask = mask.any("sample")
+    tokens = np.asarray(mask.transpose("epoch", "channel", "token").values, dtype=bool)
+    samples_per_token = 32
+    n_channels = len(ch_names)
+    hidden = np.zeros((n_channels, n_total), dtype=bool)
+    for e in range(tokens.shape[0]):
+        per_sample = np.repeat(tokens[e], samples_per_token, axis=1)
+        width = min(per_sample.shape[1], covered.shape[2], n_total - starts[e])
+        if width <= 0:
+            continue
+        cells = per_sample[:, :width] & covered[e][:, :width]
+        hidden[:, starts[e]:starts[e] + width] |= cells
+    spans = {}
+    for c in range(n_channels):
+        edges = np.diff(np.concatenate([[0], hidden[c].astype(np.int8), [0]]))
+        for start, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+            spans.setdefault((int(start), int(stop)), []).append(c)
+    onsets, durations, names = [], [], []
+    for (start, stop), channels in sorted(spans.items()):
+        onsets.append(start / sfreq)
+        durations.append((stop - start) / sfreq)
+        names.append([] if len(channels) == n_channels else [ch_names[c] for c in channels])
+    return mne.Annotations(
+        onset=onsets, duration=durations, description=[INFILLED_DESCRIPTION] * len(onsets), ch_names=names
+    )
+
+
+# --------------------------------------------------------------------------------------
+# atomic writers
+# --------------------------------------------------------------------------------------
+
+def _target(fname, overwrite):
+    path = Path(fname).expanduser()
+    if not path.parent.exists():
+        raise ZunaValueError(f"Folder {str(path.parent)!r} does not exist; create it first.")
+    if path.exists() and not overwrite:
+        raise ZunaValueError(f"{str(path)!r} already exists; pass overwrite=True to replace it.")
+    return path
+
+
+def _temporary_sibling(path, suffix):
+    return path.parent / f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{suffix}"
+
+
+def _replace_atomically(write, path, suffix):
+    """Call ``write(tmp_path)``, then move the temporary file onto ``path``; clean up on error."""
+    tmp = _temporary_sibling(path, suffix)
+    try:
+        write(tmp)
+        if tmp.is_dir():
+            _replace_directory(tmp, path)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+        raise
+    return path
+
+
+def _replace_directory(tmp, path):
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    # A directory cannot be renamed over a non-empty one: move the old one aside first.
+    old = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.old"
+    os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_fif(inst, fname, *, kind="hybrid", overwrite=False, verbose=None):
+    """Write a Raw, or a ``reconstruct`` Dataset (through :func:`to_raw`), to a FIF file atomically.
+
+    Parameters
+    ----------
+    inst : mne.io.Raw | xarray.Dataset
+    fname : path-like
+        Target file; MNE's convention is a name ending in ``_raw.fif``.
+    kind : {"hybrid", "reconstruction", "original"}
+        Which signal of a Dataset to write.
+    overwrite : bool
+        Replace an existing file.
+    verbose : bool | str | int | None
+
+    Returns
+    -------
+    path : pathlib.Path
+
+    Examples
+    --------
+    >>> write_fif(rec, "subject01_fixed_raw.fif", kind="hybrid")  # doctest: +SKIP
+    """
+    path = _target(fname, overwrite)
+    raw = inst if isinstance(inst, mne.io.BaseRaw) else to_raw(inst, kind=kind, verbose=verbose)
+    # The temporary name ends in _raw.fif so that MNE does not warn about naming.
+    return _replace_atomically(
+        lambda tmp: raw.save(tmp, overwrite=True, verbose=verbose if verbose is not None else "error"),
+        path,
+        "_raw.fif",
+    )
+
+
+def _netcdf_ready(ds):
+    """A copy whose attrs netCDF can hold: dicts, lists, bools and None become JSON strings."""
+    out = ds.copy(deep=False)
+
+    def fix(attrs):
+        fixed = {}
+        for key, value in attrs.items():
+            if isinstance(value, (dict, list, tuple, bool, type(None))) or isinstance(value, np.bool_):
+                fixed[key] = json.dumps(value, default=_json_default)
+            elif isinstance(value, Path):
+                fixed[key] = str(value)
+            else:
+                fixed[key] = value
+        return fixed
+
+    out.attrs = fix(out.attrs)
+    for name in out.variables:
+        out[name].attrs = fix(out[name].attrs)
+    return out
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def write_netcdf(ds, fname, *, overwrite=False):
+    """Write a result Dataset to netCDF atomically (nested attrs are stored as JSON strings).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+    fname : path-like
+    overwrite : bool
+
+    Returns
+    -------
+    path : pathlib.Path
+
+    Examples
+    --------
+    >>> write_netcdf(emb, "subject01_embedding.nc")  # doctest: +SKIP
+    """
+    _require_dataset(ds)
+    path = _target(fname, overwrite)
+    ready = _netcdf_ready(ds)
+    return _replace_atomically(lambda tmp: ready.to_netcdf(tmp), path, ".nc")
+
+
+def write_zarr(ds, store, *, overwrite=False):
+    """Write a result Dataset to a zarr directory atomically.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+    store : path-like
+        Directory to create (conventionally ending in ``.zarr``).
+    overwrite : bool
+
+    Returns
+    -------
+    path : pathlib.Path
+
+    Examples
+    --------
+    >>> write_zarr(emb, "subject01_embedding.zarr")  # doctest: +SKIP
+    """
+    _require_dataset(ds)
+    path = _target(store, overwrite)
+    ready = _netcdf_ready(ds)
+    return _replace_atomically(lambda tmp: ready.to_zarr(tmp, mode="w"), path, ".zarr")
+
+
+def _require_dataset(ds):
+    import xarray as xr
+
+    if not isinstance(ds, xr.Dataset):
+        raise ZunaTypeError(f"Expected an xarray Dataset from zuna_lab, got {type(ds).__name__}.")
+
+
+def write_safetensors(ds, fname, *, kind="reconstruction", overwrite=False):
+    """Write a result in the zuna-rs safetensors layout, atomically.
+
+    An ``embed`` Dataset gives ``embeddings_N`` (S, 32) float32, ``tok_idx_N`` (S, 4) int64 in the
+    variant's token order, ``chan_pos_N`` (n_channels, 3) float32 per epoch ``N``; a
+    ``reconstruct`` Dataset gives ``reconstructed_N`` (n_channels, n_samples) float32 in volts
+    (the ``kind`` signal, NaN padding trimmed) and ``chan_pos_N``. Both add ``n_samples``: a
+    one-element float32 tensor holding the number of epochs, as zuna-rs writes it. The file
+    metadata records the variant, the channel names and the units.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Result of :func:`zuna_lab.embed` or :func:`zuna_lab.reconstruct`.
+    fname : path-like
+    kind : {"reconstruction", "hybrid", "original"}
+        Signal of a ``reconstruct`` Dataset to write.
+    overwrite : bool
+
+    Returns
+    -------
+    path : pathlib.Path
+
+    Examples
+    --------
+    >>> write_safetensors(emb, "subject01.safetensors")  # doctest: +SKIP
+    """
+    from safetensors.numpy import save_file
+
+    from .tokens import mask_to_sequence, position_bins
+
+    _require_dataset(ds)
+    path = _target(fname, overwrite)
+    if "sample" in ds.dims:
+        ds = ds.isel(sample=0)
+    ch_names = [str(name) for name in ds["channel"].values]
+    if "ch_pos" not in ds.variables:
+        raise ZunaValueError("The Dataset has no 'ch_pos' coordinate; it is needed for chan_pos_N.")
+    ch_pos = np.asarray(ds["ch_pos"].transpose("channel", ...).values, dtype=np.float32)
+    tensors = {}
+    metadata = {"channels": json.dumps(ch_names), "producer": "zuna_lab"}
+    if "embedding" in ds.data_vars:
+        variant = str(ds.attrs.get("variant", ""))
+        if variant not in VARIANTS:
+            raise ZunaValueError("The embed Dataset has no valid attrs['variant']; it sets the token order of tok_idx_N.")
+        emb = np.asarray(ds["embedding"].transpose("epoch", "channel", "token", "latent").values, dtype=np.float32)
+        bins = position_bins(ch_pos, variant=variant)
+        for e in range(emb.shape[0]):
+            real_tokens = np.isfinite(emb[e]).all(axis=(0, 2))
+            n_tokens = int(real_tokens.sum())
+            grid = emb[e][:, :n_tokens]
+            sequence = mask_to_sequence(np.moveaxis(grid, -1, 0), variant=variant)  # (latent, S)
+            channel_of, token_of = np.meshgrid(np.arange(len(ch_names)), np.arange(n_tokens), indexing="ij")
+            tok_idx = np.concatenate(
+                [bins[mask_to_sequence(channel_of, variant=variant)], mask_to_sequence(token_of, variant=variant)[:, None]],
+                axis=1,
+            )
+            tensors[f"embeddings_{e}"] = np.ascontiguousarray(sequence.T, dtype=np.float32)
+            tensors[f"tok_idx_{e}"] = np.ascontiguousarray(tok_idx, dtype=np.int64)
+            tensors[f"chan_pos_{e}"] = ch_pos.copy()
+        metadata.update(variant=variant, content="embeddings")
+        n_epochs = emb.shape[0]
+    else:
+        _check_reconstruct_dataset(ds, kind)
+        signal = np.asarray(ds[kind].transpose("epoch", "channel", "time").values, dtype=np.float32)
+        for e in range(signal.shape[0]):
+            real = np.flatnonzero(np.isfinite(signal[e]).any(axis=0))
+            width = int(real[-1]) + 1 if real.size else 0
+            tensors[f"reconstructed_{e}"] = np.ascontiguousarray(signal[e][:, :width])
+            tensors[f"chan_pos_{e}"] = ch_pos.copy()
+        metadata.update(content=kind, units="V", variant=str(ds.attrs.get("variant", "")))
+        n_epochs = signal.shape[0]
+    tensors["n_samples"] = np.array([n_epochs], dtype=np.float32)
+    return _replace_atomically(lambda tmp: save_file(tensors, str(tmp), metadata=metadata), path, ".safetensors")

@@ -1,0 +1,348 @@
+"""The official ZUNA preprocessing of each model variant, and its inverse back to volts.
+
+Both variants start the same way (MNE does the signal work): resample to 256 Hz, then a
+0.5 Hz zero-phase FIR high-pass with MNE's default design (``raw.filter(0.5, None)``). Then:
+
+``"ZUNA"`` — as ``zuna==0.1.1`` (``EEGProcessor.process`` with the defaults of
+``zuna.preprocessing()``; notch off):
+    average reference (MNE, channels in ``info["bads"]`` excluded from the mean) →
+    global z-score over all good channels and samples → 5 s epochs
+    (``mne.make_fixed_length_epochs``: the last partial epoch is dropped, and so is any epoch
+    overlapping a ``BAD_`` annotation) with per-epoch, per-channel mean removal → a second global
+    z-score over all epochs → ÷ 10 → clip to ±1 (the last two in the model's data loader).
+
+``"ZUNA1.1"`` — as ``zuna==1.1.6``'s ``reconstruct_fif`` (its v4 .fif loader):
+    segments of ``segment_duration`` (default 5 s, 0.5–30 s, snapped down to whole tokens;
+    the last, shorter segment is kept if it holds at least one token) → per segment: average
+    reference over all channels (bads included) → per-channel z-score with ``std + 1e-6``
+    (in volts: with EEG stds of 1e-5 V this shrinks the signal by several per cent, exactly as
+    the official loader does) → ÷ 10 → clip to ±1.
+
+Each epoch keeps what is needed to return to volts: ``volts = data * 10 * scale + offset +
+reference``, where ``reference`` is the average reference that was removed — so
+:meth:`Preprocessed.to_volts` returns the resampled, high-passed recording in its own reference
+(the official ZUNA1.1 inverse; for ZUNA the official ``pt_to_raw`` restores neither the epoch
+baseline nor the reference, zuna_lab restores both).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mne
+import numpy as np
+
+from .config import VARIANT_CONSTANTS, VARIANTS
+from .errors import ZunaTypeError, ZunaValueError
+from .io import check_recording, channel_positions
+
+__all__ = ["Preprocessed", "preprocess", "HIGHPASS_HZ"]
+
+#: High-pass cut-off of both official pipelines, in Hz.
+HIGHPASS_HZ = 0.5
+#: Added to the per-channel std (in volts) by the official ZUNA1.1 loader.
+_ZUNA11_STD_EPSILON = 1e-6
+
+
+@dataclass(frozen=True, eq=False)
+class Preprocessed:
+    """A recording after the official preprocessing of one variant, ready to tokenise.
+
+    Attributes
+    ----------
+    variant : str
+        ``"ZUNA"`` or ``"ZUNA1.1"``.
+    data : tuple of ndarray
+        Per epoch, float32 (n_channels, n_samples): the model input — normalised, ÷ ``data_norm``,
+        clipped to ±``data_clip``. ZUNA epochs are all 1280 samples; the last ZUNA1.1 segment may
+        be shorter (always whole tokens).
+    volts : tuple of ndarray
+        Per epoch, float64 (n_channels, n_samples): the resampled, high-passed signal in volts in
+        the recording's own reference — what :meth:`to_volts` returns to.
+    epoch_start : ndarray
+        Start of every epoch in seconds from the first sample of the recording.
+    ch_names : tuple of str
+    ch_pos : ndarray, shape (n_channels, 3)
+        Metres, MNE head frame.
+    bads : tuple of str
+        ``info["bads"]`` of the input (kept in the data; ZUNA excludes them from the reference
+        and the statistics, ZUNA1.1 includes them — as the official code does).
+    sfreq : float
+        256.0.
+    source_sfreq : float
+        Sampling frequency of the input.
+    n_times : int
+        Samples of the whole resampled recording (epochs may not cover its end).
+    scale, offset : ndarray, shape (n_epochs, n_channels)
+        ``volts = data * data_norm * scale + offset + reference`` (before clipping).
+    reference : tuple of ndarray
+        Per epoch (n_samples,): the average reference subtracted at each sample, in volts.
+    data_norm, data_clip : float
+        10 and 1.
+    params : dict
+        Provenance: the official statistics (``global_mean``/``global_std``/``final_mean``/
+        ``final_std`` for ZUNA; the per-segment ``seg_mean``/``seg_std`` live in
+        ``offset``/``scale``), filter settings, segment length and the reference pipeline.
+    """
+
+    variant: str
+    data: tuple
+    volts: tuple
+    epoch_start: np.ndarray
+    ch_names: tuple
+    ch_pos: np.ndarray
+    bads: tuple
+    sfreq: float
+    source_sfreq: float
+    n_times: int
+    scale: np.ndarray
+    offset: np.ndarray
+    reference: tuple
+    data_norm: float
+    data_clip: float
+    params: dict = field(default_factory=dict)
+
+    @property
+    def n_epochs(self):
+        """Number of epochs (segments)."""
+        return len(self.data)
+
+    @property
+    def n_channels(self):
+        """Number of channels."""
+        return len(self.ch_names)
+
+    def n_samples(self, epoch_index):
+        """Samples in one epoch."""
+        return self.data[self._index(epoch_index)].shape[1]
+
+    def _index(self, epoch_index):
+        if not isinstance(epoch_index, (int, np.integer)) or isinstance(epoch_index, bool):
+            raise ZunaTypeError(f"epoch_index must be an int, got {type(epoch_index).__name__}.")
+        if not -self.n_epochs <= epoch_index < self.n_epochs:
+            raise ZunaValueError(f"epoch_index must be in [0, {self.n_epochs}), got {epoch_index}.")
+        return int(epoch_index) % self.n_epochs
+
+    def to_volts(self, epoch_array, epoch_index, *, reference="original"):
+        """Return a model-domain epoch (normalised, ÷ data_norm) to volts.
+
+        Parameters
+        ----------
+        epoch_array : array-like, shape (n_channels, n_samples) or (..., n_channels, n_samples)
+            E.g. ``data[epoch_index]`` or a decoder output for that epoch, detokenised.
+            ``n_samples`` may be shorter than the epoch (a prefix).
+        epoch_index : int
+            Which epoch's normalisation to invert.
+        reference : {"original", "average"}
+            ``"original"`` (default) adds the removed average reference back, returning the
+            high-passed recording in its own reference; ``"average"`` stays average-referenced.
+
+        Returns
+        -------
+        volts : ndarray of float64, same shape as ``epoch_array``
+
+        Examples
+        --------
+        >>> pre = preprocess(raw, "ZUNA")  # doctest: +SKIP
+        >>> back = pre.to_volts(pre.data[0], 0)  # equals pre.volts[0] where not clipped  # doctest: +SKIP
+        """
+        index = self._index(epoch_index)
+        if reference not in ("original", "average"):
+            raise ZunaValueError(f"reference must be 'original' or 'average', got {reference!r}.")
+        values = np.asarray(epoch_array, dtype=np.float64)
+        n_channels, n_samples = self.data[index].shape
+        if values.ndim < 2 or values.shape[-2] != n_channels or values.shape[-1] > n_samples:
+            raise ZunaValueError(
+                f"Epoch {index} has {n_channels} channels x {n_samples} samples; got an array of shape {values.shape}."
+            )
+        width = values.shape[-1]
+        volts = values * self.data_norm * self.scale[index][:, None] + self.offset[index][:, None]
+        if reference == "original":
+            volts = volts + self.reference[index][:width]
+        return volts
+
+    def clipped(self, epoch_index):
+        """Boolean (n_channels, n_samples): samples whose model input hit the ±data_clip limit."""
+        index = self._index(epoch_index)
+        return np.abs(self.data[index]) >= np.float32(self.data_clip)
+
+
+def _resolve_segment_duration(variant, segment_duration):
+    constants = VARIANT_CONSTANTS[variant]
+    if segment_duration is None:
+        return float(constants["segment_duration"])
+    if isinstance(segment_duration, bool) or not isinstance(segment_duration, (int, float, np.number)):
+        raise ZunaTypeError(f"segment_duration must be a number of seconds, got {type(segment_duration).__name__}.")
+    value = float(segment_duration)
+    low, high = float(constants["min_segment_duration"]), float(constants["max_segment_duration"])
+    if not low <= value <= high:
+        if variant == "ZUNA":
+            raise ZunaValueError(
+                f"ZUNA was trained on 5 s epochs only (got segment_duration={value:g}); use variant 'ZUNA1.1' for 0.5–30 s."
+            )
+        raise ZunaValueError(f"segment_duration must be between {low:g} and {high:g} s for {variant}, got {value:g}.")
+    return value
+
+
+def preprocess(raw, variant="ZUNA", *, segment_duration=None, verbose=None):
+    """Run the official preprocessing of ``variant`` on a recording.
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        A loaded recording with EEG channels that all have positions — the output of
+        :func:`zuna_lab.read_raw`. It is not modified.
+    variant : {"ZUNA", "ZUNA1.1"}
+        Which model's pipeline to follow.
+    segment_duration : float | None
+        Epoch length in seconds: ZUNA takes 5 s only; ZUNA1.1 0.5–30 s (default 5 s), snapped
+        down to whole 0.125 s tokens.
+    verbose : bool | str | int | None
+        MNE verbosity.
+
+    Returns
+    -------
+    pre : Preprocessed
+
+    Examples
+    --------
+    >>> raw = zl.read_raw("../shared/data/sample1_raw.fif")  # doctest: +SKIP
+    >>> pre = preprocess(raw, "ZUNA1.1", segment_duration=10.0)  # doctest: +SKIP
+    >>> pre.n_epochs, pre.data[0].shape  # doctest: +SKIP
+    (2, (12, 2560))
+    """
+    if variant not in VARIANTS:
+        raise ZunaValueError(f"Unknown model variant {variant!r}; use one of {', '.join(map(repr, VARIANTS))}.")
+    duration = _resolve_segment_duration(variant, segment_duration)
+    check_recording(raw, variant)
+    constants = VARIANT_CONSTANTS[variant]
+    target_sfreq = float(constants["sfreq"])
+    mne_verbose = verbose if verbose is not None else "error"
+
+    work = raw.copy()
+    source_sfreq = float(work.info["sfreq"])
+    # 0.1.1 resamples when the rate differs at all; 1.1.6's loader when it differs after rounding.
+    needs_resample = source_sfreq != target_sfreq if variant == "ZUNA" else int(round(source_sfreq)) != int(target_sfreq)
+    if needs_resample:
+        work.resample(target_sfreq, verbose=mne_verbose)
+    work.filter(l_freq=HIGHPASS_HZ, h_freq=None, method="fir", verbose=mne_verbose)
+
+    common = dict(
+        ch_names=tuple(work.ch_names),
+        ch_pos=channel_positions(work),
+        bads=tuple(work.info["bads"]),
+        sfreq=float(work.info["sfreq"]),
+        source_sfreq=source_sfreq,
+        n_times=int(work.n_times),
+        data_norm=float(constants["data_norm"]),
+        data_clip=float(constants["data_clip"]),
+    )
+    provenance = dict(
+        variant=variant,
+        resampled=bool(needs_resample),
+        highpass_hz=HIGHPASS_HZ,
+        highpass="mne zero-phase FIR (firwin, hamming, filter_length='auto')",
+        data_norm=common["data_norm"],
+        data_clip=common["data_clip"],
+    )
+    if variant == "ZUNA":
+        parts = _zuna_epochs(work, duration, mne_verbose)
+        provenance.update(reference="zuna==0.1.1 EEGProcessor.process", segment_duration=duration)
+    else:
+        parts = _zuna11_segments(work, duration)
+        provenance.update(reference="zuna==1.1.6 EEGDataset_v4 (reconstruct_fif)", segment_duration=duration)
+    stats = parts.pop("stats")
+    provenance.update(stats)
+
+    clip = common["data_clip"]
+    model_input = tuple(
+        np.clip(normalised / common["data_norm"], -clip, clip).astype(np.float32) for normalised in parts.pop("normalised")
+    )
+    for array in model_input:
+        array.setflags(write=False)
+    return Preprocessed(variant=variant, data=model_input, params=provenance, **parts, **common)
+
+
+def _zuna_epochs(raw, duration, verbose):
+    """ZUNA (0.1.1): reference → global z → 5 s epochs, baseline → global z."""
+    before_reference = raw.get_data()
+    raw.set_eeg_reference("average", projection=False, verbose=verbose)
+    referenced = raw.get_data()
+    # The same value is subtracted from every channel; averaging guards against rounding.
+    reference = (before_reference - referenced).mean(axis=0)
+
+    good = mne.pick_types(raw.info, eeg=True, exclude="bads")
+    if len(good) == 0:
+        raise ZunaValueError("Every channel is in info['bads']; ZUNA needs good channels for its statistics.")
+    global_mean = float(referenced[good].mean())
+    global_std = float(referenced[good].std())
+    if global_std == 0:
+        raise ZunaValueError("The recording is constant after the average reference; check the data.")
+    raw.apply_function(lambda x: (x - global_mean) / global_std, picks="all", channel_wise=False, verbose=verbose)
+
+    epochs = mne.make_fixed_length_epochs(raw, duration=duration, preload=True, verbose=verbose)
+    if len(epochs) == 0:
+        raise ZunaValueError(
+            "No 5 s epoch is left (too short, or every epoch overlaps a BAD_ annotation); use a longer recording."
+        )
+    before_baseline = epochs.get_data(copy=True)
+    epochs.apply_baseline((None, None), verbose=verbose)
+    centred = epochs.get_data(copy=True)
+    baseline = (before_baseline - centred).mean(axis=2)  # (epoch, channel), z-units
+
+    final_mean = float(centred.mean())
+    final_std = float(centred.std())
+    normalised = (centred - final_mean) / final_std if final_std > 0 else centred.copy()
+    if not final_std > 0:
+        final_std = 1.0
+
+    starts = epochs.events[:, 0] - raw.first_samp
+    n_samples = centred.shape[2]
+    volts = tuple(before_reference[:, s:s + n_samples].copy() for s in starts)
+    references = tuple(reference[s:s + n_samples].copy() for s in starts)
+    n_epochs, n_channels = baseline.shape
+    scale = np.full((n_epochs, n_channels), final_std * global_std)
+    offset = (final_mean + baseline) * global_std + global_mean
+    return dict(
+        normalised=list(normalised),
+        volts=volts,
+        reference=references,
+        epoch_start=starts / raw.info["sfreq"],
+        scale=scale,
+        offset=offset,
+        stats=dict(global_mean=global_mean, global_std=global_std, final_mean=final_mean, final_std=final_std),
+    )
+
+
+def _zuna11_segments(raw, duration):
+    """ZUNA1.1 (1.1.6 v4 loader): per segment, average reference and per-channel z-score."""
+    samples_per_token = 32
+    sfreq = raw.info["sfreq"]
+    filtered = raw.get_data()
+    n_total = filtered.shape[1]
+    segment = max(samples_per_token, int(round(duration * sfreq)) // samples_per_token * samples_per_token)
+
+    normalised, volts, references, starts, scales, offsets = [], [], [], [], [], []
+    for start in range(0, n_total, segment):
+        n_samples = min(segment, n_total - start) // samples_per_token * samples_per_token
+        if n_samples < samples_per_token:
+            continue
+        block = filtered[:, start:start + n_samples]
+        reference = block.mean(axis=0)
+        referenced = block - reference
+        mean = referenced.mean(axis=1)
+        std = referenced.std(axis=1) + _ZUNA11_STD_EPSILON
+        normalised.append((referenced - mean[:, None]) / std[:, None])
+        volts.append(block.copy())
+        references.append(reference)
+        starts.append(start)
+        scales.append(std)
+        offsets.append(mean)
+    return dict(
+        normalised=normalised,
+        volts=tuple(volts),
+        reference=tuple(references),
+        epoch_start=np.asarray(starts, dtype=float) / sfreq,
+        scale=np.asarray(scales),
+        offset=np.asarray(offsets),
+        stats=dict(segment_samples=segment, std_epsilon=_ZUNA11_STD_EPSILON),
+    )

@@ -1,0 +1,440 @@
+"""Tokenisation: how an epoch of EEG becomes the sequence the ZUNA encoder reads.
+
+Every channel is cut into tokens of 32 consecutive samples (0.125 s at 256 Hz). A token
+carries its 32 values and an index ``tok_idx = (x_bin, y_bin, z_bin, t_coarse)``: the
+electrode position, discretised per axis into equal bins over ±0.12 m, and the token's
+position in time within the epoch. The model's 4-D RoPE reads only ``tok_idx``, so the
+order of tokens in the sequence does not change what the model computes — but the
+official code uses a fixed order per variant, and we follow it so that our sequences are
+byte-for-byte the official encoder input:
+
+``"ZUNA"`` (zuna 0.1.1, ``use_coarse_time: "B"``)
+    channel-major: all tokens of channel 0 in time order, then channel 1, …
+    ``sequence_index = channel * n_tokens + token``.
+``"ZUNA1.1"`` (zuna 1.1.6, ``use_coarse_time: "A"``)
+    time-major: token 0 of every channel, then token 1 of every channel, …
+    ``sequence_index = token * n_channels + channel``.
+
+A hidden (masked) token keeps its ``tok_idx`` and has its 32 values set to 0: this is how
+the official code drops channels and time spans from the encoder input.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import VARIANT_CONSTANTS, VARIANTS
+from .errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
+
+__all__ = [
+    "SAMPLES_PER_TOKEN",
+    "TokenSpec",
+    "token_spec",
+    "position_bins",
+    "tokenize",
+    "detokenize",
+    "sequence_index",
+    "channel_token",
+    "mask_to_sequence",
+    "mask_from_sequence",
+    "token_mask",
+    "n_tokens_for",
+]
+
+#: Samples per token (the model's ``num_fine_time_pts``).
+SAMPLES_PER_TOKEN = 32
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """How one model variant lays out its token sequence.
+
+    Attributes
+    ----------
+    variant : str
+        ``"ZUNA"`` or ``"ZUNA1.1"``.
+    n_position_bins : int
+        Bins per axis for the electrode position (50 for ZUNA, 100 for ZUNA1.1).
+    position_extreme : float
+        Positions are binned over ``[-position_extreme, +position_extreme]`` metres per axis.
+    order : str
+        ``"channel-major"`` (ZUNA) or ``"time-major"`` (ZUNA1.1).
+    samples_per_token : int
+        32.
+    """
+
+    variant: str
+    n_position_bins: int
+    position_extreme: float
+    order: str
+    samples_per_token: int = SAMPLES_PER_TOKEN
+
+
+_ORDER = {"ZUNA": "channel-major", "ZUNA1.1": "time-major"}
+
+
+def token_spec(variant):
+    """Return the :class:`TokenSpec` of a model variant.
+
+    Parameters
+    ----------
+    variant : str
+        ``"ZUNA"`` or ``"ZUNA1.1"``.
+
+    Returns
+    -------
+    spec : TokenSpec
+
+    Examples
+    --------
+    >>> token_spec("ZUNA1.1").n_position_bins
+    100
+    """
+    _check_variant(variant)
+    constants = VARIANT_CONSTANTS[variant]
+    return TokenSpec(
+        variant=variant,
+        n_position_bins=int(constants["n_position_bins"]),
+        position_extreme=float(constants["position_extreme"]),
+        order=_ORDER[variant],
+        samples_per_token=int(constants["samples_per_token"]),
+    )
+
+
+def _check_variant(variant):
+    if not isinstance(variant, str) or variant not in VARIANTS:
+        raise ZunaValueError(f"Unknown model variant {variant!r}; use one of {', '.join(map(repr, VARIANTS))}.")
+
+
+def n_tokens_for(n_samples):
+    """Number of whole tokens in ``n_samples`` samples (a trailing partial token is not a token).
+
+    Examples
+    --------
+    >>> n_tokens_for(1280)
+    40
+    """
+    return int(n_samples) // SAMPLES_PER_TOKEN
+
+
+def position_bins(ch_pos, *, variant):
+    """Discretise electrode positions into the integer bins of ``tok_idx``.
+
+    Each axis is mapped linearly from ``[-0.12, 0.12]`` m onto ``[0, n_bins)`` and truncated;
+    positions outside the range land in the first or last bin (with a warning). The arithmetic
+    runs in float32, as the official code does, so bin edges fall exactly where theirs do.
+
+    Parameters
+    ----------
+    ch_pos : array-like, shape (n_channels, 3)
+        Positions in metres, MNE head frame.
+    variant : str
+        ``"ZUNA"`` (50 bins) or ``"ZUNA1.1"`` (100 bins).
+
+    Returns
+    -------
+    bins : ndarray of int64, shape (n_channels, 3)
+
+    Examples
+    --------
+    >>> position_bins([[0.0, 0.0, 0.0]], variant="ZUNA")
+    array([[25, 25, 25]])
+    """
+    spec = token_spec(variant)
+    pos = np.asarray(ch_pos, dtype=np.float32)
+    if pos.ndim != 2 or pos.shape[1] != 3:
+        raise ZunaValueError(f"ch_pos must have shape (n_channels, 3), got {pos.shape}.")
+    if not np.isfinite(pos).all():
+        raise ZunaValueError("ch_pos contains NaN or Inf; every channel needs a finite 3-D position.")
+    lo = np.float32(-spec.position_extreme)
+    hi = np.float32(spec.position_extreme)
+    outside = (pos < lo) | (pos > hi)
+    if outside.any():
+        warnings.warn(
+            f"{int(outside.any(axis=1).sum())} channel position(s) lie outside ±{spec.position_extreme} m "
+            "and are put in the edge bins; are the positions in metres?",
+            ZunaLabWarning,
+            stacklevel=2,
+        )
+    scaled = (pos - lo) / (hi - lo) * np.float32(spec.n_position_bins)
+    return np.clip(np.trunc(scaled).astype(np.int64), 0, spec.n_position_bins - 1)
+
+
+def sequence_index(channel, token, n_channels, n_tokens, *, variant):
+    """Position in the token sequence of (channel, token) pairs.
+
+    Parameters
+    ----------
+    channel, token : int or array of int
+        Channel index and token index (time) within the epoch; broadcast together.
+    n_channels, n_tokens : int
+        Shape of the epoch in channels and tokens.
+    variant : str
+        ``"ZUNA"`` (channel-major) or ``"ZUNA1.1"`` (time-major).
+
+    Returns
+    -------
+    index : int or ndarray of int64
+
+    Examples
+    --------
+    >>> int(sequence_index(1, 2, 4, 40, variant="ZUNA")), int(sequence_index(1, 2, 4, 40, variant="ZUNA1.1"))
+    (42, 9)
+    """
+    spec = token_spec(variant)
+    channel = np.asarray(channel, dtype=np.int64)
+    token = np.asarray(token, dtype=np.int64)
+    if np.any((channel < 0) | (channel >= n_channels)) or np.any((token < 0) | (token >= n_tokens)):
+        raise ZunaValueError(f"channel must be in [0, {n_channels}) and token in [0, {n_tokens}).")
+    if spec.order == "channel-major":
+        index = channel * n_tokens + token
+    else:
+        index = token * n_channels + channel
+    return index if index.ndim else int(index)
+
+
+def channel_token(index, n_channels, n_tokens, *, variant):
+    """Inverse of :func:`sequence_index`: the (channel, token) of sequence positions.
+
+    Examples
+    --------
+    >>> channel_token(9, 4, 40, variant="ZUNA1.1")
+    (1, 2)
+    """
+    spec = token_spec(variant)
+    index = np.asarray(index, dtype=np.int64)
+    if np.any((index < 0) | (index >= n_channels * n_tokens)):
+        raise ZunaValueError(f"Sequence index must be in [0, {n_channels * n_tokens}).")
+    if spec.order == "channel-major":
+        channel, token = np.divmod(index, n_tokens)
+    else:
+        token, channel = np.divmod(index, n_channels)
+    if index.ndim == 0:
+        return int(channel), int(token)
+    return channel, token
+
+
+def mask_to_sequence(mask, *, variant):
+    """Flatten a (channel, token) mask — or any per-token array — into sequence order.
+
+    Parameters
+    ----------
+    mask : array-like, shape (n_channels, n_tokens) or (n_epochs, n_channels, n_tokens)
+    variant : str
+
+    Returns
+    -------
+    flat : ndarray, shape (S,) or (n_epochs, S)
+
+    Examples
+    --------
+    >>> mask_to_sequence([[True, False], [False, False]], variant="ZUNA1.1").tolist()
+    [True, False, False, False]
+    """
+    spec = token_spec(variant)
+    arr = np.asarray(mask)
+    if arr.ndim not in (2, 3):
+        raise ZunaValueError(f"mask must have shape (n_channels, n_tokens) or (n_epochs, n_channels, n_tokens), got {arr.shape}.")
+    if spec.order == "time-major":
+        arr = np.swapaxes(arr, -1, -2)
+    return arr.reshape(arr.shape[:-2] + (-1,))
+
+
+def mask_from_sequence(flat, n_channels, n_tokens, *, variant):
+    """Inverse of :func:`mask_to_sequence`: (S,) or (n_epochs, S) back to (…, n_channels, n_tokens).
+
+    Examples
+    --------
+    >>> mask_from_sequence([True, False, False, False], 2, 2, variant="ZUNA1.1").tolist()
+    [[True, False], [False, False]]
+    """
+    spec = token_spec(variant)
+    arr = np.asarray(flat)
+    if arr.shape[-1] != n_channels * n_tokens:
+        raise ZunaValueError(f"Expected {n_channels * n_tokens} tokens in sequence order, got {arr.shape[-1]}.")
+    lead = arr.shape[:-1]
+    if spec.order == "channel-major":
+        return arr.reshape(lead + (n_channels, n_tokens))
+    return np.swapaxes(arr.reshape(lead + (n_tokens, n_channels)), -1, -2)
+
+
+def tokenize(epoch, ch_pos, *, variant, mask=None):
+    """Turn an epoch (or a batch of equal-shape epochs) into the official encoder input.
+
+    Parameters
+    ----------
+    epoch : array-like, shape (n_channels, n_samples) or (n_epochs, n_channels, n_samples)
+        Preprocessed signal (already ÷ data_norm and clipped, see
+        :func:`zuna_lab.preprocessing.preprocess`). ``n_samples`` must be a multiple of 32.
+    ch_pos : array-like, shape (n_channels, 3)
+        Electrode positions in metres, MNE head frame.
+    variant : str
+        ``"ZUNA"`` or ``"ZUNA1.1"``: sets the token order and the position bins.
+    mask : array-like of bool, shape (n_channels, n_tokens) or (n_epochs, n_channels, n_tokens), optional
+        True where a token is hidden from the encoder; its 32 values become 0.
+
+    Returns
+    -------
+    tokens : ndarray of float32, shape (S, 32) or (n_epochs, S, 32)
+        ``S = n_channels * n_tokens``.
+    tok_idx : ndarray of int64, shape (S, 4) or (n_epochs, S, 4)
+        ``(x_bin, y_bin, z_bin, t_coarse)`` of every token.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> tokens, tok_idx = tokenize(np.zeros((2, 64)), [[0, 0, 0.1], [0, 0.05, 0.1]], variant="ZUNA")
+    >>> tokens.shape, tok_idx[:, 3].tolist()
+    ((4, 32), [0, 1, 0, 1])
+    """
+    spec = token_spec(variant)
+    if isinstance(epoch, (list, tuple)) and epoch and not np.isscalar(epoch[0]) and len({np.shape(e) for e in epoch}) > 1:
+        raise ZunaValueError("A batch of epochs must all have the same shape; tokenize variable-length epochs one by one.")
+    data = np.asarray(epoch, dtype=np.float32)
+    if data.ndim not in (2, 3):
+        raise ZunaValueError(f"epoch must have shape (n_channels, n_samples) or (n_epochs, n_channels, n_samples), got {data.shape}.")
+    batched = data.ndim == 3
+    if not batched:
+        data = data[None]
+    n_epochs, n_channels, n_samples = data.shape
+    if n_samples == 0 or n_samples % spec.samples_per_token:
+        raise ZunaValueError(
+            f"An epoch must have a positive multiple of {spec.samples_per_token} samples, got {n_samples}; "
+            "trim it to whole tokens first."
+        )
+    n_tokens = n_samples // spec.samples_per_token
+    bins = position_bins(ch_pos, variant=variant)
+    if bins.shape[0] != n_channels:
+        raise ZunaValueError(f"ch_pos has {bins.shape[0]} rows but the epoch has {n_channels} channels.")
+
+    # (epoch, channel, token, sample) -> sequence order of the variant
+    grid = data.reshape(n_epochs, n_channels, n_tokens, spec.samples_per_token)
+    if mask is not None:
+        hidden = np.asarray(mask)
+        if hidden.dtype != bool:
+            raise ZunaTypeError(f"mask must be boolean, got dtype {hidden.dtype}.")
+        if hidden.shape not in ((n_channels, n_tokens), (n_epochs, n_channels, n_tokens)):
+            raise ZunaValueError(f"mask must have shape ({n_channels}, {n_tokens}), got {hidden.shape}.")
+        grid = np.where(np.broadcast_to(hidden, (n_epochs, n_channels, n_tokens))[..., None], np.float32(0), grid)
+    if spec.order == "time-major":
+        grid = grid.transpose(0, 2, 1, 3)
+    tokens = np.ascontiguousarray(grid.reshape(n_epochs, n_channels * n_tokens, spec.samples_per_token), dtype=np.float32)
+
+    channel_of, token_of = np.meshgrid(np.arange(n_channels), np.arange(n_tokens), indexing="ij")
+    channel_seq = mask_to_sequence(channel_of, variant=variant)
+    token_seq = mask_to_sequence(token_of, variant=variant)
+    tok_idx = np.concatenate([bins[channel_seq], token_seq[:, None]], axis=1).astype(np.int64)
+    tok_idx = np.broadcast_to(tok_idx, (n_epochs,) + tok_idx.shape).copy()
+    if not batched:
+        return tokens[0], tok_idx[0]
+    return tokens, tok_idx
+
+
+def detokenize(tokens, n_channels, n_samples, *, variant):
+    """Inverse of :func:`tokenize` for the values: sequence of tokens back to (channels, samples).
+
+    Parameters
+    ----------
+    tokens : array-like, shape (S, 32) or (n_epochs, S, 32)
+        Token values in the variant's sequence order (e.g. a decoder output).
+    n_channels, n_samples : int
+        Shape of the epoch; ``S`` must equal ``n_channels * n_samples / 32``.
+    variant : str
+
+    Returns
+    -------
+    epoch : ndarray of float32, shape (n_channels, n_samples) or (n_epochs, n_channels, n_samples)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.arange(128, dtype=np.float32).reshape(2, 64)
+    >>> tokens, _ = tokenize(x, np.zeros((2, 3)), variant="ZUNA1.1")
+    >>> bool((detokenize(tokens, 2, 64, variant="ZUNA1.1") == x).all())
+    True
+    """
+    spec = token_spec(variant)
+    values = np.asarray(tokens, dtype=np.float32)
+    batched = values.ndim == 3
+    if values.ndim not in (2, 3) or values.shape[-1] != spec.samples_per_token:
+        raise ZunaValueError(f"tokens must have shape (S, {spec.samples_per_token}) or (n_epochs, S, {spec.samples_per_token}), got {values.shape}.")
+    if n_samples % spec.samples_per_token:
+        raise ZunaValueError(f"n_samples must be a multiple of {spec.samples_per_token}, got {n_samples}.")
+    n_tokens = n_samples // spec.samples_per_token
+    if values.shape[-2] != n_channels * n_tokens:
+        raise ZunaValueError(
+            f"{values.shape[-2]} tokens do not fill {n_channels} channels x {n_tokens} tokens ({n_samples} samples)."
+        )
+    if not batched:
+        values = values[None]
+    n_epochs = values.shape[0]
+    if spec.order == "channel-major":
+        grid = values.reshape(n_epochs, n_channels, n_tokens, spec.samples_per_token)
+    else:
+        grid = values.reshape(n_epochs, n_tokens, n_channels, spec.samples_per_token).transpose(0, 2, 1, 3)
+    epoch = np.ascontiguousarray(grid.reshape(n_epochs, n_channels, n_samples))
+    return epoch if batched else epoch[0]
+
+
+def token_mask(ch_names, n_samples, *, bad_channels=None, bad_spans=None, sfreq=256.0, overlap=0.0):
+    """Build a (channel, token) mask from bad channel names and bad time spans of one epoch.
+
+    Parameters
+    ----------
+    ch_names : list of str
+        Channel names of the epoch.
+    n_samples : int
+        Samples in the epoch (only whole tokens count).
+    bad_channels : list of str, optional
+        Channels hidden for the whole epoch (matched case-insensitively).
+    bad_spans : list of tuple, optional
+        ``(start, stop)`` in seconds from the epoch start hides that span on every channel;
+        ``(start, stop, channel)`` on one channel only.
+    sfreq : float
+        Sampling frequency of the epoch (256 Hz after preprocessing).
+    overlap : float
+        A token is hidden when more than this fraction of its samples lie in a bad span:
+        0.0 (default, as the official ``bad_token_overlap``) hides any token a span touches.
+
+    Returns
+    -------
+    mask : ndarray of bool, shape (n_channels, n_tokens)
+
+    Examples
+    --------
+    >>> m = token_mask(["Cz", "Pz"], 1280, bad_channels=["cz"], bad_spans=[(1.0, 1.2, "Pz")])
+    >>> m.shape, int(m[0].sum()), m[1].nonzero()[0].tolist()
+    ((2, 40), 40, [8, 9])
+    """
+    names = [str(name) for name in ch_names]
+    lower = {name.lower(): i for i, name in enumerate(names)}
+    n_tokens = n_tokens_for(n_samples)
+    mask = np.zeros((len(names), n_tokens), dtype=bool)
+    if not 0.0 <= overlap < 1.0:
+        raise ZunaValueError(f"overlap must be in [0, 1), got {overlap}.")
+
+    def row_of(name):
+        key = str(name).lower()
+        if key not in lower:
+            raise ZunaValueError(f"Channel {name!r} is not in this recording; its channels are {', '.join(names)}.")
+        return lower[key]
+
+    for name in bad_channels or ():
+        mask[row_of(name)] = True
+    token_start = np.arange(n_tokens) * SAMPLES_PER_TOKEN
+    for span in bad_spans or ():
+        if len(span) not in (2, 3):
+            raise ZunaValueError(f"A bad span is (start, stop) or (start, stop, channel) in seconds, got {span!r}.")
+        start = int(round(float(span[0]) * sfreq))
+        stop = int(round(float(span[1]) * sfreq))
+        if stop <= start:
+            continue
+        covered = np.minimum(stop, token_start + SAMPLES_PER_TOKEN) - np.maximum(start, token_start)
+        hit = covered > overlap * SAMPLES_PER_TOKEN
+        if len(span) == 3 and span[2] is not None:
+            mask[row_of(span[2])] |= hit
+        else:
+            mask |= hit[None, :]
+    return mask

@@ -38,6 +38,7 @@ __all__ = [
     "check_recording",
     "clean_channel_name",
     "channel_positions",
+    "bad_annotation_spans",
     "to_raw",
     "write_fif",
     "write_netcdf",
@@ -180,6 +181,45 @@ def _apply_positions(raw, montage, verbose):
         return
     digitised = mne.channels.make_dig_montage(ch_pos=ch_pos, coord_frame="head")
     raw.set_montage(digitised, on_missing="ignore", verbose=verbose if verbose is not None else "error")
+
+
+def bad_annotation_spans(raw):
+    """The ``BAD…`` annotations of a Raw as spans in seconds from its first sample.
+
+    Onsets are read on MNE's clock: with an ``orig_time`` (or an onset past the end of the
+    data) they are absolute and ``raw.first_time`` is subtracted, as the official ZUNA1.1
+    loader does. A channel-specific annotation gives one span per channel.
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+
+    Returns
+    -------
+    spans : list of tuple
+        ``(start, stop)`` for spans on every channel, ``(start, stop, channel)`` otherwise —
+        the format of :func:`zuna_lab.tokens.token_mask` and :meth:`Preprocessed.token_mask`.
+
+    Examples
+    --------
+    >>> bad_annotation_spans(raw)  # doctest: +SKIP
+    [(3.3, 3.8)]
+    """
+    duration = raw.n_times / raw.info["sfreq"]
+    absolute = raw.annotations.orig_time is not None
+    spans = []
+    for annotation in raw.annotations:
+        if not str(annotation["description"]).upper().startswith("BAD"):
+            continue
+        onset = float(annotation["onset"])
+        shift = raw.first_time if (absolute or onset >= duration) else 0.0
+        start, stop = onset - shift, onset - shift + float(annotation["duration"])
+        channels = tuple(annotation.get("ch_names", ()) or ())
+        if channels:
+            spans.extend((start, stop, name) for name in channels if name in raw.ch_names)
+        else:
+            spans.append((start, stop))
+    return spans
 
 
 # --------------------------------------------------------------------------------------

@@ -160,6 +160,38 @@ class Preprocessed:
             volts = volts + self.reference[index][:width]
         return volts
 
+    def token_mask(self, epoch_index, *, bad_channels=None, bad_spans=None, overlap=0.0):
+        """(channel, token) mask of one epoch from bad channels and bad spans of the recording.
+
+        Parameters
+        ----------
+        epoch_index : int
+        bad_channels : list of str, optional
+            Hidden for the whole epoch (case-insensitive names).
+        bad_spans : list of tuple, optional
+            ``(start, stop)`` or ``(start, stop, channel)`` in seconds from the first sample of
+            the recording (e.g. from :func:`zuna_lab.io.bad_annotation_spans`).
+        overlap : float
+            A token is hidden when more than this fraction of it is covered (0.0: any overlap).
+
+        Returns
+        -------
+        mask : ndarray of bool, shape (n_channels, n_tokens)
+
+        Examples
+        --------
+        >>> pre.token_mask(0, bad_channels=pre.bads, bad_spans=bad_annotation_spans(raw))  # doctest: +SKIP
+        """
+        from .tokens import token_mask
+
+        index = self._index(epoch_index)
+        start = float(self.epoch_start[index])
+        shifted = [(s[0] - start, s[1] - start, *s[2:]) for s in (bad_spans or ())]
+        return token_mask(
+            self.ch_names, self.n_samples(index), bad_channels=bad_channels, bad_spans=shifted,
+            sfreq=self.sfreq, overlap=overlap,
+        )
+
     def clipped(self, epoch_index):
         """Boolean (n_channels, n_samples): samples whose model input hit the ±data_clip limit."""
         index = self._index(epoch_index)
@@ -278,6 +310,9 @@ def _zuna_epochs(raw, duration, verbose):
     if global_std == 0:
         raise ZunaValueError("The recording is constant after the average reference; check the data.")
     raw.apply_function(lambda x: (x - global_mean) / global_std, picks="all", channel_wise=False, verbose=verbose)
+    # The official code resets info["bads"] to its (disabled) bad-channel detector's empty set here,
+    # so epoching and baseline treat every channel alike.
+    raw.info["bads"] = []
 
     epochs = mne.make_fixed_length_epochs(raw, duration=duration, preload=True, verbose=verbose)
     if len(epochs) == 0:

@@ -72,6 +72,7 @@ class ReconstructionState(param.Parameterized):
     raw = param.Parameter(default=None, doc="The recording (mne Raw, volts).", constant=True)
     model = param.Parameter(default=None, doc="Loaded model passed to reconstruct_fn.")
     reconstruct_fn = param.Callable(default=None, doc="reconstruct(raw, *, model, bad_channels, ...).")
+    model_loader = param.Callable(default=None, doc="Called once to get the model when model is None.")
     epoch_duration = param.Number(default=EPOCH_S, bounds=(0.5, 30.0), constant=True)
     epoch = param.Integer(default=0, bounds=(0, 0), doc="Epoch index (epoch_duration s windows).")
     masked_channels = param.ListSelector(default=[], objects=[], doc="Channels to hide and infill.")
@@ -211,14 +212,13 @@ class ReconstructionState(param.Parameterized):
             return
         self.progress = float(min(1.0, max(0.0, frac)))
 
-    def run(self, *, raise_errors=True):
-        """Reconstruct the current epoch with the current masks and options (blocking).
+    def compute(self, *, raise_errors=True):
+        """Call the reconstruct function for the current epoch and masks (blocking).
 
-        Returns
-        -------
-        xr.Dataset | None
-            The result (also in ``self.result``); None when it failed and
-            ``raise_errors`` is False (the message is in ``self.error``).
+        Sets only ``running``/``progress``/``status``/``error``; returns
+        ``(result, metrics, seconds)`` for :meth:`apply` (None on failure when
+        ``raise_errors`` is False).  Apps call this in a worker thread and
+        :meth:`apply` on their event loop.
         """
         if not self._lock.acquire(blocking=False):
             raise ZunaValueError("A reconstruction is already running; wait for it to finish.")
@@ -228,10 +228,13 @@ class ReconstructionState(param.Parameterized):
                 raise ZunaValueError("Nothing is masked: choose channels or a time span to reconstruct.")
             fn = self._fn()
             self.param.update(running=True, progress=0.0, error="", status="running…")
-            start, stop = self.epoch_window()
             t0 = time.perf_counter()
-            tmin = start / self.sfreq
-            segment = self.raw.copy().crop(tmin=tmin, tmax=(stop - 1) / self.sfreq)
+            if self.model is None and self.model_loader is not None and self.reconstruct_fn is None:
+                self.status = "loading the model…"
+                self.model = self.model_loader()
+                self.status = "running…"
+            start, stop = self.epoch_window()
+            segment = self.raw.copy().crop(tmin=start / self.sfreq, tmax=(stop - 1) / self.sfreq)
             kwargs = {"model": self.model, "steps": self.steps, "cfg": self.cfg, "seed": self.seed,
                       "n_samples": self.n_samples, "bad_channels": req["bad_channels"]}
             if req["bad_spans"]:
@@ -246,11 +249,7 @@ class ReconstructionState(param.Parameterized):
                 raise ZunaTypeError(f"reconstruct returned {type(rec).__name__}, not an xarray Dataset.")
             from ..health import reconstruction_errors
 
-            metrics = reconstruction_errors(rec)
-            self.param.update(result=rec, metrics=metrics, progress=1.0, running=False,
-                              run_count=self.run_count + 1,
-                              status=f"done in {time.perf_counter() - t0:.1f} s")
-            return rec
+            return rec, reconstruction_errors(rec), time.perf_counter() - t0
         except Exception as exc:  # noqa: BLE001 - shown to the user
             self.param.update(running=False, error=f"{type(exc).__name__}: {exc}", status="failed")
             if raise_errors:
@@ -258,6 +257,26 @@ class ReconstructionState(param.Parameterized):
             return None
         finally:
             self._lock.release()
+
+    def apply(self, out):
+        """Store the output of :meth:`compute` (result, metrics, seconds) in the state."""
+        if out is None:
+            return None
+        rec, metrics, secs = out
+        self.param.update(result=rec, metrics=metrics, progress=1.0, running=False,
+                          run_count=self.run_count + 1, status=f"done in {secs:.1f} s")
+        return rec
+
+    def run(self, *, raise_errors=True):
+        """Reconstruct the current epoch with the current masks and options (blocking).
+
+        Returns
+        -------
+        xr.Dataset | None
+            The result (also in ``self.result``, with ``self.metrics``); None
+            when it failed and ``raise_errors`` is False (message in ``self.error``).
+        """
+        return self.apply(self.compute(raise_errors=raise_errors))
 
     def start(self):
         """Run in a background thread (returns it); progress and result update as params."""
@@ -397,8 +416,12 @@ class HealthState(param.Parameterized):
         kw = {"model": self.model} if _accepts(fn, "model") else {}
         return fn(self.recordings[name], **kw)
 
-    def compute(self, *, raise_errors=True):
-        """Embed what is missing, then compute health per recording (and drift when several)."""
+    def compute_results(self, *, raise_errors=True):
+        """Embed what is missing and compute health (blocking; sets only status params).
+
+        Returns ``(embeddings, results, comparison)`` for :meth:`apply`, or
+        None on failure when ``raise_errors`` is False.
+        """
         from ..health import compare_recordings, mmd_health
 
         try:
@@ -417,18 +440,34 @@ class HealthState(param.Parameterized):
                                        seed=self.seed, kernel=self.kernel)
             cmp = None
             if len(embs) > 1:
+                self.status = "comparing recordings…"
                 cmp = compare_recordings(embs, n_permutations=min(self.n_permutations, 100),
                                          max_points=min(self.max_points, 500), seed=self.seed,
                                          kernel=self.kernel)
-            with param.parameterized.batch_call_watchers(self):
-                self.embeddings = embs
-                self.param.update(results=res, comparison=cmp, running=False, status="done")
-            return res
+            return embs, res, cmp
         except Exception as exc:  # noqa: BLE001
             self.param.update(running=False, error=f"{type(exc).__name__}: {exc}", status="failed")
             if raise_errors:
                 raise
             return None
+
+    def apply(self, out):
+        """Store the output of :meth:`compute_results`."""
+        if out is None:
+            return None
+        embs, res, cmp = out
+        self.param.update(embeddings=embs, results=res, comparison=cmp, running=False, status="done")
+        return res
+
+    def compute(self, *, raise_errors=True):
+        """Embed what is missing, then compute health per recording (and drift when several).
+
+        Returns
+        -------
+        dict of str -> xr.Dataset | None
+            :func:`~zuna_lab.health.mmd_health` per recording (also in ``self.results``).
+        """
+        return self.apply(self.compute_results(raise_errors=raise_errors))
 
     def summary(self):
         """One row per recording: verdict, MMD², p-value, flagged dims."""

@@ -1,6 +1,8 @@
 """Token order, position bins, masks and their inverses."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -106,9 +108,13 @@ def test_position_bins_edges():
 
 
 def test_position_bins_outside_range_warn_and_clip():
-    with pytest.warns(ZunaLabWarning, match="outside ±0.12 m"):
+    with pytest.warns(ZunaLabWarning, match="are the positions in metres"):
         bins = position_bins([[-0.5, 0.2, 0.0]], variant="ZUNA")
     np.testing.assert_array_equal(bins, [[0, 49, 25]])
+    # the vertex (Cz at z ≈ 0.14 m) saturates the top bin silently, as in the official code
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(position_bins([[0.0, 0.028, 0.14]], variant="ZUNA1.1"), [[50, 61, 99]])
 
 
 def test_sequence_index_roundtrip():

@@ -785,7 +785,10 @@ def write_zarr(ds, store, *, overwrite=False):
     _require_dataset(ds)
     path = _target(store, overwrite)
     ready = _netcdf_ready(ds)
-    return _replace_atomically(lambda tmp: ready.to_zarr(tmp, mode="w"), path, ".zarr")
+    # Zarr format 2: readable everywhere, and it has a specification for string coordinates.
+    return _replace_atomically(
+        lambda tmp: ready.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True), path, ".zarr"
+    )
 
 
 def _require_dataset(ds):

@@ -45,6 +45,8 @@ __all__ = [
 
 #: Samples per token (the model's ``num_fine_time_pts``).
 SAMPLES_PER_TOKEN = 32
+#: Metres from the head origin beyond which a position cannot be an electrode (wrong units).
+_IMPLAUSIBLE_POSITION = 0.25
 
 
 @dataclass(frozen=True)
@@ -123,8 +125,11 @@ def position_bins(ch_pos, *, variant):
     """Discretise electrode positions into the integer bins of ``tok_idx``.
 
     Each axis is mapped linearly from ``[-0.12, 0.12]`` m onto ``[0, n_bins)`` and truncated;
-    positions outside the range land in the first or last bin (with a warning). The arithmetic
-    runs in float32, as the official code does, so bin edges fall exactly where theirs do.
+    positions outside the range land in the first or last bin, as in the official code — which
+    happens to real electrodes: in the MNE head frame the vertex (Cz, CPz, Pz, C1, …) lies at
+    z = 0.12–0.14 m, so those channels share the top z bin. A warning is raised only for
+    positions more than 0.25 m from the origin (wrong units). The arithmetic runs in float32, as
+    the official code does, so bin edges fall exactly where theirs do.
 
     Parameters
     ----------
@@ -150,11 +155,13 @@ def position_bins(ch_pos, *, variant):
         raise ZunaValueError("ch_pos contains NaN or Inf; every channel needs a finite 3-D position.")
     lo = np.float32(-spec.position_extreme)
     hi = np.float32(spec.position_extreme)
-    outside = (pos < lo) | (pos > hi)
-    if outside.any():
+    # Vertex electrodes (Cz sits at z ≈ 0.14 m in the MNE head frame) exceed 0.12 m and share
+    # the top bin, exactly as in the official code; only positions no head has are worth a warning.
+    far = np.abs(pos) > _IMPLAUSIBLE_POSITION
+    if far.any():
         warnings.warn(
-            f"{int(outside.any(axis=1).sum())} channel position(s) lie outside ±{spec.position_extreme} m "
-            "and are put in the edge bins; are the positions in metres?",
+            f"{int(far.any(axis=1).sum())} channel position(s) lie more than {_IMPLAUSIBLE_POSITION} m from the "
+            "head origin and are put in the edge bins; are the positions in metres, MNE head frame?",
             ZunaLabWarning,
             stacklevel=2,
         )

@@ -85,14 +85,21 @@ def _snapshot_revision(directory: Path) -> str | None:
 
 def _download(repo_id: str, *, revision, cache_dir, local_files_only) -> ResolvedWeights:
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
 
     if local_files_only is None:
         local_files_only = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+    unreachable = (
+        f"Could not get {repo_id!r} from the Hugging Face hub ({{}}: offline or unreachable); "
+        f"download its {CONFIG_NAME} and {WEIGHTS_NAME} on a connected machine and pass that directory, "
+        f"e.g. zuna_lab.load_model('/path/to/ZUNA'), or set ZUNA_LAB_MODEL=/path/to/ZUNA.")
     try:
         paths = [Path(hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir,
                                       local_files_only=local_files_only))
                  for name in (CONFIG_NAME, WEIGHTS_NAME)]
+    except LocalEntryNotFoundError as err:   # offline mode, or no connection and nothing cached
+        raise WeightsUnavailableError(unreachable.format(type(err).__name__)) from None
     except (RepositoryNotFoundError, RevisionNotFoundError) as err:
         raise WeightsUnavailableError(
             f"The Hugging Face repo {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
@@ -100,10 +107,7 @@ def _download(repo_id: str, *, revision, cache_dir, local_files_only) -> Resolve
     except EntryNotFoundError:
         raise WeightsUnavailableError(
             f"The Hugging Face repo {repo_id!r} has no {CONFIG_NAME} + {WEIGHTS_NAME}; it is not a ZUNA checkpoint repo.") from None
-    except Exception as err:  # offline, DNS, proxy, timeouts: huggingface_hub raises several types
-        raise WeightsUnavailableError(
-            f"Could not get {repo_id!r} from the Hugging Face hub ({type(err).__name__}: offline or unreachable); "
-            f"download its {CONFIG_NAME} and {WEIGHTS_NAME} on a connected machine and pass that directory, "
-            f"e.g. zuna_lab.load_model('/path/to/ZUNA'), or set ZUNA_LAB_MODEL=/path/to/ZUNA.") from None
+    except Exception as err:  # DNS, proxy, timeouts, HTTP errors: huggingface_hub raises several types
+        raise WeightsUnavailableError(unreachable.format(type(err).__name__)) from None
     config_path, weights_path = paths
     return ResolvedWeights(config_path, weights_path, repo_id, _snapshot_revision(weights_path.parent))

@@ -1,0 +1,218 @@
+"""Loading checkpoints: layouts, strictness, clear errors, hub resolution, full size."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import zuna_lab
+from zuna_lab.errors import CheckpointError, WeightsUnavailableError, ZunaValueError
+from zuna_lab.hub import CONFIG_NAME, WEIGHTS_NAME
+from zuna_lab.testing import make_random_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", variant="ZUNA", seed=1)
+
+
+def inputs(n_docs=2, n_tokens=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    tokens = (0.3 * torch.randn(n_docs, n_tokens, 32, generator=g)).clamp(-1, 1)
+    tok_idx = torch.randint(0, 40, (n_docs, n_tokens, 4), generator=g)
+    return tokens, tok_idx
+
+
+@pytest.mark.parametrize("variant", ["ZUNA", "ZUNA1.1"])
+@pytest.mark.parametrize("key_prefix", [False, True])
+def test_layouts_load_identically(tmp_path, variant, key_prefix):
+    plain = zuna_lab.load_model(make_random_checkpoint(tmp_path / "a", variant=variant, seed=4), device="cpu")
+    other = zuna_lab.load_model(
+        make_random_checkpoint(tmp_path / "b", variant=variant, seed=4, key_prefix=key_prefix), device="cpu")
+    assert plain.variant == other.variant == variant
+    stored = load_file(str(tmp_path / "b" / WEIGHTS_NAME))
+    assert all(k.startswith("model.") == key_prefix for k in stored)
+    tokens, tok_idx = inputs()
+    assert torch.equal(plain.encode(tokens, tok_idx), other.encode(tokens, tok_idx))
+
+
+def test_bf16_file_and_sources(tmp_path, tiny):
+    path = make_random_checkpoint(tmp_path / "bf16", seed=1, dtype=torch.bfloat16)
+    assert next(iter(load_file(str(path / WEIGHTS_NAME)).values())).dtype == torch.bfloat16
+    a = zuna_lab.load_model(path, device="cpu")
+    b = zuna_lab.load_model(tiny, device="cpu")
+    tokens, tok_idx = inputs()
+    # bf16 storage rounds weights: close to, not equal to, the fp32 file of the same seed
+    rel = (a.encode(tokens, tok_idx) - b.encode(tokens, tok_idx)).norm() / b.encode(tokens, tok_idx).norm()
+    assert 0 < rel < 5e-2
+    by_file = zuna_lab.load_model(tiny / WEIGHTS_NAME, device="cpu")
+    by_pair = zuna_lab.load_model((tiny / CONFIG_NAME, tiny / WEIGHTS_NAME), device="cpu")
+    assert torch.equal(by_file.encode(tokens, tok_idx), b.encode(tokens, tok_idx))
+    assert torch.equal(by_pair.encode(tokens, tok_idx), b.encode(tokens, tok_idx))
+    assert by_file.source == str(tiny / WEIGHTS_NAME)
+
+
+def test_n_heads_absent_means_8(tmp_path):
+    path = make_random_checkpoint(tmp_path / "h8", dim=64, n_heads=8, head_dim=8)
+    config = json.loads((path / CONFIG_NAME).read_text())
+    del config["model"]["n_heads"]
+    (path / CONFIG_NAME).write_text(json.dumps(config))
+    model = zuna_lab.load_model(path, device="cpu")
+    assert model.config.n_heads == 8 and model.config.head_dim == 8
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_renamed_key_is_named(tmp_path, tiny):
+    path = _copy(tiny, tmp_path / "renamed")
+    state = load_file(str(path / WEIGHTS_NAME))
+    state["decoder.layers.0.attention.wq_renamed.weight"] = state.pop("decoder.layers.0.attention.wq.weight")
+    save_file(state, str(path / WEIGHTS_NAME))
+    with pytest.raises(CheckpointError, match=r"'decoder\.layers\.0\.attention\.wq_renamed\.weight' is not part of a ZUNA model"):
+        zuna_lab.load_model(path, device="cpu")
+    del state["decoder.layers.0.attention.wq_renamed.weight"]
+    save_file(state, str(path / WEIGHTS_NAME))
+    with pytest.raises(CheckpointError, match=r"missing key 'decoder\.layers\.0\.attention\.wq\.weight'"):
+        zuna_lab.load_model(path, device="cpu")
+
+
+def test_wrong_shape_is_named(tmp_path, tiny):
+    path = _copy(tiny, tmp_path / "shape")
+    state = load_file(str(path / WEIGHTS_NAME))
+    state["encoder.output.weight"] = torch.zeros(16, 64)
+    save_file(state, str(path / WEIGHTS_NAME))
+    with pytest.raises(CheckpointError, match=r"'encoder\.output\.weight' has shape \[16, 64\] but config\.json implies \[32, 64\]"):
+        zuna_lab.load_model(path, device="cpu")
+
+
+def test_truncated_file(tmp_path, tiny):
+    path = _copy(tiny, tmp_path / "truncated")
+    data = (path / WEIGHTS_NAME).read_bytes()
+    (path / WEIGHTS_NAME).write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        zuna_lab.load_model(path, device="cpu")
+
+
+def test_three_errors_are_distinct(tmp_path, tiny):
+    messages = []
+    for name, edit in [("renamed", lambda s: s.__setitem__("x.y", s.pop("encoder.norm.weight"))),
+                       ("shape", lambda s: s.__setitem__("encoder.norm.weight", torch.ones(3)))]:
+        path = _copy(tiny, tmp_path / name)
+        state = load_file(str(path / WEIGHTS_NAME))
+        edit(state)
+        save_file(state, str(path / WEIGHTS_NAME))
+        with pytest.raises(CheckpointError) as info:
+            zuna_lab.load_model(path, device="cpu")
+        messages.append(str(info.value))
+    path = _copy(tiny, tmp_path / "trunc")
+    (path / WEIGHTS_NAME).write_bytes((path / WEIGHTS_NAME).read_bytes()[:1000])
+    with pytest.raises(CheckpointError) as info:
+        zuna_lab.load_model(path, device="cpu")
+    messages.append(str(info.value))
+    assert len(set(messages)) == 3
+    assert all(message.count(".") >= 1 and "\n" not in message for message in messages)
+
+
+def test_config_errors(tmp_path, tiny):
+    path = _copy(tiny, tmp_path / "cfg")
+    (path / CONFIG_NAME).write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        zuna_lab.load_model(path, device="cpu")
+    (path / CONFIG_NAME).write_text(json.dumps({"dim": 64}))
+    with pytest.raises(CheckpointError, match='no "model" object'):
+        zuna_lab.load_model(path, device="cpu")
+    config = json.loads((tiny / CONFIG_NAME).read_text())
+    config["model"]["encoder_latent_downsample_factor"] = 2
+    (path / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="encoder_latent_downsample_factor=2"):
+        zuna_lab.load_model(path, device="cpu")
+    with pytest.raises(CheckpointError, match="neither an existing directory"):
+        zuna_lab.load_model(str(tmp_path / "no" / "such" / "dir"), device="cpu")
+    (path / WEIGHTS_NAME).unlink()
+    with pytest.raises(CheckpointError, match="No weights"):
+        zuna_lab.load_model(path, device="cpu")
+
+
+def fake_hub_cache(cache, repo_id, checkpoint, sha="0123456789abcdef0123456789abcdef01234567"):
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / sha
+    snapshot.mkdir(parents=True)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        shutil.copy(checkpoint / name, snapshot / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    return sha
+
+
+def test_hub_offline_cache(tmp_path, tiny, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sha = fake_hub_cache(tmp_path / "hub", "Zyphra/ZUNA", tiny)
+    model = zuna_lab.load_model("Zyphra/ZUNA", device="cpu", cache_dir=tmp_path / "hub")
+    assert model.source == "Zyphra/ZUNA" and model.revision == sha and model.variant == "ZUNA"
+
+
+def test_hub_unreachable_says_how_to_pass_a_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(WeightsUnavailableError, match=r"pass that directory.*load_model\('/path/to/ZUNA'\)"):
+        zuna_lab.load_model("Zyphra/ZUNA1.1", device="cpu", cache_dir=tmp_path / "empty")
+    assert time.perf_counter() - start < 5
+
+
+def test_default_source_env(tmp_path, tiny, monkeypatch):
+    monkeypatch.setenv("ZUNA_LAB_MODEL", str(tiny))
+    assert zuna_lab.load_model(device="cpu").source == str(tiny)
+
+
+def test_low_level_api_validation(tiny):
+    model = zuna_lab.load_model(tiny, device="cpu")
+    tokens, tok_idx = inputs()
+    with pytest.raises(ZunaValueError, match=r"tokens must have shape \[batch, n_tokens, 32\]"):
+        model.encode(tokens[..., :16], tok_idx)
+    with pytest.raises(ZunaValueError, match=r"tok_idx values must lie in \[0, 49\]"):
+        model.encode(tokens, tok_idx + 45)
+    with pytest.raises(TypeError, match="integer positions"):
+        model.encode(tokens, tok_idx.float())
+    latents = model.encode(tokens, tok_idx)
+    with pytest.raises(ZunaValueError, match="noise must have shape"):
+        model.sample(latents, tok_idx, noise=torch.zeros(1, 2, 32))
+    with pytest.raises(ZunaValueError, match="steps must be a positive integer"):
+        model.sample(latents, tok_idx, steps=0)
+    with pytest.raises(ZunaValueError, match="dtype must be"):
+        zuna_lab.load_model(tiny, device="cpu", dtype="fp16")
+
+
+def test_sampling_is_seeded_and_token_order_free(tiny):
+    model = zuna_lab.load_model(tiny, device="cpu")
+    tokens, tok_idx = inputs()
+    latents = model.encode(tokens, tok_idx)
+    a = model.sample(latents, tok_idx, steps=4, generator=torch.Generator().manual_seed(0))
+    b = model.sample(latents, tok_idx, steps=4, generator=torch.Generator().manual_seed(0))
+    c = model.sample(latents, tok_idx, steps=4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    # positions travel in tok_idx: permuting tokens permutes the latents
+    perm = torch.randperm(tokens.shape[1], generator=torch.Generator().manual_seed(3))
+    permuted = model.encode(tokens[:, perm], tok_idx[:, perm])
+    torch.testing.assert_close(permuted, latents[:, perm], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant,n_params", [("ZUNA", 382_018_656), ("ZUNA1.1", 382_106_720)])
+def test_full_size_checkpoint(tmp_path, variant, n_params):
+    path = make_random_checkpoint(tmp_path / variant, variant=variant, full_size=True, dtype=torch.bfloat16)
+    model = zuna_lab.load_model(path, device="cpu")
+    assert model.n_parameters() == n_params
+    assert (model.config.dim, model.config.n_layers, model.config.n_heads, model.config.head_dim) == (1024, 16, 8, 64)
+    tokens, tok_idx = inputs(n_docs=1, n_tokens=8)
+    latents = model.encode(tokens, tok_idx)
+    assert latents.shape == (1, 8, 32) and torch.isfinite(latents).all()
+    out = model.sample(latents, tok_idx, steps=1, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out).all()

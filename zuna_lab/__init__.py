@@ -6,3 +6,16 @@ from .model import ZunaModel, load_model
 
 __all__ = ["__version__", "load_model", "ZunaModel", "ZunaLabError", "ZunaValueError", "ZunaTypeError",
            "CheckpointError", "WeightsUnavailableError"]
+from .io import read_raw, to_raw, write_fif, write_netcdf, write_zarr, write_safetensors
+from .core import embed, reconstruct
+from .health import mmd_health
+
+__all__ += ["read_raw", "to_raw", "write_fif", "write_netcdf", "write_zarr", "write_safetensors",
+            "embed", "reconstruct", "mmd_health", "dashboard"]
+
+
+def dashboard(data=None, model=None, **kwargs):
+    """The Panel dashboard (reconstruction explorer, MMD health, embedding explorer); see zuna_lab.viz.apps."""
+    from .viz.apps import dashboard as _dashboard
+
+    return _dashboard(data, model=model, **kwargs)

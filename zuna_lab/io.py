@@ -535,7 +535,7 @@ def to_raw(ds, kind="hybrid", *, sample=0, verbose=None):
     ds : xarray.Dataset
         Result of :func:`zuna_lab.reconstruct`: ``original``, ``reconstruction``, ``hybrid``
         (epoch, channel, time) in volts, ``mask`` (epoch, channel, token), coordinates
-        ``channel``, ``ch_pos`` (channel, space), ``epoch_start`` (epoch), ``time``.
+        ``channel``, positions ``ch_x``/``ch_y``/``ch_z`` (channel), ``epoch_start`` (epoch), ``time``.
     kind : {"hybrid", "reconstruction", "original"}
         Which signal to export (default ``"hybrid"``: original where kept, model where hidden).
     sample : int
@@ -586,8 +586,8 @@ def to_raw(ds, kind="hybrid", *, sample=0, verbose=None):
 
     info = mne.create_info(ch_names, sfreq, "eeg")
     raw = mne.io.RawArray(continuous, info, verbose=verbose if verbose is not None else "error")
-    if "ch_pos" in ds.variables:
-        pos = np.asarray(ds["ch_pos"].transpose("channel", ...).values, dtype=float)
+    if "ch_pos" in ds.variables or "ch_x" in ds.variables:
+        pos = channel_positions_of(ds)
         usable = np.isfinite(pos).all(axis=1)
         if usable.any():
             montage = mne.channels.make_dig_montage(
@@ -835,9 +835,9 @@ def write_safetensors(ds, fname, *, kind="reconstruction", overwrite=False):
     if "sample" in ds.dims:
         ds = ds.isel(sample=0)
     ch_names = [str(name) for name in ds["channel"].values]
-    if "ch_pos" not in ds.variables:
-        raise ZunaValueError("The Dataset has no 'ch_pos' coordinate; it is needed for chan_pos_N.")
-    ch_pos = np.asarray(ds["ch_pos"].transpose("channel", ...).values, dtype=np.float32)
+    if "ch_pos" not in ds.variables and "ch_x" not in ds.variables:
+        raise ZunaValueError("The Dataset has no electrode positions (ch_x, ch_y, ch_z); they are needed for chan_pos_N.")
+    ch_pos = channel_positions_of(ds).astype(np.float32)
     tensors = {}
     metadata = {"channels": json.dumps(ch_names), "producer": "zuna_lab"}
     if "embedding" in ds.data_vars:
@@ -873,3 +873,10 @@ def write_safetensors(ds, fname, *, kind="reconstruction", overwrite=False):
         n_epochs = signal.shape[0]
     tensors["n_samples"] = np.array([n_epochs], dtype=np.float32)
     return _replace_atomically(lambda tmp: save_file(tensors, str(tmp), metadata=metadata), path, ".safetensors")
+
+
+def channel_positions_of(ds):
+    """Electrode positions (n_channels, 3) of a result Dataset (see zuna_lab.datasets.channel_positions)."""
+    from .datasets import channel_positions
+
+    return channel_positions(ds)

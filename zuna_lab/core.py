@@ -1,0 +1,447 @@
+"""embed / reconstruct: recording in, labelled xarray Dataset out.
+
+Orchestration only: reading (io), preprocessing, tokenising, batching epochs on the model's
+device, and handing arrays to :mod:`zuna_lab.datasets`.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import mne
+import numpy as np
+import torch
+
+from . import datasets
+from .errors import ZunaTypeError, ZunaValueError
+from .io import bad_annotation_spans, read_raw
+from .preprocessing import preprocess
+from .tokens import detokenize, tokenize
+
+_DEFAULT_MODELS: dict = {}
+
+
+def get_model(model=None):
+    """``model`` itself, or the default model (``$ZUNA_LAB_MODEL`` or Zyphra/ZUNA), loaded once per source."""
+    from .hub import default_source
+    from .model import ZunaModel, load_model
+
+    if model is None:
+        source = default_source()
+        if source not in _DEFAULT_MODELS:
+            _DEFAULT_MODELS[source] = load_model(source)
+        return _DEFAULT_MODELS[source]
+    if isinstance(model, ZunaModel):
+        return model
+    if isinstance(model, str):
+        if model not in _DEFAULT_MODELS:
+            _DEFAULT_MODELS[model] = load_model(model)
+        return _DEFAULT_MODELS[model]
+    raise ZunaTypeError(f"model must be a ZunaModel from zuna_lab.load_model, a source string or None, not {type(model).__name__}.")
+
+
+class _Progress:
+    """A small text progress bar (stderr), on for long runs unless switched off."""
+
+    def __init__(self, total, label, enabled):
+        self.total, self.label, self.enabled, self.done = total, label, enabled, 0
+
+    def update(self, n=1):
+        if not self.enabled:
+            return
+        self.done += n
+        width = 30
+        filled = int(width * self.done / max(self.total, 1))
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
+        if self.done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+@dataclass
+class _Prepared:
+    raw: mne.io.BaseRaw
+    pre: object
+    ch_names: list
+    ch_pos: np.ndarray
+    added: np.ndarray
+    masks: list            # per epoch (n_channels, n_tokens) bool
+
+
+def _check_names(requested, available, what):
+    lookup = {name.lower(): name for name in available}
+    resolved = []
+    for name in requested:
+        if not isinstance(name, str):
+            raise ZunaTypeError(f"{what} must be channel names (str), got {type(name).__name__}.")
+        if name.lower() not in lookup:
+            raise ZunaValueError(f"{what} names {name!r}, which is not a channel of the recording; choose from {', '.join(available)}.")
+        resolved.append(lookup[name.lower()])
+    return resolved
+
+
+def _check_segments(bad_segments, ch_names, duration):
+    spans = []
+    for segment in bad_segments or ():
+        if not isinstance(segment, (tuple, list)) or len(segment) not in (2, 3):
+            raise ZunaValueError(f"bad_segments entries must be (start, stop) or (start, stop, channel) in seconds, got {segment!r}.")
+        start, stop = float(segment[0]), float(segment[1])
+        if not 0 <= start < stop:
+            raise ZunaValueError(f"bad segment {segment!r} must have 0 <= start < stop (seconds from the first sample).")
+        if start >= duration:
+            raise ZunaValueError(f"bad segment {segment!r} starts after the recording ends ({duration:.2f} s).")
+        if len(segment) == 3:
+            spans.append((start, stop, _check_names([segment[2]], ch_names, "bad_segments")[0]))
+        else:
+            spans.append((start, stop))
+    return spans
+
+
+def _added_positions(raw, add_channels, verbose):
+    """Names and head-frame positions of channels to add (upsampling)."""
+    if add_channels is None:
+        return [], np.zeros((0, 3))
+    standard = mne.channels.make_standard_montage("standard_1005")
+    if isinstance(add_channels, (int, np.integer)) and not isinstance(add_channels, bool):
+        if add_channels < 1:
+            raise ZunaValueError(f"add_channels must be a positive count or a list of names, got {add_channels}.")
+        candidates = [name for name in standard.ch_names if name.lower() not in {c.lower() for c in raw.ch_names}]
+        names, positions = candidates, _standard_head_positions(candidates, raw, verbose)
+        existing = np.array([raw.info["chs"][i]["loc"][:3] for i in range(len(raw.ch_names))])
+        chosen = []
+        for _ in range(int(add_channels)):
+            # Greedy farthest point: each new electrode goes where the cap is sparsest.
+            reference = np.vstack([existing] + [positions[chosen]]) if chosen else existing
+            distance = np.linalg.norm(positions[:, None] - reference[None], axis=-1).min(axis=1)
+            distance[chosen] = -1
+            chosen.append(int(distance.argmax()))
+        return [names[i] for i in chosen], positions[chosen]
+    if isinstance(add_channels, str) or not all(isinstance(n, str) for n in add_channels):
+        raise ZunaTypeError("add_channels must be a list of standard 10-05 channel names or a count.")
+    known = {name.lower(): name for name in standard.ch_names}
+    present = {c.lower() for c in raw.ch_names}
+    names = []
+    for name in add_channels:
+        if name.lower() not in known:
+            raise ZunaValueError(f"add_channels names {name!r}, which is not in the standard 10-05 montage; use names like 'FCz' or 'CP3'.")
+        if name.lower() in present:
+            raise ZunaValueError(f"add_channels names {name!r}, which the recording already has; mask it with bad_channels instead.")
+        names.append(known[name.lower()])
+    return names, _standard_head_positions(names, raw, verbose)
+
+
+def _standard_head_positions(names, raw, verbose):
+    # set_montage puts positions in the head frame defined by the montage's fiducials, the same
+    # frame as a recording whose positions came from a standard montage.
+    info = mne.create_info(list(names), 256.0, "eeg")
+    probe = mne.io.RawArray(np.zeros((len(names), 1)), info, verbose="error")
+    probe.set_montage("standard_1005", verbose="error")
+    return np.array([probe.info["chs"][i]["loc"][:3] for i in range(len(names))])
+
+
+def _prepare(data, variant, *, sfreq, ch_names, segment_duration, bad_channels, bad_segments, use_annotations,
+             mask, add_channels, verbose) -> _Prepared:
+    raw = read_raw(data, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
+    bad_channels = _check_names(list(bad_channels or []), raw.ch_names, "bad_channels")
+    duration = raw.n_times / raw.info["sfreq"]
+    spans = _check_segments(bad_segments, raw.ch_names, duration)
+    if use_annotations:
+        spans += list(bad_annotation_spans(raw))
+    added_names, added_pos = _added_positions(raw, add_channels, verbose)
+    # BAD_ spans become masks here, so ZUNA's pipeline must not drop the epochs they touch.
+    bads = list(dict.fromkeys(list(raw.info["bads"]) + bad_channels))
+    work = raw.copy()
+    work.set_annotations(None)
+    work.info["bads"] = bads      # ZUNA keeps channels named bad out of the average reference
+    pre = preprocess(work, variant, segment_duration=segment_duration, verbose=verbose)
+    masks = [pre.token_mask(i, bad_channels=bads, bad_spans=spans) for i in range(pre.n_epochs)]
+    if mask is not None:
+        masks = _apply_user_mask(masks, mask, pre)
+    n_added = len(added_names)
+    if n_added:
+        masks = [np.vstack([m, np.ones((n_added, m.shape[1]), bool)]) for m in masks]
+    return _Prepared(raw=raw, pre=pre, ch_names=list(pre.ch_names) + added_names,
+                     ch_pos=np.vstack([pre.ch_pos, added_pos]),
+                     added=np.r_[np.zeros(len(pre.ch_names), bool), np.ones(n_added, bool)], masks=masks)
+
+
+def _apply_user_mask(masks, mask, pre):
+    user = np.asarray(mask)
+    if user.dtype != bool:
+        raise ZunaTypeError(f"mask must be a boolean array (epoch, channel, token), got dtype {user.dtype}.")
+    n_tokens = max(m.shape[1] for m in masks)
+    expected = (len(masks), pre.n_channels, n_tokens)
+    if user.shape != expected:
+        raise ZunaValueError(f"mask must have shape (n_epochs, n_channels, n_tokens) = {expected} for this recording, got {user.shape}.")
+    return [m | user[i, :, : m.shape[1]] for i, m in enumerate(masks)]
+
+
+def _epoch_inputs(prep, index):
+    """Model-domain epoch with added (zero) channels appended."""
+    data = np.asarray(prep.pre.data[index])
+    n_added = int(prep.added.sum())
+    if n_added:
+        data = np.vstack([data, np.zeros((n_added, data.shape[1]), np.float32)])
+    return data
+
+
+def _batches(prep, batch_size):
+    """Group epochs of equal length (ZUNA1.1's last segment may be shorter) into batches."""
+    by_length = {}
+    for index in range(prep.pre.n_epochs):
+        by_length.setdefault(prep.pre.n_samples(index), []).append(index)
+    for indices in by_length.values():
+        for start in range(0, len(indices), batch_size):
+            yield indices[start:start + batch_size]
+
+
+def _auto_batch_size(model, n_tokens):
+    """Epochs per forward pass: bounded by a memory budget on GPU, small on CPU."""
+    if model.device.type != "cuda":
+        return max(1, min(16, 4096 // max(n_tokens, 1)))
+    free, _ = torch.cuda.mem_get_info(model.device)
+    # activations ~ a few dim-wide fp32 tensors per token plus attention scores for SDPA fallbacks
+    per_epoch = n_tokens * model.config.dim * 4 * 24 + (2 * n_tokens) ** 2 * model.config.n_heads * 2
+    return int(max(1, min(256, 0.5 * free // max(per_epoch, 1))))
+
+
+def embed(data, model=None, *, segment_duration=None, bad_channels=None, use_annotations=True, mask=None,
+          batch_size=None, sfreq=None, ch_names=None, progress=None, verbose=None):
+    """Embed a recording: one 32-d ZUNA latent per channel and 0.125 s token.
+
+    Parameters
+    ----------
+    data : path | mne.io.Raw | ndarray
+        Anything :func:`zuna_lab.read_raw` takes (a NumPy array needs ``sfreq`` and ``ch_names``).
+    model : ZunaModel | str | None
+        A loaded model, a source for :func:`zuna_lab.load_model`, or None for the default
+        (``$ZUNA_LAB_MODEL`` or "Zyphra/ZUNA"), loaded once and cached.
+    segment_duration : float | None
+        Epoch length: 5 s for ZUNA; 0.5–30 s for ZUNA1.1 (default 5 s).
+    bad_channels : list of str | None
+        Channels hidden from the encoder (in addition to ``info["bads"]``).
+    use_annotations : bool
+        Hide tokens overlapping ``BAD_`` annotations (channel-specific ones too).
+    mask : ndarray of bool (epoch, channel, token) | None
+        Further tokens to hide.
+    batch_size : int | None
+        Epochs per forward pass; None picks one from the device's free memory.
+    sfreq, ch_names : float, list of str
+        For NumPy input.
+    progress : bool | None
+        Progress bar on stderr; None shows it for more than 50 epochs.
+    verbose : bool | None
+        MNE verbosity.
+
+    Returns
+    -------
+    emb : xarray.Dataset
+        ``embedding`` (epoch, channel, token, latent) float32 and ``mask`` (epoch, channel, token),
+        with channel names, positions, epoch starts, token times and provenance attrs.
+
+    Examples
+    --------
+    >>> import zuna_lab as zl
+    >>> emb = zl.embed("data/sample_synthetic_raw.fif")          # doctest: +SKIP
+    >>> emb.embedding.sizes                                       # doctest: +SKIP
+    >>> emb.to_dataframe().head()                                 # doctest: +SKIP
+    """
+    model = get_model(model)
+    prep = _prepare(data, model.variant, sfreq=sfreq, ch_names=ch_names, segment_duration=segment_duration,
+                    bad_channels=bad_channels, bad_segments=None, use_annotations=use_annotations, mask=mask,
+                    add_channels=None, verbose=verbose)
+    pre, spt = prep.pre, model.config.constants["samples_per_token"]
+    n_epochs, n_channels = pre.n_epochs, len(prep.ch_names)
+    max_tokens = max(pre.n_samples(i) for i in range(n_epochs)) // spt
+    embedding = np.full((n_epochs, n_channels, max_tokens, model.config.latent_dim), np.nan, np.float32)
+    masks = np.zeros((n_epochs, n_channels, max_tokens), bool)
+    batch_size = batch_size or _auto_batch_size(model, n_channels * max_tokens)
+    bar = _Progress(n_epochs, "embed", progress if progress is not None else n_epochs > 50)
+    for indices in _batches(prep, batch_size):
+        epochs = np.stack([_epoch_inputs(prep, i) for i in indices])
+        epoch_masks = np.stack([prep.masks[i] for i in indices])
+        tokens, tok_idx = tokenize(epochs, prep.ch_pos, variant=model.variant, mask=epoch_masks)
+        latents = model.encode(torch.from_numpy(tokens), torch.from_numpy(tok_idx)).cpu().numpy()
+        n_tokens = epochs.shape[-1] // spt
+        grid = detokenize(latents, n_channels, n_tokens * model.config.latent_dim, variant=model.variant)
+        embedding[indices, :, :n_tokens] = grid.reshape(len(indices), n_channels, n_tokens, -1)
+        masks[indices, :, :n_tokens] = epoch_masks
+        bar.update(len(indices))
+    attrs = datasets.provenance(model, pre, source=_source_name(data))
+    return datasets.embedding_dataset(embedding, masks, ch_names=prep.ch_names, ch_pos=prep.ch_pos,
+                                      epoch_start=pre.epoch_start, samples_per_token=spt, sfreq=pre.sfreq,
+                                      attrs=attrs, added=prep.added)
+
+
+def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=None, bad_segments=None,
+                use_annotations=True, mask=None, add_channels=None, n_samples=1, segment_duration=None,
+                batch_size=None, sfreq=None, ch_names=None, progress=None, callback=None, verbose=None):
+    """Reconstruct, repair or upsample a recording with ZUNA.
+
+    Hidden tokens (bad channels, bad segments, ``BAD_`` annotations, a mask, added channels) are
+    zeroed before the encoder, and the decoder infills them by rectified flow.
+
+    Parameters
+    ----------
+    data : path | mne.io.Raw | ndarray
+        Anything :func:`zuna_lab.read_raw` takes.
+    model : ZunaModel | str | None
+        As in :func:`embed`.
+    steps : int
+        Euler steps of the sampler (50 as the official inference).
+    cfg : float
+        Classifier-free guidance; 1.0 disables it.
+    seed : int | None
+        Seeds the noise: the same seed gives the identical result. None draws one (stored in attrs).
+    bad_channels : list of str | None
+        Channels to infill everywhere (added to ``info["bads"]``).
+    bad_segments : list of tuple | None
+        ``(start, stop)`` or ``(start, stop, channel)`` in seconds from the first sample.
+    use_annotations : bool
+        Infill tokens overlapping ``BAD_`` annotations (channel-specific ones too).
+    mask : ndarray of bool (epoch, channel, token) | None
+        Further tokens to infill.
+    add_channels : list of str | int | None
+        New electrodes (standard 10-05 names, placed in the recording's head frame) or a count
+        placed where the cap is sparsest; they appear as channels with ``added=True``.
+    n_samples : int
+        Draws per epoch; with more than one the result has a ``sample`` dim and a spread.
+    segment_duration : float | None
+        As in :func:`embed`.
+    batch_size, sfreq, ch_names, progress, verbose
+        As in :func:`embed`.
+    callback : callable | None
+        ``callback(done, total)`` after every batch of every sample (for widgets).
+
+    Returns
+    -------
+    rec : xarray.Dataset
+        ``original``, ``reconstruction``, ``hybrid`` (epoch, channel, time) in volts and ``mask``
+        (epoch, channel, token); ``hybrid`` is the original with masked cells replaced by the
+        seam-corrected reconstruction.
+
+    Examples
+    --------
+    >>> rec = zl.reconstruct("data/sample_synthetic_raw.fif", bad_channels=["T7"], seed=0)   # doctest: +SKIP
+    >>> fixed = zl.to_raw(rec, kind="hybrid")                                                 # doctest: +SKIP
+    """
+    if not isinstance(n_samples, (int, np.integer)) or isinstance(n_samples, bool) or n_samples < 1:
+        raise ZunaValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
+        raise ZunaValueError(f"steps must be a positive integer, got {steps!r}.")
+    if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
+        raise ZunaValueError(f"seed must be a non-negative integer or None, got {seed!r}.")
+    model = get_model(model)
+    prep = _prepare(data, model.variant, sfreq=sfreq, ch_names=ch_names, segment_duration=segment_duration,
+                    bad_channels=bad_channels, bad_segments=bad_segments, use_annotations=use_annotations,
+                    mask=mask, add_channels=add_channels, verbose=verbose)
+    seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
+    pre, spt = prep.pre, model.config.constants["samples_per_token"]
+    n_epochs, n_channels = pre.n_epochs, len(prep.ch_names)
+    n_times = max(pre.n_samples(i) for i in range(n_epochs))
+    n_tokens_max = n_times // spt
+    shape = (n_samples, n_epochs, n_channels, n_times)
+    reconstruction, hybrid = np.full(shape, np.nan), np.full(shape, np.nan)
+    original = np.full(shape[1:], np.nan)
+    masks = np.zeros((n_epochs, n_channels, n_tokens_max), bool)
+    batch_size = batch_size or _auto_batch_size(model, n_channels * n_tokens_max)
+    batches = list(_batches(prep, batch_size))
+    bar = _Progress(n_epochs * n_samples, "reconstruct", progress if progress is not None else n_epochs * n_samples > 20)
+    done, total = 0, len(batches) * n_samples
+    for indices in batches:
+        epochs = np.stack([_epoch_inputs(prep, i) for i in indices])
+        epoch_masks = np.stack([prep.masks[i] for i in indices])
+        tokens, tok_idx = tokenize(epochs, prep.ch_pos, variant=model.variant, mask=epoch_masks)
+        tok_idx_t = torch.from_numpy(tok_idx)
+        latents = model.encode(torch.from_numpy(tokens), tok_idx_t)
+        width = epochs.shape[-1]
+        for sample in range(n_samples):
+            # Noise per (seed, sample, epoch): results do not depend on batching.
+            noise = torch.stack([torch.randn(tokens.shape[1:], generator=torch.Generator().manual_seed(
+                _noise_seed(seed, sample, i))) for i in indices])
+            out = model.sample(latents, tok_idx_t, noise=noise, steps=int(steps), cfg=cfg).cpu().numpy()
+            normalised = detokenize(out, n_channels, width, variant=model.variant)
+            for row, index in enumerate(indices):
+                volts = _to_volts(prep, normalised[row], index)
+                reconstruction[sample, index, :, :width] = volts
+                hybrid[sample, index, :, :width] = _hybrid(prep, volts, index, spt)
+            done += 1
+            bar.update(len(indices))
+            if callback is not None:
+                callback(done, total)
+        for index in indices:
+            original[index, :, :width] = _original(prep, index)
+            masks[index, :, : width // spt] = prep.masks[index]
+    attrs = datasets.provenance(model, pre, source=_source_name(data), extra=dict(
+        steps=int(steps), cfg=float(cfg), seed=seed, n_samples=int(n_samples), seam_correction="linear ramp (v4)"))
+    return datasets.reconstruction_dataset(original, reconstruction, hybrid, masks, ch_names=prep.ch_names,
+                                           ch_pos=prep.ch_pos, epoch_start=pre.epoch_start, sfreq=pre.sfreq,
+                                           samples_per_token=spt, attrs=attrs, added=prep.added)
+
+
+def _noise_seed(seed, sample, epoch):
+    return int(np.random.SeedSequence([seed, sample, epoch]).generate_state(1)[0])
+
+
+def _to_volts(prep, normalised, index):
+    """Model output (normalised, ÷ data_norm) of one epoch -> volts; added channels use the median scale."""
+    n_real = len(prep.pre.ch_names)
+    width = normalised.shape[-1]
+    volts = np.empty(normalised.shape, np.float64)
+    volts[:n_real] = prep.pre.to_volts(normalised[:n_real], index)
+    if n_real < normalised.shape[0]:
+        scale = float(np.median(prep.pre.scale[index])) * prep.pre.data_norm
+        volts[n_real:] = normalised[n_real:] * scale + prep.pre.reference[index][:width]
+    return volts
+
+
+def _original(prep, index):
+    real = np.asarray(prep.pre.volts[index], np.float64)
+    n_added = int(prep.added.sum())
+    return np.vstack([real, np.full((n_added, real.shape[1]), np.nan)]) if n_added else real
+
+
+def _hybrid(prep, volts, index, samples_per_token):
+    """Original on kept cells, reconstruction on masked ones, infills re-anchored at their seams."""
+    sample_mask = np.repeat(prep.masks[index], samples_per_token, axis=1)[:, : volts.shape[1]]
+    original = _original(prep, index)
+    hybrid = np.where(sample_mask, volts, original)
+    return seam_correct(hybrid, sample_mask)
+
+
+def seam_correct(hybrid, mask):
+    """Re-anchor each masked run of a channel to its original neighbours (linear ramp; DC-only change).
+
+    Runs with original data on both sides get a linear ramp so both ends meet their neighbours;
+    runs touching an edge get a constant shift to the one neighbour; whole-channel infills are
+    left as they are. Returns a new array.
+    """
+    out = np.array(hybrid, dtype=np.float64, copy=True)
+    n_times = out.shape[1]
+    for channel in range(out.shape[0]):
+        hidden = mask[channel]
+        if not hidden.any() or hidden.all():
+            continue
+        edges = np.diff(np.r_[0, hidden.astype(np.int8), 0])
+        for start, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+            run = out[channel, start:stop]
+            left = out[channel, start - 1] if start > 0 else np.nan
+            right = out[channel, stop] if stop < n_times else np.nan
+            has_left, has_right = np.isfinite(left), np.isfinite(right)
+            if has_left and has_right:
+                d_left, d_right = left - run[0], right - run[-1]
+                ramp = np.linspace(0.0, 1.0, stop - start) if stop - start > 1 else np.array([0.5])
+                out[channel, start:stop] = run + d_left + (d_right - d_left) * ramp
+            elif has_left:
+                out[channel, start:stop] = run + (left - run[0])
+            elif has_right:
+                out[channel, start:stop] = run + (right - run[-1])
+    return out
+
+
+def _source_name(data):
+    if isinstance(data, (str,)) or hasattr(data, "__fspath__"):
+        return str(data)
+    if isinstance(data, mne.io.BaseRaw) and data.filenames and data.filenames[0]:
+        return str(data.filenames[0])
+    return ""

@@ -1,0 +1,121 @@
+"""The only place result Datasets are built: one constructor per result kind.
+
+Every Dataset carries the same coordinates (``channel`` names, electrode positions ``ch_x``,
+``ch_y``, ``ch_z`` (channel) in metres, ``added`` (channel), ``epoch_start`` in seconds) and provenance attrs, so results from ``embed`` and
+``reconstruct`` line up and ``.to_dataframe()`` gives tidy, labelled rows.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+
+import numpy as np
+import xarray as xr
+
+SPACE = ["x", "y", "z"]
+POSITION_COORDS = ("ch_x", "ch_y", "ch_z")
+
+
+def channel_positions(ds) -> np.ndarray:
+    """Electrode positions (n_channels, 3) in metres, head frame, of a result Dataset/DataArray.
+
+    Positions are stored as three ``channel`` coordinates ``ch_x``, ``ch_y``, ``ch_z`` (rather than
+    one (channel, space) array) so that ``.to_dataframe()`` stays one row per value.
+    """
+    if all(name in ds.coords for name in POSITION_COORDS):
+        return np.stack([np.asarray(ds[name].values, dtype=np.float64) for name in POSITION_COORDS], axis=1)
+    if "ch_pos" in ds.coords or (hasattr(ds, "data_vars") and "ch_pos" in ds.data_vars):
+        return np.asarray(ds["ch_pos"].transpose("channel", ...).values, dtype=np.float64)
+    raise ValueError("no electrode positions (ch_x, ch_y, ch_z coordinates) on this result")
+
+
+def provenance(model, pre, *, source=None, extra=None) -> dict:
+    """Attrs shared by every result: model, preprocessing, versions, source file."""
+    from . import __version__
+
+    attrs = {
+        "model_source": str(getattr(model, "source", None) or "in-memory model"),
+        "model_revision": str(getattr(model, "revision", None) or "unknown"),
+        "model_variant": model.variant,
+        "model_precision": getattr(model, "precision", "fp32"),
+        "source_sfreq": float(pre.source_sfreq),
+        "sfreq": float(pre.sfreq),
+        "segment_duration": float(pre.params.get("segment_duration", np.nan)),
+        "highpass_hz": float(pre.params.get("highpass_hz", np.nan)),
+        "data_norm": float(pre.data_norm),
+        "data_clip": float(pre.data_clip),
+        "preprocessing": str(pre.params.get("reference", "")),
+        "units": "V",
+        "zuna_lab_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source_file": str(source) if source else "",
+    }
+    attrs.update(extra or {})
+    return attrs
+
+
+def _coords(ch_names, ch_pos, epoch_start, added=None):
+    coords = {
+        "epoch": np.arange(len(epoch_start)),
+        "channel": list(ch_names),
+        "epoch_start": ("epoch", np.asarray(epoch_start, dtype=np.float64), {"units": "s"}),
+    }
+    pos = np.asarray(ch_pos, dtype=np.float64)
+    for axis, name in enumerate(POSITION_COORDS):
+        coords[name] = ("channel", pos[:, axis], {"units": "m", "frame": "MNE head", "long_name": f"electrode {SPACE[axis]}"})
+    coords["added"] = ("channel", np.zeros(len(ch_names), bool) if added is None else np.asarray(added, bool))
+    return coords
+
+
+def embedding_dataset(embedding, mask, *, ch_names, ch_pos, epoch_start, samples_per_token, sfreq, attrs,
+                      added=None) -> xr.Dataset:
+    """``embed`` result: embedding (epoch, channel, token, latent) float32 and mask (epoch, channel, token).
+
+    Tokens past the end of a short last segment are NaN in ``embedding`` and True in ``padding``.
+    """
+    n_epochs, n_channels, n_tokens, n_latent = embedding.shape
+    coords = _coords(ch_names, ch_pos, epoch_start, added)
+    coords.update(token=np.arange(n_tokens), latent=np.arange(n_latent))
+    coords["token_time"] = ("token", np.arange(n_tokens) * samples_per_token / sfreq, {"units": "s"})
+    padding = np.isnan(embedding).all(axis=-1)
+    ds = xr.Dataset(
+        {
+            "embedding": (("epoch", "channel", "token", "latent"), embedding.astype(np.float32),
+                          {"long_name": "ZUNA latent", "units": "1"}),
+            "mask": (("epoch", "channel", "token"), np.asarray(mask, bool),
+                     {"long_name": "token hidden from the encoder"}),
+            "padding": (("epoch", "channel", "token"), padding, {"long_name": "token beyond the end of the segment"}),
+        },
+        coords=coords,
+        attrs=dict(attrs, result="embedding"),
+    )
+    return ds
+
+
+def reconstruction_dataset(original, reconstruction, hybrid, mask, *, ch_names, ch_pos, epoch_start, sfreq,
+                           samples_per_token, attrs, added=None) -> xr.Dataset:
+    """``reconstruct`` result in volts.
+
+    ``reconstruction``/``hybrid`` are (sample, epoch, channel, time); with one sample the
+    ``sample`` dim is dropped, with several a ``reconstruction_std`` spread is added.
+    """
+    n_samples_drawn, n_epochs, n_channels, n_times = reconstruction.shape
+    n_tokens = n_times // samples_per_token
+    coords = _coords(ch_names, ch_pos, epoch_start, added)
+    coords.update(time=("time", np.arange(n_times) / sfreq, {"units": "s"}), token=np.arange(n_tokens))
+    coords["token_time"] = ("token", np.arange(n_tokens) * samples_per_token / sfreq, {"units": "s"})
+    volts = {"units": "V"}
+    data_vars = {
+        "original": (("epoch", "channel", "time"), original, dict(volts, long_name="original (filtered)")),
+        "mask": (("epoch", "channel", "token"), np.asarray(mask, bool), {"long_name": "token hidden and infilled"}),
+    }
+    if n_samples_drawn == 1:
+        data_vars["reconstruction"] = (("epoch", "channel", "time"), reconstruction[0], dict(volts, long_name="ZUNA reconstruction"))
+        data_vars["hybrid"] = (("epoch", "channel", "time"), hybrid[0], dict(volts, long_name="original with masked cells infilled"))
+    else:
+        coords["sample"] = np.arange(n_samples_drawn)
+        dims = ("sample", "epoch", "channel", "time")
+        data_vars["reconstruction"] = (dims, reconstruction, dict(volts, long_name="ZUNA reconstruction"))
+        data_vars["hybrid"] = (dims, hybrid, dict(volts, long_name="original with masked cells infilled"))
+        data_vars["reconstruction_std"] = (("epoch", "channel", "time"), reconstruction.std(axis=0, ddof=1),
+                                           dict(volts, long_name="spread over samples"))
+    return xr.Dataset(data_vars, coords=coords, attrs=dict(attrs, result="reconstruction"))

@@ -101,7 +101,7 @@ def _added_positions(raw, add_channels, verbose):
     """Names and head-frame positions of channels to add (upsampling)."""
     if add_channels is None:
         return [], np.zeros((0, 3))
-    standard = mne.channels.make_standard_montage("standard_1005")
+    standard = standard_montage()
     if isinstance(add_channels, (int, np.integer)) and not isinstance(add_channels, bool):
         if add_channels < 1:
             raise ZunaValueError(f"add_channels must be a positive count or a list of names, got {add_channels}.")
@@ -130,12 +130,18 @@ def _added_positions(raw, add_channels, verbose):
     return names, _standard_head_positions(names, raw, verbose)
 
 
+def standard_montage():
+    """The standard 10-05 montage (MNE >= 1.13 names it colin27_1005; same coordinates)."""
+    names = mne.channels.get_builtin_montages()
+    return mne.channels.make_standard_montage("colin27_1005" if "colin27_1005" in names else "standard_1005")
+
+
 def _standard_head_positions(names, raw, verbose):
     # set_montage puts positions in the head frame defined by the montage's fiducials, the same
     # frame as a recording whose positions came from a standard montage.
     info = mne.create_info(list(names), 256.0, "eeg")
     probe = mne.io.RawArray(np.zeros((len(names), 1)), info, verbose="error")
-    probe.set_montage("standard_1005", verbose="error")
+    probe.set_montage(standard_montage(), verbose="error")
     return np.array([probe.info["chs"][i]["loc"][:3] for i in range(len(names))])
 
 

@@ -1,0 +1,187 @@
+"""embed / reconstruct / to_raw end to end on real and synthetic recordings."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mne
+import numpy as np
+import pandas as pd
+import pytest
+
+import zuna_lab
+from zuna_lab.core import seam_correct
+from zuna_lab.datasets import channel_positions
+from zuna_lab.errors import ZunaTypeError, ZunaValueError
+from zuna_lab.synthetic import make_synthetic_raw
+from zuna_lab.testing import make_random_checkpoint
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SAMPLE1 = DATA / "sample1_raw.fif"
+STEPS = 3
+
+
+@pytest.fixture(scope="module", params=["ZUNA", "ZUNA1.1"])
+def model(request, tmp_path_factory):
+    path = make_random_checkpoint(tmp_path_factory.mktemp("core") / request.param, variant=request.param, seed=2)
+    return zuna_lab.load_model(path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return make_synthetic_raw(duration=20.0, seed=1)
+
+
+@pytest.fixture(scope="module")
+def sample1():
+    if not SAMPLE1.exists():
+        pytest.skip("shared sample recordings not found")
+    return mne.io.read_raw_fif(SAMPLE1, preload=True, verbose="error")
+
+
+def test_embed_dataframe_is_tidy(model, sample1):
+    emb = zuna_lab.embed(sample1, model=model)
+    assert emb.embedding.dims == ("epoch", "channel", "token", "latent")
+    assert emb.sizes["epoch"] == 3 and emb.sizes["token"] == 40 and emb.sizes["latent"] == 32
+    assert list(emb.channel.values) == sample1.ch_names
+    np.testing.assert_allclose(emb.token_time.values[:3], [0, 0.125, 0.25])
+    np.testing.assert_allclose(emb.epoch_start.values, [0, 5, 10])
+    df = emb.to_dataframe()
+    assert isinstance(df, pd.DataFrame) and len(df) == 3 * 12 * 40 * 32
+    assert list(df.index.names) == ["epoch", "channel", "token", "latent"]
+    assert {"embedding", "mask", "ch_x", "ch_y", "ch_z", "token_time", "epoch_start"} <= set(df.columns)
+    assert np.isfinite(df["embedding"]).all()
+    # positions are the recording's head-frame electrode positions
+    expected = np.array([ch["loc"][:3] for ch in sample1.info["chs"]])
+    np.testing.assert_allclose(channel_positions(emb), expected, atol=1e-9)
+    assert emb.attrs["model_variant"] == model.variant and emb.attrs["sfreq"] == 256.0
+
+
+def test_embed_masks_bad_channels_and_annotations(model, synthetic):
+    raw = synthetic.copy()
+    raw.info["bads"] = ["T7"]
+    raw.set_annotations(raw.annotations + mne.Annotations([6.0], [0.5], ["BAD_jump"], ch_names=[["O1"]],
+                                                          orig_time=raw.annotations.orig_time))
+    emb = zuna_lab.embed(raw, model=model)
+    mask = emb.mask
+    assert mask.sel(channel="T7").all()
+    # 6.0-6.5 s lies in epoch 1 (5-10 s) at tokens 8..11 of O1 only
+    o1 = mask.sel(channel="O1", epoch=1).values
+    assert o1[8:12].all() and o1.sum() == 4
+    assert mask.sum() == mask.sel(channel="T7").sum() + 4
+    unmasked = zuna_lab.embed(raw, model=model, use_annotations=False)
+    assert unmasked.mask.sel(channel="O1").sum() == 0
+    assert not np.allclose(unmasked.embedding.sel(channel="O1", epoch=1), emb.embedding.sel(channel="O1", epoch=1))
+    assert raw.info["bads"] == ["T7"]        # input not mutated
+
+
+def test_reconstruct_seeded_and_hybrid(model, sample1):
+    kwargs = dict(model=model, bad_channels=["F3"], bad_segments=[(6.0, 7.0), (11.0, 11.5, "O1")], steps=STEPS)
+    a = zuna_lab.reconstruct(sample1, seed=3, **kwargs)
+    b = zuna_lab.reconstruct(sample1, seed=3, **kwargs)
+    c = zuna_lab.reconstruct(sample1, seed=4, **kwargs)
+    assert a.reconstruction.identical(b.reconstruction)
+    assert not np.allclose(a.reconstruction, c.reconstruction)
+    mask = a.mask
+    assert mask.sel(channel="F3").all()
+    assert mask.sel(epoch=1).sum("channel").values[8:16].min() == len(sample1.ch_names)   # 6-7 s: all channels
+    assert mask.sel(epoch=2, channel="O1").values[8:12].all()
+    # hybrid = original on kept samples, infilled (seam-corrected) elsewhere
+    sample_mask = np.repeat(mask.values, 32, axis=-1)
+    np.testing.assert_array_equal(a.hybrid.values[~sample_mask], a.original.values[~sample_mask])
+    assert not np.allclose(a.hybrid.values[sample_mask], a.original.values[sample_mask])
+    # volts: original is the filtered EEG, reconstruction of the same order of magnitude
+    assert 1e-7 < float(np.abs(a.original).max()) < 1e-3
+    assert a.attrs["seed"] == 3 and a.attrs["steps"] == STEPS
+    # batch size does not change the result (noise is drawn per epoch)
+    d = zuna_lab.reconstruct(sample1, seed=3, batch_size=1, **kwargs)
+    np.testing.assert_allclose(d.reconstruction, a.reconstruction, rtol=0, atol=1e-5 * float(np.abs(a.reconstruction).max()))
+
+
+def test_n_samples_spread(model, synthetic):
+    rec = zuna_lab.reconstruct(synthetic, model=model, bad_channels=["Pz"], steps=2, seed=0, n_samples=3)
+    assert rec.reconstruction.dims == ("sample", "epoch", "channel", "time") and rec.sizes["sample"] == 3
+    spread = rec.reconstruction_std
+    assert float(spread.sel(channel="Pz").mean()) > 0
+    np.testing.assert_allclose(spread, rec.reconstruction.std("sample", ddof=1))
+
+
+def test_add_channels_by_name_and_count(model, synthetic):
+    without_cz = synthetic.copy().drop_channels(["Cz"])
+    rec = zuna_lab.reconstruct(without_cz, model=model, add_channels=["Cz"], steps=2, seed=0)
+    assert rec.channel.values[-1] == "Cz" and bool(rec.added.sel(channel="Cz"))
+    cz_true = synthetic.info["chs"][synthetic.ch_names.index("Cz")]["loc"][:3]
+    np.testing.assert_allclose(channel_positions(rec)[-1], cz_true, atol=1e-6)   # head frame, not 4 cm off
+    assert rec.mask.sel(channel="Cz").all()
+    assert np.isfinite(rec.hybrid.sel(channel="Cz")).all()
+    counted = zuna_lab.reconstruct(without_cz, model=model, add_channels=2, steps=2, seed=0)
+    new = counted.channel.values[counted.added.values]
+    assert len(new) == 2 and not set(new) & set(without_cz.ch_names)
+    positions = channel_positions(counted)
+    existing, added = positions[~counted.added.values], positions[counted.added.values]
+    nearest = np.linalg.norm(added[:, None] - existing[None], axis=-1).min(axis=1)
+    typical = np.sort(np.linalg.norm(existing[:, None] - existing[None], axis=-1), axis=1)[:, 1]
+    assert nearest.min() > np.median(typical)       # placed in sparse parts of the cap
+
+
+@pytest.mark.parametrize("fmt", ["fif", "edf", "brainvision"])
+def test_round_trip_to_raw(model, synthetic, tmp_path, fmt):
+    raw = synthetic.copy().crop(0, 10.0 - 1 / synthetic.info["sfreq"])
+    raw.set_annotations(None)   # pybv refuses annotations that end past the cropped data
+    if fmt == "fif":
+        path = tmp_path / "rec_raw.fif"
+        raw.save(path, verbose="error")
+    else:
+        path = tmp_path / ("rec.edf" if fmt == "edf" else "rec.vhdr")
+        mne.export.export_raw(path, raw, fmt=fmt, verbose="error", overwrite=True)
+    rec = zuna_lab.reconstruct(path, model=model, bad_channels=["O2"], steps=2, seed=1)
+    fixed = zuna_lab.to_raw(rec, kind="hybrid")
+    assert fixed.ch_names == raw.ch_names and fixed.info["sfreq"] == 256.0
+    assert fixed.n_times == 2560 and np.isfinite(fixed.get_data()).all()
+    infilled = [a for a in fixed.annotations if a["description"] == "ZUNA_infilled"]
+    assert infilled and all(a["ch_names"] == ("O2",) for a in infilled)
+    assert fixed.get_montage() is not None
+    out = tmp_path / "fixed_raw.fif"
+    zuna_lab.write_fif(fixed, out)
+    back = mne.io.read_raw_fif(out, preload=True, verbose="error")
+    np.testing.assert_allclose(back.get_data(), fixed.get_data(), rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(zuna_lab.to_raw(rec, kind="original").get_data(), rec.original.values.transpose(1, 0, 2).reshape(len(raw.ch_names), -1))
+
+
+def test_refusals(model, sample1):
+    with pytest.raises(ZunaValueError, match="'Cz', which is not a channel of the recording; choose from Fp1"):
+        zuna_lab.reconstruct(sample1, model=model, bad_channels=["Cz"], steps=1)
+    with pytest.raises(ZunaValueError, match=r"\(start, stop\) or \(start, stop, channel\)"):
+        zuna_lab.reconstruct(sample1, model=model, bad_segments=[(1.0,)], steps=1)
+    with pytest.raises(ZunaValueError, match="0 <= start < stop"):
+        zuna_lab.reconstruct(sample1, model=model, bad_segments=[(3.0, 2.0)], steps=1)
+    with pytest.raises(ZunaValueError, match="starts after the recording ends"):
+        zuna_lab.reconstruct(sample1, model=model, bad_segments=[(99.0, 100.0)], steps=1)
+    with pytest.raises(ZunaValueError, match="n_samples must be a positive integer"):
+        zuna_lab.reconstruct(sample1, model=model, n_samples=0)
+    with pytest.raises(ZunaValueError, match=r"mask must have shape \(n_epochs, n_channels, n_tokens\) = \(3, 12, 40\)"):
+        zuna_lab.embed(sample1, model=model, mask=np.zeros((1, 12, 40), bool))
+    with pytest.raises(ZunaTypeError, match="boolean"):
+        zuna_lab.embed(sample1, model=model, mask=np.zeros((3, 12, 40)))
+    with pytest.raises(ZunaValueError, match="not in the standard 10-05 montage"):
+        zuna_lab.reconstruct(sample1, model=model, add_channels=["XYZ1"], steps=1)
+    with pytest.raises(ZunaValueError, match="already has"):
+        zuna_lab.reconstruct(sample1, model=model, add_channels=["fp1"], steps=1)
+    with pytest.raises(ZunaTypeError, match="model must be a ZunaModel"):
+        zuna_lab.embed(sample1, model=3)
+
+
+def test_seam_correct_ramp():
+    t = np.arange(20.0)
+    original = np.vstack([t, t, t])
+    hybrid = original.copy()
+    mask = np.zeros_like(original, bool)
+    mask[0, 5:10] = True       # interior run: both ends re-anchored
+    mask[1, 15:] = True        # run to the edge: constant shift
+    mask[2, :] = True          # whole channel: untouched
+    hybrid[mask] += 100.0
+    fixed = seam_correct(hybrid, mask)
+    np.testing.assert_allclose(fixed[0, 5], original[0, 4])
+    np.testing.assert_allclose(fixed[0, 9], original[0, 10])
+    np.testing.assert_allclose(fixed[1, 15], original[1, 14])
+    np.testing.assert_allclose(fixed[2], hybrid[2])
+    np.testing.assert_array_equal(fixed[~mask], original[~mask])

@@ -42,14 +42,14 @@ def test_reconstruction_state_basics(raw):
 def test_mask_semantics(raw):
     st = ReconstructionState(raw=raw, reconstruct_fn=stub_reconstruct)
     st.masked_channels = ["T7"]
-    assert st.mask_request() == {"bad_channels": ["T7"], "bad_spans": []}
+    assert st.mask_request() == {"bad_channels": ["T7"], "bad_segments": []}
     m = st.token_mask()
     assert m.dims == ("channel", "token") and int(m.sel(channel="T7").sum()) == 40 and int(m.sum()) == 40
     st.masked_span = (1.0, 1.5)
-    assert st.mask_request() == {"bad_channels": [], "bad_spans": [(1.0, 1.5, "T7")]}
+    assert st.mask_request() == {"bad_channels": [], "bad_segments": [(1.0, 1.5, "T7")]}
     assert int(st.token_mask().sum()) == 4
     st.masked_channels = []
-    assert st.mask_request()["bad_spans"] == [(1.0, 1.5)]
+    assert st.mask_request()["bad_segments"] == [(1.0, 1.5)]
     assert int(st.token_mask().sum()) == 4 * 12
     st.toggle_channel("C3"); st.toggle_channel("O1"); st.toggle_channel("C3")
     assert st.masked_channels == ["O1"]
@@ -72,7 +72,7 @@ def test_run_and_metrics(raw, tmp_path):
     rec = st.run()
     np.testing.assert_array_equal(raw.get_data(), before)  # raw not mutated
     assert calls[0]["bad_channels"] == ["C3", "T7"] and calls[0]["steps"] == 7 and calls[0]["cfg"] == 1.5
-    assert calls[0]["seed"] == 3 and callable(calls[0]["progress"])
+    assert calls[0]["seed"] == 3 and callable(calls[0]["callback"])
     assert st.result is rec and st.progress == 1.0 and st.status.startswith("done") and st.run_count == 1
     # the segment passed in is the chosen epoch
     np.testing.assert_allclose(rec.original.isel(epoch=0).values, raw.get_data(start=2560, stop=3840))
@@ -102,7 +102,7 @@ def test_function_without_span_support(raw):
     rec = st.run()
     assert bool(rec.mask.sel(channel="O2").all())
     st.masked_span = (0.0, 1.0)
-    assert st.run(raise_errors=False) is None and "bad_spans" in st.error
+    assert st.run(raise_errors=False) is None and "bad_segments" in st.error
 
 
 def test_background_run_progress(raw):
@@ -163,3 +163,51 @@ def test_embedding_state_selection():
     assert sel and all(es.coords.x.values[i] >= 0 and es.coords.y.values[i] >= 0 for i in sel)
     es.max_points = 200
     assert es.selection == [] and es.coords.sizes["point"] == 200
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    import zuna_lab
+
+    if not hasattr(zuna_lab, "reconstruct"):
+        pytest.skip("zuna_lab.reconstruct is not there yet")
+    from zuna_lab.testing import make_random_checkpoint
+
+    path = make_random_checkpoint(tmp_path_factory.mktemp("ckpt"))
+    return zuna_lab.load_model(path, device="cpu")
+
+
+def test_real_reconstruct_with_random_checkpoint(raw, tiny_model, tmp_path):
+    st = ReconstructionState(raw=raw, model=tiny_model, epoch=1, steps=3, seed=0)
+    st.masked_channels = ["T7"]
+    st.masked_span = (1.0, 2.0)
+    seen = []
+    st.param.watch(lambda e: seen.append(e.new), "progress")
+    rec = st.run()
+    assert set(rec.data_vars) >= {"original", "reconstruction", "hybrid", "mask"}
+    m = rec.mask.isel(epoch=0)
+    assert bool(m.sel(channel="T7").any()) and not bool(m.sel(channel="F3").any())
+    assert int(m.sel(channel="T7").sum()) == 8  # 1 s of 0.125 s tokens
+    assert seen and seen[-1] == 1.0
+    assert np.isfinite(st.metrics.rmse.sel(channel="T7")).all()
+    assert list(st.error_table().channel) == ["T7"]
+    path = st.export_fif(tmp_path / "x_raw.fif")
+    assert path.exists()
+    # same seed -> same result
+    again = ReconstructionState(raw=raw, model=tiny_model, epoch=1, steps=3, seed=0,
+                                masked_channels=["T7"], masked_span=(1.0, 2.0)).run()
+    np.testing.assert_array_equal(again.reconstruction.values, rec.reconstruction.values)
+
+
+def test_real_embed_feeds_health_and_embedding_state(tiny_model):
+    import zuna_lab
+
+    r = make_raw(duration=10.0)
+    hs = HealthState(recordings={"r": r}, model=tiny_model, n_permutations=20, max_points=300)
+    hs.compute()
+    emb = hs.embeddings["r"]
+    assert emb.embedding.dims == ("epoch", "channel", "token", "latent")
+    assert hs.results["r"].attrs["verdict"] in ("healthy", "shifted", "collapsed dims")
+    es = EmbeddingState(embedding=emb, max_points=200)
+    es.selection = [0, 1]
+    assert len(es.selected) == 2

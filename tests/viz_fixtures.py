@@ -127,8 +127,8 @@ def make_raw(*, channels=CHANNELS, duration=15.0, seed=0):
     return raw
 
 
-def stub_reconstruct(raw, *, model=None, bad_channels=(), bad_spans=(), steps=50, cfg=1.0, seed=0,
-                     n_samples=1, progress=None, delay=0.0):
+def stub_reconstruct(raw, *, model=None, bad_channels=(), bad_segments=(), steps=50, cfg=1.0, seed=0,
+                     n_samples=1, callback=None, delay=0.0):
     """A stand-in for zuna_lab.reconstruct with its signature and result schema.
 
     One epoch of ``EPOCH_S`` s from the start of ``raw``; the 'reconstruction' is the
@@ -145,7 +145,7 @@ def stub_reconstruct(raw, *, model=None, bad_channels=(), bad_spans=(), steps=50
     mask = np.zeros((len(names), n_tok), bool)
     for c in bad_channels:
         mask[names.index(c)] = True
-    for span in bad_spans:
+    for span in bad_segments:
         hit = (tstart + TOKEN_S > span[0]) & (tstart < span[1])
         if len(span) == 3:
             mask[names.index(span[2])] |= hit
@@ -154,8 +154,8 @@ def stub_reconstruct(raw, *, model=None, bad_channels=(), bad_spans=(), steps=50
     for k in range(steps):
         if delay:
             time.sleep(delay / steps)
-        if progress is not None:
-            progress(k + 1, steps)
+        if callback is not None:
+            callback(k + 1, steps)
     rng = np.random.default_rng(seed)
     t = np.arange(n_t) / sf
     tok_of_t = np.minimum((t / TOKEN_S).astype(int), n_tok - 1)

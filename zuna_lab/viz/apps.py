@@ -123,7 +123,7 @@ class ReconstructionExplorer(pn.viewable.Viewer):
     """
 
     state = param.ClassSelector(class_=ReconstructionState)
-    kinds = param.ListSelector(default=["original", "reconstruction"],
+    kinds = param.ListSelector(default=["original", "hybrid"],
                                objects=["original", "reconstruction", "hybrid"])
 
     def __init__(self, raw=None, *, model=None, model_source=None, reconstruct_fn=None, state=None, **params):
@@ -133,18 +133,18 @@ class ReconstructionExplorer(pn.viewable.Viewer):
         super().__init__(state=state, **params)
         st = self.state
         self._xy = plots.scalp_coords(st.raw)
-        self._run_button = pn.widgets.Button(name="Run reconstruction", button_type="primary",
+        self._run_button = pn.widgets.Button(label="Run reconstruction", color="primary",
                                              sizing_mode="stretch_width")
         self._run_button.on_click(self._on_run)
-        self._clear_button = pn.widgets.Button(name="Clear masks", sizing_mode="stretch_width")
+        self._clear_button = pn.widgets.Button(label="Clear masks", sizing_mode="stretch_width")
         self._clear_button.on_click(lambda e: st.clear_mask())
         self._progress = pn.indicators.Progress(value=0, max=100, sizing_mode="stretch_width",
-                                                bar_color="primary", name="progress")
+                                                bar_color="primary")
         self._status = pn.pane.Markdown(_md_status(st.status, st.error), sizing_mode="stretch_width")
         self._span_text = pn.pane.Markdown(self._span_md(), sizing_mode="stretch_width")
         self._download = pn.widgets.FileDownload(callback=self._fif_bytes, filename="repaired_raw.fif",
                                                  label="Download repaired FIF", disabled=True,
-                                                 button_type="success", sizing_mode="stretch_width")
+                                                 color="success", sizing_mode="stretch_width")
         st.param.watch(self._on_state, ["status", "error", "progress", "running", "result", "masked_span"])
         self._traces_pane = pn.pane.HoloViews(self._traces_view(), sizing_mode="stretch_width",
                                               name="traces", linked_axes=False)
@@ -166,14 +166,14 @@ class ReconstructionExplorer(pn.viewable.Viewer):
     def _traces_view(self):
         st = self.state
         if st.result is not None:
-            kinds = [k for k in self.kinds if k in st.result] or ["original"]
+            order = ("reconstruction", "hybrid", "original")  # original on top: infills show where they differ
+            kinds = [k for k in order if k in self.kinds and k in st.result] or ["original"]
             obj = plots.traces(st.result, epoch=0, kinds=tuple(kinds),
-                               title=f"epoch {st.epoch}: {' vs '.join(kinds)} (shaded = infilled)")
+                               responsive=True, title=f"epoch {st.epoch}: {' / '.join(kinds)} (shaded = infilled)")
         else:
-            obj = plots.traces(st.original(), mask=st.token_mask(),
+            obj = plots.traces(st.original(), mask=st.token_mask(), responsive=True,
                                title=f"epoch {st.epoch} (shaded = will be masked)")
-        obj = obj.opts(hv.opts.Path(tools=["xbox_select", "hover"], backend="bokeh"))
-        obj = obj.opts(responsive=True, width=None, backend="bokeh")
+        obj = obj.opts(hv.opts.Path(tools=["xbox_select"], backend="bokeh"))  # no hover: it hangs the browser on long multi_lines
         bounds = hv.streams.BoundsX(source=obj, boundsx=None)
         bounds.add_subscriber(self._on_bounds)
         return obj
@@ -249,19 +249,19 @@ class ReconstructionExplorer(pn.viewable.Viewer):
         st = self.state
         controls = pn.Column(
             "### Mask and reconstruct",
-            pn.widgets.IntSlider.from_param(st.param.epoch, name="epoch", sizing_mode="stretch_width"),
-            pn.widgets.MultiChoice.from_param(st.param.masked_channels, name="masked channels",
+            pn.widgets.IntSlider.from_param(st.param.epoch, label="epoch", sizing_mode="stretch_width"),
+            pn.widgets.MultiChoice.from_param(st.param.masked_channels, label="masked channels",
                                               sizing_mode="stretch_width"),
             self._span_text,
             self._clear_button,
-            pn.widgets.IntInput.from_param(st.param.steps, name="steps", sizing_mode="stretch_width"),
-            pn.widgets.FloatInput.from_param(st.param.cfg, name="cfg", step=0.1, sizing_mode="stretch_width"),
-            pn.widgets.IntInput.from_param(st.param.seed, name="seed", sizing_mode="stretch_width"),
-            pn.widgets.IntInput.from_param(st.param.n_samples, name="samples", sizing_mode="stretch_width"),
+            pn.widgets.IntInput.from_param(st.param.steps, label="steps", sizing_mode="stretch_width"),
+            pn.widgets.FloatInput.from_param(st.param.cfg, label="cfg", step=0.1, sizing_mode="stretch_width"),
+            pn.widgets.IntInput.from_param(st.param.seed, label="seed", sizing_mode="stretch_width"),
+            pn.widgets.IntInput.from_param(st.param.n_samples, label="samples", sizing_mode="stretch_width"),
             self._run_button,
             self._progress,
             self._status,
-            pn.widgets.CheckButtonGroup.from_param(self.param.kinds, name="show"),
+            pn.widgets.CheckButtonGroup.from_param(self.param.kinds, label="show"),
             self._download,
             width=300,
         )
@@ -309,7 +309,7 @@ class HealthPanel(pn.viewable.Viewer):
             self._loader = None
         super().__init__(state=state, **params)
         st = self.state
-        self._button = pn.widgets.Button(name="Compute health", button_type="primary", sizing_mode="stretch_width")
+        self._button = pn.widgets.Button(label="Compute health", color="primary", sizing_mode="stretch_width")
         self._button.on_click(self._on_compute)
         self._status = pn.pane.Markdown(_md_status(st.status, st.error))
         self._verdict = pn.pane.Markdown(self._verdict_md(), sizing_mode="stretch_width")
@@ -318,12 +318,12 @@ class HealthPanel(pn.viewable.Viewer):
         self._plots = pn.pane.HoloViews(self._plots_view(), linked_axes=False, sizing_mode="stretch_width")
         st.param.watch(self._refresh, ["results", "selected", "status", "error", "running"])
         self._layout = pn.Row(
-            pn.Column("### Latent health", pn.widgets.Select.from_param(st.param.reference, name="compare with"),
-                      pn.widgets.Select.from_param(st.param.selected, name="recording"),
-                      pn.widgets.IntInput.from_param(st.param.n_permutations, name="permutations"),
-                      pn.widgets.IntInput.from_param(st.param.max_points, name="max tokens (MMD)"),
-                      pn.widgets.IntInput.from_param(st.param.seed, name="seed"),
-                      pn.widgets.Select.from_param(st.param.kernel, name="kernel"),
+            pn.Column("### Latent health", pn.widgets.Select.from_param(st.param.reference, label="compare with"),
+                      pn.widgets.Select.from_param(st.param.selected, label="recording"),
+                      pn.widgets.IntInput.from_param(st.param.n_permutations, label="permutations"),
+                      pn.widgets.IntInput.from_param(st.param.max_points, label="max tokens (MMD)"),
+                      pn.widgets.IntInput.from_param(st.param.seed, label="seed"),
+                      pn.widgets.Select.from_param(st.param.kernel, label="kernel"),
                       self._button, self._status, width=300),
             pn.Column(self._verdict, self._table, self._plots, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
@@ -395,7 +395,7 @@ class EmbeddingExplorer(pn.viewable.Viewer):
         self._raw, self._model, self._embed_fn = raw, model, embed_fn
         self._loader = None if model is not None else functools.partial(get_model, model_source)
         st = self.state
-        self._button = pn.widgets.Button(name="Compute embedding", button_type="primary",
+        self._button = pn.widgets.Button(label="Compute embedding", color="primary",
                                          visible=st.embedding is None and raw is not None)
         self._button.on_click(self._on_embed)
         self._info = pn.pane.Markdown(self._info_md(), sizing_mode="stretch_width")
@@ -406,9 +406,9 @@ class EmbeddingExplorer(pn.viewable.Viewer):
         st.param.watch(self._refresh_linked, ["selection", "coords"])
         self._layout = pn.Row(
             pn.Column("### Embedding map", self._button,
-                      pn.widgets.RadioButtonGroup.from_param(st.param.method, name="method"),
-                      pn.widgets.Select.from_param(st.param.color_by, name="colour by"),
-                      pn.widgets.IntInput.from_param(st.param.max_points, name="max tokens"),
+                      pn.widgets.RadioButtonGroup.from_param(st.param.method, label="method"),
+                      pn.widgets.Select.from_param(st.param.color_by, label="colour by"),
+                      pn.widgets.IntInput.from_param(st.param.max_points, label="max tokens"),
                       self._info, width=300),
             pn.Column(pn.Row(self._map, self._scalp), self._traces, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
@@ -460,8 +460,8 @@ class EmbeddingExplorer(pn.viewable.Viewer):
             missing = [c for c in da.channel.values if c not in m.channel.values]
             if missing:
                 m = None
-        obj = plots.traces(da, mask=m, title=f"epoch {e}: selected tokens shaded")
-        return obj.opts(responsive=True, width=None, backend="bokeh")
+        obj = plots.traces(da, mask=m, responsive=True, title=f"epoch {e}: selected tokens shaded")
+        return obj
 
     def _on_select(self, index=None, **kw):
         self.state.selection = [int(i) for i in (index or [])]
@@ -647,6 +647,9 @@ def serve(data, model=None, *, port=5006, address="127.0.0.1", show=False, threa
         if address == "127.0.0.1":
             websocket_origin.append(f"localhost:{port}")
     recs = _as_recordings(data)  # read once, shared by sessions
-    app = functools.partial(dashboard, recs, model, **kwargs)
+
+    def app():  # a plain function: Panel calls it once per session (a partial would be served as text)
+        return dashboard(recs, model, **kwargs)
+
     return pn.serve({"zuna_lab": app}, port=port, address=address, show=show, threaded=threaded,
                     websocket_origin=websocket_origin, title=kwargs.get("title", "ZUNA lab"))

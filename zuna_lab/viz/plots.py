@@ -193,7 +193,7 @@ def _select_epoch(obj, epoch, sample):
 
 # --------------------------------------------------------------------------- traces
 def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, max_points=2000,
-           show_mask=True, mask=None, highlight=(), width=900, height=None, title=None,
+           show_mask=True, mask=None, highlight=(), width=900, height=None, responsive=False, title=None,
            verbose=None):
     """Stacked multi-channel traces (µV), original vs reconstruction, masked cells shaded.
 
@@ -207,8 +207,8 @@ def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, 
     channels : list of str | None
         Channels to show, top to bottom (default: all).
     kinds : sequence of str | None
-        Variables to overlay; default ``("original", "reconstruction")`` for a
-        Dataset (those present).
+        Variables to overlay, drawn in this order (the last on top); default
+        ``("original", "reconstruction")`` for a Dataset (those present).
     sample : int | "mean"
         Which sample to draw when there is a ``sample`` dimension.
     spacing : float | None
@@ -225,6 +225,8 @@ def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, 
         Channel labels drawn in the highlight colour.
     width, height : int
         Plot size in pixels (height default: 40 px per channel + 80).
+    responsive : bool
+        Stretch to the container's width (bokeh; ``width`` then only sizes PNGs).
     title : str | None
         Plot title.
     verbose : bool | str | int | None
@@ -270,7 +272,8 @@ def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, 
         names = list(channels)
         arrays = {k: v.sel(channel=names) for k, v in arrays.items()}
     t = np.asarray(first["time"].values, dtype=float)
-    base = np.asarray(next(iter(arrays.values())).values, dtype=float) * 1e6
+    ref = arrays.get("original", next(iter(arrays.values())))  # spacing and highlight follow the original
+    base = np.asarray(ref.values, dtype=float) * 1e6
     if spacing is None:
         med = np.nanmedian(base, axis=-1, keepdims=True)
         mad = np.nanmedian(np.abs(base - med), axis=-1)
@@ -295,7 +298,7 @@ def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, 
                 rects.append((t0, offsets[i] - spacing / 2, t1, offsets[i] + spacing / 2))
         layers.append(_opts(
             hv.Rectangles(rects, kdims=["time", "amplitude", "time_end", "amplitude_end"], label="masked"),
-            common={"alpha": 0.35}, bokeh={"color": COLORS["mask_fill"], "line_alpha": 0},
+            common={"alpha": 0.5}, bokeh={"color": COLORS["mask_fill"], "line_alpha": 0},
             mpl={"facecolor": COLORS["mask_fill"], "edgecolor": "none"},
         ))
     for kind, da in arrays.items():
@@ -325,8 +328,8 @@ def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, 
     ov = _opts(
         ov,
         common={"title": title, "yticks": ticks, "xlabel": "time (s)", "ylabel": "µV (stacked)"},
-        bokeh={"width": width, "height": height, "show_legend": True, "legend_position": "top_right",
-               "active_tools": ["wheel_zoom"]},
+        bokeh={**({"responsive": True} if responsive else {"width": width}), "height": height,
+               "show_legend": True, "legend_position": "top_right", "active_tools": ["wheel_zoom"]},
         mpl={**_mpl_size(width, height), "show_legend": True},
     )
     return ov

@@ -161,14 +161,18 @@ class ReconstructionState(param.Parameterized):
         return (t0, t1) if t1 > t0 else None
 
     def mask_request(self):
-        """The masks as ``reconstruct`` keywords: ``bad_channels`` and ``bad_spans``."""
+        """The masks as ``reconstruct`` keywords: ``bad_channels`` and ``bad_segments``.
+
+        ``bad_segments`` are ``(start, stop)`` or ``(start, stop, channel)`` in seconds from
+        the start of the epoch (the recording is cropped to the epoch before reconstructing).
+        """
         span = self._span()
         chans = list(self.masked_channels)
         if span is None:
-            return {"bad_channels": chans, "bad_spans": []}
+            return {"bad_channels": chans, "bad_segments": []}
         if chans:
-            return {"bad_channels": [], "bad_spans": [(span[0], span[1], c) for c in chans]}
-        return {"bad_channels": [], "bad_spans": [span]}
+            return {"bad_channels": [], "bad_segments": [(span[0], span[1], c) for c in chans]}
+        return {"bad_channels": [], "bad_segments": [span]}
 
     def token_mask(self):
         """The pending mask as a ``(channel, token)`` bool DataArray (True = to infill)."""
@@ -179,7 +183,7 @@ class ReconstructionState(param.Parameterized):
         idx = {c: i for i, c in enumerate(self.ch_names)}
         for c in req["bad_channels"]:
             m[idx[c]] = True
-        for span in req["bad_spans"]:
+        for span in req["bad_segments"]:
             hit = (tstart + TOKEN_S > span[0]) & (tstart < span[1])
             if len(span) == 3:
                 m[idx[span[2]]] |= hit
@@ -224,7 +228,7 @@ class ReconstructionState(param.Parameterized):
             raise ZunaValueError("A reconstruction is already running; wait for it to finish.")
         try:
             req = self.mask_request()
-            if not req["bad_channels"] and not req["bad_spans"]:
+            if not req["bad_channels"] and not req["bad_segments"]:
                 raise ZunaValueError("Nothing is masked: choose channels or a time span to reconstruct.")
             fn = self._fn()
             self.param.update(running=True, progress=0.0, error="", status="running…")
@@ -237,12 +241,12 @@ class ReconstructionState(param.Parameterized):
             segment = self.raw.copy().crop(tmin=start / self.sfreq, tmax=(stop - 1) / self.sfreq)
             kwargs = {"model": self.model, "steps": self.steps, "cfg": self.cfg, "seed": self.seed,
                       "n_samples": self.n_samples, "bad_channels": req["bad_channels"]}
-            if req["bad_spans"]:
-                if not _accepts(fn, "bad_spans"):
-                    raise ZunaValueError("This reconstruct function cannot mask time spans (no bad_spans option).")
-                kwargs["bad_spans"] = req["bad_spans"]
-            if _accepts(fn, "progress"):
-                kwargs["progress"] = self._progress_cb
+            if req["bad_segments"]:
+                if not _accepts(fn, "bad_segments"):
+                    raise ZunaValueError("This reconstruct function cannot mask time spans (it has no bad_segments option).")
+                kwargs["bad_segments"] = req["bad_segments"]
+            if _accepts(fn, "callback"):  # zuna_lab.reconstruct: callback(done, total) per batch
+                kwargs["callback"] = self._progress_cb
             kwargs = {k: v for k, v in kwargs.items() if _accepts(fn, k)}
             rec = fn(segment, **kwargs)
             if not isinstance(rec, xr.Dataset):

@@ -4,7 +4,7 @@ Used by the health/plot/state/browser tests until (and besides) the real
 ``zuna_lab.datasets`` constructors.  They follow the schema exactly:
 
 embed:       embedding (epoch, channel, token, latent) float32, mask (epoch, channel, token) bool;
-             coords channel, ch_pos (channel, space) m, space x/y/z, epoch_start (epoch) s,
+             coords channel, ch_x/ch_y/ch_z (channel) m, epoch_start (epoch) s,
              token_time (token) s, latent 0..31.
 reconstruct: original/reconstruction/hybrid (epoch, channel, time) V, mask (epoch, channel, token),
              coords as above + time (s within the epoch) + added (channel) bool;
@@ -35,12 +35,15 @@ def _positions(channels):
     return np.array([raw.info["chs"][i]["loc"][:3] for i in range(len(channels))])
 
 
+def _position_coords(pos):
+    return {name: ("channel", pos[:, axis]) for axis, name in enumerate(("ch_x", "ch_y", "ch_z"))}
+
+
 def _coords(channels, n_epochs, n_tokens):
     channels = tuple(channels)
     return {
         "channel": list(channels),
-        "ch_pos": (("channel", "space"), _positions(channels)),
-        "space": ["x", "y", "z"],
+        **_position_coords(_positions(channels)),
         "epoch_start": ("epoch", np.arange(n_epochs) * EPOCH_S),
         "token_time": ("token", np.arange(n_tokens) * TOKEN_S),
     }
@@ -173,7 +176,7 @@ def stub_reconstruct(raw, *, model=None, bad_channels=(), bad_segments=(), steps
     pos = np.array([raw.info["chs"][i]["loc"][:3] for i in range(len(names))])
     ds = xr.Dataset(
         {"original": (dims, data[None]), "mask": (("epoch", "channel", "token"), mask[None]), **variables},
-        coords={"channel": names, "ch_pos": (("channel", "space"), pos), "space": ["x", "y", "z"],
+        coords={"channel": names, **_position_coords(pos),
                 "epoch_start": ("epoch", [0.0]), "token_time": ("token", tstart), "time": t,
                 "added": ("channel", np.zeros(len(names), bool))},
         attrs={"model_source": "stub", "model_variant": "ZUNA", "sfreq": sf},

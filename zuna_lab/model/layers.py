@@ -13,6 +13,46 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / rms(x) * gain, computed in fp32, returned in x's dtype."""
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps) * gain.float()).type_as(x)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs (x[2j], x[2j+1]) of x [B, H, L, D] by angles [B, 1, L, D // 2]."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    even, odd = pairs[..., 0], pairs[..., 1]
+    return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2).type_as(x)
+
+
+def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.silu(a) * b
+
+
+class Kernels:
+    """The elementwise kernels the blocks call; :func:`use_fused_kernels` swaps in compiled ones."""
+
+    rms_norm = staticmethod(rms_norm)
+    rope = staticmethod(rope)
+    swiglu = staticmethod(swiglu)
+
+
+def use_fused_kernels(enabled: bool = True) -> None:
+    """Fuse norm+gain, RoPE and SwiGLU into single GPU kernels with torch.compile (Triton).
+
+    Each is a small pure function: compiling takes seconds once per process (and is cached on
+    disk by inductor), not minutes. ``dynamic=True`` avoids recompiling for new batch shapes.
+    """
+    if enabled:
+        Kernels.rms_norm = staticmethod(torch.compile(rms_norm, dynamic=True))
+        Kernels.rope = staticmethod(torch.compile(rope, dynamic=True))
+        Kernels.swiglu = staticmethod(torch.compile(swiglu, dynamic=True))
+    else:
+        Kernels.rms_norm, Kernels.rope, Kernels.swiglu = (staticmethod(rms_norm), staticmethod(rope),
+                                                          staticmethod(swiglu))
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -20,9 +60,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (normed * self.weight.float()).type_as(x)
+        return Kernels.rms_norm(x, self.weight, self.eps)
 
 
 class AdaRMSNorm(nn.Module):
@@ -35,9 +73,7 @@ class AdaRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
         # ``gain`` is self.gain(cond), computed by the caller so it can be reused.
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (normed * gain.float()).type_as(x)
+        return Kernels.rms_norm(x, gain, self.eps)
 
 
 class SwiGLU(nn.Module):
@@ -46,10 +82,17 @@ class SwiGLU(nn.Module):
         self.w1 = nn.Linear(dim, hidden, bias=False)
         self.w3 = nn.Linear(dim, hidden, bias=False)
         self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.w13 = None     # fused [w1; w3] for one wide GEMM (see fuse())
+
+    def fuse(self):
+        self.w13 = torch.cat([self.w1.weight, self.w3.weight]).detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.w1.weight.dtype)
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        if self.w13 is not None:
+            a, b = F.linear(x, self.w13).chunk(2, dim=-1)
+            return self.w2(Kernels.swiglu(a, b))
+        return self.w2(Kernels.swiglu(self.w1(x), self.w3(x)))
 
 
 def rope_angles(tok_idx: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,14 +108,6 @@ def rope_angles(tok_idx: torch.Tensor, head_dim: int, theta: float) -> tuple[tor
     return angles.cos(), angles.sin()
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs (x[2j], x[2j+1]) of x [B, H, L, D] by angles [B, 1, L, D // 2]."""
-    pairs = x.float().unflatten(-1, (-1, 2))
-    even, odd = pairs[..., 0], pairs[..., 1]
-    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
-    return rotated.flatten(-2).type_as(x)
-
-
 class Attention(nn.Module):
     """Multi-head attention with 4-D RoPE on queries and keys (self- or cross-)."""
 
@@ -86,22 +121,32 @@ class Attention(nn.Module):
         # The official QK-norm uses eps 1e-5 whatever norm_eps is.
         self.q_norm = RMSNorm(head_dim, 1e-5) if qk_norm else None
         self.k_norm = RMSNorm(head_dim, 1e-5) if qk_norm else None
+        self.wqkv = None    # fused [wq; wk; wv] for self-attention (see fuse())
+
+    def fuse(self):
+        self.wqkv = torch.cat([self.wq.weight, self.wk.weight, self.wv.weight]).detach()
 
     def forward(self, x: torch.Tensor, rope_q: tuple, context: torch.Tensor | None = None,
                 rope_k: tuple | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x.to(self.wq.weight.dtype)
-        context = x if context is None else context.to(x.dtype)
         rope_k = rope_q if rope_k is None else rope_k
         bsz, q_len, _ = x.shape
-        k_len = context.shape[1]
-        q = self.wq(x).view(bsz, q_len, self.n_heads, self.head_dim)
-        k = self.wk(context).view(bsz, k_len, self.n_kv_heads, self.head_dim)
-        v = self.wv(context).view(bsz, k_len, self.n_kv_heads, self.head_dim)
+        if context is None and self.wqkv is not None:
+            q, k, v = F.linear(x, self.wqkv).split(
+                [self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim, self.n_kv_heads * self.head_dim], dim=-1)
+            k_len = q_len
+        else:
+            context = x if context is None else context.to(x.dtype)
+            k_len = context.shape[1]
+            q, k, v = self.wq(x), self.wk(context), self.wv(context)
+        q = q.view(bsz, q_len, self.n_heads, self.head_dim)
+        k = k.view(bsz, k_len, self.n_kv_heads, self.head_dim)
+        v = v.view(bsz, k_len, self.n_kv_heads, self.head_dim)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        q = apply_rope(q, *rope_q)
-        k = apply_rope(k, *rope_k)
+        q = Kernels.rope(q, *rope_q)
+        k = Kernels.rope(k, *rope_k)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                              enable_gqa=self.n_kv_heads != self.n_heads)
         return self.wo(out.transpose(1, 2).reshape(bsz, q_len, self.n_heads * self.head_dim))
@@ -177,8 +222,10 @@ class FourierTimeEmbedding(nn.Module):
         self.proj = nn.Linear(t_dim, t_dim)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        f = ((2 * math.pi * t.float()) @ self.freqs.float().T).type_as(t)
-        return self.proj(torch.cat([f.cos(), f.sin()], dim=-1))
+        # The phase product runs in the GEMM dtype, as under the official bf16 autocast.
+        dtype = self.proj.weight.dtype
+        f = ((2 * math.pi * t.float()).to(dtype) @ self.freqs.to(dtype).T).float()
+        return self.proj(torch.cat([f.cos(), f.sin()], dim=-1).to(dtype))
 
 
 def window_mask(q_len: int, k_len: int, window: int, device) -> torch.Tensor | None:

@@ -1,8 +1,8 @@
 """ZunaModel: encoder + decoder with the low-level API of DESIGN.md, and checkpoint loading."""
 from __future__ import annotations
 
-import contextlib
 import math
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -28,9 +28,11 @@ class ZunaModel(nn.Module):
 
     Notes
     -----
-    ``precision`` is "fp32" (exact, parity-tested) or "bf16". For ZUNA, bf16 runs under
-    bf16 autocast as the official inference does; for ZUNA1.1 the matrix weights are cast to
-    bf16 while norms and the residual stream stay fp32, as its training precision policy does.
+    ``precision`` is "fp32" (exact, parity-tested) or "bf16": matrix weights and GEMMs in bf16,
+    norms, RoPE and the sampler state in fp32. For ZUNA this reproduces the official bf16
+    autocast inference (bf16 residual stream); ZUNA1.1 keeps its residual stream in fp32.
+    On CUDA, :meth:`optimize` fuses projections and elementwise kernels and replays the whole
+    sampling loop as one CUDA graph.
     """
 
     def __init__(self, config: ModelConfig):
@@ -41,6 +43,9 @@ class ZunaModel(nn.Module):
         self.precision = "fp32"
         self.source = None       # provenance, set by load_model
         self.revision = None
+        self.fused = False       # fused QKV / SwiGLU projections
+        self.cuda_graphs = False
+        self._graphs = OrderedDict()
 
     @property
     def variant(self) -> str:
@@ -57,18 +62,43 @@ class ZunaModel(nn.Module):
         """Switch between "fp32" and "bf16" in place; returns the model."""
         if precision not in PRECISIONS:
             raise ZunaValueError(f"precision must be one of {PRECISIONS}, not {precision!r}.")
-        if self.variant == "ZUNA1.1":
-            matrix_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-            for module in self.modules():
-                if isinstance(module, nn.Linear):
-                    module.to(matrix_dtype)
+        matrix_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                module.to(matrix_dtype)
         self.precision = precision
+        self._graphs.clear()
+        if self.fused:
+            self._fuse()
         return self
 
-    def _autocast(self):
-        if self.precision == "bf16" and self.variant == "ZUNA":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def optimize(self, *, fused_projections=True, fused_kernels=None, cuda_graphs=None) -> "ZunaModel":
+        """Speed options (defaults: all on for CUDA, projections only elsewhere).
+
+        fused_projections: one GEMM for Q, K, V of self-attention and one for SwiGLU's two inputs.
+        fused_kernels: Triton kernels (torch.compile) for norm+gain, RoPE and SwiGLU (CUDA only).
+        cuda_graphs: capture the encoder-free sampling loop once per shape and replay it.
+        """
+        from .layers import use_fused_kernels
+
+        on_cuda = self.device.type == "cuda"
+        self.fused = bool(fused_projections)
+        if self.fused:
+            self._fuse()
+        else:
+            for module in self.modules():
+                for name in ("wqkv", "w13"):
+                    if hasattr(module, name):
+                        setattr(module, name, None)
+        use_fused_kernels(on_cuda if fused_kernels is None else bool(fused_kernels))
+        self.cuda_graphs = on_cuda if cuda_graphs is None else bool(cuda_graphs) and on_cuda
+        self._graphs.clear()
+        return self
+
+    def _fuse(self):
+        for module in self.modules():
+            if hasattr(module, "fuse"):
+                module.fuse()
 
     def _check_inputs(self, values: torch.Tensor, tok_idx: torch.Tensor, name: str):
         if not isinstance(values, torch.Tensor) or not isinstance(tok_idx, torch.Tensor):
@@ -91,8 +121,7 @@ class ZunaModel(nn.Module):
         self._check_inputs(tokens, tok_idx, "tokens")
         tokens = tokens.to(self.device, torch.float32)
         tok_idx = tok_idx.to(self.device, torch.long)
-        with self._autocast():
-            return self.encoder(tokens, tok_idx).float()
+        return self.encoder(tokens, tok_idx).float()
 
     @torch.no_grad()
     def sample(self, latents: torch.Tensor, tok_idx: torch.Tensor, *, noise: torch.Tensor | None = None,
@@ -117,17 +146,49 @@ class ZunaModel(nn.Module):
         latents = latents.to(self.device, torch.float32)
         tok_idx = tok_idx.to(self.device, torch.long)
         z = self.config.sigma * noise.to(self.device, torch.float32)
-        with self._autocast():
-            positions = self.decoder.positions(tok_idx)
-            context = self.decoder.context(latents)
-            # The unconditional branch sees zeroed latents, i.e. only the projection bias.
-            context_uncond = self.decoder.context(torch.zeros_like(latents)) if cfg != 1.0 else None
+        if self.cuda_graphs and self.device.type == "cuda":
+            out = self._graphed_sample(latents, tok_idx, z, steps, float(cfg))
+            if callback is not None:
+                callback(steps, steps)
+            return out
+        return self._sample(latents, tok_idx, z, steps, float(cfg), callback)
 
-            def velocity(state, t, conditional):
-                return self.decoder(state, t, context if conditional else context_uncond, positions)
+    def _sample(self, latents, tok_idx, z, steps, cfg, callback=None):
+        positions = self.decoder.positions(tok_idx)
+        context = self.decoder.context(latents)
+        # The unconditional branch sees zeroed latents, i.e. only the projection bias.
+        context_uncond = self.decoder.context(torch.zeros_like(latents)) if cfg != 1.0 else None
 
-            out = euler_sample(velocity, z, steps=steps, cfg=float(cfg), callback=callback)
-        return out.float()
+        def velocity(state, t, conditional):
+            return self.decoder(state, t, context if conditional else context_uncond, positions)
+
+        return euler_sample(velocity, z, steps=steps, cfg=cfg, callback=callback).float()
+
+    def _graphed_sample(self, latents, tok_idx, z, steps, cfg, max_graphs=8):
+        """Replay the whole sampling loop as one CUDA graph (captured once per shape/steps/cfg)."""
+        key = (tuple(latents.shape), steps, cfg)
+        entry = self._graphs.get(key)
+        if entry is None:
+            static = (latents.clone(), tok_idx.clone(), z.clone())
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):      # warm-up: allocator and kernel caches, off the graph
+                self._sample(*static, steps, cfg)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = self._sample(*static, steps, cfg)
+            entry = (graph, static, out)
+            self._graphs[key] = entry
+            while len(self._graphs) > max_graphs:
+                self._graphs.popitem(last=False)
+        self._graphs.move_to_end(key)
+        graph, (s_latents, s_tok_idx, s_z), out = entry
+        s_latents.copy_(latents)
+        s_tok_idx.copy_(tok_idx)
+        s_z.copy_(z)
+        graph.replay()
+        return out.clone()
 
 
 def build_model(config: ModelConfig, *, device: str | torch.device = "cpu", meta: bool = False) -> ZunaModel:
@@ -243,6 +304,8 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
     precision = _precision(dtype, device)
     resolved = resolve(source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     model = load_checkpoint(resolved.config_path, resolved.weights_path, device=device, precision=precision)
+    if device.type == "cuda":
+        model.optimize()
     model.source, model.revision = resolved.source, resolved.revision or revision
     if verbose:
         print(f"Loaded {model.variant} ({model.n_parameters():,} parameters) from {resolved.source} "

@@ -339,10 +339,13 @@ def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, 
 def _positions_from(data):
     """channel names and (n, 3) positions from a Dataset/DataArray/Raw/Info/dict."""
     if isinstance(data, (xr.Dataset, xr.DataArray)):
-        if "ch_pos" not in data.coords and not (isinstance(data, xr.Dataset) and "ch_pos" in data):
-            raise ZunaValueError("The data has no 'ch_pos' coordinate (channel, space) with electrode positions.")
-        pos = data["ch_pos"].transpose("channel", "space")
-        return [str(c) for c in pos["channel"].values], np.asarray(pos.values, float)
+        from ..datasets import channel_positions
+
+        try:
+            pos = channel_positions(data)
+        except ValueError:
+            raise ZunaValueError("The data has no electrode positions (ch_x, ch_y, ch_z channel coordinates).") from None
+        return [str(c) for c in data["channel"].values], pos
     if isinstance(data, dict):
         return [str(k) for k in data], np.asarray(list(data.values()), float)
     info = getattr(data, "info", data)
@@ -418,7 +421,7 @@ def scalp(data, *, masked=(), added=None, selected=(), labels=True, size=420, ti
     Parameters
     ----------
     data : xr.Dataset | xr.DataArray | mne.io.Raw | mne.Info | dict
-        Anything with electrode positions (a result's ``ch_pos`` coordinate).
+        Anything with electrode positions (a result's ``ch_x``/``ch_y``/``ch_z`` coordinates).
     masked : sequence of str
         Channels drawn as masked (red); default: channels whose whole
         ``mask`` is True when ``data`` is a result Dataset.

@@ -351,8 +351,10 @@ def _fallback_raw(rec, kind):
     names = [str(c) for c in rec["channel"].values]
     info = mne.create_info(names, sfreq, "eeg")
     raw = mne.io.RawArray(np.nan_to_num(data), info, verbose="error")
-    if "ch_pos" in rec.coords:
-        pos = rec["ch_pos"].transpose("channel", "space").values
+    if "ch_x" in rec.coords or "ch_pos" in rec.coords:
+        from ..datasets import channel_positions
+
+        pos = channel_positions(rec)
         mont = mne.channels.make_dig_montage(ch_pos=dict(zip(names, pos)), coord_frame="head")
         raw.set_montage(mont, verbose="error")
     return raw

@@ -1,0 +1,164 @@
+"""The zuna-lab command line, run in-process through zuna_lab.cli.main."""
+from __future__ import annotations
+
+import mne
+import numpy as np
+import pytest
+import xarray as xr
+
+import zuna_lab as zl
+from zuna_lab.cli import main
+from zuna_lab.testing import make_random_checkpoint
+
+SAMPLE = zl.cli.Path(zl.__file__).resolve().parents[1] / "data" / "sample_synthetic_raw.fif"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return make_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "ZUNA", variant="ZUNA")
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    """The first 20 s of the sample (4 epochs): quick to embed and reconstruct."""
+    path = tmp_path_factory.mktemp("data") / "short_raw.fif"
+    mne.io.read_raw_fif(SAMPLE, preload=True, verbose="error").crop(0, 20, include_tmax=False).save(path, verbose="error")
+    return path
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path, checkpoint):
+    monkeypatch.setenv("ZUNA_LAB_MODEL", str(checkpoint))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_embed_netcdf(env, recording, capsys):
+    out = env / "emb.nc"
+    assert main(["embed", str(recording), "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "4 epochs x 19 channels x 40 tokens x 32 latents" in captured.out
+    assert str(out) in captured.out and "embed [" in captured.err          # summary and progress
+    with xr.open_dataset(out) as emb:
+        assert emb.embedding.dims == ("epoch", "channel", "token", "latent")
+        assert emb.embedding.shape == (4, 19, 40, 32)
+        assert emb.attrs["source_file"] == str(recording)
+
+
+def test_embed_other_variant_and_segments(env, recording, tmp_path_factory, capsys):
+    ckpt = make_random_checkpoint(tmp_path_factory.mktemp("ckpt11") / "ZUNA1.1", variant="ZUNA1.1")
+    out = env / "emb.safetensors"
+    assert main(["embed", str(recording), "-o", str(out), "--model", str(ckpt), "--segment-duration", "2.5",
+                 "--bad-channels", "O1", "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+    from safetensors.numpy import load_file
+
+    tensors = load_file(out)
+    assert int(tensors["n_samples"][0]) == 8 and tensors["embeddings_0"].shape[1] == 32
+
+
+def test_reconstruct_fif(env, recording, capsys):
+    out = env / "fixed_raw.fif"
+    code = main(["reconstruct", str(recording), "-o", str(out), "--bad-channels", "T7", "--bad-segments", "2.0:3.5",
+                 "11:12:O1", "--add-channels", "FCz", "--steps", "3", "--seed", "1"])
+    assert code == 0
+    summary = capsys.readouterr().out
+    assert "T7, FCz entirely" in summary and "added      FCz" in summary and "3 steps, cfg 1, seed 1" in summary
+    raw = mne.io.read_raw_fif(out, preload=True, verbose="error")
+    assert raw.ch_names[-1] == "FCz" and len(raw.ch_names) == 20
+    assert set(raw.annotations.description) == {"ZUNA_infilled"}
+    assert np.isfinite(raw.get_data()).all()
+    original = mne.io.read_raw_fif(recording, preload=True, verbose="error")
+    assert raw.n_times == original.n_times
+
+
+def test_reconstruct_netcdf_is_reproducible(env, recording):
+    args = ["--bad-channels", "T7", "--steps", "2", "--seed", "0", "--quiet"]
+    assert main(["reconstruct", str(recording), "-o", "a.nc", *args]) == 0
+    assert main(["reconstruct", str(recording), "-o", "b.nc", *args]) == 0
+    with xr.open_dataset(env / "a.nc") as a, xr.open_dataset(env / "b.nc") as b:
+        assert {"original", "reconstruction", "hybrid", "mask"} <= set(a.data_vars)
+        assert bool(a.mask.sel(channel="T7").all()) and not bool(a.mask.sel(channel="Cz").any())
+        xr.testing.assert_equal(a.reconstruction, b.reconstruction)
+
+
+def test_demo_random_weights(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("ZUNA_LAB_MODEL", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--random-weights", "--duration", "10", "--steps", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "RANDOM WEIGHTS" in captured.out and "MEANINGLESS" in captured.out and "RANDOM WEIGHTS" in captured.err
+    assert "infilled T7 entirely" in captured.out and "2 epochs" in captured.out
+    outdir = tmp_path / "zuna_lab_demo"
+    assert sorted(p.name for p in outdir.iterdir()) == [
+        "sample_embedding.nc", "sample_reconstruction.nc", "sample_repaired_raw.fif"]
+    raw = mne.io.read_raw_fif(outdir / "sample_repaired_raw.fif", verbose="error")
+    assert "RANDOM WEIGHTS" in raw.info["description"]
+    with xr.open_dataset(outdir / "sample_embedding.nc") as emb:
+        assert "MEANINGLESS" in emb.attrs["warning"] and emb.embedding.shape == (2, 19, 40, 32)
+
+
+def test_demo_without_weights_says_what_to_do(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("ZUNA_LAB_MODEL", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")        # the hub check fails at once
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--model /path/to/ZUNA" in err and "ZUNA_LAB_MODEL" in err and "--random-weights" in err
+    assert "Traceback" not in err and err.count(". ") == 0      # one sentence
+    assert not (tmp_path / "zuna_lab_demo").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["embed", "missing.edf", "-o", "out.nc"], "does not exist"),
+    (["reconstruct", "missing.fif", "-o", "out.fif"], "does not exist"),
+    (["reconstruct", "{rec}", "-o", "out.fif", "--bad-channels", "XX"], "'XX', which is not a channel"),
+    (["reconstruct", "{rec}", "-o", "out.fif", "--bad-segments", "200:201"], "starts after the recording ends"),
+    (["reconstruct", "{rec}", "-o", "out.fif", "--add-channels", "Cz"], "already has"),
+    (["embed", "{rec}", "-o", "out.fif"], "must end in .nc"),
+    (["embed", "{rec}", "-o", "nowhere/out.nc"], "does not exist"),
+    (["embed", "{rec}", "-o", "out.nc", "--model", "/no/such/checkpoint"], "neither an existing directory"),
+])
+def test_errors_exit_2_with_one_line(env, recording, capsys, argv, message):
+    argv = [a.replace("{rec}", str(recording)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("zuna-lab ") and ": error: " in last and message in last
+    assert "Traceback" not in err
+    assert not any(p.name.startswith(("out", ".out")) for p in env.iterdir())   # nothing written, no temp files
+
+
+def test_existing_output_is_kept(env, recording, capsys):
+    out = env / "emb.nc"
+    out.write_text("keep me")
+    assert main(["embed", str(recording), "-o", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert out.read_text() == "keep me"
+    assert main(["embed", str(recording), "-o", str(out), "--overwrite", "--quiet"]) == 0
+    with xr.open_dataset(out) as emb:
+        assert emb.embedding.shape[0] == 4
+
+
+def test_usage(capsys):
+    assert main(["--version"]) == 0
+    assert zl.__version__ in capsys.readouterr().out
+    assert main([]) == 2
+    assert main(["reconstruct", "x.fif", "-o", "y.fif", "--bad-segments", "2-3"]) == 2
+    assert "START:STOP" in capsys.readouterr().err
+    assert main(["embed", "--help"]) == 0
+
+
+def test_warnings_are_one_line(env, recording, capsys):
+    raw = mne.io.read_raw_fif(recording, preload=True, verbose="error").crop(0, 10, include_tmax=False)
+    data = raw.get_data(picks=["Cz", "Pz", "O1"])
+    csv = env / "three.csv"
+    header = "time,Cz,Pz,O1,X1"
+    rows = np.column_stack([raw.times, data.T, data[0]])
+    np.savetxt(csv, rows, delimiter=",", header=header, comments="")
+    assert main(["embed", str(csv), "-o", "emb.nc", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "zuna-lab: warning: Dropped 1 EEG channel(s) without a 3-D position: X1." in err
+    assert "Traceback" not in err and "warnings.warn" not in err

@@ -1,0 +1,377 @@
+"""The ``zuna-lab`` command line: embed, reconstruct, demo.
+
+::
+
+    zuna-lab embed FILE -o OUT.nc [--model SRC] [--device auto] [--segment-duration 5]
+    zuna-lab reconstruct FILE -o OUT.fif|.nc|.zarr|.safetensors [--bad-channels T7 O1]
+             [--bad-segments 2.0:3.5 4:5:Fz] [--add-channels FCz] [--steps 50] [--cfg 1.0] [--seed 0]
+    zuna-lab demo [--random-weights] [--output-dir zuna_lab_demo]
+
+Progress goes to stderr, the summary to stdout. A problem with the input (a zuna_lab error:
+missing file, unknown channel, unavailable weights, existing output, …) prints one line to
+stderr and exits with status 2; outputs are written atomically, so a failed run leaves none.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .errors import WeightsUnavailableError, ZunaLabError, ZunaLabWarning, ZunaValueError
+
+PROG = "zuna-lab"
+EMBED_SUFFIXES = (".nc", ".zarr", ".safetensors")
+RECONSTRUCT_SUFFIXES = (".fif", ".nc", ".zarr", ".safetensors")
+SAMPLE_NAME = "sample_synthetic_raw.fif"
+# The bundled sample's recipe (data/make_sample_recording.py), used when the data folder is not installed.
+SAMPLE_PARAMETERS = dict(duration=120.0, sfreq=256.0, seed=0, line_freq=50.0)
+RANDOM_BANNER = ("RANDOM WEIGHTS: this run uses a tiny randomly initialised model, not ZUNA; "
+                 "every output is MEANINGLESS (a smoke test of the pipeline only).")
+
+
+class _UsageError(ZunaValueError):
+    """A command-line argument that is well-formed for argparse but unusable."""
+
+
+# ----------------------------------------------------------------------------- parser
+def _segment(text):
+    """``START:STOP`` or ``START:STOP:CHANNEL`` (seconds) -> tuple."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"{text!r} is not START:STOP or START:STOP:CHANNEL (seconds), e.g. 2.0:3.5")
+    try:
+        start, stop = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: START and STOP must be numbers of seconds, e.g. 2.0:3.5") from None
+    return (start, stop) if len(parts) == 2 else (start, stop, parts[2])
+
+
+def _add_model_options(parser):
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", metavar="SRC", default=None,
+                       help="Hugging Face repo id (Zyphra/ZUNA, Zyphra/ZUNA1.1) or a local checkpoint folder "
+                            "(default: $ZUNA_LAB_MODEL, else Zyphra/ZUNA)")
+    group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
+    group.add_argument("--dtype", choices=("fp32", "bf16"), default=None,
+                       help="compute precision (default: bf16 on a GPU, fp32 on the CPU)")
+    group.add_argument("--batch-size", type=int, default=None, metavar="N",
+                       help="epochs per forward pass (default: from free GPU memory)")
+
+
+def _add_common(parser):
+    parser.add_argument("--segment-duration", type=float, default=None, metavar="S",
+                        help="epoch length in seconds: 5 for ZUNA, 0.5-30 for ZUNA1.1 (default 5)")
+    parser.add_argument("--bad-channels", nargs="+", default=[], metavar="CH", help="channels to hide, e.g. T7 O1")
+    parser.add_argument("--no-annotations", action="store_true", help="ignore BAD_ annotations in the recording")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    parser.add_argument("--verbose", action="store_true", help="show MNE's log messages")
+    _add_model_options(parser)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="ZUNA EEG foundation model: embeddings, reconstruction and repair of EEG recordings.",
+        epilog="Exit status: 0 success, 2 usage or input error (one line on stderr). "
+               "Run 'zuna-lab COMMAND --help' for the options of a command.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("embed", help="embed a recording: one 32-d latent per channel and 0.125 s token",
+                       description="Embed a recording with ZUNA and write the labelled result "
+                                   "(epoch, channel, token, latent) to netCDF, zarr or safetensors.")
+    p.add_argument("file", metavar="FILE", help="recording: any MNE-readable file (FIF, EDF, BDF, .vhdr, .set, ...) or CSV")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output: .nc, .zarr or .safetensors")
+    _add_common(p)
+
+    p = sub.add_parser("reconstruct", help="reconstruct, repair (infill) or upsample a recording",
+                       description="Hide bad channels / segments / BAD_ annotations from ZUNA, let it infill them "
+                                   "and write the result: .fif (a continuous recording, infilled spans annotated "
+                                   "ZUNA_infilled), .nc / .zarr (all signals and the mask) or .safetensors.")
+    p.add_argument("file", metavar="FILE", help="recording: any MNE-readable file or CSV")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output: .fif, .nc, .zarr or .safetensors")
+    p.add_argument("--bad-segments", nargs="+", type=_segment, default=[], metavar="START:STOP[:CH]",
+                   help="time spans to infill, in seconds from the first sample, e.g. 2.0:3.5 or 4:5:Fz")
+    p.add_argument("--add-channels", nargs="+", default=None, metavar="CH",
+                   help="new electrodes (standard 10-05 names) to generate, e.g. FCz CPz")
+    p.add_argument("--steps", type=int, default=50, help="sampler steps (default 50, as the official inference)")
+    p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance (default 1.0 = off)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed; the same seed gives the same result (default 0)")
+    p.add_argument("--n-samples", type=int, default=1, metavar="N", help="draws per epoch (default 1)")
+    p.add_argument("--kind", choices=("hybrid", "reconstruction", "original"), default=None,
+                   help="signal written to .fif/.safetensors (default: hybrid for .fif, reconstruction for .safetensors)")
+    _add_common(p)
+
+    p = sub.add_parser("demo", help="reconstruct and embed the bundled synthetic sample end to end",
+                       description="Run the main job on the bundled synthetic sample recording: reconstruct it with "
+                                   "channel T7 hidden (repair), embed it, write the results and print a summary.")
+    p.add_argument("--random-weights", action="store_true",
+                   help="use a tiny random checkpoint instead of ZUNA (smoke test; outputs are meaningless)")
+    p.add_argument("--output-dir", default="zuna_lab_demo", metavar="DIR", help="where to write (default: zuna_lab_demo)")
+    p.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="seconds of the sample to use (default: all 120 s on a GPU, 20 s on the CPU)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="sampler steps (default: 50 on a GPU, 10 on the CPU)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_options(p)
+    return parser
+
+
+# ----------------------------------------------------------------------------- helpers
+def _say(args, *lines):
+    if not getattr(args, "quiet", False):
+        print(*lines, sep="\n", file=sys.stderr, flush=True)
+
+
+def _check_output(path, suffixes, overwrite):
+    """Fail before any work if the output cannot be written."""
+    path = Path(path).expanduser()
+    if path.suffix.lower() not in suffixes:
+        raise _UsageError(f"Output {str(path)!r} must end in {', '.join(suffixes)}.")
+    if not path.parent.exists():
+        raise _UsageError(f"Output folder {str(path.parent)!r} does not exist; create it first.")
+    if path.exists() and not overwrite:
+        raise _UsageError(f"Output {str(path)!r} already exists; pass --overwrite to replace it.")
+    return path
+
+
+def _load_model(args, source=None):
+    from .hub import default_source
+    from .model import load_model
+
+    source = source or args.model or default_source()
+    _say(args, f"Loading model {source} ...")
+    model = load_model(source, device=args.device, dtype=args.dtype)
+    _say(args, f"Loaded {model.variant} ({model.n_parameters():,} parameters) on {model.device} in {model.precision}.")
+    return model
+
+
+def _write(ds, path, *, kind=None, overwrite=False, verbose=None):
+    from . import io
+
+    suffix = path.suffix.lower()
+    if suffix == ".fif":
+        return io.write_fif(ds, path, kind=kind or "hybrid", overwrite=overwrite, verbose=verbose)
+    if suffix == ".nc":
+        return io.write_netcdf(ds, path, overwrite=overwrite)
+    if suffix == ".zarr":
+        return io.write_zarr(ds, path, overwrite=overwrite)
+    if "variant" not in ds.attrs and "model_variant" in ds.attrs:
+        # write_safetensors reads attrs["variant"]; embed/reconstruct results store it as "model_variant".
+        ds = ds.assign_attrs(variant=ds.attrs["model_variant"])
+    return io.write_safetensors(ds, path, kind=kind or "reconstruction", overwrite=overwrite)
+
+
+def _describe_raw(raw):
+    return f"{len(raw.ch_names)} channels, {raw.n_times / raw.info['sfreq']:.1f} s at {raw.info['sfreq']:g} Hz"
+
+
+def _describe_model(model):
+    return f"{model.variant} from {model.source} on {model.device} ({model.precision})"
+
+
+def _table(rows):
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(f"  {key:<{width}}  {value}" for key, value in rows)
+
+
+def _embedding_summary(emb):
+    sizes = emb.embedding.sizes
+    shape = " x ".join(f"{sizes[d]} {d}s" if d != "latent" else f"{sizes[d]} latents" for d in emb.embedding.dims)
+    return f"{shape} ({int(emb['mask'].sum())} masked tokens)"
+
+
+def _reconstruction_summary(rec):
+    sizes = rec["reconstruction"].sizes
+    dims = [f"{sizes[d]} {d}s" for d in rec["reconstruction"].dims if d != "time"] + [f"{sizes['time']} samples"]
+    mask = rec["mask"]
+    names = [str(c) for c in rec["channel"].values]
+    whole = mask.all(["epoch", "token"]).values
+    partial = mask.sum(["epoch", "token"]).values * ~whole
+    parts = []
+    if whole.any():
+        parts.append(", ".join(n for n, w in zip(names, whole) if w) + " entirely")
+    if partial.any():
+        parts.append(f"{int(partial.sum())} tokens on {int((partial > 0).sum())} channels (segments, annotations)")
+    added = [str(c) for c in rec["channel"].values[rec["added"].values]] if "added" in rec.coords else []
+    return " x ".join(dims), "; ".join(parts) or "nothing", ", ".join(added) or "none"
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_embed(args):
+    from .core import _check_names, embed
+    from .io import read_raw
+
+    out = _check_output(args.output, EMBED_SUFFIXES, args.overwrite)
+    verbose = None if args.verbose else "error"
+    raw = read_raw(args.file, verbose=verbose)
+    _check_names(args.bad_channels, raw.ch_names, "--bad-channels")   # before a slow model load
+    model = _load_model(args)
+    start = time.perf_counter()
+    emb = embed(raw, model=model, segment_duration=args.segment_duration, bad_channels=args.bad_channels,
+                use_annotations=not args.no_annotations, batch_size=args.batch_size,
+                progress=not args.quiet, verbose=verbose)
+    emb.attrs["source_file"] = str(Path(args.file))
+    elapsed = time.perf_counter() - start
+    path = _write(emb, out, overwrite=args.overwrite)
+    if not args.quiet:
+        print(f"{PROG} embed: {args.file} -> {path}")
+        print(_table([("recording", _describe_raw(raw)), ("model", _describe_model(model)),
+                      ("embedding", _embedding_summary(emb)), ("time", f"{elapsed:.1f} s"),
+                      ("wrote", str(Path(path).resolve()))]))
+    return 0
+
+
+def cmd_reconstruct(args):
+    from .core import _check_names, _check_segments, reconstruct
+    from .io import read_raw
+
+    out = _check_output(args.output, RECONSTRUCT_SUFFIXES, args.overwrite)
+    if args.kind == "original" and out.suffix.lower() in (".nc", ".zarr"):
+        raise _UsageError("--kind applies to .fif and .safetensors outputs; .nc and .zarr hold every signal.")
+    verbose = None if args.verbose else "error"
+    raw = read_raw(args.file, verbose=verbose)
+    _check_names(args.bad_channels, raw.ch_names, "--bad-channels")   # before a slow model load
+    _check_segments(args.bad_segments, raw.ch_names, raw.n_times / raw.info["sfreq"])
+    model = _load_model(args)
+    start = time.perf_counter()
+    rec = reconstruct(raw, model=model, steps=args.steps, cfg=args.cfg, seed=args.seed,
+                      bad_channels=args.bad_channels, bad_segments=args.bad_segments,
+                      use_annotations=not args.no_annotations, add_channels=args.add_channels,
+                      n_samples=args.n_samples, segment_duration=args.segment_duration,
+                      batch_size=args.batch_size, progress=not args.quiet, verbose=verbose)
+    rec.attrs["source_file"] = str(Path(args.file))
+    elapsed = time.perf_counter() - start
+    path = _write(rec, out, kind=args.kind, overwrite=args.overwrite, verbose=verbose)
+    if not args.quiet:
+        shape, infilled, added = _reconstruction_summary(rec)
+        print(f"{PROG} reconstruct: {args.file} -> {path}")
+        print(_table([("recording", _describe_raw(raw)), ("model", _describe_model(model)),
+                      ("result", shape), ("infilled", infilled), ("added", added),
+                      ("sampler", f"{args.steps} steps, cfg {args.cfg:g}, seed {rec.attrs.get('seed')}"),
+                      ("time", f"{elapsed:.1f} s"), ("wrote", str(Path(path).resolve()))]))
+    return 0
+
+
+def _sample_recording(verbose):
+    """The bundled sample (repository checkout), or the same recording regenerated from its recipe."""
+    from .io import read_raw
+
+    path = Path(__file__).resolve().parents[1] / "data" / SAMPLE_NAME
+    if path.is_file():
+        return read_raw(path, verbose=verbose), str(path)
+    from .synthetic import make_synthetic_raw
+
+    return read_raw(make_synthetic_raw(**SAMPLE_PARAMETERS, verbose=verbose), verbose=verbose), \
+        f"{SAMPLE_NAME} (regenerated from seed {SAMPLE_PARAMETERS['seed']})"
+
+
+def cmd_demo(args):
+    from . import io
+    from .core import embed, reconstruct
+
+    outdir = Path(args.output_dir).expanduser()
+    verbose = "error"
+    if args.duration is not None and not args.duration > 0:
+        raise _UsageError(f"--duration must be a positive number of seconds, got {args.duration:g}.")
+    if args.steps is not None and args.steps < 1:
+        raise _UsageError(f"--steps must be a positive integer, got {args.steps}.")
+    with contextlib.ExitStack() as stack:
+        if args.random_weights:
+            from .testing import make_random_checkpoint
+
+            print(f"*** {RANDOM_BANNER} ***", file=sys.stderr, flush=True)
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="zuna_lab_random_"))
+            source = str(make_random_checkpoint(Path(scratch) / "random_ZUNA", variant="ZUNA"))
+        else:
+            source = None
+        try:
+            model = _load_model(args, source)
+        except WeightsUnavailableError:
+            print(f"{PROG} demo: the ZUNA weights could not be fetched from the Hugging Face hub, so point at a "
+                  f"local copy with '{PROG} demo --model /path/to/ZUNA' (or set ZUNA_LAB_MODEL=/path/to/ZUNA), or run "
+                  f"'{PROG} demo --random-weights' for a smoke test with meaningless random weights.", file=sys.stderr)
+            return 2
+    on_gpu = model.device.type == "cuda"
+    duration = args.duration if args.duration is not None else (120.0 if on_gpu else 20.0)
+    steps = args.steps if args.steps is not None else (50 if on_gpu else 10)
+    raw, sample_name = _sample_recording(verbose)
+    raw.crop(0, min(duration, raw.times[-1]))
+    outdir.mkdir(parents=True, exist_ok=True)
+    if not on_gpu and (args.duration is None or args.steps is None):
+        _say(args, f"On the CPU the demo uses the first {duration:g} s and {steps} sampler steps to finish quickly; "
+                   f"'--duration 120 --steps 50' runs it in full.")
+    start = time.perf_counter()
+    rec = reconstruct(raw, model=model, bad_channels=["T7"], steps=steps, seed=0, progress=not args.quiet,
+                      verbose=verbose)
+    t_rec = time.perf_counter() - start
+    start = time.perf_counter()
+    emb = embed(raw, model=model, progress=not args.quiet, verbose=verbose)
+    t_emb = time.perf_counter() - start
+    note = RANDOM_BANNER if args.random_weights else ""
+    for ds in (rec, emb):
+        ds.attrs["source_file"] = sample_name
+        if note:
+            ds.attrs["warning"] = note
+    fixed = io.to_raw(rec, kind="hybrid")
+    if note:
+        fixed.info["description"] = note
+    paths = [io.write_fif(fixed, outdir / "sample_repaired_raw.fif", overwrite=True),
+             io.write_netcdf(rec, outdir / "sample_reconstruction.nc", overwrite=True),
+             io.write_netcdf(emb, outdir / "sample_embedding.nc", overwrite=True)]
+    shape, infilled, _ = _reconstruction_summary(rec)
+    if note:
+        print(f"*** {RANDOM_BANNER} ***")
+    print(f"{PROG} demo: reconstruct (T7 hidden and infilled) and embed the synthetic sample")
+    print(_table([
+        ("recording", f"{sample_name}: {_describe_raw(raw)}"),
+        ("model", "RANDOM tiny model (outputs meaningless)" if note else _describe_model(model)),
+        ("reconstruct", f"{shape}; infilled {infilled}; {steps} steps, seed 0; {t_rec:.1f} s"),
+        ("embed", f"{_embedding_summary(emb)}; {t_emb:.1f} s"),
+        ("epochs", f"{rec.sizes['epoch']} of {rec.sizes['time'] / float(rec.attrs.get('sfreq', 256.0)):g} s"),
+        ("wrote", str(paths[0].resolve())),
+        *[("", str(path.resolve())) for path in paths[1:]],
+    ]))
+    print("Next: open tutorials/01_quickstart.ipynb, or load the results with xarray.open_dataset / mne.io.read_raw_fif.")
+    return 0
+
+
+COMMANDS = {"embed": cmd_embed, "reconstruct": cmd_reconstruct, "demo": cmd_demo}
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def main(argv=None):
+    """Entry point of ``zuna-lab``; returns the exit status (0 success, 2 usage or input error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:   # --help, --version, argparse usage errors (status 2)
+        return exit_.code if isinstance(exit_.code, int) else 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*[Mm]ontage name")
+        warnings.simplefilter("always", ZunaLabWarning)
+        try:
+            return COMMANDS[args.command](args)
+        except WeightsUnavailableError as err:
+            print(f"{PROG} {args.command}: error: {err} On the command line: --model /path/to/ZUNA.", file=sys.stderr)
+            return 2
+        except ZunaLabError as err:
+            print(f"{PROG} {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted; no output was written.", file=sys.stderr)
+            return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -61,6 +61,14 @@ print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
     precisions=sorted(results), same_dims=results["fp32"].embedding.shape == results["bf16"].embedding.shape,
     diff=float(diff))))
 """,
+    "blink_repair": """
+import json
+print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
+    n_blinks=len(blinks), masked_frontal=int(rec.mask.sel(channel=frontal).sum()),
+    masked_other=int(rec.mask.sum()) - int(rec.mask.sel(channel=frontal).sum()),
+    n_ptp=len(ptp_after), annotations=sorted(set(fixed.annotations.description)),
+    fif=Path("outputs/sample_blinks_repaired_raw.fif").is_file())))
+""",
     "dashboard": """
 import json
 print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
@@ -159,6 +167,10 @@ def test_notebook_runs(path, tmp_path, checkpoints):
     elif name == "05_weights_devices_performance":
         assert checks["precisions"] == ["bf16", "fp32"] and checks["same_dims"]
         assert 0.0 <= checks["diff"] < 1.0
+    elif name == "blink_repair":
+        assert checks["n_blinks"] > 0 and checks["n_ptp"] == checks["n_blinks"]
+        assert checks["masked_frontal"] > 0 and checks["masked_other"] == 0    # channel-specific BAD_ spans
+        assert checks["annotations"] == ["ZUNA_infilled"] and checks["fif"]
     elif name == "dashboard":
         assert checks["app"] == "Dashboard" and checks["banner"] == 0
         assert checks["n_tabs"] == 3

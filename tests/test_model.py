@@ -169,7 +169,9 @@ def test_hub_unreachable_says_how_to_pass_a_directory(tmp_path, monkeypatch):
 
 def test_default_source_env(tmp_path, tiny, monkeypatch):
     monkeypatch.setenv("ZUNA_LAB_MODEL", str(tiny))
-    assert zuna_lab.load_model(device="cpu").source == str(tiny)
+    model = zuna_lab.load_model(device="cpu")
+    assert model.source == str(tiny)
+    assert model.is_random          # random checkpoints say so in config.json
 
 
 def test_low_level_api_validation(tiny):

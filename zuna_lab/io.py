@@ -419,7 +419,8 @@ def _check_signal(raw):
         raise RecordingError(
             f"The recording lasts {duration:.3f} s, shorter than one ZUNA token (0.125 s); use a longer recording."
         )
-    data = raw.get_data()
+    # The preloaded buffer itself, no float64 copy: long recordings are hundreds of MB.
+    data = raw._data if raw.preload else raw.get_data()
     finite = np.isfinite(data)
     if not finite.all():
         bad = [raw.ch_names[i] for i in np.flatnonzero(~finite.all(axis=1))]
@@ -427,12 +428,20 @@ def _check_signal(raw):
             f"The data contain NaN or Inf samples (channels {_preview(bad)}); "
             "interpolate or crop them, e.g. with raw.interpolate_bads() or raw.crop()."
         )
-    channel_std = data.std(axis=1)
-    if not (channel_std > 0).any():
+    if not (data.max(axis=1) > data.min(axis=1)).any():
         raise RecordingError("The recording is flat (every channel is constant); check the file or the channel selection.")
+    # Amplitude statistics from at most 64 blocks of 4096 samples spread over the recording.
+    block, n_blocks = 4096, 64
+    if raw.n_times > block * n_blocks:
+        starts = np.linspace(0, raw.n_times - block, n_blocks).astype(int)
+        sample = np.concatenate([data[:, s:s + block] for s in starts], axis=1).astype(np.float64)
+        steps = np.concatenate([np.diff(data[:, s:s + block], axis=1) for s in starts], axis=1)
+    else:
+        sample = np.asarray(data, dtype=np.float64)
+        steps = np.diff(sample, axis=1) if raw.n_times > 1 else np.zeros((len(sample), 1))
+    channel_std = sample.std(axis=1)
     # Differences ignore DC offsets and slow drift, which can be large in DC-coupled systems.
-    # Row by row: a full np.diff of a long recording would double its memory.
-    step_std = float(np.median([np.diff(row).std() for row in data])) if raw.n_times > 1 else 0.0
+    step_std = float(np.median(steps.std(axis=1))) if raw.n_times > 1 else 0.0
     if step_std > _MAX_PLAUSIBLE_STD or float(np.median(channel_std)) > 1.0:
         raise RecordingError(
             f"Amplitudes look too large for volts (median channel std {np.median(channel_std):.3g}); "
@@ -841,9 +850,9 @@ def write_safetensors(ds, fname, *, kind="reconstruction", overwrite=False):
     tensors = {}
     metadata = {"channels": json.dumps(ch_names), "producer": "zuna_lab"}
     if "embedding" in ds.data_vars:
-        variant = str(ds.attrs.get("variant", ""))
+        variant = str(ds.attrs.get("model_variant", ds.attrs.get("variant", "")))
         if variant not in VARIANTS:
-            raise ZunaValueError("The embed Dataset has no valid attrs['variant']; it sets the token order of tok_idx_N.")
+            raise ZunaValueError("The embed Dataset has no valid attrs['model_variant']; it sets the token order of tok_idx_N.")
         emb = np.asarray(ds["embedding"].transpose("epoch", "channel", "token", "latent").values, dtype=np.float32)
         bins = position_bins(ch_pos, variant=variant)
         for e in range(emb.shape[0]):
@@ -869,7 +878,7 @@ def write_safetensors(ds, fname, *, kind="reconstruction", overwrite=False):
             width = int(real[-1]) + 1 if real.size else 0
             tensors[f"reconstructed_{e}"] = np.ascontiguousarray(signal[e][:, :width])
             tensors[f"chan_pos_{e}"] = ch_pos.copy()
-        metadata.update(content=kind, units="V", variant=str(ds.attrs.get("variant", "")))
+        metadata.update(content=kind, units="V", variant=str(ds.attrs.get("model_variant", ds.attrs.get("variant", ""))))
         n_epochs = signal.shape[0]
     tensors["n_samples"] = np.array([n_epochs], dtype=np.float32)
     return _replace_atomically(lambda tmp: save_file(tensors, str(tmp), metadata=metadata), path, ".safetensors")

@@ -30,29 +30,6 @@ def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.silu(a) * b
 
 
-class Kernels:
-    """The elementwise kernels the blocks call; :func:`use_fused_kernels` swaps in compiled ones."""
-
-    rms_norm = staticmethod(rms_norm)
-    rope = staticmethod(rope)
-    swiglu = staticmethod(swiglu)
-
-
-def use_fused_kernels(enabled: bool = True) -> None:
-    """Fuse norm+gain, RoPE and SwiGLU into single GPU kernels with torch.compile (Triton).
-
-    Each is a small pure function: compiling takes seconds once per process (and is cached on
-    disk by inductor), not minutes. ``dynamic=True`` avoids recompiling for new batch shapes.
-    """
-    if enabled:
-        Kernels.rms_norm = staticmethod(torch.compile(rms_norm, dynamic=True))
-        Kernels.rope = staticmethod(torch.compile(rope, dynamic=True))
-        Kernels.swiglu = staticmethod(torch.compile(swiglu, dynamic=True))
-    else:
-        Kernels.rms_norm, Kernels.rope, Kernels.swiglu = (staticmethod(rms_norm), staticmethod(rope),
-                                                          staticmethod(swiglu))
-
-
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -60,7 +37,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return Kernels.rms_norm(x, self.weight, self.eps)
+        return rms_norm(x, self.weight, self.eps)
 
 
 class AdaRMSNorm(nn.Module):
@@ -73,7 +50,7 @@ class AdaRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
         # ``gain`` is self.gain(cond), computed by the caller so it can be reused.
-        return Kernels.rms_norm(x, gain, self.eps)
+        return rms_norm(x, gain, self.eps)
 
 
 class SwiGLU(nn.Module):
@@ -91,8 +68,8 @@ class SwiGLU(nn.Module):
         x = x.to(self.w1.weight.dtype)
         if self.w13 is not None:
             a, b = F.linear(x, self.w13).chunk(2, dim=-1)
-            return self.w2(Kernels.swiglu(a, b))
-        return self.w2(Kernels.swiglu(self.w1(x), self.w3(x)))
+            return self.w2(swiglu(a, b))
+        return self.w2(swiglu(self.w1(x), self.w3(x)))
 
 
 def rope_angles(tok_idx: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,9 +99,11 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(head_dim, 1e-5) if qk_norm else None
         self.k_norm = RMSNorm(head_dim, 1e-5) if qk_norm else None
         self.wqkv = None    # fused [wq; wk; wv] for self-attention (see fuse())
+        self.wkv = None     # fused [wk; wv] for cross-attention
 
     def fuse(self):
         self.wqkv = torch.cat([self.wq.weight, self.wk.weight, self.wv.weight]).detach()
+        self.wkv = torch.cat([self.wk.weight, self.wv.weight]).detach()
 
     def forward(self, x: torch.Tensor, rope_q: tuple, context: torch.Tensor | None = None,
                 rope_k: tuple | None = None, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -135,6 +114,11 @@ class Attention(nn.Module):
             q, k, v = F.linear(x, self.wqkv).split(
                 [self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim, self.n_kv_heads * self.head_dim], dim=-1)
             k_len = q_len
+        elif context is not None and self.wkv is not None:
+            context = context.to(x.dtype)
+            k_len = context.shape[1]
+            q = self.wq(x)
+            k, v = F.linear(context, self.wkv).chunk(2, dim=-1)
         else:
             context = x if context is None else context.to(x.dtype)
             k_len = context.shape[1]
@@ -145,8 +129,8 @@ class Attention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        q = Kernels.rope(q, *rope_q)
-        k = Kernels.rope(k, *rope_k)
+        q = rope(q, *rope_q)
+        k = rope(k, *rope_k)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                              enable_gqa=self.n_kv_heads != self.n_heads)
         return self.wo(out.transpose(1, 2).reshape(bsz, q_len, self.n_heads * self.head_dim))

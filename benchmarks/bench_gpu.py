@@ -282,6 +282,9 @@ def report(paths):
         e = ours["embed_1h_64ch"]
         lines += ["", f"1 h x 64 ch embedded end to end (read + preprocess + encode, {e['n_epochs']} epochs): "
                   f"{e['seconds']:.1f} s ({e['encoder_tflops']:.0f} TFLOP/s over the encoder FLOPs)."]
+    if "cold_1x12_fresh_process_s" in merged:
+        lines += ["", f"zuna_lab cold start in a fresh process (load 1.5 GB checkpoint + first 1 x 12 reconstruction, "
+                  f"inductor disk cache warm): {merged['cold_1x12_fresh_process_s']:.1f} s."]
     if official:
         lines += ["", "Official cold start (first call, compile): " + ", ".join(
             f"{k} {v['cold_s']:.0f} s" for k, v in official.items())]

@@ -136,6 +136,34 @@ def run(args):
     np.savez(args.out, version=version, **results)
 
 
+def time_it(args):
+    """Wall-clock of the official encoder and sample() on packed documents (CPU benchmark)."""
+    import time
+    torch.set_num_threads(args.threads)
+    model, version = load(args.ckpt)
+    data = np.load(args.inputs)
+    tokens = torch.from_numpy(data["tokens"]).float()
+    tok_idx = torch.from_numpy(data["tok_idx"]).long()
+    n_docs, seqlen, _ = tokens.shape
+    packed, packed_idx = tokens.reshape(1, -1, 32), tok_idx.reshape(1, -1, 4)
+    seq_lens = torch.full((n_docs,), seqlen, dtype=torch.long)
+    timings = {}
+    with torch.no_grad():
+        for name, fn in [
+            ("encode", lambda: model.encoder(token_values=packed, seq_lens=seq_lens, tok_idx=packed_idx,
+                                             do_idx=(packed.sum(axis=2) == 0).squeeze(0))),
+            ("reconstruct", lambda: model.sample(packed, seq_lens, packed_idx, sample_steps=args.steps, cfg=1.0)),
+        ]:
+            fn()   # warm-up
+            runs = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                fn()
+                runs.append(time.perf_counter() - start)
+            timings[name] = min(runs)
+    print(json.dumps(dict(version=version, **timings)))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,8 +181,14 @@ def main(argv=None):
     r.add_argument("--inputs", required=True)
     r.add_argument("--out", required=True)
     r.add_argument("--bf16", action="store_true")
+    t = sub.add_parser("time")
+    t.add_argument("--ckpt", required=True)
+    t.add_argument("--inputs", required=True)
+    t.add_argument("--steps", type=int, default=10)
+    t.add_argument("--repeats", type=int, default=2)
+    t.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    {"build": build, "run": run}[args.command](args)
+    {"build": build, "run": run, "time": time_it}[args.command](args)
 
 
 if __name__ == "__main__":

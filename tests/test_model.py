@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 
@@ -218,3 +217,20 @@ def test_full_size_checkpoint(tmp_path, variant, n_params):
     assert latents.shape == (1, 8, 32) and torch.isfinite(latents).all()
     out = model.sample(latents, tok_idx, steps=1, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(out).all()
+
+
+def test_optimized_paths_match_exact_path(tiny):
+    """The speed options (fused projections, compiled blocks) compute the same function."""
+    model = zuna_lab.load_model(tiny, device="cpu")
+    tokens, tok_idx = inputs(n_tokens=10)
+    noise = torch.randn(*tokens.shape, generator=torch.Generator().manual_seed(0))
+    exact = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=3)
+    model.optimize(fused_projections=True, compile_blocks=True, cuda_graphs=False)
+    assert model.fused and model.decoder.blocks[0].attention.wqkv is not None
+    fast = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=3)
+    torch.testing.assert_close(fast, exact, rtol=1e-4, atol=1e-5)
+    model.set_precision("bf16")
+    assert model.decoder.blocks[0].attention.wqkv.dtype == torch.bfloat16       # re-fused in bf16
+    assert model.decoder.embed.weight.dtype == torch.float32                     # IO projections stay fp32
+    half = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=3)
+    assert 0 < float((half - exact).norm() / exact.norm()) < 2e-2

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import xarray as xr
 
 import holoviews as hv
 

@@ -1,9 +1,7 @@
 import functools
-import time
 
 import numpy as np
 import pytest
-import xarray as xr
 
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
 from zuna_lab.viz.state import EmbeddingState, HealthState, ReconstructionState
@@ -200,7 +198,6 @@ def test_real_reconstruct_with_random_checkpoint(raw, tiny_model, tmp_path):
 
 
 def test_real_embed_feeds_health_and_embedding_state(tiny_model):
-    import zuna_lab
 
     r = make_raw(duration=10.0)
     hs = HealthState(recordings={"r": r}, model=tiny_model, n_permutations=20, max_points=300)

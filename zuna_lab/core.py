@@ -5,7 +5,9 @@ device, and handing arrays to :mod:`zuna_lab.datasets`.
 """
 from __future__ import annotations
 
+import os
 import sys
+import threading
 from dataclasses import dataclass
 
 import mne
@@ -18,25 +20,53 @@ from .io import bad_annotation_spans, read_raw
 from .preprocessing import preprocess
 from .tokens import detokenize, tokenize
 
-_DEFAULT_MODELS: dict = {}
+_MODEL_CACHE: dict = {}
+_MODEL_LOCK = threading.Lock()
+
+
+def cached_model(source=None, *, device="auto", loader=None):
+    """Load a model once per process, source and device; later calls return the same object.
+
+    Parameters
+    ----------
+    source : str | path | None
+        Hub repo id or local directory; default ``$ZUNA_LAB_MODEL`` or "Zyphra/ZUNA".
+    device : str
+        Passed to :func:`zuna_lab.load_model`.
+    loader : callable | None
+        Replaces :func:`zuna_lab.load_model` (tests).
+
+    Examples
+    --------
+    >>> cached_model("Zyphra/ZUNA") is cached_model("Zyphra/ZUNA")   # doctest: +SKIP
+    True
+    """
+    from .hub import default_source
+
+    key = (str(source or default_source()), str(device))
+    # A lock: dashboard sessions run in threads and must share one model, not load two.
+    with _MODEL_LOCK:
+        if key not in _MODEL_CACHE:
+            if loader is None:
+                from .model import load_model as loader
+            _MODEL_CACHE[key] = loader(key[0], device=device)
+        return _MODEL_CACHE[key]
+
+
+def clear_model_cache():
+    """Forget the models loaded by :func:`cached_model`."""
+    with _MODEL_LOCK:
+        _MODEL_CACHE.clear()
 
 
 def get_model(model=None):
-    """``model`` itself, or the default model (``$ZUNA_LAB_MODEL`` or Zyphra/ZUNA), loaded once per source."""
-    from .hub import default_source
-    from .model import ZunaModel, load_model
+    """``model`` itself, or the cached model of a source (None: ``$ZUNA_LAB_MODEL`` or Zyphra/ZUNA)."""
+    from .model import ZunaModel
 
-    if model is None:
-        source = default_source()
-        if source not in _DEFAULT_MODELS:
-            _DEFAULT_MODELS[source] = load_model(source)
-        return _DEFAULT_MODELS[source]
     if isinstance(model, ZunaModel):
         return model
-    if isinstance(model, str):
-        if model not in _DEFAULT_MODELS:
-            _DEFAULT_MODELS[model] = load_model(model)
-        return _DEFAULT_MODELS[model]
+    if model is None or isinstance(model, (str, os.PathLike)):
+        return cached_model(model)
     raise ZunaTypeError(f"model must be a ZunaModel from zuna_lab.load_model, a source string or None, not {type(model).__name__}.")
 
 

@@ -101,10 +101,10 @@ class ZunaModel(nn.Module):
             # bf16 GEMMs accumulate in fp32 also when cuBLAS splits K (keeps bf16 within ~1e-2 of fp32).
             torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
         if on_cuda if compile_blocks is None else compile_blocks:
-            import torch._dynamo
+            from torch import _dynamo
 
             # shapes change with channels/epochs: let dynamo go dynamic instead of giving up
-            torch._dynamo.config.recompile_limit = max(64, getattr(torch._dynamo.config, "recompile_limit", 8))
+            _dynamo.config.recompile_limit = max(64, getattr(_dynamo.config, "recompile_limit", 8))
             for block in list(self.encoder.blocks) + list(self.decoder.blocks):
                 block.compile()
         self.cuda_graphs = on_cuda if cuda_graphs is None else bool(cuda_graphs) and on_cuda

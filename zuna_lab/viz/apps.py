@@ -17,9 +17,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
-import os
-import tempfile
-import threading
 from pathlib import Path
 
 import holoviews as hv
@@ -27,54 +24,14 @@ import numpy as np
 import panel as pn
 import param
 
+from ..core import cached_model as get_model
+from ..core import clear_model_cache
 from ..errors import ZunaTypeError, ZunaValueError
 from . import plots
 from .state import EmbeddingState, HealthState, ReconstructionState
 
 __all__ = ["ReconstructionExplorer", "HealthPanel", "EmbeddingExplorer", "Dashboard", "dashboard", "serve",
            "get_model", "clear_model_cache"]
-
-_MODEL_CACHE = {}
-_MODEL_LOCK = threading.Lock()
-
-
-def get_model(source=None, *, device="auto", loader=None):
-    """Load a model once per process and source; later calls return the same object.
-
-    Parameters
-    ----------
-    source : str | Path | None
-        Hub repo id or local directory; default ``$ZUNA_LAB_MODEL`` or ``"Zyphra/ZUNA"``.
-    device : str
-        Passed to ``zuna_lab.load_model``.
-    loader : callable | None
-        Replaces ``zuna_lab.load_model`` (tests).
-
-    Returns
-    -------
-    object
-        The loaded model.
-
-    Examples
-    --------
-    >>> m1 = get_model("Zyphra/ZUNA"); m2 = get_model("Zyphra/ZUNA"); m1 is m2   # doctest: +SKIP
-    True
-    """
-    source = str(source or os.environ.get("ZUNA_LAB_MODEL") or "Zyphra/ZUNA")
-    key = (source, device)
-    with _MODEL_LOCK:
-        if key not in _MODEL_CACHE:
-            if loader is None:
-                from zuna_lab import load_model as loader
-            _MODEL_CACHE[key] = loader(source, device=device)
-        return _MODEL_CACHE[key]
-
-
-def clear_model_cache():
-    """Forget the models loaded by :func:`get_model`."""
-    with _MODEL_LOCK:
-        _MODEL_CACHE.clear()
-
 
 def _md_status(status, error):
     if error:

@@ -28,9 +28,9 @@ class ZunaModel(nn.Module):
 
     Notes
     -----
-    ``precision`` is "fp32" (exact, parity-tested) or "bf16": matrix weights and GEMMs in bf16,
-    norms, RoPE and the sampler state in fp32. For ZUNA this reproduces the official bf16
-    autocast inference (bf16 residual stream); ZUNA1.1 keeps its residual stream in fp32.
+    ``precision`` is "fp32" (exact, parity-tested) or "bf16": attention and SwiGLU GEMMs in bf16;
+    norms, RoPE, the sampler state and the 32-wide token/latent and time projections in fp32.
+    For ZUNA this stays within 2e-2 of the official bf16 autocast inference and closer to fp32.
     On CUDA, :meth:`optimize` fuses projections and elementwise kernels and replays the whole
     sampling loop as one CUDA graph.
     """
@@ -82,7 +82,8 @@ class ZunaModel(nn.Module):
     def optimize(self, *, fused_projections=True, compile_blocks=None, cuda_graphs=None) -> "ZunaModel":
         """Speed options (defaults: all on for CUDA, projections only elsewhere).
 
-        fused_projections: one GEMM for Q, K, V of self-attention and one for SwiGLU's two inputs.
+        fused_projections: one GEMM for Q, K, V of self-attention, one for K, V of cross-attention
+            and one for SwiGLU's two inputs.
         compile_blocks: torch.compile each transformer block ("regional" compilation: one compiled
             graph per block type, shared by all 16 layers; norms, RoPE, SwiGLU and residuals fuse
             into a few Triton kernels). Seconds on first use; inductor caches it on disk.
@@ -97,9 +98,6 @@ class ZunaModel(nn.Module):
                 for name in ("wqkv", "wkv", "w13"):
                     if hasattr(module, name):
                         setattr(module, name, None)
-        if on_cuda:
-            # bf16 GEMMs accumulate in fp32 also when cuBLAS splits K (keeps bf16 within ~1e-2 of fp32).
-            torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = False
         if on_cuda if compile_blocks is None else compile_blocks:
             from torch import _dynamo
 

@@ -7,6 +7,9 @@ random checkpoints, which proves they are in the exact upstream layout.
 """
 from __future__ import annotations
 
+import warnings
+
+import mne
 import numpy as np
 import pytest
 import torch
@@ -24,9 +27,9 @@ N_DOCS, N_COARSE, STEPS, CFGS = 3, 5, 50, (1.0, 1.7)
 
 def make_inputs(path, variant):
     """Three documents of 7 real 10-20 electrodes x 5 coarse times; one channel dropped in doc 1."""
-    from zuna_lab.core import standard_montage
-
-    montage = standard_montage().get_positions()["ch_pos"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)     # MNE 1.13 renames it colin27_1020
+        montage = mne.channels.make_standard_montage("standard_1020").get_positions()["ch_pos"]
     n_bins = 50 if variant == "ZUNA" else 100
     pos = np.array([montage[name] for name in CHANNELS])
     bins = np.clip(np.floor((pos + 0.12) / 0.24 * n_bins), 0, n_bins - 1).astype(np.int64)

@@ -7,7 +7,6 @@ ZUNA_LAB_REQUIRE_ORACLE=1, where they fail.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -19,26 +18,16 @@ from zuna_lab.io import bad_annotation_spans, read_raw
 from zuna_lab.preprocessing import preprocess
 from zuna_lab.tokens import detokenize, mask_to_sequence, tokenize
 
+from oracle_support import VERSIONS, oracle_python
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 SCRIPT = ROOT / "tests" / "oracle" / "official_preprocess.py"
-ORACLE_DIR = Path(os.environ.get("ZUNA_LAB_ORACLE_DIR", ROOT / ".oracle"))
-VENV_PYTHON = {"ZUNA": ORACLE_DIR / "zuna-0.1.1" / "bin" / "python", "ZUNA1.1": ORACLE_DIR / "zuna-1.1.6" / "bin" / "python"}
 SEGMENTS = (5.0, 4.0)  # ZUNA1.1: equal segments, and a shorter last one (15 s = 4 + 4 + 4 + 3)
 FILES = ("sample1_raw", "sample2_raw", "sample1_500hz_raw", "sample2_bads_raw")
 TOLERANCE = 1e-5
 
 pytestmark = pytest.mark.oracle
-
-
-def _require_oracle(variant):
-    python = VENV_PYTHON[variant]
-    if python.exists():
-        return python
-    message = f"oracle venv for {variant} missing at {python}; run tests/oracle/setup_venvs.sh"
-    if os.environ.get("ZUNA_LAB_REQUIRE_ORACLE") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +53,7 @@ def inputs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def oracle(inputs, tmp_path_factory):
-    pythons = {variant: _require_oracle(variant) for variant in VENV_PYTHON}
+    pythons = {variant: oracle_python(variant) for variant in VERSIONS}
     out = tmp_path_factory.mktemp("oracle_out")
     fifs = [str(inputs / f"{name}.fif") for name in FILES]
     # Both venvs run at once: each spends most of its time importing torch and MNE.

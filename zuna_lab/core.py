@@ -16,7 +16,7 @@ import torch
 
 from . import datasets
 from .errors import ZunaTypeError, ZunaValueError
-from .io import bad_annotation_spans, read_raw
+from .io import _standard_head_positions, bad_annotation_spans, read_raw
 from .preprocessing import preprocess
 from .tokens import detokenize, tokenize
 
@@ -128,15 +128,18 @@ def _check_segments(bad_segments, ch_names, duration):
 
 
 def _added_positions(raw, add_channels, verbose):
-    """Names and head-frame positions of channels to add (upsampling)."""
+    """Names and head-frame positions of channels to add (upsampling), from the standard 10-05 cap."""
     if add_channels is None:
         return [], np.zeros((0, 3))
-    standard = standard_montage()
+    # {lower-case name: (name, head-frame position)}, shared with read_raw's montage fallback
+    standard = _standard_head_positions("standard_1005")
+    present = {c.lower() for c in raw.ch_names}
     if isinstance(add_channels, (int, np.integer)) and not isinstance(add_channels, bool):
         if add_channels < 1:
             raise ZunaValueError(f"add_channels must be a positive count or a list of names, got {add_channels}.")
-        candidates = [name for name in standard.ch_names if name.lower() not in {c.lower() for c in raw.ch_names}]
-        names, positions = candidates, _standard_head_positions(candidates, raw, verbose)
+        candidates = [entry for key, entry in standard.items() if key not in present]
+        names = [name for name, _ in candidates]
+        positions = np.array([pos for _, pos in candidates])
         existing = np.array([raw.info["chs"][i]["loc"][:3] for i in range(len(raw.ch_names))])
         chosen = []
         for _ in range(int(add_channels)):
@@ -148,31 +151,16 @@ def _added_positions(raw, add_channels, verbose):
         return [names[i] for i in chosen], positions[chosen]
     if isinstance(add_channels, str) or not all(isinstance(n, str) for n in add_channels):
         raise ZunaTypeError("add_channels must be a list of standard 10-05 channel names or a count.")
-    known = {name.lower(): name for name in standard.ch_names}
-    present = {c.lower() for c in raw.ch_names}
-    names = []
+    names, positions = [], []
     for name in add_channels:
-        if name.lower() not in known:
+        if name.lower() not in standard:
             raise ZunaValueError(f"add_channels names {name!r}, which is not in the standard 10-05 montage; use names like 'FCz' or 'CP3'.")
         if name.lower() in present:
             raise ZunaValueError(f"add_channels names {name!r}, which the recording already has; mask it with bad_channels instead.")
-        names.append(known[name.lower()])
-    return names, _standard_head_positions(names, raw, verbose)
-
-
-def standard_montage():
-    """The standard 10-05 montage (MNE >= 1.13 names it colin27_1005; same coordinates)."""
-    names = mne.channels.get_builtin_montages()
-    return mne.channels.make_standard_montage("colin27_1005" if "colin27_1005" in names else "standard_1005")
-
-
-def _standard_head_positions(names, raw, verbose):
-    # set_montage puts positions in the head frame defined by the montage's fiducials, the same
-    # frame as a recording whose positions came from a standard montage.
-    info = mne.create_info(list(names), 256.0, "eeg")
-    probe = mne.io.RawArray(np.zeros((len(names), 1)), info, verbose="error")
-    probe.set_montage(standard_montage(), verbose="error")
-    return np.array([probe.info["chs"][i]["loc"][:3] for i in range(len(names))])
+        canonical, position = standard[name.lower()]
+        names.append(canonical)
+        positions.append(position)
+    return names, np.array(positions)
 
 
 def _prepare(data, variant, *, sfreq, ch_names, segment_duration, bad_channels, bad_segments, use_annotations,

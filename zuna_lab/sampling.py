@@ -11,24 +11,30 @@ from typing import Callable
 import torch
 
 
-def euler_sample(velocity: Callable[[torch.Tensor, torch.Tensor, bool], torch.Tensor], z: torch.Tensor, *,
+def flow_times(steps: int, *, device=None) -> torch.Tensor:
+    """The flow time of every step, [steps] fp32: t_k = (steps - k) / steps for k = 0 .. steps - 1.
+
+    Formed as the official sampler forms them (fp32 ``1 / steps`` times the integer ``steps - k``),
+    so that a velocity field can precompute whatever depends on t alone before the loop.
+    """
+    dt = torch.full((), 1.0 / steps, dtype=torch.float32, device=device)
+    return dt * torch.arange(steps, 0, -1, dtype=torch.float32, device=device)
+
+
+def euler_sample(velocity: Callable[[torch.Tensor, int, bool], torch.Tensor], z: torch.Tensor, *,
                  steps: int, cfg: float = 1.0, callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """Integrate the flow from the initial state ``z`` [B, S, D] (already scaled noise).
 
-    ``velocity(z, t, conditional)`` returns v [B, S, D] for flow times t [B].
-    ``callback(step, steps)`` is called after every step (progress bars).
+    ``velocity(z, k, conditional)`` returns v [B, S, D] at step k, i.e. flow time
+    ``flow_times(steps)[k]``. ``callback(step, steps)`` is called after every step (progress bars).
     """
-    bsz = z.shape[0]
-    # dt and t exactly as the official sampler forms them (fp32 1/steps times i).
-    dt = torch.full((bsz,), 1.0 / steps, dtype=torch.float32, device=z.device)
-    dt_state = dt.view(-1, 1, 1)
-    for i in range(steps, 0, -1):
-        t = dt * i
-        v = velocity(z, t, True)
+    dt = torch.full((), 1.0 / steps, dtype=torch.float32, device=z.device)
+    for k in range(steps):
+        v = velocity(z, k, True)
         if cfg != 1.0:
-            v_uncond = velocity(z, t, False)
+            v_uncond = velocity(z, k, False)
             v = v_uncond + cfg * (v - v_uncond)
-        z = z - dt_state * v
+        z = z - dt * v
         if callback is not None:
-            callback(steps - i + 1, steps)
+            callback(k + 1, steps)
     return z

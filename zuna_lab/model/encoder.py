@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
+from . import kernels
 from .layers import EncoderBlock, RMSNorm, rope_angles, window_mask
 
 
@@ -22,8 +23,7 @@ class Encoder(nn.Module):
         self.norm = RMSNorm(c.dim, c.norm_eps)
         self.out = nn.Linear(c.dim, c.latent_dim, bias=False)
 
-    def forward(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
-        """tokens [B, S, input_dim], tok_idx [B, S, 4] -> latents [B, S, latent_dim]."""
+    def _embed(self, tokens: torch.Tensor, tok_idx: torch.Tensor):
         bsz, seqlen, width = tokens.shape
         # Sequence becomes [reg, tok_0, reg, tok_1, ...]; each register reads out its token's latent
         # and shares its token's position.
@@ -32,9 +32,27 @@ class Encoder(nn.Module):
         if self.dropout_vec is not None:
             x = torch.where((x.sum(-1, keepdim=True) == 0), self.dropout_vec.to(x.dtype), x)
         h = self.embed(x.to(self.embed.weight.dtype))
-        cos, sin = rope_angles(tok_idx.repeat_interleave(2, dim=1), self.config.head_dim, self.config.rope_theta)
-        rope = (cos.unsqueeze(1), sin.unsqueeze(1))
+        rope = rope_angles(tok_idx.repeat_interleave(2, dim=1), self.config.head_dim, self.config.rope_theta)
         mask = window_mask(2 * seqlen, 2 * seqlen, self.config.encoder_window, tokens.device)
+        return h, rope, mask
+
+    def forward(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
+        """tokens [B, S, input_dim], tok_idx [B, S, 4] -> latents [B, S, latent_dim]."""
+        h, (cos, sin), mask = self._embed(tokens, tok_idx)
+        rope = (cos.unsqueeze(1), sin.unsqueeze(1))
         for block in self.blocks:
             h = block(h, rope, mask)
         return self.out(self.norm(h[:, 0::2]).to(self.out.weight.dtype))
+
+    def fused_forward(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` through the Triton kernels (CUDA fast path)."""
+        h, rope, mask = self._embed(tokens, tok_idx)
+        h = h.contiguous()
+        first = self.blocks[0].attention_norm
+        dtype = self.blocks[0].attention.wq.weight.dtype
+        _, x = kernels.add_rms_norm(h, None, first.weight, first.eps, out_dtype=dtype)
+        for layer, block in enumerate(self.blocks):
+            following = self.blocks[layer + 1].attention_norm if layer + 1 < len(self.blocks) else self.norm
+            h, x = block.fused_forward(h, x, rope, mask, following.weight, following.eps,
+                                       dtype if following is not self.norm else torch.float32)
+        return self.out(x[:, 0::2].to(self.out.weight.dtype))

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernels
+
 
 def rms_norm(x: torch.Tensor, gain: torch.Tensor, eps: float) -> torch.Tensor:
     """x / rms(x) * gain, computed in fp32, returned in x's dtype."""
@@ -71,6 +73,11 @@ class SwiGLU(nn.Module):
             return self.w2(swiglu(a, b))
         return self.w2(swiglu(self.w1(x), self.w3(x)))
 
+    def fused_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Triton path: one GEMM for w1/w3, one kernel for silu(a) * b."""
+        weight = self.w2.weight
+        return F.linear(kernels.swiglu(F.linear(x.to(weight.dtype), self.w13)), weight)
+
 
 def rope_angles(tok_idx: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin of 4-D RoPE for integer positions ``tok_idx`` [..., 4] -> two [..., head_dim // 2] fp32.
@@ -100,6 +107,7 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(head_dim, 1e-5) if qk_norm else None
         self.wqkv = None    # fused [wq; wk; wv] for self-attention (see fuse())
         self.wkv = None     # fused [wk; wv] for cross-attention
+        self.sdpa_dtype = None  # dtype of q, k, v inside SDPA; None: the projections' dtype
 
     def fuse(self):
         self.wqkv = torch.cat([self.wq.weight, self.wk.weight, self.wv.weight]).detach()
@@ -131,9 +139,44 @@ class Attention(nn.Module):
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         q = rope(q, *rope_q)
         k = rope(k, *rope_k)
+        if self.sdpa_dtype is not None:
+            q, k, v = (t.to(self.sdpa_dtype) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
                                              enable_gqa=self.n_kv_heads != self.n_heads)
-        return self.wo(out.transpose(1, 2).reshape(bsz, q_len, self.n_heads * self.head_dim))
+        return self.wo(out.transpose(1, 2).reshape(bsz, q_len, self.n_heads * self.head_dim).to(x.dtype))
+
+    def _qk_gains(self):
+        return (self.q_norm.weight, self.k_norm.weight) if self.q_norm is not None else (None, None)
+
+    def fused_kv(self, context: torch.Tensor, rope: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys (QK-normed, rotated) and values [B, S, kv_heads, D] of a normed context."""
+        _, k_gain = self._qk_gains()
+        kv = F.linear(context.to(self.wkv.dtype), self.wkv)
+        return tuple(kernels.rope_heads(kv, *rope, n_q=0, n_k=self.n_kv_heads, n_v=self.n_kv_heads,
+                                        head_dim=self.head_dim, k_gain=k_gain, out_dtype=self.sdpa_dtype))
+
+    def fused_forward(self, x: torch.Tensor, rope: tuple, kv: tuple | None = None,
+                      attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Triton path: fused projection, one QK-norm + RoPE kernel, SDPA.
+
+        rope: (cos, sin), each [B, S, head_dim // 2]. kv: precomputed cross-attention keys and
+        values from :meth:`fused_kv`; None for self-attention.
+        """
+        bsz, q_len, _ = x.shape
+        x = x.to(self.wq.weight.dtype)
+        q_gain, k_gain = self._qk_gains()
+        if kv is None:
+            q, k, v = kernels.rope_heads(F.linear(x, self.wqkv), *rope, n_q=self.n_heads, n_k=self.n_kv_heads,
+                                         n_v=self.n_kv_heads, head_dim=self.head_dim, q_gain=q_gain, k_gain=k_gain,
+                                         out_dtype=self.sdpa_dtype)
+        else:
+            (q,) = kernels.rope_heads(F.linear(x, self.wq.weight), *rope, n_q=self.n_heads, n_k=0, n_v=0,
+                                      head_dim=self.head_dim, q_gain=q_gain, out_dtype=self.sdpa_dtype)
+            k, v = kv
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                             attn_mask=attn_mask, enable_gqa=self.n_kv_heads != self.n_heads)
+        out = out.transpose(1, 2).reshape(bsz, q_len, self.n_heads * self.head_dim)
+        return F.linear(out.to(self.wo.weight.dtype), self.wo.weight)
 
 
 class EncoderBlock(nn.Module):
@@ -157,6 +200,24 @@ class EncoderBlock(nn.Module):
             self.attention(self.attention_norm(h).to(compute_dtype), rope, attn_mask=attn_mask).float())
         return h + self.ffn_post_norm(self.feed_forward(self.ffn_norm(h).to(compute_dtype)).float())
 
+    def fused_forward(self, h: torch.Tensor, x: torch.Tensor, rope: tuple, attn_mask: torch.Tensor | None,
+                      next_gain: torch.Tensor, next_eps: float, next_dtype: torch.dtype):
+        """Triton path. h: fp32 residual (updated in place); x: ``attention_norm(h)``.
+
+        Returns (h, next_norm(h)), the second with ``next_gain`` — the next block's pre-norm
+        or the final norm — so that each norm is fused with the residual add before it.
+        """
+        dtype = self.attention.wq.weight.dtype
+        post = self.attention_post_norm
+        h, x = kernels.add_rms_norm(h, self.attention.fused_forward(x, rope, attn_mask=attn_mask),
+                                    self.ffn_norm.weight, self.ffn_norm.eps, out_dtype=dtype,
+                                    post_weight=post.weight if post is not None else None,
+                                    post_eps=post.eps if post is not None else 0.0)
+        post = self.ffn_post_norm
+        return kernels.add_rms_norm(h, self.feed_forward.fused_forward(x), next_gain, next_eps, out_dtype=next_dtype,
+                                    post_weight=post.weight if post is not None else None,
+                                    post_eps=post.eps if post is not None else 0.0)
+
 
 class DecoderBlock(nn.Module):
     """Cross-attention to the latents, then self-attention, then SwiGLU; AdaRMSNorm pre-norms."""
@@ -175,10 +236,9 @@ class DecoderBlock(nn.Module):
         self.attention_post_norm = RMSNorm(dim, eps) if post_norm else None
         self.ffn_post_norm = RMSNorm(dim, eps) if post_norm else None
 
-    def gains(self, t_emb: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The four AdaRMSNorm gains for a time embedding [B, 1, t_dim]; constant over one step."""
-        return (self.cross_x_norm.gain(t_emb), self.cross_y_norm.gain(t_emb),
-                self.attention_norm.gain(t_emb), self.ffn_norm.gain(t_emb))
+    def gain_layers(self) -> tuple[nn.Linear, ...]:
+        """The four AdaRMSNorm gain layers (of the time embedding), in the order forward() takes the gains."""
+        return (self.cross_x_norm.gain, self.cross_y_norm.gain, self.attention_norm.gain, self.ffn_norm.gain)
 
     def forward(self, h: torch.Tensor, context: torch.Tensor, gains: tuple, rope: tuple,
                 self_mask: torch.Tensor | None, cross_mask: torch.Tensor | None) -> torch.Tensor:
@@ -195,6 +255,31 @@ class DecoderBlock(nn.Module):
         h = h + self.attention_post_norm(
             self.attention(self.attention_norm(h, g_attn).to(compute_dtype), rope, attn_mask=self_mask).float())
         return h + self.ffn_post_norm(self.feed_forward(self.ffn_norm(h, g_ffn).to(compute_dtype)).float())
+
+    def fused_cross_kv(self, context: torch.Tensor, g_y: torch.Tensor, rope: tuple) -> tuple:
+        """Cross-attention keys and values for one flow time (AdaRMSNorm gain ``g_y`` [dim] or [B, dim])."""
+        _, x = kernels.add_rms_norm(context, None, g_y, self.cross_y_norm.eps,
+                                    out_dtype=self.cross_attention.wkv.dtype)
+        return self.cross_attention.fused_kv(x, rope)
+
+    def fused_forward(self, h: torch.Tensor, x: torch.Tensor, cross_kv: tuple, g_attn: torch.Tensor,
+                      g_ffn: torch.Tensor, rope: tuple, self_mask, cross_mask, next_gain: torch.Tensor,
+                      next_eps: float, next_dtype: torch.dtype):
+        """Triton path. h: fp32 residual (updated in place); x: ``cross_x_norm(h)``.
+
+        Returns (h, next_norm(h)) with ``next_gain`` (the next block's cross_x gain or the final norm).
+        """
+        dtype = self.attention.wq.weight.dtype
+        steps = ((self.cross_attention, cross_kv, cross_mask, self.cross_post_norm, g_attn, self.attention_norm.eps, dtype),
+                 (self.attention, None, self_mask, self.attention_post_norm, g_ffn, self.ffn_norm.eps, dtype))
+        for attention, kv, mask, post, gain, eps, out_dtype in steps:
+            h, x = kernels.add_rms_norm(h, attention.fused_forward(x, rope, kv=kv, attn_mask=mask), gain, eps,
+                                        out_dtype=out_dtype, post_weight=post.weight if post is not None else None,
+                                        post_eps=post.eps if post is not None else 0.0)
+        post = self.ffn_post_norm
+        return kernels.add_rms_norm(h, self.feed_forward.fused_forward(x), next_gain, next_eps, out_dtype=next_dtype,
+                                    post_weight=post.weight if post is not None else None,
+                                    post_eps=post.eps if post is not None else 0.0)
 
 
 class FourierTimeEmbedding(nn.Module):

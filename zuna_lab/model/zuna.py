@@ -10,7 +10,7 @@ from torch import nn
 
 from ..config import ModelConfig, read_config_json
 from ..errors import CheckpointError, ZunaTypeError, ZunaValueError
-from ..sampling import euler_sample
+from ..sampling import euler_sample, flow_times
 from . import checkpoint as ckpt
 from .decoder import Decoder
 from .encoder import Encoder
@@ -45,6 +45,7 @@ class ZunaModel(nn.Module):
         self.revision = None
         self.is_random = False   # written by zuna_lab.testing: outputs are meaningless
         self.fused = False       # fused QKV / SwiGLU projections
+        self.use_kernels = False  # Triton fast path (fused_forward of the blocks)
         self.cuda_graphs = False
         self._graphs = OrderedDict()
 
@@ -79,16 +80,20 @@ class ZunaModel(nn.Module):
             self._fuse()
         return self
 
-    def optimize(self, *, fused_projections=True, compile_blocks=None, cuda_graphs=None) -> "ZunaModel":
-        """Speed options (defaults: all on for CUDA, projections only elsewhere).
+    def optimize(self, *, fused_projections=True, kernels=None, compile_blocks=False, cuda_graphs=None) -> "ZunaModel":
+        """Speed options (defaults: all but compile_blocks on for CUDA, fused projections elsewhere).
 
         fused_projections: one GEMM for Q, K, V of self-attention, one for K, V of cross-attention
             and one for SwiGLU's two inputs.
-        compile_blocks: torch.compile each transformer block ("regional" compilation: one compiled
-            graph per block type, shared by all 16 layers; norms, RoPE, SwiGLU and residuals fuse
-            into a few Triton kernels). Seconds on first use; inductor caches it on disk.
+        kernels: the Triton fast path: residual adds fused with the norms around them, QK-norm
+            with 4-D RoPE, SwiGLU, each one kernel (:mod:`zuna_lab.model.kernels`); needs
+            fused_projections and Triton. Compiles in seconds, cached on disk by Triton.
+        compile_blocks: torch.compile each transformer block instead (used only without kernels;
+            slower to start, kept for comparison).
         cuda_graphs: capture the whole sampling loop once per shape and replay it.
         """
+        from . import kernels as kernel_module
+
         on_cuda = self.device.type == "cuda"
         self.fused = bool(fused_projections)
         if self.fused:
@@ -98,7 +103,14 @@ class ZunaModel(nn.Module):
                 for name in ("wqkv", "wkv", "w13"):
                     if hasattr(module, name):
                         setattr(module, name, None)
-        if on_cuda if compile_blocks is None else compile_blocks:
+        wanted = on_cuda if kernels is None else bool(kernels)
+        if wanted and not (self.fused and kernel_module.available(self.device)):
+            if kernels:
+                raise ZunaValueError("kernels=True needs fused_projections=True, Triton and a CUDA device "
+                                     "(or TRITON_INTERPRET=1 for CPU tests).")
+            wanted = False
+        self.use_kernels = wanted
+        if compile_blocks and not self.use_kernels:
             from torch import _dynamo
 
             # shapes change with channels/epochs: let dynamo go dynamic instead of giving up
@@ -135,6 +147,8 @@ class ZunaModel(nn.Module):
         self._check_inputs(tokens, tok_idx, "tokens")
         tokens = tokens.to(self.device, torch.float32)
         tok_idx = tok_idx.to(self.device, torch.long)
+        if self.use_kernels:
+            return self.encoder.fused_forward(tokens, tok_idx).float()
         return self.encoder(tokens, tok_idx).float()
 
     @torch.no_grad()
@@ -167,14 +181,31 @@ class ZunaModel(nn.Module):
             return out
         return self._sample(latents, tok_idx, z, steps, float(cfg), callback)
 
-    def _sample(self, latents, tok_idx, z, steps, cfg, callback=None):
-        positions = self.decoder.positions(tok_idx)
-        context = self.decoder.context(latents)
-        # The unconditional branch sees zeroed latents, i.e. only the projection bias.
-        context_uncond = self.decoder.context(torch.zeros_like(latents)) if cfg != 1.0 else None
+    #: Largest precomputed cross-attention key/value cache (all steps, all blocks), in bytes.
+    cross_kv_budget = 1 << 30
 
-        def velocity(state, t, conditional):
-            return self.decoder(state, t, context if conditional else context_uncond, positions)
+    def _sample(self, latents, tok_idx, z, steps, cfg, callback=None):
+        decoder = self.decoder
+        positions = decoder.positions(tok_idx)
+        # The AdaRMSNorm gains depend on t alone: all steps at once, before the loop.
+        gains = decoder.conditioning(flow_times(steps, device=z.device))
+        contexts = {True: decoder.context(latents)}
+        if cfg != 1.0:
+            # The unconditional branch sees zeroed latents, i.e. only the projection bias.
+            contexts[False] = decoder.context(torch.zeros_like(latents))
+        if not self.use_kernels:
+            def velocity(state, k, conditional):
+                return decoder.velocity(state, gains[k], contexts[conditional], positions)
+        else:
+            c = self.config
+            cache_bytes = len(contexts) * steps * latents.shape[0] * latents.shape[1] * c.n_layers * 2 \
+                * c.n_kv_heads * c.head_dim * decoder.blocks[0].cross_attention.wkv.element_size()
+            cross_kv = ({key: decoder.fused_cross_kv(context, gains, positions) for key, context in contexts.items()}
+                        if cache_bytes <= self.cross_kv_budget else None)
+
+            def velocity(state, k, conditional):
+                step_kv = [(keys[k], values[k]) for keys, values in cross_kv[conditional]] if cross_kv else None
+                return decoder.fused_velocity(state, gains[k], contexts[conditional], positions, cross_kv=step_kv)
 
         return euler_sample(velocity, z, steps=steps, cfg=cfg, callback=callback).float()
 

@@ -1,0 +1,284 @@
+"""Diagnostics for the GPU fast path (not a benchmark): cold-start phases, SDPA backends,
+kernel profiles, bf16 error ablation, and a profile of the 1 h x 64 ch embedding.
+
+    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile ablation embed
+"""
+import contextlib
+import cProfile
+import io
+import os
+import pstats
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+import bench_gpu  # noqa: E402
+
+
+def section_cold():
+    code = r"""
+import time; t0 = time.perf_counter()
+import torch; t1 = time.perf_counter()
+import zuna_lab, bench_gpu; t2 = time.perf_counter()
+m = zuna_lab.load_model(bench_gpu.CKPT, device="cuda", dtype="bf16"); torch.cuda.synchronize(); t3 = time.perf_counter()
+tok, idx, noise = (t.cuda() for t in bench_gpu.make_inputs(1, 12))
+lat = m.encode(tok, idx); torch.cuda.synchronize(); t4 = time.perf_counter()
+m.sample(lat, idx, noise=noise, steps=50); torch.cuda.synchronize(); t5 = time.perf_counter()
+m.sample(lat, idx, noise=noise, steps=50); torch.cuda.synchronize(); t6 = time.perf_counter()
+print(f"import torch {t1-t0:.2f}  import zuna_lab {t2-t1:.2f}  load {t3-t2:.2f}  first encode {t4-t3:.2f}  first sample {t5-t4:.2f}  warm sample {t6-t5:.3f}  total-to-first {t5-t0:.2f}")
+"""
+    bench_gpu.write_checkpoint_ours()
+    bench_gpu.make_inputs(1, 12)    # builds mne's montage cache outside the timing
+    env = dict(os.environ, PYTHONPATH=f"{HERE}:{HERE.parent}:" + os.environ.get("PYTHONPATH", ""))
+    for label in ("empty inductor cache", "warm inductor cache"):
+        start = time.perf_counter()
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        print(f"cold ({label}): wall {time.perf_counter() - start:.2f}\n", res.stdout, res.stderr[-2000:], flush=True)
+
+
+def section_sdpa():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    import triton.testing
+    for b, s in ((32, 480), (8, 2560), (2, 5120), (1, 480)):
+        q, k, v = (torch.randn(b, 8, s, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        flops = 4 * b * 8 * s * s * 64
+        line = f"sdpa B={b} S={s}:"
+        for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
+            try:
+                with sdpa_kernel([backend]):
+                    ms = triton.testing.do_bench(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+                line += f"  {backend.name} {ms*1e3:.0f}us {flops / ms / 1e9:.0f}TF"
+            except Exception as err:  # noqa: BLE001
+                line += f"  {backend.name} failed ({str(err)[:60]})"
+        # default choice, and the [B, S, H, D] transposed layout we pass
+        qt, kt, vt = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v))
+        ms = triton.testing.do_bench(lambda: torch.nn.functional.scaled_dot_product_attention(qt, kt, vt))
+        line += f"  default(BSHD) {ms*1e3:.0f}us {flops / ms / 1e9:.0f}TF"
+        print(line, flush=True)
+
+
+def _model(compile_blocks=True):
+    import zuna_lab
+    bench_gpu.write_checkpoint_ours()
+    model = zuna_lab.load_model(bench_gpu.CKPT, device="cuda", dtype="bf16")
+    if not compile_blocks:
+        model.optimize(compile_blocks=False)
+    return model
+
+
+def section_profile():
+    from torch.profiler import ProfilerActivity, profile
+    model = _model()
+    model.cuda_graphs = False
+    for n_epochs, n_channels in ((32, 12), (8, 64), (1, 12)):
+        tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(n_epochs, n_channels))
+        latents = model.encode(tokens, tok_idx)
+        model.sample(latents, tok_idx, noise=noise, steps=2)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            model.sample(latents, tok_idx, noise=noise, steps=4)
+            torch.cuda.synchronize()
+        print(f"== {n_epochs} x {n_channels} ch, 4 steps")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=90), flush=True)
+
+
+def section_ablation():
+    import zuna_lab.model.layers as layers
+    model = _model(compile_blocks=False)
+    model.cuda_graphs = False
+    tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(2, 64))
+    model.set_precision("fp32")
+    ref_lat = model.encode(tokens, tok_idx)
+    ref = model.sample(ref_lat, tok_idx, noise=noise, steps=50)
+    model.set_precision("bf16")
+
+    def rel(a, b):
+        return float((a.float() - b).norm() / b.norm())
+
+    def run(label, fp32_modules=(), sdpa_fp32=False, encoder_fp32=False):
+        model.set_precision("bf16")
+        for m in fp32_modules:
+            for child in m.children():
+                if isinstance(child, torch.nn.Linear):
+                    child.float()
+            if hasattr(m, "fuse"):
+                m.fuse()
+        original = layers.F.scaled_dot_product_attention
+        if sdpa_fp32:
+            def sdpa(q, k, v, **kw):
+                return original(q.float(), k.float(), v.float(), **kw).to(q.dtype)
+            layers.F.scaled_dot_product_attention = sdpa
+        try:
+            lat = ref_lat if encoder_fp32 else model.encode(tokens, tok_idx)
+            out = model.sample(lat, tok_idx, noise=noise, steps=50)
+        finally:
+            layers.F.scaled_dot_product_attention = original
+        print(f"ablation 2x64 {label}: latents {rel(lat, ref_lat):.2e}  output {rel(out, ref):.2e}", flush=True)
+
+    dec = model.decoder.blocks
+    run("all bf16")
+    run("encoder fp32", encoder_fp32=True)
+    run("sdpa fp32", sdpa_fp32=True)
+    run("decoder self-attn fp32", [b.attention for b in dec])
+    run("decoder cross-attn fp32", [b.cross_attention for b in dec])
+    run("decoder ffn fp32", [b.feed_forward for b in dec])
+    run("decoder first 4 layers fp32", [m for b in dec[:4] for m in (b.attention, b.cross_attention, b.feed_forward)])
+    run("decoder last 4 layers fp32", [m for b in dec[-4:] for m in (b.attention, b.cross_attention, b.feed_forward)])
+    run("encoder fp32 + sdpa fp32", sdpa_fp32=True, encoder_fp32=True)
+
+
+def section_fused():
+    """Triton fast path: warm/first-call times and bf16 error against the fp32 reference."""
+    model = _model()
+    print("use_kernels", model.use_kernels, "compile", False, flush=True)
+    for n_epochs, n_channels in ((1, 12), (32, 12), (8, 64), (2, 128)):
+        tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(n_epochs, n_channels))
+
+        def run():
+            return model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)
+
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        run()
+        torch.cuda.synchronize()
+        first = time.perf_counter() - start
+        warm, out = bench_gpu.timed(run, repeats=5)
+        line = f"fused {n_epochs}x{n_channels}: first {first:.2f}s warm {warm*1e3:.1f}ms {n_epochs / warm:.2f} ep/s " \
+               f"{bench_gpu.flops_reconstruct(n_epochs, n_channels) / warm / 1e12:.0f} TFLOP/s"
+        if n_epochs * n_channels <= 512:
+            model.set_precision("fp32")
+            model.optimize(kernels=False, cuda_graphs=False)
+            ref_lat = model.encode(tokens, tok_idx)
+            ref = model.sample(ref_lat, tok_idx, noise=noise, steps=50)
+            model.set_precision("bf16")
+            model.optimize()
+            lat = model.encode(tokens, tok_idx)
+            line += f"  rel L2 vs fp32: latents {float((lat - ref_lat).norm() / ref_lat.norm()):.2e} output {float((out - ref).norm() / ref.norm()):.2e}"
+        print(line, flush=True)
+
+
+def section_encoder_ablation():
+    """Which encoder sub-layers carry the bf16 error (decoder bf16, reference path)."""
+    import zuna_lab.model.layers as layers
+    model = _model(compile_blocks=False)
+    model.optimize(kernels=False, cuda_graphs=False)
+    tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(2, 64))
+    model.set_precision("fp32")
+    ref_lat = model.encode(tokens, tok_idx)
+    ref = model.sample(ref_lat, tok_idx, noise=noise, steps=50)
+    original = layers.F.scaled_dot_product_attention
+
+    def sdpa_bf16(q, k, v, **kw):
+        return original(q.bfloat16(), k.bfloat16(), v.bfloat16(), **kw).to(q.dtype)
+
+    def run(label, fp32_modules, tf32=False, bf16_sdpa=False):
+        model.set_precision("bf16")
+        for m in fp32_modules:
+            for child in m.children():
+                if isinstance(child, torch.nn.Linear):
+                    child.float()
+            if hasattr(m, "fuse"):
+                m.fuse()
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        if bf16_sdpa:
+            layers.F.scaled_dot_product_attention = sdpa_bf16
+        try:
+            lat = model.encode(tokens, tok_idx)
+        finally:
+            layers.F.scaled_dot_product_attention = original
+            torch.backends.cuda.matmul.allow_tf32 = False
+        out = model.sample(lat, tok_idx, noise=noise, steps=50)
+        print(f"encoder ablation 2x64 {label}: latents {float((lat - ref_lat).norm() / ref_lat.norm()):.2e}  "
+              f"output {float((out - ref).norm() / ref.norm()):.2e}", flush=True)
+
+    enc = model.encoder.blocks
+    run("all bf16", [])
+    run("attention fp32", [b.attention for b in enc])
+    run("ffn fp32", [b.feed_forward for b in enc])
+    run("all fp32 (sdpa fp32)", [m for b in enc for m in (b.attention, b.feed_forward)])
+    run("all fp32, sdpa bf16", [m for b in enc for m in (b.attention, b.feed_forward)], bf16_sdpa=True)
+    run("all tf32, sdpa bf16", [m for b in enc for m in (b.attention, b.feed_forward)], tf32=True, bf16_sdpa=True)
+
+
+def _set_sdpa(model, encoder=None, decoder=None):
+    for block in model.encoder.blocks:
+        block.attention.sdpa_dtype = encoder
+    for block in model.decoder.blocks:
+        block.attention.sdpa_dtype = block.cross_attention.sdpa_dtype = decoder
+    model._graphs.clear()
+
+
+def section_precision():
+    """SDPA in fp16 (10-bit mantissa) instead of bf16: error against fp32 and speed."""
+    model = _model()
+    for n_epochs, n_channels in ((2, 64), (8, 64), (32, 12)):
+        tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(n_epochs, n_channels, seed=1))
+        model.set_precision("fp32")
+        model.optimize(kernels=False, cuda_graphs=False)
+        ref = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)
+        model.set_precision("bf16")
+        model.optimize()
+        for label, enc, dec in (("bf16 sdpa", None, None), ("encoder sdpa fp16", torch.float16, None),
+                                ("all sdpa fp16", torch.float16, torch.float16)):
+            _set_sdpa(model, enc, dec)
+            run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
+            run()
+            warm, out = bench_gpu.timed(run, repeats=3)
+            enc_s, _ = bench_gpu.timed(lambda: model.encode(tokens, tok_idx), repeats=5)
+            print(f"precision {n_epochs}x{n_channels} {label}: rel L2 {float((out - ref).norm() / ref.norm()):.2e}  "
+                  f"{n_epochs / warm:.2f} ep/s  encode {enc_s * 1e3:.1f} ms", flush=True)
+        _set_sdpa(model)
+
+
+def section_fused_profile():
+    from torch.profiler import ProfilerActivity, profile
+    model = _model()
+    model.cuda_graphs = False
+    for n_epochs, n_channels in ((32, 12), (8, 64), (1, 12)):
+        tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(n_epochs, n_channels))
+        latents = model.encode(tokens, tok_idx)
+        model.sample(latents, tok_idx, noise=noise, steps=4)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            model.sample(latents, tok_idx, noise=noise, steps=4)
+            torch.cuda.synchronize()
+        print(f"== fused {n_epochs} x {n_channels} ch, 4 steps (cross kv cached: {n_epochs * n_channels <= 12})")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=60), flush=True)
+    model.cuda_graphs = True
+    tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(1, 12))
+    for budget in (1 << 30, 0):
+        model.cross_kv_budget = budget
+        model._graphs.clear()
+        run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
+        run()
+        warm, _ = bench_gpu.timed(run, repeats=10)
+        enc, _ = bench_gpu.timed(lambda: model.encode(tokens, tok_idx), repeats=10)
+        print(f"1x12 cross-kv budget {budget}: {warm * 1e3:.1f} ms (encode {enc * 1e3:.1f} ms)", flush=True)
+
+
+def section_embed():
+    model = _model()
+    bench_gpu.embed_hour(model)        # warm-up: file, compile, allocator
+    prof = cProfile.Profile()
+    start = time.perf_counter()
+    prof.enable()
+    result = bench_gpu.embed_hour(model)
+    prof.disable()
+    print("embed 1h", result, "wall", time.perf_counter() - start)
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(40)
+    print(buf.getvalue()[:12000], flush=True)
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:]:
+        print(f"##### {name}", flush=True)
+        start = time.perf_counter()
+        globals()[f"section_{name}"]()
+        print(f"##### {name} done in {time.perf_counter() - start:.1f} s", flush=True)

@@ -262,6 +262,81 @@ def section_fused_profile():
         print(f"1x12 cross-kv budget {budget}: {warm * 1e3:.1f} ms (encode {enc * 1e3:.1f} ms)", flush=True)
 
 
+def section_kernels():
+    """The Triton kernels against PyTorch on the GPU (bf16), and their speed."""
+    import triton.testing
+    from zuna_lab.model import kernels
+    from zuna_lab.model.layers import rms_norm, rope
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for bsz, seq in ((1, 480), (1, 960), (4, 480)):
+        q, k, v = (torch.randn(bsz, seq, 8, 64, device="cuda", generator=g).bfloat16() for _ in range(3))
+        ref = torch.nn.functional.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
+        ref32 = torch.nn.functional.scaled_dot_product_attention(*(t.float().transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
+        out = kernels.attention(q, k, v)
+        ours = triton.testing.do_bench(lambda: kernels.attention(q, k, v))
+        theirs = triton.testing.do_bench(lambda: torch.nn.functional.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v))))
+        print(f"attention B={bsz} S={seq}: vs fp32 ours {float((out.float() - ref32).norm() / ref32.norm()):.2e} "
+              f"sdpa {float((ref.float() - ref32).norm() / ref32.norm()):.2e}; {ours * 1e3:.1f} us vs sdpa {theirs * 1e3:.1f} us", flush=True)
+    for rows in (480, 15360, 20480):
+        x = torch.randn(1, rows, 24 * 64, device="cuda", generator=g).bfloat16()
+        cos, sin = (torch.rand(1, rows, 32, device="cuda", generator=g) for _ in range(2))
+        gain = torch.rand(64, device="cuda", generator=g) + 0.5
+        q, k, v = kernels.rope_heads(x, cos, sin, n_q=8, n_k=8, n_v=8, head_dim=64, q_gain=gain, k_gain=gain)
+        ref = rope(rms_norm(x[..., :512].float().view(1, rows, 8, 64), gain, 1e-5).transpose(1, 2),
+                   cos.unsqueeze(1), sin.unsqueeze(1)).transpose(1, 2)
+        ms = triton.testing.do_bench(lambda: kernels.rope_heads(x, cos, sin, n_q=8, n_k=8, n_v=8, head_dim=64, q_gain=gain, k_gain=gain))
+        print(f"rope rows={rows}: max err {float((q.float() - ref).abs().max()):.3e}, {ms * 1e3:.1f} us, "
+              f"{rows * 24 * 64 * 2 * 2 / ms / 1e9:.0f} GB/s", flush=True)
+
+
+def section_timing():
+    """All cases through the default fast path; 1x12 also without the small-attention kernel."""
+    from zuna_lab.model import kernels
+    model = _model()
+    for n_epochs, n_channels in ((1, 12), (32, 12), (8, 64), (2, 128)):
+        tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(n_epochs, n_channels))
+        run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
+        run()
+        warm, _ = bench_gpu.timed(run, repeats=10 if n_epochs == 1 else 3)
+        enc, _ = bench_gpu.timed(lambda: model.encode(tokens, tok_idx), repeats=5)
+        print(f"timing {n_epochs}x{n_channels}: {warm * 1e3:.1f} ms {n_epochs / warm:.2f} ep/s "
+              f"{bench_gpu.flops_reconstruct(n_epochs, n_channels) / warm / 1e12:.0f} TFLOP/s (encode {enc * 1e3:.1f} ms)", flush=True)
+    tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(1, 12))
+    kernels.SMALL_ATTENTION_ROWS = 0
+    model._graphs.clear()
+    run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
+    run()
+    warm, _ = bench_gpu.timed(run, repeats=10)
+    print(f"timing 1x12 with cuDNN SDPA only: {warm * 1e3:.1f} ms", flush=True)
+    kernels.SMALL_ATTENTION_ROWS = 2048
+
+
+def section_tf32():
+    """Encoder sub-layers in TF32: error against fp32 and encode cost."""
+    model = _model()
+    for n_epochs, n_channels in ((2, 64), (8, 64), (32, 12), (4, 12)):
+        tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(n_epochs, n_channels, seed=2))
+        model.set_precision("fp32")
+        model.optimize(kernels=False, cuda_graphs=False)
+        ref = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)
+        model.optimize()
+        for parts in ((), ("attention",), ("attention", "feed_forward")):
+            model.encoder_tf32_parts = parts
+            model.set_precision("bf16")
+            out = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)
+            enc, _ = bench_gpu.timed(lambda: model.encode(tokens, tok_idx), repeats=5)
+            print(f"tf32 {n_epochs}x{n_channels} {parts}: rel L2 {float((out - ref).norm() / ref.norm()):.2e} encode {enc * 1e3:.1f} ms", flush=True)
+    big = [t.cuda() for t in bench_gpu.make_inputs(64, 64)][:2]
+    for parts in ((), ("attention",), ("attention", "feed_forward")):
+        model.encoder_tf32_parts = parts
+        model.set_precision("bf16")
+        model.encode(*big)
+        enc, _ = bench_gpu.timed(lambda: model.encode(*big), repeats=3)
+        print(f"tf32 encode 64x64 {parts}: {enc * 1e3:.0f} ms", flush=True)
+    model.encoder_tf32_parts = ()
+    model.set_precision("bf16")
+
+
 def section_embed():
     model = _model()
     bench_gpu.embed_hour(model)        # warm-up: file, compile, allocator

@@ -86,11 +86,20 @@ class Decoder(nn.Module):
             out.append((k.view(steps, bsz, seqlen, *k.shape[2:]), v.view(steps, bsz, seqlen, *v.shape[2:])))
         return out
 
-    def fused_velocity(self, z: torch.Tensor, gains: torch.Tensor, context: torch.Tensor, positions: dict,
-                       cross_kv: list | None = None) -> torch.Tensor:
+    def normed_context(self, context: torch.Tensor) -> torch.Tensor:
+        """``rms_norm(context)`` without the cross_y gain, in the GEMM dtype (Triton path)."""
+        block = self.blocks[0]
+        ones = torch.ones(context.shape[-1], device=context.device)
+        _, x = kernels.add_rms_norm(context.contiguous(), None, ones, block.cross_y_norm.eps,
+                                    out_dtype=block.cross_attention.wkv.dtype)
+        return x
+
+    def fused_velocity(self, z: torch.Tensor, gains: torch.Tensor, positions: dict,
+                       cross_kv: list | torch.Tensor) -> torch.Tensor:
         """:meth:`velocity` through the Triton kernels; gains [rows, dim] of one step (shared by the batch).
 
-        cross_kv: this step's per-block (k, v) from :meth:`fused_cross_kv`, or None to form them here.
+        cross_kv: this step's per-block (k, v) from :meth:`fused_cross_kv`, or ``rms_norm(context)``
+        without gain (:meth:`normed_context`), from which they are formed here.
         """
         rope = positions["rope_flat"]
         dtype = self.blocks[0].attention.wq.weight.dtype
@@ -98,7 +107,10 @@ class Decoder(nn.Module):
         _, x = kernels.add_rms_norm(h, None, gains[0], self.blocks[0].cross_x_norm.eps, out_dtype=dtype)
         last = len(self.blocks) - 1
         for layer, block in enumerate(self.blocks):
-            kv = cross_kv[layer] if cross_kv is not None else block.fused_cross_kv(context, gains[4 * layer + 1], rope)
+            if isinstance(cross_kv, list):
+                kv = cross_kv[layer]
+            else:
+                kv = block.fused_cross_kv_step(cross_kv, gains[4 * layer + 1], rope)
             if layer < last:
                 following = (gains[4 * layer + 4], self.blocks[layer + 1].cross_x_norm.eps, dtype)
             else:

@@ -48,11 +48,14 @@ class Encoder(nn.Module):
         """:meth:`forward` through the Triton kernels (CUDA fast path)."""
         h, rope, mask = self._embed(tokens, tok_idx)
         h = h.contiguous()
-        first = self.blocks[0].attention_norm
-        dtype = self.blocks[0].attention.wq.weight.dtype
-        _, x = kernels.add_rms_norm(h, None, first.weight, first.eps, out_dtype=dtype)
+        first = self.blocks[0]
+        _, x = kernels.add_rms_norm(h, None, first.attention_norm.weight, first.attention_norm.eps,
+                                    out_dtype=first.attention.wq.weight.dtype)
         for layer, block in enumerate(self.blocks):
-            following = self.blocks[layer + 1].attention_norm if layer + 1 < len(self.blocks) else self.norm
-            h, x = block.fused_forward(h, x, rope, mask, following.weight, following.eps,
-                                       dtype if following is not self.norm else torch.float32)
+            if layer + 1 < len(self.blocks):
+                following = self.blocks[layer + 1]
+                norm, dtype = following.attention_norm, following.attention.wq.weight.dtype
+            else:
+                norm, dtype = self.norm, self.out.weight.dtype
+            h, x = block.fused_forward(h, x, rope, mask, norm.weight, norm.eps, dtype)
         return self.out(x[:, 0::2].to(self.out.weight.dtype))

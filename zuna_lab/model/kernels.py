@@ -6,6 +6,9 @@
 - :func:`rope_heads` — per-head QK-norm and 4-D RoPE of queries and keys (values copied) from a
   fused projection output, into ``[B, S, H, D]`` buffers that SDPA reads as ``[B, H, S, D]``.
 - :func:`swiglu` — ``silu(a) * b`` of the fused w1/w3 output.
+- :func:`scale_columns` — a weight times a per-input gain, so that a per-step AdaRMSNorm gain on
+  a constant input (the cross-attention context) moves onto the 1024 x 1024 weight instead of
+  re-normalising the whole context every step.
 
 The reference (``forward``) path of the blocks is plain PyTorch; these kernels are used only by
 the blocks' ``fused_forward`` on CUDA. With ``TRITON_INTERPRET=1`` they also run on CPU tensors,
@@ -55,18 +58,19 @@ if triton is not None:
     @triton.jit
     def _rotate_heads(src, dst, cos, sin, gain_ptr, eps, N_HEADS: tl.constexpr, HALF: tl.constexpr,
                       BLOCK_H: tl.constexpr, QK_NORM: tl.constexpr):
+        # Whole heads are loaded and stored contiguously; the interleaved (even, odd) pairs are
+        # separated in registers, not by strided memory accesses.
         heads = tl.arange(0, BLOCK_H)
-        pairs = tl.arange(0, HALF)
+        cols = tl.arange(0, 2 * HALF)
         live = (heads < N_HEADS)[:, None]
-        offs = heads[:, None] * (2 * HALF) + 2 * pairs[None, :]
-        even = tl.load(src + offs, mask=live, other=0.0).to(tl.float32)
-        odd = tl.load(src + offs + 1, mask=live, other=0.0).to(tl.float32)
+        offs = heads[:, None] * (2 * HALF) + cols[None, :]
+        x = tl.load(src + offs, mask=live, other=0.0).to(tl.float32)
         if QK_NORM:
-            inv = tl.rsqrt((tl.sum(even * even, axis=1) + tl.sum(odd * odd, axis=1)) / (2 * HALF) + eps)[:, None]
-            even = even * inv * tl.load(gain_ptr + 2 * pairs)[None, :].to(tl.float32)
-            odd = odd * inv * tl.load(gain_ptr + 2 * pairs + 1)[None, :].to(tl.float32)
-        tl.store(dst + offs, (even * cos - odd * sin).to(dst.dtype.element_ty), mask=live)
-        tl.store(dst + offs + 1, (even * sin + odd * cos).to(dst.dtype.element_ty), mask=live)
+            inv = tl.rsqrt(tl.sum(x * x, axis=1) / (2 * HALF) + eps)[:, None]
+            x = x * inv * tl.load(gain_ptr + cols)[None, :].to(tl.float32)
+        even, odd = tl.split(tl.reshape(x, (BLOCK_H, HALF, 2)))
+        out = tl.reshape(tl.join(even * cos - odd * sin, even * sin + odd * cos), (BLOCK_H, 2 * HALF))
+        tl.store(dst + offs, out.to(dst.dtype.element_ty), mask=live)
 
     @triton.jit
     def _rope_heads_kernel(x_ptr, x_row_stride, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr,
@@ -98,6 +102,15 @@ if triton is not None:
         a = tl.load(ab_ptr + row * 2 * n_cols + cols, mask=mask, other=0.0).to(tl.float32)
         b = tl.load(ab_ptr + row * 2 * n_cols + n_cols + cols, mask=mask, other=0.0).to(tl.float32)
         tl.store(out_ptr + row * n_cols + cols, (a * tl.sigmoid(a) * b).to(out_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _scale_columns_kernel(w_ptr, gain_ptr, out_ptr, n_cols, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+        mask = cols < n_cols
+        w = tl.load(w_ptr + row * n_cols + cols, mask=mask, other=0.0).to(tl.float32)
+        gain = tl.load(gain_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + row * n_cols + cols, (w * gain).to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def _warps(block: int) -> int:
@@ -165,4 +178,14 @@ def swiglu(ab: torch.Tensor) -> torch.Tensor:
     out = torch.empty(*ab.shape[:-1], n_cols, device=ab.device, dtype=ab.dtype)
     block = 1024
     _swiglu_kernel[(rows, triton.cdiv(n_cols, block))](ab, out, n_cols, BLOCK=block, num_warps=4)
+    return out
+
+
+def scale_columns(weight: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """``weight * gain`` [out, in] * [in], rounded once to weight's dtype: ``W (g * x) == (W * g) x``."""
+    n_rows, n_cols = weight.shape
+    out = torch.empty_like(weight)
+    block = 1024
+    _scale_columns_kernel[(n_rows, triton.cdiv(n_cols, block))](weight, gain.contiguous(), out, n_cols,
+                                                                  BLOCK=block, num_warps=4)
     return out

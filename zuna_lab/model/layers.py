@@ -148,10 +148,14 @@ class Attention(nn.Module):
     def _qk_gains(self):
         return (self.q_norm.weight, self.k_norm.weight) if self.q_norm is not None else (None, None)
 
-    def fused_kv(self, context: torch.Tensor, rope: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-attention keys (QK-normed, rotated) and values [B, S, kv_heads, D] of a normed context."""
+    def fused_kv(self, context: torch.Tensor, rope: tuple, weight: torch.Tensor | None = None) -> tuple:
+        """Cross-attention keys (QK-normed, rotated) and values [B, S, kv_heads, D] of a normed context.
+
+        ``weight`` replaces the fused [wk; wv] (e.g. with a norm gain folded in).
+        """
         _, k_gain = self._qk_gains()
-        kv = F.linear(context.to(self.wkv.dtype), self.wkv)
+        weight = self.wkv if weight is None else weight
+        kv = F.linear(context.to(weight.dtype), weight)
         return tuple(kernels.rope_heads(kv, *rope, n_q=0, n_k=self.n_kv_heads, n_v=self.n_kv_heads,
                                         head_dim=self.head_dim, k_gain=k_gain, out_dtype=self.sdpa_dtype))
 
@@ -207,10 +211,9 @@ class EncoderBlock(nn.Module):
         Returns (h, next_norm(h)), the second with ``next_gain`` — the next block's pre-norm
         or the final norm — so that each norm is fused with the residual add before it.
         """
-        dtype = self.attention.wq.weight.dtype
         post = self.attention_post_norm
         h, x = kernels.add_rms_norm(h, self.attention.fused_forward(x, rope, attn_mask=attn_mask),
-                                    self.ffn_norm.weight, self.ffn_norm.eps, out_dtype=dtype,
+                                    self.ffn_norm.weight, self.ffn_norm.eps, out_dtype=self.feed_forward.w1.weight.dtype,
                                     post_weight=post.weight if post is not None else None,
                                     post_eps=post.eps if post is not None else 0.0)
         post = self.ffn_post_norm
@@ -257,10 +260,19 @@ class DecoderBlock(nn.Module):
         return h + self.ffn_post_norm(self.feed_forward(self.ffn_norm(h, g_ffn).to(compute_dtype)).float())
 
     def fused_cross_kv(self, context: torch.Tensor, g_y: torch.Tensor, rope: tuple) -> tuple:
-        """Cross-attention keys and values for one flow time (AdaRMSNorm gain ``g_y`` [dim] or [B, dim])."""
+        """Cross-attention keys and values for flow times whose cross_y gains are ``g_y`` [B, dim]."""
         _, x = kernels.add_rms_norm(context, None, g_y, self.cross_y_norm.eps,
                                     out_dtype=self.cross_attention.wkv.dtype)
         return self.cross_attention.fused_kv(x, rope)
+
+    def fused_cross_kv_step(self, normed_context: torch.Tensor, g_y: torch.Tensor, rope: tuple) -> tuple:
+        """Keys and values for one step from ``rms_norm(context)`` without gain (constant over the steps).
+
+        ``W (n * g) == (W * g) n``: the step's gain ``g_y`` [dim] scales the 1024-wide weight
+        instead of the whole context being re-normalised every step.
+        """
+        weight = kernels.scale_columns(self.cross_attention.wkv, g_y)
+        return self.cross_attention.fused_kv(normed_context, rope, weight=weight)
 
     def fused_forward(self, h: torch.Tensor, x: torch.Tensor, cross_kv: tuple, g_attn: torch.Tensor,
                       g_ffn: torch.Tensor, rope: tuple, self_mask, cross_mask, next_gain: torch.Tensor,
@@ -269,9 +281,10 @@ class DecoderBlock(nn.Module):
 
         Returns (h, next_norm(h)) with ``next_gain`` (the next block's cross_x gain or the final norm).
         """
-        dtype = self.attention.wq.weight.dtype
-        steps = ((self.cross_attention, cross_kv, cross_mask, self.cross_post_norm, g_attn, self.attention_norm.eps, dtype),
-                 (self.attention, None, self_mask, self.attention_post_norm, g_ffn, self.ffn_norm.eps, dtype))
+        steps = ((self.cross_attention, cross_kv, cross_mask, self.cross_post_norm, g_attn, self.attention_norm.eps,
+                  self.attention.wq.weight.dtype),
+                 (self.attention, None, self_mask, self.attention_post_norm, g_ffn, self.ffn_norm.eps,
+                  self.feed_forward.w1.weight.dtype))
         for attention, kv, mask, post, gain, eps, out_dtype in steps:
             h, x = kernels.add_rms_norm(h, attention.fused_forward(x, rope, kv=kv, attn_mask=mask), gain, eps,
                                         out_dtype=out_dtype, post_weight=post.weight if post is not None else None,

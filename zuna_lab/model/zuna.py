@@ -60,6 +60,11 @@ class ZunaModel(nn.Module):
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    #: In bf16, the encoder sub-layers ("attention", "feed_forward") whose GEMMs run in TF32 instead.
+    encoder_tf32_parts: tuple = ("attention",)
+    #: Encodes of at most this many tokens are replayed as CUDA graphs (launch-bound sizes).
+    graph_encode_tokens = 4096
+
     def set_precision(self, precision: str) -> "ZunaModel":
         """Switch between "fp32" and "bf16" in place; returns the model."""
         if precision not in PRECISIONS:
@@ -74,6 +79,19 @@ class ZunaModel(nn.Module):
                 for child in module.children():
                     if isinstance(child, nn.Linear):
                         child.to(matrix_dtype)
+            if isinstance(module, Attention):
+                module.sdpa_dtype = None
+        if precision == "bf16":
+            # Encoder sub-layers kept in fp32 weights and run as TF32 GEMMs (encode() enables
+            # TF32 around the encoder only), with SDPA still in bf16.
+            for block in self.encoder.blocks:
+                for part in self.encoder_tf32_parts:
+                    module = getattr(block, part)
+                    for child in module.children():
+                        if isinstance(child, nn.Linear):
+                            child.to(torch.float32)
+                    if isinstance(module, Attention):
+                        module.sdpa_dtype = torch.bfloat16
         self.precision = precision
         self._graphs.clear()
         if self.fused:
@@ -147,9 +165,11 @@ class ZunaModel(nn.Module):
         self._check_inputs(tokens, tok_idx, "tokens")
         tokens = tokens.to(self.device, torch.float32)
         tok_idx = tok_idx.to(self.device, torch.long)
-        if self.use_kernels:
-            return self.encoder.fused_forward(tokens, tok_idx).float()
-        return self.encoder(tokens, tok_idx).float()
+        forward = self.encoder.fused_forward if self.use_kernels else self.encoder
+        with _tf32(self.precision == "bf16" and bool(self.encoder_tf32_parts)):
+            if self.cuda_graphs and self.device.type == "cuda" and tokens.shape[0] * tokens.shape[1] <= self.graph_encode_tokens:
+                return self._replay(("encode", tuple(tokens.shape)), forward, (tokens, tok_idx)).float()
+            return forward(tokens, tok_idx).float()
 
     @torch.no_grad()
     def sample(self, latents: torch.Tensor, tok_idx: torch.Tensor, *, noise: torch.Tensor | None = None,
@@ -200,40 +220,65 @@ class ZunaModel(nn.Module):
             c = self.config
             cache_bytes = len(contexts) * steps * latents.shape[0] * latents.shape[1] * c.n_layers * 2 \
                 * c.n_kv_heads * c.head_dim * decoder.blocks[0].cross_attention.wkv.element_size()
-            cross_kv = ({key: decoder.fused_cross_kv(context, gains, positions) for key, context in contexts.items()}
-                        if cache_bytes <= self.cross_kv_budget else None)
+            if cache_bytes <= self.cross_kv_budget:
+                cached = {key: decoder.fused_cross_kv(context, gains, positions) for key, context in contexts.items()}
+
+                def step_kv(k, conditional):
+                    return [(keys[k], values[k]) for keys, values in cached[conditional]]
+            else:
+                normed = {key: decoder.normed_context(context) for key, context in contexts.items()}
+
+                def step_kv(k, conditional):
+                    return normed[conditional]
 
             def velocity(state, k, conditional):
-                step_kv = [(keys[k], values[k]) for keys, values in cross_kv[conditional]] if cross_kv else None
-                return decoder.fused_velocity(state, gains[k], contexts[conditional], positions, cross_kv=step_kv)
+                return decoder.fused_velocity(state, gains[k], positions, step_kv(k, conditional))
 
         return euler_sample(velocity, z, steps=steps, cfg=cfg, callback=callback).float()
 
-    def _graphed_sample(self, latents, tok_idx, z, steps, cfg, max_graphs=8):
+    def _graphed_sample(self, latents, tok_idx, z, steps, cfg):
         """Replay the whole sampling loop as one CUDA graph (captured once per shape/steps/cfg)."""
-        key = (tuple(latents.shape), steps, cfg)
+        return self._replay(("sample", tuple(latents.shape), steps, cfg),
+                            lambda *args: self._sample(*args, steps, cfg), (latents, tok_idx, z))
+
+    def _replay(self, key, fn, inputs, max_graphs=8):
+        """fn(*inputs) through a CUDA graph captured on the first call with this key."""
         entry = self._graphs.get(key)
         if entry is None:
-            static = (latents.clone(), tok_idx.clone(), z.clone())
+            static = tuple(t.clone() for t in inputs)
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):      # warm-up: allocator and kernel caches, off the graph
-                self._sample(*static, steps, cfg)
+            with torch.cuda.stream(side):      # warm-up: allocator, kernel compilation, off the graph
+                fn(*static)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                out = self._sample(*static, steps, cfg)
+                out = fn(*static)
             entry = (graph, static, out)
             self._graphs[key] = entry
             while len(self._graphs) > max_graphs:
                 self._graphs.popitem(last=False)
         self._graphs.move_to_end(key)
-        graph, (s_latents, s_tok_idx, s_z), out = entry
-        s_latents.copy_(latents)
-        s_tok_idx.copy_(tok_idx)
-        s_z.copy_(z)
+        graph, static, out = entry
+        for target, value in zip(static, inputs):
+            target.copy_(value)
         graph.replay()
         return out.clone()
+
+
+class _tf32:
+    """Allow TF32 GEMMs inside the block only (the flag is global in torch)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def __enter__(self):
+        self.previous = torch.backends.cuda.matmul.allow_tf32
+        if self.enabled:
+            torch.backends.cuda.matmul.allow_tf32 = True
+
+    def __exit__(self, *exc):
+        torch.backends.cuda.matmul.allow_tf32 = self.previous
 
 
 def build_model(config: ModelConfig, *, device: str | torch.device = "cpu", meta: bool = False) -> ZunaModel:

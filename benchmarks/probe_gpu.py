@@ -18,7 +18,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
-import bench_gpu  # noqa: E402
+import bench as bench_gpu  # noqa: E402
 
 
 def section_cold():

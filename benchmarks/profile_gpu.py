@@ -10,7 +10,7 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import bench_gpu  # noqa: E402
+import bench as bench_gpu  # noqa: E402
 import zuna_lab  # noqa: E402
 
 bench_gpu.write_checkpoint_ours()

@@ -250,13 +250,24 @@ def preprocess(raw, variant="ZUNA", *, segment_duration=None, verbose=None):
     target_sfreq = float(constants["sfreq"])
     mne_verbose = verbose if verbose is not None else "error"
 
-    work = raw.copy()
-    source_sfreq = float(work.info["sfreq"])
+    source_sfreq = float(raw.info["sfreq"])
     # 0.1.1 resamples when the rate differs at all; 1.1.6's loader when it differs after rounding.
     needs_resample = source_sfreq != target_sfreq if variant == "ZUNA" else int(round(source_sfreq)) != int(target_sfreq)
-    if needs_resample:
-        work.resample(target_sfreq, verbose=mne_verbose)
-    work.filter(l_freq=HIGHPASS_HZ, h_freq=None, method="fir", verbose=mne_verbose)
+    if variant == "ZUNA1.1" and not needs_resample:
+        # What raw.copy().filter(...) computes (check_recording made every channel EEG), without
+        # deep-copying the Raw: ZUNA1.1 needs only the array from here on.
+        work = raw
+        filtered = raw.get_data()
+        if np.shares_memory(filtered, raw._data):
+            filtered = filtered.copy()
+        filtered = mne.filter.filter_data(filtered, source_sfreq, HIGHPASS_HZ, None, method="fir", copy=False,
+                                          verbose=mne_verbose)
+    else:
+        work = raw.copy()
+        if needs_resample:
+            work.resample(target_sfreq, verbose=mne_verbose)
+        work.filter(l_freq=HIGHPASS_HZ, h_freq=None, method="fir", verbose=mne_verbose)
+        filtered = None
 
     common = dict(
         ch_names=tuple(work.ch_names),
@@ -280,7 +291,7 @@ def preprocess(raw, variant="ZUNA", *, segment_duration=None, verbose=None):
         parts = _zuna_epochs(work, duration, mne_verbose)
         provenance.update(reference="zuna==0.1.1 EEGProcessor.process", segment_duration=duration)
     else:
-        parts = _zuna11_segments(work, duration)
+        parts = _zuna11_segments(work.get_data() if filtered is None else filtered, float(work.info["sfreq"]), duration)
         provenance.update(reference="zuna==1.1.6 EEGDataset_v4 (reconstruct_fif)", segment_duration=duration)
     stats = parts.pop("stats")
     provenance.update(stats)
@@ -289,7 +300,7 @@ def preprocess(raw, variant="ZUNA", *, segment_duration=None, verbose=None):
     model_input = tuple(
         np.clip(normalised / common["data_norm"], -clip, clip).astype(np.float32) for normalised in parts.pop("normalised")
     )
-    for array in model_input:
+    for array in (*model_input, *parts["volts"], *parts["reference"]):
         array.setflags(write=False)
     return Preprocessed(variant=variant, data=model_input, params=provenance, **parts, **common)
 
@@ -348,11 +359,13 @@ def _zuna_epochs(raw, duration, verbose):
     )
 
 
-def _zuna11_segments(raw, duration):
-    """ZUNA1.1 (1.1.6 v4 loader): per segment, average reference and per-channel z-score."""
+def _zuna11_segments(filtered, sfreq, duration):
+    """ZUNA1.1 (1.1.6 v4 loader): per segment, average reference and per-channel z-score.
+
+    Segment by segment (each fits in cache); ``volts`` are views of ``filtered``, which the
+    caller hands over.
+    """
     samples_per_token = 32
-    sfreq = raw.info["sfreq"]
-    filtered = raw.get_data()
     n_total = filtered.shape[1]
     segment = max(samples_per_token, int(round(duration * sfreq)) // samples_per_token * samples_per_token)
 
@@ -367,7 +380,7 @@ def _zuna11_segments(raw, duration):
         mean = referenced.mean(axis=1)
         std = referenced.std(axis=1) + _ZUNA11_STD_EPSILON
         normalised.append((referenced - mean[:, None]) / std[:, None])
-        volts.append(block.copy())
+        volts.append(block)
         references.append(reference)
         starts.append(start)
         scales.append(std)

@@ -1,0 +1,451 @@
+"""Benchmark: zuna_lab against the official zuna 1.1.6, side by side on the same machine.
+
+GPU (one command, one machine; from the repository root):
+
+    python benchmarks/bench.py --part gpu        # official, then zuna_lab, then a cold process; writes results/gpu.*
+
+runs, each in its own process on the same GPU, ``--part official`` (the official EncoderDecoder,
+fp32, its ``sample`` and encoder torch.compile'd as its inference script runs them), ``--part
+ours`` (zuna_lab's default CUDA path: bf16 + Triton kernels + CUDA graphs, and fp32 for the
+errors) and ``--part cold`` (fresh processes with empty kernel caches), then ``--report``.
+Both models are the real ZUNA1.1 architecture (1024 wide, 16 layers, 382 M parameters) with the
+same random weights (seeded official init, shared through a safetensors file). Timed:
+reconstruction (encode + 50-step rectified flow, cfg 1) of 5 s epochs — 1 epoch x 12 ch
+(latency, cold and warm), 32 x 12 ch, 8 x 64 ch, 2 x 128 ch — and zuna_lab's end-to-end
+embedding of a 1 h x 64 ch recording (read + preprocess + encode). FLOPs follow issue #5's
+formulas (forward, 2 x MACs).
+
+CPU (the same comparison on this machine's cores; needs tests/oracle/setup_venvs.sh and ../shared/data):
+
+    python benchmarks/bench.py --part cpu [--threads 2]     # writes results/cpu.*
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import warnings
+
+import numpy as np
+import torch
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = Path(os.environ.get("ZUNA_BENCH_WORK", "/tmp/zuna_bench"))
+CKPT = WORK / "ckpt"
+STEPS = 50
+CASES = [("1x12", 1, 12), ("32x12", 32, 12), ("8x64", 8, 64), ("2x128", 2, 128)]
+
+
+def flops_reconstruct(n_epochs, n_channels, steps=STEPS):
+    s = 40 * n_channels
+    encoder = 2 * s * 3.44e8 + 32768 * (2 * s) ** 2
+    decoder = s * 4.11e8 + 65536 * s ** 2
+    return n_epochs * (encoder + steps * decoder)
+
+
+def flops_encode(n_epochs, n_channels):
+    s = 40 * n_channels
+    return n_epochs * (2 * s * 3.44e8 + 32768 * (2 * s) ** 2)
+
+
+def sync():
+    torch.cuda.synchronize()
+
+
+def timed(fn, repeats=3):
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        out = fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def measured_peak():
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    seconds, _ = timed(lambda: [a @ b for _ in range(10)], repeats=3)
+    return 10 * 2 * 8192 ** 3 / seconds
+
+
+def make_inputs(n_epochs, n_channels, seed=0):
+    """Tokens of n_epochs 5 s epochs on a real 10-05 cap, official (ZUNA1.1, time-major) order."""
+    import mne
+    montage = mne.channels.make_standard_montage("standard_1005")
+    names = montage.ch_names[:n_channels]
+    positions = montage.get_positions()["ch_pos"]
+    pos = np.array([positions[n] for n in names])
+    bins = np.clip(np.floor((pos + 0.12) / 0.24 * 100), 0, 99).astype(np.int64)
+    n_tok = 40
+    tok_idx = np.zeros((n_tok * n_channels, 4), np.int64)
+    for t in range(n_tok):
+        tok_idx[t * n_channels:(t + 1) * n_channels, :3] = bins
+        tok_idx[t * n_channels:(t + 1) * n_channels, 3] = t
+    g = torch.Generator().manual_seed(seed)
+    tokens = (0.1 * torch.randn(n_epochs, n_tok * n_channels, 32, generator=g)).clamp(-1, 1)
+    tokens[:, 3::n_channels] = 0.0            # one dropped channel, as in a repair
+    noise = torch.randn(n_epochs, n_tok * n_channels, 32, generator=g)
+    return tokens, torch.from_numpy(tok_idx).expand(n_epochs, -1, -1).contiguous(), noise
+
+
+def official_args():
+    from apps.AY2latent_bci.transformer import DecoderTransformerArgs
+    return DecoderTransformerArgs(
+        dim=1024, n_layers=16, head_dim=64, input_dim=32, encoder_input_dim=32, encoder_output_dim=32,
+        encoder_latent_downsample_factor=1, encoder_sliding_window=65536, sliding_window=65536,
+        xattn_sliding_window=65536, max_seqlen=256, num_fine_time_pts=32, rope_dim=4, rope_theta=10000.0,
+        tok_idx_type="{x,y,z,tc}", stft_global_sigma=0.1, ape_dim=0, adaptive_loss_weighting=False)
+
+
+def write_checkpoint():
+    """Official init (seeded) of the real architecture, saved in the HF layout."""
+    if (CKPT / "model-00001-of-00001.safetensors").exists():
+        return
+    from apps.AY2latent_bci.transformer import EncoderDecoder
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = EncoderDecoder(official_args())
+        model.init_weights()
+    fields = {k: getattr(official_args(), k) for k in (
+        "dim", "n_layers", "head_dim", "input_dim", "encoder_input_dim", "encoder_output_dim",
+        "encoder_latent_downsample_factor", "encoder_sliding_window", "sliding_window", "xattn_sliding_window",
+        "max_seqlen", "num_fine_time_pts", "rope_dim", "rope_theta", "tok_idx_type", "stft_global_sigma", "ape_dim")}
+    CKPT.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+              str(CKPT / "model-00001-of-00001.safetensors"))
+    (CKPT / "config.json").write_text(json.dumps({"model": fields}))
+
+
+def part_official(out):
+    from apps.AY2latent_bci.transformer import EncoderDecoder
+    from safetensors.torch import load_file
+    write_checkpoint()
+    model = EncoderDecoder(official_args()).cuda()
+    state = load_file(str(CKPT / "model-00001-of-00001.safetensors"), device="cuda")
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    # As the official inference runs it on CUDA (eeg_eval.py): compiled sample and encoder, fp32.
+    model.sample = torch.compile(model.sample)
+    model.encoder = torch.compile(model.encoder)
+    results = {}
+    for name, n_epochs, n_channels in CASES[:3]:
+        tokens, tok_idx, noise = make_inputs(n_epochs, n_channels)
+        packed = tokens.reshape(1, -1, 32).cuda()
+        packed_idx = tok_idx.reshape(1, -1, 4).cuda()
+        seq_lens = torch.full((n_epochs,), tokens.shape[1], dtype=torch.long, device="cuda")
+
+        def run():
+            with torch.no_grad():
+                return model.sample(packed, seq_lens, packed_idx, sample_steps=STEPS, cfg=1.0)[0]
+
+        torch.cuda.reset_peak_memory_stats()
+        sync()
+        start = time.perf_counter()
+        run()
+        sync()
+        cold = time.perf_counter() - start
+        warm, _ = timed(run, repeats=2 if n_epochs > 1 else 5)     # the official 32 x 12 takes ~16 s a run
+        results[name] = dict(n_epochs=n_epochs, n_channels=n_channels, cold_s=cold, warm_s=warm,
+                             epochs_per_s=n_epochs / warm, tflops=flops_reconstruct(n_epochs, n_channels) / warm / 1e12,
+                             peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30)
+        print("official", name, results[name], flush=True)
+        out["official"] = results
+        save(out)
+
+
+def part_ours(out):
+    sys.path.insert(0, str(ROOT))
+    import zuna_lab
+    write_checkpoint_ours()
+    t0 = time.perf_counter()
+    model = zuna_lab.load_model(CKPT, device="cuda", dtype="bf16")
+    load_s = time.perf_counter() - t0
+    results = {"load_s": load_s, "path": dict(kernels=model.use_kernels, cuda_graphs=model.cuda_graphs,
+                                              encoder_tf32=list(model.encoder_tf32_parts))}
+    for name, n_epochs, n_channels in CASES:
+        tokens, tok_idx, noise = make_inputs(n_epochs, n_channels)
+        tokens, tok_idx, noise = tokens.cuda(), tok_idx.cuda(), noise.cuda()
+
+        def run():
+            latents = model.encode(tokens, tok_idx)
+            return model.sample(latents, tok_idx, noise=noise, steps=STEPS)
+
+        torch.cuda.reset_peak_memory_stats()
+        sync()
+        start = time.perf_counter()
+        run()
+        sync()
+        cold = time.perf_counter() - start          # first call of this shape: graph capture (+ kernel compile)
+        warm, out_bf16 = timed(run, repeats=10 if n_epochs == 1 else 3)
+        results[name] = dict(n_epochs=n_epochs, n_channels=n_channels, cold_s=cold, warm_s=warm,
+                             epochs_per_s=n_epochs / warm, tflops=flops_reconstruct(n_epochs, n_channels) / warm / 1e12,
+                             peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30)
+        # Error against the exact fp32 reference path (plain PyTorch, no TF32, no kernels).
+        model.set_precision("fp32")
+        model.optimize(kernels=False, cuda_graphs=False)
+        ref_latents = model.encode(tokens, tok_idx)
+        ref = model.sample(ref_latents, tok_idx, noise=noise, steps=STEPS)
+        model.set_precision("bf16")
+        model.optimize()
+        latents = model.encode(tokens, tok_idx)
+        results[name]["bf16_vs_fp32_rel_l2"] = float((out_bf16.float() - ref).norm() / ref.norm())
+        results[name]["latents_bf16_vs_fp32_rel_l2"] = float((latents - ref_latents).norm() / ref_latents.norm())
+        print("ours", name, results[name], flush=True)
+        out["ours"] = results
+        save(out)
+    results["embed_1h_64ch_first"] = embed_hour(model)
+    results["embed_1h_64ch"] = embed_hour(model)
+    print("ours embed 1h", results["embed_1h_64ch_first"], results["embed_1h_64ch"], flush=True)
+    out["ours"] = results
+    save(out)
+
+
+def write_checkpoint_ours():
+    if (CKPT / "model-00001-of-00001.safetensors").exists():
+        return
+    write_checkpoint()
+
+
+def embed_hour(model):
+    import mne
+    import zuna_lab
+    path = WORK / "hour_64ch_raw.fif"
+    if not path.exists():
+        names = mne.channels.make_standard_montage("standard_1005").ch_names[:64]
+        rng = np.random.default_rng(0)
+        n = 3600 * 256
+        data = np.cumsum(rng.standard_normal((64, n)).astype(np.float32), axis=1) * 1e-7
+        raw = mne.io.RawArray(data, mne.create_info(names, 256.0, "eeg"), verbose="error")
+        raw.set_montage("standard_1005", verbose="error")
+        raw.save(path, fmt="single", verbose="error")
+    from zuna_lab.preprocessing import preprocess
+    start = time.perf_counter()
+    raw = zuna_lab.read_raw(str(path), verbose=False)
+    read_s = time.perf_counter() - start
+    start = time.perf_counter()
+    preprocess(raw, model.variant)
+    preprocess_s = time.perf_counter() - start
+    torch.cuda.reset_peak_memory_stats()
+    sync()
+    start = time.perf_counter()
+    emb = zuna_lab.embed(str(path), model=model, progress=False, verbose=False)
+    sync()
+    seconds = time.perf_counter() - start
+    return dict(seconds=seconds, read_s=read_s, preprocess_s=preprocess_s, n_epochs=int(emb.sizes["epoch"]), shape=dict(emb.sizes),
+                encoder_tflops=flops_encode(emb.sizes["epoch"], 64) / seconds / 1e12,
+                peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30)
+
+
+COLD_CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import torch
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import zuna_lab, bench
+t1 = time.perf_counter()
+model = zuna_lab.load_model(bench.CKPT, device="cuda", dtype="bf16")
+tokens, tok_idx, noise = (t.cuda() for t in bench.make_inputs(1, 12))
+torch.cuda.synchronize()
+t2 = time.perf_counter()
+model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=bench.STEPS)
+torch.cuda.synchronize()
+t3 = time.perf_counter()
+model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=bench.STEPS)
+torch.cuda.synchronize()
+t4 = time.perf_counter()
+print(json.dumps(dict(imports_s=t1 - t0, load_s=t2 - t1, first_call_s=t3 - t2, second_call_s=t4 - t3, process_to_first_result_s=t3 - t0)))
+"""
+
+
+def part_cold(out):
+    """Fresh processes: imports, load, the first and second 1 x 12 reconstruction.
+
+    The first process gets an empty Triton kernel cache (a true cold start); the second
+    reuses what the first compiled (what any later session on the machine sees).
+    """
+    cache = tempfile.mkdtemp(prefix="zuna_triton_cache_")
+    env = dict(os.environ, TRITON_CACHE_DIR=cache, TORCHINDUCTOR_CACHE_DIR=cache)
+    for label in ("empty_cache", "warm_cache"):
+        done = subprocess.run([sys.executable, "-c", COLD_CHILD, str(ROOT), str(ROOT / "benchmarks")],
+                              env=env, capture_output=True, text=True, check=True)
+        out[f"cold_1x12_{label}"] = json.loads(done.stdout.strip().splitlines()[-1])
+        print("cold", label, out[f"cold_1x12_{label}"], flush=True)
+    save(out)
+
+
+def part_gpu(out):
+    """Official, ours and cold, each in its own process on this GPU, then the report."""
+    env = dict(os.environ, ZUNA_BENCH_OUT=str(results_dir()))
+    for part in ("official", "ours", "cold"):
+        subprocess.run([sys.executable, __file__, "--part", part], check=True, env=env)
+    report([results_dir() / f"gpu_{part}.json" for part in ("official", "ours", "cold")])
+
+
+def results_dir() -> Path:
+    return Path(os.environ.get("ZUNA_BENCH_OUT") or os.environ.get("OUT") or WORK)
+
+
+def save(out):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    results_dir().mkdir(parents=True, exist_ok=True)
+    (results_dir() / f"gpu_{out['part']}.json").write_text(json.dumps(out, indent=2))
+
+
+def report(paths):
+    parts = {}
+    for p in paths:
+        data = json.loads(Path(p).read_text())
+        parts[data["part"]] = data
+    official = parts.get("official", {}).get("official", {})
+    ours_part = parts.get("ours", {})
+    ours = ours_part.get("ours", {})
+    cold = parts.get("cold", {})
+    peak = ours_part.get("peak_tflops") or 780.0
+    lines = [f"# GPU benchmark — {ours_part.get('gpu', '?')}", "",
+             f"torch {ours_part.get('torch')}; measured bf16 matmul peak {peak:.0f} TFLOP/s. Official zuna 1.1.6 "
+             "(fp32, compiled `sample` and encoder, as its inference runs) and zuna_lab (bf16 + Triton kernels + "
+             "CUDA graphs, the default on CUDA) ran in one command on this GPU, one after the other. "
+             "Reconstruction = encode + 50 rectified-flow steps (cfg 1) of 5 s epochs, random full-size ZUNA1.1 "
+             "weights shared by both. `bf16 vs fp32` is the relative L2 distance of zuna_lab's bf16 output from "
+             "its exact fp32 path (same noise).", "",
+             "| case | official (epochs/s) | zuna_lab (epochs/s) | speed-up | zuna_lab TFLOP/s | % of peak | "
+             "zuna_lab warm (s) | zuna_lab first call (s) | peak mem (GiB) | bf16 vs fp32 rel L2 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, _, _ in CASES:
+        o, z = official.get(name), ours.get(name)
+        if not z:
+            continue
+        speed = f"{z['epochs_per_s'] / o['epochs_per_s']:.1f}x" if o else "—"
+        lines.append((f"| {name} | {o['epochs_per_s']:.2f} | " if o else f"| {name} | — | ")
+                     + f"{z['epochs_per_s']:.2f} | {speed} | {z['tflops']:.0f} | {100 * z['tflops'] / peak:.0f}% | "
+                     f"{z['warm_s']:.3f} | {z['cold_s']:.2f} | {z['peak_mem_gib']:.1f} | "
+                     f"{z.get('bf16_vs_fp32_rel_l2', float('nan')):.2e} |")
+    if "1x12" in ours:
+        o = official.get("1x12")
+        lines += ["", f"Latency, 1 epoch x 12 ch, 50 steps, warm: {1e3 * ours['1x12']['warm_s']:.0f} ms"
+                  + (f" (official {1e3 * o['warm_s']:.0f} ms)." if o else ".")]
+    for label, key in (("empty kernel cache", "cold_1x12_empty_cache"), ("kernel cache from an earlier process", "cold_1x12_warm_cache")):
+        if key in cold:
+            c = cold[key]
+            lines.append(f"Cold start, fresh process, {label}: first 1 x 12 reconstruction {c['first_call_s']:.1f} s after "
+                         f"`load_model` ({c['load_s']:.1f} s) and imports ({c['imports_s']:.1f} s); "
+                         f"{c['process_to_first_result_s']:.1f} s from process start to the first result.")
+    if official:
+        lines.append("Official first call (torch.compile): " + ", ".join(f"{k} {v['cold_s']:.0f} s" for k, v in official.items()) + ".")
+    for label, key in (("first call", "embed_1h_64ch_first"), ("warm", "embed_1h_64ch")):
+        if key in ours:
+            e = ours[key]
+            lines.append(f"1 h x 64 ch embedded end to end ({label}; `zl.embed(path)`: read + preprocess + encode, "
+                         f"{e['n_epochs']} epochs): {e['seconds']:.1f} s (read alone {e['read_s']:.1f} s, preprocess alone "
+                         f"{e['preprocess_s']:.1f} s; {e['encoder_tflops']:.0f} TFLOP/s over the encoder FLOPs).")
+    merged = dict(parts=parts, date=time.strftime("%Y-%m-%d"))
+    for folder in {RESULTS, results_dir()}:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "gpu.json").write_text(json.dumps(merged, indent=2))
+        (folder / "gpu.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def part_cpu(threads: int, steps: int):
+    """zuna_lab vs the official 1.1.6 on this machine's CPU: the 15 s sample, same tokens and weights.
+
+    Times the encoder on the official tokens (embedding) and a ``steps``-step reconstruction
+    (encoder + sampler) for the official model (flex attention, as it runs on CPU, in its own venv
+    from tests/oracle/setup_venvs.sh) and zuna_lab (fp32); plus zuna_lab's end-to-end ``embed``.
+    Best of 2 runs after a warm-up. Writes results/cpu.json and cpu.md.
+    """
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    torch.set_num_threads(threads)
+    import zuna_lab
+    from oracle_support import oracle_python
+    from zuna_lab.preprocessing import preprocess
+    from zuna_lab.tokens import tokenize
+
+    sample = ROOT.parent / "shared" / "data" / "sample1_raw.fif"
+    work = Path(tempfile.mkdtemp(prefix="zuna_cpu_bench_"))
+    python = str(oracle_python("ZUNA1.1"))
+    script = str(ROOT / "tests" / "oracle" / "official_model.py")
+    env = dict(os.environ, TORCHDYNAMO_DISABLE="1", PYTHONWARNINGS="ignore")
+    subprocess.run([python, script, "build", "--out", str(work / "ckpt"), "--dim", "1024", "--n-layers", "16",
+                    "--n-heads", "8", "--head-dim", "64", "--t-dim", "64"], check=True, env=env)
+    model = zuna_lab.load_model(work / "ckpt", device="cpu", dtype="fp32")
+    raw = zuna_lab.read_raw(sample, verbose=False)
+    pre = preprocess(raw, model.variant)
+    tokens, tok_idx = tokenize(np.stack(pre.data), pre.ch_pos, variant=model.variant)
+    np.savez(work / "inputs.npz", tokens=tokens, tok_idx=tok_idx)
+    official = json.loads(subprocess.run(
+        [python, script, "time", "--ckpt", str(work / "ckpt"), "--inputs", str(work / "inputs.npz"),
+         "--steps", str(steps), "--threads", str(threads)],
+        check=True, env=env, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    tokens_t, tok_idx_t = torch.from_numpy(tokens), torch.from_numpy(tok_idx)
+    noise = torch.randn(tokens_t.shape)
+
+    def best_of(fn, repeats=2):
+        fn()
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            runs.append(time.perf_counter() - start)
+        return min(runs)
+
+    ours = {
+        "encode": best_of(lambda: model.encode(tokens_t, tok_idx_t)),
+        "reconstruct": best_of(lambda: model.sample(model.encode(tokens_t, tok_idx_t), tok_idx_t, noise=noise, steps=steps)),
+        "embed_end_to_end": best_of(lambda: zuna_lab.embed(sample, model=model, progress=False, verbose=False)),
+    }
+    result = dict(machine=f"{platform.processor() or platform.machine()}, {threads} threads", torch=torch.__version__,
+                  official=official, zuna_lab=ours, steps=steps, date=time.strftime("%Y-%m-%d"),
+                  speedup_encode=official["encode"] / ours["encode"],
+                  speedup_reconstruct=official["reconstruct"] / ours["reconstruct"])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "cpu.json").write_text(json.dumps(result, indent=2))
+    lines = [f"# CPU benchmark — {result['machine']}, torch {torch.__version__}", "",
+             "15 s sample (12 channels, 3 epochs), full-size ZUNA1.1 random weights, fp32, same tokens and weights.", "",
+             "| task | official zuna 1.1.6 (s) | zuna_lab (s) | speed-up |", "|---|---|---|---|",
+             f"| embed (encoder on the tokens) | {official['encode']:.2f} | {ours['encode']:.2f} | {result['speedup_encode']:.1f}x |",
+             f"| reconstruct, {steps} steps | {official['reconstruct']:.2f} | {ours['reconstruct']:.2f} | {result['speedup_reconstruct']:.1f}x |",
+             "", f"zuna_lab end-to-end `embed` (read + preprocess + encode): {ours['embed_end_to_end']:.2f} s."]
+    (RESULTS / "cpu.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=["gpu", "ours", "official", "cold", "cpu"])
+    parser.add_argument("--report", nargs="*", help="merge gpu_*.json files into results/gpu.json and gpu.md")
+    parser.add_argument("--threads", type=int, default=2, help="CPU part: torch threads")
+    parser.add_argument("--steps", type=int, default=10, help="CPU part: sampler steps")
+    args = parser.parse_args()
+    if args.report is not None:
+        report(args.report)
+        return
+    if args.part == "cpu":
+        part_cpu(args.threads, args.steps)
+        return
+    out = {"part": args.part, "gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
+    if args.part in ("ours", "official"):
+        out["peak_tflops"] = measured_peak() / 1e12
+        print("peak", out["peak_tflops"], flush=True)
+    {"gpu": part_gpu, "ours": part_ours, "official": part_official, "cold": part_cold}[args.part](out)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,5 +10,7 @@ bash tests/oracle/setup_venvs.sh
 if ! command -v chromium >/dev/null 2>&1; then
   (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium could not be installed; browser tests will fail"
 fi
-export ZUNA_LAB_REQUIRE_ORACLE=1 ZUNA_LAB_REQUIRE_BROWSER=1
+export ZUNA_LAB_REQUIRE_ORACLE=1 ZUNA_LAB_REQUIRE_BROWSER=1 ZUNA_LAB_REQUIRE_TRITON=1
+# Without a GPU, Triton's interpreter runs the fast-path kernels on CPU tensors (tests/test_kernels.py).
+if ! command -v nvidia-smi >/dev/null 2>&1; then export TRITON_INTERPRET=1; fi
 python3 -m pytest "$@"

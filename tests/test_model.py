@@ -231,6 +231,9 @@ def test_optimized_paths_match_exact_path(tiny):
     torch.testing.assert_close(fast, exact, rtol=1e-4, atol=1e-5)
     model.set_precision("bf16")
     assert model.decoder.blocks[0].attention.wqkv.dtype == torch.bfloat16       # re-fused in bf16
+    encoder_attention = model.encoder.blocks[0].attention                        # TF32 GEMMs, bf16 SDPA
+    assert encoder_attention.wqkv.dtype == torch.float32 and encoder_attention.sdpa_dtype == torch.bfloat16
+    assert model.encoder.blocks[0].feed_forward.w13.dtype == torch.bfloat16
     assert model.decoder.embed.weight.dtype == torch.float32                     # IO projections stay fp32
     half = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=3)
     assert 0 < float((half - exact).norm() / exact.norm()) < 2e-2

@@ -1,7 +1,8 @@
-"""Diagnostics for the GPU fast path (not a benchmark): cold-start phases, SDPA backends,
-kernel profiles, bf16 error ablation, and a profile of the 1 h x 64 ch embedding.
+"""Diagnostics for the GPU fast path (benchmarks/bench.py is the benchmark): cold-start phases,
+SDPA backends, kernel-level profiles, the Triton kernels against PyTorch, per-case timings,
+the error and cost of TF32 encoder sub-layers, and a Python profile of the 1 h x 64 ch embedding.
 
-    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile ablation embed
+    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile kernels timing tf32 embed
 """
 import contextlib
 import cProfile
@@ -63,180 +64,13 @@ def section_sdpa():
         print(line, flush=True)
 
 
-def _model(compile_blocks=True):
+def _model():
     import zuna_lab
     bench_gpu.write_checkpoint_ours()
-    model = zuna_lab.load_model(bench_gpu.CKPT, device="cuda", dtype="bf16")
-    if not compile_blocks:
-        model.optimize(compile_blocks=False)
-    return model
+    return zuna_lab.load_model(bench_gpu.CKPT, device="cuda", dtype="bf16")
 
 
 def section_profile():
-    from torch.profiler import ProfilerActivity, profile
-    model = _model()
-    model.cuda_graphs = False
-    for n_epochs, n_channels in ((32, 12), (8, 64), (1, 12)):
-        tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(n_epochs, n_channels))
-        latents = model.encode(tokens, tok_idx)
-        model.sample(latents, tok_idx, noise=noise, steps=2)
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            model.sample(latents, tok_idx, noise=noise, steps=4)
-            torch.cuda.synchronize()
-        print(f"== {n_epochs} x {n_channels} ch, 4 steps")
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=90), flush=True)
-
-
-def section_ablation():
-    import zuna_lab.model.layers as layers
-    model = _model(compile_blocks=False)
-    model.cuda_graphs = False
-    tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(2, 64))
-    model.set_precision("fp32")
-    ref_lat = model.encode(tokens, tok_idx)
-    ref = model.sample(ref_lat, tok_idx, noise=noise, steps=50)
-    model.set_precision("bf16")
-
-    def rel(a, b):
-        return float((a.float() - b).norm() / b.norm())
-
-    def run(label, fp32_modules=(), sdpa_fp32=False, encoder_fp32=False):
-        model.set_precision("bf16")
-        for m in fp32_modules:
-            for child in m.children():
-                if isinstance(child, torch.nn.Linear):
-                    child.float()
-            if hasattr(m, "fuse"):
-                m.fuse()
-        original = layers.F.scaled_dot_product_attention
-        if sdpa_fp32:
-            def sdpa(q, k, v, **kw):
-                return original(q.float(), k.float(), v.float(), **kw).to(q.dtype)
-            layers.F.scaled_dot_product_attention = sdpa
-        try:
-            lat = ref_lat if encoder_fp32 else model.encode(tokens, tok_idx)
-            out = model.sample(lat, tok_idx, noise=noise, steps=50)
-        finally:
-            layers.F.scaled_dot_product_attention = original
-        print(f"ablation 2x64 {label}: latents {rel(lat, ref_lat):.2e}  output {rel(out, ref):.2e}", flush=True)
-
-    dec = model.decoder.blocks
-    run("all bf16")
-    run("encoder fp32", encoder_fp32=True)
-    run("sdpa fp32", sdpa_fp32=True)
-    run("decoder self-attn fp32", [b.attention for b in dec])
-    run("decoder cross-attn fp32", [b.cross_attention for b in dec])
-    run("decoder ffn fp32", [b.feed_forward for b in dec])
-    run("decoder first 4 layers fp32", [m for b in dec[:4] for m in (b.attention, b.cross_attention, b.feed_forward)])
-    run("decoder last 4 layers fp32", [m for b in dec[-4:] for m in (b.attention, b.cross_attention, b.feed_forward)])
-    run("encoder fp32 + sdpa fp32", sdpa_fp32=True, encoder_fp32=True)
-
-
-def section_fused():
-    """Triton fast path: warm/first-call times and bf16 error against the fp32 reference."""
-    model = _model()
-    print("use_kernels", model.use_kernels, "compile", False, flush=True)
-    for n_epochs, n_channels in ((1, 12), (32, 12), (8, 64), (2, 128)):
-        tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(n_epochs, n_channels))
-
-        def run():
-            return model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)
-
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        run()
-        torch.cuda.synchronize()
-        first = time.perf_counter() - start
-        warm, out = bench_gpu.timed(run, repeats=5)
-        line = f"fused {n_epochs}x{n_channels}: first {first:.2f}s warm {warm*1e3:.1f}ms {n_epochs / warm:.2f} ep/s " \
-               f"{bench_gpu.flops_reconstruct(n_epochs, n_channels) / warm / 1e12:.0f} TFLOP/s"
-        if n_epochs * n_channels <= 512:
-            model.set_precision("fp32")
-            model.optimize(kernels=False, cuda_graphs=False)
-            ref_lat = model.encode(tokens, tok_idx)
-            ref = model.sample(ref_lat, tok_idx, noise=noise, steps=50)
-            model.set_precision("bf16")
-            model.optimize()
-            lat = model.encode(tokens, tok_idx)
-            line += f"  rel L2 vs fp32: latents {float((lat - ref_lat).norm() / ref_lat.norm()):.2e} output {float((out - ref).norm() / ref.norm()):.2e}"
-        print(line, flush=True)
-
-
-def section_encoder_ablation():
-    """Which encoder sub-layers carry the bf16 error (decoder bf16, reference path)."""
-    import zuna_lab.model.layers as layers
-    model = _model(compile_blocks=False)
-    model.optimize(kernels=False, cuda_graphs=False)
-    tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(2, 64))
-    model.set_precision("fp32")
-    ref_lat = model.encode(tokens, tok_idx)
-    ref = model.sample(ref_lat, tok_idx, noise=noise, steps=50)
-    original = layers.F.scaled_dot_product_attention
-
-    def sdpa_bf16(q, k, v, **kw):
-        return original(q.bfloat16(), k.bfloat16(), v.bfloat16(), **kw).to(q.dtype)
-
-    def run(label, fp32_modules, tf32=False, bf16_sdpa=False):
-        model.set_precision("bf16")
-        for m in fp32_modules:
-            for child in m.children():
-                if isinstance(child, torch.nn.Linear):
-                    child.float()
-            if hasattr(m, "fuse"):
-                m.fuse()
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        if bf16_sdpa:
-            layers.F.scaled_dot_product_attention = sdpa_bf16
-        try:
-            lat = model.encode(tokens, tok_idx)
-        finally:
-            layers.F.scaled_dot_product_attention = original
-            torch.backends.cuda.matmul.allow_tf32 = False
-        out = model.sample(lat, tok_idx, noise=noise, steps=50)
-        print(f"encoder ablation 2x64 {label}: latents {float((lat - ref_lat).norm() / ref_lat.norm()):.2e}  "
-              f"output {float((out - ref).norm() / ref.norm()):.2e}", flush=True)
-
-    enc = model.encoder.blocks
-    run("all bf16", [])
-    run("attention fp32", [b.attention for b in enc])
-    run("ffn fp32", [b.feed_forward for b in enc])
-    run("all fp32 (sdpa fp32)", [m for b in enc for m in (b.attention, b.feed_forward)])
-    run("all fp32, sdpa bf16", [m for b in enc for m in (b.attention, b.feed_forward)], bf16_sdpa=True)
-    run("all tf32, sdpa bf16", [m for b in enc for m in (b.attention, b.feed_forward)], tf32=True, bf16_sdpa=True)
-
-
-def _set_sdpa(model, encoder=None, decoder=None):
-    for block in model.encoder.blocks:
-        block.attention.sdpa_dtype = encoder
-    for block in model.decoder.blocks:
-        block.attention.sdpa_dtype = block.cross_attention.sdpa_dtype = decoder
-    model._graphs.clear()
-
-
-def section_precision():
-    """SDPA in fp16 (10-bit mantissa) instead of bf16: error against fp32 and speed."""
-    model = _model()
-    for n_epochs, n_channels in ((2, 64), (8, 64), (32, 12)):
-        tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(n_epochs, n_channels, seed=1))
-        model.set_precision("fp32")
-        model.optimize(kernels=False, cuda_graphs=False)
-        ref = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)
-        model.set_precision("bf16")
-        model.optimize()
-        for label, enc, dec in (("bf16 sdpa", None, None), ("encoder sdpa fp16", torch.float16, None),
-                                ("all sdpa fp16", torch.float16, torch.float16)):
-            _set_sdpa(model, enc, dec)
-            run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
-            run()
-            warm, out = bench_gpu.timed(run, repeats=3)
-            enc_s, _ = bench_gpu.timed(lambda: model.encode(tokens, tok_idx), repeats=5)
-            print(f"precision {n_epochs}x{n_channels} {label}: rel L2 {float((out - ref).norm() / ref.norm()):.2e}  "
-                  f"{n_epochs / warm:.2f} ep/s  encode {enc_s * 1e3:.1f} ms", flush=True)
-        _set_sdpa(model)
-
-
-def section_fused_profile():
     from torch.profiler import ProfilerActivity, profile
     model = _model()
     model.cuda_graphs = False
@@ -335,17 +169,6 @@ def section_tf32():
         print(f"tf32 encode 64x64 {parts}: {enc * 1e3:.0f} ms", flush=True)
     model.encoder_tf32_parts = ()
     model.set_precision("bf16")
-
-
-def section_embed_final():
-    """The bench's 1 h x 64 ch embedding, first call and warm, with the final preprocessing."""
-    import json
-    model = _model()
-    first = bench_gpu.embed_hour(model)
-    warm = bench_gpu.embed_hour(model)
-    out = dict(gpu=torch.cuda.get_device_name(), embed_1h_64ch_first=first, embed_1h_64ch=warm)
-    print(json.dumps(out, indent=1), flush=True)
-    (Path(os.environ.get("OUT", ".")) / "embed_final.json").write_text(json.dumps(out, indent=2))
 
 
 def section_embed():

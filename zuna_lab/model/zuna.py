@@ -28,11 +28,15 @@ class ZunaModel(nn.Module):
 
     Notes
     -----
-    ``precision`` is "fp32" (exact, parity-tested) or "bf16": attention and SwiGLU GEMMs in bf16;
-    norms, RoPE, the sampler state and the 32-wide token/latent and time projections in fp32.
-    For ZUNA this stays within 2e-2 of the official bf16 autocast inference and closer to fp32.
-    On CUDA, :meth:`optimize` fuses projections and elementwise kernels and replays the whole
-    sampling loop as one CUDA graph.
+    ``precision`` is "fp32" (exact, parity-tested) or "bf16": attention and SwiGLU GEMMs in bf16,
+    except the encoder's attention projections (:attr:`encoder_tf32_parts`), which stay fp32 and run
+    as TF32 on CUDA; norms, residuals, RoPE, the sampler state and the 32-wide token/latent and time
+    projections in fp32. The encoder carries most of the bf16 error into the samples, and its
+    attention projections cost ~2 % of a reconstruction: with them in TF32 a 50-step ZUNA1.1
+    reconstruction stays about 1e-2 (relative L2) from fp32 (benchmarks/results/gpu.md). For ZUNA
+    this stays within 2e-2 of the official bf16 autocast inference and closer to fp32.
+    On CUDA, :meth:`optimize` switches on fused projections, the Triton kernels
+    (:mod:`zuna_lab.model.kernels`) and CUDA graphs of the whole sampling loop and of small encodes.
     """
 
     def __init__(self, config: ModelConfig):

@@ -32,6 +32,14 @@ def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.silu(a) * b
 
 
+def add_norm(h: torch.Tensor, delta: torch.Tensor, post: "RMSNorm | None", gain: torch.Tensor, eps: float,
+             out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton path: ``h += post(delta)`` (or ``+= delta`` without a post-norm), then ``rms_norm(h) * gain``."""
+    return kernels.add_rms_norm(h, delta, gain, eps, out_dtype=out_dtype,
+                                post_weight=None if post is None else post.weight,
+                                post_eps=0.0 if post is None else post.eps)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -211,15 +219,9 @@ class EncoderBlock(nn.Module):
         Returns (h, next_norm(h)), the second with ``next_gain`` — the next block's pre-norm
         or the final norm — so that each norm is fused with the residual add before it.
         """
-        post = self.attention_post_norm
-        h, x = kernels.add_rms_norm(h, self.attention.fused_forward(x, rope, attn_mask=attn_mask),
-                                    self.ffn_norm.weight, self.ffn_norm.eps, out_dtype=self.feed_forward.w1.weight.dtype,
-                                    post_weight=post.weight if post is not None else None,
-                                    post_eps=post.eps if post is not None else 0.0)
-        post = self.ffn_post_norm
-        return kernels.add_rms_norm(h, self.feed_forward.fused_forward(x), next_gain, next_eps, out_dtype=next_dtype,
-                                    post_weight=post.weight if post is not None else None,
-                                    post_eps=post.eps if post is not None else 0.0)
+        h, x = add_norm(h, self.attention.fused_forward(x, rope, attn_mask=attn_mask), self.attention_post_norm,
+                        self.ffn_norm.weight, self.ffn_norm.eps, self.feed_forward.w1.weight.dtype)
+        return add_norm(h, self.feed_forward.fused_forward(x), self.ffn_post_norm, next_gain, next_eps, next_dtype)
 
 
 class DecoderBlock(nn.Module):
@@ -281,18 +283,11 @@ class DecoderBlock(nn.Module):
 
         Returns (h, next_norm(h)) with ``next_gain`` (the next block's cross_x gain or the final norm).
         """
-        steps = ((self.cross_attention, cross_kv, cross_mask, self.cross_post_norm, g_attn, self.attention_norm.eps,
-                  self.attention.wq.weight.dtype),
-                 (self.attention, None, self_mask, self.attention_post_norm, g_ffn, self.ffn_norm.eps,
-                  self.feed_forward.w1.weight.dtype))
-        for attention, kv, mask, post, gain, eps, out_dtype in steps:
-            h, x = kernels.add_rms_norm(h, attention.fused_forward(x, rope, kv=kv, attn_mask=mask), gain, eps,
-                                        out_dtype=out_dtype, post_weight=post.weight if post is not None else None,
-                                        post_eps=post.eps if post is not None else 0.0)
-        post = self.ffn_post_norm
-        return kernels.add_rms_norm(h, self.feed_forward.fused_forward(x), next_gain, next_eps, out_dtype=next_dtype,
-                                    post_weight=post.weight if post is not None else None,
-                                    post_eps=post.eps if post is not None else 0.0)
+        h, x = add_norm(h, self.cross_attention.fused_forward(x, rope, kv=cross_kv, attn_mask=cross_mask),
+                        self.cross_post_norm, g_attn, self.attention_norm.eps, self.attention.wq.weight.dtype)
+        h, x = add_norm(h, self.attention.fused_forward(x, rope, attn_mask=self_mask), self.attention_post_norm,
+                        g_ffn, self.ffn_norm.eps, self.feed_forward.w1.weight.dtype)
+        return add_norm(h, self.feed_forward.fused_forward(x), self.ffn_post_norm, next_gain, next_eps, next_dtype)
 
 
 class FourierTimeEmbedding(nn.Module):

@@ -1,8 +1,9 @@
 """Diagnostics for the GPU fast path (benchmarks/bench.py is the benchmark): cold-start phases,
-SDPA backends, kernel-level profiles, the Triton kernels against PyTorch, per-case timings,
-the error and cost of TF32 encoder sub-layers, and a Python profile of the 1 h x 64 ch embedding.
+SDPA backends, kernel-level profiles, the Triton GEMMs with fused epilogues against cuBLAS per
+tile shape, whole reconstructions per option (time and error against fp32), the error and cost
+of TF32 encoder sub-layers, and a Python profile of the 1 h x 64 ch embedding's first call.
 
-    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile kernels timing tf32 embed
+    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile gemm model tf32 embed
 """
 import contextlib
 import cProfile
@@ -96,53 +97,96 @@ def section_profile():
         print(f"1x12 cross-kv budget {budget}: {warm * 1e3:.1f} ms (encode {enc * 1e3:.1f} ms)", flush=True)
 
 
-def section_kernels():
-    """The Triton kernels against PyTorch on the GPU (bf16), and their speed."""
+def section_gemm():
+    """The Triton GEMMs with fused epilogues against cuBLAS + the separate kernel, per tile shape."""
+    import torch.nn.functional as F
     import triton.testing
     from zuna_lab.model import kernels
-    from zuna_lab.model.layers import rms_norm, rope
     g = torch.Generator(device="cuda").manual_seed(0)
-    for bsz, seq in ((1, 480), (1, 960), (4, 480)):
-        q, k, v = (torch.randn(bsz, seq, 8, 64, device="cuda", generator=g).bfloat16() for _ in range(3))
-        ref = torch.nn.functional.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
-        ref32 = torch.nn.functional.scaled_dot_product_attention(*(t.float().transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
-        out = kernels.attention(q, k, v)
-        ours = triton.testing.do_bench(lambda: kernels.attention(q, k, v))
-        theirs = triton.testing.do_bench(lambda: torch.nn.functional.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v))))
-        print(f"attention B={bsz} S={seq}: vs fp32 ours {float((out.float() - ref32).norm() / ref32.norm()):.2e} "
-              f"sdpa {float((ref.float() - ref32).norm() / ref32.norm()):.2e}; {ours * 1e3:.1f} us vs sdpa {theirs * 1e3:.1f} us", flush=True)
-    for rows in (480, 15360, 20480):
-        x = torch.randn(1, rows, 24 * 64, device="cuda", generator=g).bfloat16()
-        cos, sin = (torch.rand(1, rows, 32, device="cuda", generator=g) for _ in range(2))
-        gain = torch.rand(64, device="cuda", generator=g) + 0.5
-        q, k, v = kernels.rope_heads(x, cos, sin, n_q=8, n_k=8, n_v=8, head_dim=64, q_gain=gain, k_gain=gain)
-        ref = rope(rms_norm(x[..., :512].float().view(1, rows, 8, 64), gain, 1e-5).transpose(1, 2),
-                   cos.unsqueeze(1), sin.unsqueeze(1)).transpose(1, 2)
-        ms = triton.testing.do_bench(lambda: kernels.rope_heads(x, cos, sin, n_q=8, n_k=8, n_v=8, head_dim=64, q_gain=gain, k_gain=gain))
-        print(f"rope rows={rows}: max err {float((q.float() - ref).abs().max()):.3e}, {ms * 1e3:.1f} us, "
-              f"{rows * 24 * 64 * 2 * 2 / ms / 1e9:.0f} GB/s", flush=True)
+    big = [(128, 128, 64, 8, 8, 3), (128, 128, 64, 8, 8, 4), (128, 64, 64, 8, 4, 4), (64, 128, 64, 8, 4, 4),
+           (128, 128, 32, 8, 8, 5), (128, 64, 64, 8, 8, 4)]
+    small = [(64, 64, 64, 8, 4, 4), (64, 128, 64, 8, 4, 3), (32, 64, 64, 8, 4, 4), (64, 32, 64, 8, 4, 4),
+             (16, 64, 64, 8, 4, 4), (32, 32, 64, 8, 4, 4)]
+    rope_big = [(128, None, 64, 8, 4, 4), (128, None, 64, 8, 8, 4), (256, None, 64, 8, 8, 3), (64, None, 64, 8, 4, 4),
+                (128, None, 128, 8, 8, 3)]
+    rope_small = [(64, None, 64, 8, 4, 4), (32, None, 64, 8, 4, 4), (64, None, 128, 8, 4, 3), (16, None, 64, 8, 4, 4),
+                  (32, None, 128, 8, 4, 3)]
+    gain = torch.rand(64, device="cuda", generator=g) + 0.5
+    for rows in (480, 15360, 20480, 102400):
+        for dtype in ((torch.bfloat16, torch.float32) if rows == 102400 else (torch.bfloat16,)):
+            x = torch.randn(rows, 1024, device="cuda", generator=g).to(dtype)
+            w13 = (0.03 * torch.randn(2 * 2816, 1024, device="cuda", generator=g)).to(dtype)
+            flops = 2 * rows * 1024 * 2 * 2816
+            with contextlib.nullcontext():
+                torch.backends.cuda.matmul.allow_tf32 = dtype == torch.float32
+                a, b = F.linear(x.double(), w13.double()).chunk(2, -1)
+                ref = (F.silu(a) * b)
+                base = kernels.swiglu(F.linear(x, w13))
+                t_base = triton.testing.do_bench(lambda: kernels.swiglu(F.linear(x, w13)))
+                line = (f"swiglu rows={rows} {dtype}: cublas+kernel {t_base * 1e3:.1f}us ({flops / t_base / 1e9:.0f}TF) "
+                        f"err {float((base.double() - ref).norm() / ref.norm()):.2e} |")
+                for tiles in (big if rows >= 4096 else small):
+                    try:
+                        out = kernels.matmul_swiglu(x, w13, tiles=tiles)
+                        t = triton.testing.do_bench(lambda: kernels.matmul_swiglu(x, w13, tiles=tiles))
+                        line += f" {tiles[:3]}w{tiles[4]}s{tiles[5]} {t * 1e3:.1f}us err {float((out.double() - ref).norm() / ref.norm()):.1e} |"
+                    except Exception as err:  # noqa: BLE001
+                        line += f" {tiles} failed {str(err)[:80]} |"
+                print(line, flush=True)
+                cos, sin = (torch.rand(1, rows, 32, device="cuda", generator=g) for _ in range(2))
+                for name, n_q, n_k, n_v in (("qkv", 8, 8, 8), ("q", 8, 0, 0), ("kv", 0, 8, 8)):
+                    w = (0.03 * torch.randn((n_q + n_k + n_v) * 64, 1024, device="cuda", generator=g)).to(dtype)
+                    heads = dict(n_q=n_q, n_k=n_k, n_v=n_v, head_dim=64, q_gain=gain if n_q else None,
+                                 k_gain=gain if n_k else None, out_dtype=torch.bfloat16)
+                    x3 = x.view(1, rows, 1024)
+                    t_base = triton.testing.do_bench(lambda: kernels.rope_heads(F.linear(x3, w), cos, sin, **heads))
+                    base = kernels.rope_heads(F.linear(x3, w), cos, sin, **heads)
+                    line = f"rope-{name} rows={rows} {dtype}: cublas+kernel {t_base * 1e3:.1f}us |"
+                    for tiles in (rope_big if rows >= 4096 else rope_small):
+                        try:
+                            out = kernels.matmul_rope_heads(x3, w, cos, sin, tiles=tiles, **heads)
+                            t = triton.testing.do_bench(lambda: kernels.matmul_rope_heads(x3, w, cos, sin, tiles=tiles, **heads))
+                            diff = max(float((o.float() - r.float()).abs().max()) for o, r in zip(out, base))
+                            line += f" {tiles[0]},{tiles[2]}w{tiles[4]}s{tiles[5]} {t * 1e3:.1f}us d{diff:.1e} |"
+                        except Exception as err:  # noqa: BLE001
+                            line += f" {tiles} failed {str(err)[:80]} |"
+                    print(line, flush=True)
+            torch.backends.cuda.matmul.allow_tf32 = False
 
 
-def section_timing():
-    """All cases through the default fast path; 1x12 also without the small-attention kernel."""
-    from zuna_lab.model import kernels
+def _case_error(model, tokens, tok_idx, noise, reference):
+    out = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)
+    return float((out - reference).norm() / reference.norm())
+
+
+def section_model():
+    """Whole reconstructions: GEMM epilogues on/off x TF32 encoder parts, time and error against fp32."""
     model = _model()
-    for n_epochs, n_channels in ((1, 12), (32, 12), (8, 64), (2, 128)):
-        tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(n_epochs, n_channels))
-        run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
-        run()
-        warm, _ = bench_gpu.timed(run, repeats=10 if n_epochs == 1 else 3)
-        enc, _ = bench_gpu.timed(lambda: model.encode(tokens, tok_idx), repeats=5)
-        print(f"timing {n_epochs}x{n_channels}: {warm * 1e3:.1f} ms {n_epochs / warm:.2f} ep/s "
-              f"{bench_gpu.flops_reconstruct(n_epochs, n_channels) / warm / 1e12:.0f} TFLOP/s (encode {enc * 1e3:.1f} ms)", flush=True)
-    tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(1, 12))
-    kernels.SMALL_ATTENTION_ROWS = 0
-    model._graphs.clear()
-    run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
-    run()
-    warm, _ = bench_gpu.timed(run, repeats=10)
-    print(f"timing 1x12 with cuDNN SDPA only: {warm * 1e3:.1f} ms", flush=True)
-    kernels.SMALL_ATTENTION_ROWS = 2048
+    cases = [(1, 12, 0), (1, 12, 1), (32, 12, 0), (8, 64, 0), (8, 64, 1)]
+    inputs, refs = {}, {}
+    model.set_precision("fp32")
+    model.optimize(kernels=False, cuda_graphs=False)
+    for case in cases:
+        inputs[case] = [t.cuda() for t in bench_gpu.make_inputs(*case)]
+        tokens, tok_idx, noise = inputs[case]
+        refs[case] = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)
+    for parts in (("attention",), ("attention", "feed_forward")):
+        for epilogues in (False, True):
+            model.encoder_tf32_parts = parts
+            model.set_precision("bf16")
+            model.optimize(gemm_epilogues=epilogues)
+            for case in cases:
+                tokens, tok_idx, noise = inputs[case]
+                error = _case_error(model, tokens, tok_idx, noise, refs[case])
+                line = f"model {case[0]}x{case[1]} seed {case[2]} tf32={'+'.join(parts)} epilogues={epilogues}: err {error:.3e}"
+                if case[2] == 0:
+                    run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
+                    warm, _ = bench_gpu.timed(run, repeats=10 if case[0] == 1 else 3)
+                    enc, _ = bench_gpu.timed(lambda: model.encode(tokens, tok_idx), repeats=5)
+                    line += (f" {warm * 1e3:.1f} ms {case[0] / warm:.2f} ep/s "
+                             f"{bench_gpu.flops_reconstruct(case[0], case[1]) / warm / 1e12:.0f} TFLOP/s encode {enc * 1e3:.1f} ms")
+                print(line, flush=True)
+    model.encoder_tf32_parts = ("attention",)
 
 
 def section_tf32():
@@ -171,18 +215,37 @@ def section_tf32():
     model.set_precision("bf16")
 
 
-def section_embed():
-    model = _model()
-    bench_gpu.embed_hour(model)        # warm-up: file, compile, allocator
-    prof = cProfile.Profile()
-    start = time.perf_counter()
+EMBED_CHILD = r"""
+import cProfile, io, pstats, sys, time
+import torch
+sys.path[:0] = [sys.argv[1], sys.argv[2]]
+import zuna_lab, bench
+model = zuna_lab.load_model(bench.CKPT, device="cuda", dtype="bf16")
+model.encoder_tf32_parts = tuple(p for p in sys.argv[3].split(",") if p)
+model.set_precision("bf16")
+tokens, tok_idx, noise = (t.cuda() for t in bench.make_inputs(1, 12))
+model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)
+torch.cuda.synchronize()
+prof = cProfile.Profile()
+if sys.argv[4] == "profile":
     prof.enable()
-    result = bench_gpu.embed_hour(model)
-    prof.disable()
-    print("embed 1h", result, "wall", time.perf_counter() - start)
-    buf = io.StringIO()
-    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(40)
-    print(buf.getvalue()[:12000], flush=True)
+first = bench.embed_hour(model)
+prof.disable()
+warm = bench.embed_hour(model)
+print("embed tf32", model.encoder_tf32_parts, "first", first, "warm", warm, flush=True)
+buf = io.StringIO()
+pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(30)
+print(buf.getvalue()[:6000], flush=True)
+"""
+
+
+def section_embed():
+    """1 h x 64 ch embedding in fresh processes (after one reconstruction): first call profiled, then warm."""
+    bench_gpu.write_checkpoint_ours()
+    for parts, profiled in (("attention", "profile"), ("attention,feed_forward", "no")):
+        done = subprocess.run([sys.executable, "-c", EMBED_CHILD, str(HERE.parent), str(HERE), parts, profiled],
+                              capture_output=True, text=True)
+        print(done.stdout[-7000:], done.stderr[-2000:], flush=True)
 
 
 if __name__ == "__main__":

@@ -72,10 +72,43 @@ def test_swiglu_and_scale_columns_match_reference():
     torch.testing.assert_close(kernels.scale_columns(weight, gain), weight * gain)
 
 
-@pytest.mark.parametrize("variant", ["ZUNA", "ZUNA1.1"])
-def test_fused_model_path_equals_reference_path(variant):
+@pytest.mark.parametrize("tiles", [None, (16, 32, 64, 2, 4, 2)])
+def test_matmul_swiglu_matches_reference(tiles):
+    # 50 rows and 48 hidden units: neither a whole number of tiles
+    x, w13 = randn(2, 25, 128, seed=1), randn(2 * 48, 128, seed=2) / 8
+    a, b = torch.nn.functional.linear(x, w13).chunk(2, dim=-1)
+    out = kernels.matmul_swiglu(x, w13, tiles=tiles)
+    assert out.shape == (2, 25, 48)
+    torch.testing.assert_close(out, torch.nn.functional.silu(a) * b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+@pytest.mark.parametrize("heads", [(4, 2, 2), (4, 0, 0), (0, 2, 2)])
+def test_matmul_rope_heads_matches_projection_then_rope_heads(qk_norm, heads):
+    n_q, n_k, n_v = heads
+    head_dim = 16
+    x = randn(2, 25, 128, seed=1)
+    weight = randn((n_q + n_k + n_v) * head_dim, 128, seed=2) / 8
+    cos, sin = randn(2, 25, head_dim // 2, seed=5), randn(2, 25, head_dim // 2, seed=6)
+    gains = dict(q_gain=randn(head_dim, seed=7) if qk_norm and n_q else None,
+                 k_gain=randn(head_dim, seed=8) if qk_norm and n_k else None)
+    fused = kernels.matmul_rope_heads(x, weight, cos, sin, n_q=n_q, n_k=n_k, n_v=n_v, head_dim=head_dim,
+                                      tiles=(16, None, 64, 2, 4, 2), **gains)
+    expected = kernels.rope_heads(torch.nn.functional.linear(x, weight), cos, sin, n_q=n_q, n_k=n_k, n_v=n_v,
+                                  head_dim=head_dim, **gains)
+    assert len(fused) == len(expected)
+    for ours, theirs in zip(fused, expected):
+        assert ours.shape == theirs.shape and ours.is_contiguous()
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant,gemm_epilogues", [("ZUNA", False), ("ZUNA1.1", False),
+                                                    ("ZUNA", True), ("ZUNA1.1", True)])
+def test_fused_model_path_equals_reference_path(variant, gemm_epilogues):
     """encode + sample through the kernels compute the reference function (fp32), cached K/V or not."""
-    config = ModelConfig.from_hf({"dim": 32, "n_layers": 2, "head_dim": 8, "n_heads": 4}, variant=variant)
+    # dim 64 / head_dim 16: sizes the GEMMs with fused epilogues take (dim 32 / 8 fall back)
+    size = dict(dim=64, head_dim=16) if gemm_epilogues else dict(dim=32, head_dim=8)
+    config = ModelConfig.from_hf({**size, "n_layers": 2, "n_heads": 4}, variant=variant)
     model = random_model(config).to(DEVICE).eval()
     tokens = (0.1 * randn(2, 12, 32, seed=1)).clamp(-1, 1)
     tok_idx = torch.randint(0, 30, (2, 12, 4), generator=torch.Generator().manual_seed(2)).to(DEVICE)
@@ -83,8 +116,10 @@ def test_fused_model_path_equals_reference_path(variant):
     model.optimize(kernels=False, cuda_graphs=False)
     latents = model.encode(tokens, tok_idx)
     expected = model.sample(latents, tok_idx, noise=noise, steps=2, cfg=1.5)
-    model.optimize(kernels=True, cuda_graphs=False)
+    model.optimize(kernels=True, gemm_epilogues=gemm_epilogues, cuda_graphs=False)
     assert model.use_kernels
+    assert model.decoder.blocks[0].feed_forward.gemm_epilogue == gemm_epilogues
+    assert kernels.gemm_fusable(config.dim, config.head_dim) == gemm_epilogues
     torch.testing.assert_close(model.encode(tokens, tok_idx), latents, rtol=1e-4, atol=1e-5)
     cached = model.sample(latents, tok_idx, noise=noise, steps=2, cfg=1.5)      # K/V of all steps up front
     model.cross_kv_budget = 0                                                   # K/V formed every step

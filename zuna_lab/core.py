@@ -281,20 +281,50 @@ def embed(data, model=None, *, segment_duration=None, bad_channels=None, use_ann
     masks = np.zeros((n_epochs, n_channels, max_tokens), bool)
     batch_size = batch_size or _auto_batch_size(model, n_channels * max_tokens)
     bar = _Progress(n_epochs, "embed", progress if progress is not None else n_epochs > 50)
+
+    def store(indices, latents, epoch_masks, n_tokens):
+        grid = detokenize(latents(), n_channels, n_tokens * model.config.latent_dim, variant=model.variant)
+        embedding[indices, :, :n_tokens] = grid.reshape(len(indices), n_channels, n_tokens, -1)
+        masks[indices, :, :n_tokens] = epoch_masks
+        bar.update(len(indices))
+
+    pending = None
     for indices in _batches(prep, batch_size):
         epochs = np.stack([_epoch_inputs(prep, i) for i in indices])
         epoch_masks = np.stack([prep.masks[i] for i in indices])
         tokens, tok_idx = tokenize(epochs, prep.ch_pos, variant=model.variant, mask=epoch_masks)
-        latents = model.encode(torch.from_numpy(tokens), torch.from_numpy(tok_idx)).cpu().numpy()
-        n_tokens = epochs.shape[-1] // spt
-        grid = detokenize(latents, n_channels, n_tokens * model.config.latent_dim, variant=model.variant)
-        embedding[indices, :, :n_tokens] = grid.reshape(len(indices), n_channels, n_tokens, -1)
-        masks[indices, :, :n_tokens] = epoch_masks
-        bar.update(len(indices))
+        latents = _to_host_later(model.encode(torch.from_numpy(tokens), torch.from_numpy(tok_idx)))
+        # On a GPU the encode runs asynchronously: the previous batch is copied back and the next
+        # one tokenised while it computes.
+        if pending is not None:
+            store(*pending)
+        pending = (indices, latents, epoch_masks, epochs.shape[-1] // spt)
+    if pending is not None:
+        store(*pending)
     attrs = datasets.provenance(model, pre, source=_source_name(data))
     return datasets.embedding_dataset(embedding, masks, ch_names=prep.ch_names, ch_pos=prep.ch_pos,
                                       epoch_start=pre.epoch_start, samples_per_token=spt, sfreq=pre.sfreq,
                                       attrs=attrs, added=prep.added)
+
+
+def _to_host_later(tensor):
+    """Start copying a GPU result to pinned host memory; returns a function that waits for it as NumPy.
+
+    The copy is queued right behind the work that produces ``tensor``, so waiting for it does not
+    wait for work queued later (the next batch).
+    """
+    if tensor.device.type != "cuda":
+        return lambda: tensor.numpy()
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+
+    def wait():
+        done.synchronize()
+        return host.numpy()
+
+    return wait
 
 
 def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=None, bad_segments=None,

@@ -113,6 +113,93 @@ if triton is not None:
         tl.store(out_ptr + row * n_cols + cols, (w * gain).to(out_ptr.dtype.element_ty), mask=mask)
 
 
+    @triton.jit
+    def _tile_ids(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+        # Grouped order: GROUP_M row tiles share each weight tile while it is in L2.
+        pid = tl.program_id(0)
+        n_tiles_m = tl.cdiv(M, BLOCK_M)
+        n_tiles_n = tl.cdiv(N, BLOCK_N)
+        per_group = GROUP_M * n_tiles_n
+        first_m = (pid // per_group) * GROUP_M
+        group_m = min(n_tiles_m - first_m, GROUP_M)
+        pid_m = first_m + (pid % per_group) % group_m
+        pid_n = (pid % per_group) // group_m
+        return pid_m, pid_n
+
+    @triton.jit
+    def _matmul_swiglu_kernel(x_ptr, w_ptr, out_ptr, M, H, K,
+                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                              GROUP_M: tl.constexpr):
+        # out[m, n] = silu(x[m] . w[n]) * (x[m] . w[H + n]); w = [w1; w3] as stored by nn.Linear.
+        pid_m, pid_n = _tile_ids(M, H, BLOCK_M, BLOCK_N, GROUP_M)
+        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        ks = tl.arange(0, BLOCK_K)
+        # Out-of-range rows/cols are wrapped (not masked) so the loads in the loop stay unmasked.
+        x_ptrs = x_ptr + (rows % M).to(tl.int64)[:, None] * K + ks[None, :]
+        a_ptrs = w_ptr + (cols % H).to(tl.int64)[None, :] * K + ks[:, None]
+        b_ptrs = a_ptrs + H.to(tl.int64) * K
+        acc_a = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        acc_b = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for _ in range(0, K // BLOCK_K):
+            x = tl.load(x_ptrs)
+            acc_a = tl.dot(x, tl.load(a_ptrs), acc_a)
+            acc_b = tl.dot(x, tl.load(b_ptrs), acc_b)
+            x_ptrs += BLOCK_K
+            a_ptrs += BLOCK_K
+            b_ptrs += BLOCK_K
+        out = acc_a * tl.sigmoid(acc_a) * acc_b
+        live = (rows < M)[:, None] & (cols < H)[None, :]
+        tl.store(out_ptr + rows.to(tl.int64)[:, None] * H + cols[None, :], out.to(out_ptr.dtype.element_ty),
+                 mask=live)
+
+    @triton.jit
+    def _norm_rotate_store(acc, dst_ptrs, live, gain_ptr, cos, sin, eps, BLOCK_M: tl.constexpr,
+                           HALF: tl.constexpr, QK_NORM: tl.constexpr):
+        if QK_NORM:
+            inv = tl.rsqrt(tl.sum(acc * acc, axis=1) / (2 * HALF) + eps)[:, None]
+            acc = acc * inv * tl.load(gain_ptr + tl.arange(0, 2 * HALF))[None, :].to(tl.float32)
+        even, odd = tl.split(tl.reshape(acc, (BLOCK_M, HALF, 2)))
+        out = tl.reshape(tl.join(even * cos - odd * sin, even * sin + odd * cos), (BLOCK_M, 2 * HALF))
+        tl.store(dst_ptrs, out.to(dst_ptrs.dtype.element_ty), mask=live)
+
+    @triton.jit
+    def _matmul_rope_heads_kernel(x_ptr, w_ptr, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr,
+                                  q_out_ptr, k_out_ptr, v_out_ptr, M, K, eps,
+                                  NQ: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr, HALF: tl.constexpr,
+                                  QK_NORM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+                                  GROUP_M: tl.constexpr):
+        # One tile column per head: the projection of rows to head ``pid_n`` of [q; k; v], then the
+        # per-head QK-norm and RoPE in registers, stored straight into the q/k/v buffers.
+        HEAD: tl.constexpr = 2 * HALF
+        pid_m, head = _tile_ids(M, (NQ + NK + NV) * HEAD, BLOCK_M, HEAD, GROUP_M)
+        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = tl.arange(0, HEAD)
+        ks = tl.arange(0, BLOCK_K)
+        x_ptrs = x_ptr + (rows % M).to(tl.int64)[:, None] * K + ks[None, :]
+        w_ptrs = w_ptr + (head * HEAD + cols).to(tl.int64)[None, :] * K + ks[:, None]
+        acc = tl.zeros((BLOCK_M, HEAD), dtype=tl.float32)
+        for _ in range(0, K // BLOCK_K):
+            acc = tl.dot(tl.load(x_ptrs), tl.load(w_ptrs), acc)
+            x_ptrs += BLOCK_K
+            w_ptrs += BLOCK_K
+        live = (rows < M)[:, None]
+        row64 = rows.to(tl.int64)[:, None]
+        if head < NQ + NK:
+            pairs = tl.arange(0, HALF)
+            cos = tl.load(cos_ptr + row64 * HALF + pairs[None, :], mask=live, other=0.0)
+            sin = tl.load(sin_ptr + row64 * HALF + pairs[None, :], mask=live, other=0.0)
+            if head < NQ:
+                _norm_rotate_store(acc, q_out_ptr + row64 * (NQ * HEAD) + head * HEAD + cols[None, :], live,
+                                   q_gain_ptr, cos, sin, eps, BLOCK_M, HALF, QK_NORM)
+            else:
+                _norm_rotate_store(acc, k_out_ptr + row64 * (NK * HEAD) + (head - NQ) * HEAD + cols[None, :],
+                                   live, k_gain_ptr, cos, sin, eps, BLOCK_M, HALF, QK_NORM)
+        else:
+            dst = v_out_ptr + row64 * (NV * HEAD) + (head - NQ - NK) * HEAD + cols[None, :]
+            tl.store(dst, acc.to(v_out_ptr.dtype.element_ty), mask=live)
+
+
 def _warps(block: int) -> int:
     return 4 if block <= 1024 else 8
 
@@ -189,3 +276,67 @@ def scale_columns(weight: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
     _scale_columns_kernel[(n_rows, triton.cdiv(n_cols, block))](weight, gain.contiguous(), out, n_cols,
                                                                   BLOCK=block, num_warps=4)
     return out
+
+
+# Tile shapes of the GEMMs with fused epilogues: (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, warps, stages),
+# chosen by row count; fp32 (TF32) operands take half the K depth to fit shared memory.
+GEMM_TILES = {
+    ("swiglu", "large"): (128, 128, 64, 8, 8, 3),
+    ("swiglu", "small"): (64, 64, 64, 8, 4, 4),
+    ("rope", "large"): (128, None, 64, 8, 4, 4),
+    ("rope", "small"): (64, None, 64, 8, 4, 4),
+}
+#: Row count from which the large tiles are used.
+GEMM_LARGE_ROWS = 4096
+
+
+def _tiles(kind: str, rows: int, dtype: torch.dtype, tiles=None):
+    block_m, block_n, block_k, group_m, warps, stages = tiles or GEMM_TILES[kind, "large" if rows >= GEMM_LARGE_ROWS else "small"]
+    if dtype == torch.float32:
+        block_k, stages = block_k // 2, max(2, stages - 1)
+    return block_m, block_n, block_k, group_m, warps, stages
+
+
+def gemm_fusable(in_features: int, head_dim: int | None = None) -> bool:
+    """Whether the GEMMs with fused epilogues take these sizes (whole K tiles, power-of-2 heads >= 16)."""
+    if in_features % 64:
+        return False
+    return head_dim is None or (head_dim >= 16 and head_dim & (head_dim - 1) == 0)
+
+
+def matmul_swiglu(x: torch.Tensor, w13: torch.Tensor, *, tiles=None) -> torch.Tensor:
+    """``silu(x @ w1.T) * (x @ w3.T)`` with ``w13 = [w1; w3]``, one GEMM; the product is formed from
+    the fp32 accumulators (no rounding of the two halves) and rounded once to x's dtype."""
+    *lead, k = x.shape
+    x2 = x.reshape(-1, k)
+    assert x2.is_contiguous() and w13.is_contiguous() and x.dtype == w13.dtype
+    rows, hidden = x2.shape[0], w13.shape[0] // 2
+    block_m, block_n, block_k, group_m, warps, stages = _tiles("swiglu", rows, x.dtype, tiles)
+    out = torch.empty(rows, hidden, device=x.device, dtype=x.dtype)
+    grid = (triton.cdiv(rows, block_m) * triton.cdiv(hidden, block_n),)
+    _matmul_swiglu_kernel[grid](x2, w13, out, rows, hidden, k, BLOCK_M=block_m, BLOCK_N=block_n,
+                                BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps, num_stages=stages)
+    return out.view(*lead, hidden)
+
+
+def matmul_rope_heads(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *,
+                      n_q: int, n_k: int, n_v: int, head_dim: int, q_gain: torch.Tensor | None = None,
+                      k_gain: torch.Tensor | None = None, qk_eps: float = 1e-5,
+                      out_dtype: torch.dtype | None = None, tiles=None) -> list[torch.Tensor]:
+    """:func:`rope_heads` of ``x @ weight.T`` in one kernel: the projection, QK-norm and RoPE of each
+    head are one GEMM tile and its epilogue, so the fused projection never goes to memory."""
+    bsz, seqlen, k = x.shape
+    assert weight.shape == ((n_q + n_k + n_v) * head_dim, k) and x.is_contiguous() and weight.is_contiguous()
+    rows = bsz * seqlen
+    out_dtype = out_dtype or x.dtype
+    outs = [torch.empty(bsz, seqlen, n, head_dim, device=x.device, dtype=out_dtype) for n in (n_q, n_k, n_v)]
+    block_m, _, block_k, group_m, warps, stages = _tiles("rope", rows, x.dtype, tiles)
+    dummy = cos
+    grid = (triton.cdiv(rows, block_m) * (n_q + n_k + n_v),)
+    _matmul_rope_heads_kernel[grid](
+        x, weight, cos.contiguous(), sin.contiguous(),
+        q_gain if q_gain is not None else dummy, k_gain if k_gain is not None else dummy,
+        outs[0], outs[1], outs[2], rows, k, float(qk_eps),
+        NQ=n_q, NK=n_k, NV=n_v, HALF=head_dim // 2, QK_NORM=q_gain is not None or k_gain is not None,
+        BLOCK_M=block_m, BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps, num_stages=stages)
+    return [out for out, n in zip(outs, (n_q, n_k, n_v)) if n]

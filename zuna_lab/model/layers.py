@@ -70,6 +70,7 @@ class SwiGLU(nn.Module):
         self.w3 = nn.Linear(dim, hidden, bias=False)
         self.w2 = nn.Linear(hidden, dim, bias=False)
         self.w13 = None     # fused [w1; w3] for one wide GEMM (see fuse())
+        self.gemm_epilogue = False  # Triton path: silu(a) * b in the w13 GEMM's epilogue
 
     def fuse(self):
         self.w13 = torch.cat([self.w1.weight, self.w3.weight]).detach()
@@ -82,9 +83,12 @@ class SwiGLU(nn.Module):
         return self.w2(swiglu(self.w1(x), self.w3(x)))
 
     def fused_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Triton path: one GEMM for w1/w3, one kernel for silu(a) * b."""
+        """Triton path: one GEMM for w1/w3 and silu(a) * b (fused, or a second kernel)."""
         weight = self.w2.weight
-        return F.linear(kernels.swiglu(F.linear(x.to(weight.dtype), self.w13)), weight)
+        x = x.to(weight.dtype)
+        if self.gemm_epilogue and kernels.gemm_fusable(x.shape[-1]):
+            return F.linear(kernels.matmul_swiglu(x, self.w13), weight)
+        return F.linear(kernels.swiglu(F.linear(x, self.w13)), weight)
 
 
 def rope_angles(tok_idx: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,6 +120,7 @@ class Attention(nn.Module):
         self.wqkv = None    # fused [wq; wk; wv] for self-attention (see fuse())
         self.wkv = None     # fused [wk; wv] for cross-attention
         self.sdpa_dtype = None  # dtype of q, k, v inside SDPA; None: the projections' dtype
+        self.gemm_epilogue = False  # Triton path: QK-norm + RoPE in the projection GEMM's epilogue
 
     def fuse(self):
         self.wqkv = torch.cat([self.wq.weight, self.wk.weight, self.wv.weight]).detach()
@@ -156,16 +161,23 @@ class Attention(nn.Module):
     def _qk_gains(self):
         return (self.q_norm.weight, self.k_norm.weight) if self.q_norm is not None else (None, None)
 
+    def _project_heads(self, x: torch.Tensor, weight: torch.Tensor, rope: tuple, n_q: int, n_k: int, n_v: int):
+        """Heads of ``x @ weight.T``: QK-normed, rotated queries/keys and values (Triton path)."""
+        q_gain, k_gain = self._qk_gains()
+        heads = dict(n_q=n_q, n_k=n_k, n_v=n_v, head_dim=self.head_dim, q_gain=q_gain if n_q else None,
+                     k_gain=k_gain if n_k else None, out_dtype=self.sdpa_dtype)
+        x = x.to(weight.dtype)
+        if self.gemm_epilogue and kernels.gemm_fusable(x.shape[-1], self.head_dim):
+            return kernels.matmul_rope_heads(x.contiguous(), weight, *rope, **heads)
+        return kernels.rope_heads(F.linear(x, weight), *rope, **heads)
+
     def fused_kv(self, context: torch.Tensor, rope: tuple, weight: torch.Tensor | None = None) -> tuple:
         """Cross-attention keys (QK-normed, rotated) and values [B, S, kv_heads, D] of a normed context.
 
         ``weight`` replaces the fused [wk; wv] (e.g. with a norm gain folded in).
         """
-        _, k_gain = self._qk_gains()
         weight = self.wkv if weight is None else weight
-        kv = F.linear(context.to(weight.dtype), weight)
-        return tuple(kernels.rope_heads(kv, *rope, n_q=0, n_k=self.n_kv_heads, n_v=self.n_kv_heads,
-                                        head_dim=self.head_dim, k_gain=k_gain, out_dtype=self.sdpa_dtype))
+        return tuple(self._project_heads(context, weight, rope, 0, self.n_kv_heads, self.n_kv_heads))
 
     def fused_forward(self, x: torch.Tensor, rope: tuple, kv: tuple | None = None,
                       attn_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -175,15 +187,10 @@ class Attention(nn.Module):
         values from :meth:`fused_kv`; None for self-attention.
         """
         bsz, q_len, _ = x.shape
-        x = x.to(self.wq.weight.dtype)
-        q_gain, k_gain = self._qk_gains()
         if kv is None:
-            q, k, v = kernels.rope_heads(F.linear(x, self.wqkv), *rope, n_q=self.n_heads, n_k=self.n_kv_heads,
-                                         n_v=self.n_kv_heads, head_dim=self.head_dim, q_gain=q_gain, k_gain=k_gain,
-                                         out_dtype=self.sdpa_dtype)
+            q, k, v = self._project_heads(x, self.wqkv, rope, self.n_heads, self.n_kv_heads, self.n_kv_heads)
         else:
-            (q,) = kernels.rope_heads(F.linear(x, self.wq.weight), *rope, n_q=self.n_heads, n_k=0, n_v=0,
-                                      head_dim=self.head_dim, q_gain=q_gain, out_dtype=self.sdpa_dtype)
+            (q,) = self._project_heads(x, self.wq.weight, rope, self.n_heads, 0, 0)
             k, v = kv
         out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                              attn_mask=attn_mask, enable_gqa=self.n_kv_heads != self.n_heads)

@@ -102,7 +102,8 @@ class ZunaModel(nn.Module):
             self._fuse()
         return self
 
-    def optimize(self, *, fused_projections=True, kernels=None, compile_blocks=False, cuda_graphs=None) -> "ZunaModel":
+    def optimize(self, *, fused_projections=True, kernels=None, gemm_epilogues=None, compile_blocks=False,
+                 cuda_graphs=None) -> "ZunaModel":
         """Speed options (defaults: all but compile_blocks on for CUDA, fused projections elsewhere).
 
         fused_projections: one GEMM for Q, K, V of self-attention, one for K, V of cross-attention
@@ -110,6 +111,9 @@ class ZunaModel(nn.Module):
         kernels: the Triton fast path: residual adds fused with the norms around them, QK-norm
             with 4-D RoPE, SwiGLU, each one kernel (:mod:`zuna_lab.model.kernels`); needs
             fused_projections and Triton. Compiles in seconds, cached on disk by Triton.
+        gemm_epilogues: with kernels, Triton GEMMs that finish the projection in their epilogue —
+            QK-norm + RoPE of each head, and SwiGLU's silu(a) * b — instead of cuBLAS GEMMs
+            followed by those kernels (default: on with kernels).
         compile_blocks: torch.compile each transformer block instead (used only without kernels;
             slower to start, kept for comparison).
         cuda_graphs: capture the whole sampling loop once per shape and replay it.
@@ -132,6 +136,12 @@ class ZunaModel(nn.Module):
                                      "(or TRITON_INTERPRET=1 for CPU tests).")
             wanted = False
         self.use_kernels = wanted
+        epilogues = self.use_kernels if gemm_epilogues is None else bool(gemm_epilogues) and self.use_kernels
+        from .layers import Attention, SwiGLU
+
+        for module in self.modules():
+            if isinstance(module, (Attention, SwiGLU)):
+                module.gemm_epilogue = epilogues
         if compile_blocks and not self.use_kernels:
             from torch import _dynamo
 
@@ -167,8 +177,8 @@ class ZunaModel(nn.Module):
     def encode(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
         """Latents [B, S, 32] (float32) of tokens [B, S, 32] (÷ data_norm, clipped, masked = 0) at tok_idx [B, S, 4]."""
         self._check_inputs(tokens, tok_idx, "tokens")
-        tokens = tokens.to(self.device, torch.float32)
-        tok_idx = tok_idx.to(self.device, torch.long)
+        tokens = _to_device(tokens, self.device, torch.float32)
+        tok_idx = _to_device(tok_idx, self.device, torch.long)
         forward = self.encoder.fused_forward if self.use_kernels else self.encoder
         with _tf32(self.precision == "bf16" and bool(self.encoder_tf32_parts)):
             if self.cuda_graphs and self.device.type == "cuda" and tokens.shape[0] * tokens.shape[1] <= self.graph_encode_tokens:
@@ -195,9 +205,9 @@ class ZunaModel(nn.Module):
                                 device=generator.device if generator is not None else "cpu")
         elif tuple(noise.shape) != shape:
             raise ZunaValueError(f"noise must have shape {list(shape)}, got {list(noise.shape)}.")
-        latents = latents.to(self.device, torch.float32)
-        tok_idx = tok_idx.to(self.device, torch.long)
-        z = self.config.sigma * noise.to(self.device, torch.float32)
+        latents = _to_device(latents, self.device, torch.float32)
+        tok_idx = _to_device(tok_idx, self.device, torch.long)
+        z = self.config.sigma * _to_device(noise, self.device, torch.float32)
         if self.cuda_graphs and self.device.type == "cuda":
             out = self._graphed_sample(latents, tok_idx, z, steps, float(cfg))
             if callback is not None:
@@ -268,6 +278,14 @@ class ZunaModel(nn.Module):
             target.copy_(value)
         graph.replay()
         return out.clone()
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor.to(device, dtype)``; host tensors go to a GPU through pinned memory, without waiting
+    for the GPU work already queued (a copy from pageable memory would)."""
+    if tensor.device.type == "cpu" and device.type == "cuda":
+        return tensor.to(dtype).pin_memory().to(device, non_blocking=True)
+    return tensor.to(device, dtype)
 
 
 class _tf32:

@@ -97,20 +97,34 @@ def section_profile():
         print(f"1x12 cross-kv budget {budget}: {warm * 1e3:.1f} ms (encode {enc * 1e3:.1f} ms)", flush=True)
 
 
+def graph_bench(fn, repeats=20):
+    """Microseconds per call of fn, replayed in a CUDA graph of ``repeats`` calls (as inside the model)."""
+    import triton.testing
+    fn()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(repeats):
+            fn()
+    return triton.testing.do_bench(graph.replay) / repeats
+
+
 def section_gemm():
     """The Triton GEMMs with fused epilogues against cuBLAS + the separate kernel, per tile shape."""
     import torch.nn.functional as F
     import triton.testing
     from zuna_lab.model import kernels
     g = torch.Generator(device="cuda").manual_seed(0)
-    big = [(128, 128, 64, 8, 8, 3), (128, 128, 64, 8, 8, 4), (128, 64, 64, 8, 4, 4), (64, 128, 64, 8, 4, 4),
-           (128, 128, 32, 8, 8, 5), (128, 64, 64, 8, 8, 4)]
-    small = [(64, 64, 64, 8, 4, 4), (64, 128, 64, 8, 4, 3), (32, 64, 64, 8, 4, 4), (64, 32, 64, 8, 4, 4),
-             (16, 64, 64, 8, 4, 4), (32, 32, 64, 8, 4, 4)]
-    rope_big = [(128, None, 64, 8, 4, 4), (128, None, 64, 8, 8, 4), (256, None, 64, 8, 8, 3), (64, None, 64, 8, 4, 4),
-                (128, None, 128, 8, 8, 3)]
-    rope_small = [(64, None, 64, 8, 4, 4), (32, None, 64, 8, 4, 4), (64, None, 128, 8, 4, 3), (16, None, 64, 8, 4, 4),
-                  (32, None, 128, 8, 4, 3)]
+    # (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, warps, stages, TMA, warp specialisation)
+    big = [(128, 128, 64, 8, 8, 3, False), (128, 128, 64, 8, 8, 3, True), (128, 128, 64, 8, 8, 4, True),
+           (128, 64, 64, 8, 4, 4, True), (128, 128, 64, 8, 8, 3, True, True), (128, 128, 64, 8, 4, 3, True, True),
+           (128, 64, 64, 8, 4, 4, True, True)]
+    small = [(64, 64, 64, 8, 4, 4, False), (64, 64, 64, 8, 4, 4, True), (64, 128, 64, 8, 4, 3, True),
+             (64, 32, 64, 8, 4, 4, True), (64, 64, 64, 8, 4, 4, True, True), (64, 64, 128, 8, 4, 3, True)]
+    rope_big = [(128, None, 64, 8, 4, 4, False), (128, None, 64, 8, 4, 4, True), (128, None, 64, 8, 8, 4, True),
+                (256, None, 64, 8, 8, 3, True), (128, None, 64, 8, 4, 4, True, True), (128, None, 128, 8, 8, 3, True)]
+    rope_small = [(64, None, 64, 8, 4, 4, False), (64, None, 64, 8, 4, 4, True), (64, None, 128, 8, 4, 3, True),
+                  (64, None, 64, 8, 4, 4, True, True), (64, None, 256, 8, 4, 2, True)]
     gain = torch.rand(64, device="cuda", generator=g) + 0.5
     for rows in (480, 15360, 20480, 102400):
         for dtype in ((torch.bfloat16, torch.float32) if rows == 102400 else (torch.bfloat16,)):
@@ -122,14 +136,14 @@ def section_gemm():
                 a, b = F.linear(x.double(), w13.double()).chunk(2, -1)
                 ref = (F.silu(a) * b)
                 base = kernels.swiglu(F.linear(x, w13))
-                t_base = triton.testing.do_bench(lambda: kernels.swiglu(F.linear(x, w13)))
+                t_base = graph_bench(lambda: kernels.swiglu(F.linear(x, w13)))
                 line = (f"swiglu rows={rows} {dtype}: cublas+kernel {t_base * 1e3:.1f}us ({flops / t_base / 1e9:.0f}TF) "
                         f"err {float((base.double() - ref).norm() / ref.norm()):.2e} |")
                 for tiles in (big if rows >= 4096 else small):
                     try:
                         out = kernels.matmul_swiglu(x, w13, tiles=tiles)
-                        t = triton.testing.do_bench(lambda: kernels.matmul_swiglu(x, w13, tiles=tiles))
-                        line += f" {tiles[:3]}w{tiles[4]}s{tiles[5]} {t * 1e3:.1f}us err {float((out.double() - ref).norm() / ref.norm()):.1e} |"
+                        t = graph_bench(lambda: kernels.matmul_swiglu(x, w13, tiles=tiles))
+                        line += f" {tiles[:3]}w{tiles[4]}s{tiles[5]}{'T' if tiles[6] else ''}{'W' if tiles[7:] else ''} {t * 1e3:.1f}us err {float((out.double() - ref).norm() / ref.norm()):.1e} |"
                     except Exception as err:  # noqa: BLE001
                         line += f" {tiles} failed {str(err)[:80]} |"
                 print(line, flush=True)
@@ -139,15 +153,15 @@ def section_gemm():
                     heads = dict(n_q=n_q, n_k=n_k, n_v=n_v, head_dim=64, q_gain=gain if n_q else None,
                                  k_gain=gain if n_k else None, out_dtype=torch.bfloat16)
                     x3 = x.view(1, rows, 1024)
-                    t_base = triton.testing.do_bench(lambda: kernels.rope_heads(F.linear(x3, w), cos, sin, **heads))
+                    t_base = graph_bench(lambda: kernels.rope_heads(F.linear(x3, w), cos, sin, **heads))
                     base = kernels.rope_heads(F.linear(x3, w), cos, sin, **heads)
                     line = f"rope-{name} rows={rows} {dtype}: cublas+kernel {t_base * 1e3:.1f}us |"
                     for tiles in (rope_big if rows >= 4096 else rope_small):
                         try:
                             out = kernels.matmul_rope_heads(x3, w, cos, sin, tiles=tiles, **heads)
-                            t = triton.testing.do_bench(lambda: kernels.matmul_rope_heads(x3, w, cos, sin, tiles=tiles, **heads))
+                            t = graph_bench(lambda: kernels.matmul_rope_heads(x3, w, cos, sin, tiles=tiles, **heads))
                             diff = max(float((o.float() - r.float()).abs().max()) for o, r in zip(out, base))
-                            line += f" {tiles[0]},{tiles[2]}w{tiles[4]}s{tiles[5]} {t * 1e3:.1f}us d{diff:.1e} |"
+                            line += f" {tiles[0]},{tiles[2]}w{tiles[4]}s{tiles[5]}{'T' if tiles[6] else ''}{'W' if tiles[7:] else ''} {t * 1e3:.1f}us d{diff:.1e} |"
                         except Exception as err:  # noqa: BLE001
                             line += f" {tiles} failed {str(err)[:80]} |"
                     print(line, flush=True)
@@ -157,6 +171,9 @@ def section_gemm():
 def _case_error(model, tokens, tok_idx, noise, reference):
     out = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)
     return float((out - reference).norm() / reference.norm())
+
+
+EPILOGUE_VARIANTS = [(), ("rope",), ("swiglu",), ("rope", "swiglu"), ("rope", "swiglu", "decoder-only")]
 
 
 def section_model():
@@ -170,22 +187,24 @@ def section_model():
         inputs[case] = [t.cuda() for t in bench_gpu.make_inputs(*case)]
         tokens, tok_idx, noise = inputs[case]
         refs[case] = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)
-    for parts in (("attention",), ("attention", "feed_forward")):
-        for epilogues in (False, True):
-            model.encoder_tf32_parts = parts
-            model.set_precision("bf16")
-            model.optimize(gemm_epilogues=epilogues)
-            for case in cases:
-                tokens, tok_idx, noise = inputs[case]
-                error = _case_error(model, tokens, tok_idx, noise, refs[case])
-                line = f"model {case[0]}x{case[1]} seed {case[2]} tf32={'+'.join(parts)} epilogues={epilogues}: err {error:.3e}"
-                if case[2] == 0:
-                    run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
-                    warm, _ = bench_gpu.timed(run, repeats=10 if case[0] == 1 else 3)
-                    enc, _ = bench_gpu.timed(lambda: model.encode(tokens, tok_idx), repeats=5)
-                    line += (f" {warm * 1e3:.1f} ms {case[0] / warm:.2f} ep/s "
-                             f"{bench_gpu.flops_reconstruct(case[0], case[1]) / warm / 1e12:.0f} TFLOP/s encode {enc * 1e3:.1f} ms")
-                print(line, flush=True)
+    for epilogues in EPILOGUE_VARIANTS:
+        model.set_precision("bf16")
+        model.optimize(gemm_epilogues=tuple(p for p in epilogues if p != "decoder-only"))
+        if "decoder-only" in epilogues:
+            for module in model.encoder.modules():
+                if hasattr(module, "gemm_epilogue"):
+                    module.gemm_epilogue = False
+        for case in cases:
+            tokens, tok_idx, noise = inputs[case]
+            error = _case_error(model, tokens, tok_idx, noise, refs[case])
+            line = f"model {case[0]}x{case[1]} seed {case[2]} epilogues={'+'.join(epilogues) or '-'}: err {error:.3e}"
+            if case[2] == 0:
+                run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
+                warm, _ = bench_gpu.timed(run, repeats=10 if case[0] == 1 else 3)
+                enc, _ = bench_gpu.timed(lambda: model.encode(tokens, tok_idx), repeats=5)
+                line += (f" {warm * 1e3:.1f} ms {case[0] / warm:.2f} ep/s "
+                         f"{bench_gpu.flops_reconstruct(case[0], case[1]) / warm / 1e12:.0f} TFLOP/s encode {enc * 1e3:.1f} ms")
+            print(line, flush=True)
     model.encoder_tf32_parts = ("attention",)
 
 
@@ -233,9 +252,10 @@ first = bench.embed_hour(model)
 prof.disable()
 warm = bench.embed_hour(model)
 print("embed tf32", model.encoder_tf32_parts, "first", first, "warm", warm, flush=True)
-buf = io.StringIO()
-pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(30)
-print(buf.getvalue()[:6000], flush=True)
+if sys.argv[4] == "profile":
+    buf = io.StringIO()
+    pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(30)
+    print(buf.getvalue()[:6000], flush=True)
 """
 
 

@@ -112,8 +112,8 @@ class ZunaModel(nn.Module):
             with 4-D RoPE, SwiGLU, each one kernel (:mod:`zuna_lab.model.kernels`); needs
             fused_projections and Triton. Compiles in seconds, cached on disk by Triton.
         gemm_epilogues: with kernels, Triton GEMMs that finish the projection in their epilogue —
-            QK-norm + RoPE of each head, and SwiGLU's silu(a) * b — instead of cuBLAS GEMMs
-            followed by those kernels (default: on with kernels).
+            ``"rope"``: QK-norm + RoPE of each head; ``"swiglu"``: silu(a) * b — instead of cuBLAS
+            GEMMs followed by those kernels. True (default with kernels) means both.
         compile_blocks: torch.compile each transformer block instead (used only without kernels;
             slower to start, kept for comparison).
         cuda_graphs: capture the whole sampling loop once per shape and replay it.
@@ -136,12 +136,18 @@ class ZunaModel(nn.Module):
                                      "(or TRITON_INTERPRET=1 for CPU tests).")
             wanted = False
         self.use_kernels = wanted
-        epilogues = self.use_kernels if gemm_epilogues is None else bool(gemm_epilogues) and self.use_kernels
+        if gemm_epilogues is None or gemm_epilogues is True:
+            gemm_epilogues = ("rope", "swiglu")
+        parts = set(gemm_epilogues or ()) if self.use_kernels else set()
+        if parts - {"rope", "swiglu"}:
+            raise ZunaValueError(f"gemm_epilogues takes True, False or a subset of ('rope', 'swiglu'), not {gemm_epilogues!r}.")
         from .layers import Attention, SwiGLU
 
         for module in self.modules():
-            if isinstance(module, (Attention, SwiGLU)):
-                module.gemm_epilogue = epilogues
+            if isinstance(module, Attention):
+                module.gemm_epilogue = "rope" in parts
+            elif isinstance(module, SwiGLU):
+                module.gemm_epilogue = "swiglu" in parts
         if compile_blocks and not self.use_kernels:
             from torch import _dynamo
 

@@ -267,25 +267,6 @@ def section_elementwise():
     kernels.ELEMENTWISE.update(ELEMENTWISE_VARIANTS[0])
 
 
-def section_streams():
-    """Epoch groups sampled on separate streams inside the graph: time per case, and the error."""
-    model = _model()
-    cases = [(8, 64), (32, 12), (2, 128), (4, 64)]
-    for case in cases:
-        tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(*case))
-        run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
-        line = f"streams {case[0]}x{case[1]}:"
-        outs = {}
-        for streams in (1, 2, 4, 1, 2):
-            model.sample_streams = streams
-            outs[streams] = run()
-            warm, _ = bench_gpu.timed(run, repeats=3)
-            line += f" | {streams}: {warm * 1e3:.1f} ms {case[0] / warm:.3f} ep/s"
-        line += f" | 2 vs 1 rel diff {float((outs[2] - outs[1]).norm() / outs[1].norm()):.1e}"
-        print(line, flush=True)
-    model.sample_streams = 2
-
-
 def section_tf32():
     """Encoder sub-layers in TF32: error against fp32 and encode cost."""
     model = _model()

@@ -237,18 +237,3 @@ def test_optimized_paths_match_exact_path(tiny):
     assert model.decoder.embed.weight.dtype == torch.float32                     # IO projections stay fp32
     half = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=3)
     assert 0 < float((half - exact).norm() / exact.norm()) < 2e-2
-
-
-def test_split_sampling_equals_whole_batch(tiny):
-    """Groups of epochs sampled separately (on their own CUDA streams on a GPU) give the batch's result."""
-    model = zuna_lab.load_model(tiny, device="cpu")
-    tokens, tok_idx = inputs(n_docs=3, n_tokens=10)
-    latents = model.encode(tokens, tok_idx)
-    z = 0.1 * torch.randn(*tokens.shape, generator=torch.Generator().manual_seed(0))
-    whole = model._sample(latents, tok_idx, z, 3, 1.5)
-    model.split_sample_tokens = 0
-    assert model.sample_streams == 2
-    split = model._split_sample(latents, tok_idx, z, 3, 1.5)
-    torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-6)
-    model.split_sample_tokens = 10_000          # below the threshold: one group, the same function
-    assert torch.equal(model._split_sample(latents, tok_idx, z, 3, 1.5), whole)

@@ -261,46 +261,10 @@ class ZunaModel(nn.Module):
 
         return euler_sample(velocity, z, steps=steps, cfg=cfg, callback=callback).float()
 
-    #: Independent groups of epochs sampled side by side in one CUDA graph (see _split_sample).
-    sample_streams = 2
-    #: Batches of at least this many tokens are split into ``sample_streams`` groups.
-    split_sample_tokens = 8192
-
     def _graphed_sample(self, latents, tok_idx, z, steps, cfg):
         """Replay the whole sampling loop as one CUDA graph (captured once per shape/steps/cfg)."""
-        return self._replay(("sample", tuple(latents.shape), steps, cfg, self.sample_streams),
-                            lambda *args: self._split_sample(*args, steps, cfg), (latents, tok_idx, z))
-
-    def _split_sample(self, latents, tok_idx, z, steps, cfg):
-        """:meth:`_sample` of groups of epochs on separate CUDA streams.
-
-        Epochs never interact, so the groups are independent chains of the graph and the GPU
-        overlaps one group's memory-bound kernels (norms, RoPE, SwiGLU) with another's GEMMs and
-        attention instead of running each phase alone.
-        """
-        bsz, seqlen = latents.shape[:2]
-        groups = min(self.sample_streams, bsz) if bsz * seqlen >= self.split_sample_tokens else 1
-        if groups <= 1:
-            return self._sample(latents, tok_idx, z, steps, cfg)
-        chunks = zip(latents.tensor_split(groups), tok_idx.tensor_split(groups), z.tensor_split(groups))
-        if latents.device.type != "cuda":
-            return torch.cat([self._sample(*chunk, steps, cfg) for chunk in chunks])
-        main = torch.cuda.current_stream()
-        outs = []
-        for index, chunk in enumerate(chunks):
-            stream = self._stream(index)
-            stream.wait_stream(main)
-            with torch.cuda.stream(stream):
-                outs.append(self._sample(*chunk, steps, cfg))
-        for index in range(groups):
-            main.wait_stream(self._stream(index))
-        return torch.cat(outs)
-
-    def _stream(self, index):
-        streams = self.__dict__.setdefault("_streams", [])
-        while len(streams) <= index:
-            streams.append(torch.cuda.Stream(self.device))
-        return streams[index]
+        return self._replay(("sample", tuple(latents.shape), steps, cfg),
+                            lambda *args: self._sample(*args, steps, cfg), (latents, tok_idx, z))
 
     def _replay(self, key, fn, inputs, max_graphs=8):
         """fn(*inputs) through a CUDA graph captured on the first call with this key."""

@@ -3,7 +3,7 @@ SDPA backends, kernel-level profiles, the Triton GEMMs with fused epilogues agai
 tile shape, whole reconstructions per option (time and error against fp32), the error and cost
 of TF32 encoder sub-layers, and a Python profile of the 1 h x 64 ch embedding's first call.
 
-    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile gemm model elementwise tf32 embed
+    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile gemm model blas tf32 embed
 """
 import contextlib
 import cProfile
@@ -208,63 +208,48 @@ def section_model():
     model.encoder_tf32_parts = ("attention",)
 
 
-ELEMENTWISE_VARIANTS = [
-    dict(add_rms_norm_rows=1, rope_rows=1, swiglu_rows=1, swiglu_block=1024),
-    dict(add_rms_norm_rows=2, rope_rows=2, swiglu_rows=2, swiglu_block=1024),
-    dict(add_rms_norm_rows=4, rope_rows=4, swiglu_rows=4, swiglu_block=512),
-    dict(add_rms_norm_rows=8, rope_rows=8, swiglu_rows=8, swiglu_block=256),
-    dict(add_rms_norm_rows=4, rope_rows=2, swiglu_rows=16, swiglu_block=256),
-]
-
-
-def section_elementwise():
-    """Rows per program of the elementwise kernels: kernel bandwidth in a graph, then whole reconstructions."""
-    from zuna_lab.model import kernels
-    g = torch.Generator(device="cuda").manual_seed(0)
-    gain64 = torch.rand(64, device="cuda", generator=g) + 0.5
-    for variant in ELEMENTWISE_VARIANTS:
-        kernels.ELEMENTWISE.update(variant)
-        line = f"elementwise {variant}:"
-        for rows in (480, 20480):
-            h = torch.randn(1, rows, 1024, device="cuda", generator=g)
-            delta = torch.randn(1, rows, 1024, device="cuda", generator=g).bfloat16()
-            gain, post = torch.rand(1024, device="cuda", generator=g), torch.rand(1024, device="cuda", generator=g)
-            t = graph_bench(lambda: kernels.add_rms_norm(h, delta, gain, 1e-5, post_weight=post, post_eps=1e-5))
-            line += f" | rows {rows}: add_norm {t * 1e3:.1f}us {rows * 1024 * 12 / t / 1e9:.0f}GB/s"
-            x = torch.randn(1, rows, 1536, device="cuda", generator=g).bfloat16()
-            cos, sin = (torch.rand(1, rows, 32, device="cuda", generator=g) for _ in range(2))
-            t = graph_bench(lambda: kernels.rope_heads(x, cos, sin, n_q=8, n_k=8, n_v=8, head_dim=64, q_gain=gain64, k_gain=gain64))
-            line += f", rope {t * 1e3:.1f}us {rows * (1536 * 4 + 256) / t / 1e9:.0f}GB/s"
-            ab = torch.randn(rows, 2 * 2816, device="cuda", generator=g).bfloat16()
-            t = graph_bench(lambda: kernels.swiglu(ab))
-            line += f", swiglu {t * 1e3:.1f}us {rows * 2816 * 6 / t / 1e9:.0f}GB/s"
-        print(line, flush=True)
+def section_blas():
+    """GEMM library choices: cuBLAS (default), cuBLASLt, TunableOp; and SDPA input layouts."""
+    import triton.testing
+    for b, seq in ((8, 2560), (1, 480)):
+        bshd = [torch.randn(b, seq, 8, 64, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
+        bhsd = [t.transpose(1, 2).contiguous() for t in bshd]
+        flops = 4 * b * 8 * seq * seq * 64
+        for name, (q, k, v) in (("BSHD", [t.transpose(1, 2) for t in bshd]), ("BHSD", bhsd)):
+            ms = graph_bench(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            print(f"sdpa {name} B={b} S={seq}: {ms * 1e3:.1f} us {flops / ms / 1e9:.0f} TF/s, out strides {out.stride()}", flush=True)
     model = _model()
-    cases = [(1, 12, 0), (1, 12, 1), (32, 12, 0), (8, 64, 0), (8, 64, 1)]
-    inputs, refs = {}, {}
-    model.set_precision("fp32")
-    model.optimize(kernels=False, cuda_graphs=False)
-    for case in cases:
-        inputs[case] = [t.cuda() for t in bench_gpu.make_inputs(*case)]
-        tokens, tok_idx, noise = inputs[case]
-        refs[case] = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)
-    model.set_precision("bf16")
-    for variant in ELEMENTWISE_VARIANTS:
-        kernels.ELEMENTWISE.update(variant)
+    cases = [(8, 64), (1, 12), (32, 12)]
+    inputs = {case: [t.cuda() for t in bench_gpu.make_inputs(*case)] for case in cases}
+
+    def run_all(label):
         model.optimize()
         for case in cases:
             tokens, tok_idx, noise = inputs[case]
-            if case[2] and variant is not ELEMENTWISE_VARIANTS[0]:
-                continue
-            error = _case_error(model, tokens, tok_idx, noise, refs[case])
-            line = f"default path {case[0]}x{case[1]} seed {case[2]} {variant}: err {error:.3e}"
-            if case[2] == 0:
-                run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
-                warm, _ = bench_gpu.timed(run, repeats=10 if case[0] == 1 else 3)
-                line += (f" {warm * 1e3:.1f} ms {case[0] / warm:.2f} ep/s "
-                         f"{bench_gpu.flops_reconstruct(case[0], case[1]) / warm / 1e12:.0f} TFLOP/s")
-            print(line, flush=True)
-    kernels.ELEMENTWISE.update(ELEMENTWISE_VARIANTS[0])
+            run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
+            start = time.perf_counter()
+            run()
+            torch.cuda.synchronize()
+            first = time.perf_counter() - start
+            warm, _ = bench_gpu.timed(run, repeats=10 if case[0] == 1 else 3)
+            print(f"blas {label} {case[0]}x{case[1]}: first {first:.2f} s, warm {warm * 1e3:.1f} ms {case[0] / warm:.3f} ep/s", flush=True)
+
+    run_all("cublas")
+    torch.backends.cuda.preferred_blas_library("cublaslt")
+    run_all("cublaslt")
+    torch.backends.cuda.preferred_blas_library("cublas")
+    try:
+        torch.cuda.tunable.enable(True)
+        torch.cuda.tunable.tuning_enable(True)
+        torch.cuda.tunable.set_max_tuning_duration(30)
+        torch.cuda.tunable.set_filename("/tmp/tunableop.csv")
+        run_all("tunableop-tuning")
+        torch.cuda.tunable.tuning_enable(False)
+        run_all("tunableop-tuned")
+        print("tunableop results:", len(torch.cuda.tunable.get_results()), flush=True)
+    except Exception as err:  # noqa: BLE001
+        print("tunableop failed:", err, flush=True)
 
 
 def section_tf32():

@@ -43,25 +43,22 @@ if triton is not None:
 
     @triton.jit
     def _add_rms_norm_kernel(h_ptr, delta_ptr, post_w_ptr, gain_ptr, h_out_ptr, x_out_ptr,
-                             n_rows, n_cols, gain_row_stride, rows_per_gain, post_eps, eps,
-                             HAS_DELTA: tl.constexpr, HAS_POST: tl.constexpr, BLOCK: tl.constexpr,
-                             ROWS: tl.constexpr):
-        rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+                             n_cols, gain_row_stride, rows_per_gain, post_eps, eps,
+                             HAS_DELTA: tl.constexpr, HAS_POST: tl.constexpr, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
-        mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
-        offs = rows[:, None] * n_cols + cols[None, :]
-        h = tl.load(h_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        mask = cols < n_cols
+        h = tl.load(h_ptr + row * n_cols + cols, mask=mask, other=0.0).to(tl.float32)
         if HAS_DELTA:
-            delta = tl.load(delta_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+            delta = tl.load(delta_ptr + row * n_cols + cols, mask=mask, other=0.0).to(tl.float32)
             if HAS_POST:
-                post_w = tl.load(post_w_ptr + cols, mask=cols < n_cols, other=0.0).to(tl.float32)[None, :]
-                delta = delta * tl.rsqrt(tl.sum(delta * delta, axis=1) / n_cols + post_eps)[:, None] * post_w
+                post_w = tl.load(post_w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+                delta = delta * tl.rsqrt(tl.sum(delta * delta, axis=0) / n_cols + post_eps) * post_w
             h = h + delta
-            tl.store(h_out_ptr + offs, h, mask=mask)
-        gain = tl.load(gain_ptr + (rows // rows_per_gain)[:, None] * gain_row_stride + cols[None, :], mask=mask,
-                       other=0.0)
-        x = h * tl.rsqrt(tl.sum(h * h, axis=1) / n_cols + eps)[:, None] * gain.to(tl.float32)
-        tl.store(x_out_ptr + offs, x.to(x_out_ptr.dtype.element_ty), mask=mask)
+            tl.store(h_out_ptr + row * n_cols + cols, h, mask=mask)
+        gain = tl.load(gain_ptr + (row // rows_per_gain) * gain_row_stride + cols, mask=mask, other=0.0)
+        x = h * tl.rsqrt(tl.sum(h * h, axis=0) / n_cols + eps) * gain.to(tl.float32)
+        tl.store(x_out_ptr + row * n_cols + cols, x.to(x_out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _rotate_heads(src, dst, cos, sin, gain_ptr, eps, N_HEADS: tl.constexpr, HALF: tl.constexpr,
@@ -82,40 +79,34 @@ if triton is not None:
 
     @triton.jit
     def _rope_heads_kernel(x_ptr, x_row_stride, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr,
-                           q_out_ptr, k_out_ptr, v_out_ptr, n_rows, eps,
+                           q_out_ptr, k_out_ptr, v_out_ptr, eps,
                            NQ: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr, HALF: tl.constexpr,
-                           BLOCK_QK: tl.constexpr, BLOCK_V: tl.constexpr, QK_NORM: tl.constexpr,
-                           ROWS: tl.constexpr):
-        for r in tl.static_range(ROWS):
-            row = tl.program_id(0).to(tl.int64) * ROWS + r
-            if row < n_rows:
-                src = x_ptr + row * x_row_stride
-                pairs = tl.arange(0, HALF)
-                cos = tl.load(cos_ptr + row * HALF + pairs)[None, :]
-                sin = tl.load(sin_ptr + row * HALF + pairs)[None, :]
-                if NQ > 0:
-                    _rotate_heads(src, q_out_ptr + row * (NQ * 2 * HALF), cos, sin, q_gain_ptr, eps,
-                                  NQ, HALF, BLOCK_QK, QK_NORM)
-                if NK > 0:
-                    _rotate_heads(src + NQ * 2 * HALF, k_out_ptr + row * (NK * 2 * HALF), cos, sin, k_gain_ptr,
-                                  eps, NK, HALF, BLOCK_QK, QK_NORM)
-                if NV > 0:
-                    cols = tl.arange(0, BLOCK_V)
-                    live = cols < NV * 2 * HALF
-                    values = tl.load(src + (NQ + NK) * 2 * HALF + cols, mask=live)
-                    tl.store(v_out_ptr + row * (NV * 2 * HALF) + cols, values.to(v_out_ptr.dtype.element_ty),
-                             mask=live)
+                           BLOCK_QK: tl.constexpr, BLOCK_V: tl.constexpr, QK_NORM: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
+        src = x_ptr + row * x_row_stride
+        pairs = tl.arange(0, HALF)
+        cos = tl.load(cos_ptr + row * HALF + pairs)[None, :]
+        sin = tl.load(sin_ptr + row * HALF + pairs)[None, :]
+        if NQ > 0:
+            _rotate_heads(src, q_out_ptr + row * (NQ * 2 * HALF), cos, sin, q_gain_ptr, eps,
+                          NQ, HALF, BLOCK_QK, QK_NORM)
+        if NK > 0:
+            _rotate_heads(src + NQ * 2 * HALF, k_out_ptr + row * (NK * 2 * HALF), cos, sin, k_gain_ptr, eps,
+                          NK, HALF, BLOCK_QK, QK_NORM)
+        if NV > 0:
+            cols = tl.arange(0, BLOCK_V)
+            live = cols < NV * 2 * HALF
+            values = tl.load(src + (NQ + NK) * 2 * HALF + cols, mask=live)
+            tl.store(v_out_ptr + row * (NV * 2 * HALF) + cols, values.to(v_out_ptr.dtype.element_ty), mask=live)
 
     @triton.jit
-    def _swiglu_kernel(ab_ptr, out_ptr, n_rows, n_cols, BLOCK: tl.constexpr, ROWS: tl.constexpr):
-        rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+    def _swiglu_kernel(ab_ptr, out_ptr, n_cols, BLOCK: tl.constexpr):
+        row = tl.program_id(0).to(tl.int64)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        mask = (rows < n_rows)[:, None] & (cols < n_cols)[None, :]
-        a_offs = rows[:, None] * (2 * n_cols) + cols[None, :]
-        a = tl.load(ab_ptr + a_offs, mask=mask, other=0.0).to(tl.float32)
-        b = tl.load(ab_ptr + a_offs + n_cols, mask=mask, other=0.0).to(tl.float32)
-        tl.store(out_ptr + rows[:, None] * n_cols + cols[None, :], (a * tl.sigmoid(a) * b).to(out_ptr.dtype.element_ty),
-                 mask=mask)
+        mask = cols < n_cols
+        a = tl.load(ab_ptr + row * 2 * n_cols + cols, mask=mask, other=0.0).to(tl.float32)
+        b = tl.load(ab_ptr + row * 2 * n_cols + n_cols + cols, mask=mask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + row * n_cols + cols, (a * tl.sigmoid(a) * b).to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _scale_columns_kernel(w_ptr, gain_ptr, out_ptr, n_cols, BLOCK: tl.constexpr):
@@ -260,11 +251,6 @@ def _warps(block: int) -> int:
     return 4 if block <= 1024 else 8
 
 
-#: Rows per program of the elementwise kernels (more rows: fewer, longer programs), and the
-#: SwiGLU kernel's column block.
-ELEMENTWISE = dict(add_rms_norm_rows=1, rope_rows=1, swiglu_rows=1, swiglu_block=1024, warps=None)
-
-
 def add_rms_norm(h: torch.Tensor, delta: torch.Tensor | None, gain: torch.Tensor, eps: float, *,
                  post_weight: torch.Tensor | None = None, post_eps: float = 0.0,
                  out_dtype: torch.dtype = torch.bfloat16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -286,12 +272,10 @@ def add_rms_norm(h: torch.Tensor, delta: torch.Tensor | None, gain: torch.Tensor
         gain_row_stride, rows_per_gain = n_cols, seqlen
     x = torch.empty(h.shape, device=h.device, dtype=out_dtype)
     block = triton.next_power_of_2(n_cols)
-    rows = ELEMENTWISE["add_rms_norm_rows"]
-    _add_rms_norm_kernel[(triton.cdiv(bsz * seqlen, rows),)](
+    _add_rms_norm_kernel[(bsz * seqlen,)](
         h, delta if delta is not None else h, post_weight if post_weight is not None else gain, gain, h, x,
-        bsz * seqlen, n_cols, gain_row_stride, rows_per_gain, float(post_eps), float(eps),
-        HAS_DELTA=delta is not None, HAS_POST=post_weight is not None, BLOCK=block, ROWS=rows,
-        num_warps=ELEMENTWISE["warps"] or _warps(block * rows))
+        n_cols, gain_row_stride, rows_per_gain, float(post_eps), float(eps),
+        HAS_DELTA=delta is not None, HAS_POST=post_weight is not None, BLOCK=block, num_warps=_warps(block))
     return h, x
 
 
@@ -311,13 +295,12 @@ def rope_heads(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, n_q: in
     outs = [torch.empty(bsz, seqlen, n, head_dim, device=x.device, dtype=out_dtype) for n in (n_q, n_k, n_v)]
     qk_norm = q_gain is not None or k_gain is not None
     dummy = cos
-    rows = ELEMENTWISE["rope_rows"]
-    _rope_heads_kernel[(triton.cdiv(bsz * seqlen, rows),)](
+    _rope_heads_kernel[(bsz * seqlen,)](
         x, x.stride(1), cos.contiguous(), sin.contiguous(),
         q_gain if q_gain is not None else dummy, k_gain if k_gain is not None else dummy,
-        outs[0], outs[1], outs[2], bsz * seqlen, float(qk_eps),
+        outs[0], outs[1], outs[2], float(qk_eps),
         NQ=n_q, NK=n_k, NV=n_v, HALF=half, BLOCK_QK=triton.next_power_of_2(max(n_q, n_k, 1)),
-        BLOCK_V=triton.next_power_of_2(max(n_v * head_dim, 1)), QK_NORM=qk_norm, ROWS=rows, num_warps=4)
+        BLOCK_V=triton.next_power_of_2(max(n_v * head_dim, 1)), QK_NORM=qk_norm, num_warps=4)
     return [out for out, n in zip(outs, (n_q, n_k, n_v)) if n]
 
 
@@ -327,9 +310,8 @@ def swiglu(ab: torch.Tensor) -> torch.Tensor:
     n_cols = ab.shape[-1] // 2
     rows = ab.numel() // ab.shape[-1]
     out = torch.empty(*ab.shape[:-1], n_cols, device=ab.device, dtype=ab.dtype)
-    block, per_program = ELEMENTWISE["swiglu_block"], ELEMENTWISE["swiglu_rows"]
-    _swiglu_kernel[(triton.cdiv(rows, per_program), triton.cdiv(n_cols, block))](
-        ab, out, rows, n_cols, BLOCK=block, ROWS=per_program, num_warps=_warps(block * per_program))
+    block = 1024
+    _swiglu_kernel[(rows, triton.cdiv(n_cols, block))](ab, out, n_cols, BLOCK=block, num_warps=4)
     return out
 
 

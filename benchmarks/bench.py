@@ -177,7 +177,9 @@ def part_ours(out):
     model = zuna_lab.load_model(CKPT, device="cuda", dtype="bf16")
     load_s = time.perf_counter() - t0
     results = {"load_s": load_s, "path": dict(kernels=model.use_kernels, cuda_graphs=model.cuda_graphs,
-                                              encoder_tf32=list(model.encoder_tf32_parts))}
+                                              encoder_tf32=list(model.encoder_tf32_parts),
+                                              gemm_epilogues={part: getattr(model, part).blocks[0].feed_forward.gemm_epilogue
+                                                              for part in ("encoder", "decoder")})}
     for name, n_epochs, n_channels in CASES:
         tokens, tok_idx, noise = make_inputs(n_epochs, n_channels)
         tokens, tok_idx, noise = tokens.cuda(), tok_idx.cuda(), noise.cuda()

@@ -26,6 +26,8 @@ baseline nor the reference, zuna_lab restores both).
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import mne
@@ -311,9 +313,6 @@ def _highpass(data, sfreq, verbose, *, channels_per_job=4):
     buffers in cache (2-3x faster on long recordings) and lets threads filter groups at once
     (SciPy's FFTs release the GIL). The values are identical to one call on the whole array.
     """
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
     def run(rows):
         data[rows] = mne.filter.filter_data(data[rows], sfreq, HIGHPASS_HZ, None, method="fir", copy=False,
                                             verbose=verbose)

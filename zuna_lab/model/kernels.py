@@ -161,14 +161,14 @@ if triton is not None:
     @triton.jit
     def _matmul_swiglu_tma_kernel(x_desc, w_desc, out_desc, M, H, K,
                                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                                  GROUP_M: tl.constexpr, WARP_SPECIALIZE: tl.constexpr):
+                                  GROUP_M: tl.constexpr):
         # As _matmul_swiglu_kernel, with tiles moved by the TMA engine (Hopper); edges zero-filled.
         pid_m, pid_n = _tile_ids(M, H, BLOCK_M, BLOCK_N, GROUP_M)
         off_m = pid_m * BLOCK_M
         off_n = pid_n * BLOCK_N
         acc_a = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         acc_b = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k in tl.range(0, K, BLOCK_K, warp_specialize=WARP_SPECIALIZE):
+        for k in range(0, K, BLOCK_K):
             x = x_desc.load([off_m, k])
             acc_a = tl.dot(x, w_desc.load([off_n, k]).T, acc_a)
             acc_b = tl.dot(x, w_desc.load([H + off_n, k]).T, acc_b)
@@ -179,12 +179,12 @@ if triton is not None:
                                       q_out_ptr, k_out_ptr, v_out_ptr, M, K, eps,
                                       NQ: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr, HALF: tl.constexpr,
                                       QK_NORM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-                                      GROUP_M: tl.constexpr, WARP_SPECIALIZE: tl.constexpr):
+                                      GROUP_M: tl.constexpr):
         HEAD: tl.constexpr = 2 * HALF
         pid_m, head = _tile_ids(M, (NQ + NK + NV) * HEAD, BLOCK_M, HEAD, GROUP_M)
         off_m = pid_m * BLOCK_M
         acc = tl.zeros((BLOCK_M, HEAD), dtype=tl.float32)
-        for k in tl.range(0, K, BLOCK_K, warp_specialize=WARP_SPECIALIZE):
+        for k in range(0, K, BLOCK_K):
             acc = tl.dot(x_desc.load([off_m, k]), w_desc.load([head * HEAD, k]).T, acc)
         _store_heads(acc, off_m + tl.arange(0, BLOCK_M), head, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr,
                      q_out_ptr, k_out_ptr, v_out_ptr, M, eps, NQ, NK, NV, HALF, QK_NORM, BLOCK_M)
@@ -326,13 +326,13 @@ def scale_columns(weight: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
 
 
 # Tile shapes of the GEMMs with fused epilogues, chosen by row count:
-# (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, warps, stages, TMA loads, warp specialisation).
+# (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, warps, stages[, TMA loads: default False]).
 # fp32 (TF32) operands take half the K depth to fit shared memory.
 GEMM_TILES = {
-    ("swiglu", "large"): (128, 128, 64, 8, 8, 3, True, False),
-    ("swiglu", "small"): (64, 64, 64, 8, 4, 4, True, False),
-    ("rope", "large"): (128, None, 64, 8, 4, 4, True, False),
-    ("rope", "small"): (64, None, 64, 8, 4, 4, True, False),
+    ("swiglu", "large"): (128, 128, 64, 8, 8, 3, True),
+    ("swiglu", "small"): (64, 64, 64, 8, 4, 4, True),
+    ("rope", "large"): (128, None, 64, 8, 4, 4, True),
+    ("rope", "small"): (64, None, 64, 8, 4, 4, True),
 }
 #: Row count from which the large tiles are used.
 GEMM_LARGE_ROWS = 4096
@@ -340,10 +340,10 @@ GEMM_LARGE_ROWS = 4096
 
 def _tiles(kind: str, rows: int, dtype: torch.dtype, tiles=None):
     tiles = tuple(tiles or GEMM_TILES[kind, "large" if rows >= GEMM_LARGE_ROWS else "small"])
-    block_m, block_n, block_k, group_m, warps, stages, tma, specialise = tiles + (False, False)[len(tiles) - 6:]
+    block_m, block_n, block_k, group_m, warps, stages, tma = tiles if len(tiles) == 7 else (*tiles, False)
     if dtype == torch.float32:
         block_k, stages = block_k // 2, max(2, stages - 1)
-    return block_m, block_n, block_k, group_m, warps, stages, tma and _TMA, specialise
+    return block_m, block_n, block_k, group_m, warps, stages, tma and _TMA
 
 
 def gemm_fusable(in_features: int, head_dim: int | None = None) -> bool:
@@ -360,7 +360,7 @@ def matmul_swiglu(x: torch.Tensor, w13: torch.Tensor, *, tiles=None) -> torch.Te
     x2 = x.reshape(-1, k)
     assert x2.is_contiguous() and w13.is_contiguous() and x.dtype == w13.dtype
     rows, hidden = x2.shape[0], w13.shape[0] // 2
-    block_m, block_n, block_k, group_m, warps, stages, tma, specialise = _tiles("swiglu", rows, x.dtype, tiles)
+    block_m, block_n, block_k, group_m, warps, stages, tma = _tiles("swiglu", rows, x.dtype, tiles)
     out = torch.empty(rows, hidden, device=x.device, dtype=x.dtype)
     grid = (triton.cdiv(rows, block_m) * triton.cdiv(hidden, block_n),)
     meta = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps,
@@ -368,7 +368,7 @@ def matmul_swiglu(x: torch.Tensor, w13: torch.Tensor, *, tiles=None) -> torch.Te
     if tma:
         _matmul_swiglu_tma_kernel[grid](
             TensorDescriptor.from_tensor(x2, [block_m, block_k]), TensorDescriptor.from_tensor(w13, [block_n, block_k]),
-            TensorDescriptor.from_tensor(out, [block_m, block_n]), rows, hidden, k, WARP_SPECIALIZE=specialise, **meta)
+            TensorDescriptor.from_tensor(out, [block_m, block_n]), rows, hidden, k, **meta)
     else:
         _matmul_swiglu_kernel[grid](x2, w13, out, rows, hidden, k, **meta)
     return out.view(*lead, hidden)
@@ -385,7 +385,7 @@ def matmul_rope_heads(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, 
     rows = bsz * seqlen
     out_dtype = out_dtype or x.dtype
     outs = [torch.empty(bsz, seqlen, n, head_dim, device=x.device, dtype=out_dtype) for n in (n_q, n_k, n_v)]
-    block_m, _, block_k, group_m, warps, stages, tma, specialise = _tiles("rope", rows, x.dtype, tiles)
+    block_m, _, block_k, group_m, warps, stages, tma = _tiles("rope", rows, x.dtype, tiles)
     dummy = cos
     grid = (triton.cdiv(rows, block_m) * (n_q + n_k + n_v),)
     args = (cos.contiguous(), sin.contiguous(), q_gain if q_gain is not None else dummy,
@@ -395,7 +395,7 @@ def matmul_rope_heads(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, 
     if tma:
         _matmul_rope_heads_tma_kernel[grid](
             TensorDescriptor.from_tensor(x.view(rows, k), [block_m, block_k]),
-            TensorDescriptor.from_tensor(weight, [head_dim, block_k]), *args, WARP_SPECIALIZE=specialise, **meta)
+            TensorDescriptor.from_tensor(weight, [head_dim, block_k]), *args, **meta)
     else:
         _matmul_rope_heads_kernel[grid](x, weight, *args, **meta)
     return [out for out, n in zip(outs, (n_q, n_k, n_v)) if n]

@@ -31,10 +31,11 @@ class ZunaModel(nn.Module):
     ``precision`` is "fp32" (exact, parity-tested) or "bf16": attention and SwiGLU GEMMs in bf16,
     except the encoder's attention projections (:attr:`encoder_tf32_parts`), which stay fp32 and run
     as TF32 on CUDA; norms, residuals, RoPE, the sampler state and the 32-wide token/latent and time
-    projections in fp32. The encoder carries most of the bf16 error into the samples, and its
-    attention projections cost ~2 % of a reconstruction: with them in TF32 a 50-step ZUNA1.1
-    reconstruction stays about 1e-2 (relative L2) from fp32 (benchmarks/results/gpu.md). For ZUNA
-    this stays within 2e-2 of the official bf16 autocast inference and closer to fp32.
+    projections in fp32. The encoder carries the bf16 error into the samples: with its attention in
+    TF32 and, on CUDA, its projections finished in GEMM epilogues from fp32 accumulators
+    (:meth:`optimize`'s ``gemm_epilogues``), a 50-step ZUNA1.1 reconstruction stays 0.6e-2 to
+    0.9e-2 (relative L2) from fp32 (benchmarks/results/gpu.md). For ZUNA this stays within 2e-2 of
+    the official bf16 autocast inference and closer to fp32.
     On CUDA, :meth:`optimize` switches on fused projections, the Triton kernels
     (:mod:`zuna_lab.model.kernels`) and CUDA graphs of the whole sampling loop and of small encodes.
     """
@@ -138,21 +139,17 @@ class ZunaModel(nn.Module):
                                      "(or TRITON_INTERPRET=1 for CPU tests).")
             wanted = False
         self.use_kernels = wanted
-        scopes = {None: (self.encoder,), "encoder": (self.encoder,), "all": (self.encoder, self.decoder),
-                  True: (self.encoder, self.decoder), False: (), "none": ()}
+        scopes = {None: "encoder", "encoder": "encoder", True: "all", "all": "all", False: "none", "none": "none"}
         if not isinstance(gemm_epilogues, (str, bool, type(None))) or gemm_epilogues not in scopes:
             raise ZunaValueError(f"gemm_epilogues must be 'encoder', 'all', 'none' (or None, True, False), "
                                  f"not {gemm_epilogues!r}.")
-        with_epilogues = scopes[gemm_epilogues] if self.use_kernels else ()
+        scope = scopes[gemm_epilogues] if self.use_kernels else "none"
         from .layers import Attention, SwiGLU
 
-        for module in self.modules():
-            if isinstance(module, (Attention, SwiGLU)):
-                module.gemm_epilogue = False
-        for part in with_epilogues:
+        for part, wanted in ((self.encoder, scope != "none"), (self.decoder, scope == "all")):
             for module in part.modules():
                 if isinstance(module, (Attention, SwiGLU)):
-                    module.gemm_epilogue = True
+                    module.gemm_epilogue = wanted
         if compile_blocks and not self.use_kernels:
             from torch import _dynamo
 

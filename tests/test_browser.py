@@ -29,14 +29,17 @@ MODELS_JS = """(kind) => { const out = [];
     if (m.type === kind) out.push(m); return out; }"""
 
 
-SCALP_PX_JS = """([x, y]) => { const out = [], seen = new Set();
+SCALP_VIEW_JS = """() => { const out = [], seen = new Set();
   function walk(v) { if (!v || seen.has(v)) return; seen.add(v);
     if (v.frame && v.model && v.model.title) out.push(v);
     for (const c of (v.child_views ?? [])) walk(c); }
   for (const r of Bokeh.index.roots) walk(r);
-  const v = out.find(v => v.model.title.text.startsWith('electrodes'));
+  return out.find(v => v.model.title.text.startsWith('electrodes')); }"""
+# id of the rendered scalp plot (it is rebuilt whenever the mask changes)
+SCALP_ID_JS = f"() => {{ const v = ({SCALP_VIEW_JS})(); return v ? v.model.id : null; }}"
+SCALP_PX_JS = f"""([x, y]) => {{ const v = ({SCALP_VIEW_JS})();
   const r = (v.canvas_view ? v.canvas_view.el : v.el).getBoundingClientRect();
-  return [r.x + v.frame.x_scale.compute(x), r.y + v.frame.y_scale.compute(y)]; }"""
+  return [r.x + v.frame.x_scale.compute(x), r.y + v.frame.y_scale.compute(y)]; }}"""
 
 
 def _need_browser():
@@ -106,6 +109,7 @@ def test_dashboard_mask_and_reconstruct(served, tmp_path):
             assert any("electrodes" in t for t in titles), titles
 
             # mask T7 with the multi-select (a Choices.js input)
+            scalp_before = page.evaluate(SCALP_ID_JS)
             page.locator(".choices__input--cloned").first.click()
             page.locator('.choices__list--dropdown .choices__item--choice[data-value="T7"]').first.click()
             page.keyboard.press("Escape")
@@ -113,15 +117,19 @@ def test_dashboard_mask_and_reconstruct(served, tmp_path):
             page.wait_for_function(
                 f"() => ({MODELS_JS})('ColumnDataSource').some(s => {{ const c = ({COL_JS})(s, 'left'); return c && c.length === 1; }})",
                 timeout=10_000)
+            # the scalp is re-rendered with T7 in red: click only once the new plot is laid out,
+            # a click on the outgoing plot is lost (seen on a loaded CI machine)
+            page.wait_for_function(f"(old) => {{ const id = ({SCALP_ID_JS})(); return id && id !== old; }}",
+                                   arg=scalp_before, timeout=10_000)
+            page.wait_for_timeout(300)
             # click T8 on the scalp (Tap stream -> state.toggle_channel)
             from zuna_lab.viz.plots import scalp_coords
 
             xy = scalp_coords(make_raw(duration=1.0)).sel(channel="T8").values.tolist()
+            both_js = f"() => ({MODELS_JS})('MultiChoice').some(m => m.value.includes('T8') && m.value.includes('T7'))"
             px = page.evaluate(SCALP_PX_JS, xy)
             page.mouse.click(px[0], px[1])
-            page.wait_for_function(
-                f"() => ({MODELS_JS})('MultiChoice').some(m => m.value.includes('T8') && m.value.includes('T7'))",
-                timeout=10_000)
+            page.wait_for_function(both_js, timeout=20_000)
 
             page.get_by_role("button", name="Run reconstruction").click()
             page.wait_for_function(

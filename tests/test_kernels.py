@@ -64,12 +64,10 @@ def test_rope_heads_matches_reference(qk_norm):
     assert q.shape == (2, 7, n_q, head_dim) and q.is_contiguous()
 
 
-def test_swiglu_and_scale_columns_match_reference():
+def test_swiglu_matches_reference():
     ab = randn(3, 4, 2 * 40)
     a, b = ab.chunk(2, dim=-1)
     torch.testing.assert_close(kernels.swiglu(ab), torch.nn.functional.silu(a) * b)
-    weight, gain = randn(24, 40, seed=1), randn(40, seed=2)
-    torch.testing.assert_close(kernels.scale_columns(weight, gain), weight * gain)
 
 
 @pytest.mark.parametrize("tiles", [None, (16, 32, 64, 2, 4, 2)])
@@ -102,10 +100,60 @@ def test_matmul_rope_heads_matches_projection_then_rope_heads(qk_norm, heads):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("tma", [False, True])
+def test_matmul_rope_heads_batched_weights(tma):
+    """n projections of one x in one launch, each with its own QK-norm gain, K = 48 (the low-rank
+    cross-attention K/V): output b equals the single-weight call with weight b."""
+    n_batch, n_k, head_dim = 3, 2, 16
+    x = randn(2, 25, 48, seed=1)
+    weights = randn(n_batch, 2 * n_k * head_dim, 48, seed=2) / 4
+    cos, sin = randn(2, 25, head_dim // 2, seed=5), randn(2, 25, head_dim // 2, seed=6)
+    k_gains = randn(n_batch, head_dim, seed=8)
+    tiles = (16, None, 32, 2, 4, 2, tma)      # fp32 operands: K tiles of 16, three of them
+    keys, values = kernels.matmul_rope_heads(x, weights, cos, sin, n_q=0, n_k=n_k, n_v=n_k, head_dim=head_dim,
+                                             k_gain=k_gains, tiles=tiles, tf32=False)
+    assert keys.shape == values.shape == (n_batch, 2, 25, n_k, head_dim)
+    for b in range(n_batch):
+        k, v = kernels.rope_heads(torch.nn.functional.linear(x, weights[b]), cos, sin, n_q=0, n_k=n_k, n_v=n_k,
+                                  head_dim=head_dim, k_gain=k_gains[b])
+        torch.testing.assert_close(keys[b], k, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(values[b], v, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["ZUNA", "ZUNA1.1"])
+@pytest.mark.parametrize("head_dim", [8, 16])
+def test_low_rank_cross_kv_equals_projected_context(variant, head_dim):
+    """K/V from the 33-wide context factor == QK-norm + RoPE of W_kv (rms_norm(latent_proj(latents)) * g)."""
+    config = ModelConfig.from_hf({"dim": 64, "n_layers": 2, "n_heads": 4, "head_dim": head_dim}, variant=variant)
+    model = random_model(config).to(DEVICE).eval().optimize(kernels=True, cuda_graphs=False)
+    decoder = model.decoder
+    latents = randn(2, 12, 32, seed=1)
+    tok_idx = torch.randint(0, 30, (2, 12, 4), generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    positions = decoder.positions(tok_idx)
+    gains = decoder.conditioning(torch.tensor([1.0, 0.5], device=DEVICE))
+    with torch.no_grad():
+        weights = decoder.cross_kv_weights(gains)
+        assert weights.shape == (2, 2, 2 * 4 * head_dim, 48)
+        kv = decoder.fused_cross_kv(decoder.context_factor(latents), weights[1], positions,
+                                    decoder.cross_k_gains(), tf32=False)
+        context = decoder.context(latents)
+        for layer, block in enumerate(decoder.blocks):
+            attention = block.cross_attention
+            normed = rms_norm(context, gains[1, 4 * layer + 1], block.cross_y_norm.eps)
+            k = torch.nn.functional.linear(normed, attention.wk.weight).view(2, 12, 4, head_dim)
+            v = torch.nn.functional.linear(normed, attention.wv.weight).view(2, 12, 4, head_dim)
+            if attention.k_norm is not None:
+                k = attention.k_norm(k)
+            k = rope(k.transpose(1, 2), *positions["rope"]).transpose(1, 2)
+            torch.testing.assert_close(kv[layer][0], k, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(kv[layer][1], v, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("variant,gemm_epilogues", [("ZUNA", False), ("ZUNA1.1", False),
                                                     ("ZUNA", True), ("ZUNA1.1", True)])
 def test_fused_model_path_equals_reference_path(variant, gemm_epilogues):
-    """encode + sample through the kernels compute the reference function (fp32), cached K/V or not."""
+    """encode + sample through the kernels compute the reference function (fp32), K/V weights of all
+    steps formed at once or step by step."""
     # dim 64 / head_dim 16: sizes the GEMMs with fused epilogues take (dim 32 / 8 fall back)
     size = dict(dim=64, head_dim=16) if gemm_epilogues else dict(dim=32, head_dim=8)
     config = ModelConfig.from_hf({**size, "n_layers": 2, "n_heads": 4}, variant=variant)
@@ -121,10 +169,10 @@ def test_fused_model_path_equals_reference_path(variant, gemm_epilogues):
     assert model.decoder.blocks[0].feed_forward.gemm_epilogue == gemm_epilogues
     assert kernels.gemm_fusable(config.dim, config.head_dim) == gemm_epilogues
     torch.testing.assert_close(model.encode(tokens, tok_idx), latents, rtol=1e-4, atol=1e-5)
-    cached = model.sample(latents, tok_idx, noise=noise, steps=2, cfg=1.5)      # K/V of all steps up front
-    model.cross_kv_budget = 0                                                   # K/V formed every step
+    at_once = model.sample(latents, tok_idx, noise=noise, steps=2, cfg=1.5)
+    model.cross_kv_chunk = 1
     per_step = model.sample(latents, tok_idx, noise=noise, steps=2, cfg=1.5)
-    torch.testing.assert_close(cached, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(at_once, expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(per_step, expected, rtol=1e-4, atol=1e-5)
 
 

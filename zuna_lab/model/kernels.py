@@ -6,9 +6,9 @@
 - :func:`rope_heads` — per-head QK-norm and 4-D RoPE of queries and keys (values copied) from a
   fused projection output, into ``[B, S, H, D]`` buffers that SDPA reads as ``[B, H, S, D]``.
 - :func:`swiglu` — ``silu(a) * b`` of the fused w1/w3 output.
-- :func:`scale_columns` — a weight times a per-input gain, so that a per-step AdaRMSNorm gain on
-  a constant input (the cross-attention context) moves onto the 1024 x 1024 weight instead of
-  re-normalising the whole context every step.
+- :func:`matmul_swiglu`, :func:`matmul_rope_heads` — GEMMs that finish in those epilogues from the
+  fp32 accumulator; the second also runs a batch of projections of one input in one launch (the
+  decoder's cross-attention keys and values of all blocks, from the rank-33 context factor).
 
 The reference (``forward``) path of the blocks is plain PyTorch; these kernels are used only by
 the blocks' ``fused_forward`` on CUDA. With ``TRITON_INTERPRET=1`` they also run on CPU tensors,
@@ -109,16 +109,6 @@ if triton is not None:
         tl.store(out_ptr + row * n_cols + cols, (a * tl.sigmoid(a) * b).to(out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _scale_columns_kernel(w_ptr, gain_ptr, out_ptr, n_cols, BLOCK: tl.constexpr):
-        row = tl.program_id(0).to(tl.int64)
-        cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-        mask = cols < n_cols
-        w = tl.load(w_ptr + row * n_cols + cols, mask=mask, other=0.0).to(tl.float32)
-        gain = tl.load(gain_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-        tl.store(out_ptr + row * n_cols + cols, (w * gain).to(out_ptr.dtype.element_ty), mask=mask)
-
-
-    @triton.jit
     def _tile_ids(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
         # Grouped order: GROUP_M row tiles share each weight tile while it is in L2.
         pid = tl.program_id(0)
@@ -134,7 +124,7 @@ if triton is not None:
     @triton.jit
     def _matmul_swiglu_kernel(x_ptr, w_ptr, out_ptr, M, H, K,
                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                              GROUP_M: tl.constexpr):
+                              GROUP_M: tl.constexpr, PRECISION: tl.constexpr):
         # out[m, n] = silu(x[m] . w[n]) * (x[m] . w[H + n]); w = [w1; w3] as stored by nn.Linear.
         pid_m, pid_n = _tile_ids(M, H, BLOCK_M, BLOCK_N, GROUP_M)
         rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -148,8 +138,8 @@ if triton is not None:
         acc_b = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for _ in range(0, K // BLOCK_K):
             x = tl.load(x_ptrs)
-            acc_a = tl.dot(x, tl.load(a_ptrs), acc_a)
-            acc_b = tl.dot(x, tl.load(b_ptrs), acc_b)
+            acc_a = tl.dot(x, tl.load(a_ptrs), acc_a, input_precision=PRECISION)
+            acc_b = tl.dot(x, tl.load(b_ptrs), acc_b, input_precision=PRECISION)
             x_ptrs += BLOCK_K
             a_ptrs += BLOCK_K
             b_ptrs += BLOCK_K
@@ -161,7 +151,7 @@ if triton is not None:
     @triton.jit
     def _matmul_swiglu_tma_kernel(x_desc, w_desc, out_desc, M, H, K,
                                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                                  GROUP_M: tl.constexpr):
+                                  GROUP_M: tl.constexpr, PRECISION: tl.constexpr):
         # As _matmul_swiglu_kernel, with tiles moved by the TMA engine (Hopper); edges zero-filled.
         pid_m, pid_n = _tile_ids(M, H, BLOCK_M, BLOCK_N, GROUP_M)
         off_m = pid_m * BLOCK_M
@@ -170,24 +160,27 @@ if triton is not None:
         acc_b = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k in range(0, K, BLOCK_K):
             x = x_desc.load([off_m, k])
-            acc_a = tl.dot(x, w_desc.load([off_n, k]).T, acc_a)
-            acc_b = tl.dot(x, w_desc.load([H + off_n, k]).T, acc_b)
+            acc_a = tl.dot(x, w_desc.load([off_n, k]).T, acc_a, input_precision=PRECISION)
+            acc_b = tl.dot(x, w_desc.load([H + off_n, k]).T, acc_b, input_precision=PRECISION)
         out_desc.store([off_m, off_n], (acc_a * tl.sigmoid(acc_a) * acc_b).to(out_desc.dtype))
 
     @triton.jit
     def _matmul_rope_heads_tma_kernel(x_desc, w_desc, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr,
-                                      q_out_ptr, k_out_ptr, v_out_ptr, M, K, eps,
+                                      q_out_ptr, k_out_ptr, v_out_ptr, M, K, eps, gain_stride,
                                       NQ: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr, HALF: tl.constexpr,
                                       QK_NORM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-                                      GROUP_M: tl.constexpr):
+                                      GROUP_M: tl.constexpr, PRECISION: tl.constexpr):
         HEAD: tl.constexpr = 2 * HALF
-        pid_m, head = _tile_ids(M, (NQ + NK + NV) * HEAD, BLOCK_M, HEAD, GROUP_M)
+        N: tl.constexpr = (NQ + NK + NV) * HEAD
+        pid_m, head = _tile_ids(M, N, BLOCK_M, HEAD, GROUP_M)
+        batch = tl.program_id(1)        # weight (and output) of a batch of projections of one x
         off_m = pid_m * BLOCK_M
         acc = tl.zeros((BLOCK_M, HEAD), dtype=tl.float32)
         for k in range(0, K, BLOCK_K):
-            acc = tl.dot(x_desc.load([off_m, k]), w_desc.load([head * HEAD, k]).T, acc)
-        _store_heads(acc, off_m + tl.arange(0, BLOCK_M), head, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr,
-                     q_out_ptr, k_out_ptr, v_out_ptr, M, eps, NQ, NK, NV, HALF, QK_NORM, BLOCK_M)
+            acc = tl.dot(x_desc.load([off_m, k]), w_desc.load([batch * N + head * HEAD, k]).T, acc,
+                         input_precision=PRECISION)
+        _store_heads(acc, off_m + tl.arange(0, BLOCK_M), head, batch, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr,
+                     q_out_ptr, k_out_ptr, v_out_ptr, M, eps, gain_stride, NQ, NK, NV, HALF, QK_NORM, BLOCK_M)
 
     @triton.jit
     def _norm_rotate_store(acc, dst_ptrs, live, gain_ptr, cos, sin, eps, BLOCK_M: tl.constexpr,
@@ -201,49 +194,55 @@ if triton is not None:
 
     @triton.jit
     def _matmul_rope_heads_kernel(x_ptr, w_ptr, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr,
-                                  q_out_ptr, k_out_ptr, v_out_ptr, M, K, eps,
+                                  q_out_ptr, k_out_ptr, v_out_ptr, M, K, eps, gain_stride,
                                   NQ: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr, HALF: tl.constexpr,
                                   QK_NORM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-                                  GROUP_M: tl.constexpr):
+                                  GROUP_M: tl.constexpr, PRECISION: tl.constexpr):
         # One tile column per head: the projection of rows to head ``pid_n`` of [q; k; v], then the
         # per-head QK-norm and RoPE in registers, stored straight into the q/k/v buffers.
         HEAD: tl.constexpr = 2 * HALF
-        pid_m, head = _tile_ids(M, (NQ + NK + NV) * HEAD, BLOCK_M, HEAD, GROUP_M)
+        N: tl.constexpr = (NQ + NK + NV) * HEAD
+        pid_m, head = _tile_ids(M, N, BLOCK_M, HEAD, GROUP_M)
+        batch = tl.program_id(1)        # weight (and output) of a batch of projections of one x
         rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = tl.arange(0, HEAD)
         ks = tl.arange(0, BLOCK_K)
         x_ptrs = x_ptr + (rows % M).to(tl.int64)[:, None] * K + ks[None, :]
-        w_ptrs = w_ptr + (head * HEAD + cols).to(tl.int64)[None, :] * K + ks[:, None]
+        w_ptrs = w_ptr + (batch * N + head * HEAD + cols).to(tl.int64)[None, :] * K + ks[:, None]
         acc = tl.zeros((BLOCK_M, HEAD), dtype=tl.float32)
         for _ in range(0, K // BLOCK_K):
-            acc = tl.dot(tl.load(x_ptrs), tl.load(w_ptrs), acc)
+            acc = tl.dot(tl.load(x_ptrs), tl.load(w_ptrs), acc, input_precision=PRECISION)
             x_ptrs += BLOCK_K
             w_ptrs += BLOCK_K
-        _store_heads(acc, rows, head, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr, q_out_ptr, k_out_ptr, v_out_ptr,
-                     M, eps, NQ, NK, NV, HALF, QK_NORM, BLOCK_M)
+        _store_heads(acc, rows, head, batch, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr, q_out_ptr, k_out_ptr,
+                     v_out_ptr, M, eps, gain_stride, NQ, NK, NV, HALF, QK_NORM, BLOCK_M)
 
     @triton.jit
-    def _store_heads(acc, rows, head, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr, q_out_ptr, k_out_ptr, v_out_ptr,
-                     M, eps, NQ: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr, HALF: tl.constexpr,
-                     QK_NORM: tl.constexpr, BLOCK_M: tl.constexpr):
+    def _store_heads(acc, rows, head, batch, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr, q_out_ptr, k_out_ptr,
+                     v_out_ptr, M, eps, gain_stride, NQ: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr,
+                     HALF: tl.constexpr, QK_NORM: tl.constexpr, BLOCK_M: tl.constexpr):
         # Tile ``acc`` [BLOCK_M, head_dim] is head ``head`` of [q; k; v] for ``rows``: QK-norm and
-        # RoPE for queries and keys, then stored into its own [rows, heads, head_dim] buffer.
+        # RoPE for queries and keys, then stored into its own [rows, heads, head_dim] buffer
+        # (of batch ``batch``: buffers [batch, rows, heads, head_dim], QK-norm gains ``gain_stride`` apart).
         HEAD: tl.constexpr = 2 * HALF
         cols = tl.arange(0, HEAD)
         live = (rows < M)[:, None]
         row64 = rows.to(tl.int64)[:, None]
+        out_row = row64 + batch.to(tl.int64) * M
+        q_gain_ptr += batch * gain_stride
+        k_gain_ptr += batch * gain_stride
         if head < NQ + NK:
             pairs = tl.arange(0, HALF)
             cos = tl.load(cos_ptr + row64 * HALF + pairs[None, :], mask=live, other=0.0)
             sin = tl.load(sin_ptr + row64 * HALF + pairs[None, :], mask=live, other=0.0)
             if head < NQ:
-                _norm_rotate_store(acc, q_out_ptr + row64 * (NQ * HEAD) + head * HEAD + cols[None, :], live,
+                _norm_rotate_store(acc, q_out_ptr + out_row * (NQ * HEAD) + head * HEAD + cols[None, :], live,
                                    q_gain_ptr, cos, sin, eps, BLOCK_M, HALF, QK_NORM)
             else:
-                _norm_rotate_store(acc, k_out_ptr + row64 * (NK * HEAD) + (head - NQ) * HEAD + cols[None, :],
+                _norm_rotate_store(acc, k_out_ptr + out_row * (NK * HEAD) + (head - NQ) * HEAD + cols[None, :],
                                    live, k_gain_ptr, cos, sin, eps, BLOCK_M, HALF, QK_NORM)
         else:
-            dst = v_out_ptr + row64 * (NV * HEAD) + (head - NQ - NK) * HEAD + cols[None, :]
+            dst = v_out_ptr + out_row * (NV * HEAD) + (head - NQ - NK) * HEAD + cols[None, :]
             tl.store(dst, acc.to(v_out_ptr.dtype.element_ty), mask=live)
 
 
@@ -315,16 +314,6 @@ def swiglu(ab: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def scale_columns(weight: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-    """``weight * gain`` [out, in] * [in], rounded once to weight's dtype: ``W (g * x) == (W * g) x``."""
-    n_rows, n_cols = weight.shape
-    out = torch.empty_like(weight)
-    block = 1024
-    _scale_columns_kernel[(n_rows, triton.cdiv(n_cols, block))](weight, gain.contiguous(), out, n_cols,
-                                                                  BLOCK=block, num_warps=4)
-    return out
-
-
 # Tile shapes of the GEMMs with fused epilogues, chosen by row count:
 # (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, warps, stages[, TMA loads: default False]).
 # fp32 (TF32) operands take half the K depth to fit shared memory.
@@ -333,6 +322,9 @@ GEMM_TILES = {
     ("swiglu", "small"): (64, 64, 64, 8, 4, 4, True),
     ("rope", "large"): (128, None, 64, 8, 4, 4, True),
     ("rope", "small"): (64, None, 64, 8, 4, 4, True),
+    # cross-attention K/V from the rank-(latent_dim + 1) context factor: K is 48, fp32 (TF32) operands
+    ("lowrank", "large"): (128, None, 32, 8, 4, 3, True),
+    ("lowrank", "small"): (64, None, 32, 8, 4, 3, True),
 }
 #: Row count from which the large tiles are used.
 GEMM_LARGE_ROWS = 4096
@@ -346,14 +338,23 @@ def _tiles(kind: str, rows: int, dtype: torch.dtype, tiles=None):
     return block_m, block_n, block_k, group_m, warps, stages, tma and _TMA
 
 
-def gemm_fusable(in_features: int, head_dim: int | None = None) -> bool:
+def _precision(dtype: torch.dtype, tf32: bool | None) -> str:
+    """``tl.dot``'s input precision: fp32 operands run as TF32 only where allowed (by default where
+    torch allows it for its own GEMMs), else in exact fp32."""
+    if dtype != torch.float32:
+        return "tf32"           # ignored for 16-bit operands
+    allowed = torch.backends.cuda.matmul.allow_tf32 if tf32 is None else tf32
+    return "tf32" if allowed else "ieee"
+
+
+def gemm_fusable(in_features: int, head_dim: int | None = None, *, block_k: int = 64) -> bool:
     """Whether the GEMMs with fused epilogues take these sizes (whole K tiles, power-of-2 heads >= 16)."""
-    if in_features % 64:
+    if in_features % block_k:
         return False
     return head_dim is None or (head_dim >= 16 and head_dim & (head_dim - 1) == 0)
 
 
-def matmul_swiglu(x: torch.Tensor, w13: torch.Tensor, *, tiles=None) -> torch.Tensor:
+def matmul_swiglu(x: torch.Tensor, w13: torch.Tensor, *, tiles=None, tf32: bool | None = None) -> torch.Tensor:
     """``silu(x @ w1.T) * (x @ w3.T)`` with ``w13 = [w1; w3]``, one GEMM; the product is formed from
     the fp32 accumulators (no rounding of the two halves) and rounded once to x's dtype."""
     *lead, k = x.shape
@@ -364,7 +365,7 @@ def matmul_swiglu(x: torch.Tensor, w13: torch.Tensor, *, tiles=None) -> torch.Te
     out = torch.empty(rows, hidden, device=x.device, dtype=x.dtype)
     grid = (triton.cdiv(rows, block_m) * triton.cdiv(hidden, block_n),)
     meta = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps,
-                num_stages=stages)
+                num_stages=stages, PRECISION=_precision(x.dtype, tf32))
     if tma:
         _matmul_swiglu_tma_kernel[grid](
             TensorDescriptor.from_tensor(x2, [block_m, block_k]), TensorDescriptor.from_tensor(w13, [block_n, block_k]),
@@ -377,25 +378,40 @@ def matmul_swiglu(x: torch.Tensor, w13: torch.Tensor, *, tiles=None) -> torch.Te
 def matmul_rope_heads(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *,
                       n_q: int, n_k: int, n_v: int, head_dim: int, q_gain: torch.Tensor | None = None,
                       k_gain: torch.Tensor | None = None, qk_eps: float = 1e-5,
-                      out_dtype: torch.dtype | None = None, tiles=None) -> list[torch.Tensor]:
+                      out_dtype: torch.dtype | None = None, tiles=None, kind: str = "rope",
+                      tf32: bool | None = None) -> list[torch.Tensor]:
     """:func:`rope_heads` of ``x @ weight.T`` in one kernel: the projection, QK-norm and RoPE of each
-    head are one GEMM tile and its epilogue, so the fused projection never goes to memory."""
+    head are one GEMM tile and its epilogue, so the fused projection never goes to memory.
+
+    ``weight`` [N, K], or [n, N, K] for n projections of the same ``x`` in one launch (with QK-norm
+    gains [head_dim] or [n, head_dim]); the outputs then have a leading axis of n.
+    ``tf32``: whether fp32 operands may run as TF32 (None: as torch allows for its GEMMs).
+    """
     bsz, seqlen, k = x.shape
-    assert weight.shape == ((n_q + n_k + n_v) * head_dim, k) and x.is_contiguous() and weight.is_contiguous()
+    weights = weight if weight.ndim == 3 else weight.unsqueeze(0)
+    n_batch = weights.shape[0]
+    assert weights.shape[1:] == ((n_q + n_k + n_v) * head_dim, k) and x.is_contiguous() and weights.is_contiguous()
     rows = bsz * seqlen
     out_dtype = out_dtype or x.dtype
-    outs = [torch.empty(bsz, seqlen, n, head_dim, device=x.device, dtype=out_dtype) for n in (n_q, n_k, n_v)]
-    block_m, _, block_k, group_m, warps, stages, tma = _tiles("rope", rows, x.dtype, tiles)
+    outs = [torch.empty(n_batch, bsz, seqlen, n, head_dim, device=x.device, dtype=out_dtype) for n in (n_q, n_k, n_v)]
+    gains = [g.contiguous() if g is not None else None for g in (q_gain, k_gain)]
+    batched_gains = [g for g in gains if g is not None and g.ndim == 2]
+    assert all(g.shape == (n_batch, head_dim) for g in batched_gains)
+    block_m, _, block_k, group_m, warps, stages, tma = _tiles(kind, rows, x.dtype, tiles)
     dummy = cos
-    grid = (triton.cdiv(rows, block_m) * (n_q + n_k + n_v),)
-    args = (cos.contiguous(), sin.contiguous(), q_gain if q_gain is not None else dummy,
-            k_gain if k_gain is not None else dummy, outs[0], outs[1], outs[2], rows, k, float(qk_eps))
+    grid = (triton.cdiv(rows, block_m) * (n_q + n_k + n_v), n_batch)
+    args = (cos.contiguous(), sin.contiguous(), gains[0] if gains[0] is not None else dummy,
+            gains[1] if gains[1] is not None else dummy, outs[0], outs[1], outs[2], rows, k, float(qk_eps),
+            head_dim if batched_gains else 0)
     meta = dict(NQ=n_q, NK=n_k, NV=n_v, HALF=head_dim // 2, QK_NORM=q_gain is not None or k_gain is not None,
-                BLOCK_M=block_m, BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps, num_stages=stages)
+                BLOCK_M=block_m, BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps, num_stages=stages,
+                PRECISION=_precision(x.dtype, tf32))
     if tma:
         _matmul_rope_heads_tma_kernel[grid](
             TensorDescriptor.from_tensor(x.view(rows, k), [block_m, block_k]),
-            TensorDescriptor.from_tensor(weight, [head_dim, block_k]), *args, **meta)
+            TensorDescriptor.from_tensor(weights.view(-1, k), [head_dim, block_k]), *args, **meta)
     else:
-        _matmul_rope_heads_kernel[grid](x, weight, *args, **meta)
+        _matmul_rope_heads_kernel[grid](x, weights, *args, **meta)
+    if weight.ndim == 2:
+        outs = [out[0] for out in outs]
     return [out for out, n in zip(outs, (n_q, n_k, n_v)) if n]

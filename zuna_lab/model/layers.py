@@ -171,20 +171,12 @@ class Attention(nn.Module):
             return kernels.matmul_rope_heads(x.contiguous(), weight, *rope, **heads)
         return kernels.rope_heads(F.linear(x, weight), *rope, **heads)
 
-    def fused_kv(self, context: torch.Tensor, rope: tuple, weight: torch.Tensor | None = None) -> tuple:
-        """Cross-attention keys (QK-normed, rotated) and values [B, S, kv_heads, D] of a normed context.
-
-        ``weight`` replaces the fused [wk; wv] (e.g. with a norm gain folded in).
-        """
-        weight = self.wkv if weight is None else weight
-        return tuple(self._project_heads(context, weight, rope, 0, self.n_kv_heads, self.n_kv_heads))
-
     def fused_forward(self, x: torch.Tensor, rope: tuple, kv: tuple | None = None,
                       attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Triton path: fused projection, one QK-norm + RoPE kernel, SDPA.
 
         rope: (cos, sin), each [B, S, head_dim // 2]. kv: precomputed cross-attention keys and
-        values from :meth:`fused_kv`; None for self-attention.
+        values (``Decoder.fused_cross_kv``); None for self-attention.
         """
         bsz, q_len, _ = x.shape
         if kv is None:
@@ -267,21 +259,6 @@ class DecoderBlock(nn.Module):
         h = h + self.attention_post_norm(
             self.attention(self.attention_norm(h, g_attn).to(compute_dtype), rope, attn_mask=self_mask).float())
         return h + self.ffn_post_norm(self.feed_forward(self.ffn_norm(h, g_ffn).to(compute_dtype)).float())
-
-    def fused_cross_kv(self, context: torch.Tensor, g_y: torch.Tensor, rope: tuple) -> tuple:
-        """Cross-attention keys and values for flow times whose cross_y gains are ``g_y`` [B, dim]."""
-        _, x = kernels.add_rms_norm(context, None, g_y, self.cross_y_norm.eps,
-                                    out_dtype=self.cross_attention.wkv.dtype)
-        return self.cross_attention.fused_kv(x, rope)
-
-    def fused_cross_kv_step(self, normed_context: torch.Tensor, g_y: torch.Tensor, rope: tuple) -> tuple:
-        """Keys and values for one step from ``rms_norm(context)`` without gain (constant over the steps).
-
-        ``W (n * g) == (W * g) n``: the step's gain ``g_y`` [dim] scales the 1024-wide weight
-        instead of the whole context being re-normalised every step.
-        """
-        weight = kernels.scale_columns(self.cross_attention.wkv, g_y)
-        return self.cross_attention.fused_kv(normed_context, rope, weight=weight)
 
     def fused_forward(self, h: torch.Tensor, x: torch.Tensor, cross_kv: tuple, g_attn: torch.Tensor,
                       g_ffn: torch.Tensor, rope: tuple, self_mask, cross_mask, next_gain: torch.Tensor,

@@ -223,38 +223,35 @@ class ZunaModel(nn.Module):
             return out
         return self._sample(latents, tok_idx, z, steps, float(cfg), callback)
 
-    #: Largest precomputed cross-attention key/value cache (all steps, all blocks), in bytes.
-    cross_kv_budget = 1 << 30
+    #: Steps whose cross-attention K/V weights (3 MB a step for ZUNA) are formed at once.
+    cross_kv_chunk = 64
 
     def _sample(self, latents, tok_idx, z, steps, cfg, callback=None):
         decoder = self.decoder
         positions = decoder.positions(tok_idx)
         # The AdaRMSNorm gains depend on t alone: all steps at once, before the loop.
         gains = decoder.conditioning(flow_times(steps, device=z.device))
-        contexts = {True: decoder.context(latents)}
-        if cfg != 1.0:
-            # The unconditional branch sees zeroed latents, i.e. only the projection bias.
-            contexts[False] = decoder.context(torch.zeros_like(latents))
+        # The unconditional branch (cfg != 1) sees zeroed latents, i.e. only the projection bias.
+        conditions = [True] if cfg == 1.0 else [True, False]
         if not self.use_kernels:
+            contexts = {key: decoder.context(latents if key else torch.zeros_like(latents)) for key in conditions}
+
             def velocity(state, k, conditional):
                 return decoder.velocity(state, gains[k], contexts[conditional], positions)
         else:
-            c = self.config
-            cache_bytes = len(contexts) * steps * latents.shape[0] * latents.shape[1] * c.n_layers * 2 \
-                * c.n_kv_heads * c.head_dim * decoder.blocks[0].cross_attention.wkv.element_size()
-            if cache_bytes <= self.cross_kv_budget:
-                cached = {key: decoder.fused_cross_kv(context, gains, positions) for key, context in contexts.items()}
-
-                def step_kv(k, conditional):
-                    return [(keys[k], values[k]) for keys, values in cached[conditional]]
-            else:
-                normed = {key: decoder.normed_context(context) for key, context in contexts.items()}
-
-                def step_kv(k, conditional):
-                    return normed[conditional]
+            tf32 = self.precision == "bf16"
+            factors = {key: decoder.context_factor(latents if key else torch.zeros_like(latents)) for key in conditions}
+            k_gains = decoder.cross_k_gains()
+            chunk = {}
 
             def velocity(state, k, conditional):
-                return decoder.fused_velocity(state, gains[k], positions, step_kv(k, conditional))
+                first = k - k % self.cross_kv_chunk
+                if first not in chunk:
+                    chunk.clear()
+                    with _tf32(tf32):
+                        chunk[first] = decoder.cross_kv_weights(gains[first:first + self.cross_kv_chunk])
+                kv = decoder.fused_cross_kv(factors[conditional], chunk[first][k - first], positions, k_gains, tf32=tf32)
+                return decoder.fused_velocity(state, gains[k], positions, kv)
 
         return euler_sample(velocity, z, steps=steps, cfg=cfg, callback=callback).float()
 

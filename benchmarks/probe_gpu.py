@@ -3,7 +3,7 @@ SDPA backends, kernel-level profiles, the Triton GEMMs with fused epilogues agai
 tile shape, whole reconstructions per option (time and error against fp32), the error and cost
 of TF32 encoder sub-layers, and a Python profile of the 1 h x 64 ch embedding's first call.
 
-    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile gemm model blas tf32 embed
+    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile gemm model lowrank blas tf32 embed
 """
 import contextlib
 import cProfile
@@ -211,6 +211,30 @@ def section_model():
                          f"{bench_gpu.flops_reconstruct(case[0], case[1]) / warm / 1e12:.0f} TFLOP/s encode {enc * 1e3:.1f} ms")
             print(line, flush=True)
     model.encoder_tf32_parts = ("attention",)
+
+
+def section_lowrank():
+    """Cross-attention K/V from the rank-33 context factor: error against fp32 with its product in
+    TF32 (the default in bf16) or in exact fp32, same inputs, seeds 0 and 1."""
+    model = _model()
+    cases = [(1, 12, 0), (1, 12, 1), (8, 64, 0), (8, 64, 1)]
+    inputs, refs = {}, {}
+    model.set_precision("fp32")
+    model.optimize(kernels=False, cuda_graphs=False)
+    for case in cases:
+        inputs[case] = [t.cuda() for t in bench_gpu.make_inputs(*case)]
+        tokens, tok_idx, noise = inputs[case]
+        refs[case] = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)
+    model.set_precision("bf16")
+    model.optimize()
+    default = model.decoder.fused_cross_kv
+    for label, tf32 in (("tf32", True), ("exact fp32", False)):
+        model.decoder.fused_cross_kv = lambda *args, tf32=tf32, **kw: default(*args, **{**kw, "tf32": tf32})  # noqa: E731
+        model._graphs.clear()
+        for case in cases:
+            error = _case_error(model, *inputs[case], refs[case])
+            print(f"lowrank {case[0]}x{case[1]} seed {case[2]} K/V product {label}: err {error:.3e}", flush=True)
+    model.decoder.fused_cross_kv = default
 
 
 def section_blas():

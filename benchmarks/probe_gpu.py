@@ -237,6 +237,25 @@ def section_lowrank():
     model.decoder.fused_cross_kv = default
 
 
+def section_decoder_epilogues():
+    """Time of 8 x 64 and 1 x 12 reconstructions with the decoder's SwiGLU and/or RoPE epilogue GEMMs
+    (the encoder's always on), to see whether the memory they save pays on this card."""
+    from zuna_lab.model.layers import Attention, SwiGLU
+    model = _model()
+    for n_epochs, n_channels in ((8, 64), (1, 12)):
+        tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(n_epochs, n_channels))
+        for kinds in ((), ("swiglu",), ("rope",), ("swiglu", "rope")):
+            for module in model.decoder.modules():
+                if isinstance(module, (Attention, SwiGLU)):
+                    module.gemm_epilogue = ("swiglu" if isinstance(module, SwiGLU) else "rope") in kinds
+            model._graphs.clear()
+            run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
+            run()
+            warm, _ = bench_gpu.timed(run, repeats=10 if n_epochs == 1 else 4)
+            print(f"decoder epilogues {n_epochs}x{n_channels} {'+'.join(kinds) or 'none'}: {warm * 1e3:.1f} ms "
+                  f"{n_epochs / warm:.2f} ep/s", flush=True)
+
+
 def section_blas():
     """GEMM library choices: cuBLAS (default), cuBLASLt, TunableOp; and SDPA input layouts."""
     import triton.testing

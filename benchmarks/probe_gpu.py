@@ -178,13 +178,8 @@ def _case_error(model, tokens, tok_idx, noise, reference):
     return float((out - reference).norm() / reference.norm())
 
 
-EPILOGUE_VARIANTS = [(), ("rope",), ("swiglu",), ("rope", "swiglu"), ("rope", "swiglu", "decoder-only")]
-
-
-def section_model():
-    """Whole reconstructions: GEMM epilogues on/off x TF32 encoder parts, time and error against fp32."""
-    model = _model()
-    cases = [(1, 12, 0), (1, 12, 1), (32, 12, 0), (8, 64, 0), (8, 64, 1)]
+def _fp32_references(model, cases):
+    """Inputs and exact fp32 (reference path) outputs of (n_epochs, n_channels, seed) cases; leaves the model in fp32."""
     inputs, refs = {}, {}
     model.set_precision("fp32")
     model.optimize(kernels=False, cuda_graphs=False)
@@ -192,6 +187,17 @@ def section_model():
         inputs[case] = [t.cuda() for t in bench_gpu.make_inputs(*case)]
         tokens, tok_idx, noise = inputs[case]
         refs[case] = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)
+    return inputs, refs
+
+
+EPILOGUE_VARIANTS = [(), ("rope",), ("swiglu",), ("rope", "swiglu"), ("rope", "swiglu", "decoder-only")]
+
+
+def section_model():
+    """Whole reconstructions: GEMM epilogues on/off x TF32 encoder parts, time and error against fp32."""
+    model = _model()
+    cases = [(1, 12, 0), (1, 12, 1), (32, 12, 0), (8, 64, 0), (8, 64, 1)]
+    inputs, refs = _fp32_references(model, cases)
     for epilogues in EPILOGUE_VARIANTS:
         model.set_precision("bf16")
         model.optimize(gemm_epilogues=tuple(p for p in epilogues if p != "decoder-only"))
@@ -218,13 +224,7 @@ def section_lowrank():
     TF32 (the default in bf16) or in exact fp32, same inputs, seeds 0 and 1."""
     model = _model()
     cases = [(1, 12, 0), (1, 12, 1), (8, 64, 0), (8, 64, 1)]
-    inputs, refs = {}, {}
-    model.set_precision("fp32")
-    model.optimize(kernels=False, cuda_graphs=False)
-    for case in cases:
-        inputs[case] = [t.cuda() for t in bench_gpu.make_inputs(*case)]
-        tokens, tok_idx, noise = inputs[case]
-        refs[case] = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)
+    inputs, refs = _fp32_references(model, cases)
     model.set_precision("bf16")
     model.optimize()
     default = model.decoder.fused_cross_kv

@@ -2,7 +2,8 @@
 
 Without a GPU they run under Triton's interpreter (``TRITON_INTERPRET=1``, set by
 tests/run_tests.sh), in fp32: the interpreter rounds to bf16 by truncation, unlike the GPU, so
-bf16 accuracy is measured on the GPU by benchmarks/bench.py instead.
+bf16 accuracy is measured on the GPU by benchmarks/bench.py instead. On a GPU the file runs as it
+is: the GEMM kernels take fp32 operands in exact fp32 unless torch allows TF32 (off by default).
 """
 import os
 

@@ -256,6 +256,73 @@ def section_decoder_epilogues():
                   f"{n_epochs / warm:.2f} ep/s", flush=True)
 
 
+def section_ideas():
+    """Untried speed ideas, A/B by monkeypatching the decoder at 8 x 64 and 1 x 12 (time only):
+    SwiGLU in row chunks whose w13 output stays in L2; FA2 instead of cuDNN for one epoch; the
+    self-attention values read as a view of the QKV GEMM output instead of copied."""
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from zuna_lab.model import kernels
+    from zuna_lab.model.layers import Attention, SwiGLU
+
+    def chunked_swiglu(rows_per_chunk):
+        def forward(self, x):
+            if self.gemm_epilogue:          # the encoder's: left as it is
+                return swiglu_default(self, x)
+            x2 = x.to(self.w2.weight.dtype).reshape(-1, x.shape[-1])
+            out = torch.empty(x2.shape[0], self.w2.weight.shape[0], device=x.device, dtype=x2.dtype)
+            for start in range(0, x2.shape[0], rows_per_chunk):
+                part = x2[start:start + rows_per_chunk]
+                torch.matmul(kernels.swiglu(F.linear(part, self.w13)), self.w2.weight.T, out=out[start:start + rows_per_chunk])
+            return out.view(*x.shape[:-1], -1)
+        return forward
+
+    def flash_forward(default):
+        def forward(self, x, *args, **kw):
+            if x.shape[0] * x.shape[1] > 4096:      # one-epoch sizes only
+                return default(self, x, *args, **kw)
+            with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+                return default(self, x, *args, **kw)
+        return forward
+
+    def value_view_forward(default):
+        def forward(self, x, rope, kv=None, attn_mask=None):
+            if kv is not None or self.gemm_epilogue:
+                return default(self, x, rope, kv=kv, attn_mask=attn_mask)
+            bsz, q_len, _ = x.shape
+            fused = F.linear(x.to(self.wqkv.dtype), self.wqkv)
+            width = (self.n_heads + self.n_kv_heads) * self.head_dim
+            q_gain, k_gain = self._qk_gains()
+            q, k = kernels.rope_heads(fused[..., :width], *rope, n_q=self.n_heads, n_k=self.n_kv_heads, n_v=0,
+                                      head_dim=self.head_dim, q_gain=q_gain, k_gain=k_gain)
+            v = fused[..., width:].unflatten(-1, (self.n_kv_heads, self.head_dim))
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                 attn_mask=attn_mask)
+            return F.linear(out.transpose(1, 2).reshape(bsz, q_len, -1), self.wo.weight)
+        return forward
+
+    swiglu_default, attention_default = SwiGLU.fused_forward, Attention.fused_forward
+    variants = {"default": {}, "swiglu chunks of 2048 rows": {"swiglu": chunked_swiglu(2048)},
+                "swiglu chunks of 4096 rows": {"swiglu": chunked_swiglu(4096)},
+                "FA2 attention": {"attention": flash_forward(attention_default)},
+                "values as a view": {"attention": value_view_forward(attention_default)}}
+    model = _model()
+    for n_epochs, n_channels in ((8, 64), (1, 12)):
+        tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(n_epochs, n_channels))
+        for label, patch in variants.items():
+            SwiGLU.fused_forward = patch.get("swiglu", swiglu_default)
+            Attention.fused_forward = patch.get("attention", attention_default)
+            model._graphs.clear()
+            run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
+            try:
+                run()
+                warm, _ = bench_gpu.timed(run, repeats=10 if n_epochs == 1 else 4)
+                print(f"ideas {n_epochs}x{n_channels} {label}: {warm * 1e3:.1f} ms", flush=True)
+            except Exception as err:  # noqa: BLE001
+                print(f"ideas {n_epochs}x{n_channels} {label}: failed {str(err)[:120]}", flush=True)
+    SwiGLU.fused_forward, Attention.fused_forward = swiglu_default, attention_default
+
+
 def section_blas():
     """GEMM library choices: cuBLAS (default), cuBLASLt, TunableOp; and SDPA input layouts."""
     import triton.testing

@@ -126,10 +126,11 @@ def test_dashboard_mask_and_reconstruct(served, tmp_path):
             from zuna_lab.viz.plots import scalp_coords
 
             xy = scalp_coords(make_raw(duration=1.0)).sel(channel="T8").values.tolist()
-            both_js = f"() => ({MODELS_JS})('MultiChoice').some(m => m.value.includes('T8') && m.value.includes('T7'))"
             px = page.evaluate(SCALP_PX_JS, xy)
             page.mouse.click(px[0], px[1])
-            page.wait_for_function(both_js, timeout=20_000)
+            page.wait_for_function(
+                f"() => ({MODELS_JS})('MultiChoice').some(m => m.value.includes('T8') && m.value.includes('T7'))",
+                timeout=20_000)
 
             page.get_by_role("button", name="Run reconstruction").click()
             page.wait_for_function(

@@ -77,9 +77,8 @@ class Decoder(nn.Module):
 
     def context_factor(self, latents: torch.Tensor) -> torch.Tensor:
         """F [B, S, width] fp32 with ``rms_norm(context(latents)) == F @ basis.T`` (see :meth:`cross_kv_weights`)."""
-        proj = self.latent_proj
         latents = latents.float()
-        context = torch.nn.functional.linear(latents, proj.weight.float(), proj.bias.float())
+        context = self.context(latents).float()
         scale = torch.rsqrt(context.pow(2).mean(-1, keepdim=True) + self.blocks[0].cross_y_norm.eps)
         n_latent = latents.shape[-1]
         factor = latents.new_zeros(*latents.shape[:-1], _factor_width(n_latent))

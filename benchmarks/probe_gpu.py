@@ -3,7 +3,7 @@ SDPA backends, kernel-level profiles, the Triton GEMMs with fused epilogues agai
 tile shape, whole reconstructions per option (time and error against fp32), the error and cost
 of TF32 encoder sub-layers, and a Python profile of the 1 h x 64 ch embedding's first call.
 
-    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile gemm model lowrank blas tf32 embed
+    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile gemm model lowrank blas tf32 embed attention attention_model shared_values profile_graphed
 """
 import contextlib
 import cProfile
@@ -392,6 +392,116 @@ def section_tf32():
     model.encoder_tf32_parts = ()
     model.set_precision("bf16")
 
+
+def section_attention():
+    """kernels.attention (small query tiles) against SDPA's library kernels, timed inside CUDA graphs."""
+    import torch.nn.functional as F
+    from zuna_lab.model import kernels, layers
+    torch.manual_seed(0)
+    configs = [(bm, bn, w, st) for bm in (16, 32, 64) for bn in (32, 64, 128) for w in (4, 8) for st in (2, 3)
+               if not (bm == 16 and w == 8)]
+    for bsz, seq in ((1, 480), (1, 960), (2, 480), (4, 480), (1, 2560), (8, 480)):
+        qkv = torch.randn(bsz, seq, 3 * 512, device="cuda", dtype=torch.bfloat16)
+        q, k, v = (t.view(bsz, seq, 8, 64) for t in qkv.split(512, -1))
+        ref = F.scaled_dot_product_attention(*(t.float().transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
+        lib = graph_bench(lambda: F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)))
+        flops = 4 * bsz * 8 * seq * seq * 64
+        results = []
+        for tiles in configs:
+            try:
+                out = kernels.attention(q, k, v, tiles=tiles)
+                err = float((out.float() - ref).norm() / ref.norm())
+                results.append((graph_bench(lambda: kernels.attention(q, k, v, tiles=tiles)), tiles, err))
+            except Exception as exc:  # noqa: BLE001
+                print(f"  {tiles} failed: {str(exc)[:80]}")
+        results.sort()
+        best = ", ".join(f"{tiles} {us * 1e3:.1f}us err {err:.1e}" for us, tiles, err in results[:4])
+        default = [r for r in results if r[1] == kernels.ATTENTION_TILES]
+        print(f"attention B={bsz} S={seq}: library {lib * 1e3:.1f}us ({flops / lib / 1e9:.0f} TF); "
+              f"default tiles {default[0][0] * 1e3 if default else float('nan'):.1f}us; best {best}", flush=True)
+        # the queries' QK-norm + RoPE inside the kernel, against the separate kernel + attention
+        idx = torch.randint(0, 50, (bsz, seq, 4), device="cuda")
+        cos, sin = (t.reshape(bsz * seq, -1) for t in layers.rope_angles(idx, 64, 10000.0))
+        gain = torch.rand(64, device="cuda") + 0.5
+        tiles = results[0][1]
+        fused = graph_bench(lambda: kernels.attention(q, k, v, rope=(cos, sin), q_gain=gain, tiles=tiles))
+        (qr,) = kernels.rope_heads(qkv[..., :512], cos, sin, n_q=8, n_k=0, n_v=0, head_dim=64, q_gain=gain)
+        split = graph_bench(lambda: kernels.attention(kernels.rope_heads(qkv[..., :512], cos, sin, n_q=8, n_k=0, n_v=0,
+                                                                         head_dim=64, q_gain=gain)[0], k, v, tiles=tiles))
+        err = float((kernels.attention(q, k, v, rope=(cos, sin), q_gain=gain, tiles=tiles).float()
+                     - kernels.attention(qr, k, v, tiles=tiles).float()).norm() / ref.norm())
+        print(f"  rope in kernel {fused * 1e3:.1f}us vs rope kernel + attention {split * 1e3:.1f}us (diff {err:.1e})", flush=True)
+
+
+def section_attention_model():
+    """Whole reconstructions with kernels.attention where it pays (default) or SDPA everywhere:
+    time and error against fp32."""
+    from zuna_lab.model.layers import Attention
+    model = _model()
+    cases = [(1, 12, 0), (1, 12, 1), (2, 12, 0), (4, 12, 0), (1, 32, 0), (1, 64, 0)]
+    inputs, refs = _fp32_references(model, cases)
+    model.set_precision("bf16")
+    model.optimize()
+    for small in (True, False):
+        for module in model.modules():
+            if isinstance(module, Attention):
+                module.small_attention = small
+        model._graphs.clear()
+        for case in cases:
+            tokens, tok_idx, noise = inputs[case]
+            error = _case_error(model, tokens, tok_idx, noise, refs[case])
+            run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
+            warm, _ = bench_gpu.timed(run, repeats=10)
+            print(f"attention_model {case[0]}x{case[1]} seed {case[2]} small_attention={small}: "
+                  f"{warm * 1e3:.1f} ms err {error:.3e}", flush=True)
+
+def section_shared_values():
+    """Cross-attention with the rank-33 factor as values shared by all heads (d_v 40/48) vs per-head d 64."""
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    bsz, seq = 8, 2560
+    q, k = (torch.randn(bsz, 8, seq, 64, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for d_v in (64, 48, 40):
+        for shared in (False, True):
+            v = torch.randn(bsz, 1 if shared else 8, seq, d_v, device="cuda", dtype=torch.bfloat16).expand(bsz, 8, seq, d_v)
+            line = f"shared_values d_v={d_v} shared={shared}:"
+            for backend in (None, SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION):
+                try:
+                    ctx = sdpa_kernel([backend]) if backend is not None else contextlib.nullcontext()
+                    with ctx:
+                        us = graph_bench(lambda: F.scaled_dot_product_attention(q, k, v), repeats=5)
+                    line += f"  {backend.name if backend else 'default'} {us * 1e3:.0f}us"
+                except Exception as exc:  # noqa: BLE001
+                    line += f"  {backend.name if backend else 'default'} failed ({str(exc)[:40]})"
+            print(line, flush=True)
+
+
+def section_profile_graphed():
+    """Kernel table of one graphed 4-step sample at 8 x 64 and of one cuDNN SDPA call (its memset)."""
+    from torch.profiler import ProfilerActivity, profile
+    import torch.nn.functional as F
+    model = _model()
+    for n_epochs, n_channels, steps in ((8, 64, 4), (1, 12, 10)):
+        tokens, tok_idx, noise = (t.cuda() for t in bench_gpu.make_inputs(n_epochs, n_channels))
+        latents = model.encode(tokens, tok_idx)
+        run = lambda: model.sample(latents, tok_idx, noise=noise, steps=steps)  # noqa: E731
+        run()
+        warm, _ = bench_gpu.timed(run, repeats=5)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            run()
+            torch.cuda.synchronize()
+        kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
+        busy = sum(e.device_time for e in kernels)
+        print(f"== graphed {n_epochs} x {n_channels}, {steps} steps: {warm * 1e3:.1f} ms wall, "
+              f"{len(kernels)} kernels, {busy / 1e3:.1f} ms busy", flush=True)
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=22, max_name_column_width=70), flush=True)
+    q, k, v = (torch.randn(1, 480, 8, 64, device="cuda", dtype=torch.bfloat16).transpose(1, 2) for _ in range(3))
+    F.scaled_dot_product_attention(q, k, v)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        F.scaled_dot_product_attention(q, k, v)
+        torch.cuda.synchronize()
+    print("one SDPA call:", [e.name[:80] for e in prof.events() if e.device_type.name == "CUDA"], flush=True)
 
 EMBED_CHILD = r"""
 import cProfile, io, pstats, sys, time

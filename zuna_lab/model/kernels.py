@@ -246,6 +246,58 @@ if triton is not None:
             tl.store(dst, acc.to(v_out_ptr.dtype.element_ty), mask=live)
 
 
+    @triton.jit
+    def _attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, cos_ptr, sin_ptr, q_gain_ptr, seq_q, seq_k,
+                          q_sb, q_ss, q_sh, k_sb, k_ss, k_sh, v_sb, v_ss, v_sh, qk_scale, eps,
+                          N_HEADS: tl.constexpr, KV_GROUP: tl.constexpr, HALF: tl.constexpr,
+                          ROTATE_Q: tl.constexpr, QK_NORM: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+        # One program: BLOCK_M queries of one head of one batch element, online softmax over all
+        # keys in BLOCK_N blocks (exp2 with log2(e) folded into the scale). Small tiles keep every
+        # multiprocessor busy when there are few heads x queries. Strides are (batch, seq, head);
+        # the output is [B, S, H, D] contiguous, i.e. already the out-projection's [B, S, H * D].
+        HEAD: tl.constexpr = 2 * HALF
+        pid_m = tl.program_id(0)
+        batch = tl.program_id(1) // N_HEADS
+        head = tl.program_id(1) % N_HEADS
+        kv_head = head // KV_GROUP
+        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        dims = tl.arange(0, HEAD)
+        live_q = (rows < seq_q)[:, None]
+        q = tl.load(q_ptr + batch.to(tl.int64) * q_sb + rows.to(tl.int64)[:, None] * q_ss
+                    + head * q_sh + dims[None, :], mask=live_q, other=0.0)
+        if ROTATE_Q:
+            # QK-norm and RoPE of the raw projection, here instead of in a kernel of its own
+            x = q.to(tl.float32)
+            if QK_NORM:
+                x = x * tl.rsqrt(tl.sum(x * x, axis=1) / HEAD + eps)[:, None] * tl.load(q_gain_ptr + dims).to(tl.float32)[None, :]
+            pairs = (batch.to(tl.int64) * seq_q + rows.to(tl.int64))[:, None] * HALF + tl.arange(0, HALF)[None, :]
+            cos = tl.load(cos_ptr + pairs, mask=live_q, other=0.0)
+            sin = tl.load(sin_ptr + pairs, mask=live_q, other=0.0)
+            even, odd = tl.split(tl.reshape(x, (BLOCK_M, HALF, 2)))
+            q = tl.reshape(tl.join(even * cos - odd * sin, even * sin + odd * cos), (BLOCK_M, HEAD)).to(k_ptr.dtype.element_ty)
+        k_base = k_ptr + batch.to(tl.int64) * k_sb + kv_head * k_sh
+        v_base = v_ptr + batch.to(tl.int64) * v_sb + kv_head * v_sh
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, HEAD], tl.float32)
+        for start in range(0, seq_k, BLOCK_N):
+            cols = start + tl.arange(0, BLOCK_N)
+            live_k = cols < seq_k
+            k = tl.load(k_base + cols.to(tl.int64)[:, None] * k_ss + dims[None, :], mask=live_k[:, None], other=0.0)
+            scores = tl.dot(q, tl.trans(k)) * qk_scale
+            scores = tl.where(live_k[None, :], scores, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(scores, axis=1))
+            p = tl.math.exp2(scores - m_new[:, None])
+            alpha = tl.math.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            v = tl.load(v_base + cols.to(tl.int64)[:, None] * v_ss + dims[None, :], mask=live_k[:, None], other=0.0)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m_i = m_new
+        out = acc / l_i[:, None]
+        o_rows = (batch.to(tl.int64) * seq_q + rows.to(tl.int64))[:, None] * (N_HEADS * HEAD)
+        tl.store(o_ptr + o_rows + head * HEAD + dims[None, :], out.to(o_ptr.dtype.element_ty), mask=live_q)
+
 def _warps(block: int) -> int:
     return 4 if block <= 1024 else 8
 
@@ -313,6 +365,44 @@ def swiglu(ab: torch.Tensor) -> torch.Tensor:
     _swiglu_kernel[(rows, triton.cdiv(n_cols, block))](ab, out, n_cols, BLOCK=block, num_warps=4)
     return out
 
+
+#: Attention tiles (BLOCK_M, BLOCK_N, warps, stages) of :func:`attention`.
+ATTENTION_TILES = (32, 64, 4, 2)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, rope: tuple | None = None,
+              q_gain: torch.Tensor | None = None, qk_eps: float = 1e-5, tiles=None) -> torch.Tensor:
+    """``softmax(q k^T / sqrt(D)) v`` for few queries: q [B, Sq, H, D], k and v [B, Sk, Hkv, D]
+    (any strides with D contiguous) -> [B, Sq, H, D] contiguous. No mask.
+
+    Small query tiles spread one epoch's attention over all multiprocessors, where a library
+    kernel's 128-query tiles occupy a quarter of them (:func:`attention_pays`).
+    ``rope`` (cos, sin [B * Sq, D // 2]): q is the raw projection; its QK-norm (``q_gain``) and
+    RoPE are applied here, as :func:`rope_heads` would, instead of in a kernel of their own.
+    """
+    bsz, seq_q, n_heads, head_dim = q.shape
+    seq_k, n_kv = k.shape[1], k.shape[2]
+    assert all(t.stride(-1) == 1 for t in (q, k, v)) and v.shape == k.shape and n_heads % n_kv == 0
+    block_m, block_n, warps, stages = tiles or ATTENTION_TILES
+    out = torch.empty(bsz, seq_q, n_heads, head_dim, device=q.device, dtype=k.dtype)
+    cos, sin = rope if rope is not None else (q, q)
+    grid = (triton.cdiv(seq_q, block_m), bsz * n_heads)
+    _attention_kernel[grid](
+        q, k, v, out, cos, sin, q_gain if q_gain is not None else q, seq_q, seq_k,
+        *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], head_dim ** -0.5 * 1.4426950408889634, float(qk_eps),
+        N_HEADS=n_heads, KV_GROUP=n_heads // n_kv, HALF=head_dim // 2, ROTATE_Q=rope is not None,
+        QK_NORM=q_gain is not None, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages)
+    return out
+
+
+#: :func:`attention` is used while a library kernel would run fewer than this many 128-query tiles.
+ATTENTION_MAX_TILES = 132
+
+
+def attention_pays(bsz: int, seq_q: int, n_heads: int, head_dim: int) -> bool:
+    """Whether :func:`attention` takes this head size (a power of 2, >= 16) and beats SDPA here."""
+    fits = head_dim >= 16 and head_dim & (head_dim - 1) == 0
+    return fits and bsz * n_heads * -(-seq_q // 128) < ATTENTION_MAX_TILES
 
 # Tile shapes of the GEMMs with fused epilogues, chosen by row count:
 # (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, warps, stages[, TMA loads: default False]).

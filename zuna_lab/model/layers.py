@@ -121,6 +121,7 @@ class Attention(nn.Module):
         self.wkv = None     # fused [wk; wv] for cross-attention
         self.sdpa_dtype = None  # dtype of q, k, v inside SDPA; None: the projections' dtype
         self.gemm_epilogue = False  # Triton path: QK-norm + RoPE in the projection GEMM's epilogue
+        self.small_attention = True  # Triton path: kernels.attention where SDPA's kernels under-fill the GPU
 
     def fuse(self):
         self.wqkv = torch.cat([self.wq.weight, self.wk.weight, self.wv.weight]).detach()
@@ -179,14 +180,25 @@ class Attention(nn.Module):
         values (``Decoder.fused_cross_kv``); None for self-attention.
         """
         bsz, q_len, _ = x.shape
+        own = self.small_attention and attn_mask is None and kernels.attention_pays(bsz, q_len, self.n_heads, self.head_dim)
         if kv is None:
             q, k, v = self._project_heads(x, self.wqkv, rope, self.n_heads, self.n_kv_heads, self.n_kv_heads)
+        elif own and not self.gemm_epilogue:
+            # the queries' QK-norm and RoPE happen inside the attention kernel
+            k, v = kv
+            q = F.linear(x.to(self.wq.weight.dtype), self.wq.weight).view(bsz, q_len, self.n_heads, self.head_dim)
+            out = kernels.attention(q, k, v, rope=rope, q_gain=self._qk_gains()[0])
+            return F.linear(out.view(bsz, q_len, -1).to(self.wo.weight.dtype), self.wo.weight)
         else:
             (q,) = self._project_heads(x, self.wq.weight, rope, self.n_heads, 0, 0)
             k, v = kv
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                             attn_mask=attn_mask, enable_gqa=self.n_kv_heads != self.n_heads)
-        out = out.transpose(1, 2).reshape(bsz, q_len, self.n_heads * self.head_dim)
+        if own:
+            out = kernels.attention(q, k, v)
+        else:
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                                 attn_mask=attn_mask, enable_gqa=self.n_kv_heads != self.n_heads)
+            out = out.transpose(1, 2)
+        out = out.reshape(bsz, q_len, self.n_heads * self.head_dim)
         return F.linear(out.to(self.wo.weight.dtype), self.wo.weight)
 
 

@@ -3,7 +3,7 @@ SDPA backends, kernel-level profiles, the Triton GEMMs with fused epilogues agai
 tile shape, whole reconstructions per option (time and error against fp32), the error and cost
 of TF32 encoder sub-layers, and a Python profile of the 1 h x 64 ch embedding's first call.
 
-    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile gemm model lowrank blas tf32 embed attention attention_model shared_values profile_graphed
+    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile gemm model lowrank blas tf32 embed attention attention_model large_ab lowrank_tiles shared_values profile_graphed
 """
 import contextlib
 import cProfile
@@ -454,6 +454,66 @@ def section_attention_model():
             warm, _ = bench_gpu.timed(run, repeats=10)
             print(f"attention_model {case[0]}x{case[1]} seed {case[2]} small_attention={small}: "
                   f"{warm * 1e3:.1f} ms err {error:.3e}", flush=True)
+
+def section_large_ab():
+    """A/B of the memory-traffic options at 8 x 64 (and 32 x 12, 1 x 12 for regressions): the residual
+    after self-attention recomputed, V read in place, the cross-attention queries' RoPE in their GEMM."""
+    from zuna_lab.model.layers import Attention, DecoderBlock
+    model = _model()
+    cases = [(8, 64, 0), (32, 12, 0), (1, 12, 0)]
+    inputs, refs = _fp32_references(model, cases)
+    model.set_precision("bf16")
+    model.optimize()
+    variants = {"default": {}, "no recompute": {"recompute": False}, "V copied": {"view": False},
+                "neither (previous)": {"recompute": False, "view": False},
+                "cross-Q epilogue GEMM": {"cross_epilogue": True}, "default again": {}}
+    for label, options in variants.items():
+        DecoderBlock.recompute_residual = options.get("recompute", True)
+        for module in model.modules():
+            if isinstance(module, Attention):
+                module.values_as_view = options.get("view", True)
+        for block in model.decoder.blocks:
+            block.cross_attention.gemm_epilogue = options.get("cross_epilogue", False)
+        model._graphs.clear()
+        for case in cases:
+            tokens, tok_idx, noise = inputs[case]
+            error = _case_error(model, tokens, tok_idx, noise, refs[case])
+            run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
+            warm, _ = bench_gpu.timed(run, repeats=10 if case[0] == 1 else 4)
+            print(f"large_ab {case[0]}x{case[1]} {label}: {warm * 1e3:.1f} ms {case[0] / warm:.3f} ep/s err {error:.3e}",
+                  flush=True)
+    DecoderBlock.recompute_residual = True
+    tokens, tok_idx, _ = inputs[(8, 64, 0)]
+    enc, _ = bench_gpu.timed(lambda: model.encode(tokens, tok_idx), repeats=5)
+    print(f"large_ab encode 8x64: {enc * 1e3:.1f} ms", flush=True)
+
+
+def section_lowrank_tiles():
+    """Tile shapes of the rank-33 cross-attention K/V kernel at 8 x 64 (all 16 blocks' K/V of one step)."""
+    from zuna_lab.model import kernels, layers
+    rows_b, seq, width, n_layers = 8, 2560, 48, 16
+    factor = torch.randn(rows_b, seq, width, device="cuda")
+    weights = torch.randn(n_layers, 1024, width, device="cuda") / 7
+    cos, sin = (t.reshape(rows_b * seq, -1) for t in layers.rope_angles(torch.randint(0, 50, (rows_b, seq, 4), device="cuda"), 64, 1e4))
+    gains = torch.rand(n_layers, 64, device="cuda") + 0.5
+    heads = dict(n_q=0, n_k=8, n_v=8, head_dim=64, k_gain=gains, out_dtype=torch.bfloat16, kind="lowrank", tf32=True)
+    results = []
+    for block_m in (32, 64, 128, 256):
+        for warps in (2, 4, 8):
+            for stages in (1, 2, 3):
+                for tma in (True, False):
+                    tiles = (block_m, None, 32, 8, warps, stages, tma)
+                    try:
+                        us = graph_bench(lambda: kernels.matmul_rope_heads(factor, weights, cos, sin, tiles=tiles, **heads), repeats=5)
+                        results.append((us, tiles))
+                    except Exception as exc:  # noqa: BLE001
+                        print(f"  lowrank tiles {tiles} failed: {str(exc)[:80]}")
+    results.sort(key=lambda r: r[0])
+    default = kernels.matmul_rope_heads  # the model's tiles: kernels.GEMM_TILES["lowrank", "large"]
+    us = graph_bench(lambda: default(factor, weights, cos, sin, **heads), repeats=5)
+    written = 2 * n_layers * rows_b * seq * 512 * 2
+    print(f"lowrank tiles: default {us * 1e3:.0f}us ({written / us / 1e6:.2f} TB/s written); best: "
+          + ", ".join(f"{t} {u * 1e3:.0f}us" for u, t in results[:6]), flush=True)
 
 def section_shared_values():
     """Cross-attention with the rank-33 factor as values shared by all heads (d_v 40/48) vs per-head d 64."""

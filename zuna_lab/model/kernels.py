@@ -42,23 +42,33 @@ def available(device: torch.device) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _add_rms_norm_kernel(h_ptr, delta_ptr, post_w_ptr, gain_ptr, h_out_ptr, x_out_ptr,
-                             n_cols, gain_row_stride, rows_per_gain, post_eps, eps,
-                             HAS_DELTA: tl.constexpr, HAS_POST: tl.constexpr, BLOCK: tl.constexpr):
+    def _branch(delta_ptr, post_w_ptr, post_eps, offs, cols, mask, n_cols, HAS_POST: tl.constexpr):
+        # one residual branch's output, through ZUNA1.1's post-norm when there is one
+        delta = tl.load(delta_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if HAS_POST:
+            post_w = tl.load(post_w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+            delta = delta * tl.rsqrt(tl.sum(delta * delta, axis=0) / n_cols + post_eps) * post_w
+        return delta
+
+    @triton.jit
+    def _add_rms_norm_kernel(h_ptr, delta_ptr, post_w_ptr, early_ptr, early_post_w_ptr, gain_ptr, h_out_ptr,
+                             x_out_ptr, n_cols, gain_row_stride, rows_per_gain, post_eps, early_post_eps, eps,
+                             HAS_DELTA: tl.constexpr, HAS_EARLY: tl.constexpr, HAS_POST: tl.constexpr,
+                             STORE_H: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         mask = cols < n_cols
-        h = tl.load(h_ptr + row * n_cols + cols, mask=mask, other=0.0).to(tl.float32)
+        offs = row * n_cols + cols
+        h = tl.load(h_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        if HAS_EARLY:
+            h = h + _branch(early_ptr, early_post_w_ptr, early_post_eps, offs, cols, mask, n_cols, HAS_POST)
         if HAS_DELTA:
-            delta = tl.load(delta_ptr + row * n_cols + cols, mask=mask, other=0.0).to(tl.float32)
-            if HAS_POST:
-                post_w = tl.load(post_w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-                delta = delta * tl.rsqrt(tl.sum(delta * delta, axis=0) / n_cols + post_eps) * post_w
-            h = h + delta
-            tl.store(h_out_ptr + row * n_cols + cols, h, mask=mask)
+            h = h + _branch(delta_ptr, post_w_ptr, post_eps, offs, cols, mask, n_cols, HAS_POST)
+        if STORE_H:
+            tl.store(h_out_ptr + offs, h, mask=mask)
         gain = tl.load(gain_ptr + (row // rows_per_gain) * gain_row_stride + cols, mask=mask, other=0.0)
         x = h * tl.rsqrt(tl.sum(h * h, axis=0) / n_cols + eps) * gain.to(tl.float32)
-        tl.store(x_out_ptr + row * n_cols + cols, x.to(x_out_ptr.dtype.element_ty), mask=mask)
+        tl.store(x_out_ptr + offs, x.to(x_out_ptr.dtype.element_ty), mask=mask)
 
     @triton.jit
     def _rotate_heads(src, dst, cos, sin, gain_ptr, eps, N_HEADS: tl.constexpr, HALF: tl.constexpr,
@@ -304,17 +314,25 @@ def _warps(block: int) -> int:
 
 def add_rms_norm(h: torch.Tensor, delta: torch.Tensor | None, gain: torch.Tensor, eps: float, *,
                  post_weight: torch.Tensor | None = None, post_eps: float = 0.0,
-                 out_dtype: torch.dtype = torch.bfloat16) -> tuple[torch.Tensor, torch.Tensor]:
+                 out_dtype: torch.dtype = torch.bfloat16, earlier: tuple | None = None,
+                 store_h: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``h += post_norm(delta)`` (or ``+= delta``, or nothing when delta is None), then ``rms_norm(h) * gain``.
 
-    h : fp32 [B, S, N] residual, updated in place when ``delta`` is given.
+    h : fp32 [B, S, N] residual, updated in place when ``delta`` is given and ``store_h``.
     gain : [N] (one gain for all rows) or [B, N] (AdaRMSNorm: one gain per batch element).
+    earlier : (delta, post_weight, post_eps) of a branch added to h before ``delta``: a residual
+        that a ``store_h=False`` call did not write is recomputed here (the same fp32 operations,
+        so the same bits) instead of being written and read back — 2 of 12 bytes per element.
     Returns ``(h, x)`` with x of ``out_dtype``.
     """
     bsz, seqlen, n_cols = h.shape
     assert h.is_contiguous() and h.dtype == torch.float32
+    assert earlier is None or delta is not None
     if delta is not None:
         delta = delta.contiguous()
+    early, early_post, early_eps = earlier if earlier is not None else (None, None, 0.0)
+    if early is not None:
+        early = early.contiguous()
     gain = gain.contiguous()
     if gain.ndim == 1:
         gain_row_stride, rows_per_gain = 0, 1
@@ -324,9 +342,11 @@ def add_rms_norm(h: torch.Tensor, delta: torch.Tensor | None, gain: torch.Tensor
     x = torch.empty(h.shape, device=h.device, dtype=out_dtype)
     block = triton.next_power_of_2(n_cols)
     _add_rms_norm_kernel[(bsz * seqlen,)](
-        h, delta if delta is not None else h, post_weight if post_weight is not None else gain, gain, h, x,
-        n_cols, gain_row_stride, rows_per_gain, float(post_eps), float(eps),
-        HAS_DELTA=delta is not None, HAS_POST=post_weight is not None, BLOCK=block, num_warps=_warps(block))
+        h, delta if delta is not None else h, post_weight if post_weight is not None else gain,
+        early if early is not None else h, early_post if early_post is not None else gain, gain, h, x,
+        n_cols, gain_row_stride, rows_per_gain, float(post_eps), float(early_eps), float(eps),
+        HAS_DELTA=delta is not None, HAS_EARLY=early is not None, HAS_POST=post_weight is not None,
+        STORE_H=delta is not None and store_h, BLOCK=block, num_warps=_warps(block))
     return h, x
 
 
@@ -367,7 +387,7 @@ def swiglu(ab: torch.Tensor) -> torch.Tensor:
 
 
 #: Attention tiles (BLOCK_M, BLOCK_N, warps, stages) of :func:`attention`.
-ATTENTION_TILES = (32, 64, 4, 2)
+ATTENTION_TILES = (64, 64, 4, 3)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, rope: tuple | None = None,

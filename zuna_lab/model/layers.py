@@ -33,11 +33,20 @@ def swiglu(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def add_norm(h: torch.Tensor, delta: torch.Tensor, post: "RMSNorm | None", gain: torch.Tensor, eps: float,
-             out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Triton path: ``h += post(delta)`` (or ``+= delta`` without a post-norm), then ``rms_norm(h) * gain``."""
-    return kernels.add_rms_norm(h, delta, gain, eps, out_dtype=out_dtype,
-                                post_weight=None if post is None else post.weight,
-                                post_eps=0.0 if post is None else post.eps)
+             out_dtype: torch.dtype, *, earlier: torch.Tensor | None = None,
+             store_h: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triton path: ``h += post(delta)`` (or ``+= delta`` without a post-norm), then ``rms_norm(h) * gain``.
+
+    ``earlier``: the previous branch's output, added first (through the same post-norm module
+    kind) because the call before did not store its residual (``store_h=False``).
+    """
+    def weights(norm):
+        return (None, 0.0) if norm is None else (norm.weight, norm.eps)
+
+    post_weight, post_eps = weights(post)
+    return kernels.add_rms_norm(h, delta, gain, eps, out_dtype=out_dtype, post_weight=post_weight,
+                                post_eps=post_eps, store_h=store_h,
+                                earlier=None if earlier is None else (earlier[0], *weights(earlier[1])))
 
 
 class RMSNorm(nn.Module):
@@ -122,6 +131,7 @@ class Attention(nn.Module):
         self.sdpa_dtype = None  # dtype of q, k, v inside SDPA; None: the projections' dtype
         self.gemm_epilogue = False  # Triton path: QK-norm + RoPE in the projection GEMM's epilogue
         self.small_attention = True  # Triton path: kernels.attention where SDPA's kernels under-fill the GPU
+        self.values_as_view = True  # Triton path: self-attention reads V from the fused projection output
 
     def fuse(self):
         self.wqkv = torch.cat([self.wq.weight, self.wk.weight, self.wv.weight]).detach()
@@ -170,7 +180,13 @@ class Attention(nn.Module):
         x = x.to(weight.dtype)
         if self.gemm_epilogue and kernels.gemm_fusable(x.shape[-1], self.head_dim):
             return kernels.matmul_rope_heads(x.contiguous(), weight, *rope, **heads)
-        return kernels.rope_heads(F.linear(x, weight), *rope, **heads)
+        projected = F.linear(x, weight)
+        if n_v and self.values_as_view and self.sdpa_dtype in (None, projected.dtype):
+            # values need no rotation: attention reads them in place instead of from a copy
+            width = (n_q + n_k) * self.head_dim
+            rotated = kernels.rope_heads(projected[..., :width], *rope, **{**heads, "n_v": 0})
+            return [*rotated, projected[..., width:].unflatten(-1, (n_v, self.head_dim))]
+        return kernels.rope_heads(projected, *rope, **heads)
 
     def fused_forward(self, x: torch.Tensor, rope: tuple, kv: tuple | None = None,
                       attn_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -183,7 +199,7 @@ class Attention(nn.Module):
         own = self.small_attention and attn_mask is None and kernels.attention_pays(bsz, q_len, self.n_heads, self.head_dim)
         if kv is None:
             q, k, v = self._project_heads(x, self.wqkv, rope, self.n_heads, self.n_kv_heads, self.n_kv_heads)
-        elif own and not self.gemm_epilogue:
+        elif own:
             # the queries' QK-norm and RoPE happen inside the attention kernel
             k, v = kv
             q = F.linear(x.to(self.wq.weight.dtype), self.wq.weight).view(bsz, q_len, self.n_heads, self.head_dim)
@@ -252,6 +268,9 @@ class DecoderBlock(nn.Module):
         self.attention_post_norm = RMSNorm(dim, eps) if post_norm else None
         self.ffn_post_norm = RMSNorm(dim, eps) if post_norm else None
 
+    #: Triton path: recompute the residual after self-attention instead of storing it.
+    recompute_residual = True
+
     def gain_layers(self) -> tuple[nn.Linear, ...]:
         """The four AdaRMSNorm gain layers (of the time embedding), in the order forward() takes the gains."""
         return (self.cross_x_norm.gain, self.cross_y_norm.gain, self.attention_norm.gain, self.ffn_norm.gain)
@@ -281,9 +300,14 @@ class DecoderBlock(nn.Module):
         """
         h, x = add_norm(h, self.cross_attention.fused_forward(x, rope, kv=cross_kv, attn_mask=cross_mask),
                         self.cross_post_norm, g_attn, self.attention_norm.eps, self.attention.wq.weight.dtype)
-        h, x = add_norm(h, self.attention.fused_forward(x, rope, attn_mask=self_mask), self.attention_post_norm,
-                        g_ffn, self.ffn_norm.eps, self.feed_forward.w1.weight.dtype)
-        return add_norm(h, self.feed_forward.fused_forward(x), self.ffn_post_norm, next_gain, next_eps, next_dtype)
+        attended = self.attention.fused_forward(x, rope, attn_mask=self_mask)
+        # The residual after self-attention is not stored: the next add recomputes it from h and
+        # ``attended`` (memory traffic is what the large batches wait on).
+        recompute = self.recompute_residual
+        _, x = add_norm(h, attended, self.attention_post_norm, g_ffn, self.ffn_norm.eps,
+                        self.feed_forward.w1.weight.dtype, store_h=not recompute)
+        return add_norm(h, self.feed_forward.fused_forward(x), self.ffn_post_norm, next_gain, next_eps, next_dtype,
+                        earlier=(attended, self.attention_post_norm) if recompute else None)
 
 
 class FourierTimeEmbedding(nn.Module):

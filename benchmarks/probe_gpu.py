@@ -3,7 +3,7 @@ SDPA backends, kernel-level profiles, the Triton GEMMs with fused epilogues agai
 tile shape, whole reconstructions per option (time and error against fp32), the error and cost
 of TF32 encoder sub-layers, and a Python profile of the 1 h x 64 ch embedding's first call.
 
-    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile gemm model lowrank blas tf32 embed attention attention_model large_ab lowrank_tiles shared_values profile_graphed
+    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile gemm model lowrank blas tf32 embed attention attention_model attention_large large_ab lowrank_tiles shared_values profile_graphed
 """
 import contextlib
 import cProfile
@@ -456,24 +456,27 @@ def section_attention_model():
                   f"{warm * 1e3:.1f} ms err {error:.3e}", flush=True)
 
 def section_large_ab():
-    """A/B of the memory-traffic options at 8 x 64 (and 32 x 12, 1 x 12 for regressions): the residual
-    after self-attention recomputed, V read in place, the cross-attention queries' RoPE in their GEMM."""
+    """A/B at 8 x 64 (and 32 x 12, 1 x 12): programmatic dependent launch of the Triton kernels, the
+    residual after self-attention recomputed, V read in place, kernels.attention at every size."""
+    from zuna_lab.model import kernels
     from zuna_lab.model.layers import Attention, DecoderBlock
     model = _model()
     cases = [(8, 64, 0), (32, 12, 0), (1, 12, 0)]
     inputs, refs = _fp32_references(model, cases)
     model.set_precision("bf16")
     model.optimize()
-    variants = {"default": {}, "no recompute": {"recompute": False}, "V copied": {"view": False},
-                "neither (previous)": {"recompute": False, "view": False},
-                "cross-Q epilogue GEMM": {"cross_epilogue": True}, "default again": {}}
+    variants = {"default": {}, "no PDL": {"pdl": False}, "no recompute": {"recompute": False},
+                "V copied": {"view": False}, "kernels.attention at every size": {"own": 10 ** 9},
+                "previous (none of these)": {"recompute": False, "view": False, "pdl": False},
+                "default again": {}}
+    max_tiles = kernels.ATTENTION_MAX_TILES
     for label, options in variants.items():
+        kernels.PDL_ENABLED = options.get("pdl", True)
+        kernels.ATTENTION_MAX_TILES = options.get("own", max_tiles)
         DecoderBlock.recompute_residual = options.get("recompute", True)
         for module in model.modules():
             if isinstance(module, Attention):
                 module.values_as_view = options.get("view", True)
-        for block in model.decoder.blocks:
-            block.cross_attention.gemm_epilogue = options.get("cross_epilogue", False)
         model._graphs.clear()
         for case in cases:
             tokens, tok_idx, noise = inputs[case]
@@ -483,37 +486,64 @@ def section_large_ab():
             print(f"large_ab {case[0]}x{case[1]} {label}: {warm * 1e3:.1f} ms {case[0] / warm:.3f} ep/s err {error:.3e}",
                   flush=True)
     DecoderBlock.recompute_residual = True
+    kernels.PDL_ENABLED, kernels.ATTENTION_MAX_TILES = True, max_tiles
     tokens, tok_idx, _ = inputs[(8, 64, 0)]
     enc, _ = bench_gpu.timed(lambda: model.encode(tokens, tok_idx), repeats=5)
     print(f"large_ab encode 8x64: {enc * 1e3:.1f} ms", flush=True)
 
 
 def section_lowrank_tiles():
-    """Tile shapes of the rank-33 cross-attention K/V kernel at 8 x 64 (all 16 blocks' K/V of one step)."""
+    """Tiles of kernels.lowrank_kv (all 16 blocks' cross-attention K/V of one step) at 8 x 64 and 1 x 12."""
     from zuna_lab.model import kernels, layers
-    rows_b, seq, width, n_layers = 8, 2560, 48, 16
-    factor = torch.randn(rows_b, seq, width, device="cuda")
-    weights = torch.randn(n_layers, 1024, width, device="cuda") / 7
-    cos, sin = (t.reshape(rows_b * seq, -1) for t in layers.rope_angles(torch.randint(0, 50, (rows_b, seq, 4), device="cuda"), 64, 1e4))
-    gains = torch.rand(n_layers, 64, device="cuda") + 0.5
-    heads = dict(n_q=0, n_k=8, n_v=8, head_dim=64, k_gain=gains, out_dtype=torch.bfloat16, kind="lowrank", tf32=True)
-    results = []
-    for block_m in (32, 64, 128, 256):
-        for warps in (2, 4, 8):
-            for stages in (1, 2, 3):
-                for tma in (True, False):
-                    tiles = (block_m, None, 32, 8, warps, stages, tma)
+    n_layers, width = 16, 64
+    for rows_b, seq in ((8, 2560), (1, 480)):
+        factor = torch.randn(rows_b, seq, width, device="cuda")
+        weights = torch.randn(n_layers, 1024, width, device="cuda") / 8
+        idx = torch.randint(0, 50, (rows_b, seq, 4), device="cuda")
+        cos, sin = (t.reshape(rows_b * seq, -1) for t in layers.rope_angles(idx, 64, 1e4))
+        gains = torch.rand(n_layers, 64, device="cuda") + 0.5
+        heads = dict(n_kv=8, head_dim=64, k_gain=gains, out_dtype=torch.bfloat16, tf32=True)
+        results = []
+        for block_m in (16, 32, 64, 128):
+            for group in (2, 4, 8, 16):
+                for warps in (2, 4, 8):
+                    tiles = (block_m, group, warps)
                     try:
-                        us = graph_bench(lambda: kernels.matmul_rope_heads(factor, weights, cos, sin, tiles=tiles, **heads), repeats=5)
-                        results.append((us, tiles))
+                        ms = graph_bench(lambda: kernels.lowrank_kv(factor, weights, cos, sin, tiles=tiles, **heads), repeats=5)
+                        results.append((ms, tiles))
                     except Exception as exc:  # noqa: BLE001
                         print(f"  lowrank tiles {tiles} failed: {str(exc)[:80]}")
-    results.sort(key=lambda r: r[0])
-    default = kernels.matmul_rope_heads  # the model's tiles: kernels.GEMM_TILES["lowrank", "large"]
-    us = graph_bench(lambda: default(factor, weights, cos, sin, **heads), repeats=5)
-    written = 2 * n_layers * rows_b * seq * 512 * 2
-    print(f"lowrank tiles: default {us * 1e3:.0f}us ({written / us / 1e6:.2f} TB/s written); best: "
-          + ", ".join(f"{t} {u * 1e3:.0f}us" for u, t in results[:6]), flush=True)
+        results.sort(key=lambda r: r[0])
+        ms = graph_bench(lambda: kernels.lowrank_kv(factor, weights, cos, sin, **heads), repeats=5)
+        old = graph_bench(lambda: kernels.matmul_rope_heads(factor, weights, cos, sin, n_q=0, n_k=8, n_v=8, head_dim=64,
+                                                            k_gain=gains, out_dtype=torch.bfloat16, kind="lowrank",
+                                                            tf32=True), repeats=5)
+        written = 2 * n_layers * rows_b * seq * 512 * 2
+        print(f"lowrank {rows_b}x{seq}: default {ms * 1e3:.0f}us ({written / ms / 1e9:.2f} TB/s written), "
+              f"GEMM-tile kernel {old * 1e3:.0f}us; best: " + ", ".join(f"{t} {u * 1e3:.0f}us" for u, t in results[:6]),
+              flush=True)
+
+def section_attention_large():
+    """kernels.attention at the batched sizes, with and without the queries' RoPE inside, against cuDNN."""
+    import torch.nn.functional as F
+    from zuna_lab.model import kernels, layers
+    for bsz, seq in ((8, 2560), (2, 5120), (32, 480)):
+        qkv = torch.randn(bsz, seq, 3 * 512, device="cuda", dtype=torch.bfloat16)
+        q, k, v = (t.view(bsz, seq, 8, 64) for t in qkv.split(512, -1))
+        lib = graph_bench(lambda: F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)), repeats=5)
+        idx = torch.randint(0, 50, (bsz, seq, 4), device="cuda")
+        cos, sin = (t.reshape(bsz * seq, -1) for t in layers.rope_angles(idx, 64, 10000.0))
+        gain = torch.rand(64, device="cuda") + 0.5
+        rope_ms = graph_bench(lambda: kernels.rope_heads(qkv[..., :512], cos, sin, n_q=8, n_k=0, n_v=0, head_dim=64, q_gain=gain), repeats=5)
+        line = f"attention_large B={bsz} S={seq}: cuDNN {lib * 1e3:.0f}us, q rope kernel {rope_ms * 1e3:.0f}us;"
+        for tiles in ((64, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (128, 32, 4, 3), (64, 128, 4, 3)):
+            try:
+                plain = graph_bench(lambda: kernels.attention(q, k, v, tiles=tiles), repeats=5)
+                rotated = graph_bench(lambda: kernels.attention(q, k, v, rope=(cos, sin), q_gain=gain, tiles=tiles), repeats=5)
+                line += f" {tiles} {plain * 1e3:.0f}/{rotated * 1e3:.0f}us"
+            except Exception as exc:  # noqa: BLE001
+                line += f" {tiles} failed ({str(exc)[:40]})"
+        print(line, flush=True)
 
 def section_shared_values():
     """Cross-attention with the rank-33 factor as values shared by all heads (d_v 40/48) vs per-head d 64."""

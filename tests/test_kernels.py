@@ -45,6 +45,82 @@ def test_add_rms_norm_matches_reference(post, per_batch_gain):
     torch.testing.assert_close(x_only, rms_norm(h, gain.unsqueeze(1) if per_batch_gain else gain, 1e-5))
 
 
+@pytest.mark.parametrize("post", [False, True])
+def test_add_rms_norm_recomputes_an_unstored_residual(post):
+    """store_h=False leaves h as it was; the next call with ``earlier`` gives the same h and x as
+    two ordinary calls (bit for bit: the same fp32 operations)."""
+    h, first, second = randn(2, 5, 48, seed=1), randn(2, 5, 48, seed=2), randn(2, 5, 48, seed=3)
+    gain, post_weight = randn(48, seed=4), (randn(48, seed=5) if post else None)
+    options = dict(post_weight=post_weight, post_eps=1e-6, out_dtype=torch.float32)
+    h_mid, x_mid = kernels.add_rms_norm(h.clone(), first, gain, 1e-5, **options)
+    h_end, x_end = kernels.add_rms_norm(h_mid.clone(), second, gain, 1e-5, **options)
+    kept, x_skip = kernels.add_rms_norm(h.clone(), first, gain, 1e-5, store_h=False, **options)
+    torch.testing.assert_close(kept, h, rtol=0, atol=0)
+    torch.testing.assert_close(x_skip, x_mid, rtol=0, atol=0)
+    h_again, x_again = kernels.add_rms_norm(h.clone(), second, gain, 1e-5,
+                                            earlier=(first, post_weight, 1e-6), **options)
+    torch.testing.assert_close(h_again, h_end, rtol=0, atol=0)
+    torch.testing.assert_close(x_again, x_end, rtol=0, atol=0)
+
+
+def _sdpa_reference(q, k, v):
+    group = q.shape[2] // k.shape[2]
+    k, v = (t.repeat_interleave(group, dim=2) for t in (k, v))
+    out = torch.nn.functional.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v)))
+    return out.transpose(1, 2)
+
+
+@pytest.mark.parametrize("tiles", [(16, 16, 4, 1), (32, 64, 4, 2)])
+@pytest.mark.parametrize("n_kv", [4, 2])
+def test_attention_matches_sdpa(tiles, n_kv):
+    # 45 queries and keys: no whole number of tiles; q/k/v strided views of one fused projection
+    head_dim, n_heads = 16, 4
+    fused = randn(2, 45, (n_heads + 2 * n_kv) * head_dim)
+    q, k, v = fused.split([n_heads * head_dim, n_kv * head_dim, n_kv * head_dim], dim=-1)
+    q, k, v = q.unflatten(-1, (n_heads, head_dim)), k.unflatten(-1, (n_kv, head_dim)), v.unflatten(-1, (n_kv, head_dim))
+    out = kernels.attention(q, k, v, tiles=tiles)
+    assert out.shape == (2, 45, n_heads, head_dim) and out.is_contiguous()
+    torch.testing.assert_close(out, _sdpa_reference(q, k, v), rtol=1e-4, atol=1e-5)
+    # cross-attention shape: other key count
+    keys, values = randn(2, 30, n_kv, head_dim, seed=3), randn(2, 30, n_kv, head_dim, seed=4)
+    torch.testing.assert_close(kernels.attention(q, keys, values, tiles=tiles), _sdpa_reference(q, keys, values),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_attention_rotates_raw_queries_like_rope_heads(qk_norm):
+    head_dim, n_heads = 16, 4
+    raw, k, v = randn(2, 21, n_heads, head_dim), randn(2, 21, n_heads, head_dim, seed=1), randn(2, 21, n_heads, head_dim, seed=2)
+    cos, sin = randn(2, 21, head_dim // 2, seed=5), randn(2, 21, head_dim // 2, seed=6)
+    gain = randn(head_dim, seed=7) if qk_norm else None
+    (q,) = kernels.rope_heads(raw.flatten(-2), cos, sin, n_q=n_heads, n_k=0, n_v=0, head_dim=head_dim, q_gain=gain)
+    fused = kernels.attention(raw, k, v, rope=(cos, sin), q_gain=gain, tiles=(16, 16, 4, 1))
+    torch.testing.assert_close(fused, _sdpa_reference(q, k, v), rtol=1e-4, atol=1e-5)
+
+
+def test_attention_pays_only_for_few_tiles_and_power_of_2_heads():
+    assert kernels.attention_pays(1, 480, 8, 64)            # one 12-channel epoch
+    assert not kernels.attention_pays(8, 2560, 8, 64)       # 8 epochs of 64 channels: the library kernel
+    assert not kernels.attention_pays(1, 480, 8, 48)
+
+
+@pytest.mark.parametrize("tiles", [None, (16, 3, 4), (32, 8, 4)])
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_lowrank_kv_matches_projection_then_rope_heads(tiles, qk_norm):
+    # 2 blocks, 4 kv heads of 16; 2 x 19 rows (no whole tile); 3 heads a program: a partial group
+    n_blocks, n_kv, head_dim, width = 2, 4, 16, 64
+    factor, weights = randn(2, 19, width, seed=1), randn(n_blocks, 2 * n_kv * head_dim, width, seed=2) / 8
+    cos, sin = randn(2, 19, head_dim // 2, seed=5), randn(2, 19, head_dim // 2, seed=6)
+    gains = randn(n_blocks, head_dim, seed=7) if qk_norm else None
+    keys, values = kernels.lowrank_kv(factor, weights, cos, sin, n_kv=n_kv, head_dim=head_dim, k_gain=gains,
+                                      out_dtype=torch.float32, tf32=False, tiles=tiles)
+    assert keys.shape == values.shape == (n_blocks, 2, 19, n_kv, head_dim)
+    for block in range(n_blocks):
+        k, v = kernels.rope_heads(torch.nn.functional.linear(factor, weights[block]), cos, sin, n_q=0, n_k=n_kv,
+                                  n_v=n_kv, head_dim=head_dim, k_gain=None if gains is None else gains[block])
+        torch.testing.assert_close(keys[block], k, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(values[block], v, rtol=1e-4, atol=1e-5)
+
 @pytest.mark.parametrize("qk_norm", [False, True])
 def test_rope_heads_matches_reference(qk_norm):
     n_q, n_k, head_dim = 4, 2, 16
@@ -134,7 +210,7 @@ def test_low_rank_cross_kv_equals_projected_context(variant, head_dim):
     gains = decoder.conditioning(torch.tensor([1.0, 0.5], device=DEVICE))
     with torch.no_grad():
         weights = decoder.cross_kv_weights(gains)
-        assert weights.shape == (2, 2, 2 * 4 * head_dim, 48)
+        assert weights.shape == (2, 2, 2 * 4 * head_dim, 64)   # 33 columns, padded to a power of 2
         kv = decoder.fused_cross_kv(decoder.context_factor(latents), weights[1], positions,
                                     decoder.cross_k_gains(), tf32=False)
         context = decoder.context(latents)
@@ -176,6 +252,33 @@ def test_fused_model_path_equals_reference_path(variant, gemm_epilogues):
     torch.testing.assert_close(at_once, expected, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(per_step, expected, rtol=1e-4, atol=1e-5)
 
+
+@pytest.mark.parametrize("variant", ["ZUNA", "ZUNA1.1"])
+@pytest.mark.parametrize("options", [True, False])
+def test_fused_model_options_compute_the_reference_function(variant, options, monkeypatch):
+    """The small-tile attention kernel (the cross-attention queries rotated inside it), V read in
+    place and the recomputed residual, all on or all off: the reference function either way."""
+    from zuna_lab.model.layers import Attention, DecoderBlock
+    config = ModelConfig.from_hf({"dim": 64, "head_dim": 16, "n_layers": 2, "n_heads": 4}, variant=variant)
+    model = random_model(config).to(DEVICE).eval()
+    tokens = (0.1 * randn(2, 12, 32, seed=1)).clamp(-1, 1)
+    tok_idx = torch.randint(0, 30, (2, 12, 4), generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    noise = randn(2, 12, 32, seed=3)
+    model.optimize(kernels=False, cuda_graphs=False)
+    latents = model.encode(tokens, tok_idx)
+    expected = model.sample(latents, tok_idx, noise=noise, steps=2)
+    model.optimize(kernels=True, gemm_epilogues="none", cuda_graphs=False)
+    monkeypatch.setattr(DecoderBlock, "recompute_residual", options)
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.small_attention = module.values_as_view = options
+    calls = []
+    real = kernels.attention
+    monkeypatch.setattr(kernels, "attention", lambda *a, **kw: calls.append(kw.get("rope") is not None) or real(*a, **kw))
+    torch.testing.assert_close(model.encode(tokens, tok_idx), latents, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model.sample(latents, tok_idx, noise=noise, steps=2), expected, rtol=1e-4, atol=1e-5)
+    # encoder 2 + decoder 2 x 2 steps x (self + cross) attention calls; the cross ones rotate q inside
+    assert (len(calls), sum(calls)) == ((2 + 8, 4) if options else (0, 0))
 
 def test_kernels_refused_where_they_cannot_run(monkeypatch):
     model = random_model(ModelConfig.from_hf({"dim": 32, "n_layers": 1, "head_dim": 8, "n_heads": 4}, variant="ZUNA1.1"))

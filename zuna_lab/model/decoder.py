@@ -71,9 +71,10 @@ class Decoder(nn.Module):
     # The cross-attention context latent_proj(latents) = [latents, 1] @ [W, b].T has rank
     # latent_dim + 1, and an RMS norm only rescales its rows: rms_norm(context) * g ==
     # (r * [latents, 1]) @ (g * [W, b]).T with r = 1 / rms(context). Block l's keys and values at a
-    # step are then the 33-wide factor r * [latents, 1] times P = W_kv @ (g * [W, b]) — a K = 48 GEMM
-    # per step instead of re-projecting the 1024-wide context (K = 1024), the same numbers in exact
-    # arithmetic, and all blocks' K/V come out of one launch.
+    # step are then the 33-wide factor r * [latents, 1] (zero-padded to 64) times
+    # P = W_kv @ (g * [W, b]) — a K = 64 product per step instead of re-projecting the 1024-wide
+    # context (K = 1024), the same numbers in exact arithmetic, and all blocks' K/V come out of one
+    # launch (kernels.lowrank_kv).
 
     def context_factor(self, latents: torch.Tensor) -> torch.Tensor:
         """F [B, S, width] fp32 with ``rms_norm(context(latents)) == F @ basis.T`` (see :meth:`cross_kv_weights`)."""
@@ -118,7 +119,8 @@ class Decoder(nn.Module):
                      out_dtype=attention.sdpa_dtype or attention.wq.weight.dtype)
         rope = positions["rope_flat"]
         if kernels.gemm_fusable(factor.shape[-1], c.head_dim, block_k=16):
-            keys, values = kernels.matmul_rope_heads(factor, weights, *rope, kind="lowrank", tf32=tf32, **heads)
+            keys, values = kernels.lowrank_kv(factor, weights, *rope, n_kv=c.n_kv_heads, head_dim=c.head_dim,
+                                              k_gain=k_gains, out_dtype=heads["out_dtype"], tf32=tf32)
             return list(zip(keys, values))
         # sizes the kernel does not take (head_dim < 16): the product, then the per-block rope kernel
         projected = torch.matmul(factor, weights.transpose(1, 2).unsqueeze(1))   # [L, B, S, 2 kv]
@@ -145,5 +147,6 @@ class Decoder(nn.Module):
 
 
 def _factor_width(n_latent: int) -> int:
-    """Columns of the context factor: the latents and the bias column, padded to whole K tiles of 16."""
-    return -(-(n_latent + 1) // 16) * 16
+    """Columns of the context factor: the latents and the bias column, zero-padded to a power of 2
+    (at least 16), so that the K/V kernel takes a factor row as one tile."""
+    return max(16, 1 << n_latent.bit_length())

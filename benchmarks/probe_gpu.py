@@ -505,14 +505,15 @@ def section_lowrank_tiles():
         heads = dict(n_kv=8, head_dim=64, k_gain=gains, out_dtype=torch.bfloat16, tf32=True)
         results = []
         for block_m in (16, 32, 64, 128):
-            for group in (2, 4, 8, 16):
-                for warps in (2, 4, 8):
-                    tiles = (block_m, group, warps)
-                    try:
-                        ms = graph_bench(lambda: kernels.lowrank_kv(factor, weights, cos, sin, tiles=tiles, **heads), repeats=5)
-                        results.append((ms, tiles))
-                    except Exception as exc:  # noqa: BLE001
-                        print(f"  lowrank tiles {tiles} failed: {str(exc)[:80]}")
+            for group in (4, 8, 16):
+                for warps in (4, 8):
+                    for stages in ((1, 2) if block_m < 64 else (1,)):
+                        tiles = (block_m, group, warps, stages)
+                        try:
+                            ms = graph_bench(lambda: kernels.lowrank_kv(factor, weights, cos, sin, tiles=tiles, **heads), repeats=5)
+                            results.append((ms, tiles))
+                        except Exception as exc:  # noqa: BLE001
+                            print(f"  lowrank tiles {tiles} failed: {str(exc)[:80]}")
         results.sort(key=lambda r: r[0])
         ms = graph_bench(lambda: kernels.lowrank_kv(factor, weights, cos, sin, **heads), repeats=5)
         old = graph_bench(lambda: kernels.matmul_rope_heads(factor, weights, cos, sin, n_q=0, n_k=8, n_v=8, head_dim=64,

@@ -104,7 +104,7 @@ def test_attention_pays_only_for_few_tiles_and_power_of_2_heads():
     assert not kernels.attention_pays(1, 480, 8, 48)
 
 
-@pytest.mark.parametrize("tiles", [None, (16, 3, 4), (32, 8, 4)])
+@pytest.mark.parametrize("tiles", [None, (16, 3, 4, 2), (32, 8, 4, 1)])
 @pytest.mark.parametrize("qk_norm", [False, True])
 def test_lowrank_kv_matches_projection_then_rope_heads(tiles, qk_norm):
     # 2 blocks, 4 kv heads of 16; 2 x 19 rows (no whole tile); 3 heads a program: a partial group

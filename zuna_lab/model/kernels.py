@@ -594,8 +594,9 @@ def matmul_rope_heads(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, 
     return [out for out, n in zip(outs, (n_q, n_k, n_v)) if n]
 
 
-#: :func:`lowrank_kv` tiles (BLOCK_M, heads per program, warps) for few rows and for many.
-LOWRANK_TILES = {"small": (32, 4, 4), "large": (64, 16, 4)}
+#: :func:`lowrank_kv` tiles (BLOCK_M, heads per program, warps, stages) for few rows and for many.
+#: (Triton 3.6's software pipeliner fails on this loop for BLOCK_M >= 64 with stages > 1.)
+LOWRANK_TILES = {"small": (32, 4, 4, 2), "large": (64, 16, 4, 1)}
 
 
 def lowrank_kv(factor: torch.Tensor, weights: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *,
@@ -609,7 +610,7 @@ def lowrank_kv(factor: torch.Tensor, weights: torch.Tensor, cos: torch.Tensor, s
     assert weights.shape == (n_batch, 2 * n_kv * head_dim, width) and width & (width - 1) == 0
     assert factor.is_contiguous() and weights.is_contiguous() and factor.dtype == weights.dtype
     rows = bsz * seqlen
-    block_m, group, warps = tiles or LOWRANK_TILES["large" if rows >= GEMM_LARGE_ROWS else "small"]
+    block_m, group, warps, stages = tiles or LOWRANK_TILES["large" if rows >= GEMM_LARGE_ROWS else "small"]
     keys, values = (torch.empty(n_batch, bsz, seqlen, n_kv, head_dim, device=factor.device, dtype=out_dtype)
                     for _ in range(2))
     gain = k_gain.contiguous() if k_gain is not None else cos
@@ -618,5 +619,5 @@ def lowrank_kv(factor: torch.Tensor, weights: torch.Tensor, cos: torch.Tensor, s
         factor, weights, cos.contiguous(), sin.contiguous(), gain, keys, values, rows, float(qk_eps),
         head_dim if k_gain is not None else 0, NK=n_kv, NV=n_kv, HALF=head_dim // 2, WIDTH=width,
         QK_NORM=k_gain is not None, HEAD_GROUP=group, BLOCK_M=block_m, PRECISION=_precision(factor.dtype, tf32),
-        num_warps=warps, **_pdl(factor.device))
+        num_warps=warps, num_stages=stages, **_pdl(factor.device))
     return keys, values

@@ -456,8 +456,8 @@ def section_attention_model():
                   f"{warm * 1e3:.1f} ms err {error:.3e}", flush=True)
 
 def section_large_ab():
-    """A/B at 8 x 64 (and 32 x 12, 1 x 12): programmatic dependent launch of the Triton kernels, the
-    residual after self-attention recomputed, V read in place, kernels.attention at every size."""
+    """A/B at 8 x 64 (and 32 x 12, 1 x 12): the residual after self-attention recomputed, V read in
+    place, kernels.attention at every size."""
     from zuna_lab.model import kernels
     from zuna_lab.model.layers import Attention, DecoderBlock
     model = _model()
@@ -465,13 +465,12 @@ def section_large_ab():
     inputs, refs = _fp32_references(model, cases)
     model.set_precision("bf16")
     model.optimize()
-    variants = {"default": {}, "no PDL": {"pdl": False}, "no recompute": {"recompute": False},
+    variants = {"default": {}, "no recompute": {"recompute": False},
                 "V copied": {"view": False}, "kernels.attention at every size": {"own": 10 ** 9},
-                "previous (none of these)": {"recompute": False, "view": False, "pdl": False},
+                "previous (none of these)": {"recompute": False, "view": False},
                 "default again": {}}
     max_tiles = kernels.ATTENTION_MAX_TILES
     for label, options in variants.items():
-        kernels.PDL_ENABLED = options.get("pdl", True)
         kernels.ATTENTION_MAX_TILES = options.get("own", max_tiles)
         DecoderBlock.recompute_residual = options.get("recompute", True)
         for module in model.modules():
@@ -486,7 +485,7 @@ def section_large_ab():
             print(f"large_ab {case[0]}x{case[1]} {label}: {warm * 1e3:.1f} ms {case[0] / warm:.3f} ep/s err {error:.3e}",
                   flush=True)
     DecoderBlock.recompute_residual = True
-    kernels.PDL_ENABLED, kernels.ATTENTION_MAX_TILES = True, max_tiles
+    kernels.ATTENTION_MAX_TILES = max_tiles
     tokens, tok_idx, _ = inputs[(8, 64, 0)]
     enc, _ = bench_gpu.timed(lambda: model.encode(tokens, tok_idx), repeats=5)
     print(f"large_ab encode 8x64: {enc * 1e3:.1f} ms", flush=True)

@@ -16,7 +16,6 @@ which is how the tests check them against the reference without a GPU.
 """
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -43,13 +42,6 @@ def available(device: torch.device) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _pdl_wait(PDL: tl.constexpr):
-        # Launched with programmatic dependent launch, a kernel may start while the previous one
-        # finishes; it waits here, before touching memory, for that kernel's results.
-        if PDL:
-            tl.extra.cuda.gdc_wait()
-
-    @triton.jit
     def _branch(delta_ptr, post_w_ptr, post_eps, offs, cols, mask, n_cols, HAS_POST: tl.constexpr):
         # one residual branch's output, through ZUNA1.1's post-norm when there is one
         delta = tl.load(delta_ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -62,8 +54,7 @@ if triton is not None:
     def _add_rms_norm_kernel(h_ptr, delta_ptr, post_w_ptr, early_ptr, early_post_w_ptr, gain_ptr, h_out_ptr,
                              x_out_ptr, n_cols, gain_row_stride, rows_per_gain, post_eps, early_post_eps, eps,
                              HAS_DELTA: tl.constexpr, HAS_EARLY: tl.constexpr, HAS_POST: tl.constexpr,
-                             STORE_H: tl.constexpr, BLOCK: tl.constexpr, PDL: tl.constexpr):
-        _pdl_wait(PDL)
+                             STORE_H: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         mask = cols < n_cols
@@ -100,8 +91,7 @@ if triton is not None:
     def _rope_heads_kernel(x_ptr, x_row_stride, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr,
                            q_out_ptr, k_out_ptr, v_out_ptr, eps,
                            NQ: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr, HALF: tl.constexpr,
-                           BLOCK_QK: tl.constexpr, BLOCK_V: tl.constexpr, QK_NORM: tl.constexpr, PDL: tl.constexpr):
-        _pdl_wait(PDL)
+                           BLOCK_QK: tl.constexpr, BLOCK_V: tl.constexpr, QK_NORM: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         src = x_ptr + row * x_row_stride
         pairs = tl.arange(0, HALF)
@@ -120,8 +110,7 @@ if triton is not None:
             tl.store(v_out_ptr + row * (NV * 2 * HALF) + cols, values.to(v_out_ptr.dtype.element_ty), mask=live)
 
     @triton.jit
-    def _swiglu_kernel(ab_ptr, out_ptr, n_cols, BLOCK: tl.constexpr, PDL: tl.constexpr):
-        _pdl_wait(PDL)
+    def _swiglu_kernel(ab_ptr, out_ptr, n_cols, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
         mask = cols < n_cols
@@ -145,8 +134,7 @@ if triton is not None:
     @triton.jit
     def _matmul_swiglu_kernel(x_ptr, w_ptr, out_ptr, M, H, K,
                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                              GROUP_M: tl.constexpr, PRECISION: tl.constexpr, PDL: tl.constexpr):
-        _pdl_wait(PDL)
+                              GROUP_M: tl.constexpr, PRECISION: tl.constexpr):
         # out[m, n] = silu(x[m] . w[n]) * (x[m] . w[H + n]); w = [w1; w3] as stored by nn.Linear.
         pid_m, pid_n = _tile_ids(M, H, BLOCK_M, BLOCK_N, GROUP_M)
         rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -173,8 +161,7 @@ if triton is not None:
     @triton.jit
     def _matmul_swiglu_tma_kernel(x_desc, w_desc, out_desc, M, H, K,
                                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                                  GROUP_M: tl.constexpr, PRECISION: tl.constexpr, PDL: tl.constexpr):
-        _pdl_wait(PDL)
+                                  GROUP_M: tl.constexpr, PRECISION: tl.constexpr):
         # As _matmul_swiglu_kernel, with tiles moved by the TMA engine (Hopper); edges zero-filled.
         pid_m, pid_n = _tile_ids(M, H, BLOCK_M, BLOCK_N, GROUP_M)
         off_m = pid_m * BLOCK_M
@@ -192,8 +179,7 @@ if triton is not None:
                                       q_out_ptr, k_out_ptr, v_out_ptr, M, K, eps, gain_stride,
                                       NQ: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr, HALF: tl.constexpr,
                                       QK_NORM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-                                      GROUP_M: tl.constexpr, PRECISION: tl.constexpr, PDL: tl.constexpr):
-        _pdl_wait(PDL)
+                                      GROUP_M: tl.constexpr, PRECISION: tl.constexpr):
         HEAD: tl.constexpr = 2 * HALF
         N: tl.constexpr = (NQ + NK + NV) * HEAD
         pid_m, head = _tile_ids(M, N, BLOCK_M, HEAD, GROUP_M)
@@ -221,8 +207,7 @@ if triton is not None:
                                   q_out_ptr, k_out_ptr, v_out_ptr, M, K, eps, gain_stride,
                                   NQ: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr, HALF: tl.constexpr,
                                   QK_NORM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-                                  GROUP_M: tl.constexpr, PRECISION: tl.constexpr, PDL: tl.constexpr):
-        _pdl_wait(PDL)
+                                  GROUP_M: tl.constexpr, PRECISION: tl.constexpr):
         # One tile column per head: the projection of rows to head ``pid_n`` of [q; k; v], then the
         # per-head QK-norm and RoPE in registers, stored straight into the q/k/v buffers.
         HEAD: tl.constexpr = 2 * HALF
@@ -276,8 +261,7 @@ if triton is not None:
                           q_sb, q_ss, q_sh, k_sb, k_ss, k_sh, v_sb, v_ss, v_sh, qk_scale, eps,
                           N_HEADS: tl.constexpr, KV_GROUP: tl.constexpr, HALF: tl.constexpr,
                           ROTATE_Q: tl.constexpr, QK_NORM: tl.constexpr,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PDL: tl.constexpr):
-        _pdl_wait(PDL)
+                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
         # One program: BLOCK_M queries of one head of one batch element, online softmax over all
         # keys in BLOCK_N blocks (exp2 with log2(e) folded into the scale). Small tiles keep every
         # multiprocessor busy when there are few heads x queries. Strides are (batch, seq, head);
@@ -311,14 +295,14 @@ if triton is not None:
             cols = start + tl.arange(0, BLOCK_N)
             live_k = cols < seq_k
             k = tl.load(k_base + cols.to(tl.int64)[:, None] * k_ss + dims[None, :], mask=live_k[:, None], other=0.0)
-            scores = tl.dot(q, tl.trans(k)) * qk_scale
+            scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
             scores = tl.where(live_k[None, :], scores, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(scores, axis=1))
             p = tl.math.exp2(scores - m_new[:, None])
             alpha = tl.math.exp2(m_i - m_new)
             l_i = l_i * alpha + tl.sum(p, axis=1)
             v = tl.load(v_base + cols.to(tl.int64)[:, None] * v_ss + dims[None, :], mask=live_k[:, None], other=0.0)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
             m_i = m_new
         out = acc / l_i[:, None]
         o_rows = (batch.to(tl.int64) * seq_q + rows.to(tl.int64))[:, None] * (N_HEADS * HEAD)
@@ -328,11 +312,10 @@ if triton is not None:
     def _lowrank_kv_kernel(x_ptr, w_ptr, cos_ptr, sin_ptr, k_gain_ptr, k_out_ptr, v_out_ptr, M, eps, gain_stride,
                            NK: tl.constexpr, NV: tl.constexpr, HALF: tl.constexpr, WIDTH: tl.constexpr,
                            QK_NORM: tl.constexpr, HEAD_GROUP: tl.constexpr, BLOCK_M: tl.constexpr,
-                           PRECISION: tl.constexpr, PDL: tl.constexpr):
+                           PRECISION: tl.constexpr):
         # Rows BLOCK_M of the context factor [M, WIDTH] times HEAD_GROUP heads' weights [head_dim,
         # WIDTH] of one block (program_id(1)): the factor tile and the RoPE angles are read once
         # for all those heads, where a GEMM tile per head would re-read them per head.
-        _pdl_wait(PDL)
         HEAD: tl.constexpr = 2 * HALF
         n_groups = tl.cdiv(NK + NV, HEAD_GROUP)
         pid_m = tl.program_id(0) // n_groups
@@ -357,22 +340,6 @@ if triton is not None:
             else:
                 tl.store(v_out_ptr + out_row * (NV * HEAD) + (head - NK) * HEAD + cols[None, :],
                          acc.to(v_out_ptr.dtype.element_ty), mask=live)
-
-#: Programmatic dependent launch of the kernels (Hopper and later): each launch overlaps the
-#: previous kernel's tail instead of waiting for it to drain; the kernels wait (``_pdl_wait``)
-#: before their first memory access. A switch for A/B timing.
-PDL_ENABLED = True
-
-
-def _pdl(device: torch.device) -> dict:
-    """Launch options: PDL where the GPU has it (never under the interpreter)."""
-    on = PDL_ENABLED and device.type == "cuda" and os.environ.get("TRITON_INTERPRET") != "1" and _hopper(device.index)
-    return {"PDL": True, "launch_pdl": True} if on else {"PDL": False}
-
-
-@functools.lru_cache(maxsize=None)
-def _hopper(index: int | None) -> bool:
-    return torch.cuda.get_device_capability(index)[0] >= 9
 
 def _warps(block: int) -> int:
     return 4 if block <= 1024 else 8
@@ -412,7 +379,7 @@ def add_rms_norm(h: torch.Tensor, delta: torch.Tensor | None, gain: torch.Tensor
         early if early is not None else h, early_post if early_post is not None else gain, gain, h, x,
         n_cols, gain_row_stride, rows_per_gain, float(post_eps), float(early_eps), float(eps),
         HAS_DELTA=delta is not None, HAS_EARLY=early is not None, HAS_POST=post_weight is not None,
-        STORE_H=delta is not None and store_h, BLOCK=block, num_warps=_warps(block), **_pdl(h.device))
+        STORE_H=delta is not None and store_h, BLOCK=block, num_warps=_warps(block))
     return h, x
 
 
@@ -437,7 +404,7 @@ def rope_heads(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, n_q: in
         q_gain if q_gain is not None else dummy, k_gain if k_gain is not None else dummy,
         outs[0], outs[1], outs[2], float(qk_eps),
         NQ=n_q, NK=n_k, NV=n_v, HALF=half, BLOCK_QK=triton.next_power_of_2(max(n_q, n_k, 1)),
-        BLOCK_V=triton.next_power_of_2(max(n_v * head_dim, 1)), QK_NORM=qk_norm, num_warps=4, **_pdl(x.device))
+        BLOCK_V=triton.next_power_of_2(max(n_v * head_dim, 1)), QK_NORM=qk_norm, num_warps=4)
     return [out for out, n in zip(outs, (n_q, n_k, n_v)) if n]
 
 
@@ -448,7 +415,7 @@ def swiglu(ab: torch.Tensor) -> torch.Tensor:
     rows = ab.numel() // ab.shape[-1]
     out = torch.empty(*ab.shape[:-1], n_cols, device=ab.device, dtype=ab.dtype)
     block = 1024
-    _swiglu_kernel[(rows, triton.cdiv(n_cols, block))](ab, out, n_cols, BLOCK=block, num_warps=4, **_pdl(ab.device))
+    _swiglu_kernel[(rows, triton.cdiv(n_cols, block))](ab, out, n_cols, BLOCK=block, num_warps=4)
     return out
 
 
@@ -477,8 +444,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, rope: tuple 
         q, k, v, out, cos, sin, q_gain if q_gain is not None else q, seq_q, seq_k,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], head_dim ** -0.5 * 1.4426950408889634, float(qk_eps),
         N_HEADS=n_heads, KV_GROUP=n_heads // n_kv, HALF=head_dim // 2, ROTATE_Q=rope is not None,
-        QK_NORM=q_gain is not None, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages,
-        **_pdl(q.device))
+        QK_NORM=q_gain is not None, BLOCK_M=block_m, BLOCK_N=block_n, PRECISION=_precision(k.dtype, None),
+        num_warps=warps, num_stages=stages)
     return out
 
 
@@ -542,7 +509,7 @@ def matmul_swiglu(x: torch.Tensor, w13: torch.Tensor, *, tiles=None, tf32: bool 
     out = torch.empty(rows, hidden, device=x.device, dtype=x.dtype)
     grid = (triton.cdiv(rows, block_m) * triton.cdiv(hidden, block_n),)
     meta = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps,
-                num_stages=stages, PRECISION=_precision(x.dtype, tf32), **_pdl(x.device))
+                num_stages=stages, PRECISION=_precision(x.dtype, tf32))
     if tma:
         _matmul_swiglu_tma_kernel[grid](
             TensorDescriptor.from_tensor(x2, [block_m, block_k]), TensorDescriptor.from_tensor(w13, [block_n, block_k]),
@@ -582,7 +549,7 @@ def matmul_rope_heads(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, 
             head_dim if batched_gains else 0)
     meta = dict(NQ=n_q, NK=n_k, NV=n_v, HALF=head_dim // 2, QK_NORM=q_gain is not None or k_gain is not None,
                 BLOCK_M=block_m, BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps, num_stages=stages,
-                PRECISION=_precision(x.dtype, tf32), **_pdl(x.device))
+                PRECISION=_precision(x.dtype, tf32))
     if tma:
         _matmul_rope_heads_tma_kernel[grid](
             TensorDescriptor.from_tensor(x.view(rows, k), [block_m, block_k]),
@@ -595,8 +562,9 @@ def matmul_rope_heads(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, 
 
 
 #: :func:`lowrank_kv` tiles (BLOCK_M, heads per program, warps, stages) for few rows and for many.
-#: (Triton 3.6's software pipeliner fails on this loop for BLOCK_M >= 64 with stages > 1.)
-LOWRANK_TILES = {"small": (32, 4, 4, 2), "large": (64, 16, 4, 1)}
+#: (Triton 3.6's software pipeliner fails on this loop for BLOCK_M >= 64 with stages > 1; one
+#: stage was no slower where it compiles.)
+LOWRANK_TILES = {"small": (128, 4, 8, 1), "large": (128, 8, 8, 1)}
 
 
 def lowrank_kv(factor: torch.Tensor, weights: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *,
@@ -619,5 +587,5 @@ def lowrank_kv(factor: torch.Tensor, weights: torch.Tensor, cos: torch.Tensor, s
         factor, weights, cos.contiguous(), sin.contiguous(), gain, keys, values, rows, float(qk_eps),
         head_dim if k_gain is not None else 0, NK=n_kv, NV=n_kv, HALF=head_dim // 2, WIDTH=width,
         QK_NORM=k_gain is not None, HEAD_GROUP=group, BLOCK_M=block_m, PRECISION=_precision(factor.dtype, tf32),
-        num_warps=warps, num_stages=stages, **_pdl(factor.device))
+        num_warps=warps, num_stages=stages)
     return keys, values

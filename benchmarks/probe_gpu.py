@@ -3,7 +3,7 @@ SDPA backends, kernel-level profiles, the Triton GEMMs with fused epilogues agai
 tile shape, whole reconstructions per option (time and error against fp32), the error and cost
 of TF32 encoder sub-layers, and a Python profile of the 1 h x 64 ch embedding's first call.
 
-    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile gemm model lowrank blas tf32 embed attention attention_model attention_large large_ab lowrank_tiles shared_values profile_graphed
+    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile gemm model lowrank blas tf32 embed attention attention_model attention_large small_ab large_ab lowrank_tiles shared_values profile_graphed
 """
 import contextlib
 import cProfile
@@ -544,6 +544,33 @@ def section_attention_large():
             except Exception as exc:  # noqa: BLE001
                 line += f" {tiles} failed ({str(exc)[:40]})"
         print(line, flush=True)
+
+def section_small_ab():
+    """A/B at one-epoch sizes: the decoder's token embedding + first norm in one kernel, the 65
+    AdaRMSNorm gains in one GEMM, the self-attention QKV GEMM with its QK-norm + RoPE epilogue."""
+    from zuna_lab.model import kernels
+    model = _model()
+    cases = [(1, 12, 0), (2, 12, 0), (1, 64, 0)]
+    inputs, refs = _fp32_references(model, cases)
+    model.set_precision("bf16")
+    model.optimize()
+    stack, fusable = model.decoder.gain_stack, kernels.embed_fusable
+    variants = {"default": {}, "embed GEMM + norm kernel": {"embed": False}, "65 gain GEMMs": {"stack": False},
+                "QKV epilogue GEMM (<= 4096 rows)": {"epilogue": 4096}, "none of the three": {"embed": False, "stack": False},
+                "default again": {}}
+    for label, options in variants.items():
+        kernels.embed_fusable = fusable if options.get("embed", True) else (lambda *a: False)
+        model.decoder.gain_stack = stack if options.get("stack", True) else None
+        for block in model.decoder.blocks:
+            block.attention.epilogue_rows = options.get("epilogue", 0)
+        model._graphs.clear()
+        for case in cases:
+            tokens, tok_idx, noise = inputs[case]
+            error = _case_error(model, tokens, tok_idx, noise, refs[case])
+            run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
+            warm, _ = bench_gpu.timed(run, repeats=20)
+            print(f"small_ab {case[0]}x{case[1]} {label}: {warm * 1e3:.2f} ms err {error:.3e}", flush=True)
+    kernels.embed_fusable, model.decoder.gain_stack = fusable, stack
 
 def section_shared_values():
     """Cross-attention with the rank-33 factor as values shared by all heads (d_v 40/48) vs per-head d 64."""

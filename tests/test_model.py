@@ -225,8 +225,12 @@ def test_optimized_paths_match_exact_path(tiny):
     tokens, tok_idx = inputs(n_tokens=10)
     noise = torch.randn(*tokens.shape, generator=torch.Generator().manual_seed(0))
     exact = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=3)
+    t = torch.tensor([1.0, 0.5, 0.02])
+    gains = model.decoder.conditioning(t)
     model.optimize(fused_projections=True, compile_blocks=True, cuda_graphs=False)
     assert model.fused and model.decoder.blocks[0].attention.wqkv is not None
+    assert model.decoder.gain_stack is not None                    # all AdaRMSNorm gains: one GEMM
+    torch.testing.assert_close(model.decoder.conditioning(t), gains, rtol=1e-5, atol=1e-6)
     fast = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=3)
     torch.testing.assert_close(fast, exact, rtol=1e-4, atol=1e-5)
     model.set_precision("bf16")

@@ -29,6 +29,7 @@ class Decoder(nn.Module):
             for _ in range(c.n_layers))
         self.norm = AdaRMSNorm(c.t_dim, c.dim, c.norm_eps)
         self.out = nn.Linear(c.dim, c.input_dim, bias=False)
+        self.gain_stack = None  # (weight, bias) of all AdaRMSNorm gain layers at once (see fuse())
 
     def context(self, latents: torch.Tensor) -> torch.Tensor:
         """Project latents [B, S, latent_dim] to the cross-attention context; constant over all steps."""
@@ -50,9 +51,20 @@ class Decoder(nn.Module):
         its loop instead of 65 small GEMMs per step.
         """
         t_emb = self.time(t.reshape(-1, 1))
-        layers = [linear for block in self.blocks for linear in block.gain_layers()] + [self.norm.gain]
-        gains = torch.stack([linear(t_emb) for linear in layers], dim=-2)
+        if self.gain_stack is not None:         # one GEMM for all of them (see fuse())
+            gains = torch.nn.functional.linear(t_emb, *self.gain_stack).unflatten(-1, (-1, self.config.dim))
+        else:
+            gains = torch.stack([linear(t_emb) for linear in self._gain_layers()], dim=-2)
         return gains.reshape(*t.shape, *gains.shape[-2:]).float()
+
+    def _gain_layers(self) -> list:
+        return [linear for block in self.blocks for linear in block.gain_layers()] + [self.norm.gain]
+
+    def fuse(self):
+        """Stack the 4 n_layers + 1 gain layers' weights, for one GEMM in :meth:`conditioning`."""
+        layers = self._gain_layers()
+        self.gain_stack = (torch.cat([linear.weight for linear in layers]).detach(),
+                           torch.cat([linear.bias for linear in layers]).detach())
 
     def velocity(self, z: torch.Tensor, gains: torch.Tensor, context: torch.Tensor, positions: dict) -> torch.Tensor:
         """Velocity at state z [B, S, input_dim] given ``conditioning(t)`` ([rows, dim] or [B, rows, dim])."""
@@ -133,8 +145,12 @@ class Decoder(nn.Module):
         batch), cross_kv this step's per-block (k, v) from :meth:`fused_cross_kv`."""
         rope = positions["rope_flat"]
         dtype = self.blocks[0].attention.wq.weight.dtype
-        h = self.embed(z.to(self.embed.weight.dtype)).contiguous()
-        _, x = kernels.add_rms_norm(h, None, gains[0], self.blocks[0].cross_x_norm.eps, out_dtype=dtype)
+        embed, eps = self.embed, self.blocks[0].cross_x_norm.eps
+        if kernels.embed_fusable(embed.in_features, embed.out_features) and embed.weight.dtype == torch.float32:
+            h, x = kernels.embed_norm(z.float(), embed.weight, embed.bias, gains[0], eps, out_dtype=dtype)
+        else:
+            h = embed(z.to(embed.weight.dtype)).contiguous()
+            _, x = kernels.add_rms_norm(h, None, gains[0], eps, out_dtype=dtype)
         last = len(self.blocks) - 1
         for layer, block in enumerate(self.blocks):
             if layer < last:

@@ -108,7 +108,7 @@ class ZunaModel(nn.Module):
         """Speed options (defaults: all but compile_blocks on for CUDA, fused projections elsewhere).
 
         fused_projections: one GEMM for Q, K, V of self-attention, one for K, V of cross-attention
-            and one for SwiGLU's two inputs.
+            and one for SwiGLU's two inputs; one for all AdaRMSNorm gains of the decoder.
         kernels: the Triton fast path: residual adds fused with the norms around them, QK-norm
             with 4-D RoPE, SwiGLU, each one kernel (:mod:`zuna_lab.model.kernels`); needs
             fused_projections and Triton. Compiles in seconds, cached on disk by Triton.
@@ -129,7 +129,7 @@ class ZunaModel(nn.Module):
             self._fuse()
         else:
             for module in self.modules():
-                for name in ("wqkv", "wkv", "w13"):
+                for name in ("wqkv", "wkv", "w13", "gain_stack"):
                     if hasattr(module, name):
                         setattr(module, name, None)
         wanted = on_cuda if kernels is None else bool(kernels)

@@ -546,23 +546,15 @@ def section_attention_large():
         print(line, flush=True)
 
 def section_small_ab():
-    """A/B at one-epoch sizes: the decoder's token embedding + first norm in one kernel, the 65
-    AdaRMSNorm gains in one GEMM, the self-attention QKV GEMM with its QK-norm + RoPE epilogue."""
-    from zuna_lab.model import kernels
+    """A/B at one-epoch sizes: the decoder's 65 AdaRMSNorm gains from one stacked GEMM or 65."""
     model = _model()
     cases = [(1, 12, 0), (2, 12, 0), (1, 64, 0)]
     inputs, refs = _fp32_references(model, cases)
     model.set_precision("bf16")
     model.optimize()
-    stack, fusable = model.decoder.gain_stack, kernels.embed_fusable
-    variants = {"default": {}, "embed GEMM + norm kernel": {"embed": False}, "65 gain GEMMs": {"stack": False},
-                "QKV epilogue GEMM (<= 4096 rows)": {"epilogue": 4096}, "none of the three": {"embed": False, "stack": False},
-                "default again": {}}
-    for label, options in variants.items():
-        kernels.embed_fusable = fusable if options.get("embed", True) else (lambda *a: False)
-        model.decoder.gain_stack = stack if options.get("stack", True) else None
-        for block in model.decoder.blocks:
-            block.attention.epilogue_rows = options.get("epilogue", 0)
+    stack = model.decoder.gain_stack
+    for label, gain_stack in (("default", stack), ("65 gain GEMMs", None), ("default again", stack)):
+        model.decoder.gain_stack = gain_stack
         model._graphs.clear()
         for case in cases:
             tokens, tok_idx, noise = inputs[case]
@@ -570,7 +562,7 @@ def section_small_ab():
             run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
             warm, _ = bench_gpu.timed(run, repeats=20)
             print(f"small_ab {case[0]}x{case[1]} {label}: {warm * 1e3:.2f} ms err {error:.3e}", flush=True)
-    kernels.embed_fusable, model.decoder.gain_stack = fusable, stack
+    model.decoder.gain_stack = stack
 
 def section_shared_values():
     """Cross-attention with the rank-33 factor as values shared by all heads (d_v 40/48) vs per-head d 64."""

@@ -272,15 +272,13 @@ def test_fused_model_options_compute_the_reference_function(variant, options, mo
     for module in model.modules():
         if isinstance(module, Attention):
             module.small_attention = module.values_as_view = options
-    calls, embeds = [], []
-    real, real_embed = kernels.attention, kernels.embed_norm
+    calls = []
+    real = kernels.attention
     monkeypatch.setattr(kernels, "attention", lambda *a, **kw: calls.append(kw.get("rope") is not None) or real(*a, **kw))
-    monkeypatch.setattr(kernels, "embed_norm", lambda *a, **kw: embeds.append(1) or real_embed(*a, **kw))
     torch.testing.assert_close(model.encode(tokens, tok_idx), latents, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(model.sample(latents, tok_idx, noise=noise, steps=2), expected, rtol=1e-4, atol=1e-5)
     # encoder 2 + decoder 2 x 2 steps x (self + cross) attention calls; the cross ones rotate q inside
     assert (len(calls), sum(calls)) == ((2 + 8, 4) if options else (0, 0))
-    assert len(embeds) == 2                      # the decoder's token embedding + first norm, each step
 
 def test_kernels_refused_where_they_cannot_run(monkeypatch):
     model = random_model(ModelConfig.from_hf({"dim": 32, "n_layers": 1, "head_dim": 8, "n_heads": 4}, variant="ZUNA1.1"))
@@ -289,13 +287,3 @@ def test_kernels_refused_where_they_cannot_run(monkeypatch):
         model.optimize(kernels=True)
     assert not model.optimize().use_kernels          # the default simply stays on the reference path
 
-
-@pytest.mark.parametrize("block_m", [16, 32])
-def test_embed_norm_matches_linear_then_rms_norm(block_m):
-    # 2 x 13 rows: no whole row tile; 256 columns: two column chunks
-    z, weight, bias, gain = randn(2, 13, 32, seed=1), randn(256, 32, seed=2) / 6, randn(256, seed=3), randn(256, seed=4)
-    h, x = kernels.embed_norm(z, weight, bias, gain, 1e-5, out_dtype=torch.float32, block_m=block_m)
-    expected = torch.nn.functional.linear(z, weight, bias)
-    torch.testing.assert_close(h, expected, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(x, rms_norm(expected, gain, 1e-5), rtol=1e-5, atol=1e-5)
-    assert kernels.embed_fusable(32, 1024) and kernels.embed_fusable(32, 64) and not kernels.embed_fusable(24, 1024)

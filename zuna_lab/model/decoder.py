@@ -145,12 +145,8 @@ class Decoder(nn.Module):
         batch), cross_kv this step's per-block (k, v) from :meth:`fused_cross_kv`."""
         rope = positions["rope_flat"]
         dtype = self.blocks[0].attention.wq.weight.dtype
-        embed, eps = self.embed, self.blocks[0].cross_x_norm.eps
-        if kernels.embed_fusable(embed.in_features, embed.out_features) and embed.weight.dtype == torch.float32:
-            h, x = kernels.embed_norm(z.float(), embed.weight, embed.bias, gains[0], eps, out_dtype=dtype)
-        else:
-            h = embed(z.to(embed.weight.dtype)).contiguous()
-            _, x = kernels.add_rms_norm(h, None, gains[0], eps, out_dtype=dtype)
+        h = self.embed(z.to(self.embed.weight.dtype)).contiguous()
+        _, x = kernels.add_rms_norm(h, None, gains[0], self.blocks[0].cross_x_norm.eps, out_dtype=dtype)
         last = len(self.blocks) - 1
         for layer, block in enumerate(self.blocks):
             if layer < last:

@@ -341,31 +341,6 @@ if triton is not None:
                 tl.store(v_out_ptr + out_row * (NV * HEAD) + (head - NK) * HEAD + cols[None, :],
                          acc.to(v_out_ptr.dtype.element_ty), mask=live)
 
-    @triton.jit
-    def _embed_norm_kernel(z_ptr, w_ptr, b_ptr, gain_ptr, h_ptr, x_ptr, M, N, eps,
-                           K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, PRECISION: tl.constexpr):
-        # h = z @ w.T + b for BLOCK_M rows in column chunks, then rms_norm(h) * gain: the first
-        # pass stores h and sums its squares, the second recomputes each chunk (K is small) rather
-        # than reading back what other threads of the program stored.
-        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-        live = (rows < M)[:, None]
-        row64 = rows.to(tl.int64)[:, None]
-        z = tl.load(z_ptr + row64 * K + tl.arange(0, K)[None, :], mask=live, other=0.0)
-        squares = tl.zeros([BLOCK_M], tl.float32)
-        for start in range(0, N, BLOCK_N):
-            cols = start + tl.arange(0, BLOCK_N)
-            w = tl.load(w_ptr + cols[:, None] * K + tl.arange(0, K)[None, :])
-            h = tl.dot(z, tl.trans(w), input_precision=PRECISION) + tl.load(b_ptr + cols)[None, :]
-            tl.store(h_ptr + row64 * N + cols[None, :], h, mask=live)
-            squares += tl.sum(h * h, axis=1)
-        inv = tl.rsqrt(squares / N + eps)[:, None]
-        for start in range(0, N, BLOCK_N):
-            cols = start + tl.arange(0, BLOCK_N)
-            w = tl.load(w_ptr + cols[:, None] * K + tl.arange(0, K)[None, :])
-            h = tl.dot(z, tl.trans(w), input_precision=PRECISION) + tl.load(b_ptr + cols)[None, :]
-            x = h * inv * tl.load(gain_ptr + cols)[None, :].to(tl.float32)
-            tl.store(x_ptr + row64 * N + cols[None, :], x.to(x_ptr.dtype.element_ty), mask=live)
-
 def _warps(block: int) -> int:
     return 4 if block <= 1024 else 8
 
@@ -444,34 +419,6 @@ def swiglu(ab: torch.Tensor) -> torch.Tensor:
     return out
 
 
-
-def embed_fusable(in_features: int, out_features: int) -> bool:
-    """Whether :func:`embed_norm` takes these sizes."""
-    def power_of_2(n):
-        return n >= 16 and n & (n - 1) == 0
-
-    return power_of_2(in_features) and (out_features % 128 == 0 or power_of_2(out_features))
-
-
-def embed_norm(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gain: torch.Tensor, eps: float, *,
-               out_dtype: torch.dtype = torch.bfloat16, block_m: int = 16, block_n: int = 128):
-    """``h = z @ weight.T + bias`` (fp32) and ``x = rms_norm(h) * gain`` in one kernel, for the
-    decoder's 32-wide token embedding and the first block's pre-norm. Returns (h, x).
-
-    z [B, S, K] and weight [N, K] fp32 (sizes: :func:`embed_fusable`); gain [N]. The product runs in exact fp32 unless torch allows TF32.
-    """
-    bsz, seqlen, k = z.shape
-    n = weight.shape[0]
-    block_n = min(block_n, n)
-    assert weight.shape == (n, k) and n % block_n == 0 and embed_fusable(k, n)
-    z, weight = z.contiguous(), weight.contiguous()
-    rows = bsz * seqlen
-    h = torch.empty(bsz, seqlen, n, device=z.device, dtype=torch.float32)
-    x = torch.empty(bsz, seqlen, n, device=z.device, dtype=out_dtype)
-    _embed_norm_kernel[(triton.cdiv(rows, block_m),)](
-        z, weight, bias.contiguous(), gain.contiguous(), h, x, rows, n, float(eps), K=k, BLOCK_M=block_m,
-        BLOCK_N=block_n, PRECISION=_precision(z.dtype, None), num_warps=4)
-    return h, x
 
 #: Attention tiles (BLOCK_M, BLOCK_N, warps, stages) of :func:`attention`.
 ATTENTION_TILES = (64, 64, 4, 3)

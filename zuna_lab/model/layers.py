@@ -132,7 +132,6 @@ class Attention(nn.Module):
         self.gemm_epilogue = False  # Triton path: QK-norm + RoPE in the projection GEMM's epilogue
         self.small_attention = True  # Triton path: kernels.attention where SDPA's kernels under-fill the GPU
         self.values_as_view = True  # Triton path: self-attention reads V from the fused projection output
-        self.epilogue_rows = 0  # Triton path: gemm_epilogue for inputs of at most this many rows too
 
     def fuse(self):
         self.wqkv = torch.cat([self.wq.weight, self.wk.weight, self.wv.weight]).detach()
@@ -179,8 +178,7 @@ class Attention(nn.Module):
         heads = dict(n_q=n_q, n_k=n_k, n_v=n_v, head_dim=self.head_dim, q_gain=q_gain if n_q else None,
                      k_gain=k_gain if n_k else None, out_dtype=self.sdpa_dtype)
         x = x.to(weight.dtype)
-        epilogue = self.gemm_epilogue or x.numel() <= self.epilogue_rows * x.shape[-1]
-        if epilogue and kernels.gemm_fusable(x.shape[-1], self.head_dim):
+        if self.gemm_epilogue and kernels.gemm_fusable(x.shape[-1], self.head_dim):
             return kernels.matmul_rope_heads(x.contiguous(), weight, *rope, **heads)
         projected = F.linear(x, weight)
         if n_v and self.values_as_view and self.sdpa_dtype in (None, projected.dtype):

@@ -176,10 +176,12 @@ class ZunaModel(nn.Module):
             raise ZunaValueError(f"tok_idx must have shape [batch, n_tokens, 4] = {[*values.shape[:2], 4]}, got {list(tok_idx.shape)}.")
         if tok_idx.dtype.is_floating_point or tok_idx.dtype == torch.bool:
             raise ZunaTypeError(f"tok_idx must hold integer positions (torch.long), got {tok_idx.dtype}.")
-        if tok_idx.numel() and (int(tok_idx.min()) < 0 or int(tok_idx.max()) >= self.config.max_seqlen):
-            raise ZunaValueError(
-                f"tok_idx values must lie in [0, {self.config.max_seqlen - 1}] for this checkpoint "
-                f"(got {int(tok_idx.min())}..{int(tok_idx.max())}); the epoch may be too long or the positions wrongly binned.")
+        if tok_idx.numel():
+            low, high = (int(v) for v in torch.aminmax(tok_idx))     # one reduction, one device sync
+            if low < 0 or high >= self.config.max_seqlen:
+                raise ZunaValueError(
+                    f"tok_idx values must lie in [0, {self.config.max_seqlen - 1}] for this checkpoint "
+                    f"(got {low}..{high}); the epoch may be too long or the positions wrongly binned.")
 
     @torch.no_grad()
     def encode(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:

@@ -120,23 +120,11 @@ class Decoder(nn.Module):
             return None
         return torch.stack([block.cross_attention.k_norm.weight for block in self.blocks])
 
-    def cross_kv_buffers(self, factor: torch.Tensor) -> tuple | None:
-        """Empty (keys, values) buffers that :meth:`fused_cross_kv` can write a step's K/V into
-        (None where its sizes take the fallback path)."""
-        c = self.config
-        if not kernels.gemm_fusable(factor.shape[-1], c.head_dim, block_k=16):
-            return None
-        attention = self.blocks[0].cross_attention
-        shape = (len(self.blocks), *factor.shape[:2], c.n_kv_heads, c.head_dim)
-        dtype = attention.sdpa_dtype or attention.wq.weight.dtype
-        return tuple(torch.empty(shape, device=factor.device, dtype=dtype) for _ in range(2))
-
     def fused_cross_kv(self, factor: torch.Tensor, weights: torch.Tensor, positions: dict,
-                       k_gains: torch.Tensor | None, *, tf32: bool, out: tuple | None = None) -> list:
+                       k_gains: torch.Tensor | None, *, tf32: bool) -> list:
         """Every block's cross-attention (k, v), each [B, S, kv_heads, D], of one step:
         ``factor`` [B, S, width] times that step's ``weights`` [n_layers, 2 * kv_width, width], then
-        QK-norm and RoPE of the keys, in one kernel. ``tf32``: the product may run as TF32.
-        ``out``: buffers from :meth:`cross_kv_buffers` to write into."""
+        QK-norm and RoPE of the keys, in one kernel. ``tf32``: the product may run as TF32."""
         c = self.config
         attention = self.blocks[0].cross_attention
         heads = dict(n_q=0, n_k=c.n_kv_heads, n_v=c.n_kv_heads, head_dim=c.head_dim, k_gain=k_gains,
@@ -144,7 +132,7 @@ class Decoder(nn.Module):
         rope = positions["rope_flat"]
         if kernels.gemm_fusable(factor.shape[-1], c.head_dim, block_k=16):
             keys, values = kernels.lowrank_kv(factor, weights, *rope, n_kv=c.n_kv_heads, head_dim=c.head_dim,
-                                              k_gain=k_gains, out_dtype=heads["out_dtype"], tf32=tf32, out=out)
+                                              k_gain=k_gains, out_dtype=heads["out_dtype"], tf32=tf32)
             return list(zip(keys, values))
         # sizes the kernel does not take (head_dim < 16): the product, then the per-block rope kernel
         projected = torch.matmul(factor, weights.transpose(1, 2).unsqueeze(1))   # [L, B, S, 2 kv]

@@ -570,21 +570,18 @@ LOWRANK_TILES = {"small": (128, 4, 8, 1), "large": (128, 8, 8, 1)}
 
 def lowrank_kv(factor: torch.Tensor, weights: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *,
                n_kv: int, head_dim: int, k_gain: torch.Tensor | None = None, qk_eps: float = 1e-5,
-               out_dtype: torch.dtype = torch.bfloat16, tf32: bool | None = None, tiles=None, out=None):
+               out_dtype: torch.dtype = torch.bfloat16, tf32: bool | None = None, tiles=None):
     """Keys and values of n blocks from one context factor: ``factor`` [B, S, W] fp32 (W a power of
     2) times ``weights`` [n, 2 * n_kv * head_dim, W], QK-norm (gains [n, head_dim]) and RoPE of the
-    keys. Returns (keys, values), each [n, B, S, n_kv, head_dim] of ``out_dtype`` (written into
-    ``out``, such a pair of contiguous buffers, when given)."""
+    keys. Returns (keys, values), each [n, B, S, n_kv, head_dim] of ``out_dtype``."""
     bsz, seqlen, width = factor.shape
     n_batch = weights.shape[0]
     assert weights.shape == (n_batch, 2 * n_kv * head_dim, width) and width & (width - 1) == 0
     assert factor.is_contiguous() and weights.is_contiguous() and factor.dtype == weights.dtype
     rows = bsz * seqlen
     block_m, group, warps, stages = tiles or LOWRANK_TILES["large" if rows >= GEMM_LARGE_ROWS else "small"]
-    shape = (n_batch, bsz, seqlen, n_kv, head_dim)
-    keys, values = out if out is not None else (torch.empty(shape, device=factor.device, dtype=out_dtype)
-                                                for _ in range(2))
-    assert all(t.shape == shape and t.dtype == out_dtype and t.is_contiguous() for t in (keys, values))
+    keys, values = (torch.empty(n_batch, bsz, seqlen, n_kv, head_dim, device=factor.device, dtype=out_dtype)
+                    for _ in range(2))
     gain = k_gain.contiguous() if k_gain is not None else cos
     grid = (triton.cdiv(rows, block_m) * triton.cdiv(2 * n_kv, group), n_batch)
     _lowrank_kv_kernel[grid](

@@ -225,10 +225,8 @@ class ZunaModel(nn.Module):
             return out
         return self._sample(latents, tok_idx, z, steps, float(cfg), callback)
 
-    #: Steps whose cross-attention K/V weights (4 MB a step for ZUNA) are formed at once.
+    #: Steps whose cross-attention K/V weights (3 MB a step for ZUNA) are formed at once.
     cross_kv_chunk = 64
-    #: CUDA: form the next step's cross-attention K/V on a second stream, overlapping this step.
-    overlap_cross_kv = True
 
     def _sample(self, latents, tok_idx, z, steps, cfg, callback=None):
         decoder = self.decoder
@@ -246,48 +244,16 @@ class ZunaModel(nn.Module):
             tf32 = self.precision == "bf16"
             factors = {key: decoder.context_factor(latents if key else torch.zeros_like(latents)) for key in conditions}
             k_gains = decoder.cross_k_gains()
-            chunks = {}
+            chunk = {}
 
-            def weights(k):
+            def velocity(state, k, conditional):
                 first = k - k % self.cross_kv_chunk
-                if first not in chunks:
-                    # keep the previous chunk: the side stream may still read it (see below)
-                    for old in [key for key in chunks if key < first - self.cross_kv_chunk]:
-                        del chunks[old]
+                if first not in chunk:
+                    chunk.clear()
                     with _tf32(tf32):
-                        chunks[first] = decoder.cross_kv_weights(gains[first:first + self.cross_kv_chunk])
-                return chunks[first][k - first]
-
-            def cross_kv(k, conditional, out=None):
-                return decoder.fused_cross_kv(factors[conditional], weights(k), positions, k_gains, tf32=tf32, out=out)
-
-            buffers = None
-            if self.overlap_cross_kv and z.is_cuda and steps > 1:
-                buffers = {key: [decoder.cross_kv_buffers(factors[key]) for _ in range(2)] for key in conditions}
-            if buffers is None or buffers[True][0] is None:
-                def velocity(state, k, conditional):
-                    return decoder.fused_velocity(state, gains[k], positions, cross_kv(k, conditional))
-            else:
-                # The next step's K/V (memory-bound, independent of the state) are formed on a side
-                # stream while this step's GEMMs run, into the other of two buffers per condition.
-                main, side = torch.cuda.current_stream(), torch.cuda.Stream()
-                ready = {}
-
-                def velocity(state, k, conditional):
-                    slot = buffers[conditional][k % 2]
-                    if k == 0:
-                        kv = cross_kv(0, conditional, out=slot)
-                    else:
-                        main.wait_event(ready.pop(conditional))
-                        kv = list(zip(*slot))
-                    if k + 1 < steps:
-                        weights(k + 1)                 # a new chunk of weights: on the main stream
-                        side.wait_stream(main)         # ... and the other buffer no longer read
-                        with torch.cuda.stream(side):
-                            cross_kv(k + 1, conditional, out=buffers[conditional][(k + 1) % 2])
-                            ready[conditional] = torch.cuda.Event()
-                            ready[conditional].record(side)
-                    return decoder.fused_velocity(state, gains[k], positions, kv)
+                        chunk[first] = decoder.cross_kv_weights(gains[first:first + self.cross_kv_chunk])
+                kv = decoder.fused_cross_kv(factors[conditional], chunk[first][k - first], positions, k_gains, tf32=tf32)
+                return decoder.fused_velocity(state, gains[k], positions, kv)
 
         return euler_sample(velocity, z, steps=steps, cfg=cfg, callback=callback).float()
 

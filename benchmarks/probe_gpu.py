@@ -3,7 +3,7 @@ SDPA backends, kernel-level profiles, the Triton GEMMs with fused epilogues agai
 tile shape, whole reconstructions per option (time and error against fp32), the error and cost
 of TF32 encoder sub-layers, and a Python profile of the 1 h x 64 ch embedding's first call.
 
-    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile gemm model lowrank blas tf32 embed attention attention_model attention_large small_ab small_gemm large_ab lowrank_tiles shared_values profile_graphed
+    python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile gemm model lowrank blas tf32 embed attention attention_model attention_large small_ab large_ab lowrank_tiles shared_values profile_graphed
 """
 import contextlib
 import cProfile
@@ -563,52 +563,6 @@ def section_small_ab():
             warm, _ = bench_gpu.timed(run, repeats=20)
             print(f"small_ab {case[0]}x{case[1]} {label}: {warm * 1e3:.2f} ms err {error:.3e}", flush=True)
     model.decoder.gain_stack = stack
-
-def section_small_gemm():
-    """Few-row GEMMs that feed add_rms_norm (out-projections wo, w2): cuBLAS + the norm kernel on its
-    bf16 output against matmul_splitk (fp32 partial sums) + the norm kernel adding them; and
-    matmul_swiglu tiles against cuBLAS w13 + the SwiGLU kernel. All timed inside CUDA graphs."""
-    import torch.nn.functional as F
-    from zuna_lab.model import kernels
-    shapes = {"w2": (2816, 1024), "wo": (512, 1024)}
-    configs = [(bm, bn, bk, 8, w, st, sp) for bm, bn, w in ((64, 64, 4), (64, 128, 4), (128, 64, 4), (128, 128, 8), (64, 256, 4))
-               for bk in (64, 128) for st in (3, 4) for sp in (1, 2, 4)]
-    for rows in (480, 960, 1920):
-        h = torch.randn(1, rows, 1024, device="cuda")
-        gain, post = torch.rand(1024, device="cuda") + 0.5, torch.rand(1024, device="cuda") + 0.5
-        for name, (k, n) in shapes.items():
-            x = torch.randn(1, rows, k, device="cuda", dtype=torch.bfloat16)
-            w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) / k ** 0.5
-            ref = F.linear(x.float(), w.float())
-            lib = graph_bench(lambda: kernels.add_rms_norm(h, F.linear(x, w), gain, 1e-5, post_weight=post, post_eps=1e-5))
-            gemm_only = graph_bench(lambda: F.linear(x, w))
-            results = []
-            for tiles in configs:
-                if k % (tiles[2] * tiles[6]):
-                    continue
-                try:
-                    err = float((kernels.matmul_splitk(x, w, tiles=tiles).sum(0) - ref).norm() / ref.norm())
-                    ms = graph_bench(lambda: kernels.add_rms_norm(h, kernels.matmul_splitk(x, w, tiles=tiles), gain, 1e-5,
-                                                                  post_weight=post, post_eps=1e-5))
-                    results.append((ms, tiles, err))
-                except Exception as exc:  # noqa: BLE001
-                    print(f"  splitk {tiles} failed: {str(exc)[:80]}")
-            results.sort(key=lambda r: r[0])
-            print(f"small_gemm {name} rows={rows}: cuBLAS+norm {lib * 1e3:.2f}us (GEMM {gemm_only * 1e3:.2f}); splitk+norm best "
-                  + ", ".join(f"{t} {ms * 1e3:.2f}us err {e:.1e}" for ms, t, e in results[:5]), flush=True)
-        x = torch.randn(1, rows, 1024, device="cuda", dtype=torch.bfloat16)
-        w13 = torch.randn(2 * 2816, 1024, device="cuda", dtype=torch.bfloat16) / 32
-        lib = graph_bench(lambda: kernels.swiglu(F.linear(x, w13)))
-        results = []
-        for tiles in [(bm, bn, bk, 8, w, st, True) for bm, bn, w in ((64, 64, 4), (64, 128, 4), (128, 64, 4), (128, 128, 8))
-                      for bk in (64, 128) for st in (3, 4)]:
-            try:
-                results.append((graph_bench(lambda: kernels.matmul_swiglu(x, w13, tiles=tiles)), tiles))
-            except Exception as exc:  # noqa: BLE001
-                print(f"  swiglu {tiles} failed: {str(exc)[:80]}")
-        results.sort(key=lambda r: r[0])
-        print(f"small_gemm w13+swiglu rows={rows}: cuBLAS+kernel {lib * 1e3:.2f}us; fused best "
-              + ", ".join(f"{t} {ms * 1e3:.2f}us" for ms, t in results[:4]), flush=True)
 
 def section_shared_values():
     """Cross-attention with the rank-33 factor as values shared by all heads (d_v 40/48) vs per-head d 64."""

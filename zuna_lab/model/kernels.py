@@ -42,13 +42,9 @@ def available(device: torch.device) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _branch(delta_ptr, post_w_ptr, post_eps, offs, cols, mask, n_cols, HAS_POST: tl.constexpr,
-                SPLITS: tl.constexpr = 1, split_stride=0):
-        # one residual branch's output (the sum of SPLITS fp32 partial sums of a split-K GEMM, or
-        # one tensor), through ZUNA1.1's post-norm when there is one
+    def _branch(delta_ptr, post_w_ptr, post_eps, offs, cols, mask, n_cols, HAS_POST: tl.constexpr):
+        # one residual branch's output, through ZUNA1.1's post-norm when there is one
         delta = tl.load(delta_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-        for split in tl.static_range(1, SPLITS):
-            delta += tl.load(delta_ptr + split * split_stride + offs, mask=mask, other=0.0)
         if HAS_POST:
             post_w = tl.load(post_w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
             delta = delta * tl.rsqrt(tl.sum(delta * delta, axis=0) / n_cols + post_eps) * post_w
@@ -57,8 +53,8 @@ if triton is not None:
     @triton.jit
     def _add_rms_norm_kernel(h_ptr, delta_ptr, post_w_ptr, early_ptr, early_post_w_ptr, gain_ptr, h_out_ptr,
                              x_out_ptr, n_cols, gain_row_stride, rows_per_gain, post_eps, early_post_eps, eps,
-                             split_stride, HAS_DELTA: tl.constexpr, HAS_EARLY: tl.constexpr, HAS_POST: tl.constexpr,
-                             STORE_H: tl.constexpr, SPLITS: tl.constexpr, BLOCK: tl.constexpr):
+                             HAS_DELTA: tl.constexpr, HAS_EARLY: tl.constexpr, HAS_POST: tl.constexpr,
+                             STORE_H: tl.constexpr, BLOCK: tl.constexpr):
         row = tl.program_id(0).to(tl.int64)
         cols = tl.arange(0, BLOCK)
         mask = cols < n_cols
@@ -67,7 +63,7 @@ if triton is not None:
         if HAS_EARLY:
             h = h + _branch(early_ptr, early_post_w_ptr, early_post_eps, offs, cols, mask, n_cols, HAS_POST)
         if HAS_DELTA:
-            h = h + _branch(delta_ptr, post_w_ptr, post_eps, offs, cols, mask, n_cols, HAS_POST, SPLITS, split_stride)
+            h = h + _branch(delta_ptr, post_w_ptr, post_eps, offs, cols, mask, n_cols, HAS_POST)
         if STORE_H:
             tl.store(h_out_ptr + offs, h, mask=mask)
         gain = tl.load(gain_ptr + (row // rows_per_gain) * gain_row_stride + cols, mask=mask, other=0.0)
@@ -345,26 +341,6 @@ if triton is not None:
                 tl.store(v_out_ptr + out_row * (NV * HEAD) + (head - NK) * HEAD + cols[None, :],
                          acc.to(v_out_ptr.dtype.element_ty), mask=live)
 
-    @triton.jit
-    def _matmul_splitk_tma_kernel(x_desc, w_desc, out_ptr, M, N, K_PER_SPLIT,
-                                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                                  GROUP_M: tl.constexpr, PRECISION: tl.constexpr):
-        # x @ w.T over one of program_id(1)'s K ranges, stored as an fp32 partial sum
-        # [split, M, N]: few rows give few output tiles, and splitting K gives the GPU more
-        # programs with shorter chains. The consumer (add_rms_norm) adds the partial sums.
-        pid_m, pid_n = _tile_ids(M, N, BLOCK_M, BLOCK_N, GROUP_M)
-        split = tl.program_id(1)
-        off_m = pid_m * BLOCK_M
-        off_n = pid_n * BLOCK_N
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        first = split * K_PER_SPLIT
-        for k in range(first, first + K_PER_SPLIT, BLOCK_K):
-            acc = tl.dot(x_desc.load([off_m, k]), w_desc.load([off_n, k]).T, acc, input_precision=PRECISION)
-        rows = off_m + tl.arange(0, BLOCK_M)
-        cols = off_n + tl.arange(0, BLOCK_N)
-        offs = (split * M + rows).to(tl.int64)[:, None] * N + cols[None, :]
-        tl.store(out_ptr + offs, acc, mask=(rows < M)[:, None] & (cols < N)[None, :])
-
 def _warps(block: int) -> int:
     return 4 if block <= 1024 else 8
 
@@ -376,7 +352,6 @@ def add_rms_norm(h: torch.Tensor, delta: torch.Tensor | None, gain: torch.Tensor
     """``h += post_norm(delta)`` (or ``+= delta``, or nothing when delta is None), then ``rms_norm(h) * gain``.
 
     h : fp32 [B, S, N] residual, updated in place when ``delta`` is given and ``store_h``.
-    delta : [B, S, N], or fp32 partial sums [splits, B, S, N] of :func:`matmul_splitk`, added up here.
     gain : [N] (one gain for all rows) or [B, N] (AdaRMSNorm: one gain per batch element).
     earlier : (delta, post_weight, post_eps) of a branch added to h before ``delta``: a residual
         that a ``store_h=False`` call did not write is recomputed here (the same fp32 operations,
@@ -386,11 +361,8 @@ def add_rms_norm(h: torch.Tensor, delta: torch.Tensor | None, gain: torch.Tensor
     bsz, seqlen, n_cols = h.shape
     assert h.is_contiguous() and h.dtype == torch.float32
     assert earlier is None or delta is not None
-    splits = 1
     if delta is not None:
         delta = delta.contiguous()
-        if delta.ndim == 4:          # [splits, B, S, N]: fp32 partial sums (matmul_splitk)
-            splits = delta.shape[0]
     early, early_post, early_eps = earlier if earlier is not None else (None, None, 0.0)
     if early is not None:
         early = early.contiguous()
@@ -405,9 +377,9 @@ def add_rms_norm(h: torch.Tensor, delta: torch.Tensor | None, gain: torch.Tensor
     _add_rms_norm_kernel[(bsz * seqlen,)](
         h, delta if delta is not None else h, post_weight if post_weight is not None else gain,
         early if early is not None else h, early_post if early_post is not None else gain, gain, h, x,
-        n_cols, gain_row_stride, rows_per_gain, float(post_eps), float(early_eps), float(eps), h.numel(),
+        n_cols, gain_row_stride, rows_per_gain, float(post_eps), float(early_eps), float(eps),
         HAS_DELTA=delta is not None, HAS_EARLY=early is not None, HAS_POST=post_weight is not None,
-        STORE_H=delta is not None and store_h, SPLITS=splits, BLOCK=block, num_warps=_warps(block))
+        STORE_H=delta is not None and store_h, BLOCK=block, num_warps=_warps(block))
     return h, x
 
 
@@ -447,29 +419,6 @@ def swiglu(ab: torch.Tensor) -> torch.Tensor:
     return out
 
 
-
-
-#: :func:`matmul_splitk` tiles (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, warps, stages, splits).
-SPLITK_TILES = (64, 128, 64, 8, 4, 4, 2)
-
-
-def matmul_splitk(x: torch.Tensor, weight: torch.Tensor, *, tiles=None) -> torch.Tensor:
-    """``x @ weight.T`` as fp32 partial sums [splits, ..., N] over equal K ranges (TMA loads, Hopper):
-    for few rows, where a library GEMM runs few, long programs. :func:`add_rms_norm` takes the
-    result as its ``delta`` and adds the partial sums (no bf16 rounding of the branch output)."""
-    *lead, k = x.shape
-    x2 = x.reshape(-1, k)
-    rows, n = x2.shape[0], weight.shape[0]
-    block_m, block_n, block_k, group_m, warps, stages, splits = tiles or SPLITK_TILES
-    assert _TMA and x2.is_contiguous() and weight.is_contiguous() and x.dtype == weight.dtype
-    assert k % (splits * block_k) == 0
-    out = torch.empty(splits, rows, n, device=x.device, dtype=torch.float32)
-    grid = (triton.cdiv(rows, block_m) * triton.cdiv(n, block_n), splits)
-    _matmul_splitk_tma_kernel[grid](
-        TensorDescriptor.from_tensor(x2, [block_m, block_k]), TensorDescriptor.from_tensor(weight, [block_n, block_k]),
-        out, rows, n, k // splits, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m,
-        PRECISION=_precision(x.dtype, None), num_warps=warps, num_stages=stages)
-    return out.view(splits, *lead, n)
 
 #: Attention tiles (BLOCK_M, BLOCK_N, warps, stages) of :func:`attention`.
 ATTENTION_TILES = (64, 64, 4, 3)

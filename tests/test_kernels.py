@@ -100,6 +100,8 @@ def test_attention_rotates_raw_queries_like_rope_heads(qk_norm):
 
 def test_attention_pays_only_for_few_tiles_and_power_of_2_heads():
     assert kernels.attention_pays(1, 480, 8, 64)            # one 12-channel epoch
+    assert kernels.attention_pays(1, 960, 8, 64)            # ... in the encoder (a register per token)
+    assert not kernels.attention_pays(1, 1280, 8, 64)       # one 32-channel epoch: the library kernel
     assert not kernels.attention_pays(8, 2560, 8, 64)       # 8 epochs of 64 channels: the library kernel
     assert not kernels.attention_pays(1, 480, 8, 48)
 

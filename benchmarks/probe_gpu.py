@@ -469,9 +469,10 @@ def section_large_ab():
                 "V copied": {"view": False}, "kernels.attention at every size": {"own": 10 ** 9},
                 "previous (none of these)": {"recompute": False, "view": False},
                 "default again": {}}
-    max_tiles = kernels.ATTENTION_MAX_TILES
+    max_tiles, max_seq = kernels.ATTENTION_MAX_TILES, kernels.ATTENTION_MAX_SEQ
     for label, options in variants.items():
-        kernels.ATTENTION_MAX_TILES = options.get("own", max_tiles)
+        own = options.get("own")
+        kernels.ATTENTION_MAX_TILES, kernels.ATTENTION_MAX_SEQ = (own, own) if own else (max_tiles, max_seq)
         DecoderBlock.recompute_residual = options.get("recompute", True)
         for module in model.modules():
             if isinstance(module, Attention):
@@ -485,7 +486,7 @@ def section_large_ab():
             print(f"large_ab {case[0]}x{case[1]} {label}: {warm * 1e3:.1f} ms {case[0] / warm:.3f} ep/s err {error:.3e}",
                   flush=True)
     DecoderBlock.recompute_residual = True
-    kernels.ATTENTION_MAX_TILES = max_tiles
+    kernels.ATTENTION_MAX_TILES, kernels.ATTENTION_MAX_SEQ = max_tiles, max_seq
     tokens, tok_idx, _ = inputs[(8, 64, 0)]
     enc, _ = bench_gpu.timed(lambda: model.encode(tokens, tok_idx), repeats=5)
     print(f"large_ab encode 8x64: {enc * 1e3:.1f} ms", flush=True)

@@ -167,6 +167,8 @@ class ZunaModel(nn.Module):
                 module.fuse()
 
     def _check_inputs(self, values: torch.Tensor, tok_idx: torch.Tensor, name: str):
+        """Raise on bad shapes or dtypes; returns a function to call before returning results,
+        which raises if tok_idx lies outside the RoPE range."""
         if not isinstance(values, torch.Tensor) or not isinstance(tok_idx, torch.Tensor):
             raise ZunaTypeError(f"{name} and tok_idx must be torch tensors, got {type(values).__name__} and {type(tok_idx).__name__}.")
         width = self.config.input_dim if name == "tokens" else self.config.latent_dim
@@ -176,24 +178,38 @@ class ZunaModel(nn.Module):
             raise ZunaValueError(f"tok_idx must have shape [batch, n_tokens, 4] = {[*values.shape[:2], 4]}, got {list(tok_idx.shape)}.")
         if tok_idx.dtype.is_floating_point or tok_idx.dtype == torch.bool:
             raise ZunaTypeError(f"tok_idx must hold integer positions (torch.long), got {tok_idx.dtype}.")
-        if tok_idx.numel():
-            low, high = (int(v) for v in torch.aminmax(tok_idx))     # one reduction, one device sync
+        if not tok_idx.numel():
+            return lambda: None
+        bounds = torch.aminmax(tok_idx)
+
+        def check_range():
+            low, high = (int(v) for v in bounds)
             if low < 0 or high >= self.config.max_seqlen:
                 raise ZunaValueError(
                     f"tok_idx values must lie in [0, {self.config.max_seqlen - 1}] for this checkpoint "
                     f"(got {low}..{high}); the epoch may be too long or the positions wrongly binned.")
 
+        if tok_idx.device.type == "cpu":
+            check_range()
+            return lambda: None
+        # On a GPU the range is read after the work is queued (positions only enter RoPE angles,
+        # never an index, so out-of-range values cannot fault): no device sync in front of it.
+        return check_range
+
     @torch.no_grad()
     def encode(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
         """Latents [B, S, 32] (float32) of tokens [B, S, 32] (÷ data_norm, clipped, masked = 0) at tok_idx [B, S, 4]."""
-        self._check_inputs(tokens, tok_idx, "tokens")
+        check_range = self._check_inputs(tokens, tok_idx, "tokens")
         tokens = _to_device(tokens, self.device, torch.float32)
         tok_idx = _to_device(tok_idx, self.device, torch.long)
         forward = self.encoder.fused_forward if self.use_kernels else self.encoder
         with _tf32(self.precision == "bf16" and bool(self.encoder_tf32_parts)):
             if self.cuda_graphs and self.device.type == "cuda" and tokens.shape[0] * tokens.shape[1] <= self.graph_encode_tokens:
-                return self._replay(("encode", tuple(tokens.shape)), forward, (tokens, tok_idx)).float()
-            return forward(tokens, tok_idx).float()
+                latents = self._replay(("encode", tuple(tokens.shape)), forward, (tokens, tok_idx)).float()
+            else:
+                latents = forward(tokens, tok_idx).float()
+        check_range()
+        return latents
 
     @torch.no_grad()
     def sample(self, latents: torch.Tensor, tok_idx: torch.Tensor, *, noise: torch.Tensor | None = None,
@@ -204,7 +220,7 @@ class ZunaModel(nn.Module):
         ``noise`` is the standard-normal draw [B, S, 32] (scaled by the model's sigma inside);
         when None it is drawn from ``generator``.
         """
-        self._check_inputs(latents, tok_idx, "latents")
+        check_range = self._check_inputs(latents, tok_idx, "latents")
         if not isinstance(steps, int) or steps < 1:
             raise ZunaValueError(f"steps must be a positive integer, got {steps!r}.")
         if not math.isfinite(float(cfg)):
@@ -220,13 +236,21 @@ class ZunaModel(nn.Module):
         z = self.config.sigma * _to_device(noise, self.device, torch.float32)
         if self.cuda_graphs and self.device.type == "cuda":
             out = self._graphed_sample(latents, tok_idx, z, steps, float(cfg))
+            check_range()
             if callback is not None:
                 callback(steps, steps)
             return out
-        return self._sample(latents, tok_idx, z, steps, float(cfg), callback)
+        out = self._sample(latents, tok_idx, z, steps, float(cfg), callback)
+        check_range()
+        return out
 
-    #: Steps whose cross-attention K/V weights (3 MB a step for ZUNA) are formed at once.
+    #: Steps whose cross-attention K/V weights (4 MB a step for ZUNA) are formed at once.
     cross_kv_chunk = 64
+    #: All steps' cross-attention K/V (and their weights) are formed before the loop while they
+    #: take at most this many bytes (one 12-channel epoch: 1 GB for 50 steps).
+    cross_kv_cache_bytes = 2 << 30
+    #: bf16 on CUDA: the decoder's 32-wide token embedding and output projections as TF32 GEMMs.
+    decoder_io_tf32 = True
 
     def _sample(self, latents, tok_idx, z, steps, cfg, callback=None):
         decoder = self.decoder
@@ -244,16 +268,33 @@ class ZunaModel(nn.Module):
             tf32 = self.precision == "bf16"
             factors = {key: decoder.context_factor(latents if key else torch.zeros_like(latents)) for key in conditions}
             k_gains = decoder.cross_k_gains()
-            chunk = {}
+            # the 32-wide token embedding and output projections as TF32 GEMMs in bf16 (the rest of
+            # the step runs no fp32 GEMM)
+            io_tf32 = tf32 and self.decoder_io_tf32
+            per_step = decoder.cross_kv_bytes(latents.shape[:2]) * len(conditions)
+            if per_step and per_step * steps <= self.cross_kv_cache_bytes:
+                # few tokens (latency): every step's K/V in one launch before the loop
+                with _tf32(tf32):
+                    weights = decoder.cross_kv_weights(gains)
+                cache = {key: decoder.fused_cross_kv(factors[key], weights, positions, k_gains, tf32=tf32)
+                         for key in conditions}
 
-            def velocity(state, k, conditional):
-                first = k - k % self.cross_kv_chunk
-                if first not in chunk:
-                    chunk.clear()
-                    with _tf32(tf32):
-                        chunk[first] = decoder.cross_kv_weights(gains[first:first + self.cross_kv_chunk])
-                kv = decoder.fused_cross_kv(factors[conditional], chunk[first][k - first], positions, k_gains, tf32=tf32)
-                return decoder.fused_velocity(state, gains[k], positions, kv)
+                def velocity(state, k, conditional):
+                    with _tf32(io_tf32):
+                        return decoder.fused_velocity(state, gains[k], positions, cache[conditional][k])
+            else:
+                chunk = {}
+
+                def velocity(state, k, conditional):
+                    first = k - k % self.cross_kv_chunk
+                    if first not in chunk:
+                        chunk.clear()
+                        with _tf32(tf32):
+                            chunk[first] = decoder.cross_kv_weights(gains[first:first + self.cross_kv_chunk])
+                    kv = decoder.fused_cross_kv(factors[conditional], chunk[first][k - first], positions, k_gains,
+                                                tf32=tf32)
+                    with _tf32(io_tf32):
+                        return decoder.fused_velocity(state, gains[k], positions, kv)
 
         return euler_sample(velocity, z, steps=steps, cfg=cfg, callback=callback).float()
 

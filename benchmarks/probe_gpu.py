@@ -547,23 +547,32 @@ def section_attention_large():
         print(line, flush=True)
 
 def section_small_ab():
-    """A/B at one-epoch sizes: the decoder's 65 AdaRMSNorm gains from one stacked GEMM or 65."""
+    """A/B: all steps' cross-attention K/V before the loop (latency sizes), the decoder's token
+    embedding/output projections in TF32, the 65 AdaRMSNorm gains in one stacked GEMM."""
     model = _model()
-    cases = [(1, 12, 0), (2, 12, 0), (1, 64, 0)]
+    cases = [(1, 12, 0), (1, 12, 1), (2, 12, 0), (8, 64, 0)]
     inputs, refs = _fp32_references(model, cases)
     model.set_precision("bf16")
     model.optimize()
-    stack = model.decoder.gain_stack
-    for label, gain_stack in (("default", stack), ("65 gain GEMMs", None), ("default again", stack)):
-        model.decoder.gain_stack = gain_stack
+    stack, budget = model.decoder.gain_stack, model.cross_kv_cache_bytes
+    variants = {"default": {}, "K/V a step at a time": {"cache": 0}, "fp32 embed/out": {"io_tf32": False},
+                "65 gain GEMMs": {"stack": None}, "none of the three": {"cache": 0, "io_tf32": False, "stack": None},
+                "default again": {}}
+    for label, options in variants.items():
+        model.cross_kv_cache_bytes = options.get("cache", budget)
+        model.decoder_io_tf32 = options.get("io_tf32", True)
+        model.decoder.gain_stack = options.get("stack", stack)
         model._graphs.clear()
         for case in cases:
             tokens, tok_idx, noise = inputs[case]
             error = _case_error(model, tokens, tok_idx, noise, refs[case])
-            run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
-            warm, _ = bench_gpu.timed(run, repeats=20)
-            print(f"small_ab {case[0]}x{case[1]} {label}: {warm * 1e3:.2f} ms err {error:.3e}", flush=True)
-    model.decoder.gain_stack = stack
+            line = f"small_ab {case[0]}x{case[1]} seed {case[2]} {label}: err {error:.3e}"
+            if case[2] == 0:
+                run = lambda: model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50)  # noqa: E731
+                warm, _ = bench_gpu.timed(run, repeats=20 if case[0] < 8 else 4)
+                line += f" {warm * 1e3:.2f} ms"
+            print(line, flush=True)
+    model.decoder.gain_stack, model.cross_kv_cache_bytes, model.decoder_io_tf32 = stack, budget, True
 
 def section_shared_values():
     """Cross-attention with the rank-33 factor as values shared by all heads (d_v 40/48) vs per-head d 64."""

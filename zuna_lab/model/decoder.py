@@ -120,44 +120,20 @@ class Decoder(nn.Module):
             return None
         return torch.stack([block.cross_attention.k_norm.weight for block in self.blocks])
 
-    def cross_kv_bytes(self, shape) -> int:
-        """Bytes of one step's cross-attention K/V (and K/V weights) for latents of [B, S] ``shape``;
-        0 where :meth:`fused_cross_kv` cannot form several steps in one launch."""
-        c = self.config
-        width = _factor_width(self.latent_proj.in_features)
-        if not kernels.gemm_fusable(width, c.head_dim, block_k=16):
-            return 0
-        attention = self.blocks[0].cross_attention
-        itemsize = (attention.sdpa_dtype or attention.wq.weight.dtype).itemsize
-        kv_width = 2 * len(self.blocks) * c.n_kv_heads * c.head_dim
-        return kv_width * (shape[0] * shape[1] * itemsize + width * 4)     # K/V, and their fp32 weights
-
     def fused_cross_kv(self, factor: torch.Tensor, weights: torch.Tensor, positions: dict,
                        k_gains: torch.Tensor | None, *, tf32: bool) -> list:
         """Every block's cross-attention (k, v), each [B, S, kv_heads, D], of one step:
         ``factor`` [B, S, width] times that step's ``weights`` [n_layers, 2 * kv_width, width], then
-        QK-norm and RoPE of the keys, in one kernel. ``tf32``: the product may run as TF32.
-
-        ``weights`` [steps, n_layers, 2 * kv_width, width] (sizes :meth:`cross_kv_bytes` takes):
-        all those steps in the same one launch; returns a list of them.
-        """
+        QK-norm and RoPE of the keys, in one kernel. ``tf32``: the product may run as TF32."""
         c = self.config
         attention = self.blocks[0].cross_attention
         heads = dict(n_q=0, n_k=c.n_kv_heads, n_v=c.n_kv_heads, head_dim=c.head_dim, k_gain=k_gains,
                      out_dtype=attention.sdpa_dtype or attention.wq.weight.dtype)
         rope = positions["rope_flat"]
-        n_layers = len(self.blocks)
         if kernels.gemm_fusable(factor.shape[-1], c.head_dim, block_k=16):
-            steps = weights.shape[0] if weights.ndim == 4 else 1
-            gains = None if k_gains is None else k_gains.repeat(steps, 1)
-            keys, values = kernels.lowrank_kv(factor, weights.reshape(-1, *weights.shape[-2:]), *rope,
-                                              n_kv=c.n_kv_heads, head_dim=c.head_dim, k_gain=gains,
-                                              out_dtype=heads["out_dtype"], tf32=tf32)
-            pairs = list(zip(keys, values))
-            if weights.ndim == 4:
-                return [pairs[step * n_layers:(step + 1) * n_layers] for step in range(steps)]
-            return pairs
-        assert weights.ndim == 3, "several steps at once need the K/V kernel's sizes (cross_kv_bytes)"
+            keys, values = kernels.lowrank_kv(factor, weights, *rope, n_kv=c.n_kv_heads, head_dim=c.head_dim,
+                                              k_gain=k_gains, out_dtype=heads["out_dtype"], tf32=tf32)
+            return list(zip(keys, values))
         # sizes the kernel does not take (head_dim < 16): the product, then the per-block rope kernel
         projected = torch.matmul(factor, weights.transpose(1, 2).unsqueeze(1))   # [L, B, S, 2 kv]
         return [tuple(kernels.rope_heads(projected[layer], *rope,

@@ -246,9 +246,6 @@ class ZunaModel(nn.Module):
 
     #: Steps whose cross-attention K/V weights (4 MB a step for ZUNA) are formed at once.
     cross_kv_chunk = 64
-    #: All steps' cross-attention K/V (and their weights) are formed before the loop while they
-    #: take at most this many bytes (one 12-channel epoch: 1 GB for 50 steps).
-    cross_kv_cache_bytes = 2 << 30
     #: bf16 on CUDA: the decoder's 32-wide token embedding and output projections as TF32 GEMMs.
     decoder_io_tf32 = True
 
@@ -271,30 +268,17 @@ class ZunaModel(nn.Module):
             # the 32-wide token embedding and output projections as TF32 GEMMs in bf16 (the rest of
             # the step runs no fp32 GEMM)
             io_tf32 = tf32 and self.decoder_io_tf32
-            per_step = decoder.cross_kv_bytes(latents.shape[:2]) * len(conditions)
-            if per_step and per_step * steps <= self.cross_kv_cache_bytes:
-                # few tokens (latency): every step's K/V in one launch before the loop
-                with _tf32(tf32):
-                    weights = decoder.cross_kv_weights(gains)
-                cache = {key: decoder.fused_cross_kv(factors[key], weights, positions, k_gains, tf32=tf32)
-                         for key in conditions}
+            chunk = {}
 
-                def velocity(state, k, conditional):
-                    with _tf32(io_tf32):
-                        return decoder.fused_velocity(state, gains[k], positions, cache[conditional][k])
-            else:
-                chunk = {}
-
-                def velocity(state, k, conditional):
-                    first = k - k % self.cross_kv_chunk
-                    if first not in chunk:
-                        chunk.clear()
-                        with _tf32(tf32):
-                            chunk[first] = decoder.cross_kv_weights(gains[first:first + self.cross_kv_chunk])
-                    kv = decoder.fused_cross_kv(factors[conditional], chunk[first][k - first], positions, k_gains,
-                                                tf32=tf32)
-                    with _tf32(io_tf32):
-                        return decoder.fused_velocity(state, gains[k], positions, kv)
+            def velocity(state, k, conditional):
+                first = k - k % self.cross_kv_chunk
+                if first not in chunk:
+                    chunk.clear()
+                    with _tf32(tf32):
+                        chunk[first] = decoder.cross_kv_weights(gains[first:first + self.cross_kv_chunk])
+                kv = decoder.fused_cross_kv(factors[conditional], chunk[first][k - first], positions, k_gains, tf32=tf32)
+                with _tf32(io_tf32):
+                    return decoder.fused_velocity(state, gains[k], positions, kv)
 
         return euler_sample(velocity, z, steps=steps, cfg=cfg, callback=callback).float()
 

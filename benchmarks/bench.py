@@ -346,7 +346,7 @@ def report(paths):
                      f"{z.get('bf16_vs_fp32_rel_l2', float('nan')):.2e} |")
     if "1x12" in ours:
         o = official.get("1x12")
-        lines += ["", f"Latency, 1 epoch x 12 ch, 50 steps, warm: {1e3 * ours['1x12']['warm_s']:.0f} ms"
+        lines += ["", f"Latency, 1 epoch x 12 ch, 50 steps, warm: {1e3 * ours['1x12']['warm_s']:.1f} ms"
                   + (f" (official {1e3 * o['warm_s']:.0f} ms)." if o else ".")]
     for label, key in (("empty kernel cache", "cold_1x12_empty_cache"), ("kernel cache from an earlier process", "cold_1x12_warm_cache")):
         if key in cold:

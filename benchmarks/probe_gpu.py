@@ -178,6 +178,15 @@ def _case_error(model, tokens, tok_idx, noise, reference):
     return float((out - reference).norm() / reference.norm())
 
 
+def _bf16_model_and_references(cases):
+    """The default bf16 CUDA model, and the inputs and exact fp32 outputs of ``cases`` (see below)."""
+    model = _model()
+    inputs, refs = _fp32_references(model, cases)
+    model.set_precision("bf16")
+    model.optimize()
+    return model, inputs, refs
+
+
 def _fp32_references(model, cases):
     """Inputs and exact fp32 (reference path) outputs of (n_epochs, n_channels, seed) cases; leaves the model in fp32."""
     inputs, refs = {}, {}
@@ -222,11 +231,8 @@ def section_model():
 def section_lowrank():
     """Cross-attention K/V from the rank-33 context factor: error against fp32 with its product in
     TF32 (the default in bf16) or in exact fp32, same inputs, seeds 0 and 1."""
-    model = _model()
     cases = [(1, 12, 0), (1, 12, 1), (8, 64, 0), (8, 64, 1)]
-    inputs, refs = _fp32_references(model, cases)
-    model.set_precision("bf16")
-    model.optimize()
+    model, inputs, refs = _bf16_model_and_references(cases)
     default = model.decoder.fused_cross_kv
     for label, tf32 in (("tf32", True), ("exact fp32", False)):
         model.decoder.fused_cross_kv = lambda *args, tf32=tf32, **kw: default(*args, **{**kw, "tf32": tf32})  # noqa: E731
@@ -437,11 +443,8 @@ def section_attention_model():
     """Whole reconstructions with kernels.attention where it pays (default) or SDPA everywhere:
     time and error against fp32."""
     from zuna_lab.model.layers import Attention
-    model = _model()
     cases = [(1, 12, 0), (1, 12, 1), (2, 12, 0), (4, 12, 0), (1, 32, 0), (1, 64, 0)]
-    inputs, refs = _fp32_references(model, cases)
-    model.set_precision("bf16")
-    model.optimize()
+    model, inputs, refs = _bf16_model_and_references(cases)
     for small in (True, False):
         for module in model.modules():
             if isinstance(module, Attention):
@@ -460,11 +463,8 @@ def section_large_ab():
     place, kernels.attention at every size."""
     from zuna_lab.model import kernels
     from zuna_lab.model.layers import Attention, DecoderBlock
-    model = _model()
     cases = [(8, 64, 0), (32, 12, 0), (1, 12, 0)]
-    inputs, refs = _fp32_references(model, cases)
-    model.set_precision("bf16")
-    model.optimize()
+    model, inputs, refs = _bf16_model_and_references(cases)
     variants = {"default": {}, "no recompute": {"recompute": False},
                 "V copied": {"view": False}, "kernels.attention at every size": {"own": 10 ** 9},
                 "previous (none of these)": {"recompute": False, "view": False},
@@ -550,11 +550,8 @@ def section_small_ab():
     """A/B: the decoder's token embedding/output projections in TF32, the 65 AdaRMSNorm gains in
     one stacked GEMM (all steps' cross-attention K/V formed before the loop was measured here too:
     1 x 12 60.25 ms a step at a time against 60.36 at once, H100; dropped)."""
-    model = _model()
     cases = [(1, 12, 0), (1, 12, 1), (2, 12, 0), (8, 64, 0)]
-    inputs, refs = _fp32_references(model, cases)
-    model.set_precision("bf16")
-    model.optimize()
+    model, inputs, refs = _bf16_model_and_references(cases)
     stack = model.decoder.gain_stack
     variants = {"default": {}, "fp32 embed/out": {"io_tf32": False}, "65 gain GEMMs": {"stack": None},
                 "neither": {"io_tf32": False, "stack": None}, "default again": {}}

@@ -228,6 +228,15 @@ def test_low_rank_cross_kv_equals_projected_context(variant, head_dim):
             torch.testing.assert_close(kv[layer][1], v, rtol=1e-4, atol=1e-5)
 
 
+def _tiny_model_and_inputs(variant, *, dim, head_dim):
+    """A 2-layer random model on the reference path (no kernels), tokens, tok_idx and noise."""
+    config = ModelConfig.from_hf({"dim": dim, "head_dim": head_dim, "n_layers": 2, "n_heads": 4}, variant=variant)
+    model = random_model(config).to(DEVICE).eval().optimize(kernels=False, cuda_graphs=False)
+    tokens = (0.1 * randn(2, 12, 32, seed=1)).clamp(-1, 1)
+    tok_idx = torch.randint(0, 30, (2, 12, 4), generator=torch.Generator().manual_seed(2)).to(DEVICE)
+    return config, model, tokens, tok_idx, randn(2, 12, 32, seed=3)
+
+
 @pytest.mark.parametrize("variant,gemm_epilogues", [("ZUNA", False), ("ZUNA1.1", False),
                                                     ("ZUNA", True), ("ZUNA1.1", True)])
 def test_fused_model_path_equals_reference_path(variant, gemm_epilogues):
@@ -235,12 +244,7 @@ def test_fused_model_path_equals_reference_path(variant, gemm_epilogues):
     steps formed at once or step by step."""
     # dim 64 / head_dim 16: sizes the GEMMs with fused epilogues take (dim 32 / 8 fall back)
     size = dict(dim=64, head_dim=16) if gemm_epilogues else dict(dim=32, head_dim=8)
-    config = ModelConfig.from_hf({**size, "n_layers": 2, "n_heads": 4}, variant=variant)
-    model = random_model(config).to(DEVICE).eval()
-    tokens = (0.1 * randn(2, 12, 32, seed=1)).clamp(-1, 1)
-    tok_idx = torch.randint(0, 30, (2, 12, 4), generator=torch.Generator().manual_seed(2)).to(DEVICE)
-    noise = randn(2, 12, 32, seed=3)
-    model.optimize(kernels=False, cuda_graphs=False)
+    config, model, tokens, tok_idx, noise = _tiny_model_and_inputs(variant, **size)
     latents = model.encode(tokens, tok_idx)
     expected = model.sample(latents, tok_idx, noise=noise, steps=2, cfg=1.5)
     model.optimize(kernels=True, gemm_epilogues="all" if gemm_epilogues else "none", cuda_graphs=False)
@@ -261,12 +265,7 @@ def test_fused_model_options_compute_the_reference_function(variant, options, mo
     """The small-tile attention kernel (the cross-attention queries rotated inside it), V read in
     place and the recomputed residual, all on or all off: the reference function either way."""
     from zuna_lab.model.layers import Attention, DecoderBlock
-    config = ModelConfig.from_hf({"dim": 64, "head_dim": 16, "n_layers": 2, "n_heads": 4}, variant=variant)
-    model = random_model(config).to(DEVICE).eval()
-    tokens = (0.1 * randn(2, 12, 32, seed=1)).clamp(-1, 1)
-    tok_idx = torch.randint(0, 30, (2, 12, 4), generator=torch.Generator().manual_seed(2)).to(DEVICE)
-    noise = randn(2, 12, 32, seed=3)
-    model.optimize(kernels=False, cuda_graphs=False)
+    _, model, tokens, tok_idx, noise = _tiny_model_and_inputs(variant, dim=64, head_dim=16)
     latents = model.encode(tokens, tok_idx)
     expected = model.sample(latents, tok_idx, noise=noise, steps=2)
     model.optimize(kernels=True, gemm_epilogues="none", cuda_graphs=False)

@@ -529,7 +529,7 @@ def section_lowrank_tiles():
         results.sort(key=lambda r: r[0])
         ms = graph_bench(lambda: kernels.lowrank_kv(factor, weights, cos, sin, **heads), repeats=5)
         old = graph_bench(lambda: kernels.matmul_rope_heads(factor, weights, cos, sin, n_q=0, n_k=8, n_v=8, head_dim=64,
-                                                            k_gain=gains, out_dtype=torch.bfloat16, kind="lowrank",
+                                                            k_gain=gains, out_dtype=torch.bfloat16, tiles=(128, None, 32, 8, 4, 3, True),
                                                             tf32=True), repeats=5)
         written = 2 * n_layers * rows_b * seq * 512 * 2
         print(f"lowrank {rows_b}x{seq}: default {ms * 1e3:.0f}us ({written / ms / 1e9:.2f} TB/s written), "

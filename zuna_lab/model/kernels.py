@@ -470,9 +470,6 @@ GEMM_TILES = {
     ("swiglu", "small"): (64, 64, 64, 8, 4, 4, True),
     ("rope", "large"): (128, None, 64, 8, 4, 4, True),
     ("rope", "small"): (64, None, 64, 8, 4, 4, True),
-    # cross-attention K/V from the rank-(latent_dim + 1) context factor: K is 48, fp32 (TF32) operands
-    ("lowrank", "large"): (128, None, 32, 8, 4, 3, True),
-    ("lowrank", "small"): (64, None, 32, 8, 4, 3, True),
 }
 #: Row count from which the large tiles are used.
 GEMM_LARGE_ROWS = 4096
@@ -526,7 +523,7 @@ def matmul_swiglu(x: torch.Tensor, w13: torch.Tensor, *, tiles=None, tf32: bool 
 def matmul_rope_heads(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *,
                       n_q: int, n_k: int, n_v: int, head_dim: int, q_gain: torch.Tensor | None = None,
                       k_gain: torch.Tensor | None = None, qk_eps: float = 1e-5,
-                      out_dtype: torch.dtype | None = None, tiles=None, kind: str = "rope",
+                      out_dtype: torch.dtype | None = None, tiles=None,
                       tf32: bool | None = None) -> list[torch.Tensor]:
     """:func:`rope_heads` of ``x @ weight.T`` in one kernel: the projection, QK-norm and RoPE of each
     head are one GEMM tile and its epilogue, so the fused projection never goes to memory.
@@ -545,7 +542,7 @@ def matmul_rope_heads(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, 
     gains = [g.contiguous() if g is not None else None for g in (q_gain, k_gain)]
     batched_gains = [g for g in gains if g is not None and g.ndim == 2]
     assert all(g.shape == (n_batch, head_dim) for g in batched_gains)
-    block_m, _, block_k, group_m, warps, stages, tma = _tiles(kind, rows, x.dtype, tiles)
+    block_m, _, block_k, group_m, warps, stages, tma = _tiles("rope", rows, x.dtype, tiles)
     dummy = cos
     grid = (triton.cdiv(rows, block_m) * (n_q + n_k + n_v), n_batch)
     args = (cos.contiguous(), sin.contiguous(), gains[0] if gains[0] is not None else dummy,

@@ -2,13 +2,17 @@
 
 - :func:`add_rms_norm` — ``h += post_norm(delta)`` (ZUNA1.1's sandwich norm) or ``h += delta``,
   then the next (Ada)RMS pre-norm of the new residual, cast for the next GEMM. One kernel
-  replaces the four to six elementwise passes between two GEMMs.
+  replaces the four to six elementwise passes between two GEMMs; it can leave the residual
+  unstored and recompute it in the next call.
 - :func:`rope_heads` — per-head QK-norm and 4-D RoPE of queries and keys (values copied) from a
   fused projection output, into ``[B, S, H, D]`` buffers that SDPA reads as ``[B, H, S, D]``.
 - :func:`swiglu` — ``silu(a) * b`` of the fused w1/w3 output.
 - :func:`matmul_swiglu`, :func:`matmul_rope_heads` — GEMMs that finish in those epilogues from the
-  fp32 accumulator; the second also runs a batch of projections of one input in one launch (the
-  decoder's cross-attention keys and values of all blocks, from the rank-33 context factor).
+  fp32 accumulator (the encoder's); the second also runs a batch of projections of one input.
+- :func:`lowrank_kv` — every decoder block's cross-attention keys (QK-normed, rotated) and values
+  of one step, from the rank-33 context factor, in one launch.
+- :func:`attention` — flash attention with small query tiles, for the sizes where SDPA's library
+  kernels leave most of the GPU idle (:func:`attention_pays`); it can also rotate raw queries.
 
 The reference (``forward``) path of the blocks is plain PyTorch; these kernels are used only by
 the blocks' ``fused_forward`` on CUDA. With ``TRITON_INTERPRET=1`` they also run on CPU tensors,

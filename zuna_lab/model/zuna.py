@@ -32,10 +32,10 @@ class ZunaModel(nn.Module):
     except the encoder's attention projections (:attr:`encoder_tf32_parts`), which stay fp32 and run
     as TF32 on CUDA; norms, residuals, RoPE, the sampler state and the 32-wide token/latent and time
     projections in fp32 (on the CUDA fast path the decoder's token embedding and output projection
-    run as TF32 GEMMs, :attr:`decoder_io_tf32`). The encoder carries the bf16 error into the samples: with its attention in
-    TF32 and, on CUDA, its projections finished in GEMM epilogues from fp32 accumulators
-    (:meth:`optimize`'s ``gemm_epilogues``), a 50-step ZUNA1.1 reconstruction stays 0.6e-2 to
-    0.9e-2 (relative L2) from fp32 (benchmarks/results/gpu.md). For ZUNA this stays within 2e-2 of
+    run as TF32 GEMMs, :attr:`decoder_io_tf32`). The encoder carries the bf16 error into the
+    samples: with its attention in TF32 and, on CUDA, its projections finished in GEMM epilogues
+    from fp32 accumulators (:meth:`optimize`'s ``gemm_epilogues``), a 50-step ZUNA1.1
+    reconstruction stays 0.6e-2 to 0.9e-2 (relative L2) from fp32 (benchmarks/results/gpu.md). For ZUNA this stays within 2e-2 of
     the official bf16 autocast inference and closer to fp32.
     On CUDA, :meth:`optimize` switches on fused projections, the Triton kernels
     (:mod:`zuna_lab.model.kernels`) and CUDA graphs of the whole sampling loop and of small encodes.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import zlib
 from dataclasses import dataclass
 
 import mne
@@ -88,14 +89,94 @@ class _Progress:
         sys.stderr.flush()
 
 
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """A recording read and preprocessed once for one model variant; masks are added per call.
+
+    Made by :func:`prepare`; :func:`reconstruct_prepared` reconstructs any of its epochs with
+    the same code as :func:`reconstruct` (the dashboard keeps one per set of bad channels).
+    """
+
+    raw: mne.io.BaseRaw    # read_raw's output: EEG channels with positions, native rate
+    pre: object            # preprocessing.Preprocessed
+    bads: tuple            # channels hidden everywhere: info["bads"] + bad_channels
+    source: str            # the input file, when there is one
+    fingerprint: str       # of the EEG samples read (to_raw checks the recording it splices into)
+
+
 @dataclass
-class _Prepared:
-    raw: mne.io.BaseRaw
-    pre: object
+class _Masked:
+    prepared: Prepared
     ch_names: list
     ch_pos: np.ndarray
     added: np.ndarray
     masks: list            # per epoch (n_channels, n_tokens) bool
+
+    @property
+    def pre(self):
+        return self.prepared.pre
+
+
+def prepare(data, variant, *, bad_channels=None, segment_duration=None, sfreq=None, ch_names=None, verbose=None):
+    """Read a recording and run the official preprocessing of ``variant`` once.
+
+    Parameters
+    ----------
+    data : path | mne.io.Raw | ndarray
+        Anything :func:`zuna_lab.read_raw` takes.
+    variant : {"ZUNA", "ZUNA1.1"}
+        The model variant whose preprocessing to run (``model.variant``).
+    bad_channels : list of str | None
+        Channels hidden everywhere, on top of ``info["bads"]`` (ZUNA keeps them out of its
+        average reference and statistics, so they are part of the preprocessing).
+    segment_duration, sfreq, ch_names, verbose
+        As in :func:`embed`.
+
+    Returns
+    -------
+    prepared : Prepared
+
+    Examples
+    --------
+    >>> prepared = prepare("data/sample_synthetic_raw.fif", model.variant, bad_channels=["T7"])   # doctest: +SKIP
+    >>> rec = reconstruct_prepared(prepared, model, epochs=[3], seed=0)                            # doctest: +SKIP
+    """
+    raw = read_raw(data, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
+    bad_channels = _check_names(list(bad_channels or []), raw.ch_names, "bad_channels")
+    bads = tuple(dict.fromkeys(list(raw.info["bads"]) + bad_channels))
+    work = raw.copy()
+    # BAD_ spans become masks, so ZUNA's pipeline must not drop the epochs they touch.
+    work.set_annotations(None)
+    work.info["bads"] = list(bads)      # ZUNA keeps channels named bad out of the average reference
+    pre = preprocess(work, variant, segment_duration=segment_duration, verbose=verbose)
+    return Prepared(raw=raw, pre=pre, bads=bads, source=_source_name(data), fingerprint=recording_fingerprint(raw))
+
+
+def recording_fingerprint(raw):
+    """A short digest of a Raw's channel names, rate, length and samples (a strided subset)."""
+    data = raw._data if raw.preload else raw.get_data()
+    step = max(1, data.shape[1] // 65536)
+    digest = zlib.crc32(np.ascontiguousarray(data[:, ::step], dtype=np.float64).tobytes())
+    digest = zlib.crc32("|".join(raw.ch_names).encode(), digest)
+    return f"{len(raw.ch_names)}x{raw.n_times}@{raw.info['sfreq']:g}:{digest:08x}"
+
+
+def _mask(prepared, *, bad_segments=None, use_annotations=True, mask=None, add_channels=None, verbose=None):
+    """Token masks of every epoch: bad channels, bad segments, BAD_ annotations, a mask array, added channels."""
+    raw, pre = prepared.raw, prepared.pre
+    spans = _check_segments(bad_segments, raw.ch_names, raw.n_times / raw.info["sfreq"])
+    if use_annotations:
+        spans += list(bad_annotation_spans(raw))
+    added_names, added_pos = _added_positions(raw, add_channels, verbose)
+    masks = [pre.token_mask(i, bad_channels=prepared.bads, bad_spans=spans) for i in range(pre.n_epochs)]
+    if mask is not None:
+        masks = _apply_user_mask(masks, mask, pre)
+    n_added = len(added_names)
+    if n_added:
+        masks = [np.vstack([m, np.ones((n_added, m.shape[1]), bool)]) for m in masks]
+    return _Masked(prepared=prepared, ch_names=list(pre.ch_names) + added_names,
+                   ch_pos=np.vstack([pre.ch_pos, added_pos]),
+                   added=np.r_[np.zeros(len(pre.ch_names), bool), np.ones(n_added, bool)], masks=masks)
 
 
 def _check_names(requested, available, what):
@@ -163,32 +244,6 @@ def _added_positions(raw, add_channels, verbose):
     return names, np.array(positions)
 
 
-def _prepare(data, variant, *, sfreq, ch_names, segment_duration, bad_channels, bad_segments, use_annotations,
-             mask, add_channels, verbose) -> _Prepared:
-    raw = read_raw(data, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
-    bad_channels = _check_names(list(bad_channels or []), raw.ch_names, "bad_channels")
-    duration = raw.n_times / raw.info["sfreq"]
-    spans = _check_segments(bad_segments, raw.ch_names, duration)
-    if use_annotations:
-        spans += list(bad_annotation_spans(raw))
-    added_names, added_pos = _added_positions(raw, add_channels, verbose)
-    # BAD_ spans become masks here, so ZUNA's pipeline must not drop the epochs they touch.
-    bads = list(dict.fromkeys(list(raw.info["bads"]) + bad_channels))
-    work = raw.copy()
-    work.set_annotations(None)
-    work.info["bads"] = bads      # ZUNA keeps channels named bad out of the average reference
-    pre = preprocess(work, variant, segment_duration=segment_duration, verbose=verbose)
-    masks = [pre.token_mask(i, bad_channels=bads, bad_spans=spans) for i in range(pre.n_epochs)]
-    if mask is not None:
-        masks = _apply_user_mask(masks, mask, pre)
-    n_added = len(added_names)
-    if n_added:
-        masks = [np.vstack([m, np.ones((n_added, m.shape[1]), bool)]) for m in masks]
-    return _Prepared(raw=raw, pre=pre, ch_names=list(pre.ch_names) + added_names,
-                     ch_pos=np.vstack([pre.ch_pos, added_pos]),
-                     added=np.r_[np.zeros(len(pre.ch_names), bool), np.ones(n_added, bool)], masks=masks)
-
-
 def _apply_user_mask(masks, mask, pre):
     user = np.asarray(mask)
     if user.dtype != bool:
@@ -209,11 +264,11 @@ def _epoch_inputs(prep, index):
     return data
 
 
-def _batches(prep, batch_size):
+def _batches(pre, indices, batch_size):
     """Group epochs of equal length (ZUNA1.1's last segment may be shorter) into batches."""
     by_length = {}
-    for index in range(prep.pre.n_epochs):
-        by_length.setdefault(prep.pre.n_samples(index), []).append(index)
+    for index in indices:
+        by_length.setdefault(pre.n_samples(index), []).append(index)
     for indices in by_length.values():
         for start in range(0, len(indices), batch_size):
             yield indices[start:start + batch_size]
@@ -271,9 +326,9 @@ def embed(data, model=None, *, segment_duration=None, bad_channels=None, use_ann
     >>> emb.to_dataframe().head()                                 # doctest: +SKIP
     """
     model = get_model(model)
-    prep = _prepare(data, model.variant, sfreq=sfreq, ch_names=ch_names, segment_duration=segment_duration,
-                    bad_channels=bad_channels, bad_segments=None, use_annotations=use_annotations, mask=mask,
-                    add_channels=None, verbose=verbose)
+    prepared = prepare(data, model.variant, bad_channels=bad_channels, segment_duration=segment_duration,
+                       sfreq=sfreq, ch_names=ch_names, verbose=verbose)
+    prep = _mask(prepared, use_annotations=use_annotations, mask=mask, verbose=verbose)
     pre, spt = prep.pre, model.config.constants["samples_per_token"]
     n_epochs, n_channels = pre.n_epochs, len(prep.ch_names)
     max_tokens = max(pre.n_samples(i) for i in range(n_epochs)) // spt
@@ -289,7 +344,7 @@ def embed(data, model=None, *, segment_duration=None, bad_channels=None, use_ann
         bar.update(len(indices))
 
     pending = None
-    for indices in _batches(prep, batch_size):
+    for indices in _batches(pre, range(n_epochs), batch_size):
         epochs = np.stack([_epoch_inputs(prep, i) for i in indices])
         epoch_masks = np.stack([prep.masks[i] for i in indices])
         tokens, tok_idx = tokenize(epochs, prep.ch_pos, variant=model.variant, mask=epoch_masks)
@@ -301,7 +356,7 @@ def embed(data, model=None, *, segment_duration=None, bad_channels=None, use_ann
         pending = (indices, latents, epoch_masks, epochs.shape[-1] // spt)
     if pending is not None:
         store(*pending)
-    attrs = datasets.provenance(model, pre, source=_source_name(data))
+    attrs = datasets.provenance(model, pre, source=prepared.source)
     return datasets.embedding_dataset(embedding, masks, ch_names=prep.ch_names, ch_pos=prep.ch_pos,
                                       epoch_start=pre.epoch_start, samples_per_token=spt, sfreq=pre.sfreq,
                                       attrs=attrs, added=prep.added)
@@ -386,51 +441,194 @@ def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=
     if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
         raise ZunaValueError(f"seed must be a non-negative integer or None, got {seed!r}.")
     model = get_model(model)
-    prep = _prepare(data, model.variant, sfreq=sfreq, ch_names=ch_names, segment_duration=segment_duration,
-                    bad_channels=bad_channels, bad_segments=bad_segments, use_annotations=use_annotations,
-                    mask=mask, add_channels=add_channels, verbose=verbose)
-    seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
+    prepared = prepare(data, model.variant, bad_channels=bad_channels, segment_duration=segment_duration,
+                       sfreq=sfreq, ch_names=ch_names, verbose=verbose)
+    return reconstruct_prepared(prepared, model, steps=steps, cfg=cfg, seed=seed, bad_segments=bad_segments,
+                                use_annotations=use_annotations, mask=mask, add_channels=add_channels,
+                                n_samples=n_samples, batch_size=batch_size, progress=progress, callback=callback,
+                                verbose=verbose)
+
+
+def reconstruct_prepared(prepared, model, *, epochs=None, steps=50, cfg=1.0, seed=None, bad_segments=None,
+                         use_annotations=True, mask=None, add_channels=None, n_samples=1, batch_size=None,
+                         progress=None, callback=None, verbose=None):
+    """:func:`reconstruct` on a :class:`Prepared` recording, for all epochs or some of them.
+
+    The same code as :func:`reconstruct` (which calls it), so an epoch reconstructed here equals
+    that epoch of the whole recording's reconstruction with the same seed: the noise is drawn per
+    (seed, sample, epoch), and the hybrid is seam-corrected on the stitched recording. Epochs
+    joined to a chosen one by a masked run that crosses their boundary are reconstructed too
+    (the seam correction of that run needs both), but only the chosen ones are returned.
+
+    Parameters
+    ----------
+    prepared : Prepared
+        From :func:`prepare` with ``model.variant``.
+    model : ZunaModel
+    epochs : list of int | None
+        Epoch indices to return (None: all); the ``epoch`` coordinate keeps these indices.
+    steps, cfg, seed, bad_segments, use_annotations, mask, add_channels, n_samples, batch_size, progress, callback, verbose
+        As in :func:`reconstruct`.
+
+    Returns
+    -------
+    rec : xarray.Dataset
+        As :func:`reconstruct`, restricted to ``epochs``.
+
+    Examples
+    --------
+    >>> prepared = prepare(raw, model.variant, bad_channels=["T7"])           # doctest: +SKIP
+    >>> one = reconstruct_prepared(prepared, model, epochs=[2], seed=0)       # doctest: +SKIP
+    """
+    if not isinstance(prepared, Prepared):
+        raise ZunaTypeError(f"prepared must come from zuna_lab.core.prepare, got {type(prepared).__name__}.")
+    if prepared.pre.variant != model.variant:
+        raise ZunaValueError(f"The recording was prepared for {prepared.pre.variant} but the model is {model.variant}; "
+                             "prepare it again with model.variant.")
+    prep = _mask(prepared, bad_segments=bad_segments, use_annotations=use_annotations, mask=mask,
+                 add_channels=add_channels, verbose=verbose)
     pre, spt = prep.pre, model.config.constants["samples_per_token"]
-    n_epochs, n_channels = pre.n_epochs, len(prep.ch_names)
-    n_times = max(pre.n_samples(i) for i in range(n_epochs))
-    n_tokens_max = n_times // spt
-    shape = (n_samples, n_epochs, n_channels, n_times)
-    reconstruction, hybrid = np.full(shape, np.nan), np.full(shape, np.nan)
-    original = np.full(shape[1:], np.nan)
-    masks = np.zeros((n_epochs, n_channels, n_tokens_max), bool)
-    batch_size = batch_size or _auto_batch_size(model, n_channels * n_tokens_max)
-    batches = list(_batches(prep, batch_size))
-    bar = _Progress(n_epochs * n_samples, "reconstruct", progress if progress is not None else n_epochs * n_samples > 20)
+    chosen = _check_epochs(epochs, pre.n_epochs)
+    seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
+    n_channels = len(prep.ch_names)
+    needed = _joined_epochs(prep, chosen, spt)
+    n_times = max(pre.n_samples(i) for i in range(pre.n_epochs))
+    batch_size = batch_size or _auto_batch_size(model, n_channels * (n_times // spt))
+    batches = list(_batches(pre, needed, batch_size))
+    bar = _Progress(len(needed) * n_samples, "reconstruct", progress if progress is not None else len(needed) * n_samples > 20)
     done, total = 0, len(batches) * n_samples
+    volts = {}      # epoch -> (n_samples, channel, time) reconstruction in volts
     for indices in batches:
-        epochs = np.stack([_epoch_inputs(prep, i) for i in indices])
+        epoch_data = np.stack([_epoch_inputs(prep, i) for i in indices])
         epoch_masks = np.stack([prep.masks[i] for i in indices])
-        tokens, tok_idx = tokenize(epochs, prep.ch_pos, variant=model.variant, mask=epoch_masks)
+        tokens, tok_idx = tokenize(epoch_data, prep.ch_pos, variant=model.variant, mask=epoch_masks)
         tok_idx_t = torch.from_numpy(tok_idx)
         latents = model.encode(torch.from_numpy(tokens), tok_idx_t)
-        width = epochs.shape[-1]
+        width = epoch_data.shape[-1]
+        for index in indices:
+            volts[index] = np.empty((n_samples, n_channels, width))
         for sample in range(n_samples):
-            # Noise per (seed, sample, epoch): results do not depend on batching.
+            # Noise per (seed, sample, epoch): results do not depend on batching or on which epochs run.
             noise = torch.stack([torch.randn(tokens.shape[1:], generator=torch.Generator().manual_seed(
                 _noise_seed(seed, sample, i))) for i in indices])
             out = model.sample(latents, tok_idx_t, noise=noise, steps=int(steps), cfg=cfg).cpu().numpy()
             normalised = detokenize(out, n_channels, width, variant=model.variant)
             for row, index in enumerate(indices):
-                volts = _to_volts(prep, normalised[row], index)
-                reconstruction[sample, index, :, :width] = volts
-                hybrid[sample, index, :, :width] = _hybrid(prep, volts, index, spt)
+                volts[index][sample] = _to_volts(prep, normalised[row], index)
             done += 1
             bar.update(len(indices))
             if callback is not None:
                 callback(done, total)
-        for index in indices:
-            original[index, :, :width] = _original(prep, index)
-            masks[index, :, : width // spt] = prep.masks[index]
-    attrs = datasets.provenance(model, pre, source=_source_name(data), extra=dict(
-        steps=int(steps), cfg=float(cfg), seed=seed, n_samples=int(n_samples), seam_correction="linear ramp (v4)"))
+
+    shape = (n_samples, len(chosen), n_channels, n_times)
+    reconstruction, hybrid = np.full(shape, np.nan), np.full(shape, np.nan)
+    original = np.full(shape[1:], np.nan)
+    masks = np.zeros((len(chosen), n_channels, n_times // spt), bool)
+    stitched = [_stitched_hybrid(prep, volts, sample, spt) for sample in range(n_samples)]
+    for row, index in enumerate(chosen):
+        width = pre.n_samples(index)
+        start = int(round(pre.epoch_start[index] * pre.sfreq))
+        reconstruction[:, row, :, :width] = volts[index]
+        for sample in range(n_samples):
+            hybrid[sample, row, :, :width] = stitched[sample][:, start:start + width]
+        original[row, :, :width] = _original(prep, index)
+        masks[row, :, : width // spt] = prep.masks[index]
+    attrs = datasets.provenance(model, pre, source=prepared.source, extra=dict(
+        steps=int(steps), cfg=float(cfg), seed=seed, n_samples=int(n_samples),
+        seam_correction="linear ramp on the stitched recording (as zuna 1.1.6 reconstruct_fif)",
+        model_n_times=int(pre.n_times), source_fingerprint=prepared.fingerprint))
     return datasets.reconstruction_dataset(original, reconstruction, hybrid, masks, ch_names=prep.ch_names,
-                                           ch_pos=prep.ch_pos, epoch_start=pre.epoch_start, sfreq=pre.sfreq,
-                                           samples_per_token=spt, attrs=attrs, added=prep.added)
+                                           ch_pos=prep.ch_pos, epoch_start=pre.epoch_start[chosen], sfreq=pre.sfreq,
+                                           samples_per_token=spt, attrs=attrs, added=prep.added,
+                                           epoch_index=np.asarray(chosen))
+
+
+def _check_epochs(epochs, n_epochs):
+    if epochs is None:
+        return list(range(n_epochs))
+    if isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool):
+        epochs = [epochs]
+    if isinstance(epochs, (str, bytes)) or not hasattr(epochs, "__iter__"):
+        raise ZunaTypeError(f"epochs must be a list of epoch indices, got {type(epochs).__name__}.")
+    chosen = []
+    for index in epochs:
+        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+            raise ZunaTypeError(f"epochs must be integer indices, got {index!r}.")
+        if not 0 <= index < n_epochs:
+            raise ZunaValueError(f"epoch {index} does not exist; the recording has epochs 0 to {n_epochs - 1}.")
+        chosen.append(int(index))
+    if not chosen:
+        raise ZunaValueError("epochs is empty; pass at least one epoch index, or None for all.")
+    if len(set(chosen)) != len(chosen):
+        raise ZunaValueError("epochs lists an epoch twice; give each index once.")
+    return sorted(chosen)
+
+
+def _sample_mask(prep, index, spt):
+    return np.repeat(prep.masks[index], spt, axis=1)[:, : prep.pre.n_samples(index)]
+
+
+def _stitched(prep, spt):
+    """(channel, n_times) sample mask of the whole preprocessed recording, and each epoch's start sample."""
+    pre = prep.pre
+    mask = np.zeros((len(prep.ch_names), pre.n_times), bool)
+    starts = np.rint(np.asarray(pre.epoch_start) * pre.sfreq).astype(int)
+    for index, start in enumerate(starts):
+        block = _sample_mask(prep, index, spt)
+        mask[:, start:start + block.shape[1]] = block
+    return mask, starts
+
+
+def _joined_epochs(prep, chosen, spt):
+    """``chosen`` plus the epochs that a seam-corrected masked run joins to them.
+
+    A run is seam-corrected when an original sample borders it; its correction depends on the
+    reconstruction of every epoch it spans. Runs with no original neighbour (a whole channel)
+    are left as they are and join nothing.
+    """
+    pre = prep.pre
+    if len(chosen) == pre.n_epochs:
+        return list(chosen)
+    mask, starts = _stitched(prep, spt)
+    covered = np.zeros(pre.n_times, bool)
+    epoch_of = np.full(pre.n_times, -1)
+    for index, start in enumerate(starts):
+        covered[start:start + pre.n_samples(index)] = True
+        epoch_of[start:start + pre.n_samples(index)] = index
+    groups = []
+    for hidden in mask:
+        edges = np.diff(np.r_[0, hidden.astype(np.int8), 0])
+        for start, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+            bordered = (start > 0 and covered[start - 1]) or (stop < len(hidden) and covered[stop])
+            spanned = set(np.unique(epoch_of[start:stop]).tolist()) - {-1}
+            if bordered and len(spanned) > 1:
+                groups.append(spanned)
+    needed, changed = set(chosen), True
+    while changed:
+        changed = False
+        for group in groups:
+            if group & needed and not group <= needed:
+                needed |= group
+                changed = True
+    return sorted(needed)
+
+
+def _stitched_hybrid(prep, volts, sample, spt):
+    """The whole recording's hybrid at the model rate: original on kept cells, reconstruction on
+    masked ones, seam-corrected as one signal (as the official v4 reconstructor does after
+    stitching). Masked cells of epochs not reconstructed and samples no epoch covers are NaN."""
+    pre = prep.pre
+    mask, starts = _stitched(prep, spt)
+    hybrid = np.full(mask.shape, np.nan)
+    for index, start in enumerate(starts):
+        width = pre.n_samples(index)
+        original = _original(prep, index)
+        if index in volts:
+            block = np.where(mask[:, start:start + width], volts[index][sample], original)
+        else:
+            block = np.where(mask[:, start:start + width], np.nan, original)
+        hybrid[:, start:start + width] = block
+    return seam_correct(hybrid, mask)
 
 
 def _noise_seed(seed, sample, epoch):
@@ -453,14 +651,6 @@ def _original(prep, index):
     real = np.asarray(prep.pre.volts[index], np.float64)
     n_added = int(prep.added.sum())
     return np.vstack([real, np.full((n_added, real.shape[1]), np.nan)]) if n_added else real
-
-
-def _hybrid(prep, volts, index, samples_per_token):
-    """Original on kept cells, reconstruction on masked ones, infills re-anchored at their seams."""
-    sample_mask = np.repeat(prep.masks[index], samples_per_token, axis=1)[:, : volts.shape[1]]
-    original = _original(prep, index)
-    hybrid = np.where(sample_mask, volts, original)
-    return seam_correct(hybrid, sample_mask)
 
 
 def seam_correct(hybrid, mask):

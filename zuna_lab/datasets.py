@@ -53,9 +53,9 @@ def provenance(model, pre, *, source=None, extra=None) -> dict:
     return attrs
 
 
-def _coords(ch_names, ch_pos, epoch_start, added=None):
+def _coords(ch_names, ch_pos, epoch_start, added=None, epoch_index=None):
     coords = {
-        "epoch": np.arange(len(epoch_start)),
+        "epoch": np.arange(len(epoch_start)) if epoch_index is None else np.asarray(epoch_index, dtype=np.int64),
         "channel": list(ch_names),
         "epoch_start": ("epoch", np.asarray(epoch_start, dtype=np.float64), {"units": "s"}),
     }
@@ -92,7 +92,7 @@ def embedding_dataset(embedding, mask, *, ch_names, ch_pos, epoch_start, samples
 
 
 def reconstruction_dataset(original, reconstruction, hybrid, mask, *, ch_names, ch_pos, epoch_start, sfreq,
-                           samples_per_token, attrs, added=None) -> xr.Dataset:
+                           samples_per_token, attrs, added=None, epoch_index=None) -> xr.Dataset:
     """``reconstruct`` result in volts.
 
     ``reconstruction``/``hybrid`` are (sample, epoch, channel, time); with one sample the
@@ -100,7 +100,7 @@ def reconstruction_dataset(original, reconstruction, hybrid, mask, *, ch_names, 
     """
     n_samples_drawn, n_epochs, n_channels, n_times = reconstruction.shape
     n_tokens = n_times // samples_per_token
-    coords = _coords(ch_names, ch_pos, epoch_start, added)
+    coords = _coords(ch_names, ch_pos, epoch_start, added, epoch_index)
     coords.update(time=("time", np.arange(n_times) / sfreq, {"units": "s"}), token=np.arange(n_tokens))
     coords["token_time"] = ("token", np.arange(n_tokens) * samples_per_token / sfreq, {"units": "s"})
     volts = {"units": "V"}

@@ -1,7 +1,9 @@
 """ZunaModel: encoder + decoder with the low-level API of DESIGN.md, and checkpoint loading."""
 from __future__ import annotations
 
+import functools
 import math
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -16,6 +18,16 @@ from .decoder import Decoder
 from .encoder import Encoder
 
 PRECISIONS = ("fp32", "bf16")
+
+
+def _one_call_at_a_time(method):
+    """Run ``method`` under the model's lock (threads sharing a model queue up)."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._call_lock:
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 class ZunaModel(nn.Module):
@@ -54,6 +66,9 @@ class ZunaModel(nn.Module):
         self.use_kernels = False  # Triton fast path (fused_forward of the blocks)
         self.cuda_graphs = False
         self._graphs = OrderedDict()
+        # One call at a time: CUDA-graph buffers and torch's global TF32 flag are per-call state,
+        # and dashboard sessions share one model across threads.
+        self._call_lock = threading.RLock()
 
     @property
     def variant(self) -> str:
@@ -197,6 +212,7 @@ class ZunaModel(nn.Module):
         # never an index, so out-of-range values cannot fault): no device sync in front of it.
         return check_range
 
+    @_one_call_at_a_time
     @torch.no_grad()
     def encode(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
         """Latents [B, S, 32] (float32) of tokens [B, S, 32] (÷ data_norm, clipped, masked = 0) at tok_idx [B, S, 4]."""
@@ -212,6 +228,7 @@ class ZunaModel(nn.Module):
         check_range()
         return latents
 
+    @_one_call_at_a_time
     @torch.no_grad()
     def sample(self, latents: torch.Tensor, tok_idx: torch.Tensor, *, noise: torch.Tensor | None = None,
                steps: int = 50, cfg: float = 1.0, generator: torch.Generator | None = None,

@@ -248,6 +248,12 @@ def preprocess(raw, variant="ZUNA", *, segment_duration=None, verbose=None):
         raise ZunaValueError(f"Unknown model variant {variant!r}; use one of {', '.join(map(repr, VARIANTS))}.")
     duration = _resolve_segment_duration(variant, segment_duration)
     check_recording(raw, variant)
+    if variant == "ZUNA" and set(raw.info["bads"]) >= set(raw.ch_names):
+        # Checked before any work: MNE's average reference would fail first, with its own words.
+        raise ZunaValueError(
+            "Every channel is in info['bads']; ZUNA needs at least one good channel for its average "
+            "reference and statistics, so remove some from info['bads'] (or bad_channels)."
+        )
     constants = VARIANT_CONSTANTS[variant]
     target_sfreq = float(constants["sfreq"])
     mne_verbose = verbose if verbose is not None else "error"
@@ -336,9 +342,7 @@ def _zuna_epochs(raw, duration, verbose):
     # The same value is subtracted from every channel; averaging guards against rounding.
     reference = (before_reference - referenced).mean(axis=0)
 
-    good = mne.pick_types(raw.info, eeg=True, exclude="bads")
-    if len(good) == 0:
-        raise ZunaValueError("Every channel is in info['bads']; ZUNA needs good channels for its statistics.")
+    good = mne.pick_types(raw.info, eeg=True, exclude="bads")    # not empty: preprocess checked
     global_mean = float(referenced[good].mean())
     global_std = float(referenced[good].std())
     if global_std == 0:

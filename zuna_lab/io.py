@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import logging
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ from .errors import (
     ZunaTypeError,
     ZunaValueError,
 )
+from .validation import check_names, check_number, check_verbose, check_writable, log_level
 
 __all__ = [
     "read_raw",
@@ -51,6 +53,13 @@ __all__ = [
 _TOKEN_SECONDS = 32 / 256.0
 #: Channel std of the first difference above this (in volts) means the data are not in volts.
 _MAX_PLAUSIBLE_STD = 1e-2
+#: Median channel amplitude (std in ~1 s windows, volts) outside which read_raw refuses the data:
+#: scalp EEG is about 5-100 µV, so below 0.1 µV or above 1 mV the units are wrong.
+_AMPLITUDE_REFUSED = (1e-7, 1e-3)
+#: ... and outside which it warns (possible, but more likely a units mistake).
+_AMPLITUDE_WARNED = (1e-6, 2e-4)
+#: A channel this many times quieter than the median channel (or constant) is flat: masked as bad.
+_FLAT_RATIO = 1e-2
 #: Description of the annotations :func:`to_raw` puts on cells the model filled in.
 INFILLED_DESCRIPTION = "ZUNA_infilled"
 
@@ -255,18 +264,59 @@ def _read_csv(path, *, sfreq, ch_names, verbose):
             raise ZunaValueError(f"ch_names has {len(ch_names)} names but the CSV has {data.shape[0]} channel columns.")
         names = list(ch_names)
     if has_time:
-        step = np.diff(values[:, 0])
-        if len(step) == 0 or not np.all(step > 0):
-            raise RecordingError(f"The time column of {path} must increase strictly from row to row.")
-        file_sfreq = 1.0 / float(np.median(step))
+        file_sfreq = _csv_rate(path, values[:, 0], [row[0] for row in rows[1:]])
         if sfreq is not None and abs(file_sfreq - sfreq) > 0.01 * sfreq:
             raise ZunaValueError(
                 f"sfreq={sfreq} disagrees with the CSV time column ({file_sfreq:.3f} Hz); drop sfreq or fix the file."
             )
-        sfreq = sfreq if sfreq is not None else round(file_sfreq, 6)
+        sfreq = sfreq if sfreq is not None else file_sfreq
     elif sfreq is None:
         raise ZunaValueError(f"CSV file {path} has no time column; pass sfreq= (Hz) or add a first column named 'time'.")
     return _raw_from_array(data, sfreq=sfreq, ch_names=names, verbose=verbose)
+
+
+def _decimal_quantum(cell):
+    """The rounding step of a number as written (``"0.003906"`` -> 1e-6); 0 when unknown."""
+    import decimal
+
+    try:
+        exponent = decimal.Decimal(cell.strip()).as_tuple().exponent
+    except (decimal.InvalidOperation, ValueError):
+        return 0.0
+    return 10.0 ** exponent if isinstance(exponent, int) else 0.0
+
+
+def _csv_rate(path, times, cells):
+    """Sampling rate from a CSV time column: from its whole span, snapped to a whole Hz within 0.1 %.
+
+    Steps that differ from the rate by more than the column's rounding (e.g. 6 decimals) are
+    jitter: a warning; a step off by half a sample or more (a gap, a repeated time) is refused.
+    """
+    step = np.diff(times)
+    if len(step) == 0 or not np.all(step > 0):
+        raise RecordingError(f"The time column of {path} must increase strictly from row to row.")
+    rate = (len(times) - 1) / float(times[-1] - times[0])
+    rate = float(round(rate)) if abs(rate - round(rate)) <= 1e-3 * rate else round(rate, 6)
+    nominal = 1.0 / rate
+    written = cells[:2000] + cells[-2000:]
+    quantum = max(_decimal_quantum(cell) for cell in written)
+    tolerance = quantum + 1e-12 * max(abs(float(times[0])), abs(float(times[-1])), 1.0)
+    deviation = np.abs(step - nominal)
+    worst = int(deviation.argmax())
+    if deviation[worst] >= 0.5 * nominal:
+        raise RecordingError(
+            f"The time column of {path} steps by {step[worst]:.6g} s at {times[worst]:.6g} s where {rate:g} Hz "
+            f"needs {nominal:.6g} s (a gap or a repeated sample); zuna_lab needs evenly sampled data, so fill the "
+            "gap or split the file there."
+        )
+    if deviation[worst] > tolerance:
+        warnings.warn(
+            f"The time column of {path} is irregular (steps from {step.min():.6g} to {step.max():.6g} s, more than "
+            f"its rounding); zuna_lab reads the samples as evenly spaced at {rate:g} Hz.",
+            ZunaLabWarning,
+            stacklevel=4,
+        )
+    return rate
 
 
 def _raw_from_array(data, *, sfreq, ch_names, verbose):
@@ -291,23 +341,79 @@ def _raw_from_array(data, *, sfreq, ch_names, verbose):
     return mne.io.RawArray(data.astype(np.float64, copy=True), info, verbose=verbose if verbose is not None else "error")
 
 
+#: MNE warnings that mean the file is cut short or damaged: refused rather than read in part.
+_DAMAGED_FILE = re.compile(r"invalid tag|truncat|shorter than|end of file|incomplete|corrupt", re.IGNORECASE)
+
+
+def _one_line(err, limit=160):
+    text = " ".join(str(err).split()) or "no message"
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"{type(err).__name__}: {text}"
+
+
+def _check_edf_length(path):
+    """Refuse an EDF/BDF file shorter than its header says (MNE reads what is there and warns)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(256)
+            n_header = int(head[184:192].decode("ascii").strip())
+            n_records = int(head[236:244].decode("ascii").strip())
+            record_seconds = float(head[244:252].decode("ascii").strip())
+            n_signals = int(head[252:256].decode("ascii").strip())
+            handle.seek(256 + n_signals * 216)
+            samples = [int(handle.read(8).decode("ascii").strip()) for _ in range(n_signals)]
+    except (ValueError, UnicodeDecodeError, OSError, IndexError):
+        return    # not a header we can parse: MNE will say what is wrong
+    record_bytes = sum(samples) * (3 if head[:1] == b"\xff" else 2)
+    if n_records <= 0 or record_bytes <= 0:
+        return    # -1: a recording that was not closed; MNE infers the length from the file size
+    held = max(0, path.stat().st_size - n_header) // record_bytes
+    if held < n_records:
+        raise RecordingError(
+            f"{path.name!r} is truncated: its header announces {n_records} records ({n_records * record_seconds:g} s) "
+            f"but the file holds {held} ({held * record_seconds:g} s); copy or export the complete recording again."
+        )
+
+
 def _read_file(path, *, verbose):
     path = Path(path).expanduser()
     if not path.exists():
         raise RecordingFileError(f"File {str(path)!r} does not exist; check the path.")
     if path.is_dir() and path.suffix.lower() != ".mff":
         raise RecordingFileError(f"{str(path)!r} is a folder, not a recording file; pass the file itself.")
+    if path.is_file() and path.stat().st_size == 0:
+        raise RecordingError(f"{path.name!r} is empty (0 bytes); copy or export the recording again.")
+    if path.suffix.lower() in (".edf", ".bdf"):
+        _check_edf_length(path)
+    level = log_level(verbose)
     try:
-        return mne.io.read_raw(path, preload=True, verbose=verbose)
-    except ValueError as err:
-        if "Unsupported file type" in str(err):
+        # MNE emits its warnings only when its log level lets them through: read at least at
+        # "warning" level to catch those that mean a damaged file, re-emit the rest as asked.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            raw = mne.io.read_raw(path, preload=True, verbose=min(level, logging.WARNING))
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as err:
+        if isinstance(err, ValueError) and "Unsupported file type" in str(err):
             raise RecordingFileError(
                 f"Cannot read {path.name!r}: {path.suffix or 'no extension'} is not a recording format MNE reads "
                 "(use FIF, EDF, BDF, BrainVision .vhdr, EEGLAB .set, … or a CSV)."
             ) from None
-        raise RecordingError(f"MNE could not read {path.name!r}: {err}") from err
-    except (OSError, RuntimeError, KeyError, IndexError, TypeError) as err:
-        raise RecordingError(f"MNE could not read {path.name!r} ({type(err).__name__}: {err}); is the file complete?") from err
+        raise RecordingError(
+            f"MNE could not read {path.name!r} ({_one_line(err)}); check that it is a complete, valid "
+            f"{path.suffix or 'recording'} file."
+        ) from err
+    damaged = [str(w.message) for w in caught if _DAMAGED_FILE.search(str(w.message))]
+    if damaged:
+        raise RecordingError(
+            f"{path.name!r} looks truncated or damaged (MNE: {_one_line(damaged[0]).split(': ', 1)[1]}); "
+            "copy or export the complete recording again."
+        )
+    for w in caught:
+        if not issubclass(w.category, RuntimeWarning) or level <= logging.WARNING:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return raw
 
 
 def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, verbose=None):
@@ -357,6 +463,9 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, verb
     >>> raw.ch_names  # X1 has no standard position and was dropped  # doctest: +SKIP
     ['Cz', 'EEG Pz-REF']
     """
+    check_verbose(verbose)
+    sfreq = check_number(sfreq, "sfreq", low=0, low_inclusive=False, allow_none=True, unit="of Hz")
+    ch_names = check_names(ch_names, "ch_names", allow_empty=False, ordered=True)
     if isinstance(source, mne.io.BaseRaw):
         if sfreq is not None or ch_names is not None:
             raise ZunaValueError("sfreq= and ch_names= are only for NumPy or CSV input; a Raw already has them.")
@@ -402,8 +511,41 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, verb
             stacklevel=2,
         )
         raw.pick(kept, verbose="error")
-    _check_signal(raw)
+    _warn_shared_positions(raw)
+    flat = [name for name in _check_signal(raw, warn=True) if name not in raw.info["bads"]]
+    if flat:
+        raw.info["bads"] = list(raw.info["bads"]) + flat
+        many = len(flat) > 1
+        warnings.warn(
+            f"Channel{'s' if many else ''} {', '.join(flat)} {'are' if many else 'is'} flat (no signal), so "
+            f"{'they are' if many else 'it is'} marked bad (info['bads']) and ZUNA infills {'them' if many else 'it'}; "
+            "drop flat channels with raw.drop_channels([...]) to leave them out instead.",
+            ZunaLabWarning,
+            stacklevel=2,
+        )
     return raw
+
+
+def _warn_shared_positions(raw):
+    """Warn (one sentence) about channels that got the same position, e.g. "Fp1", "EEG Fp1-REF", "fp1"."""
+    groups = {}
+    for ch in raw.info["chs"]:
+        key = tuple(np.round(np.asarray(ch["loc"][:3], dtype=float), 6))
+        groups.setdefault(key, []).append(ch["ch_name"])
+    shared = [names for names in groups.values() if len(names) > 1]
+    if not shared:
+        return
+    described = []
+    for names in shared:
+        electrodes = {clean_channel_name(name).lower() for name in names}
+        same = f" (all {clean_channel_name(names[0])})" if len(electrodes) == 1 else ""
+        described.append(f"{', '.join(names)}{same}")
+    warnings.warn(
+        f"Channels {'; '.join(described)} get the same electrode position, so ZUNA cannot tell them apart; "
+        "drop the duplicates with raw.drop_channels([...]) or rename them.",
+        ZunaLabWarning,
+        stacklevel=3,
+    )
 
 
 def _preview(names, limit=8):
@@ -412,8 +554,31 @@ def _preview(names, limit=8):
     return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")
 
 
-def _check_signal(raw):
-    """The variant-free checks: length, finite samples, plausible volts."""
+def _window_std(sample, sfreq):
+    """Per channel, the median std of ~1 s windows: DC offsets, drift and short artefacts do not count."""
+    width = int(min(4096, max(32, 2 ** round(np.log2(max(float(sfreq), 1.0))))))
+    n_windows = sample.shape[1] // width
+    if n_windows == 0:
+        return sample.std(axis=1)
+    windows = sample[:, : n_windows * width].reshape(len(sample), n_windows, width)
+    return np.median(windows.std(axis=2), axis=1)
+
+
+def _units_hint(amplitude):
+    """``("1e-6", "µV")``: the power of 1000 that brings a median channel amplitude (V) nearest to EEG (~20 µV)."""
+    power = int(np.clip(round(np.log10(20e-6 / amplitude) / 3), -3, 3)) * 3
+    units = {-3: "mV", -6: "µV", -9: "nV"}
+    return f"1e{power}", units.get(power, f"units 1e{-power} V")
+
+
+def _check_signal(raw, *, warn=False):
+    """The variant-free checks: length, finite samples, plausible volts; returns the flat channels.
+
+    A channel is flat when it is constant, or its amplitude (median std of ~1 s windows) is
+    below 1 % of the median channel's. Amplitudes are judged on the other channels: refused
+    below 0.1 µV or above 1 mV (median channel; scalp EEG is 5-100 µV), and with ``warn``, a
+    :class:`ZunaLabWarning` below 1 µV or above 200 µV.
+    """
     duration = raw.n_times / raw.info["sfreq"]
     if duration < _TOKEN_SECONDS:
         raise RecordingError(
@@ -440,14 +605,43 @@ def _check_signal(raw):
     # Flat only if the whole recording is: the sampled blocks settle the usual case.
     if not (sample.max(axis=1) > sample.min(axis=1)).any() and not (data.max(axis=1) > data.min(axis=1)).any():
         raise RecordingError("The recording is flat (every channel is constant); check the file or the channel selection.")
-    channel_std = sample.std(axis=1)
+    sfreq = float(raw.info["sfreq"])
+    amplitude = _window_std(sample, sfreq)
+    moving = amplitude[amplitude > 0]
+    typical = float(np.median(moving)) if moving.size else 0.0
+    flat = amplitude <= _FLAT_RATIO * typical
+    for index in np.flatnonzero(flat):
+        # Quiet in the sampled blocks: judge the channel on the whole recording.
+        amplitude[index] = _window_std(np.asarray(data[index : index + 1], dtype=np.float64), sfreq)[0]
+    flat = amplitude <= _FLAT_RATIO * typical
+    live = ~flat if (~flat).any() else np.ones_like(flat)
+    level = max(float(np.median(amplitude[live])), 1e-30)
+    channel_std = sample[live].std(axis=1)
     # Differences ignore DC offsets and slow drift, which can be large in DC-coupled systems.
-    step_std = float(np.median(steps.std(axis=1))) if raw.n_times > 1 else 0.0
-    if step_std > _MAX_PLAUSIBLE_STD or float(np.median(channel_std)) > 1.0:
+    step_std = float(np.median(steps[live].std(axis=1))) if raw.n_times > 1 else 0.0
+    if step_std > _MAX_PLAUSIBLE_STD or float(np.median(channel_std)) > 1.0 or level > _AMPLITUDE_REFUSED[1]:
+        factor, unit = _units_hint(max(level, float(np.median(channel_std))))
         raise RecordingError(
-            f"Amplitudes look too large for volts (median channel std {np.median(channel_std):.3g}); "
-            "if the data are in µV, multiply by 1e-6 (e.g. raw.apply_function(lambda x: x * 1e-6))."
+            f"Amplitudes look too large for volts (median channel std {max(level, float(np.median(channel_std))):.3g}, "
+            f"while scalp EEG is about 5-100 µV); if the data are in {unit}, multiply by {factor} "
+            f"(e.g. raw.apply_function(lambda x: x * {factor}))."
         )
+    if level < _AMPLITUDE_REFUSED[0]:
+        factor, _ = _units_hint(level)
+        raise RecordingError(
+            f"Amplitudes look too small for volts (median channel std {level:.3g} V, while scalp EEG is about "
+            f"5-100 µV); if the data were scaled down twice, multiply by {factor} "
+            f"(e.g. raw.apply_function(lambda x: x * {factor}))."
+        )
+    if warn and not _AMPLITUDE_WARNED[0] <= level <= _AMPLITUDE_WARNED[1]:
+        size = "small" if level < _AMPLITUDE_WARNED[0] else "large"
+        warnings.warn(
+            f"Amplitudes are unusually {size} for scalp EEG in volts (median channel std {level * 1e6:.3g} µV, "
+            "typically 5-100 µV); check that the data are in volts and were not scaled twice.",
+            ZunaLabWarning,
+            stacklevel=3,
+        )
+    return [raw.ch_names[i] for i in np.flatnonzero(flat)]
 
 
 def check_recording(raw, variant="ZUNA"):
@@ -651,7 +845,7 @@ def _target(fname, overwrite):
         raise ZunaValueError(f"Folder {str(path.parent)!r} does not exist; create it first.")
     if path.exists() and not overwrite:
         raise ZunaValueError(f"{str(path)!r} already exists; pass overwrite=True to replace it.")
-    return path
+    return check_writable(path, overwrite)     # a read-only folder fails here, before any work
 
 
 def _temporary_sibling(path, suffix):

@@ -416,17 +416,27 @@ def token_mask(ch_names, n_samples, *, bad_channels=None, bad_spans=None, sfreq=
     ((2, 40), 40, [8, 9])
     """
     names = [str(name) for name in ch_names]
-    lower = {name.lower(): i for i, name in enumerate(names)}
+    exact = {name: i for i, name in enumerate(names)}
+    lower = {}
+    for i, name in enumerate(names):
+        lower.setdefault(name.lower(), []).append(i)
     n_tokens = n_tokens_for(n_samples)
     mask = np.zeros((len(names), n_tokens), dtype=bool)
     if not 0.0 <= overlap < 1.0:
         raise ZunaValueError(f"overlap must be in [0, 1), got {overlap}.")
 
     def row_of(name):
-        key = str(name).lower()
-        if key not in lower:
+        # The exact name wins; a case-insensitive match only when it is unambiguous ("Fp1" vs "fp1").
+        if str(name) in exact:
+            return exact[str(name)]
+        rows = lower.get(str(name).lower(), [])
+        if len(rows) > 1:
+            raise ZunaValueError(
+                f"Channel {name!r} matches several channels by case ({', '.join(names[i] for i in rows)}); use the exact name."
+            )
+        if not rows:
             raise ZunaValueError(f"Channel {name!r} is not in this recording; its channels are {', '.join(names)}.")
-        return lower[key]
+        return rows[0]
 
     for name in bad_channels or ():
         mask[row_of(name)] = True

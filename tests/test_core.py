@@ -1,22 +1,20 @@
 """embed / reconstruct / to_raw end to end on real and synthetic recordings."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import mne
 import numpy as np
 import pandas as pd
 import pytest
 
 import zuna_lab
-from zuna_lab.core import seam_correct
+from zuna_lab.seams import seam_correct
 from zuna_lab.datasets import channel_positions
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
 from zuna_lab.synthetic import make_synthetic_raw
 from zuna_lab.testing import make_random_checkpoint
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SAMPLE1 = DATA / "sample1_raw.fif"
+from oracle_support import sample_recordings
+
 STEPS = 3
 
 
@@ -32,10 +30,9 @@ def synthetic():
 
 
 @pytest.fixture(scope="module")
-def sample1():
-    if not SAMPLE1.exists():
-        pytest.skip("shared sample recordings not found")
-    return mne.io.read_raw_fif(SAMPLE1, preload=True, verbose="error")
+def sample1(tmp_path_factory):
+    path = sample_recordings(tmp_path_factory.mktemp("samples"))["sample1_raw"]
+    return mne.io.read_raw_fif(path, preload=True, verbose="error")
 
 
 def test_embed_dataframe_is_tidy(model, sample1):
@@ -134,17 +131,22 @@ def test_round_trip_to_raw(model, synthetic, tmp_path, fmt):
         path = tmp_path / ("rec.edf" if fmt == "edf" else "rec.vhdr")
         mne.export.export_raw(path, raw, fmt=fmt, verbose="error", overwrite=True)
     rec = zuna_lab.reconstruct(path, model=model, bad_channels=["O2"], steps=2, seed=1)
-    fixed = zuna_lab.to_raw(rec, kind="hybrid")
-    assert fixed.ch_names == raw.ch_names and fixed.info["sfreq"] == 256.0
-    assert fixed.n_times == 2560 and np.isfinite(fixed.get_data()).all()
+    source = mne.io.read_raw(path, preload=True, verbose="error")
+    fixed = zuna_lab.to_raw(rec, kind="hybrid")       # the source file, found through rec.attrs
+    assert fixed.ch_names == source.ch_names and fixed.info["sfreq"] == source.info["sfreq"]
+    assert fixed.n_times == source.n_times and np.isfinite(fixed.get_data()).all()
     infilled = [a for a in fixed.annotations if a["description"] == "ZUNA_infilled"]
     assert infilled and all(a["ch_names"] == ("O2",) for a in infilled)
-    assert fixed.get_montage() is not None
+    assert (fixed.get_montage() is not None) == (source.get_montage() is not None)    # the file's positions, as they were
+    others = [c for c in source.ch_names if c != "O2"]
+    np.testing.assert_array_equal(fixed.get_data(picks=others), source.get_data(picks=others))
+    o2 = source.ch_names.index("O2")
+    assert not np.allclose(fixed.get_data()[o2], source.get_data()[o2])
     out = tmp_path / "fixed_raw.fif"
     zuna_lab.write_fif(fixed, out)
     back = mne.io.read_raw_fif(out, preload=True, verbose="error")
     np.testing.assert_allclose(back.get_data(), fixed.get_data(), rtol=1e-5, atol=1e-12)
-    np.testing.assert_allclose(zuna_lab.to_raw(rec, kind="original").get_data(), rec.original.values.transpose(1, 0, 2).reshape(len(raw.ch_names), -1))
+    np.testing.assert_array_equal(zuna_lab.to_raw(rec, kind="original").get_data(), source.get_data())
 
 
 def test_refusals(model, sample1):

@@ -6,7 +6,8 @@ from .model import ZunaModel, load_model
 
 __all__ = ["__version__", "load_model", "ZunaModel", "ZunaLabError", "ZunaValueError", "ZunaTypeError",
            "CheckpointError", "WeightsUnavailableError"]
-from .io import read_raw, to_raw, write_fif, write_netcdf, write_zarr, write_safetensors
+from .export import to_raw, write_fif
+from .io import read_raw, write_netcdf, write_zarr, write_safetensors
 from .core import embed, reconstruct
 from .health import mmd_health
 

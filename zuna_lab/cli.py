@@ -156,7 +156,9 @@ def _write(ds, path, *, kind=None, overwrite=False, verbose=None):
 
     suffix = path.suffix.lower()
     if suffix == ".fif":
-        return io.write_fif(ds, path, kind=kind or "hybrid", overwrite=overwrite, verbose=verbose)
+        from .export import write_fif
+
+        return write_fif(ds, path, kind=kind or "hybrid", overwrite=overwrite, verbose=verbose)
     if suffix == ".nc":
         return io.write_netcdf(ds, path, overwrite=overwrite)
     if suffix == ".zarr":
@@ -274,6 +276,7 @@ def _sample_recording(verbose):
 def cmd_demo(args):
     from . import io
     from .core import embed, reconstruct
+    from .export import to_raw, write_fif
 
     outdir = Path(args.output_dir).expanduser()
     verbose = "error"
@@ -318,10 +321,10 @@ def cmd_demo(args):
         ds.attrs["source_file"] = sample_name
         if note:
             ds.attrs["warning"] = note
-    fixed = io.to_raw(rec, kind="hybrid")
+    fixed = to_raw(rec, kind="hybrid", raw=raw)
     if note:
         fixed.info["description"] = note
-    paths = [io.write_fif(fixed, outdir / "sample_repaired_raw.fif", overwrite=True),
+    paths = [write_fif(fixed, outdir / "sample_repaired_raw.fif", overwrite=True),
              io.write_netcdf(rec, outdir / "sample_reconstruction.nc", overwrite=True),
              io.write_netcdf(emb, outdir / "sample_embedding.nc", overwrite=True)]
     shape, infilled, _ = _reconstruction_summary(rec)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-import zlib
 from dataclasses import dataclass
 
 import mne
@@ -17,9 +16,13 @@ import torch
 
 from . import datasets
 from .errors import ZunaTypeError, ZunaValueError
-from .io import _standard_head_positions, bad_annotation_spans, read_raw
+from .export import recording_fingerprint
+from .io import _standard_head_positions, bad_annotation_spans, clean_channel_name, read_raw
 from .preprocessing import preprocess
+from .seams import seam_correct
 from .tokens import detokenize, tokenize
+from .validation import check_add_channels, check_arguments, resolve_bad_channels
+from .validation import resolve_names as _check_names, resolve_segments as _check_segments  # noqa: F401
 
 _MODEL_CACHE: dict = {}
 _MODEL_LOCK = threading.Lock()
@@ -142,7 +145,7 @@ def prepare(data, variant, *, bad_channels=None, segment_duration=None, sfreq=No
     >>> rec = reconstruct_prepared(prepared, model, epochs=[3], seed=0)                            # doctest: +SKIP
     """
     raw = read_raw(data, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
-    bad_channels = _check_names(list(bad_channels or []), raw.ch_names, "bad_channels")
+    bad_channels = resolve_bad_channels(bad_channels, raw)    # refuses hiding every channel
     bads = tuple(dict.fromkeys(list(raw.info["bads"]) + bad_channels))
     work = raw.copy()
     # BAD_ spans become masks, so ZUNA's pipeline must not drop the epochs they touch.
@@ -150,15 +153,6 @@ def prepare(data, variant, *, bad_channels=None, segment_duration=None, sfreq=No
     work.info["bads"] = list(bads)      # ZUNA keeps channels named bad out of the average reference
     pre = preprocess(work, variant, segment_duration=segment_duration, verbose=verbose)
     return Prepared(raw=raw, pre=pre, bads=bads, source=_source_name(data), fingerprint=recording_fingerprint(raw))
-
-
-def recording_fingerprint(raw):
-    """A short digest of a Raw's channel names, rate, length and samples (a strided subset)."""
-    data = raw._data if raw.preload else raw.get_data()
-    step = max(1, data.shape[1] // 65536)
-    digest = zlib.crc32(np.ascontiguousarray(data[:, ::step], dtype=np.float64).tobytes())
-    digest = zlib.crc32("|".join(raw.ch_names).encode(), digest)
-    return f"{len(raw.ch_names)}x{raw.n_times}@{raw.info['sfreq']:g}:{digest:08x}"
 
 
 def _mask(prepared, *, bad_segments=None, use_annotations=True, mask=None, add_channels=None, verbose=None):
@@ -179,49 +173,30 @@ def _mask(prepared, *, bad_segments=None, use_annotations=True, mask=None, add_c
                    added=np.r_[np.zeros(len(pre.ch_names), bool), np.ones(n_added, bool)], masks=masks)
 
 
-def _check_names(requested, available, what):
-    lookup = {name.lower(): name for name in available}
-    resolved = []
-    for name in requested:
-        if not isinstance(name, str):
-            raise ZunaTypeError(f"{what} must be channel names (str), got {type(name).__name__}.")
-        if name.lower() not in lookup:
-            raise ZunaValueError(f"{what} names {name!r}, which is not a channel of the recording; choose from {', '.join(available)}.")
-        resolved.append(lookup[name.lower()])
-    return resolved
-
-
-def _check_segments(bad_segments, ch_names, duration):
-    spans = []
-    for segment in bad_segments or ():
-        if not isinstance(segment, (tuple, list)) or len(segment) not in (2, 3):
-            raise ZunaValueError(f"bad_segments entries must be (start, stop) or (start, stop, channel) in seconds, got {segment!r}.")
-        start, stop = float(segment[0]), float(segment[1])
-        if not 0 <= start < stop:
-            raise ZunaValueError(f"bad segment {segment!r} must have 0 <= start < stop (seconds from the first sample).")
-        if start >= duration:
-            raise ZunaValueError(f"bad segment {segment!r} starts after the recording ends ({duration:.2f} s).")
-        if len(segment) == 3:
-            spans.append((start, stop, _check_names([segment[2]], ch_names, "bad_segments")[0]))
-        else:
-            spans.append((start, stop))
-    return spans
-
-
 def _added_positions(raw, add_channels, verbose):
     """Names and head-frame positions of channels to add (upsampling), from the standard 10-05 cap."""
     if add_channels is None:
         return [], np.zeros((0, 3))
     # {lower-case name: (name, head-frame position)}, shared with read_raw's montage fallback
     standard = _standard_head_positions("standard_1005")
-    present = {c.lower() for c in raw.ch_names}
-    if isinstance(add_channels, (int, np.integer)) and not isinstance(add_channels, bool):
-        if add_channels < 1:
-            raise ZunaValueError(f"add_channels must be a positive count or a list of names, got {add_channels}.")
-        candidates = [entry for key, entry in standard.items() if key not in present]
+    add_channels = check_add_channels(add_channels)      # None (also for []), a count, or 10-05 names
+    if add_channels is None:
+        return [], np.zeros((0, 3))
+    # Present by cleaned name ("EEG Fz-REF" is Fz) or by position (T3 sits where T7 would go).
+    present = {clean_channel_name(c).lower() for c in raw.ch_names}
+    existing = np.array([raw.info["chs"][i]["loc"][:3] for i in range(len(raw.ch_names))]).reshape(-1, 3)
+
+    def occupied(position):
+        near = np.flatnonzero(np.linalg.norm(existing - position, axis=1) < 1e-3)
+        return raw.ch_names[near[0]] if near.size else None
+
+    if isinstance(add_channels, int):
+        candidates = [entry for key, entry in standard.items() if key not in present and occupied(entry[1]) is None]
+        if add_channels > len(candidates):
+            raise ZunaValueError(f"add_channels={add_channels} but only {len(candidates)} standard 10-05 positions "
+                                 f"are free on this cap; ask for at most {len(candidates)}.")
         names = [name for name, _ in candidates]
         positions = np.array([pos for _, pos in candidates])
-        existing = np.array([raw.info["chs"][i]["loc"][:3] for i in range(len(raw.ch_names))])
         chosen = []
         for _ in range(int(add_channels)):
             # Greedy farthest point: each new electrode goes where the cap is sparsest.
@@ -230,15 +205,13 @@ def _added_positions(raw, add_channels, verbose):
             distance[chosen] = -1
             chosen.append(int(distance.argmax()))
         return [names[i] for i in chosen], positions[chosen]
-    if isinstance(add_channels, str) or not all(isinstance(n, str) for n in add_channels):
-        raise ZunaTypeError("add_channels must be a list of standard 10-05 channel names or a count.")
     names, positions = [], []
     for name in add_channels:
-        if name.lower() not in standard:
-            raise ZunaValueError(f"add_channels names {name!r}, which is not in the standard 10-05 montage; use names like 'FCz' or 'CP3'.")
-        if name.lower() in present:
-            raise ZunaValueError(f"add_channels names {name!r}, which the recording already has; mask it with bad_channels instead.")
         canonical, position = standard[name.lower()]
+        if name.lower() in present or occupied(position) is not None:
+            where = "" if name.lower() in present else f" as {occupied(position)!r} at the same position"
+            raise ZunaValueError(f"add_channels names {name!r}, which the recording already has{where}; "
+                                 "mask it with bad_channels instead.")
         names.append(canonical)
         positions.append(position)
     return names, np.array(positions)
@@ -325,6 +298,7 @@ def embed(data, model=None, *, segment_duration=None, bad_channels=None, use_ann
     >>> emb.embedding.sizes                                       # doctest: +SKIP
     >>> emb.to_dataframe().head()                                 # doctest: +SKIP
     """
+    check_arguments(**locals())     # zuna_lab.validation: types, ranges, names, before any work
     model = get_model(model)
     prepared = prepare(data, model.variant, bad_channels=bad_channels, segment_duration=segment_duration,
                        sfreq=sfreq, ch_names=ch_names, verbose=verbose)
@@ -405,7 +379,8 @@ def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=
     bad_channels : list of str | None
         Channels to infill everywhere (added to ``info["bads"]``).
     bad_segments : list of tuple | None
-        ``(start, stop)`` or ``(start, stop, channel)`` in seconds from the first sample.
+        ``(start, stop)`` or ``(start, stop, channel)`` in seconds from the first sample; a
+        ``stop`` of ``float("inf")`` (or past the end) runs to the end of the recording.
     use_annotations : bool
         Infill tokens overlapping ``BAD_`` annotations (channel-specific ones too).
     mask : ndarray of bool (epoch, channel, token) | None
@@ -434,12 +409,7 @@ def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=
     >>> rec = zl.reconstruct("data/sample_synthetic_raw.fif", bad_channels=["T7"], seed=0)   # doctest: +SKIP
     >>> fixed = zl.to_raw(rec, kind="hybrid")                                                 # doctest: +SKIP
     """
-    if not isinstance(n_samples, (int, np.integer)) or isinstance(n_samples, bool) or n_samples < 1:
-        raise ZunaValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
-    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 1:
-        raise ZunaValueError(f"steps must be a positive integer, got {steps!r}.")
-    if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0):
-        raise ZunaValueError(f"seed must be a non-negative integer or None, got {seed!r}.")
+    check_arguments(**locals())     # zuna_lab.validation: types, ranges, names, segments, before any work
     model = get_model(model)
     prepared = prepare(data, model.variant, bad_channels=bad_channels, segment_duration=segment_duration,
                        sfreq=sfreq, ch_names=ch_names, verbose=verbose)
@@ -480,6 +450,7 @@ def reconstruct_prepared(prepared, model, *, epochs=None, steps=50, cfg=1.0, see
     >>> prepared = prepare(raw, model.variant, bad_channels=["T7"])           # doctest: +SKIP
     >>> one = reconstruct_prepared(prepared, model, epochs=[2], seed=0)       # doctest: +SKIP
     """
+    check_arguments(**locals())     # zuna_lab.validation (prepared, model and epochs are checked below)
     if not isinstance(prepared, Prepared):
         raise ZunaTypeError(f"prepared must come from zuna_lab.core.prepare, got {type(prepared).__name__}.")
     if prepared.pre.variant != model.variant:
@@ -651,36 +622,6 @@ def _original(prep, index):
     real = np.asarray(prep.pre.volts[index], np.float64)
     n_added = int(prep.added.sum())
     return np.vstack([real, np.full((n_added, real.shape[1]), np.nan)]) if n_added else real
-
-
-def seam_correct(hybrid, mask):
-    """Re-anchor each masked run of a channel to its original neighbours (linear ramp; DC-only change).
-
-    Runs with original data on both sides get a linear ramp so both ends meet their neighbours;
-    runs touching an edge get a constant shift to the one neighbour; whole-channel infills are
-    left as they are. Returns a new array.
-    """
-    out = np.array(hybrid, dtype=np.float64, copy=True)
-    n_times = out.shape[1]
-    for channel in range(out.shape[0]):
-        hidden = mask[channel]
-        if not hidden.any() or hidden.all():
-            continue
-        edges = np.diff(np.r_[0, hidden.astype(np.int8), 0])
-        for start, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
-            run = out[channel, start:stop]
-            left = out[channel, start - 1] if start > 0 else np.nan
-            right = out[channel, stop] if stop < n_times else np.nan
-            has_left, has_right = np.isfinite(left), np.isfinite(right)
-            if has_left and has_right:
-                d_left, d_right = left - run[0], right - run[-1]
-                ramp = np.linspace(0.0, 1.0, stop - start) if stop - start > 1 else np.array([0.5])
-                out[channel, start:stop] = run + d_left + (d_right - d_left) * ramp
-            elif has_left:
-                out[channel, start:stop] = run + (left - run[0])
-            elif has_right:
-                out[channel, start:stop] = run + (right - run[-1])
-    return out
 
 
 def _source_name(data):

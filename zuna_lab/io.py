@@ -4,8 +4,8 @@ Reading: :func:`read_raw` turns a file of any format MNE reads, a CSV, a NumPy a
 ``mne.io.Raw`` into a preloaded copy with only EEG channels that have a 3-D position, and
 refuses — in one sentence — recordings ZUNA cannot use (:func:`check_recording`).
 
-Writing: :func:`to_raw` turns a ``reconstruct`` Dataset back into a continuous ``mne.io.Raw``;
-:func:`write_fif`, :func:`write_netcdf`, :func:`write_zarr` and :func:`write_safetensors`
+Writing (:mod:`zuna_lab.export` puts a result back into the user's recording and writes FIF):
+:func:`write_netcdf`, :func:`write_zarr` and :func:`write_safetensors`
 write results atomically (a temporary file in the target folder, then ``os.replace``), so an
 error never leaves a half-written file behind.
 """
@@ -41,8 +41,6 @@ __all__ = [
     "clean_channel_name",
     "channel_positions",
     "bad_annotation_spans",
-    "to_raw",
-    "write_fif",
     "write_netcdf",
     "write_zarr",
     "write_safetensors",
@@ -725,116 +723,6 @@ def _check_reconstruct_dataset(ds, kind):
             raise ZunaValueError(f"The Dataset lacks the {name!r} coordinate of a zuna_lab.reconstruct result.")
 
 
-def to_raw(ds, kind="hybrid", *, sample=0, verbose=None):
-    """Turn a ``reconstruct`` Dataset into a continuous ``mne.io.Raw`` in volts.
-
-    Epochs are placed at their ``epoch_start``; samples no epoch covers (dropped epochs,
-    NaN padding) stay NaN. The montage is set from ``ch_pos`` (head frame). For ``"hybrid"`` and
-    ``"reconstruction"``, every span of cells hidden from the encoder (``mask``) becomes a
-    ``ZUNA_infilled`` annotation — on the channels concerned, or global when every channel
-    shares it. The label deliberately does not start with ``BAD`` so that MNE keeps the data.
-
-    Parameters
-    ----------
-    ds : xarray.Dataset
-        Result of :func:`zuna_lab.reconstruct`: ``original``, ``reconstruction``, ``hybrid``
-        (epoch, channel, time) in volts, ``mask`` (epoch, channel, token), coordinates
-        ``channel``, positions ``ch_x``/``ch_y``/``ch_z`` (channel), ``epoch_start`` (epoch), ``time``.
-    kind : {"hybrid", "reconstruction", "original"}
-        Which signal to export (default ``"hybrid"``: original where kept, model where hidden).
-    sample : int
-        Which draw to export when the Dataset has a ``sample`` dimension.
-    verbose : bool | str | int | None
-        MNE verbosity.
-
-    Returns
-    -------
-    raw : mne.io.RawArray
-
-    Examples
-    --------
-    >>> rec = zl.reconstruct(raw, model=model, bad_channels=["T7"])  # doctest: +SKIP
-    >>> fixed = to_raw(rec, kind="hybrid")  # doctest: +SKIP
-    >>> fixed.annotations.description[0]  # doctest: +SKIP
-    'ZUNA_infilled'
-    """
-    _check_reconstruct_dataset(ds, kind)
-    signal = ds[kind]
-    if "sample" in signal.dims:
-        if not 0 <= int(sample) < signal.sizes["sample"]:
-            raise ZunaValueError(f"sample must be in [0, {signal.sizes['sample']}), got {sample}.")
-        signal = signal.isel(sample=int(sample))
-    missing_dims = {"epoch", "channel", "time"} - set(signal.dims)
-    if missing_dims:
-        raise ZunaValueError(f"{kind!r} must have dims (epoch, channel, time); it lacks {sorted(missing_dims)}.")
-    values = np.asarray(signal.transpose("epoch", "channel", "time").values, dtype=np.float64)
-    sfreq = _sfreq_of(ds)
-    ch_names = [str(name) for name in ds["channel"].values]
-    starts = np.rint(np.asarray(ds["epoch_start"].values, dtype=float) * sfreq).astype(np.int64)
-    n_epochs, n_channels, n_epoch_samples = values.shape
-    if np.any(starts < 0):
-        raise ZunaValueError("epoch_start must not be negative.")
-    covered = np.isfinite(values)
-    # The Raw ends with the last real sample: NaN padding of a short last segment is not kept.
-    last_real = [starts[e] + np.flatnonzero(covered[e].any(axis=0))[-1] + 1 for e in range(n_epochs) if covered[e].any()]
-    n_total = int(max(last_real)) if last_real else 0
-    if n_total == 0:
-        raise ZunaValueError(f"The {kind!r} signal holds no finite sample; nothing to export.")
-
-    continuous = np.full((n_channels, n_total), np.nan)
-    for e in range(n_epochs):
-        stop = min(n_total, starts[e] + n_epoch_samples)
-        block = values[e, :, : stop - starts[e]]
-        target = continuous[:, starts[e]:stop]
-        np.copyto(target, block, where=np.isfinite(block))
-
-    info = mne.create_info(ch_names, sfreq, "eeg")
-    raw = mne.io.RawArray(continuous, info, verbose=verbose if verbose is not None else "error")
-    if "ch_pos" in ds.variables or "ch_x" in ds.variables:
-        pos = channel_positions_of(ds)
-        usable = np.isfinite(pos).all(axis=1)
-        if usable.any():
-            montage = mne.channels.make_dig_montage(
-                ch_pos={name: p for name, p, ok in zip(ch_names, pos, usable) if ok}, coord_frame="head"
-            )
-            raw.set_montage(montage, on_missing="ignore", verbose="error")
-    if kind != "original" and "mask" in ds.variables:
-        annotations = _infilled_annotations(ds, starts, n_total, sfreq, ch_names, covered)
-        if len(annotations):
-            raw.set_annotations(annotations, verbose="error")
-    return raw
-
-
-def _infilled_annotations(ds, starts, n_total, sfreq, ch_names, covered):
-    mask = ds["mask"]
-    if "sample" in mask.dims:
-        mask = mask.any("sample")
-    tokens = np.asarray(mask.transpose("epoch", "channel", "token").values, dtype=bool)
-    samples_per_token = 32
-    n_channels = len(ch_names)
-    hidden = np.zeros((n_channels, n_total), dtype=bool)
-    for e in range(tokens.shape[0]):
-        per_sample = np.repeat(tokens[e], samples_per_token, axis=1)
-        width = min(per_sample.shape[1], covered.shape[2], n_total - starts[e])
-        if width <= 0:
-            continue
-        cells = per_sample[:, :width] & covered[e][:, :width]
-        hidden[:, starts[e]:starts[e] + width] |= cells
-    spans = {}
-    for c in range(n_channels):
-        edges = np.diff(np.concatenate([[0], hidden[c].astype(np.int8), [0]]))
-        for start, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
-            spans.setdefault((int(start), int(stop)), []).append(c)
-    onsets, durations, names = [], [], []
-    for (start, stop), channels in sorted(spans.items()):
-        onsets.append(start / sfreq)
-        durations.append((stop - start) / sfreq)
-        names.append([] if len(channels) == n_channels else [ch_names[c] for c in channels])
-    return mne.Annotations(
-        onset=onsets, duration=durations, description=[INFILLED_DESCRIPTION] * len(onsets), ch_names=names
-    )
-
-
 # --------------------------------------------------------------------------------------
 # atomic writers
 # --------------------------------------------------------------------------------------
@@ -883,38 +771,6 @@ def _replace_directory(tmp, path):
         os.replace(old, path)
         raise
     shutil.rmtree(old, ignore_errors=True)
-
-
-def write_fif(inst, fname, *, kind="hybrid", overwrite=False, verbose=None):
-    """Write a Raw, or a ``reconstruct`` Dataset (through :func:`to_raw`), to a FIF file atomically.
-
-    Parameters
-    ----------
-    inst : mne.io.Raw | xarray.Dataset
-    fname : path-like
-        Target file; MNE's convention is a name ending in ``_raw.fif``.
-    kind : {"hybrid", "reconstruction", "original"}
-        Which signal of a Dataset to write.
-    overwrite : bool
-        Replace an existing file.
-    verbose : bool | str | int | None
-
-    Returns
-    -------
-    path : pathlib.Path
-
-    Examples
-    --------
-    >>> write_fif(rec, "subject01_fixed_raw.fif", kind="hybrid")  # doctest: +SKIP
-    """
-    path = _target(fname, overwrite)
-    raw = inst if isinstance(inst, mne.io.BaseRaw) else to_raw(inst, kind=kind, verbose=verbose)
-    # The temporary name ends in _raw.fif so that MNE does not warn about naming.
-    return _replace_atomically(
-        lambda tmp: raw.save(tmp, overwrite=True, verbose=verbose if verbose is not None else "error"),
-        path,
-        "_raw.fif",
-    )
 
 
 def _netcdf_ready(ds):

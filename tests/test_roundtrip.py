@@ -4,6 +4,7 @@ A FIF with stim, EOG and ECG channels, events and a BAD_ span as annotations, an
 13 s long, so that ZUNA (5 s epochs) leaves a 3 s tail it does not process.
 """
 import datetime
+import gc
 
 import mne
 import numpy as np
@@ -124,14 +125,21 @@ def test_to_raw_checks_the_recording(model, tmp_path):
     with pytest.raises(ZunaValueError, match="does not hold the EEG"):
         zuna_lab.write_fif(rec, target, raw=other)
     assert not target.exists() and not list(tmp_path.glob(".never*"))
-    # an in-memory recording: to_raw needs it back; without it, a warning says what is missing
+    # an in-memory recording (changed since it was read): to_raw finds it again while it lives
     raw = mne.io.read_raw_fif(path, preload=True, verbose="error")
     raw.filter(1.0, None, verbose="error")
+    raw.set_annotations(raw.annotations + mne.Annotations([2.0], [0.1], ["added_in_memory"], orig_time=MEAS_DATE))
     rec = zuna_lab.reconstruct(raw, model=model, steps=1, seed=0, bad_channels=["T7"])
+    fixed = zuna_lab.to_raw(rec)
+    np.testing.assert_array_equal(fixed.get_data(), zuna_lab.to_raw(rec, raw=raw).get_data())
+    assert "added_in_memory" in fixed.annotations.description and fixed.ch_names == raw.ch_names
+    raw._data[0] += 1e-6                      # changed after reconstruct: refused, not silently mixed
+    with pytest.raises(ZunaValueError, match="changed since"):
+        zuna_lab.to_raw(rec)
+    del raw, fixed
+    gc.collect()
     with pytest.raises(ZunaValueError, match="pass raw="):
-        zuna_lab.to_raw(rec)          # the file on disk is not the filtered recording that was reconstructed
-    fixed = zuna_lab.to_raw(rec, raw=raw)
-    assert fixed.ch_names == raw.ch_names
+        zuna_lab.to_raw(rec)          # gone from memory: the file on disk is not the filtered recording
     rec.attrs["source_file"] = ""
     with pytest.warns(ZunaLabWarning, match="pass raw="):
         alone = zuna_lab.to_raw(rec)

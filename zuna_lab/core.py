@@ -16,7 +16,7 @@ import torch
 
 from . import datasets
 from .errors import ZunaTypeError, ZunaValueError
-from .export import recording_fingerprint
+from .export import recording_fingerprint, remember_source
 from .io import _standard_head_positions, bad_annotation_spans, clean_channel_name, read_raw
 from .preprocessing import preprocess
 from .seams import seam_correct
@@ -105,6 +105,7 @@ class Prepared:
     bads: tuple            # channels hidden everywhere: info["bads"] + bad_channels
     source: str            # the input file, when there is one
     fingerprint: str       # of the EEG samples read (to_raw checks the recording it splices into)
+    source_ref: str = ""   # finds an in-memory input Raw again (export.remember_source)
 
 
 @dataclass
@@ -152,7 +153,8 @@ def prepare(data, variant, *, bad_channels=None, segment_duration=None, sfreq=No
     work.set_annotations(None)
     work.info["bads"] = list(bads)      # ZUNA keeps channels named bad out of the average reference
     pre = preprocess(work, variant, segment_duration=segment_duration, verbose=verbose)
-    return Prepared(raw=raw, pre=pre, bads=bads, source=_source_name(data), fingerprint=recording_fingerprint(raw))
+    return Prepared(raw=raw, pre=pre, bads=bads, source=_source_name(data), fingerprint=recording_fingerprint(raw),
+                    source_ref=remember_source(data))
 
 
 def _mask(prepared, *, bad_segments=None, use_annotations=True, mask=None, add_channels=None, verbose=None):
@@ -507,7 +509,7 @@ def reconstruct_prepared(prepared, model, *, epochs=None, steps=50, cfg=1.0, see
     attrs = datasets.provenance(model, pre, source=prepared.source, extra=dict(
         steps=int(steps), cfg=float(cfg), seed=seed, n_samples=int(n_samples),
         seam_correction="linear ramp on the stitched recording (as zuna 1.1.6 reconstruct_fif)",
-        model_n_times=int(pre.n_times), source_fingerprint=prepared.fingerprint))
+        model_n_times=int(pre.n_times), source_fingerprint=prepared.fingerprint, source_ref=prepared.source_ref))
     return datasets.reconstruction_dataset(original, reconstruction, hybrid, masks, ch_names=prep.ch_names,
                                            ch_pos=prep.ch_pos, epoch_start=pre.epoch_start[chosen], sfreq=pre.sfreq,
                                            samples_per_token=spt, attrs=attrs, added=prep.added,

@@ -8,7 +8,9 @@ samples) and annotated; :func:`write_fif` writes it atomically.
 from __future__ import annotations
 
 import os
+import uuid
 import warnings
+import weakref
 import zlib
 from pathlib import Path
 
@@ -30,7 +32,8 @@ from .io import (
 )
 from .seams import seam_correct
 
-__all__ = ["to_raw", "write_fif", "recording_fingerprint", "INFILLED_DESCRIPTION", "UNPROCESSED_DESCRIPTION"]
+__all__ = ["to_raw", "write_fif", "recording_fingerprint", "remember_source", "INFILLED_DESCRIPTION",
+           "UNPROCESSED_DESCRIPTION"]
 
 #: Description of the annotations :func:`to_raw` puts where no epoch reached (e.g. ZUNA's tail).
 UNPROCESSED_DESCRIPTION = "ZUNA_unprocessed"
@@ -56,6 +59,19 @@ def recording_fingerprint(raw):
     return f"{len(raw.ch_names)}x{raw.n_times}@{raw.info['sfreq']:g}:{digest:08x}"
 
 
+#: In-memory recordings given to reconstruct, while the user still holds them (weakly referenced).
+_LIVE_SOURCES = weakref.WeakValueDictionary()
+
+
+def remember_source(data):
+    """A key under which :func:`to_raw` finds ``data`` again while it lives ("" for files and arrays)."""
+    if not isinstance(data, mne.io.BaseRaw):
+        return ""
+    key = uuid.uuid4().hex
+    _LIVE_SOURCES[key] = data
+    return key
+
+
 def to_raw(ds, kind="hybrid", *, raw=None, sample=0, verbose=None):
     """Put a ``reconstruct`` result back into the user's recording: the EEG repaired, nothing else lost.
 
@@ -70,9 +86,10 @@ def to_raw(ds, kind="hybrid", *, raw=None, sample=0, verbose=None):
     over the whole recording leaves ``info["bads"]``. Neither label starts with ``BAD``, so MNE
     keeps the data.
 
-    The recording is ``raw`` when given, else the source file named in ``ds.attrs`` when it
-    still holds the same EEG; a Dataset with neither (e.g. from a NumPy array) gives its EEG
-    alone at the model's rate, with a warning.
+    The recording is ``raw`` when given; else the Raw that was passed to ``reconstruct``, while
+    it is still in memory; else the source file named in ``ds.attrs``. Each is checked to hold
+    the EEG that was reconstructed. A Dataset with none of them (e.g. from a NumPy array, or
+    loaded from netCDF) gives its EEG alone at the model's rate, with a warning.
 
     Parameters
     ----------
@@ -167,6 +184,8 @@ def _source_recording(ds, raw):
     expected = ds.attrs.get("source_fingerprint")
     given = raw is not None
     if not given:
+        raw = _LIVE_SOURCES.get(str(ds.attrs.get("source_ref", "")))
+    if raw is None:
         source = str(ds.attrs.get("source_file", "") or "")
         if not source or not Path(source).expanduser().is_file():
             return None
@@ -186,7 +205,8 @@ def _source_recording(ds, raw):
             warnings.simplefilter("ignore")
             found = recording_fingerprint(read_raw(full, verbose="error"))
         if found != expected:
-            what = "raw=" if given else f"The source file {str(raw)!r}"
+            what = "raw=" if given else ("The Raw given to reconstruct (changed since?)" if isinstance(raw, mne.io.BaseRaw)
+                                         else f"The source file {str(raw)!r}")
             raise ZunaValueError(
                 f"{what} does not hold the EEG this result was reconstructed from (it differs in channels, length "
                 "or samples); pass raw= the very recording you gave to reconstruct.")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import sys
 import tempfile
 import time
@@ -23,6 +24,16 @@ from pathlib import Path
 
 from . import __version__
 from .errors import WeightsUnavailableError, ZunaLabError, ZunaLabWarning, ZunaValueError
+from .validation import (
+    CFG_RANGE,
+    MAX_STEPS,
+    check_add_channels,
+    check_names,
+    check_segments,
+    check_writable,
+    resolve_bad_channels,
+    resolve_segments,
+)
 
 PROG = "zuna-lab"
 EMBED_SUFFIXES = (".nc", ".zarr", ".safetensors")
@@ -39,8 +50,15 @@ class _UsageError(ZunaValueError):
 
 
 # ----------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``zuna-lab reconstruct: error: argument --steps: ...`` (status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help').\n")
+
+
 def _segment(text):
-    """``START:STOP`` or ``START:STOP:CHANNEL`` (seconds) -> tuple."""
+    """``START:STOP`` or ``START:STOP:CHANNEL`` (seconds; STOP may be ``inf``: to the end) -> tuple."""
     parts = text.split(":")
     if len(parts) not in (2, 3):
         raise argparse.ArgumentTypeError(f"{text!r} is not START:STOP or START:STOP:CHANNEL (seconds), e.g. 2.0:3.5")
@@ -48,7 +66,50 @@ def _segment(text):
         start, stop = float(parts[0]), float(parts[1])
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: START and STOP must be numbers of seconds, e.g. 2.0:3.5") from None
+    if not math.isfinite(start) or math.isnan(stop):
+        raise argparse.ArgumentTypeError(f"{text!r}: START must be a finite number of seconds and STOP a number "
+                                         "(inf: to the end), e.g. 2.0:3.5")
+    if len(parts) == 3 and not parts[2].strip():
+        raise argparse.ArgumentTypeError(f"{text!r} ends in ':' without a channel; write START:STOP or START:STOP:CH")
     return (start, stop) if len(parts) == 2 else (start, stop, parts[2])
+
+
+def _int_option(minimum, maximum=None):
+    """An argparse type: an integer in [minimum, maximum]."""
+    describe = (f"an integer from {minimum} to {maximum}" if maximum is not None else
+                "a positive integer" if minimum == 1 else "a non-negative integer" if minimum == 0 else
+                f"an integer of at least {minimum}")
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {describe}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be {describe}, got {text!r}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _float_option(low, high=None, low_inclusive=True):
+    """An argparse type: a finite number in the range (low exclusive when not low_inclusive)."""
+    describe = (f"a number from {low:g} to {high:g}" if high is not None else
+                "a positive number" if low == 0 and not low_inclusive else f"a number of at least {low:g}")
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {describe}, got {text!r}") from None
+        too_low = value < low if low_inclusive else value <= low
+        if not math.isfinite(value) or too_low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {describe}, got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
 def _add_model_options(parser):
@@ -59,12 +120,12 @@ def _add_model_options(parser):
     group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
     group.add_argument("--dtype", choices=("fp32", "bf16"), default=None,
                        help="compute precision (default: bf16 on a GPU, fp32 on the CPU)")
-    group.add_argument("--batch-size", type=int, default=None, metavar="N",
+    group.add_argument("--batch-size", type=_int_option(1), default=None, metavar="N",
                        help="epochs per forward pass (default: from free GPU memory)")
 
 
 def _add_common(parser):
-    parser.add_argument("--segment-duration", type=float, default=None, metavar="S",
+    parser.add_argument("--segment-duration", type=_float_option(0, low_inclusive=False), default=None, metavar="S",
                         help="epoch length in seconds: 5 for ZUNA, 0.5-30 for ZUNA1.1 (default 5)")
     parser.add_argument("--bad-channels", nargs="+", default=[], metavar="CH", help="channels to hide, e.g. T7 O1")
     parser.add_argument("--no-annotations", action="store_true", help="ignore BAD_ annotations in the recording")
@@ -75,7 +136,7 @@ def _add_common(parser):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG, description="ZUNA EEG foundation model: embeddings, reconstruction and repair of EEG recordings.",
         epilog="Exit status: 0 success, 2 usage or input error (one line on stderr). "
                "Run 'zuna-lab COMMAND --help' for the options of a command.")
@@ -96,13 +157,17 @@ def build_parser():
     p.add_argument("file", metavar="FILE", help="recording: any MNE-readable file or CSV")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output: .fif, .nc, .zarr or .safetensors")
     p.add_argument("--bad-segments", nargs="+", type=_segment, default=[], metavar="START:STOP[:CH]",
-                   help="time spans to infill, in seconds from the first sample, e.g. 2.0:3.5 or 4:5:Fz")
+                   help="time spans to infill, in seconds from the first sample, e.g. 2.0:3.5 or 4:5:Fz "
+                        "(STOP inf: to the end)")
     p.add_argument("--add-channels", nargs="+", default=None, metavar="CH",
                    help="new electrodes (standard 10-05 names) to generate, e.g. FCz CPz")
-    p.add_argument("--steps", type=int, default=50, help="sampler steps (default 50, as the official inference)")
-    p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance (default 1.0 = off)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed; the same seed gives the same result (default 0)")
-    p.add_argument("--n-samples", type=int, default=1, metavar="N", help="draws per epoch (default 1)")
+    p.add_argument("--steps", type=_int_option(1, MAX_STEPS), default=50,
+                   help=f"sampler steps, 1-{MAX_STEPS} (default 50, as the official inference)")
+    p.add_argument("--cfg", type=_float_option(*CFG_RANGE), default=1.0,
+                   help=f"classifier-free guidance, {CFG_RANGE[0]:g}-{CFG_RANGE[1]:g} (default 1.0 = off)")
+    p.add_argument("--seed", type=_int_option(0), default=0,
+                   help="noise seed; the same seed gives the same result (default 0)")
+    p.add_argument("--n-samples", type=_int_option(1), default=1, metavar="N", help="draws per epoch (default 1)")
     p.add_argument("--kind", choices=("hybrid", "reconstruction", "original"), default=None,
                    help="signal written to .fif/.safetensors (default: hybrid for .fif, reconstruction for .safetensors)")
     _add_common(p)
@@ -133,11 +198,9 @@ def _check_output(path, suffixes, overwrite):
     path = Path(path).expanduser()
     if path.suffix.lower() not in suffixes:
         raise _UsageError(f"Output {str(path)!r} must end in {', '.join(suffixes)}.")
-    if not path.parent.exists():
-        raise _UsageError(f"Output folder {str(path.parent)!r} does not exist; create it first.")
-    if path.exists() and not overwrite:
-        raise _UsageError(f"Output {str(path)!r} already exists; pass --overwrite to replace it.")
-    return path
+    # Missing or read-only folder, existing output, a folder where a file goes: all before any work.
+    return check_writable(path, overwrite, flag="--overwrite", label="output ",
+                          directory=None if path.suffix.lower() == ".zarr" else False)
 
 
 def _load_model(args, source=None):
@@ -206,13 +269,14 @@ def _reconstruction_summary(rec):
 
 # ----------------------------------------------------------------------------- commands
 def cmd_embed(args):
-    from .core import _check_names, embed
+    from .core import embed
     from .io import read_raw
 
     out = _check_output(args.output, EMBED_SUFFIXES, args.overwrite)
+    check_names(args.bad_channels, "--bad-channels")
     verbose = None if args.verbose else "error"
     raw = read_raw(args.file, verbose=verbose)
-    _check_names(args.bad_channels, raw.ch_names, "--bad-channels")   # before a slow model load
+    resolve_bad_channels(args.bad_channels, raw, "--bad-channels")   # before a slow model load
     model = _load_model(args)
     start = time.perf_counter()
     emb = embed(raw, model=model, segment_duration=args.segment_duration, bad_channels=args.bad_channels,
@@ -230,16 +294,21 @@ def cmd_embed(args):
 
 
 def cmd_reconstruct(args):
-    from .core import _check_names, _check_segments, reconstruct
+    from .core import _added_positions, reconstruct
     from .io import read_raw
 
     out = _check_output(args.output, RECONSTRUCT_SUFFIXES, args.overwrite)
     if args.kind == "original" and out.suffix.lower() in (".nc", ".zarr"):
         raise _UsageError("--kind applies to .fif and .safetensors outputs; .nc and .zarr hold every signal.")
+    check_names(args.bad_channels, "--bad-channels")
+    check_segments(args.bad_segments, "--bad-segments")
+    add_channels = check_add_channels(args.add_channels, "--add-channels")
     verbose = None if args.verbose else "error"
     raw = read_raw(args.file, verbose=verbose)
-    _check_names(args.bad_channels, raw.ch_names, "--bad-channels")   # before a slow model load
-    _check_segments(args.bad_segments, raw.ch_names, raw.n_times / raw.info["sfreq"])
+    # Everything that needs the recording, before a slow model load.
+    resolve_bad_channels(args.bad_channels, raw, "--bad-channels")
+    resolve_segments(args.bad_segments, raw.ch_names, raw.n_times / raw.info["sfreq"], "--bad-segments")
+    _added_positions(raw, add_channels, verbose)
     model = _load_model(args)
     start = time.perf_counter()
     rec = reconstruct(raw, model=model, steps=args.steps, cfg=args.cfg, seed=args.seed,

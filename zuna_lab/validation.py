@@ -493,7 +493,7 @@ def check_source(data, name="data"):
     )
 
 
-def check_writable(path, overwrite, *, flag="overwrite=True", label=""):
+def check_writable(path, overwrite, *, flag="overwrite=True", label="", directory=None):
     """Fail before any work if ``path`` cannot be written: missing or read-only folder, existing target.
 
     The folder is tested by creating (and removing) an empty hidden file in it, which is what
@@ -508,6 +508,8 @@ def check_writable(path, overwrite, *, flag="overwrite=True", label=""):
         How the user asks to overwrite (``"overwrite=True"``, ``"--overwrite"``).
     label : str
         Prefix for messages, e.g. ``"output "`` (the command line).
+    directory : bool | None
+        False: the target is a file, so an existing folder there is refused; None: not checked.
 
     Returns
     -------
@@ -522,6 +524,8 @@ def check_writable(path, overwrite, *, flag="overwrite=True", label=""):
         raise ZunaValueError(_sentence(f"{label}folder {str(parent)!r} does not exist; create it first."))
     if not parent.is_dir():
         raise ZunaValueError(f"{str(parent)!r} is a file, not a folder; choose an output path inside a folder.")
+    if directory is False and path.is_dir():
+        raise ZunaValueError(_sentence(f"{label}{str(path)!r} is a folder; choose a file name for the output."))
     if path.exists() and not overwrite:
         raise ZunaValueError(_sentence(f"{label}{str(path)!r} already exists; pass {flag} to replace it."))
     reason = None

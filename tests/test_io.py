@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import mne
 import numpy as np
@@ -11,7 +10,8 @@ import pytest
 from zuna_lab.errors import RecordingError, RecordingFileError, ZunaLabWarning, ZunaTypeError, ZunaValueError
 from zuna_lab.io import bad_annotation_spans, channel_positions, check_recording, clean_channel_name, read_raw
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from oracle_support import require_module, sample_recordings
+
 NAMES = ["Fp1", "Fp2", "C3", "C4", "O1", "O2"]
 
 
@@ -29,10 +29,9 @@ def _raw(names=NAMES, seconds=6.0, sfreq=256.0, montage=None, **kw):
 
 
 @pytest.fixture(scope="module")
-def sample_raw():
-    if not (DATA / "sample1_raw.fif").exists():
-        pytest.skip(f"shared sample recordings not found under {DATA}")
-    return mne.io.read_raw_fif(DATA / "sample1_raw.fif", preload=True, verbose="error")
+def sample_raw(tmp_path_factory):
+    path = sample_recordings(tmp_path_factory.mktemp("samples"))["sample1_raw"]
+    return mne.io.read_raw_fif(path, preload=True, verbose="error")
 
 
 # ---------------------------------------------------------------- names
@@ -129,7 +128,7 @@ def test_csv_without_time_column_needs_sfreq(tmp_path):
 
 
 def test_edf_roundtrip_finds_positions_from_names(tmp_path, sample_raw):
-    pytest.importorskip("edfio")
+    require_module("edfio")
     source = sample_raw.copy().rename_channels({name: f"EEG {name}-REF" for name in sample_raw.ch_names})
     path = tmp_path / "rec.edf"
     mne.export.export_raw(path, source, fmt="edf", verbose="error")
@@ -141,7 +140,7 @@ def test_edf_roundtrip_finds_positions_from_names(tmp_path, sample_raw):
 
 
 def test_brainvision_roundtrip(tmp_path, sample_raw):
-    pytest.importorskip("pybv")
+    require_module("pybv")
     path = tmp_path / "rec.vhdr"
     mne.export.export_raw(path, sample_raw, fmt="brainvision", verbose="error")
     raw = read_raw(path, verbose="error")

@@ -1,4 +1,4 @@
-"""End-to-end parity on the real sample recordings (issue B): official preprocessing + official
+"""End-to-end parity on the sample recordings (issue B): official preprocessing + official
 model vs ``zuna_lab.embed`` and zuna_lab's low-level reconstruction, for both variants.
 
 1. The official package preprocesses sample1/sample2 (tests/oracle/official_preprocess.py) and
@@ -7,10 +7,11 @@ model vs ``zuna_lab.embed`` and zuna_lab's low-level reconstruction, for both va
 2. ``zuna_lab.embed`` on the same files with the same checkpoint must give the official latents.
 3. zuna_lab's model, fed its own tokens and the same noise, must give the official samples, and
    de-normalised with ``Preprocessed.to_volts`` the same volts as the official samples.
+
+The recordings are ../shared/data/sample1_raw.fif and sample2_raw.fif when present, else 15 s
+stand-ins cut from data/sample_synthetic_raw.fif (oracle_support.sample_recordings).
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,22 +21,24 @@ import zuna_lab
 from zuna_lab.preprocessing import preprocess
 from zuna_lab.tokens import detokenize, tokenize
 
-from oracle_support import run_oracle
+from oracle_support import run_oracle, sample_recordings
 
 pytestmark = pytest.mark.oracle
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FILES = ("sample1_raw", "sample2_raw")
 STEPS = 8
 
 
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    return sample_recordings(tmp_path_factory.mktemp("samples"))
+
+
 @pytest.fixture(scope="module", params=["ZUNA", "ZUNA1.1"])
-def official(request, tmp_path_factory):
+def official(request, samples, tmp_path_factory):
     variant = request.param
-    if not (DATA / "sample1_raw.fif").exists():
-        pytest.skip(f"shared sample recordings not found under {DATA}")
     work = tmp_path_factory.mktemp(f"pipeline-{variant}")
     run_oracle(variant, "official_preprocess.py", "--out", work, "--segment-sec", "5",
-               *[DATA / f"{name}.fif" for name in FILES])
+               *[samples[name] for name in FILES])
     ckpt = work / "ckpt"
     run_oracle(variant, "official_model.py", "build", "--out", ckpt, "--seed", "11")
     results = {}
@@ -49,7 +52,7 @@ def official(request, tmp_path_factory):
         run_oracle(variant, "official_model.py", "run", "--ckpt", ckpt, "--inputs", work / f"{name}_in.npz",
                    "--out", work / f"{name}_out.npz")
         results[name] = dict(tokens=dict(tokens), noise=noise, out=dict(np.load(work / f"{name}_out.npz")))
-    return dict(variant=variant, ckpt=ckpt, results=results)
+    return dict(variant=variant, ckpt=ckpt, results=results, samples=samples)
 
 
 def max_rel(ours, ref):
@@ -60,7 +63,7 @@ def max_rel(ours, ref):
 @pytest.mark.parametrize("name", FILES)
 def test_embed_equals_official_latents(official, name):
     model = zuna_lab.load_model(official["ckpt"], device="cpu")
-    emb = zuna_lab.embed(DATA / f"{name}.fif", model=model)
+    emb = zuna_lab.embed(official["samples"][name], model=model)
     ref = official["results"][name]["out"]["latents_fp32"]           # [epoch, S, 32] in official order
     n_epochs, n_channels, n_tokens, _ = emb.embedding.shape
     assert ref.shape == (n_epochs, n_channels * n_tokens, 32)
@@ -75,7 +78,7 @@ def test_embed_equals_official_latents(official, name):
 def test_reconstruction_equals_official(official, name):
     variant = official["variant"]
     model = zuna_lab.load_model(official["ckpt"], device="cpu")
-    raw = zuna_lab.read_raw(DATA / f"{name}.fif")
+    raw = zuna_lab.read_raw(official["samples"][name])
     pre = preprocess(raw, variant)
     tokens, tok_idx = tokenize(np.stack(pre.data), pre.ch_pos, variant=variant)
     case = official["results"][name]

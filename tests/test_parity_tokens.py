@@ -3,7 +3,9 @@ exact encoder input of zuna 0.1.1 (ZUNA) and zuna 1.1.6 (ZUNA1.1).
 
 The official code runs in its own venv (tests/oracle/setup_venvs.sh) through
 tests/oracle/official_preprocess.py. Without the venvs these tests skip, unless
-ZUNA_LAB_REQUIRE_ORACLE=1, where they fail.
+ZUNA_LAB_REQUIRE_ORACLE=1, where they fail. The recordings are ../shared/data/sample1_raw.fif
+and sample2_raw.fif when present, else 15 s stand-ins cut from data/sample_synthetic_raw.fif
+(oracle_support.sample_recordings).
 """
 from __future__ import annotations
 
@@ -18,10 +20,9 @@ from zuna_lab.io import bad_annotation_spans, read_raw
 from zuna_lab.preprocessing import preprocess
 from zuna_lab.tokens import detokenize, mask_to_sequence, tokenize
 
-from oracle_support import VERSIONS, oracle_python
+from oracle_support import VERSIONS, oracle_python, sample_recordings
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 SCRIPT = ROOT / "tests" / "oracle" / "official_preprocess.py"
 SEGMENTS = (5.0, 4.0)  # ZUNA1.1: equal segments, and a shorter last one (15 s = 4 + 4 + 4 + 3)
 FILES = ("sample1_raw", "sample2_raw", "sample1_500hz_raw", "sample2_bads_raw")
@@ -31,18 +32,21 @@ pytestmark = pytest.mark.oracle
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    if not (DATA / "sample1_raw.fif").exists():
-        pytest.skip(f"shared sample recordings not found under {DATA}")
+def samples(tmp_path_factory):
+    return sample_recordings(tmp_path_factory.mktemp("samples"))
+
+
+@pytest.fixture(scope="module")
+def inputs(samples, tmp_path_factory):
     folder = tmp_path_factory.mktemp("oracle_inputs")
-    for name in ("sample1_raw", "sample2_raw"):
-        (folder / f"{name}.fif").symlink_to(DATA / f"{name}.fif")
+    for name, path in samples.items():
+        (folder / f"{name}.fif").symlink_to(path)
     # Resampling path: a 500 Hz copy.
-    raw = mne.io.read_raw_fif(DATA / "sample1_raw.fif", preload=True, verbose="error")
+    raw = mne.io.read_raw_fif(samples["sample1_raw"], preload=True, verbose="error")
     raw.resample(500.0, verbose="error")
     raw.save(folder / "sample1_500hz_raw.fif", verbose="error")
     # Bad channel + BAD_ annotation: reference/statistics (ZUNA) and masking (ZUNA1.1) rules.
-    raw = mne.io.read_raw_fif(DATA / "sample2_raw.fif", preload=True, verbose="error")
+    raw = mne.io.read_raw_fif(samples["sample2_raw"], preload=True, verbose="error")
     raw.info["bads"] = ["F3"]
     raw.set_annotations(
         mne.Annotations([raw.first_time + 6.21], [0.6], ["BAD_motion"], orig_time=raw.annotations.orig_time)
@@ -149,11 +153,9 @@ def test_zuna11_normalisation_and_inverse_match_official(oracle, inputs, segment
 
 
 @pytest.mark.parametrize("variant", ["ZUNA", "ZUNA1.1"])
-def test_inverse_returns_to_filtered_volts(variant):
+def test_inverse_returns_to_filtered_volts(variant, samples):
     """Unclipped samples go back to the resampled, 0.5 Hz high-passed recording (own reference)."""
-    if not (DATA / "sample1_raw.fif").exists():
-        pytest.skip(f"shared sample recordings not found under {DATA}")
-    raw = read_raw(DATA / "sample1_raw.fif", verbose="error")
+    raw = read_raw(samples["sample1_raw"], verbose="error")
     filtered = raw.copy().filter(0.5, None, verbose="error").get_data()
     pre = preprocess(raw, variant, verbose="error")
     for i in range(pre.n_epochs):

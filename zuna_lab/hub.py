@@ -1,13 +1,21 @@
 """Where the weights come from: a Hugging Face repo id, a local directory, or the two files.
 
 Hub downloads go through ``huggingface_hub`` (its cache, ``HF_HOME``/``cache_dir``,
-``HF_HUB_OFFLINE`` and revisions all apply). When the hub cannot be reached, the error
-says how to pass a local directory instead.
+``HF_HUB_OFFLINE``, ``HF_ENDPOINT`` and revisions all apply). Before asking the hub, one HEAD
+request to its endpoint is tried with a short timeout (``ZUNA_LAB_HUB_TIMEOUT`` seconds, default
+3): when nothing answers, only the local cache is read, so an offline machine gets its cached
+snapshot, or the error, within seconds instead of after ``huggingface_hub``'s ~20 s of retries.
+The error says how to pass a local directory instead.
 """
 from __future__ import annotations
 
 import os
 import re
+import ssl
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +24,7 @@ from .errors import CheckpointError, WeightsUnavailableError, ZunaTypeError
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model-00001-of-00001.safetensors"
 DEFAULT_SOURCE = "Zyphra/ZUNA"
+PROBE_TIMEOUT = 3.0     # seconds; ZUNA_LAB_HUB_TIMEOUT overrides it
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -83,15 +92,73 @@ def _snapshot_revision(directory: Path) -> str | None:
     return name if re.fullmatch(r"[0-9a-f]{40}", name) and directory.parent.name == "snapshots" else None
 
 
+def hub_endpoint() -> str:
+    """The hub's base URL as ``huggingface_hub`` uses it (``HF_ENDPOINT``, default https://huggingface.co)."""
+    try:
+        from huggingface_hub import constants
+
+        return constants.ENDPOINT
+    except (ImportError, AttributeError):
+        return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def hub_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` asks never to contact the hub."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_unreachable(endpoint: str | None = None, timeout: float | None = None) -> str | None:
+    """Why the hub cannot be reached (a few words), or None when it answers.
+
+    One HTTP HEAD request to the endpoint (through the proxy the environment configures) within
+    ``timeout`` seconds (default ``ZUNA_LAB_HUB_TIMEOUT`` or 3), name lookup included. Any HTTP
+    answer counts as reachable, and so does a TLS certificate the default context rejects
+    (``huggingface_hub`` may be configured with other certificates): it then decides itself.
+    """
+    endpoint = endpoint or hub_endpoint()
+    if timeout is None:
+        try:
+            timeout = float(os.environ.get("ZUNA_LAB_HUB_TIMEOUT", PROBE_TIMEOUT))
+        except ValueError:
+            timeout = PROBE_TIMEOUT
+    if not urllib.parse.urlsplit(endpoint).hostname:
+        return f"{endpoint!r} is not a URL"
+    outcome = []
+
+    def probe():   # in a thread: a hanging name lookup has no timeout of its own
+        try:
+            urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
+            outcome.append(None)
+        except urllib.error.HTTPError:                   # the hub (or a proxy) answered
+            outcome.append(None)
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                outcome.append(None)
+            else:
+                outcome.append(getattr(reason, "strerror", None) or str(reason) or type(reason).__name__)
+
+    worker = threading.Thread(target=probe, daemon=True, name="zuna_lab-hub-probe")
+    worker.start()
+    worker.join(timeout + 0.5)
+    if not outcome:
+        return f"no answer from {endpoint} within {timeout:g} s"
+    return None if outcome[0] is None else f"{endpoint}: {outcome[0]}"
+
+
 def _download(repo_id: str, *, revision, cache_dir, local_files_only) -> ResolvedWeights:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
 
+    reason = None
     if local_files_only is None:
-        local_files_only = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+        local_files_only = hub_offline()
+        if not local_files_only:
+            reason = hub_unreachable()
+            local_files_only = reason is not None     # unreachable: the cache only, no retries
     unreachable = (
-        f"Could not get {repo_id!r} from the Hugging Face hub ({{}}: offline or unreachable); "
+        f"Could not get {repo_id!r} from the Hugging Face hub (offline or unreachable: {{}}); "
         f"download its {CONFIG_NAME} and {WEIGHTS_NAME} on a connected machine and pass that directory, "
         f"e.g. zuna_lab.load_model('/path/to/ZUNA'), or set ZUNA_LAB_MODEL=/path/to/ZUNA.")
     try:
@@ -99,7 +166,7 @@ def _download(repo_id: str, *, revision, cache_dir, local_files_only) -> Resolve
                                       local_files_only=local_files_only))
                  for name in (CONFIG_NAME, WEIGHTS_NAME)]
     except LocalEntryNotFoundError as err:   # offline mode, or no connection and nothing cached
-        raise WeightsUnavailableError(unreachable.format(type(err).__name__)) from None
+        raise WeightsUnavailableError(unreachable.format(reason or type(err).__name__)) from None
     except (RepositoryNotFoundError, RevisionNotFoundError) as err:
         raise WeightsUnavailableError(
             f"The Hugging Face repo {repo_id!r}" + (f" at revision {revision!r}" if revision else "")

@@ -1,16 +1,56 @@
-import functools
+"""The dashboard's state classes against the library: same numbers as zl.reconstruct / zl.embed / zl.mmd_health.
+
+Tiny random checkpoints of both variants run the real library on the CPU.
+"""
+import threading
 
 import numpy as np
 import pytest
 
+import zuna_lab as zl
+from zuna_lab.core import prepare
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
-from zuna_lab.viz.state import EmbeddingState, HealthState, ReconstructionState
-from viz_fixtures import make_embedding, make_raw, stub_embed, stub_reconstruct
+from zuna_lab.testing import make_random_checkpoint
+from zuna_lab.viz.state import EmbeddingState, HealthState, Recording, ReconstructionState
+from viz_fixtures import make_embedding, make_raw
+
+VARIANTS = ("ZUNA", "ZUNA1.1")
 
 
 @pytest.fixture(scope="module")
 def raw():
-    return make_raw(duration=15.0)
+    # 16 s: ZUNA keeps three 5 s epochs, ZUNA1.1 four segments (the last one 1 s)
+    return make_raw(duration=16.0)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("state_ckpt")
+    return {v: zl.load_model(make_random_checkpoint(root / v, variant=v, seed=2), device="cpu") for v in VARIANTS}
+
+
+@pytest.fixture(scope="module")
+def model(models):
+    return models["ZUNA"]
+
+
+def _same(a, b):
+    """Bit-identical arrays (NaN where the other is NaN)."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape
+    np.testing.assert_array_equal(a, b)
+
+
+def _assert_epoch_of(rec, ref, epoch):
+    """``rec`` (one epoch from the dashboard) is epoch ``epoch`` of the library's whole-recording result."""
+    one = ref.sel(epoch=[epoch])
+    assert rec["epoch"].values.tolist() == [epoch]
+    _same(rec["epoch_start"].values, one["epoch_start"].values)
+    assert set(rec.data_vars) == set(ref.data_vars)
+    for name in rec.data_vars:
+        _same(rec[name].values, one[name].values)
+    for attr in ("model_variant", "steps", "cfg", "seed", "n_samples", "source_fingerprint"):
+        assert rec.attrs[attr] == ref.attrs[attr], attr
 
 
 def test_state_module_does_not_import_panel():
@@ -22,14 +62,19 @@ def test_state_module_does_not_import_panel():
     assert out.stdout.strip() == "False"
 
 
-def test_reconstruction_state_basics(raw):
-    st = ReconstructionState(raw=raw, reconstruct_fn=stub_reconstruct)
-    assert st.n_epochs == 3 and st.param.epoch.bounds == (0, 2)
-    assert st.param.masked_channels.objects == raw.ch_names
-    orig = st.original()
-    assert orig.dims == ("channel", "time") and orig.sizes["time"] == 1280
-    st.epoch = 1
-    np.testing.assert_array_equal(st.original().values, raw.get_data(start=1280, stop=2560))
+def test_reconstruction_state_epochs_are_the_preprocessed_recording(raw, models):
+    for variant, n_epochs, last_s in (("ZUNA", 3, 5.0), ("ZUNA1.1", 4, 1.0)):
+        st = ReconstructionState(raw=raw, model=models[variant])
+        pre = prepare(raw, variant).pre
+        assert st.ready and st.n_epochs == pre.n_epochs == n_epochs
+        assert st.param.epoch.bounds == (0, n_epochs - 1)
+        assert st.param.masked_channels.objects == list(pre.ch_names) == raw.ch_names
+        assert st.sfreq == 256.0 and st.epoch_duration(n_epochs - 1) == last_s
+        st.epoch = 1
+        assert st.epoch_start() == pytest.approx(5.0)
+        orig = st.original()
+        assert orig.dims == ("channel", "time") and orig.sizes["time"] == 1280
+        _same(orig.values, pre.volts[1])          # the preprocessed volts, not a crop of the Raw
     with pytest.raises(ZunaValueError, match="Nothing is masked"):
         st.run()
     assert st.status == "failed" and "Nothing is masked" in st.error
@@ -37,8 +82,8 @@ def test_reconstruction_state_basics(raw):
         ReconstructionState(raw=np.zeros((3, 100)))
 
 
-def test_mask_semantics(raw):
-    st = ReconstructionState(raw=raw, reconstruct_fn=stub_reconstruct)
+def test_mask_semantics(raw, model):
+    st = ReconstructionState(raw=raw, model=model)
     st.masked_channels = ["T7"]
     assert st.mask_request() == {"bad_channels": ["T7"], "bad_segments": []}
     m = st.token_mask()
@@ -46,8 +91,10 @@ def test_mask_semantics(raw):
     st.masked_span = (1.0, 1.5)
     assert st.mask_request() == {"bad_channels": [], "bad_segments": [(1.0, 1.5, "T7")]}
     assert int(st.token_mask().sum()) == 4
+    st.epoch = 2                                  # the span is within the epoch; the library wants recording s
+    assert st.mask_request() == {"bad_channels": [], "bad_segments": [(11.0, 11.5, "T7")]}
     st.masked_channels = []
-    assert st.mask_request()["bad_segments"] == [(1.0, 1.5)]
+    assert st.mask_request()["bad_segments"] == [(11.0, 11.5)]
     assert int(st.token_mask().sum()) == 4 * 12
     st.toggle_channel("C3"); st.toggle_channel("O1"); st.toggle_channel("C3")
     assert st.masked_channels == ["O1"]
@@ -57,72 +104,140 @@ def test_mask_semantics(raw):
         st.toggle_channel("XYZ")
 
 
-def test_run_and_metrics(raw, tmp_path):
-    calls = []
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("masks", ["channels", "span", "channels+span"])
+def test_epoch_equals_library_reconstruct(raw, models, variant, masks):
+    """(a) original / reconstruction / hybrid / mask of the dashboard's epoch == zl.reconstruct's, bit for bit."""
+    model = models[variant]
+    st = ReconstructionState(raw=raw, model=model, epoch=1, steps=3, seed=7)
+    before = st.original().values.copy()
+    if "channels" in masks:
+        st.masked_channels = ["T7", "O1"]
+    if "span" in masks:
+        st.masked_span = (1.0, 2.5)
+    req = st.mask_request()
+    rec = st.run()
+    ref = zl.reconstruct(raw, model=model, steps=3, seed=7, **req)
+    _assert_epoch_of(rec, ref, 1)
+    _same(before, ref["original"].sel(epoch=1).values)      # the trace shown before the run too
+    _same(st.token_mask().values, rec["mask"].isel(epoch=0).values)
+    hidden = rec["mask"].isel(epoch=0)
+    if masks == "channels":
+        assert bool(hidden.sel(channel=["T7", "O1"]).all()) and int(hidden.sum()) == 80
+    elif masks == "span":
+        assert int(hidden.sum()) == 12 * 12       # 1.0-2.5 s: 12 tokens on every channel
+    else:
+        assert int(hidden.sum()) == 2 * 12 and int(hidden.sel(channel="T7").sum()) == 12
+    masked = np.repeat(hidden.values, 32, axis=1)
+    hybrid, original = rec["hybrid"].isel(epoch=0).values, rec["original"].isel(epoch=0).values
+    _same(hybrid[~masked], original[~masked])    # the hybrid keeps the original outside the mask
+    assert not np.allclose(hybrid[masked], original[masked])
 
-    def fn(r, **kw):
-        calls.append(kw)
-        return stub_reconstruct(r, **kw)
 
-    st = ReconstructionState(raw=raw, reconstruct_fn=fn, epoch=2)
-    st.param.update(masked_channels=["C3", "T7"], steps=7, seed=3, cfg=1.5)
+def test_zuna11_short_last_segment(raw, models):
+    model = models["ZUNA1.1"]
+    st = ReconstructionState(raw=raw, model=model, epoch=3, steps=2, seed=1, masked_span=(0.25, 0.75))
+    assert st.mask_request()["bad_segments"] == [(15.25, 15.75)]
+    rec = st.run()
+    ref = zl.reconstruct(raw, model=model, steps=2, seed=1, bad_segments=[(15.25, 15.75)])
+    _assert_epoch_of(rec, ref, 3)
+    assert rec.sizes["time"] == 1280 and np.isnan(rec["original"].values[..., 256:]).all()
+
+
+def test_run_and_metrics(raw, model, tmp_path):
+    import mne
+
+    st = ReconstructionState(raw=raw, model=model, epoch=2)
+    st.param.update(masked_channels=["C3", "T7"], steps=4, seed=3, cfg=1.5)
     before = raw.get_data().copy()
     rec = st.run()
     np.testing.assert_array_equal(raw.get_data(), before)  # raw not mutated
-    assert calls[0]["bad_channels"] == ["C3", "T7"] and calls[0]["steps"] == 7 and calls[0]["cfg"] == 1.5
-    assert calls[0]["seed"] == 3 and callable(calls[0]["callback"])
+    assert (rec.attrs["steps"], rec.attrs["seed"], rec.attrs["cfg"]) == (4, 3, 1.5)
     assert st.result is rec and st.progress == 1.0 and st.status.startswith("done") and st.run_count == 1
-    # the segment passed in is the chosen epoch
-    np.testing.assert_allclose(rec.original.isel(epoch=0).values, raw.get_data(start=2560, stop=3840))
     m = st.metrics
     assert m.rmse.dims == ("epoch", "channel") and m.rmse.attrs["units"] == "V"
     assert np.isfinite(m.rmse.sel(channel="C3")).all() and np.isnan(m.rmse.sel(channel="F3")).all()
+    err = zl.health.reconstruction_errors(rec)
+    np.testing.assert_array_equal(m.rmse.values, err.rmse.values)
     tab = st.error_table()
-    assert list(tab.channel) == ["C3", "T7"] and (tab.correlation > 0.9).all()
-    # export
+    assert list(tab.channel) == ["C3", "T7"]
+    np.testing.assert_allclose(tab.rmse_uV, err.rmse.sel(channel=["C3", "T7"]).values.ravel() * 1e6)
+    # export: the user's recording with this epoch's infill spliced in
     path = st.export_fif(tmp_path / "fixed_raw.fif")
-    import mne
-
     back = mne.io.read_raw_fif(path, preload=True, verbose="error")
-    assert back.ch_names == raw.ch_names and back.n_times == 1280
-    np.testing.assert_allclose(back.get_data(), rec.hybrid.isel(epoch=0).values, atol=1e-12)
+    assert back.ch_names == raw.ch_names and back.n_times == raw.n_times
+    data = back.get_data()
+    outside = np.ones(raw.n_times, bool)
+    outside[2560:3840] = False
+    np.testing.assert_allclose(data[:, outside], before[:, outside], atol=1e-12)
+    c3 = raw.ch_names.index("C3")
+    assert not np.allclose(data[c3, 2560:3840], before[c3, 2560:3840])
     # changing the epoch clears the result
     st.epoch = 0
     assert st.result is None and st.metrics is None
 
 
-def test_function_without_span_support(raw):
-    def only_channels(r, *, model=None, bad_channels=(), steps=50, seed=0):
-        return stub_reconstruct(r, bad_channels=bad_channels, steps=steps, seed=seed)
-
-    st = ReconstructionState(raw=raw, reconstruct_fn=only_channels)
-    st.masked_channels = ["O2"]
-    rec = st.run()
-    assert bool(rec.mask.sel(channel="O2").all())
-    st.masked_span = (0.0, 1.0)
-    assert st.run(raise_errors=False) is None and "bad_segments" in st.error
-
-
-def test_background_run_progress(raw):
-    st = ReconstructionState(raw=raw, reconstruct_fn=functools.partial(stub_reconstruct, delay=0.3))
+def test_background_run_progress(raw, model):
+    st = ReconstructionState(raw=raw, model=model, steps=3, n_samples=3)
     st.masked_channels = ["Fp1"]
     seen = []
     st.param.watch(lambda e: seen.append(e.new), "progress")
     th = st.start()
     assert st.running
-    st.start()  # a second start while running is ignored
-    th.join(5)
-    assert not st.running and st.result is not None
-    assert len(seen) > 3 and seen[-1] == 1.0 and all(b >= a for a, b in zip(seen, seen[1:]))
+    assert st.start() is th  # a second start while running is ignored
+    th.join(120)
+    assert not st.running and st.result is not None and st.error == ""
+    assert seen[-1] == 1.0 and len(seen) >= 3 and all(b >= a for a, b in zip(seen, seen[1:]))
 
 
-def test_samples_dimension(raw):
-    st = ReconstructionState(raw=raw, reconstruct_fn=stub_reconstruct, n_samples=3)
+def test_samples_dimension(raw, model):
+    st = ReconstructionState(raw=raw, model=model, n_samples=3, steps=3, seed=5, epoch=1)
     st.masked_channels = ["P3"]
     rec = st.run()
-    assert rec.sizes["sample"] == 3 and "spread" in rec
+    ref = zl.reconstruct(raw, model=model, n_samples=3, steps=3, seed=5, bad_channels=["P3"])
+    _assert_epoch_of(rec, ref, 1)
+    assert rec.sizes["sample"] == 3
+    draws = rec.reconstruction.sel(channel="P3").values
+    assert not np.allclose(draws[0], draws[1]) and not np.allclose(draws[1], draws[2])
+    np.testing.assert_allclose(rec.reconstruction_std.values, rec.reconstruction.std("sample", ddof=1).values,
+                               rtol=1e-12)
+    assert float(rec.reconstruction_std.sel(channel="P3").mean()) > 0
+    hybrid = rec.hybrid.sel(channel="F3").values                 # kept cells: the same in every draw
+    assert (hybrid == hybrid[:1]).all() and float(rec.hybrid.std("sample").sel(channel="P3").min()) > 1e-9
     assert set(st.metrics.rmse.dims) == {"sample", "epoch", "channel"}
-    assert len(st.error_table()) == 1
+    assert list(st.error_table().channel) == ["P3"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_two_states_share_one_model_in_threads(raw, models, variant):
+    """(b) two dashboards reconstructing at once on ONE model == the same runs one after the other."""
+    model = models[variant]
+    settings = [dict(epoch=0, steps=3, seed=1, masked_channels=["T7"]),
+                dict(epoch=2, steps=4, seed=2, masked_span=(0.5, 2.0), n_samples=2)]
+
+    def states():   # fresh recordings: the preprocessing runs concurrently as well
+        return [ReconstructionState(recording=Recording(raw), model=model, **s) for s in settings]
+
+    one_by_one = [st.run() for st in states()]
+    together = states()
+    barrier, out, errors = threading.Barrier(2), [None, None], []
+
+    def work(i):
+        try:
+            barrier.wait()
+            out[i] = together[i].run()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(300)
+    assert not errors, errors
+    for a, b in zip(one_by_one, out):
+        for name in a.data_vars:
+            _same(a[name].values, b[name].values)
 
 
 def test_health_state():
@@ -139,11 +254,21 @@ def test_health_state():
     assert hs.results["b"].attrs["reference"] == "embedding"
 
 
-def test_health_state_embeds_recordings():
-    r = make_raw(duration=10.0)
-    hs = HealthState(recordings={"r": r}, embed_fn=stub_embed, n_permutations=10)
+def test_health_state_equals_library(raw, model):
+    """The health tab's result is zl.mmd_health(zl.embed(raw, model)) with the same options."""
+    hs = HealthState(recordings={"r": raw}, model=model, n_permutations=20, max_points=300, seed=4)
+    assert hs.names == ["r"] and not hs.complete
     hs.compute()
-    assert "r" in hs.embeddings and hs.results["r"].attrs["verdict"] == "healthy"
+    assert hs.complete and hs.status == "done" and hs.progress == 1.0
+    emb = zl.embed(raw, model=model)
+    for name in emb.data_vars:
+        _same(hs.embeddings["r"][name].values, emb[name].values)
+    ref = zl.mmd_health(emb, n_permutations=20, max_points=300, seed=4)
+    got = hs.results["r"]
+    assert set(got.data_vars) == set(ref.data_vars)
+    for name in ref.data_vars:
+        _same(got[name].values, ref[name].values)
+    assert got.attrs["verdict"] == ref.attrs["verdict"] and got.attrs["summary"] == ref.attrs["summary"]
 
 
 def test_embedding_state_selection():
@@ -163,48 +288,18 @@ def test_embedding_state_selection():
     assert es.selection == [] and es.coords.sizes["point"] == 200
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    import zuna_lab
-
-    if not hasattr(zuna_lab, "reconstruct"):
-        pytest.skip("zuna_lab.reconstruct is not there yet")
-    from zuna_lab.testing import make_random_checkpoint
-
-    path = make_random_checkpoint(tmp_path_factory.mktemp("ckpt"))
-    return zuna_lab.load_model(path, device="cpu")
-
-
-def test_real_reconstruct_with_random_checkpoint(raw, tiny_model, tmp_path):
-    st = ReconstructionState(raw=raw, model=tiny_model, epoch=1, steps=3, seed=0)
-    st.masked_channels = ["T7"]
-    st.masked_span = (1.0, 2.0)
-    seen = []
-    st.param.watch(lambda e: seen.append(e.new), "progress")
-    rec = st.run()
-    assert set(rec.data_vars) >= {"original", "reconstruction", "hybrid", "mask"}
-    m = rec.mask.isel(epoch=0)
-    assert bool(m.sel(channel="T7").any()) and not bool(m.sel(channel="F3").any())
-    assert int(m.sel(channel="T7").sum()) == 8  # 1 s of 0.125 s tokens
-    assert seen and seen[-1] == 1.0
-    assert np.isfinite(st.metrics.rmse.sel(channel="T7")).all()
-    assert list(st.error_table().channel) == ["T7"]
-    path = st.export_fif(tmp_path / "x_raw.fif")
-    assert path.exists()
-    # same seed -> same result
-    again = ReconstructionState(raw=raw, model=tiny_model, epoch=1, steps=3, seed=0,
-                                masked_channels=["T7"], masked_span=(1.0, 2.0)).run()
-    np.testing.assert_array_equal(again.reconstruction.values, rec.reconstruction.values)
-
-
-def test_real_embed_feeds_health_and_embedding_state(tiny_model):
-
-    r = make_raw(duration=10.0)
-    hs = HealthState(recordings={"r": r}, model=tiny_model, n_permutations=20, max_points=300)
-    hs.compute()
-    emb = hs.embeddings["r"]
-    assert emb.embedding.dims == ("epoch", "channel", "token", "latent")
-    assert hs.results["r"].attrs["verdict"] in ("healthy", "shifted", "collapsed dims")
-    es = EmbeddingState(embedding=emb, max_points=200)
+def test_embedding_state_embeds_the_recording(raw, model):
+    es = EmbeddingState(raw=raw, model=model, max_points=200)
+    assert es.embedding is None and es.coords is None
+    emb = es.compute()
+    ref = zl.embed(raw, model=model)
+    _same(emb.embedding.values, ref.embedding.values)
+    assert es.coords.sizes["point"] == 200 and es.status == "done"
     es.selection = [0, 1]
     assert len(es.selected) == 2
+    e = es.selected_epochs[0]
+    # the traces under the selection are the preprocessed epoch the tokens came from
+    _same(es.original(e).values, prepare(raw, model.variant).pre.volts[e])
+    # the recording is shared: a second state with it does not embed again
+    rec = es.recording
+    assert rec.has_embedding(model) and EmbeddingState(recording=rec, model=model).compute() is emb

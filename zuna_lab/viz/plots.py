@@ -493,7 +493,7 @@ def scalp(data, *, masked=(), added=None, selected=(), labels=True, size=420, ti
 
 
 # --------------------------------------------------------------------------- latents
-def latent_histogram(emb, *, latent=None, bins=60, include_masked=False, verbose=None):
+def latent_histogram(emb, *, latent=None, bins=60, include_masked=False, width=440, height=320, verbose=None):
     """Histogram of visible-token latents against the N(0, 1) density.
 
     Parameters
@@ -506,6 +506,8 @@ def latent_histogram(emb, *, latent=None, bins=60, include_masked=False, verbose
         Histogram bins over [-5, 5] (values beyond are clipped into the edge bins).
     include_masked : bool
         Also use tokens hidden from the encoder.
+    width, height : int
+        Plot size in pixels (fixed: the bars stay visible in any layout).
     verbose : bool | str | int | None
         Unused; accepted for MNE-like signatures.
 
@@ -532,11 +534,14 @@ def latent_histogram(emb, *, latent=None, bins=60, include_masked=False, verbose
                  common={"alpha": 0.6, "color": COLORS["visible"]}, bokeh={"line_alpha": 0.2})
     curve = _opts(hv.Curve((grid, pdf), "latent value", "density", label="N(0, 1)"),
                   common={"color": "black"}, bokeh={"line_width": 2}, mpl={"linewidth": 2})
-    return _opts(hist * curve, common={"title": f"latent histogram ({which}, n={v.size})"},
-                 bokeh={"width": 420, "height": 300}, mpl=_mpl_size(420, 300))
+    return _opts(hist * curve, common={"title": f"latent histogram ({which}, n={v.size})",
+                                       "xlabel": "latent value", "ylabel": "density"},
+                 bokeh={"width": int(width), "height": int(height), "responsive": False, "xlim": (-5, 5),
+                        "legend_position": "top_right"},
+                 mpl=_mpl_size(int(width), int(height)))
 
 
-def latent_moments(data, *, verbose=None):
+def latent_moments(data, *, width=660, height=320, verbose=None):
     """Per-dimension mean ± std of the latents, with the N(0, 1) targets.
 
     Parameters
@@ -544,6 +549,8 @@ def latent_moments(data, *, verbose=None):
     data : xr.Dataset
         An :func:`~zuna_lab.health.mmd_health` / ``latent_stats`` result
         (``mean``, ``std`` along ``latent``) or an ``embed`` result.
+    width, height : int
+        Plot size in pixels (fixed).
     verbose : bool | str | int | None
         Unused; accepted for MNE-like signatures.
 
@@ -581,11 +588,17 @@ def latent_moments(data, *, verbose=None):
     title = "latent mean ± std per dimension"
     if "verdict" in data.attrs:
         title += f" — {data.attrs['verdict']}"
-    return _opts(hv.Overlay(ref + [err, pts]), common={"title": title, "ylabel": "latent value", "xlabel": "latent dimension"},
-                 bokeh={"width": 700, "height": 300}, mpl=_mpl_size(700, 300))
+    lo = float(np.nanmin(np.r_[mean - std, -1.0]))
+    hi = float(np.nanmax(np.r_[mean + std, 1.0]))
+    pad = 0.08 * (hi - lo)
+    return _opts(hv.Overlay(ref + [err, pts]),
+                 common={"title": title, "ylabel": "latent value", "xlabel": "latent dimension",
+                         "xlim": (float(lat.min()) - 1, float(lat.max()) + 1), "ylim": (lo - pad, hi + pad)},
+                 bokeh={"width": int(width), "height": int(height), "responsive": False},
+                 mpl=_mpl_size(int(width), int(height)))
 
 
-def drift_matrix(cmp, *, variable="mmd2", verbose=None):
+def drift_matrix(cmp, *, variable="mmd2", width=440, height=380, verbose=None):
     """Heat map of pairwise recording drift from :func:`~zuna_lab.health.compare_recordings`.
 
     Parameters
@@ -594,6 +607,8 @@ def drift_matrix(cmp, *, variable="mmd2", verbose=None):
         ``compare_recordings`` result.
     variable : "mmd2" | "p_value"
         What to colour by.
+    width, height : int
+        Plot size in pixels (fixed).
     verbose : bool | str | int | None
         Unused; accepted for MNE-like signatures.
 
@@ -610,7 +625,8 @@ def drift_matrix(cmp, *, variable="mmd2", verbose=None):
     df = cmp[variable].to_dataframe().reset_index()
     hm = hv.HeatMap(df, kdims=["recording", "other"], vdims=[variable])
     return _opts(hm, common={"cmap": "viridis", "colorbar": True, "title": f"pairwise {variable}"},
-                 bokeh={"width": 420, "height": 360, "tools": ["hover"]}, mpl=_mpl_size(450, 380))
+                 bokeh={"width": int(width), "height": int(height), "tools": ["hover"], "responsive": False,
+                        "xrotation": 30}, mpl=_mpl_size(int(width), int(height)))
 
 
 # --------------------------------------------------------------------------- embedding map
@@ -737,11 +753,14 @@ def embedding_map(emb, *, color_by="channel", method="pca", max_points=5000, see
     categorical = color_by in ("channel", "region")
     cmap = _REGION_COLORS if color_by == "region" else ("Category20" if categorical else "viridis")
     method_name = xy.attrs.get("method", method).upper()
+    n_cat = int(df[col].nunique()) if categorical else 0
+    legend_cols = max(1, int(np.ceil(n_cat / max(1, (size - 60) // 20)))) if categorical else 1
     opts_common = {"color": col, "cmap": cmap, "title": f"embedding map ({method_name}) by {color_by}",
                    "xlabel": f"{method_name} 1", "ylabel": f"{method_name} 2"}
     return _opts(
         pts, common=opts_common,
-        bokeh={"size": 4, "alpha": 0.7, "width": size + (120 if categorical else 60), "height": size,
+        bokeh={"size": 4, "alpha": 0.7, "width": size + (100 * legend_cols + 20 if categorical else 60),
+               "height": size, "responsive": False, "legend_cols": legend_cols,
                "tools": ["box_select", "lasso_select", "tap", "hover"], "colorbar": not categorical,
                "legend_position": "right", "show_legend": categorical, "nonselection_alpha": 0.1},
         mpl={"s": 6, "alpha": 0.7, **_mpl_size(size + 150, size), "colorbar": not categorical,

@@ -5,17 +5,19 @@ and what was computed, :mod:`zuna_lab.viz.plots` turns them into views, and
 :mod:`zuna_lab.viz.apps` lays widgets and views out.  Everything here runs
 and is tested without a browser.
 
-The model functions (``zuna_lab.reconstruct`` / ``zuna_lab.embed``) are
-imported on first use; a different callable can be injected
-(``reconstruct_fn=``, ``embed_fn=``), e.g. a stub in tests.
+Every number the apps show comes from the library functions a user calls:
+:func:`zuna_lab.core.prepare` + :func:`zuna_lab.core.reconstruct_prepared`
+(what :func:`zuna_lab.reconstruct` runs), :func:`zuna_lab.embed` and
+:func:`zuna_lab.mmd_health`.  A reconstructed epoch therefore equals that
+epoch of ``zuna_lab.reconstruct(raw, ...)`` with the same seed and masks.
 """
 
 from __future__ import annotations
 
-import inspect
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -24,18 +26,7 @@ import xarray as xr
 
 from ..errors import ZunaTypeError, ZunaValueError
 
-__all__ = ["ReconstructionState", "HealthState", "EmbeddingState"]
-
-EPOCH_S = 5.0
-TOKEN_S = 0.125
-
-
-def _accepts(fn, name):
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return False
-    return name in sig.parameters or any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+__all__ = ["Recording", "ReconstructionState", "HealthState", "EmbeddingState"]
 
 
 def _check_raw(raw):
@@ -45,36 +36,155 @@ def _check_raw(raw):
         )
 
 
-class ReconstructionState(param.Parameterized):
-    """What the reconstruction explorer shows and runs, for one recording.
+def _resolve_model(model):
+    """A loaded ZunaModel: ``model`` itself, or the process-wide cached model of a source (None: default)."""
+    from ..core import get_model
 
-    Masking: channels only → those channels for the whole epoch; a time span
-    only → every channel inside the span; both → the chosen channels inside
-    the span.  ``run()`` reconstructs the current epoch (the recording cropped
-    to it) with these masks and stores the result Dataset and per-channel
-    error metrics on the masked cells.
+    return get_model(model)
+
+
+def _is_loaded(model):
+    from ..model import ZunaModel
+
+    return isinstance(model, ZunaModel)
+
+
+class Recording:
+    """One recording as the apps see it: read and preprocessed once per set of hidden channels, embedded once.
+
+    Thread-safe, so the apps of a dashboard (and every session of :func:`~zuna_lab.viz.apps.serve`)
+    share one.  Preprocessing is :func:`zuna_lab.core.prepare`; ZUNA keeps hidden channels out of
+    its average reference, so a :class:`~zuna_lab.core.Prepared` is kept per set of bad channels
+    (the last ``max_prepared`` sets).  The embedding is :func:`zuna_lab.embed`, once per model.
 
     Parameters
     ----------
     raw : mne.io.Raw
         The recording (never modified).
-    model : object | None
-        A loaded model passed through to ``reconstruct_fn``.
-    reconstruct_fn : callable | None
-        Defaults to ``zuna_lab.reconstruct``.
+    name : str
+        Shown in the apps.
+    segment_duration : float | None
+        Epoch length passed to the library (None: the variant's 5 s).
+    max_prepared : int
+        Preprocessed versions kept (a 1 h x 64 channel recording takes ~0.7 GB each).
 
     Examples
     --------
-    >>> st = ReconstructionState(raw=raw, reconstruct_fn=my_stub)   # doctest: +SKIP
-    >>> st.masked_channels = ["T7"]; st.run(); st.metrics.rmse      # doctest: +SKIP
+    >>> rec = Recording(raw)                                          # doctest: +SKIP
+    >>> rec.prepared(model.variant, ["T7"]).pre.n_epochs              # doctest: +SKIP
     """
 
-    raw = param.Parameter(default=None, doc="The recording (mne Raw, volts).", constant=True)
-    model = param.Parameter(default=None, doc="Loaded model passed to reconstruct_fn.")
-    reconstruct_fn = param.Callable(default=None, doc="reconstruct(raw, *, model, bad_channels, ...).")
-    model_loader = param.Callable(default=None, doc="Called once to get the model when model is None.")
-    epoch_duration = param.Number(default=EPOCH_S, bounds=(0.5, 30.0), constant=True)
-    epoch = param.Integer(default=0, bounds=(0, 0), doc="Epoch index (epoch_duration s windows).")
+    def __init__(self, raw, *, name="recording", segment_duration=None, max_prepared=3):
+        _check_raw(raw)
+        self.raw, self.name, self.segment_duration = raw, str(name), segment_duration
+        self.max_prepared = max(2, int(max_prepared))
+        self._prepared = OrderedDict()
+        self._embeddings = {}
+        self._prepare_lock = threading.Lock()
+        self._embed_lock = threading.Lock()
+
+    def __repr__(self):
+        return f"Recording({self.name!r}, {len(self.raw.ch_names)} channels, {self.raw.times[-1]:.1f} s)"
+
+    @staticmethod
+    def key(bad_channels=()):
+        return tuple(sorted(str(c) for c in bad_channels))
+
+    def is_prepared(self, variant, bad_channels=()):
+        return (variant, self.key(bad_channels)) in self._prepared
+
+    def prepared(self, variant, bad_channels=()):
+        """The recording preprocessed for ``variant`` with ``bad_channels`` hidden (cached)."""
+        from ..core import prepare
+
+        key = (variant, self.key(bad_channels))
+        with self._prepare_lock:
+            if key in self._prepared:
+                self._prepared.move_to_end(key)
+                return self._prepared[key]
+            prepared = prepare(self.raw, variant, bad_channels=list(key[1]), segment_duration=self.segment_duration)
+            self._prepared[key] = prepared
+            base = (variant, ())
+            while len(self._prepared) > self.max_prepared:
+                oldest = next(k for k in self._prepared if k not in (base, key))
+                del self._prepared[oldest]
+            return prepared
+
+    def has_embedding(self, model):
+        return id(model) in self._embeddings
+
+    def forget_embedding(self, model):
+        """Drop the cached embedding of ``model`` (the next :meth:`embedding` recomputes it)."""
+        with self._embed_lock:
+            self._embeddings.pop(id(model), None)
+
+    def embedding(self, model):
+        """``zuna_lab.embed(raw, model=model)`` (cached per model)."""
+        import zuna_lab
+
+        with self._embed_lock:
+            hit = self._embeddings.get(id(model))
+            if hit is None or hit[0] is not model:
+                emb = zuna_lab.embed(self.raw, model=model, segment_duration=self.segment_duration)
+                self._embeddings[id(model)] = hit = (model, emb)
+            return hit[1]
+
+    def original(self, variant, epoch):
+        """The library's ``original`` of one epoch: preprocessed volts, ``(channel, time)`` at the model rate."""
+        pre = self.prepared(variant).pre
+        if not 0 <= int(epoch) < pre.n_epochs:
+            raise ZunaValueError(f"epoch {epoch} does not exist; the recording has epochs 0 to {pre.n_epochs - 1}.")
+        data = np.asarray(pre.volts[int(epoch)], np.float64)
+        return xr.DataArray(
+            data, dims=("channel", "time"), name="original",
+            coords={"channel": list(pre.ch_names), "time": np.arange(data.shape[1]) / pre.sfreq},
+            attrs={"units": "V", "epoch": int(epoch), "epoch_start": float(pre.epoch_start[int(epoch)]),
+                   "sfreq": float(pre.sfreq)},
+        )
+
+
+def _as_recording(raw, recording, name="recording"):
+    if recording is not None:
+        if not isinstance(recording, Recording):
+            raise ZunaTypeError(f"recording must be a zuna_lab.viz.state.Recording, got {type(recording).__name__}.")
+        return recording
+    if raw is None:
+        return None
+    return Recording(raw, name=name)
+
+
+class ReconstructionState(param.Parameterized):
+    """What the reconstruction explorer shows and runs, for one recording.
+
+    The whole recording is preprocessed once (per set of masked channels) and an epoch is
+    reconstructed by :func:`zuna_lab.core.reconstruct_prepared`, the code of
+    :func:`zuna_lab.reconstruct`: the result equals ``zuna_lab.reconstruct(raw, **st.request())``
+    restricted to that epoch.  Epochs are those of the preprocessed recording (5 s at 256 Hz).
+
+    Masking: channels only → those channels over the whole recording (``bad_channels``: ZUNA
+    leaves them out of its average reference); a time span only → every channel inside the span;
+    both → the chosen channels inside the span (``bad_segments`` in seconds of the recording).
+    ``BAD_`` annotations and ``info["bads"]`` are masked as by the library.
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        The recording (never modified); or pass ``recording=`` to share one.
+    model : ZunaModel | str | None
+        A loaded model, a source, or None for the default; sources load once per process
+        (:func:`zuna_lab.core.cached_model`).  With a loaded model the recording is
+        preprocessed at once; otherwise on :meth:`prepare` (or the first use).
+
+    Examples
+    --------
+    >>> st = ReconstructionState(raw=raw, model=model, steps=50, seed=0)     # doctest: +SKIP
+    >>> st.masked_channels = ["T7"]; st.run(); st.metrics.rmse               # doctest: +SKIP
+    """
+
+    recording = param.ClassSelector(class_=Recording, default=None, constant=True,
+                                    doc="The shared recording (raw, preprocessing cache).")
+    model = param.Parameter(default=None, doc="ZunaModel, a source string, or None (default source).")
+    epoch = param.Integer(default=0, bounds=(0, 0), doc="Epoch of the preprocessed recording.")
     masked_channels = param.ListSelector(default=[], objects=[], doc="Channels to hide and infill.")
     masked_span = param.Range(default=None, allow_None=True, doc="(start, stop) s within the epoch to hide.")
     steps = param.Integer(default=50, bounds=(1, 1000), doc="Sampler steps.")
@@ -82,7 +192,9 @@ class ReconstructionState(param.Parameterized):
     seed = param.Integer(default=0, bounds=(0, None), doc="Sampler seed.")
     n_samples = param.Integer(default=1, bounds=(1, 32), doc="Samples drawn (spread when > 1).")
 
-    running = param.Boolean(default=False, constant=False)
+    ready = param.Boolean(default=False, doc="The model is loaded and the recording preprocessed.")
+    n_epochs = param.Integer(default=0, doc="Epochs of the preprocessed recording.")
+    running = param.Boolean(default=False)
     progress = param.Number(default=0.0, bounds=(0.0, 1.0))
     status = param.String(default="ready")
     error = param.String(default="")
@@ -90,57 +202,83 @@ class ReconstructionState(param.Parameterized):
     metrics = param.ClassSelector(class_=xr.Dataset, default=None, allow_None=True)
     run_count = param.Integer(default=0)
 
-    def __init__(self, raw=None, **params):
-        if raw is None:
+    def __init__(self, raw=None, *, recording=None, **params):
+        recording = _as_recording(raw, recording)
+        if recording is None:
             raise ZunaValueError("ReconstructionState needs a recording: ReconstructionState(raw=...).")
-        _check_raw(raw)
         later = {k: params.pop(k) for k in ("epoch", "masked_channels", "masked_span") if k in params}
-        super().__init__(raw=raw, **params)
-        n = self.n_epochs
-        if n < 1:
-            raise ZunaValueError(
-                f"The recording lasts {raw.times[-1] + 1 / raw.info['sfreq']:.2f} s, shorter than one "
-                f"{self.epoch_duration:g} s epoch."
-            )
-        self.param.epoch.bounds = (0, n - 1)
-        self.param.masked_channels.objects = list(self.ch_names)
-        self._lock = threading.Lock()
+        super().__init__(recording=recording, **params)
+        self._lock = threading.Lock()          # one run at a time
+        self._prepare_lock = threading.Lock()
         self._thread = None
-        self.param.update(**later)
+        self._later = later
+        if _is_loaded(self.model):
+            self.prepare()
 
     # ---------------------------------------------------------------- recording
     @property
+    def raw(self):
+        return self.recording.raw
+
+    def _model(self):
+        if not _is_loaded(self.model):
+            self.model = _resolve_model(self.model)
+        return self.model
+
+    def prepare(self):
+        """Load the model if needed and preprocess the recording (idempotent, blocking); returns the Prepared."""
+        with self._prepare_lock:
+            model = self._model()
+            if not self.recording.is_prepared(model.variant):
+                self.status = "preprocessing the recording…"
+            base = self.recording.prepared(model.variant)
+            if not self.ready:
+                pre = base.pre
+                if pre.n_epochs < 1:
+                    raise ZunaValueError("The recording is shorter than one epoch.")
+                self.param.epoch.bounds = (0, pre.n_epochs - 1)
+                self.param.masked_channels.objects = list(pre.ch_names)
+                later, self._later = self._later, {}
+                self.param.update(n_epochs=pre.n_epochs, ready=True, status="ready", **later)
+            return base
+
+    def _base(self):
+        return self.prepare() if not self.ready else self.recording.prepared(self.model.variant)
+
+    @property
+    def variant(self):
+        return self._model().variant
+
+    @property
     def ch_names(self):
-        return list(self.raw.ch_names)
+        return list(self._base().pre.ch_names)
 
     @property
     def sfreq(self):
-        return float(self.raw.info["sfreq"])
+        """The model rate (256 Hz): epochs, times and traces are those of the preprocessed recording."""
+        return float(self._base().pre.sfreq)
 
-    @property
-    def n_epochs(self):
-        return int(self.raw.n_times // int(round(self.epoch_duration * self.sfreq)))
+    def epoch_start(self, epoch=None):
+        """Start of an epoch in seconds from the start of the recording."""
+        e = self.epoch if epoch is None else int(epoch)
+        return float(self._base().pre.epoch_start[e])
+
+    def epoch_duration(self, epoch=None):
+        """Length of an epoch in seconds (ZUNA1.1's last segment may be shorter)."""
+        e = self.epoch if epoch is None else int(epoch)
+        pre = self._base().pre
+        return pre.n_samples(e) / pre.sfreq
 
     @property
     def positions(self):
-        """dict channel -> (x, y, z) m (head frame) from the recording."""
-        return {c["ch_name"]: np.asarray(c["loc"][:3], float) for c in self.raw.info["chs"]}
-
-    def epoch_window(self, epoch=None):
-        """(start, stop) sample indices of an epoch."""
-        e = self.epoch if epoch is None else int(epoch)
-        n = int(round(self.epoch_duration * self.sfreq))
-        return e * n, (e + 1) * n
+        """dict channel -> (x, y, z) m (head frame), as the library reads them."""
+        pre = self._base().pre
+        return {c: np.asarray(p, float) for c, p in zip(pre.ch_names, pre.ch_pos)}
 
     def original(self, epoch=None):
-        """The current epoch of the recording as a ``(channel, time)`` DataArray in volts."""
-        start, stop = self.epoch_window(epoch)
-        data = self.raw.get_data(start=start, stop=stop)
-        return xr.DataArray(
-            data, dims=("channel", "time"), name="original",
-            coords={"channel": self.ch_names, "time": np.arange(stop - start) / self.sfreq},
-            attrs={"units": "V"},
-        )
+        """The library's ``original`` of an epoch (preprocessed volts, ``(channel, time)``, model rate)."""
+        self._base()
+        return self.recording.original(self.model.variant, self.epoch if epoch is None else int(epoch))
 
     # ---------------------------------------------------------------- masks
     def toggle_channel(self, name):
@@ -157,67 +295,63 @@ class ReconstructionState(param.Parameterized):
         if self.masked_span is None:
             return None
         t0, t1 = sorted(float(v) for v in self.masked_span)
-        t0, t1 = max(0.0, t0), min(self.epoch_duration, t1)
+        t0, t1 = max(0.0, t0), min(self.epoch_duration(), t1)
         return (t0, t1) if t1 > t0 else None
 
     def mask_request(self):
-        """The masks as ``reconstruct`` keywords: ``bad_channels`` and ``bad_segments``.
+        """The masks as the library's keywords: ``bad_channels`` and ``bad_segments``.
 
-        ``bad_segments`` are ``(start, stop)`` or ``(start, stop, channel)`` in seconds from
-        the start of the epoch (the recording is cropped to the epoch before reconstructing).
+        ``bad_segments`` are ``(start, stop)`` or ``(start, stop, channel)`` in seconds from the
+        start of the recording (the span within the epoch plus the epoch's start).
         """
         span = self._span()
         chans = list(self.masked_channels)
         if span is None:
             return {"bad_channels": chans, "bad_segments": []}
+        t0 = self.epoch_start()
+        start, stop = t0 + span[0], t0 + span[1]
         if chans:
-            return {"bad_channels": [], "bad_segments": [(span[0], span[1], c) for c in chans]}
-        return {"bad_channels": [], "bad_segments": [span]}
+            return {"bad_channels": [], "bad_segments": [(start, stop, c) for c in chans]}
+        return {"bad_channels": [], "bad_segments": [(start, stop)]}
 
-    def token_mask(self):
-        """The pending mask as a ``(channel, token)`` bool DataArray (True = to infill)."""
-        n_tok = int(round(self.epoch_duration / TOKEN_S))
-        tstart = np.arange(n_tok) * TOKEN_S
-        m = np.zeros((len(self.ch_names), n_tok), bool)
-        req = self.mask_request()
-        idx = {c: i for i, c in enumerate(self.ch_names)}
-        for c in req["bad_channels"]:
-            m[idx[c]] = True
-        for span in req["bad_segments"]:
-            hit = (tstart + TOKEN_S > span[0]) & (tstart < span[1])
-            if len(span) == 3:
-                m[idx[span[2]]] |= hit
-            else:
-                m |= hit[None, :]
-        return xr.DataArray(m, dims=("channel", "token"),
-                            coords={"channel": self.ch_names, "token_time": ("token", tstart)}, name="mask")
+    def request(self):
+        """Everything a run passes to the library: ``zuna_lab.reconstruct(raw, model=st.model, **st.request())``
+        gives the same numbers for this epoch."""
+        return {**self.mask_request(), "steps": self.steps, "cfg": self.cfg, "seed": self.seed,
+                "n_samples": self.n_samples, "segment_duration": self.recording.segment_duration}
+
+    def token_mask(self, epoch=None):
+        """The pending mask of an epoch as a ``(channel, token)`` bool DataArray (True = to infill).
+
+        As the library builds it: the masked channels and span, ``info["bads"]`` and ``BAD_``
+        annotations (the preprocessed recording's token grid).
+        """
+        from ..io import bad_annotation_spans
+
+        e = self.epoch if epoch is None else int(epoch)
+        base = self._base()
+        pre = base.pre
+        req = self.mask_request() if epoch is None or e == self.epoch else {"bad_channels": list(self.masked_channels),
+                                                                           "bad_segments": []}
+        spans = list(req["bad_segments"]) + list(bad_annotation_spans(base.raw))
+        m = pre.token_mask(e, bad_channels=list(base.bads) + list(req["bad_channels"]), bad_spans=spans)
+        token_s = pre.n_samples(e) / m.shape[1] / pre.sfreq
+        return xr.DataArray(m, dims=("channel", "token"), name="mask",
+                            coords={"channel": list(pre.ch_names),
+                                    "token_time": ("token", np.arange(m.shape[1]) * token_s)})
 
     @param.depends("epoch", watch=True)
     def _epoch_changed(self):
         self.param.update(result=None, metrics=None, status="ready", progress=0.0)
 
     # ---------------------------------------------------------------- run
-    def _fn(self):
-        if self.reconstruct_fn is not None:
-            return self.reconstruct_fn
-        import zuna_lab
-
-        fn = getattr(zuna_lab, "reconstruct", None)
-        if fn is None:
-            raise ZunaValueError("zuna_lab.reconstruct is not available in this installation.")
-        return fn
-
-    def _progress_cb(self, *args):
-        if len(args) >= 2 and args[1]:
-            frac = float(args[0]) / float(args[1])
-        elif args:
-            frac = float(args[0])
-        else:
-            return
-        self.progress = float(min(1.0, max(0.0, frac)))
+    def _progress_cb(self, done, total):
+        self.progress = float(min(1.0, max(0.0, done / total if total else 1.0)))
+        if total > 1:
+            self.status = f"running… {done}/{total}"
 
     def compute(self, *, raise_errors=True):
-        """Call the reconstruct function for the current epoch and masks (blocking).
+        """Reconstruct the current epoch with the current masks and options (blocking).
 
         Sets only ``running``/``progress``/``status``/``error``; returns
         ``(result, metrics, seconds)`` for :meth:`apply` (None on failure when
@@ -227,32 +361,25 @@ class ReconstructionState(param.Parameterized):
         if not self._lock.acquire(blocking=False):
             raise ZunaValueError("A reconstruction is already running; wait for it to finish.")
         try:
-            req = self.mask_request()
-            if not req["bad_channels"] and not req["bad_segments"]:
-                raise ZunaValueError("Nothing is masked: choose channels or a time span to reconstruct.")
-            fn = self._fn()
-            self.param.update(running=True, progress=0.0, error="", status="running…")
+            self.param.update(running=True, progress=0.0, error="")
             t0 = time.perf_counter()
-            if self.model is None and self.model_loader is not None and self.reconstruct_fn is None:
-                self.status = "loading the model…"
-                self.model = self.model_loader()
-                self.status = "running…"
-            start, stop = self.epoch_window()
-            segment = self.raw.copy().crop(tmin=start / self.sfreq, tmax=(stop - 1) / self.sfreq)
-            kwargs = {"model": self.model, "steps": self.steps, "cfg": self.cfg, "seed": self.seed,
-                      "n_samples": self.n_samples, "bad_channels": req["bad_channels"]}
-            if req["bad_segments"]:
-                if not _accepts(fn, "bad_segments"):
-                    raise ZunaValueError("This reconstruct function cannot mask time spans (it has no bad_segments option).")
-                kwargs["bad_segments"] = req["bad_segments"]
-            if _accepts(fn, "callback"):  # zuna_lab.reconstruct: callback(done, total) per batch
-                kwargs["callback"] = self._progress_cb
-            kwargs = {k: v for k, v in kwargs.items() if _accepts(fn, k)}
-            rec = fn(segment, **kwargs)
-            if not isinstance(rec, xr.Dataset):
-                raise ZunaTypeError(f"reconstruct returned {type(rec).__name__}, not an xarray Dataset.")
+            self._base()
+            if self.masked_span is not None and self._span() is None:
+                raise ZunaValueError("The masked time span is empty; drag over the traces again.")
+            req = self.mask_request()
+            if not req["bad_channels"] and not req["bad_segments"] and not self.token_mask().values.any():
+                raise ZunaValueError("Nothing is masked: choose channels or a time span to reconstruct.")
+            from ..core import reconstruct_prepared
             from ..health import reconstruction_errors
 
+            model = self._model()
+            if not self.recording.is_prepared(model.variant, req["bad_channels"]):
+                self.status = f"preprocessing with {', '.join(req['bad_channels'])} hidden…"
+            prepared = self.recording.prepared(model.variant, req["bad_channels"])
+            self.status = "running…"
+            rec = reconstruct_prepared(prepared, model, epochs=[int(self.epoch)], steps=int(self.steps),
+                                       cfg=float(self.cfg), seed=int(self.seed), bad_segments=req["bad_segments"],
+                                       n_samples=int(self.n_samples), callback=self._progress_cb)
             return rec, reconstruction_errors(rec), time.perf_counter() - t0
         except Exception as exc:  # noqa: BLE001 - shown to the user
             self.param.update(running=False, error=f"{type(exc).__name__}: {exc}", status="failed")
@@ -267,6 +394,9 @@ class ReconstructionState(param.Parameterized):
         if out is None:
             return None
         rec, metrics, secs = out
+        if int(rec["epoch"].values[0]) != int(self.epoch):  # the user moved on while it ran
+            self.param.update(running=False, progress=0.0, status="ready (the epoch changed during the run)")
+            return None
         self.param.update(result=rec, metrics=metrics, progress=1.0, running=False,
                           run_count=self.run_count + 1, status=f"done in {secs:.1f} s")
         return rec
@@ -277,8 +407,10 @@ class ReconstructionState(param.Parameterized):
         Returns
         -------
         xr.Dataset | None
-            The result (also in ``self.result``, with ``self.metrics``); None
-            when it failed and ``raise_errors`` is False (message in ``self.error``).
+            The result (also in ``self.result``, with ``self.metrics``): that epoch of
+            ``zuna_lab.reconstruct`` (the ``epoch`` coordinate is its index, ``epoch_start`` in
+            recording seconds); None when it failed and ``raise_errors`` is False (message in
+            ``self.error``).
         """
         return self.apply(self.compute(raise_errors=raise_errors))
 
@@ -314,21 +446,22 @@ class ReconstructionState(param.Parameterized):
         return df.dropna(subset=["rmse_uV"]).reset_index(drop=True)
 
     def to_raw(self, kind="hybrid"):
-        """The result as an mne Raw (volts) via ``zuna_lab.to_raw``, or a RawArray of the epoch."""
+        """The recording with this epoch's repair spliced in (``zuna_lab.to_raw(result, raw=raw)``)."""
         if self.result is None:
             raise ZunaValueError("There is no reconstruction yet: run one first.")
         if kind not in ("original", "reconstruction", "hybrid"):
             raise ZunaValueError(f"kind must be 'original', 'reconstruction' or 'hybrid', got {kind!r}.")
-        try:
-            from zuna_lab import to_raw
-        except ImportError:
-            to_raw = None
-        if to_raw is not None:
-            return to_raw(self.result, kind=kind)
-        return _fallback_raw(self.result, kind)
+        import inspect
+
+        from zuna_lab import to_raw
+
+        if "raw" in inspect.signature(to_raw).parameters:
+            return to_raw(self.result, kind=kind, raw=self.raw)
+        # an older to_raw without raw=: the epoch alone, from time 0
+        return to_raw(self.result.assign_coords(epoch_start=("epoch", [0.0])), kind=kind)
 
     def export_fif(self, path=None, *, kind="hybrid", overwrite=True):
-        """Write the repaired epoch as a FIF file; returns its path."""
+        """Write the repaired recording (:meth:`to_raw`) as a FIF file; returns its path."""
         raw = self.to_raw(kind)
         if path is None:
             d = Path(tempfile.mkdtemp(prefix="zuna_lab_"))
@@ -338,39 +471,17 @@ class ReconstructionState(param.Parameterized):
         return path
 
 
-def _fallback_raw(rec, kind):
-    import mne
-
-    da = rec[kind]
-    if "sample" in da.dims:
-        da = da.mean("sample")
-    da = da.transpose("epoch", "channel", "time")
-    data = np.concatenate(list(np.asarray(da.values, float)), axis=-1)
-    t = np.asarray(rec["time"].values, float)
-    sfreq = 1.0 / float(np.median(np.diff(t)))
-    names = [str(c) for c in rec["channel"].values]
-    info = mne.create_info(names, sfreq, "eeg")
-    raw = mne.io.RawArray(np.nan_to_num(data), info, verbose="error")
-    if "ch_x" in rec.coords or "ch_pos" in rec.coords:
-        from ..datasets import channel_positions
-
-        pos = channel_positions(rec)
-        mont = mne.channels.make_dig_montage(ch_pos=dict(zip(names, pos)), coord_frame="head")
-        raw.set_montage(mont, verbose="error")
-    return raw
-
-
 class HealthState(param.Parameterized):
-    """Latent-space health of one or several recordings.
+    """Latent-space health of one or several recordings (``zuna_lab.mmd_health(zuna_lab.embed(raw))``).
 
     Parameters
     ----------
     embeddings : dict of str -> xr.Dataset
         Embed results by recording name (computed ones are added here).
-    recordings : dict of str -> mne.io.Raw
+    recordings : dict of str -> Recording | mne.io.Raw
         Recordings to embed on :meth:`compute` when no embedding is given.
-    embed_fn : callable | None
-        Defaults to ``zuna_lab.embed``.
+    model : ZunaModel | str | None
+        As for :class:`ReconstructionState`.
 
     Examples
     --------
@@ -381,7 +492,6 @@ class HealthState(param.Parameterized):
     embeddings = param.Dict(default={})
     recordings = param.Dict(default={})
     model = param.Parameter(default=None)
-    embed_fn = param.Callable(default=None)
     reference = param.Selector(default="N(0, I)", objects=["N(0, I)"], doc="Compare with N(0, I) or a recording.")
     n_permutations = param.Integer(default=200, bounds=(0, 5000))
     max_points = param.Integer(default=1000, bounds=(50, 20000))
@@ -392,11 +502,15 @@ class HealthState(param.Parameterized):
     results = param.Dict(default={})
     comparison = param.ClassSelector(class_=xr.Dataset, default=None, allow_None=True)
     running = param.Boolean(default=False)
+    progress = param.Number(default=0.0, bounds=(0.0, 1.0))
     status = param.String(default="ready")
     error = param.String(default="")
 
     def __init__(self, **params):
-        super().__init__(**params)
+        recs = params.pop("recordings", None) or {}
+        recs = {str(k): v if isinstance(v, Recording) else Recording(v, name=str(k)) for k, v in recs.items()}
+        super().__init__(recordings=recs, **params)
+        self._lock = threading.Lock()
         self._names_changed()
 
     @param.depends("embeddings", "recordings", watch=True)
@@ -411,16 +525,10 @@ class HealthState(param.Parameterized):
     def names(self):
         return list(self.param.selected.objects)
 
-    def _embed(self, name):
-        fn = self.embed_fn
-        if fn is None:
-            import zuna_lab
-
-            fn = getattr(zuna_lab, "embed", None)
-            if fn is None:
-                raise ZunaValueError("zuna_lab.embed is not available in this installation.")
-        kw = {"model": self.model} if _accepts(fn, "model") else {}
-        return fn(self.recordings[name], **kw)
+    @property
+    def complete(self):
+        """Every recording has a health result."""
+        return bool(self.names) and all(n in self.results for n in self.names)
 
     def compute_results(self, *, raise_errors=True):
         """Embed what is missing and compute health (blocking; sets only status params).
@@ -430,39 +538,53 @@ class HealthState(param.Parameterized):
         """
         from ..health import compare_recordings, mmd_health
 
+        if not self._lock.acquire(blocking=False):
+            if raise_errors:
+                raise ZunaValueError("Health is already being computed; wait for it to finish.")
+            return None
         try:
-            self.param.update(running=True, error="", status="computing…")
+            self.param.update(running=True, error="", status="computing…", progress=0.0)
             embs = dict(self.embeddings)
-            for name in self.names:
-                if name not in embs:
-                    self.status = f"embedding {name}…"
-                    embs[name] = self._embed(name)
+            missing = [n for n in self.names if n not in embs]
+            n_steps = len(missing) + len(self.names) + (len(self.names) > 1)
+            done = 0
+            if missing and not _is_loaded(self.model):
+                self.status = "loading the model…"
+                self.model = _resolve_model(self.model)
+            for name in missing:
+                self.status = f"embedding {name}…"
+                embs[name] = self.recordings[name].embedding(self.model)
+                done += 1
+                self.progress = done / n_steps
             ref = None if self.reference == "N(0, I)" else embs[self.reference]
             res = {}
-            for name, emb in embs.items():
+            for name in self.names:
                 self.status = f"health of {name}…"
-                res[name] = mmd_health(emb, reference=None if name == self.reference else ref,
+                res[name] = mmd_health(embs[name], reference=None if name == self.reference else ref,
                                        n_permutations=self.n_permutations, max_points=self.max_points,
                                        seed=self.seed, kernel=self.kernel)
+                done += 1
+                self.progress = done / n_steps
             cmp = None
             if len(embs) > 1:
                 self.status = "comparing recordings…"
-                cmp = compare_recordings(embs, n_permutations=min(self.n_permutations, 100),
-                                         max_points=min(self.max_points, 500), seed=self.seed,
-                                         kernel=self.kernel)
+                cmp = compare_recordings({n: embs[n] for n in self.names}, n_permutations=min(self.n_permutations, 100),
+                                         max_points=min(self.max_points, 500), seed=self.seed, kernel=self.kernel)
             return embs, res, cmp
         except Exception as exc:  # noqa: BLE001
             self.param.update(running=False, error=f"{type(exc).__name__}: {exc}", status="failed")
             if raise_errors:
                 raise
             return None
+        finally:
+            self._lock.release()
 
     def apply(self, out):
         """Store the output of :meth:`compute_results`."""
         if out is None:
             return None
         embs, res, cmp = out
-        self.param.update(embeddings=embs, results=res, comparison=cmp, running=False, status="done")
+        self.param.update(embeddings=embs, results=res, comparison=cmp, running=False, progress=1.0, status="done")
         return res
 
     def compute(self, *, raise_errors=True):
@@ -490,21 +612,28 @@ class HealthState(param.Parameterized):
 
 
 class EmbeddingState(param.Parameterized):
-    """A 2-D map of token latents and the user's selection on it.
+    """A 2-D map of token latents, the user's selection on it, and the recording it came from.
 
     Parameters
     ----------
-    embedding : xr.Dataset
-        An ``embed`` result.
+    embedding : xr.Dataset | None
+        An ``embed`` result; None embeds ``recording`` on :meth:`compute`.
+    raw : mne.io.Raw | None
+        The recording (or pass ``recording=`` to share one): embedded by :meth:`compute`
+        (``zuna_lab.embed``) and drawn under the selection (its preprocessed epochs).
+    model : ZunaModel | str | None
+        As for :class:`ReconstructionState`.
 
     Examples
     --------
-    >>> es = EmbeddingState(embedding=emb); es.selection = [0, 5, 9]   # doctest: +SKIP
-    >>> es.selected_channels                                           # doctest: +SKIP
+    >>> es = EmbeddingState(raw=raw, model=model); es.compute()        # doctest: +SKIP
+    >>> es.selection = [0, 5, 9]; es.selected_channels                 # doctest: +SKIP
     ['Fp1', 'O2']
     """
 
     embedding = param.ClassSelector(class_=xr.Dataset, default=None, allow_None=True)
+    recording = param.ClassSelector(class_=Recording, default=None, allow_None=True, constant=True)
+    model = param.Parameter(default=None)
     method = param.Selector(default="pca", objects=["pca", "umap"])
     color_by = param.Selector(default="channel", objects=["channel", "epoch", "time", "region"])
     max_points = param.Integer(default=3000, bounds=(10, 50000))
@@ -512,9 +641,18 @@ class EmbeddingState(param.Parameterized):
     selection = param.List(default=[], item_type=int, doc="Row indices into coords (Selection1D).")
     coords = param.ClassSelector(class_=xr.Dataset, default=None, allow_None=True)
 
-    def __init__(self, **params):
-        super().__init__(**params)
+    running = param.Boolean(default=False)
+    status = param.String(default="ready")
+    error = param.String(default="")
+
+    def __init__(self, embedding=None, *, raw=None, recording=None, **params):
+        super().__init__(embedding=embedding, recording=_as_recording(raw, recording), **params)
+        self._lock = threading.Lock()
         self._recompute()
+
+    @property
+    def raw(self):
+        return None if self.recording is None else self.recording.raw
 
     @param.depends("embedding", "method", "max_points", "seed", watch=True)
     def _recompute(self):
@@ -526,6 +664,49 @@ class EmbeddingState(param.Parameterized):
         self.param.update(coords=embedding_coords(self.embedding, method=self.method,
                                                   max_points=self.max_points, seed=self.seed),
                           selection=[])
+
+    def compute_embedding(self, *, raise_errors=True):
+        """``zuna_lab.embed`` of the recording (blocking; sets only status params); None on failure."""
+        if self.recording is None:
+            raise ZunaValueError("There is no recording to embed: EmbeddingState(raw=...).")
+        if not self._lock.acquire(blocking=False):
+            if raise_errors:
+                raise ZunaValueError("The recording is already being embedded; wait for it to finish.")
+            return None
+        try:
+            self.param.update(running=True, error="")
+            if not _is_loaded(self.model):
+                self.status = "loading the model…"
+                self.model = _resolve_model(self.model)
+            self.status = f"embedding {self.recording.name}…"
+            return self.recording.embedding(self.model)
+        except Exception as exc:  # noqa: BLE001
+            self.param.update(running=False, error=f"{type(exc).__name__}: {exc}", status="failed")
+            if raise_errors:
+                raise
+            return None
+        finally:
+            self._lock.release()
+
+    def apply(self, emb):
+        if emb is None:
+            return None
+        self.status = "mapping…"
+        self.embedding = emb
+        self.param.update(running=False, status="done")
+        return emb
+
+    def compute(self, *, raise_errors=True):
+        """Embed the recording (``zuna_lab.embed(raw, model=model)``) and map it."""
+        return self.apply(self.compute_embedding(raise_errors=raise_errors))
+
+    def original(self, epoch):
+        """The preprocessed recording's epoch ``epoch`` (the signal the embedding's tokens come from)."""
+        if self.recording is None:
+            return None
+        variant = (self.embedding.attrs.get("model_variant") if self.embedding is not None else None) or \
+            _resolve_model(self.model).variant
+        return self.recording.original(variant, epoch)
 
     def select_bounds(self, bounds):
         """Select the points inside ``(x0, y0, x1, y1)`` (a BoundsXY stream value)."""

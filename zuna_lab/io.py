@@ -293,15 +293,21 @@ def _csv_rate(path, times, cells):
     step = np.diff(times)
     if len(step) == 0 or not np.all(step > 0):
         raise RecordingError(f"The time column of {path} must increase strictly from row to row.")
-    rate = (len(times) - 1) / float(times[-1] - times[0])
-    rate = float(round(rate)) if abs(rate - round(rate)) <= 1e-3 * rate else round(rate, 6)
+    def snapped(rate):
+        return float(round(rate)) if abs(rate - round(rate)) <= 1e-3 * rate else round(rate, 6)
+
+    # The whole span averages out the rounding of the written times (6 decimals give 256.016 Hz
+    # step by step); a gap would bias it, and is refused below against the median step.
+    rate = snapped((len(times) - 1) / float(times[-1] - times[0]))
     nominal = 1.0 / rate
     written = cells[:2000] + cells[-2000:]
     quantum = max(_decimal_quantum(cell) for cell in written)
     tolerance = quantum + 1e-12 * max(abs(float(times[0])), abs(float(times[-1])), 1.0)
     deviation = np.abs(step - nominal)
     worst = int(deviation.argmax())
-    if deviation[worst] >= 0.5 * nominal:
+    if deviation[worst] >= 0.5 * nominal + quantum:
+        rate = snapped(1.0 / float(np.median(step)))
+        nominal = 1.0 / rate
         raise RecordingError(
             f"The time column of {path} steps by {step[worst]:.6g} s at {times[worst]:.6g} s where {rate:g} Hz "
             f"needs {nominal:.6g} s (a gap or a repeated sample); zuna_lab needs evenly sampled data, so fill the "
@@ -373,6 +379,30 @@ def _check_edf_length(path):
         )
 
 
+def _check_brainvision_length(path):
+    """Refuse a BrainVision recording whose binary data file ends inside a sample frame (cut short)."""
+    try:
+        header = path.read_bytes().decode("latin-1")
+    except OSError:
+        return
+    fields = dict(re.findall(r"^\s*(\w+)\s*=\s*(.*?)\s*$", header, re.MULTILINE))
+    sizes = {"INT_16": 2, "UINT_16": 2, "INT_32": 4, "IEEE_FLOAT_32": 4}
+    try:
+        n_channels = int(fields["NumberOfChannels"])
+        frame = n_channels * sizes[fields.get("BinaryFormat", "INT_16").upper()]
+        data_file = path.parent / fields["DataFile"]
+    except (KeyError, ValueError):
+        return    # ASCII data or an unusual header: MNE will say what is wrong
+    if fields.get("DataFormat", "BINARY").upper() != "BINARY" or not data_file.is_file() or frame <= 0:
+        return
+    size = data_file.stat().st_size
+    if size % frame:
+        raise RecordingError(
+            f"{data_file.name!r} is truncated: its {size} bytes are not a whole number of {n_channels}-channel samples "
+            f"({frame} bytes each); copy or export the complete recording again."
+        )
+
+
 def _read_file(path, *, verbose):
     path = Path(path).expanduser()
     if not path.exists():
@@ -383,6 +413,8 @@ def _read_file(path, *, verbose):
         raise RecordingError(f"{path.name!r} is empty (0 bytes); copy or export the recording again.")
     if path.suffix.lower() in (".edf", ".bdf"):
         _check_edf_length(path)
+    if path.suffix.lower() == ".vhdr":
+        _check_brainvision_length(path)
     level = log_level(verbose)
     try:
         # MNE emits its warnings only when its log level lets them through: read at least at
@@ -407,6 +439,13 @@ def _read_file(path, *, verbose):
         raise RecordingError(
             f"{path.name!r} looks truncated or damaged (MNE: {_one_line(damaged[0]).split(': ', 1)[1]}); "
             "copy or export the complete recording again."
+        )
+    if path.suffix.lower() == ".vhdr" and any("outside data range" in str(w.message) for w in caught):
+        warnings.warn(
+            f"{path.name!r} has markers after the end of its data, so its data file may be cut short; "
+            "check that the recording is complete.",
+            ZunaLabWarning,
+            stacklevel=3,
         )
     for w in caught:
         if not issubclass(w.category, RuntimeWarning) or level <= logging.WARNING:

@@ -540,3 +540,21 @@ def test_cli_unwritable_output_refused_before_the_model(env, recording, capsys, 
                "Cannot write to folder '/sys' (permission denied)", env)
     (env / "out.nc").mkdir()
     _cli_fails(["embed", recording, "-o", "out.nc", "--overwrite"], capsys, "'out.nc' is a folder; choose a file name", env)
+
+
+def test_numpy_input_checked_before_the_model(no_model):
+    with pytest.raises(ZunaValueError, match=r"A NumPy array needs ch_names= and sfreq= \(Hz\)"):
+        zl.embed(_noise())
+    with pytest.raises(ZunaValueError, match=r"ch_names has 2 names but the array has 6 rows"):
+        zl.reconstruct(_noise(), ch_names=["Cz", "Pz"], sfreq=256.0)
+    with pytest.raises(ZunaValueError, match=r"The array must have shape \(n_channels, n_times\), got \(60,\)\."):
+        zl.embed(np.zeros(60), ch_names=["Cz"], sfreq=256.0)
+    with pytest.raises(ZunaValueError, match=r"sfreq must be a positive number of Hz or None, got -256"):
+        zl.embed(_noise(), ch_names=NAMES, sfreq=-256)
+
+
+def test_read_raw_montage_checked():
+    with pytest.raises(ZunaValueError, match=r"Unknown montage 'standard_9999'; pass a name from mne\.channels\.get_builtin_montages\(\)"):
+        read_raw(_noise(), ch_names=NAMES, sfreq=256.0, montage="standard_9999")
+    with pytest.raises(ZunaTypeError, match=r"montage must be a montage name, a DigMontage or None, got int\."):
+        read_raw(_noise(), ch_names=NAMES, sfreq=256.0, montage=5)

@@ -501,6 +501,15 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, verb
     ['Cz', 'EEG Pz-REF']
     """
     check_verbose(verbose)
+    if isinstance(montage, str):
+        try:
+            _standard_head_positions(montage)
+        except ValueError as err:
+            raise ZunaValueError(
+                f"Unknown montage {montage!r}; pass a name from mne.channels.get_builtin_montages() or a DigMontage."
+            ) from err
+    elif montage is not None and not isinstance(montage, mne.channels.DigMontage):
+        raise ZunaTypeError(f"montage must be a montage name, a DigMontage or None, got {type(montage).__name__}.")
     sfreq = check_number(sfreq, "sfreq", low=0, low_inclusive=False, allow_none=True, unit="of Hz")
     ch_names = check_names(ch_names, "ch_names", allow_empty=False, ordered=True)
     if isinstance(source, mne.io.BaseRaw):

@@ -493,6 +493,21 @@ def check_source(data, name="data"):
     )
 
 
+def _check_array(data, sfreq, ch_names):
+    """A NumPy recording: 2-D real numbers with ch_names and sfreq that fit it (as read_raw needs)."""
+    if ch_names is None or sfreq is None:
+        raise ZunaValueError("A NumPy array needs ch_names= and sfreq= (Hz), e.g. read_raw(data, ch_names=names, sfreq=256).")
+    if data.ndim != 2:
+        raise ZunaValueError(f"The array must have shape (n_channels, n_times), got {data.shape}.")
+    if not np.issubdtype(data.dtype, np.number) or np.iscomplexobj(data):
+        raise ZunaTypeError(f"The array must hold real numbers (volts), got dtype {data.dtype}.")
+    names = check_names(ch_names, "ch_names", allow_empty=False, ordered=True)
+    if len(names) != data.shape[0]:
+        raise ZunaValueError(
+            f"ch_names has {len(names)} names but the array has {data.shape[0]} rows; the array must be (n_channels, n_times)."
+        )
+
+
 def check_writable(path, overwrite, *, flag="overwrite=True", label="", directory=None):
     """Fail before any work if ``path`` cannot be written: missing or read-only folder, existing target.
 
@@ -565,6 +580,8 @@ def check_arguments(*, data=_UNSET, segment_duration=None, bad_channels=None, ba
     """
     if data is not _UNSET:
         check_source(data)
+        if isinstance(data, np.ndarray):
+            _check_array(data, sfreq, ch_names)
     check_number(segment_duration, "segment_duration", low=0, low_inclusive=False, allow_none=True, unit="of seconds")
     check_names(bad_channels, "bad_channels")
     check_segments(bad_segments, "bad_segments")

@@ -1,6 +1,11 @@
 """The zuna-lab command line, run in-process through zuna_lab.cli.main."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import mne
 import numpy as np
 import pytest
@@ -100,15 +105,72 @@ def test_demo_random_weights(monkeypatch, tmp_path, capsys):
         assert "MEANINGLESS" in emb.attrs["warning"] and emb.embedding.shape == (2, 19, 40, 32)
 
 
-def test_demo_without_weights_says_what_to_do(monkeypatch, tmp_path, capsys):
+def test_demo_without_hub_runs_on_random_weights(tmp_path):
+    """The README's main command on a machine without the hub: `zuna-lab demo` with its defaults.
+
+    "No hub" is a closed local port (HF_ENDPOINT=http://127.0.0.1:9) and an empty HF cache: the
+    demo says so in one line within seconds, runs on a labelled random checkpoint, writes its
+    three outputs and exits 0 in under a minute.
+    """
+    env = {k: v for k, v in os.environ.items() if k not in ("ZUNA_LAB_MODEL", "HF_HUB_OFFLINE", "HF_HUB_CACHE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path / "hf_home"))
+    start = time.perf_counter()
+    run = subprocess.Popen([sys.executable, "-m", "zuna_lab.cli", "demo"], cwd=tmp_path, env=env, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err_lines, notice_after = [], None
+    for line in run.stderr:                          # stdout is small: it cannot fill its pipe meanwhile
+        err_lines.append(line.rstrip("\n"))
+        if notice_after is None and "hub cannot be reached" in line:
+            notice_after = time.perf_counter() - start
+    out = run.stdout.read()
+    assert run.wait(timeout=120) == 0, "\n".join(err_lines[-20:])
+    elapsed = time.perf_counter() - start
+    err = "\n".join(err_lines)
+    notices = [line for line in err_lines if "hub cannot be reached" in line]
+    assert len(notices) == 1 and notices[0].startswith("zuna-lab demo: ")
+    assert "127.0.0.1:9" in notices[0] and "RANDOM weights" in notices[0] and "--model /path/to/ZUNA" in notices[0]
+    assert notice_after < 15                         # process start, imports included
+    assert "Retrying" not in err and "Traceback" not in err and "thrown while requesting" not in err
+    assert "*** RANDOM WEIGHTS" in err and "*** RANDOM WEIGHTS" in out and "MEANINGLESS" in out
+    assert "RANDOM tiny model (outputs meaningless)" in out and "infilled T7 entirely" in out
+    assert "4 epochs x 19 channels x 40 tokens x 32 latents" in out            # the CPU default: 20 s
+    outdir = tmp_path / "zuna_lab_demo"
+    assert sorted(p.name for p in outdir.iterdir()) == [
+        "sample_embedding.nc", "sample_reconstruction.nc", "sample_repaired_raw.fif"]
+    raw = mne.io.read_raw_fif(outdir / "sample_repaired_raw.fif", verbose="error")
+    assert "RANDOM WEIGHTS" in raw.info["description"]
+    with xr.open_dataset(outdir / "sample_reconstruction.nc") as rec:
+        assert "MEANINGLESS" in rec.attrs["warning"] and bool(rec.mask.sel(channel="T7").all())
+    assert elapsed < 60, f"the offline demo took {elapsed:.0f} s"
+
+
+def test_demo_named_weights_missing_exit_2(monkeypatch, tmp_path, capsys):
+    """Weights the user names are never silently replaced by random ones."""
     monkeypatch.delenv("ZUNA_LAB_MODEL", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")        # the hub check fails at once
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
-    assert main(["demo"]) == 2
+    assert main(["demo", "--model", "Zyphra/ZUNA1.1", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "--model /path/to/ZUNA" in err and "ZUNA_LAB_MODEL" in err and "--random-weights" in err
-    assert "Traceback" not in err and err.count(". ") == 0      # one sentence
+    assert err.startswith("zuna-lab demo: error: ") and "--model /path/to/ZUNA" in err and "RANDOM" not in err
     assert not (tmp_path / "zuna_lab_demo").exists()
+
+
+def test_demo_keeps_earlier_results(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("ZUNA_LAB_MODEL", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    outdir = tmp_path / "zuna_lab_demo"
+    outdir.mkdir()
+    (outdir / "sample_embedding.nc").write_text("keep me")
+    assert main(["demo", "--random-weights", "--duration", "5", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("zuna-lab demo: error: ")
+    assert "sample_embedding.nc" in err[0] and "--overwrite" in err[0] and "--output-dir" in err[0]
+    assert [p.name for p in outdir.iterdir()] == ["sample_embedding.nc"]
+    assert (outdir / "sample_embedding.nc").read_text() == "keep me"
+    assert main(["demo", "--random-weights", "--duration", "5", "--steps", "1", "--overwrite", "--quiet"]) == 0
+    with xr.open_dataset(outdir / "sample_embedding.nc") as emb:
+        assert emb.embedding.shape == (1, 19, 40, 32)
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -5,7 +5,7 @@
     zuna-lab embed FILE -o OUT.nc [--model SRC] [--device auto] [--segment-duration 5]
     zuna-lab reconstruct FILE -o OUT.fif|.nc|.zarr|.safetensors [--bad-channels T7 O1]
              [--bad-segments 2.0:3.5 4:5:Fz] [--add-channels FCz] [--steps 50] [--cfg 1.0] [--seed 0]
-    zuna-lab demo [--random-weights] [--output-dir zuna_lab_demo]
+    zuna-lab demo [--random-weights] [--output-dir zuna_lab_demo] [--overwrite]
 
 Progress goes to stderr, the summary to stdout. A problem with the input (a zuna_lab error:
 missing file, unknown channel, unavailable weights, existing output, …) prints one line to
@@ -39,6 +39,7 @@ PROG = "zuna-lab"
 EMBED_SUFFIXES = (".nc", ".zarr", ".safetensors")
 RECONSTRUCT_SUFFIXES = (".fif", ".nc", ".zarr", ".safetensors")
 SAMPLE_NAME = "sample_synthetic_raw.fif"
+DEMO_OUTPUTS = ("sample_repaired_raw.fif", "sample_reconstruction.nc", "sample_embedding.nc")
 # The bundled sample's recipe (data/make_sample_recording.py), used when the data folder is not installed.
 SAMPLE_PARAMETERS = dict(duration=120.0, sfreq=256.0, seed=0, line_freq=50.0)
 RANDOM_BANNER = ("RANDOM WEIGHTS: this run uses a tiny randomly initialised model, not ZUNA; "
@@ -176,8 +177,11 @@ def build_parser():
                        description="Run the main job on the bundled synthetic sample recording: reconstruct it with "
                                    "channel T7 hidden (repair), embed it, write the results and print a summary.")
     p.add_argument("--random-weights", action="store_true",
-                   help="use a tiny random checkpoint instead of ZUNA (smoke test; outputs are meaningless)")
-    p.add_argument("--output-dir", default="zuna_lab_demo", metavar="DIR", help="where to write (default: zuna_lab_demo)")
+                   help="use a tiny random checkpoint instead of ZUNA (smoke test; outputs are meaningless); "
+                        "also what happens, with a one-line notice, when the hub cannot be reached")
+    p.add_argument("--output-dir", default="zuna_lab_demo", metavar="DIR",
+                   help="where to write (default: zuna_lab_demo); existing results there are kept unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier demo in --output-dir")
     p.add_argument("--duration", type=float, default=None, metavar="S",
                    help="seconds of the sample to use (default: all 120 s on a GPU, 20 s on the CPU)")
     p.add_argument("--steps", type=int, default=None,
@@ -342,6 +346,42 @@ def _sample_recording(verbose):
         f"{SAMPLE_NAME} (regenerated from seed {SAMPLE_PARAMETERS['seed']})"
 
 
+def _demo_outputs(outdir, overwrite):
+    """The demo's output paths; before any work, refuse to replace an earlier demo's results."""
+    if outdir.exists() and not outdir.is_dir():
+        raise _UsageError(f"--output-dir {str(outdir)!r} is a file; pass a folder (it is created if missing).")
+    paths = [outdir / name for name in DEMO_OUTPUTS]
+    existing = [path.name for path in paths if path.exists()]
+    if existing and not overwrite:
+        raise _UsageError(f"{str(outdir)!r} already holds {', '.join(existing)} from an earlier demo; pass --overwrite "
+                          f"to replace them or --output-dir DIR to write elsewhere.")
+    return paths
+
+
+def _demo_model(args, stack):
+    """The demo's model and whether it is random: --random-weights, or the default weights, or random
+    weights with a one-line notice when the default weights cannot come from the hub."""
+    from .testing import make_random_checkpoint
+
+    random_weights = args.random_weights
+    if not random_weights:
+        try:
+            return _load_model(args), False
+        except WeightsUnavailableError as err:
+            reason = getattr(err, "hub_unreachable", None)
+            if args.model is not None or reason is None:    # weights the user named, or an unknown repo
+                raise
+            from .hub import default_source
+
+            print(f"{PROG} demo: the Hugging Face hub cannot be reached ({reason}) and {default_source()} is not "
+                  f"cached, so the demo runs on RANDOM weights (outputs meaningless); for ZUNA itself pass "
+                  f"--model /path/to/ZUNA or set ZUNA_LAB_MODEL.", file=sys.stderr, flush=True)
+            random_weights = True
+    print(f"*** {RANDOM_BANNER} ***", file=sys.stderr, flush=True)
+    scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="zuna_lab_random_"))
+    return _load_model(args, str(make_random_checkpoint(Path(scratch) / "random_ZUNA", variant="ZUNA"))), True
+
+
 def cmd_demo(args):
     from . import io
     from .core import embed, reconstruct
@@ -353,22 +393,9 @@ def cmd_demo(args):
         raise _UsageError(f"--duration must be a positive number of seconds, got {args.duration:g}.")
     if args.steps is not None and args.steps < 1:
         raise _UsageError(f"--steps must be a positive integer, got {args.steps}.")
+    outputs = _demo_outputs(outdir, args.overwrite)
     with contextlib.ExitStack() as stack:
-        if args.random_weights:
-            from .testing import make_random_checkpoint
-
-            print(f"*** {RANDOM_BANNER} ***", file=sys.stderr, flush=True)
-            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="zuna_lab_random_"))
-            source = str(make_random_checkpoint(Path(scratch) / "random_ZUNA", variant="ZUNA"))
-        else:
-            source = None
-        try:
-            model = _load_model(args, source)
-        except WeightsUnavailableError:
-            print(f"{PROG} demo: the ZUNA weights could not be fetched from the Hugging Face hub, so point at a "
-                  f"local copy with '{PROG} demo --model /path/to/ZUNA' (or set ZUNA_LAB_MODEL=/path/to/ZUNA), or run "
-                  f"'{PROG} demo --random-weights' for a smoke test with meaningless random weights.", file=sys.stderr)
-            return 2
+        model, random_weights = _demo_model(args, stack)
     on_gpu = model.device.type == "cuda"
     duration = args.duration if args.duration is not None else (120.0 if on_gpu else 20.0)
     steps = args.steps if args.steps is not None else (50 if on_gpu else 10)
@@ -385,7 +412,7 @@ def cmd_demo(args):
     start = time.perf_counter()
     emb = embed(raw, model=model, progress=not args.quiet, verbose=verbose)
     t_emb = time.perf_counter() - start
-    note = RANDOM_BANNER if args.random_weights else ""
+    note = RANDOM_BANNER if random_weights else ""
     for ds in (rec, emb):
         ds.attrs["source_file"] = sample_name
         if note:
@@ -393,9 +420,9 @@ def cmd_demo(args):
     fixed = to_raw(rec, kind="hybrid", raw=raw)
     if note:
         fixed.info["description"] = note
-    paths = [write_fif(fixed, outdir / "sample_repaired_raw.fif", overwrite=True),
-             io.write_netcdf(rec, outdir / "sample_reconstruction.nc", overwrite=True),
-             io.write_netcdf(emb, outdir / "sample_embedding.nc", overwrite=True)]
+    paths = [write_fif(fixed, outputs[0], overwrite=args.overwrite),
+             io.write_netcdf(rec, outputs[1], overwrite=args.overwrite),
+             io.write_netcdf(emb, outputs[2], overwrite=args.overwrite)]
     shape, infilled, _ = _reconstruction_summary(rec)
     if note:
         print(f"*** {RANDOM_BANNER} ***")

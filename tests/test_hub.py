@@ -88,6 +88,7 @@ def test_load_model_without_hub_fails_fast_with_the_fix(no_hub, tmp_path):
     assert "offline or unreachable: http://127.0.0.1:9" in message
     assert "pass that directory, e.g. zuna_lab.load_model('/path/to/ZUNA')" in message
     assert "ZUNA_LAB_MODEL=/path/to/ZUNA" in message and "\n" not in message
+    assert "127.0.0.1:9" in err.value.hub_unreachable      # the short reason, for callers such as the demo
 
 
 def test_load_model_silent_hub_fails_within_the_timeout(monkeypatch, silent_endpoint, tmp_path):

@@ -146,17 +146,22 @@ def hub_unreachable(endpoint: str | None = None, timeout: float | None = None) -
     return None if outcome[0] is None else f"{endpoint}: {outcome[0]}"
 
 
+def _unreachable(message: str, reason: str) -> WeightsUnavailableError:
+    """The error for weights the hub could not deliver; ``.hub_unreachable`` holds the short reason."""
+    error = WeightsUnavailableError(message.format(reason))
+    error.hub_unreachable = reason
+    return error
+
+
 def _download(repo_id: str, *, revision, cache_dir, local_files_only) -> ResolvedWeights:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
 
-    reason = None
+    reason = "local_files_only=True" if local_files_only else None
     if local_files_only is None:
-        local_files_only = hub_offline()
-        if not local_files_only:
-            reason = hub_unreachable()
-            local_files_only = reason is not None     # unreachable: the cache only, no retries
+        reason = "HF_HUB_OFFLINE is set" if hub_offline() else hub_unreachable()
+        local_files_only = reason is not None     # offline or unreachable: the cache only, no retries
     unreachable = (
         f"Could not get {repo_id!r} from the Hugging Face hub (offline or unreachable: {{}}); "
         f"download its {CONFIG_NAME} and {WEIGHTS_NAME} on a connected machine and pass that directory, "
@@ -166,7 +171,7 @@ def _download(repo_id: str, *, revision, cache_dir, local_files_only) -> Resolve
                                       local_files_only=local_files_only))
                  for name in (CONFIG_NAME, WEIGHTS_NAME)]
     except LocalEntryNotFoundError as err:   # offline mode, or no connection and nothing cached
-        raise WeightsUnavailableError(unreachable.format(reason or type(err).__name__)) from None
+        raise _unreachable(unreachable, reason or type(err).__name__) from None
     except (RepositoryNotFoundError, RevisionNotFoundError) as err:
         raise WeightsUnavailableError(
             f"The Hugging Face repo {repo_id!r}" + (f" at revision {revision!r}" if revision else "")
@@ -175,6 +180,6 @@ def _download(repo_id: str, *, revision, cache_dir, local_files_only) -> Resolve
         raise WeightsUnavailableError(
             f"The Hugging Face repo {repo_id!r} has no {CONFIG_NAME} + {WEIGHTS_NAME}; it is not a ZUNA checkpoint repo.") from None
     except Exception as err:  # DNS, proxy, timeouts, HTTP errors: huggingface_hub raises several types
-        raise WeightsUnavailableError(unreachable.format(type(err).__name__)) from None
+        raise _unreachable(unreachable, type(err).__name__) from None
     config_path, weights_path = paths
     return ResolvedWeights(config_path, weights_path, repo_id, _snapshot_revision(weights_path.parent))

@@ -662,9 +662,9 @@ def _check_signal(raw, *, warn=False):
     flat = amplitude <= _FLAT_RATIO * typical
     live = ~flat if (~flat).any() else np.ones_like(flat)
     level = max(float(np.median(amplitude[live])), 1e-30)
-    channel_std = sample[live].std(axis=1)
+    channel_std = sample.std(axis=1)[live]     # (indexing first would copy the sample)
     # Differences ignore DC offsets and slow drift, which can be large in DC-coupled systems.
-    step_std = float(np.median(steps[live].std(axis=1))) if raw.n_times > 1 else 0.0
+    step_std = float(np.median(steps.std(axis=1)[live])) if raw.n_times > 1 else 0.0
     if step_std > _MAX_PLAUSIBLE_STD or float(np.median(channel_std)) > 1.0 or level > _AMPLITUDE_REFUSED[1]:
         factor, unit = _units_hint(max(level, float(np.median(channel_std))))
         raise RecordingError(

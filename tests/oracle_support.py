@@ -34,7 +34,7 @@ def missing(message: str, *require: str):
                         "ZUNA_LAB_REQUIRE_DEPS")
     if any(os.environ.get(name) == "1" for name in names):
         pytest.fail(f"{message} (required here: {' or '.join(n for n in names if os.environ.get(n) == '1')}=1)")
-    pytest.skip(message)
+    pytest.skip(message, allow_module_level=True)
 
 
 def require_module(name: str):

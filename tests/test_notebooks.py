@@ -15,11 +15,16 @@ from pathlib import Path
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
+import numpy as np
 
-from zuna_lab.testing import make_random_checkpoint  # noqa: E402
+import zuna_lab
+from zuna_lab.testing import make_random_checkpoint
+
+from oracle_support import require_module
+
+nbformat = require_module("nbformat")
+nbclient = require_module("nbclient")
+require_module("ipykernel")
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(ROOT.glob("tutorials/*.ipynb")) + sorted(ROOT.glob("notebooks/*.ipynb"))
@@ -42,23 +47,58 @@ print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
     has_std="reconstruction_std" in multi, annotations=sorted(set(fixed.annotations.description)),
     fif=Path("outputs/sample_repaired_raw.fif").is_file())))
 """,
+    # The verdicts against the documented rule applied to moments computed here with NumPy.
     "03_mmd_health": """
 import json
+import numpy as np
+
+def _visible(e):
+    x = e.embedding.values[~e.mask.values].astype(np.float64)
+    return x[np.isfinite(x).all(axis=1)]
+
+def _rule(x, ref, p, th):
+    mean, std = x.mean(0), x.std(0, ddof=1)
+    ref_mean, ref_std = (np.zeros(x.shape[1]), np.ones(x.shape[1])) if ref is None else (ref.mean(0), ref.std(0, ddof=1))
+    if (std < th["collapse_std"]).any():
+        return "collapsed dims"
+    ratio = std / ref_std
+    if p < th["alpha"] or (np.abs(mean - ref_mean) > th["mean_tol"]).any() or (ratio < th["std_low"]).any() \\
+            or (ratio > th["std_high"]).any():
+        return "shifted"
+    return "healthy"
+
+_x, _xo, _th = _visible(emb), _visible(other), dict(zl.health.HEALTH_THRESHOLDS)
+_pair = zl.health.mmd(emb, other, n_permutations=100, max_points=500, seed=0)
 print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
-    verdict=health.attrs["verdict"], strict=strict.attrs["verdict"], drift=drift.attrs["verdict"],
-    p_value=float(health.p_value), cmp_shape=list(cmp.mmd2.shape))))
+    verdict=health.attrs["verdict"], verdict_expected=_rule(_x, None, float(health.p_value), _th),
+    strict=strict.attrs["verdict"],
+    strict_expected=_rule(_x, None, float(strict.p_value), {**_th, "alpha": 0.001, "mean_tol": 0.1}),
+    drift=drift.attrs["verdict"], drift_expected=_rule(_x, _xo, float(drift.p_value), _th),
+    n_points=int(health.attrs["n_points_moments"]), n_visible=len(_x),
+    moments_error=float(max(np.abs(health["mean"].values - _x.mean(0)).max(),
+                            np.abs(health["std"].values - _x.std(0, ddof=1)).max())),
+    drift_shift_error=float(np.abs(drift["mean_shift"].values - (_x.mean(0) - _xo.mean(0))).max()),
+    p_value=float(health.p_value), n_permutations=int(health.sizes["permutation"]),
+    cmp_shape=list(cmp.mmd2.shape), cmp_diagonal=[float(v) for v in np.diag(cmp.mmd2.values)],
+    cmp_pair=[float(cmp.mmd2.values[0, 1]), float(cmp.mmd2.values[1, 0])], pair=float(_pair.mmd2))))
 """,
+    # The features and labels themselves: the test recomputes both accuracies on its own.
     "04_exploring_embeddings": """
 import json
 print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
     n_epochs=int(len(closed)), n_closed=int(closed.sum()), n_blocks=int(len(set(block.tolist()))),
-    features=list(features.shape), probe=probe_accuracy, baseline=baseline_accuracy)))
+    closed=closed.tolist(), block=block.tolist(), features=features.tolist(), alpha_power=alpha_power.tolist(),
+    probe=probe_accuracy, baseline=baseline_accuracy)))
 """,
     "05_weights_devices_performance": """
 import json
+import numpy as np
+_a, _b = (results[k].embedding.values.astype(np.float64) for k in ("fp32", "bf16"))
 print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
     precisions=sorted(results), same_dims=results["fp32"].embedding.shape == results["bf16"].embedding.shape,
-    diff=float(diff))))
+    attrs_precision=[results[k].attrs["model_precision"] for k in ("fp32", "bf16")],
+    diff=float(diff), diff_expected=float(np.abs(_b - _a).max()), scale=float(np.abs(_a).max()),
+    rel_l2=float(np.linalg.norm(_b - _a) / np.linalg.norm(_a)))))
 """,
     "blink_repair": """
 import json
@@ -74,6 +114,20 @@ print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
     app=type(app).__name__, n_tabs=len(app.tabs.objects), banner=len(banner))))
 """,
 }
+
+
+def leave_one_block_out_accuracy(X, y, groups):
+    """Nearest class centroid after standardising on the training epochs, one block held out at a time."""
+    hits = 0
+    for g in sorted(set(groups.tolist())):
+        test, train = groups == g, groups != g
+        mu, sd = X[train].mean(0), X[train].std(0) + 1e-12
+        z_train, z_test = (X[train] - mu) / sd, (X[test] - mu) / sd
+        centroid_closed, centroid_open = z_train[y[train]].mean(0), z_train[~y[train]].mean(0)
+        for z, label in zip(z_test, y[test]):
+            predicted = np.linalg.norm(z - centroid_closed) < np.linalg.norm(z - centroid_open)
+            hits += int(predicted == label)
+    return hits / len(y)
 
 
 @pytest.fixture(scope="module")
@@ -155,17 +209,39 @@ def test_notebook_runs(path, tmp_path, checkpoints):
         assert checks["n_samples"] == 3 and checks["has_std"]
         assert checks["annotations"] == ["ZUNA_infilled"] and checks["fif"]
     elif name == "03_mmd_health":
-        verdicts = {"healthy", "shifted", "collapsed dims"}
-        assert {checks["verdict"], checks["strict"], checks["drift"]} <= verdicts
-        assert 0.0 < checks["p_value"] <= 1.0 and checks["cmp_shape"] == [2, 2]
+        # each verdict is the documented rule applied to NumPy moments of the visible latents
+        assert checks["verdict"] == checks["verdict_expected"]
+        assert checks["strict"] == checks["strict_expected"] and checks["drift"] == checks["drift_expected"]
+        assert checks["n_points"] == checks["n_visible"] == 12 * 19 * 40      # 60 s, nothing masked
+        assert checks["moments_error"] < 1e-9 and checks["drift_shift_error"] < 1e-9
+        # a permutation p-value: (1 + #null >= observed) / (1 + n_permutations)
+        k = checks["p_value"] * (checks["n_permutations"] + 1)
+        assert abs(k - round(k)) < 1e-9 and 1 <= round(k) <= checks["n_permutations"] + 1
+        assert checks["cmp_shape"] == [2, 2] and checks["cmp_diagonal"] == [0.0, 0.0]
+        assert checks["cmp_pair"] == [checks["pair"], checks["pair"]]      # = health.mmd on the same pair
     elif name == "04_exploring_embeddings":
+        # the sample's known structure: 12 alternating 10 s blocks, eyes closed first, 2 epochs each
+        assert checks["closed"] == [(i // 2) % 2 == 0 for i in range(24)]
+        assert checks["block"] == [i // 2 for i in range(24)]
         assert checks["n_epochs"] == 24 and checks["n_closed"] == 12 and checks["n_blocks"] == 12
-        assert checks["features"] == [24, 128]
-        assert 0.0 <= checks["probe"] <= 1.0
+        # the features are the O1/O2 latents of zl.embed, and the accuracies are leave-one-block-out
+        features = np.asarray(checks["features"])
+        assert features.shape == (24, 128)
+        emb = zuna_lab.embed(ROOT / "data" / "sample_synthetic_raw.fif",
+                             model=zuna_lab.load_model(checkpoints["ZUNA"], device="cpu"))
+        occipital = emb.embedding.sel(channel=["O1", "O2"]).values          # epoch, channel, token, latent
+        expected = np.concatenate([occipital.mean(2).reshape(24, -1), occipital.std(2).reshape(24, -1)], axis=1)
+        np.testing.assert_allclose(features, expected, rtol=1e-6, atol=1e-7)
+        closed, block = np.array(checks["closed"]), np.array(checks["block"])
+        assert checks["probe"] == leave_one_block_out_accuracy(features, closed, block)
+        assert checks["baseline"] == leave_one_block_out_accuracy(np.asarray(checks["alpha_power"]), closed, block)
         assert checks["baseline"] >= 0.9     # the synthetic sample's eyes-closed alpha is easy to find
     elif name == "05_weights_devices_performance":
         assert checks["precisions"] == ["bf16", "fp32"] and checks["same_dims"]
-        assert 0.0 <= checks["diff"] < 1.0
+        assert checks["attrs_precision"] == ["fp32", "bf16"]
+        assert checks["diff"] == checks["diff_expected"]
+        # bf16 really ran (the latents differ) and stays within the bf16 tolerance of the parity tests
+        assert 0 < checks["diff"] and 0 < checks["rel_l2"] <= 2e-2
     elif name == "blink_repair":
         assert checks["n_blinks"] > 0 and checks["n_ptp"] == checks["n_blinks"]
         assert checks["masked_frontal"] > 0 and checks["masked_other"] == 0    # channel-specific BAD_ spans

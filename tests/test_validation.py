@@ -24,6 +24,8 @@ from zuna_lab.preprocessing import preprocess
 from zuna_lab.testing import make_random_checkpoint
 from zuna_lab.tokens import token_mask
 
+from oracle_support import require_module
+
 ROOT = Path(zl.__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample_synthetic_raw.fif"
 SHARED = ROOT.parent / "shared" / "data"
@@ -400,7 +402,7 @@ def test_flat_channel_in_a_file_is_masked(tmp_path, model):
 # ------------------------------------------------------------------------------------ unreadable and truncated files
 
 def _edf(tmp_path):
-    pytest.importorskip("edfio")
+    require_module("edfio")
     raw = read_raw(_noise(seconds=20.0), ch_names=NAMES, sfreq=256.0, verbose="error")
     path = tmp_path / "full.edf"
     mne.export.export_raw(path, raw, fmt="edf", verbose="error")
@@ -444,7 +446,7 @@ def test_truncated_fif_refused(tmp_path, keep):
 
 
 def test_truncated_brainvision_refused(tmp_path):
-    pytest.importorskip("pybv")
+    require_module("pybv")
     raw = read_raw(_noise(seconds=20.0), ch_names=NAMES, sfreq=256.0, verbose="error")
     path = tmp_path / "rec.vhdr"
     mne.export.export_raw(path, raw, fmt="brainvision", verbose="error")

@@ -1,8 +1,9 @@
-"""The Triton kernels of the CUDA fast path against the plain PyTorch reference.
+"""The CUDA fast path (zuna_lab.fast: Triton kernels, fused blocks, the built model) against the
+plain PyTorch reference model.
 
 Without a GPU they run under Triton's interpreter (``TRITON_INTERPRET=1``, set by
 tests/run_tests.sh), in fp32: the interpreter rounds to bf16 by truncation, unlike the GPU, so
-bf16 accuracy is measured on the GPU by benchmarks/bench.py instead. On a GPU the file runs as it
+bf16 accuracy is measured on the GPU by tests/test_gpu.py instead. On a GPU the file runs as it
 is: the GEMM kernels take fp32 operands in exact fp32 unless torch allows TF32 (off by default).
 """
 import os
@@ -11,10 +12,13 @@ import pytest
 import torch
 
 from zuna_lab.config import ModelConfig
-from zuna_lab.errors import ZunaValueError
-from zuna_lab.model import kernels
+from zuna_lab.errors import ZunaTypeError, ZunaValueError
+from zuna_lab.fast import FastOptions, FastZunaModel, build, kernels, runner
+from zuna_lab.model import ZunaModel
 from zuna_lab.model.layers import rms_norm, rope
 from zuna_lab.testing import random_model
+
+EXACT = FastOptions(precision="fp32", cuda_graphs=False)
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 if not kernels.available(DEVICE):
@@ -72,29 +76,31 @@ def _sdpa_reference(q, k, v):
 
 @pytest.mark.parametrize("tiles", [(16, 16, 4, 1), (32, 64, 4, 2)])
 @pytest.mark.parametrize("n_kv", [4, 2])
-def test_attention_matches_sdpa(tiles, n_kv):
+def test_attention_matches_sdpa(tiles, n_kv, monkeypatch):
     # 45 queries and keys: no whole number of tiles; q/k/v strided views of one fused projection
+    monkeypatch.setattr(kernels, "ATTENTION_TILES", tiles)
     head_dim, n_heads = 16, 4
     fused = randn(2, 45, (n_heads + 2 * n_kv) * head_dim)
     q, k, v = fused.split([n_heads * head_dim, n_kv * head_dim, n_kv * head_dim], dim=-1)
     q, k, v = q.unflatten(-1, (n_heads, head_dim)), k.unflatten(-1, (n_kv, head_dim)), v.unflatten(-1, (n_kv, head_dim))
-    out = kernels.attention(q, k, v, tiles=tiles)
+    out = kernels.attention(q, k, v)
     assert out.shape == (2, 45, n_heads, head_dim) and out.is_contiguous()
     torch.testing.assert_close(out, _sdpa_reference(q, k, v), rtol=1e-4, atol=1e-5)
     # cross-attention shape: other key count
     keys, values = randn(2, 30, n_kv, head_dim, seed=3), randn(2, 30, n_kv, head_dim, seed=4)
-    torch.testing.assert_close(kernels.attention(q, keys, values, tiles=tiles), _sdpa_reference(q, keys, values),
+    torch.testing.assert_close(kernels.attention(q, keys, values), _sdpa_reference(q, keys, values),
                                rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("qk_norm", [False, True])
-def test_attention_rotates_raw_queries_like_rope_heads(qk_norm):
+def test_attention_rotates_raw_queries_like_rope_heads(qk_norm, monkeypatch):
+    monkeypatch.setattr(kernels, "ATTENTION_TILES", (16, 16, 4, 1))
     head_dim, n_heads = 16, 4
     raw, k, v = randn(2, 21, n_heads, head_dim), randn(2, 21, n_heads, head_dim, seed=1), randn(2, 21, n_heads, head_dim, seed=2)
     cos, sin = randn(2, 21, head_dim // 2, seed=5), randn(2, 21, head_dim // 2, seed=6)
     gain = randn(head_dim, seed=7) if qk_norm else None
     (q,) = kernels.rope_heads(raw.flatten(-2), cos, sin, n_q=n_heads, n_k=0, n_v=0, head_dim=head_dim, q_gain=gain)
-    fused = kernels.attention(raw, k, v, rope=(cos, sin), q_gain=gain, tiles=(16, 16, 4, 1))
+    fused = kernels.attention(raw, k, v, rope=(cos, sin), q_gain=gain)
     torch.testing.assert_close(fused, _sdpa_reference(q, k, v), rtol=1e-4, atol=1e-5)
 
 
@@ -108,14 +114,16 @@ def test_attention_pays_only_for_few_tiles_and_power_of_2_heads():
 
 @pytest.mark.parametrize("tiles", [None, (16, 3, 4, 2), (32, 8, 4, 1)])
 @pytest.mark.parametrize("qk_norm", [False, True])
-def test_lowrank_kv_matches_projection_then_rope_heads(tiles, qk_norm):
+def test_lowrank_kv_matches_projection_then_rope_heads(tiles, qk_norm, monkeypatch):
     # 2 blocks, 4 kv heads of 16; 2 x 19 rows (no whole tile); 3 heads a program: a partial group
+    if tiles is not None:
+        monkeypatch.setattr(kernels, "LOWRANK_TILES", {"small": tiles, "large": tiles})
     n_blocks, n_kv, head_dim, width = 2, 4, 16, 64
     factor, weights = randn(2, 19, width, seed=1), randn(n_blocks, 2 * n_kv * head_dim, width, seed=2) / 8
     cos, sin = randn(2, 19, head_dim // 2, seed=5), randn(2, 19, head_dim // 2, seed=6)
     gains = randn(n_blocks, head_dim, seed=7) if qk_norm else None
     keys, values = kernels.lowrank_kv(factor, weights, cos, sin, n_kv=n_kv, head_dim=head_dim, k_gain=gains,
-                                      out_dtype=torch.float32, tf32=False, tiles=tiles)
+                                      out_dtype=torch.float32)
     assert keys.shape == values.shape == (n_blocks, 2, 19, n_kv, head_dim)
     for block in range(n_blocks):
         k, v = kernels.rope_heads(torch.nn.functional.linear(factor, weights[block]), cos, sin, n_q=0, n_k=n_kv,
@@ -150,18 +158,21 @@ def test_swiglu_matches_reference():
 
 
 @pytest.mark.parametrize("tiles", [None, (16, 32, 64, 2, 4, 2)])
-def test_matmul_swiglu_matches_reference(tiles):
+def test_matmul_swiglu_matches_reference(tiles, monkeypatch):
     # 50 rows and 48 hidden units: neither a whole number of tiles
+    if tiles is not None:
+        monkeypatch.setitem(kernels.GEMM_TILES, ("swiglu", "small"), tiles)
     x, w13 = randn(2, 25, 128, seed=1), randn(2 * 48, 128, seed=2) / 8
     a, b = torch.nn.functional.linear(x, w13).chunk(2, dim=-1)
-    out = kernels.matmul_swiglu(x, w13, tiles=tiles)
+    out = kernels.matmul_swiglu(x, w13)
     assert out.shape == (2, 25, 48)
     torch.testing.assert_close(out, torch.nn.functional.silu(a) * b, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("qk_norm", [False, True])
 @pytest.mark.parametrize("heads", [(4, 2, 2), (4, 0, 0), (0, 2, 2)])
-def test_matmul_rope_heads_matches_projection_then_rope_heads(qk_norm, heads):
+def test_matmul_rope_heads_matches_projection_then_rope_heads(qk_norm, heads, monkeypatch):
+    monkeypatch.setitem(kernels.GEMM_TILES, ("rope", "small"), (16, None, 64, 2, 4, 2))
     n_q, n_k, n_v = heads
     head_dim = 16
     x = randn(2, 25, 128, seed=1)
@@ -169,8 +180,7 @@ def test_matmul_rope_heads_matches_projection_then_rope_heads(qk_norm, heads):
     cos, sin = randn(2, 25, head_dim // 2, seed=5), randn(2, 25, head_dim // 2, seed=6)
     gains = dict(q_gain=randn(head_dim, seed=7) if qk_norm and n_q else None,
                  k_gain=randn(head_dim, seed=8) if qk_norm and n_k else None)
-    fused = kernels.matmul_rope_heads(x, weight, cos, sin, n_q=n_q, n_k=n_k, n_v=n_v, head_dim=head_dim,
-                                      tiles=(16, None, 64, 2, 4, 2), **gains)
+    fused = kernels.matmul_rope_heads(x, weight, cos, sin, n_q=n_q, n_k=n_k, n_v=n_v, head_dim=head_dim, **gains)
     expected = kernels.rope_heads(torch.nn.functional.linear(x, weight), cos, sin, n_q=n_q, n_k=n_k, n_v=n_v,
                                   head_dim=head_dim, **gains)
     assert len(fused) == len(expected)
@@ -179,112 +189,114 @@ def test_matmul_rope_heads_matches_projection_then_rope_heads(qk_norm, heads):
         torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("tma", [False, True])
-def test_matmul_rope_heads_batched_weights(tma):
-    """n projections of one x in one launch, each with its own QK-norm gain, K = 48 (the low-rank
-    cross-attention K/V): output b equals the single-weight call with weight b."""
-    n_batch, n_k, head_dim = 3, 2, 16
-    x = randn(2, 25, 48, seed=1)
-    weights = randn(n_batch, 2 * n_k * head_dim, 48, seed=2) / 4
-    cos, sin = randn(2, 25, head_dim // 2, seed=5), randn(2, 25, head_dim // 2, seed=6)
-    k_gains = randn(n_batch, head_dim, seed=8)
-    tiles = (16, None, 32, 2, 4, 2, tma)      # fp32 operands: K tiles of 16, three of them
-    keys, values = kernels.matmul_rope_heads(x, weights, cos, sin, n_q=0, n_k=n_k, n_v=n_k, head_dim=head_dim,
-                                             k_gain=k_gains, tiles=tiles, tf32=False)
-    assert keys.shape == values.shape == (n_batch, 2, 25, n_k, head_dim)
-    for b in range(n_batch):
-        k, v = kernels.rope_heads(torch.nn.functional.linear(x, weights[b]), cos, sin, n_q=0, n_k=n_k, n_v=n_k,
-                                  head_dim=head_dim, k_gain=k_gains[b])
-        torch.testing.assert_close(keys[b], k, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(values[b], v, rtol=1e-4, atol=1e-5)
-
-
 @pytest.mark.parametrize("variant", ["ZUNA", "ZUNA1.1"])
 @pytest.mark.parametrize("head_dim", [8, 16])
 def test_low_rank_cross_kv_equals_projected_context(variant, head_dim):
     """K/V from the 33-wide context factor == QK-norm + RoPE of W_kv (rms_norm(latent_proj(latents)) * g)."""
     config = ModelConfig.from_hf({"dim": 64, "n_layers": 2, "n_heads": 4, "head_dim": head_dim}, variant=variant)
-    model = random_model(config).to(DEVICE).eval().optimize(kernels=True, cuda_graphs=False)
-    decoder = model.decoder
+    reference = random_model(config).to(DEVICE)
+    decoder = build(reference, EXACT).decoder
     latents = randn(2, 12, 32, seed=1)
     tok_idx = torch.randint(0, 30, (2, 12, 4), generator=torch.Generator().manual_seed(2)).to(DEVICE)
-    positions = decoder.positions(tok_idx)
     gains = decoder.conditioning(torch.tensor([1.0, 0.5], device=DEVICE))
     with torch.no_grad():
+        torch.testing.assert_close(gains, reference.decoder.conditioning(torch.tensor([1.0, 0.5], device=DEVICE)),
+                                   rtol=1e-5, atol=1e-6)        # all AdaRMSNorm gains: one GEMM
         weights = decoder.cross_kv_weights(gains)
         assert weights.shape == (2, 2, 2 * 4 * head_dim, 64)   # 33 columns, padded to a power of 2
-        kv = decoder.fused_cross_kv(decoder.context_factor(latents), weights[1], positions,
-                                    decoder.cross_k_gains(), tf32=False)
-        context = decoder.context(latents)
-        for layer, block in enumerate(decoder.blocks):
+        kv = decoder.cross_kv(decoder.context_factor(latents), weights[1], decoder.positions(tok_idx))
+        context = reference.decoder.context(latents)
+        angles = reference.decoder.positions(tok_idx)["rope"]
+        for layer, block in enumerate(reference.decoder.blocks):
             attention = block.cross_attention
             normed = rms_norm(context, gains[1, 4 * layer + 1], block.cross_y_norm.eps)
             k = torch.nn.functional.linear(normed, attention.wk.weight).view(2, 12, 4, head_dim)
             v = torch.nn.functional.linear(normed, attention.wv.weight).view(2, 12, 4, head_dim)
             if attention.k_norm is not None:
                 k = attention.k_norm(k)
-            k = rope(k.transpose(1, 2), *positions["rope"]).transpose(1, 2)
+            k = rope(k.transpose(1, 2), *angles).transpose(1, 2)
             torch.testing.assert_close(kv[layer][0], k, rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(kv[layer][1], v, rtol=1e-4, atol=1e-5)
 
 
 def _tiny_model_and_inputs(variant, *, dim, head_dim):
-    """A 2-layer random model on the reference path (no kernels), tokens, tok_idx and noise."""
+    """A 2-layer random reference model, tokens, tok_idx and noise."""
     config = ModelConfig.from_hf({"dim": dim, "head_dim": head_dim, "n_layers": 2, "n_heads": 4}, variant=variant)
-    model = random_model(config).to(DEVICE).eval().optimize(kernels=False, cuda_graphs=False)
+    model = random_model(config).to(DEVICE).eval()
     tokens = (0.1 * randn(2, 12, 32, seed=1)).clamp(-1, 1)
     tok_idx = torch.randint(0, 30, (2, 12, 4), generator=torch.Generator().manual_seed(2)).to(DEVICE)
     return config, model, tokens, tok_idx, randn(2, 12, 32, seed=3)
 
 
-@pytest.mark.parametrize("variant,gemm_epilogues", [("ZUNA", False), ("ZUNA1.1", False),
-                                                    ("ZUNA", True), ("ZUNA1.1", True)])
-def test_fused_model_path_equals_reference_path(variant, gemm_epilogues):
-    """encode + sample through the kernels compute the reference function (fp32), K/V weights of all
-    steps formed at once or step by step."""
-    # dim 64 / head_dim 16: sizes the GEMMs with fused epilogues take (dim 32 / 8 fall back)
-    size = dict(dim=64, head_dim=16) if gemm_epilogues else dict(dim=32, head_dim=8)
-    config, model, tokens, tok_idx, noise = _tiny_model_and_inputs(variant, **size)
+@pytest.mark.parametrize("variant,size", [("ZUNA", "small"), ("ZUNA1.1", "small"), ("ZUNA", "fusable"),
+                                          ("ZUNA1.1", "fusable")])
+def test_fast_model_equals_reference_model(variant, size, monkeypatch):
+    """encode + sample of the fast model compute the reference function (fp32), the K/V weights of
+    all steps formed at once or step by step; the small-tile attention runs where it pays."""
+    # dim 64 / head_dim 16: sizes the GEMMs with fused epilogues and the attention kernel take
+    # (dim 32 / head_dim 8: cuBLAS, the separate kernels and SDPA instead)
+    config, model, tokens, tok_idx, noise = _tiny_model_and_inputs(
+        variant, **(dict(dim=64, head_dim=16) if size == "fusable" else dict(dim=32, head_dim=8)))
     latents = model.encode(tokens, tok_idx)
     expected = model.sample(latents, tok_idx, noise=noise, steps=2, cfg=1.5)
-    model.optimize(kernels=True, gemm_epilogues="all" if gemm_epilogues else "none", cuda_graphs=False)
-    assert model.use_kernels
-    assert model.decoder.blocks[0].feed_forward.gemm_epilogue == gemm_epilogues
-    assert kernels.gemm_fusable(config.dim, config.head_dim) == gemm_epilogues
-    torch.testing.assert_close(model.encode(tokens, tok_idx), latents, rtol=1e-4, atol=1e-5)
-    at_once = model.sample(latents, tok_idx, noise=noise, steps=2, cfg=1.5)
-    model.cross_kv_chunk = 1
-    per_step = model.sample(latents, tok_idx, noise=noise, steps=2, cfg=1.5)
-    torch.testing.assert_close(at_once, expected, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(per_step, expected, rtol=1e-4, atol=1e-5)
-
-
-@pytest.mark.parametrize("variant", ["ZUNA", "ZUNA1.1"])
-@pytest.mark.parametrize("options", [True, False])
-def test_fused_model_options_compute_the_reference_function(variant, options, monkeypatch):
-    """The small-tile attention kernel (the cross-attention queries rotated inside it), V read in
-    place and the recomputed residual, all on or all off: the reference function either way."""
-    from zuna_lab.model.layers import Attention, DecoderBlock
-    _, model, tokens, tok_idx, noise = _tiny_model_and_inputs(variant, dim=64, head_dim=16)
-    latents = model.encode(tokens, tok_idx)
-    expected = model.sample(latents, tok_idx, noise=noise, steps=2)
-    model.optimize(kernels=True, gemm_epilogues="none", cuda_graphs=False)
-    monkeypatch.setattr(DecoderBlock, "recompute_residual", options)
-    for module in model.modules():
-        if isinstance(module, Attention):
-            module.small_attention = module.values_as_view = options
+    fast = build(model, EXACT)
+    assert fast.encoder.blocks[0].feed_forward.epilogue == (size == "fusable")
+    assert not fast.decoder.blocks[0].feed_forward.epilogue                # cuBLAS in the decoder
     calls = []
     real = kernels.attention
     monkeypatch.setattr(kernels, "attention", lambda *a, **kw: calls.append(kw.get("rope") is not None) or real(*a, **kw))
-    torch.testing.assert_close(model.encode(tokens, tok_idx), latents, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(model.sample(latents, tok_idx, noise=noise, steps=2), expected, rtol=1e-4, atol=1e-5)
-    # encoder 2 + decoder 2 x 2 steps x (self + cross) attention calls; the cross ones rotate q inside
-    assert (len(calls), sum(calls)) == ((2 + 8, 4) if options else (0, 0))
+    torch.testing.assert_close(fast.encode(tokens, tok_idx), latents, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast.sample(latents, tok_idx, noise=noise, steps=2, cfg=1.5), expected,
+                               rtol=1e-4, atol=1e-5)
+    # encoder 2 + decoder 2 blocks x 2 steps x 2 (cfg) x (self + cross) attention calls; the cross ones rotate q
+    assert (len(calls), sum(calls)) == ((2 + 16, 8) if size == "fusable" else (0, 0))
+    monkeypatch.setattr(runner, "CROSS_KV_CHUNK", 1)
+    monkeypatch.setattr(kernels, "ATTENTION_MAX_SEQ", 0)                     # SDPA everywhere
+    torch.testing.assert_close(fast.sample(latents, tok_idx, noise=noise, steps=2, cfg=1.5), expected,
+                               rtol=1e-4, atol=1e-5)
+    assert len(calls) == (18 if size == "fusable" else 0)
 
-def test_kernels_refused_where_they_cannot_run(monkeypatch):
-    model = random_model(ModelConfig.from_hf({"dim": 32, "n_layers": 1, "head_dim": 8, "n_heads": 4}, variant="ZUNA1.1"))
+
+def test_fast_model_owns_its_weights_once():
+    """Fused weights are parameters of the fast model, created once: the unfused ones are not kept,
+    .to() moves every tensor, the reference is left as it was, state dicts are refused."""
+    config, model, tokens, tok_idx, noise = _tiny_model_and_inputs("ZUNA1.1", dim=64, head_dim=16)
+    before = {name: t.clone() for name, t in model.state_dict().items()}
+    model.source, model.revision = "somewhere", "abc"
+    fast = build(model, FastOptions(precision="bf16", cuda_graphs=False))
+    assert isinstance(fast, ZunaModel) and isinstance(fast, FastZunaModel) and hasattr(fast, "_call_lock")
+    assert (fast.variant, fast.config, fast.source, fast.revision, fast.precision) == (
+        "ZUNA1.1", config, "somewhere", "abc", "bf16")
+    assert fast.n_parameters() == model.n_parameters()
+    names = dict(fast.named_parameters())
+    assert not any(name.endswith((".wk", ".wv", ".w1", ".w3")) for name in names)
+    assert names["encoder.blocks.0.attention.wqkv"].dtype == torch.float32          # TF32 in bf16
+    assert names["decoder.blocks.0.attention.wqkv"].dtype == torch.bfloat16
+    assert names["decoder.cross_wkv"].shape == (2, 2 * 64, 64) and names["decoder.embed.weight"].dtype == torch.float32
+    ours = {t.data_ptr() for t in model.state_dict().values()}
+    assert not ours & {t.data_ptr() for t in fast.state_dict().values()}           # nothing shared
+    for module in fast.modules():       # every tensor is a parameter or buffer, so .to() moves it
+        assert not [k for k, v in vars(module).items() if isinstance(v, torch.Tensor)], type(module).__name__
+    assert all(torch.equal(t, before[name]) for name, t in model.state_dict().items())
+    with pytest.raises(ZunaValueError, match="cannot load a state dict"):
+        fast.load_state_dict(model.state_dict())
+    with pytest.raises(ZunaValueError, match="precision is fixed"):
+        fast.set_precision("fp32")
+    moved = fast.to("meta")
+    assert moved.device.type == "meta" and all(t.device.type == "meta" for t in fast.state_dict().values())
+
+
+def test_build_refuses_what_it_cannot_use(monkeypatch):
+    config = ModelConfig.from_hf({"dim": 32, "n_layers": 1, "head_dim": 8, "n_heads": 4}, variant="ZUNA1.1")
+    model = random_model(config)
+    with pytest.raises(ZunaTypeError, match="options must be a FastOptions"):
+        build(model, {"precision": "fp32"})
+    with pytest.raises(ZunaValueError, match="precision must be 'bf16' or 'fp32'"):
+        FastOptions(precision="fp16")
+    with pytest.raises(ZunaTypeError, match="takes a reference ZunaModel"):
+        build(build(model, EXACT))
+    with pytest.raises(ZunaValueError, match="exact weights"):
+        build(random_model(config).set_precision("bf16"))
     monkeypatch.setattr(kernels, "available", lambda device: False)
-    with pytest.raises(ZunaValueError, match="kernels=True needs"):
-        model.optimize(kernels=True)
-    assert not model.optimize().use_kernels          # the default simply stays on the reference path
-
+    with pytest.raises(ZunaValueError, match="needs Triton and a CUDA device"):
+        build(model)

@@ -22,12 +22,13 @@ from .model.layers import AdaRMSNorm, FourierTimeEmbedding, RMSNorm
 from .model.zuna import ZunaModel, build_model
 
 
-def random_model(config: ModelConfig, *, seed: int = 0) -> ZunaModel:
+def random_model(config: ModelConfig, *, seed: int = 0, perturb: float = 0.0) -> ZunaModel:
     """A ZunaModel with random weights where every part matters.
 
     Unlike a fresh training init (AdaRMSNorm gains start at exactly 1, time features near 0),
     norms, time conditioning and biases get non-trivial values so that a port that ignored
-    any of them would fail parity.
+    any of them would fail parity. ``perturb`` > 0 then adds ``perturb * N(0, 1)`` to every
+    parameter and buffer (the GPU tests use 0.02 at full size). Deterministic in ``seed``.
     """
     generator = torch.Generator().manual_seed(seed)
 
@@ -53,6 +54,9 @@ def random_model(config: ModelConfig, *, seed: int = 0) -> ZunaModel:
         model.encoder.register.copy_(normal(model.encoder.register.shape, 0.5))
         if model.encoder.dropout_vec is not None:
             model.encoder.dropout_vec.copy_(normal(model.encoder.dropout_vec.shape, 0.1))
+        if perturb:
+            for tensor in [*model.parameters(), *model.buffers()]:
+                tensor.add_(normal(tensor.shape, perturb))
     return model.eval()
 
 
@@ -83,7 +87,8 @@ def save_checkpoint(model: ZunaModel, path, *, key_prefix: bool = False, dtype=t
 
 def make_random_checkpoint(path, *, variant: str = "ZUNA", dim: int = 64, n_layers: int = 2, n_heads: int = 4,
                            head_dim: int = 16, t_dim: int = 32, max_seqlen: int | None = None, seed: int = 0,
-                           full_size: bool = False, key_prefix: bool = False, dtype=torch.float32) -> Path:
+                           full_size: bool = False, key_prefix: bool = False, dtype=torch.float32,
+                           perturb: float = 0.0) -> Path:
     """Write a random ZUNA checkpoint (``config.json`` + ``model-00001-of-00001.safetensors``).
 
     Parameters
@@ -103,6 +108,8 @@ def make_random_checkpoint(path, *, variant: str = "ZUNA", dim: int = 64, n_laye
         Store keys as ``model.<name>`` as some upstream exports do.
     dtype : torch.dtype
         Storage dtype (float32 or bfloat16).
+    perturb : float
+        Scale of the N(0, 1) noise added to every weight after the init (:func:`random_model`).
 
     Returns
     -------
@@ -123,4 +130,4 @@ def make_random_checkpoint(path, *, variant: str = "ZUNA", dim: int = 64, n_laye
         if max_seqlen is not None:
             fields["max_seqlen"] = max_seqlen
         config = ModelConfig.from_hf(fields, variant=variant)
-    return save_checkpoint(random_model(config, seed=seed), path, key_prefix=key_prefix, dtype=dtype)
+    return save_checkpoint(random_model(config, seed=seed, perturb=perturb), path, key_prefix=key_prefix, dtype=dtype)

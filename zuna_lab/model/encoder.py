@@ -5,8 +5,28 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig
-from . import kernels
 from .layers import EncoderBlock, RMSNorm, rope_angles, window_mask
+
+
+def with_registers(tokens: torch.Tensor, register: torch.Tensor, dropout_vec: torch.Tensor | None) -> torch.Tensor:
+    """The encoder's input sequence [reg, tok_0, reg, tok_1, ...] [B, 2 S, W] of tokens [B, S, W].
+
+    Each register reads out its token's latent and shares its token's position. With a learned
+    ``dropout_vec``, zeroed (masked) entries of the sequence are replaced by it.
+    """
+    bsz, seqlen, width = tokens.shape
+    registers = register.to(tokens.dtype).expand(bsz, seqlen, width)
+    x = torch.stack((registers, tokens), dim=2).reshape(bsz, 2 * seqlen, width)
+    if dropout_vec is not None:
+        x = torch.where((x.sum(-1, keepdim=True) == 0), dropout_vec.to(x.dtype), x)
+    return x
+
+
+def positions(tok_idx: torch.Tensor, config: ModelConfig) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+    """RoPE angles (cos, sin) [B, 2 S, head_dim // 2] of the register-interleaved sequence, and its window mask."""
+    angles = rope_angles(tok_idx.repeat_interleave(2, dim=1), config.head_dim, config.rope_theta)
+    seqlen = 2 * tok_idx.shape[1]
+    return angles, window_mask(seqlen, seqlen, config.encoder_window, tok_idx.device)
 
 
 class Encoder(nn.Module):
@@ -23,39 +43,11 @@ class Encoder(nn.Module):
         self.norm = RMSNorm(c.dim, c.norm_eps)
         self.out = nn.Linear(c.dim, c.latent_dim, bias=False)
 
-    def _embed(self, tokens: torch.Tensor, tok_idx: torch.Tensor):
-        bsz, seqlen, width = tokens.shape
-        # Sequence becomes [reg, tok_0, reg, tok_1, ...]; each register reads out its token's latent
-        # and shares its token's position.
-        registers = self.register.to(tokens.dtype).expand(bsz, seqlen, width)
-        x = torch.stack((registers, tokens), dim=2).reshape(bsz, 2 * seqlen, width)
-        if self.dropout_vec is not None:
-            x = torch.where((x.sum(-1, keepdim=True) == 0), self.dropout_vec.to(x.dtype), x)
-        h = self.embed(x.to(self.embed.weight.dtype))
-        rope = rope_angles(tok_idx.repeat_interleave(2, dim=1), self.config.head_dim, self.config.rope_theta)
-        mask = window_mask(2 * seqlen, 2 * seqlen, self.config.encoder_window, tokens.device)
-        return h, rope, mask
-
     def forward(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
         """tokens [B, S, input_dim], tok_idx [B, S, 4] -> latents [B, S, latent_dim]."""
-        h, (cos, sin), mask = self._embed(tokens, tok_idx)
+        h = self.embed(with_registers(tokens, self.register, self.dropout_vec).to(self.embed.weight.dtype))
+        (cos, sin), mask = positions(tok_idx, self.config)
         rope = (cos.unsqueeze(1), sin.unsqueeze(1))
         for block in self.blocks:
             h = block(h, rope, mask)
         return self.out(self.norm(h[:, 0::2]).to(self.out.weight.dtype))
-
-    def fused_forward(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
-        """:meth:`forward` through the Triton kernels (CUDA fast path)."""
-        h, rope, mask = self._embed(tokens, tok_idx)
-        h = h.contiguous()
-        first = self.blocks[0]
-        _, x = kernels.add_rms_norm(h, None, first.attention_norm.weight, first.attention_norm.eps,
-                                    out_dtype=first.attention.wq.weight.dtype)
-        for layer, block in enumerate(self.blocks):
-            if layer + 1 < len(self.blocks):
-                following = self.blocks[layer + 1]
-                norm, dtype = following.attention_norm, following.attention.wq.weight.dtype
-            else:
-                norm, dtype = self.norm, self.out.weight.dtype
-            h, x = block.fused_forward(h, x, rope, mask, norm.weight, norm.eps, dtype)
-        return self.out(x[:, 0::2].to(self.out.weight.dtype))

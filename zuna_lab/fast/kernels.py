@@ -7,16 +7,18 @@
 - :func:`rope_heads` — per-head QK-norm and 4-D RoPE of queries and keys (values copied) from a
   fused projection output, into ``[B, S, H, D]`` buffers that SDPA reads as ``[B, H, S, D]``.
 - :func:`swiglu` — ``silu(a) * b`` of the fused w1/w3 output.
-- :func:`matmul_swiglu`, :func:`matmul_rope_heads` — GEMMs that finish in those epilogues from the
-  fp32 accumulator (the encoder's); the second also runs a batch of projections of one input.
+- :func:`matmul_swiglu`, :func:`matmul_rope_heads` — GEMMs (tiles moved by Hopper's TMA engine)
+  that finish in those epilogues from the fp32 accumulator (the encoder's).
 - :func:`lowrank_kv` — every decoder block's cross-attention keys (QK-normed, rotated) and values
   of one step, from the rank-33 context factor, in one launch.
 - :func:`attention` — flash attention with small query tiles, for the sizes where SDPA's library
   kernels leave most of the GPU idle (:func:`attention_pays`); it can also rotate raw queries.
 
-The reference (``forward``) path of the blocks is plain PyTorch; these kernels are used only by
-the blocks' ``fused_forward`` on CUDA. With ``TRITON_INTERPRET=1`` they also run on CPU tensors,
-which is how the tests check them against the reference without a GPU.
+The reference model (:mod:`zuna_lab.model`) is plain PyTorch; these kernels are used only by the
+fast path's blocks (:mod:`zuna_lab.fast.blocks`). With ``TRITON_INTERPRET=1`` they also run on CPU
+tensors, which is how the tests check them against the reference without a GPU. Tile shapes are
+module constants (tuned on H100/H200, ``benchmarks/results/gpu.md``); fp32 operands of the GEMMs
+run as TF32 exactly where torch allows TF32 for its own GEMMs.
 """
 from __future__ import annotations
 
@@ -31,9 +33,8 @@ except ImportError:          # CPU-only installs: the fast path is simply not of
     triton = None
 try:
     from triton.tools.tensor_descriptor import TensorDescriptor
-    _TMA = True
-except ImportError:          # older Triton: the GEMMs load through pointers instead
-    _TMA = False
+except ImportError:          # older Triton: no epilogue GEMMs (cuBLAS and the separate kernels instead)
+    TensorDescriptor = None
 
 
 def available(device: torch.device) -> bool:
@@ -136,37 +137,11 @@ if triton is not None:
         return pid_m, pid_n
 
     @triton.jit
-    def _matmul_swiglu_kernel(x_ptr, w_ptr, out_ptr, M, H, K,
-                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                              GROUP_M: tl.constexpr, PRECISION: tl.constexpr):
-        # out[m, n] = silu(x[m] . w[n]) * (x[m] . w[H + n]); w = [w1; w3] as stored by nn.Linear.
-        pid_m, pid_n = _tile_ids(M, H, BLOCK_M, BLOCK_N, GROUP_M)
-        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        ks = tl.arange(0, BLOCK_K)
-        # Out-of-range rows/cols are wrapped (not masked) so the loads in the loop stay unmasked.
-        x_ptrs = x_ptr + (rows % M).to(tl.int64)[:, None] * K + ks[None, :]
-        a_ptrs = w_ptr + (cols % H).to(tl.int64)[None, :] * K + ks[:, None]
-        b_ptrs = a_ptrs + H.to(tl.int64) * K
-        acc_a = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        acc_b = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for _ in range(0, K // BLOCK_K):
-            x = tl.load(x_ptrs)
-            acc_a = tl.dot(x, tl.load(a_ptrs), acc_a, input_precision=PRECISION)
-            acc_b = tl.dot(x, tl.load(b_ptrs), acc_b, input_precision=PRECISION)
-            x_ptrs += BLOCK_K
-            a_ptrs += BLOCK_K
-            b_ptrs += BLOCK_K
-        out = acc_a * tl.sigmoid(acc_a) * acc_b
-        live = (rows < M)[:, None] & (cols < H)[None, :]
-        tl.store(out_ptr + rows.to(tl.int64)[:, None] * H + cols[None, :], out.to(out_ptr.dtype.element_ty),
-                 mask=live)
-
-    @triton.jit
-    def _matmul_swiglu_tma_kernel(x_desc, w_desc, out_desc, M, H, K,
+    def _matmul_swiglu_kernel(x_desc, w_desc, out_desc, M, H, K,
                                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                                   GROUP_M: tl.constexpr, PRECISION: tl.constexpr):
-        # As _matmul_swiglu_kernel, with tiles moved by the TMA engine (Hopper); edges zero-filled.
+        # out[m, n] = silu(x[m] . w[n]) * (x[m] . w[H + n]); w = [w1; w3] as stored by nn.Linear.
+        # Tiles are moved by the TMA engine (Hopper); edges are zero-filled on load, clipped on store.
         pid_m, pid_n = _tile_ids(M, H, BLOCK_M, BLOCK_N, GROUP_M)
         off_m = pid_m * BLOCK_M
         off_n = pid_n * BLOCK_N
@@ -179,22 +154,22 @@ if triton is not None:
         out_desc.store([off_m, off_n], (acc_a * tl.sigmoid(acc_a) * acc_b).to(out_desc.dtype))
 
     @triton.jit
-    def _matmul_rope_heads_tma_kernel(x_desc, w_desc, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr,
-                                      q_out_ptr, k_out_ptr, v_out_ptr, M, K, eps, gain_stride,
-                                      NQ: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr, HALF: tl.constexpr,
-                                      QK_NORM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-                                      GROUP_M: tl.constexpr, PRECISION: tl.constexpr):
+    def _matmul_rope_heads_kernel(x_desc, w_desc, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr,
+                                  q_out_ptr, k_out_ptr, v_out_ptr, M, K, eps,
+                                  NQ: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr, HALF: tl.constexpr,
+                                  QK_NORM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+                                  GROUP_M: tl.constexpr, PRECISION: tl.constexpr):
+        # One tile column per head: the projection of rows to head ``head`` of [q; k; v] (TMA
+        # loads), then the per-head QK-norm and RoPE in registers, stored straight into the q/k/v buffers.
         HEAD: tl.constexpr = 2 * HALF
         N: tl.constexpr = (NQ + NK + NV) * HEAD
         pid_m, head = _tile_ids(M, N, BLOCK_M, HEAD, GROUP_M)
-        batch = tl.program_id(1)        # weight (and output) of a batch of projections of one x
         off_m = pid_m * BLOCK_M
         acc = tl.zeros((BLOCK_M, HEAD), dtype=tl.float32)
         for k in range(0, K, BLOCK_K):
-            acc = tl.dot(x_desc.load([off_m, k]), w_desc.load([batch * N + head * HEAD, k]).T, acc,
-                         input_precision=PRECISION)
-        _store_heads(acc, off_m + tl.arange(0, BLOCK_M), head, batch, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr,
-                     q_out_ptr, k_out_ptr, v_out_ptr, M, eps, gain_stride, NQ, NK, NV, HALF, QK_NORM, BLOCK_M)
+            acc = tl.dot(x_desc.load([off_m, k]), w_desc.load([head * HEAD, k]).T, acc, input_precision=PRECISION)
+        _store_heads(acc, off_m + tl.arange(0, BLOCK_M), head, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr,
+                     q_out_ptr, k_out_ptr, v_out_ptr, M, eps, NQ, NK, NV, HALF, QK_NORM, BLOCK_M)
 
     @triton.jit
     def _norm_rotate_store(acc, dst_ptrs, live, gain_ptr, cos, sin, eps, BLOCK_M: tl.constexpr,
@@ -207,56 +182,27 @@ if triton is not None:
         tl.store(dst_ptrs, out.to(dst_ptrs.dtype.element_ty), mask=live)
 
     @triton.jit
-    def _matmul_rope_heads_kernel(x_ptr, w_ptr, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr,
-                                  q_out_ptr, k_out_ptr, v_out_ptr, M, K, eps, gain_stride,
-                                  NQ: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr, HALF: tl.constexpr,
-                                  QK_NORM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-                                  GROUP_M: tl.constexpr, PRECISION: tl.constexpr):
-        # One tile column per head: the projection of rows to head ``pid_n`` of [q; k; v], then the
-        # per-head QK-norm and RoPE in registers, stored straight into the q/k/v buffers.
-        HEAD: tl.constexpr = 2 * HALF
-        N: tl.constexpr = (NQ + NK + NV) * HEAD
-        pid_m, head = _tile_ids(M, N, BLOCK_M, HEAD, GROUP_M)
-        batch = tl.program_id(1)        # weight (and output) of a batch of projections of one x
-        rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        cols = tl.arange(0, HEAD)
-        ks = tl.arange(0, BLOCK_K)
-        x_ptrs = x_ptr + (rows % M).to(tl.int64)[:, None] * K + ks[None, :]
-        w_ptrs = w_ptr + (batch * N + head * HEAD + cols).to(tl.int64)[None, :] * K + ks[:, None]
-        acc = tl.zeros((BLOCK_M, HEAD), dtype=tl.float32)
-        for _ in range(0, K // BLOCK_K):
-            acc = tl.dot(tl.load(x_ptrs), tl.load(w_ptrs), acc, input_precision=PRECISION)
-            x_ptrs += BLOCK_K
-            w_ptrs += BLOCK_K
-        _store_heads(acc, rows, head, batch, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr, q_out_ptr, k_out_ptr,
-                     v_out_ptr, M, eps, gain_stride, NQ, NK, NV, HALF, QK_NORM, BLOCK_M)
-
-    @triton.jit
-    def _store_heads(acc, rows, head, batch, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr, q_out_ptr, k_out_ptr,
-                     v_out_ptr, M, eps, gain_stride, NQ: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr,
+    def _store_heads(acc, rows, head, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr, q_out_ptr, k_out_ptr,
+                     v_out_ptr, M, eps, NQ: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr,
                      HALF: tl.constexpr, QK_NORM: tl.constexpr, BLOCK_M: tl.constexpr):
         # Tile ``acc`` [BLOCK_M, head_dim] is head ``head`` of [q; k; v] for ``rows``: QK-norm and
-        # RoPE for queries and keys, then stored into its own [rows, heads, head_dim] buffer
-        # (of batch ``batch``: buffers [batch, rows, heads, head_dim], QK-norm gains ``gain_stride`` apart).
+        # RoPE for queries and keys, then stored into its own [rows, heads, head_dim] buffer.
         HEAD: tl.constexpr = 2 * HALF
         cols = tl.arange(0, HEAD)
         live = (rows < M)[:, None]
         row64 = rows.to(tl.int64)[:, None]
-        out_row = row64 + batch.to(tl.int64) * M
-        q_gain_ptr += batch * gain_stride
-        k_gain_ptr += batch * gain_stride
         if head < NQ + NK:
             pairs = tl.arange(0, HALF)
             cos = tl.load(cos_ptr + row64 * HALF + pairs[None, :], mask=live, other=0.0)
             sin = tl.load(sin_ptr + row64 * HALF + pairs[None, :], mask=live, other=0.0)
             if head < NQ:
-                _norm_rotate_store(acc, q_out_ptr + out_row * (NQ * HEAD) + head * HEAD + cols[None, :], live,
+                _norm_rotate_store(acc, q_out_ptr + row64 * (NQ * HEAD) + head * HEAD + cols[None, :], live,
                                    q_gain_ptr, cos, sin, eps, BLOCK_M, HALF, QK_NORM)
             else:
-                _norm_rotate_store(acc, k_out_ptr + out_row * (NK * HEAD) + (head - NQ) * HEAD + cols[None, :],
+                _norm_rotate_store(acc, k_out_ptr + row64 * (NK * HEAD) + (head - NQ) * HEAD + cols[None, :],
                                    live, k_gain_ptr, cos, sin, eps, BLOCK_M, HALF, QK_NORM)
         else:
-            dst = v_out_ptr + out_row * (NV * HEAD) + (head - NQ - NK) * HEAD + cols[None, :]
+            dst = v_out_ptr + row64 * (NV * HEAD) + (head - NQ - NK) * HEAD + cols[None, :]
             tl.store(dst, acc.to(v_out_ptr.dtype.element_ty), mask=live)
 
 
@@ -429,7 +375,7 @@ ATTENTION_TILES = (64, 64, 4, 3)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, rope: tuple | None = None,
-              q_gain: torch.Tensor | None = None, qk_eps: float = 1e-5, tiles=None) -> torch.Tensor:
+              q_gain: torch.Tensor | None = None, qk_eps: float = 1e-5) -> torch.Tensor:
     """``softmax(q k^T / sqrt(D)) v`` for few queries: q [B, Sq, H, D], k and v [B, Sk, Hkv, D]
     (any strides with D contiguous) -> [B, Sq, H, D] contiguous. No mask.
 
@@ -441,7 +387,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, rope: tuple 
     bsz, seq_q, n_heads, head_dim = q.shape
     seq_k, n_kv = k.shape[1], k.shape[2]
     assert all(t.stride(-1) == 1 for t in (q, k, v)) and v.shape == k.shape and n_heads % n_kv == 0
-    block_m, block_n, warps, stages = tiles or ATTENTION_TILES
+    block_m, block_n, warps, stages = ATTENTION_TILES
     out = torch.empty(bsz, seq_q, n_heads, head_dim, device=q.device, dtype=k.dtype)
     cos, sin = rope if rope is not None else (q, q)
     grid = (triton.cdiv(seq_q, block_m), bsz * n_heads)
@@ -449,7 +395,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, rope: tuple 
         q, k, v, out, cos, sin, q_gain if q_gain is not None else q, seq_q, seq_k,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], head_dim ** -0.5 * 1.4426950408889634, float(qk_eps),
         N_HEADS=n_heads, KV_GROUP=n_heads // n_kv, HALF=head_dim // 2, ROTATE_Q=rope is not None,
-        QK_NORM=q_gain is not None, BLOCK_M=block_m, BLOCK_N=block_n, PRECISION=_precision(k.dtype, None),
+        QK_NORM=q_gain is not None, BLOCK_M=block_m, BLOCK_N=block_n, PRECISION=_precision(k.dtype),
         num_warps=warps, num_stages=stages)
     return out
 
@@ -461,120 +407,104 @@ ATTENTION_MAX_TILES = 132
 ATTENTION_MAX_SEQ = 1024
 
 
-def attention_pays(bsz: int, seq_q: int, n_heads: int, head_dim: int) -> bool:
-    """Whether :func:`attention` takes this head size (a power of 2, >= 16) and beats SDPA here."""
-    fits = head_dim >= 16 and head_dim & (head_dim - 1) == 0
-    return fits and seq_q <= ATTENTION_MAX_SEQ and bsz * n_heads * -(-seq_q // 128) < ATTENTION_MAX_TILES
+def head_fits(head_dim: int) -> bool:
+    """Whether the kernels that hold whole heads in a tile (:func:`attention`, :func:`lowrank_kv`,
+    :func:`matmul_rope_heads`) take this head size: a power of 2, at least 16."""
+    return head_dim >= 16 and head_dim & (head_dim - 1) == 0
 
-# Tile shapes of the GEMMs with fused epilogues, chosen by row count:
-# (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, warps, stages[, TMA loads: default False]).
-# fp32 (TF32) operands take half the K depth to fit shared memory.
+
+def attention_pays(bsz: int, seq_q: int, n_heads: int, head_dim: int) -> bool:
+    """Whether :func:`attention` takes this head size and beats SDPA here."""
+    return head_fits(head_dim) and seq_q <= ATTENTION_MAX_SEQ and bsz * n_heads * -(-seq_q // 128) < ATTENTION_MAX_TILES
+
+
+#: Tile shapes (BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, warps, stages) of the GEMMs with fused
+#: epilogues, for fewer rows than GEMM_LARGE_ROWS and for more; fp32 (TF32) operands take half the
+#: K depth to fit shared memory.
 GEMM_TILES = {
-    ("swiglu", "large"): (128, 128, 64, 8, 8, 3, True),
-    ("swiglu", "small"): (64, 64, 64, 8, 4, 4, True),
-    ("rope", "large"): (128, None, 64, 8, 4, 4, True),
-    ("rope", "small"): (64, None, 64, 8, 4, 4, True),
+    ("swiglu", "large"): (128, 128, 64, 8, 8, 3),
+    ("swiglu", "small"): (64, 64, 64, 8, 4, 4),
+    ("rope", "large"): (128, None, 64, 8, 4, 4),
+    ("rope", "small"): (64, None, 64, 8, 4, 4),
 }
-#: Row count from which the large tiles are used.
 GEMM_LARGE_ROWS = 4096
 
 
-def _tiles(kind: str, rows: int, dtype: torch.dtype, tiles=None):
-    tiles = tuple(tiles or GEMM_TILES[kind, "large" if rows >= GEMM_LARGE_ROWS else "small"])
-    block_m, block_n, block_k, group_m, warps, stages, tma = tiles if len(tiles) == 7 else (*tiles, False)
+def _tiles(kind: str, rows: int, dtype: torch.dtype):
+    block_m, block_n, block_k, group_m, warps, stages = GEMM_TILES[kind, "large" if rows >= GEMM_LARGE_ROWS else "small"]
     if dtype == torch.float32:
         block_k, stages = block_k // 2, max(2, stages - 1)
-    return block_m, block_n, block_k, group_m, warps, stages, tma and _TMA
+    return block_m, block_n, block_k, group_m, warps, stages
 
 
-def _precision(dtype: torch.dtype, tf32: bool | None) -> str:
-    """``tl.dot``'s input precision: fp32 operands run as TF32 only where allowed (by default where
-    torch allows it for its own GEMMs), else in exact fp32."""
+def _precision(dtype: torch.dtype) -> str:
+    """``tl.dot``'s input precision: fp32 operands run as TF32 where torch allows it for its own
+    GEMMs (``torch.backends.cuda.matmul.allow_tf32``, read when the kernel is launched), else in
+    exact fp32."""
     if dtype != torch.float32:
         return "tf32"           # ignored for 16-bit operands
-    allowed = torch.backends.cuda.matmul.allow_tf32 if tf32 is None else tf32
-    return "tf32" if allowed else "ieee"
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
 
 
-def gemm_fusable(in_features: int, head_dim: int | None = None, *, block_k: int = 64) -> bool:
-    """Whether the GEMMs with fused epilogues take these sizes (whole K tiles, power-of-2 heads >= 16)."""
-    if in_features % block_k:
+def gemm_fusable(in_features: int, head_dim: int | None = None) -> bool:
+    """Whether the GEMMs with fused epilogues take these sizes (whole K tiles of 64, heads that
+    :func:`head_fits`), on this Triton (TMA tensor descriptors)."""
+    if TensorDescriptor is None or in_features % 64:
         return False
-    return head_dim is None or (head_dim >= 16 and head_dim & (head_dim - 1) == 0)
+    return head_dim is None or head_fits(head_dim)
 
 
-def matmul_swiglu(x: torch.Tensor, w13: torch.Tensor, *, tiles=None, tf32: bool | None = None) -> torch.Tensor:
+def matmul_swiglu(x: torch.Tensor, w13: torch.Tensor) -> torch.Tensor:
     """``silu(x @ w1.T) * (x @ w3.T)`` with ``w13 = [w1; w3]``, one GEMM; the product is formed from
     the fp32 accumulators (no rounding of the two halves) and rounded once to x's dtype."""
     *lead, k = x.shape
     x2 = x.reshape(-1, k)
     assert x2.is_contiguous() and w13.is_contiguous() and x.dtype == w13.dtype
     rows, hidden = x2.shape[0], w13.shape[0] // 2
-    block_m, block_n, block_k, group_m, warps, stages, tma = _tiles("swiglu", rows, x.dtype, tiles)
+    block_m, block_n, block_k, group_m, warps, stages = _tiles("swiglu", rows, x.dtype)
     out = torch.empty(rows, hidden, device=x.device, dtype=x.dtype)
     grid = (triton.cdiv(rows, block_m) * triton.cdiv(hidden, block_n),)
-    meta = dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps,
-                num_stages=stages, PRECISION=_precision(x.dtype, tf32))
-    if tma:
-        _matmul_swiglu_tma_kernel[grid](
-            TensorDescriptor.from_tensor(x2, [block_m, block_k]), TensorDescriptor.from_tensor(w13, [block_n, block_k]),
-            TensorDescriptor.from_tensor(out, [block_m, block_n]), rows, hidden, k, **meta)
-    else:
-        _matmul_swiglu_kernel[grid](x2, w13, out, rows, hidden, k, **meta)
+    _matmul_swiglu_kernel[grid](
+        TensorDescriptor.from_tensor(x2, [block_m, block_k]), TensorDescriptor.from_tensor(w13, [block_n, block_k]),
+        TensorDescriptor.from_tensor(out, [block_m, block_n]), rows, hidden, k, BLOCK_M=block_m, BLOCK_N=block_n,
+        BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps, num_stages=stages, PRECISION=_precision(x.dtype))
     return out.view(*lead, hidden)
 
 
 def matmul_rope_heads(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *,
                       n_q: int, n_k: int, n_v: int, head_dim: int, q_gain: torch.Tensor | None = None,
                       k_gain: torch.Tensor | None = None, qk_eps: float = 1e-5,
-                      out_dtype: torch.dtype | None = None, tiles=None,
-                      tf32: bool | None = None) -> list[torch.Tensor]:
-    """:func:`rope_heads` of ``x @ weight.T`` in one kernel: the projection, QK-norm and RoPE of each
-    head are one GEMM tile and its epilogue, so the fused projection never goes to memory.
-
-    ``weight`` [N, K], or [n, N, K] for n projections of the same ``x`` in one launch (with QK-norm
-    gains [head_dim] or [n, head_dim]); the outputs then have a leading axis of n.
-    ``tf32``: whether fp32 operands may run as TF32 (None: as torch allows for its GEMMs).
-    """
+                      out_dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+    """:func:`rope_heads` of ``x @ weight.T`` (``weight`` [N, K]) in one kernel: the projection,
+    QK-norm and RoPE of each head are one GEMM tile and its epilogue, so the fused projection never
+    goes to memory."""
     bsz, seqlen, k = x.shape
-    weights = weight if weight.ndim == 3 else weight.unsqueeze(0)
-    n_batch = weights.shape[0]
-    assert weights.shape[1:] == ((n_q + n_k + n_v) * head_dim, k) and x.is_contiguous() and weights.is_contiguous()
+    assert weight.shape == ((n_q + n_k + n_v) * head_dim, k) and x.is_contiguous() and weight.is_contiguous()
     rows = bsz * seqlen
     out_dtype = out_dtype or x.dtype
-    outs = [torch.empty(n_batch, bsz, seqlen, n, head_dim, device=x.device, dtype=out_dtype) for n in (n_q, n_k, n_v)]
-    gains = [g.contiguous() if g is not None else None for g in (q_gain, k_gain)]
-    batched_gains = [g for g in gains if g is not None and g.ndim == 2]
-    assert all(g.shape == (n_batch, head_dim) for g in batched_gains)
-    block_m, _, block_k, group_m, warps, stages, tma = _tiles("rope", rows, x.dtype, tiles)
-    dummy = cos
-    grid = (triton.cdiv(rows, block_m) * (n_q + n_k + n_v), n_batch)
-    args = (cos.contiguous(), sin.contiguous(), gains[0] if gains[0] is not None else dummy,
-            gains[1] if gains[1] is not None else dummy, outs[0], outs[1], outs[2], rows, k, float(qk_eps),
-            head_dim if batched_gains else 0)
-    meta = dict(NQ=n_q, NK=n_k, NV=n_v, HALF=head_dim // 2, QK_NORM=q_gain is not None or k_gain is not None,
-                BLOCK_M=block_m, BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps, num_stages=stages,
-                PRECISION=_precision(x.dtype, tf32))
-    if tma:
-        _matmul_rope_heads_tma_kernel[grid](
-            TensorDescriptor.from_tensor(x.view(rows, k), [block_m, block_k]),
-            TensorDescriptor.from_tensor(weights.view(-1, k), [head_dim, block_k]), *args, **meta)
-    else:
-        _matmul_rope_heads_kernel[grid](x, weights, *args, **meta)
-    if weight.ndim == 2:
-        outs = [out[0] for out in outs]
+    outs = [torch.empty(bsz, seqlen, n, head_dim, device=x.device, dtype=out_dtype) for n in (n_q, n_k, n_v)]
+    qk_norm = q_gain is not None or k_gain is not None
+    q_gain, k_gain = (g.contiguous() if g is not None else cos for g in (q_gain, k_gain))
+    block_m, _, block_k, group_m, warps, stages = _tiles("rope", rows, x.dtype)
+    grid = (triton.cdiv(rows, block_m) * (n_q + n_k + n_v),)
+    _matmul_rope_heads_kernel[grid](
+        TensorDescriptor.from_tensor(x.view(rows, k), [block_m, block_k]),
+        TensorDescriptor.from_tensor(weight, [head_dim, block_k]), cos.contiguous(), sin.contiguous(), q_gain,
+        k_gain, *outs, rows, k, float(qk_eps), NQ=n_q, NK=n_k, NV=n_v, HALF=head_dim // 2,
+        QK_NORM=qk_norm, BLOCK_M=block_m, BLOCK_K=block_k, GROUP_M=group_m,
+        num_warps=warps, num_stages=stages, PRECISION=_precision(x.dtype))
     return [out for out, n in zip(outs, (n_q, n_k, n_v)) if n]
 
 
-#: :func:`lowrank_kv` tiles (BLOCK_M, heads per program, warps, stages) for few rows and for many.
-#: (Triton 3.6's software pipeliner fails on this loop for BLOCK_M >= 64 with stages > 1; one
-#: stage was no slower where it compiles.)
+#: :func:`lowrank_kv` tiles (BLOCK_M, heads per program, warps, stages) for fewer rows than
+#: GEMM_LARGE_ROWS and for more. (Triton 3.6's software pipeliner fails on this loop for
+#: BLOCK_M >= 64 with stages > 1; one stage was no slower where it compiles.)
 LOWRANK_TILES = {"small": (128, 4, 8, 1), "large": (128, 8, 8, 1)}
 
 
 def lowrank_kv(factor: torch.Tensor, weights: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *,
                n_kv: int, head_dim: int, k_gain: torch.Tensor | None = None, qk_eps: float = 1e-5,
-               out_dtype: torch.dtype = torch.bfloat16, tf32: bool | None = None, tiles=None):
+               out_dtype: torch.dtype = torch.bfloat16):
     """Keys and values of n blocks from one context factor: ``factor`` [B, S, W] fp32 (W a power of
     2) times ``weights`` [n, 2 * n_kv * head_dim, W], QK-norm (gains [n, head_dim]) and RoPE of the
     keys. Returns (keys, values), each [n, B, S, n_kv, head_dim] of ``out_dtype``."""
@@ -583,7 +513,7 @@ def lowrank_kv(factor: torch.Tensor, weights: torch.Tensor, cos: torch.Tensor, s
     assert weights.shape == (n_batch, 2 * n_kv * head_dim, width) and width & (width - 1) == 0
     assert factor.is_contiguous() and weights.is_contiguous() and factor.dtype == weights.dtype
     rows = bsz * seqlen
-    block_m, group, warps, stages = tiles or LOWRANK_TILES["large" if rows >= GEMM_LARGE_ROWS else "small"]
+    block_m, group, warps, stages = LOWRANK_TILES["large" if rows >= GEMM_LARGE_ROWS else "small"]
     keys, values = (torch.empty(n_batch, bsz, seqlen, n_kv, head_dim, device=factor.device, dtype=out_dtype)
                     for _ in range(2))
     gain = k_gain.contiguous() if k_gain is not None else cos
@@ -591,6 +521,6 @@ def lowrank_kv(factor: torch.Tensor, weights: torch.Tensor, cos: torch.Tensor, s
     _lowrank_kv_kernel[grid](
         factor, weights, cos.contiguous(), sin.contiguous(), gain, keys, values, rows, float(qk_eps),
         head_dim if k_gain is not None else 0, NK=n_kv, NV=n_kv, HALF=head_dim // 2, WIDTH=width,
-        QK_NORM=k_gain is not None, HEAD_GROUP=group, BLOCK_M=block_m, PRECISION=_precision(factor.dtype, tf32),
+        QK_NORM=k_gain is not None, HEAD_GROUP=group, BLOCK_M=block_m, PRECISION=_precision(factor.dtype),
         num_warps=warps, num_stages=stages)
     return keys, values

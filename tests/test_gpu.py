@@ -1,0 +1,203 @@
+"""The CUDA paths at full size, on a GPU (marker ``gpu``; skipped without CUDA, never needed by CI).
+
+Run with the device tool (README "Performance")::
+
+    python -m pytest -m gpu tests/test_gpu.py -q
+
+Both variants, the released architecture (382 M parameters) with every weight perturbed
+(``make_random_checkpoint(full_size=True, perturb=0.02)``: 0.02 N(0, 1) added to every weight of
+the seeded random init), so that AdaRMSNorm and the time conditioning matter:
+
+(a) memory: after ``load_model`` on CUDA, the allocated bytes are those of the model's parameters
+    in the precision they are used in (within 5 %), for the default (fast) and the exact path;
+(b) the exact CUDA path (``dtype="fp32"``) against the official package's fp32 output for the same
+    weights, tokens and noise (``tests/data/official_fp32_full_size.npz``: the official packages
+    do not run on the GPU machine; ``python tests/test_gpu.py reference`` makes the file on the CPU
+    with the oracle venvs, and a fingerprint of the weights checks that both sides built the same);
+(c) the default path (bf16, Triton kernels, CUDA graphs) against the exact path: latents and
+    50-step samples at 1 epoch x 12 channels and 8 x 64.
+
+With ``ZUNA_LAB_GPU_REPORT=path.json`` the measured numbers are written there.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import zuna_lab
+from zuna_lab.testing import make_random_checkpoint
+
+REFERENCE = Path(__file__).parent / "data" / "official_fp32_full_size.npz"
+SEED, PERTURB, STEPS, CFGS = 11, 0.02, 50, (1.0, 1.7)
+N_BINS = {"ZUNA": 50, "ZUNA1.1": 100}
+# today's level of the default path against the exact one (relative L2); issue #13 tightens them
+SAMPLES_BOUND, LATENTS_BOUND = 2.5e-2, 1.5e-2
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def make_inputs(n_epochs: int, n_channels: int, n_coarse: int, variant: str, seed: int = 0):
+    """Tokens of ``n_epochs`` epochs, ``n_channels`` channels at random positions, ``n_coarse``
+    coarse times (channel-major), one channel dropped (zeroed); tok_idx; standard-normal noise."""
+    g = torch.Generator().manual_seed(seed)
+    bins = torch.randint(0, N_BINS[variant], (n_channels, 3), generator=g)
+    tok_idx = torch.cat([bins.repeat_interleave(n_coarse, 0),
+                         torch.arange(n_coarse).repeat(n_channels)[:, None]], dim=1)
+    tok_idx = tok_idx.expand(n_epochs, -1, -1).contiguous()
+    tokens = (0.1 * torch.randn(n_epochs, n_channels * n_coarse, 32, generator=g)).clamp(-1, 1)
+    tokens[:, n_coarse:2 * n_coarse] = 0.0
+    return tokens, tok_idx, torch.randn(tokens.shape, generator=g)
+
+
+def fingerprint(checkpoint: Path) -> np.ndarray:
+    """Sums and sums of squares of every stored tensor (float64): the same weights on both machines."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(checkpoint / "model-00001-of-00001.safetensors"))
+    return np.array([[float(state[k].double().sum()), float(state[k].double().pow(2).sum())] for k in sorted(state)])
+
+
+def rel_l2(ours, ref) -> float:
+    ours, ref = (torch.as_tensor(t).double().cpu() for t in (ours, ref))
+    return float((ours - ref).norm() / ref.norm())
+
+
+def max_rel(ours, ref) -> float:
+    ours, ref = (torch.as_tensor(t).double().cpu() for t in (ours, ref))
+    return float((ours - ref).abs().max() / ref.abs().max())
+
+
+def record(*keys, value):
+    """Keep a measured number in $ZUNA_LAB_GPU_REPORT (JSON), and print it (pytest -s)."""
+    print(" / ".join(keys), value)
+    path = os.environ.get("ZUNA_LAB_GPU_REPORT")
+    if not path:
+        return
+    report = json.loads(Path(path).read_text()) if Path(path).exists() else {}
+    node = report
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+    Path(path).write_text(json.dumps(report, indent=2))
+
+
+def parameter_bytes(model) -> int:
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
+def allocated_by(load) -> tuple:
+    """(model, bytes allocated on the GPU by ``load()``)."""
+    gc.collect()
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    model = load()
+    torch.cuda.synchronize()
+    return model, torch.cuda.memory_allocated() - before
+
+
+@pytest.fixture(scope="module", params=["ZUNA", "ZUNA1.1"])
+def models(request, tmp_path_factory):
+    variant = request.param
+    path = make_random_checkpoint(tmp_path_factory.mktemp(variant) / "ckpt", variant=variant, full_size=True,
+                                  seed=SEED, perturb=PERTURB)
+    fast, fast_bytes = allocated_by(lambda: zuna_lab.load_model(path, device="cuda"))
+    exact, exact_bytes = allocated_by(lambda: zuna_lab.load_model(path, device="cuda", dtype="fp32"))
+    yield dict(variant=variant, path=path, fast=fast, exact=exact, fast_bytes=fast_bytes, exact_bytes=exact_bytes)
+    del fast, exact
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+def test_memory_after_load_is_the_weights_once(models):
+    from zuna_lab.fast import FastZunaModel
+
+    variant, fast, exact = models["variant"], models["fast"], models["exact"]
+    assert isinstance(fast, FastZunaModel) and fast.precision == "bf16"
+    assert type(exact) is zuna_lab.ZunaModel and exact.precision == "fp32"
+    assert fast.n_parameters() == exact.n_parameters()
+    for label, model in (("default", fast), ("exact", exact)):
+        weights, allocated = parameter_bytes(model), models[f"{label}_bytes"]
+        record(variant, "memory", label, value=dict(allocated_gb=allocated / 1e9, weights_gb=weights / 1e9,
+                                                    ratio=allocated / weights))
+        assert allocated <= 1.05 * weights, (label, allocated, weights)
+
+
+def test_exact_path_equals_official_fp32(models):
+    variant, exact = models["variant"], models["exact"]
+    if not REFERENCE.exists():
+        pytest.fail(f"{REFERENCE} is missing; make it with `python tests/test_gpu.py reference` (oracle venvs).")
+    ref = {k.split("__", 1)[1]: v for k, v in np.load(REFERENCE).items() if k.startswith(variant + "__")}
+    np.testing.assert_allclose(fingerprint(models["path"]), ref["fingerprint"], rtol=1e-9,
+                               err_msg="the checkpoint built here differs from the reference's")
+    tokens, tok_idx, noise = (torch.from_numpy(ref[k]) for k in ("tokens", "tok_idx", "noise"))
+    latents = exact.encode(tokens, tok_idx)
+    errors = {"latents": (rel_l2(latents, ref["latents_fp32"]), max_rel(latents, ref["latents_fp32"]))}
+    for cfg in CFGS:
+        out = exact.sample(latents, tok_idx, noise=noise, steps=STEPS, cfg=cfg)
+        errors[f"sample_cfg{cfg:g}"] = (rel_l2(out, ref[f"sample_fp32_cfg{cfg:g}"]),
+                                        max_rel(out, ref[f"sample_fp32_cfg{cfg:g}"]))
+    for name, (l2, peak) in errors.items():
+        record(variant, "exact_vs_official", name, value=dict(rel_l2=l2, max_rel=peak))
+    assert all(l2 <= 1e-5 for l2, _ in errors.values()), errors
+    assert max_rel(ref["sample_fp32_cfg1.7"], ref["sample_fp32_cfg1"]) > 1e-2      # cfg matters
+    gains = exact.decoder.conditioning(torch.tensor([1.0, 0.02], device="cuda"))
+    record(variant, "gains_t1_vs_t0.02", value=rel_l2(gains[1], gains[0]))
+    assert rel_l2(gains[1], gains[0]) > 1e-2          # the AdaRMSNorm gains change along the flow
+
+
+@pytest.mark.parametrize("n_epochs,n_channels", [(1, 12), (8, 64)])
+def test_default_path_close_to_exact(models, n_epochs, n_channels):
+    variant, fast, exact = models["variant"], models["fast"], models["exact"]
+    tokens, tok_idx, noise = (t.cuda() for t in make_inputs(n_epochs, n_channels, 40, variant, seed=n_channels))
+    latents = exact.encode(tokens, tok_idx)
+    samples = exact.sample(latents, tok_idx, noise=noise, steps=STEPS)
+    fast_latents = fast.encode(tokens, tok_idx)
+    fast_samples = fast.sample(fast_latents, tok_idx, noise=noise, steps=STEPS)
+    errors = dict(latents=rel_l2(fast_latents, latents), samples=rel_l2(fast_samples, samples))
+    record(variant, "default_vs_exact", f"{n_epochs}x{n_channels}", value=errors)
+    assert 0 < errors["latents"] <= LATENTS_BOUND and 0 < errors["samples"] <= SAMPLES_BOUND, errors
+
+
+def make_reference():
+    """Write REFERENCE: per variant the checkpoint's fingerprint, inputs, and the official fp32
+    latents and samples (oracle venvs, CPU). Also checks zuna_lab's CPU fp32 path against them."""
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from oracle_support import run_oracle
+
+    arrays = {}
+    for variant in ("ZUNA", "ZUNA1.1"):
+        with tempfile.TemporaryDirectory() as work:
+            work = Path(work)
+            path = make_random_checkpoint(work / "ckpt", variant=variant, full_size=True, seed=SEED, perturb=PERTURB)
+            tokens, tok_idx, noise = make_inputs(2, 7, 5, variant, seed=3)
+            np.savez(work / "inputs.npz", tokens=tokens.numpy(), tok_idx=tok_idx.numpy(), noise=noise.numpy(),
+                     steps=STEPS, cfgs=np.array(CFGS))
+            run_oracle(variant, "official_model.py", "run", "--ckpt", path, "--inputs", work / "inputs.npz",
+                       "--out", work / "official.npz", timeout=3600)
+            official = dict(np.load(work / "official.npz"))
+            found = dict(fingerprint=fingerprint(path), tokens=tokens.numpy(), tok_idx=tok_idx.numpy(),
+                         noise=noise.numpy(), **{k: v for k, v in official.items() if k != "version"})
+            arrays.update({f"{variant}__{k}": v for k, v in found.items()})
+            model = zuna_lab.load_model(path, device="cpu", dtype="fp32")
+            latents = model.encode(tokens, tok_idx)
+            out = model.sample(latents, tok_idx, noise=noise, steps=STEPS, cfg=CFGS[1])
+            print(variant, "official", official["version"], "zuna_lab CPU fp32 vs official: latents",
+                  max_rel(latents, official["latents_fp32"]), "sample cfg 1.7",
+                  max_rel(out, official["sample_fp32_cfg1.7"]), flush=True)
+    REFERENCE.parent.mkdir(exist_ok=True)
+    np.savez_compressed(REFERENCE, **arrays)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["reference"]:
+        sys.exit("usage: python tests/test_gpu.py reference")
+    make_reference()

@@ -1,0 +1,262 @@
+"""The fast encoder, decoder and model, built from a loaded reference model (:func:`build`)."""
+from __future__ import annotations
+
+import copy
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ZunaTypeError, ZunaValueError
+from ..model import encoder as reference_encoder
+from ..model.decoder import Decoder
+from ..model.encoder import Encoder
+from ..model.layers import rope_angles, window_mask
+from ..model.zuna import ZunaModel
+from . import kernels, runner
+from .blocks import FastDecoderBlock, FastEncoderBlock, frozen, norm_copy
+from .options import FastOptions
+
+
+class FastEncoder(nn.Module):
+    """:class:`~zuna_lab.model.encoder.Encoder` through the Triton kernels.
+
+    ``attention_dtype``: the dtype of the attention projections (fp32, run as TF32, in the bf16
+    policy: the encoder's rounding errors reach every decoder step through the latents).
+    """
+
+    def __init__(self, encoder: Encoder, dtype: torch.dtype, attention_dtype: torch.dtype):
+        super().__init__()
+        self.config = encoder.config
+        self.embed = copy.deepcopy(encoder.embed)
+        self.register = frozen(encoder.register, dtype=torch.float32)
+        self.dropout_vec = None if encoder.dropout_vec is None else frozen(encoder.dropout_vec, dtype=torch.float32)
+        self.blocks = nn.ModuleList(FastEncoderBlock(block, dtype, attention_dtype) for block in encoder.blocks)
+        self.norm = norm_copy(encoder.norm)
+        self.out = copy.deepcopy(encoder.out)
+
+    def forward(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
+        """tokens [B, S, input_dim], tok_idx [B, S, 4] -> latents [B, S, latent_dim]."""
+        x = reference_encoder.with_registers(tokens, self.register, self.dropout_vec)
+        h = self.embed(x.to(self.embed.weight.dtype)).contiguous()
+        rope, mask = reference_encoder.positions(tok_idx, self.config)
+        first = self.blocks[0]
+        _, x = kernels.add_rms_norm(h, None, first.attention_norm.weight, first.attention_norm.eps,
+                                    out_dtype=first.attention.wqkv.dtype)
+        for layer, block in enumerate(self.blocks):
+            if layer + 1 < len(self.blocks):
+                following = self.blocks[layer + 1]
+                norm, dtype = following.attention_norm, following.attention.wqkv.dtype
+            else:
+                norm, dtype = self.norm, self.out.weight.dtype
+            h, x = block(h, x, rope, mask, norm.weight, norm.eps, dtype)
+        return self.out(x[:, 0::2].to(self.out.weight.dtype))
+
+
+class FastDecoder(nn.Module):
+    """:class:`~zuna_lab.model.decoder.Decoder` through the Triton kernels, with the conditioning
+    of all steps in one GEMM and the cross-attention keys and values from the rank-33 context.
+
+    The context ``latent_proj(latents) = [latents, 1] @ [W, b].T`` has rank latent_dim + 1, and an
+    RMS norm only rescales its rows: ``rms_norm(context) * g == (r * [latents, 1]) @ (g * [W, b]).T``
+    with ``r = 1 / rms(context)``. Block l's keys and values at a step are then the 33-wide factor
+    ``r * [latents, 1]`` (zero-padded to 64) times ``P = W_kv @ (g * [W, b])`` — a K = 64 product
+    per step instead of re-projecting the 1024-wide context (K = 1024), the same numbers in exact
+    arithmetic, and all blocks' K/V come out of one launch (:func:`kernels.lowrank_kv`).
+    """
+
+    def __init__(self, decoder: Decoder, dtype: torch.dtype):
+        super().__init__()
+        self.config = c = decoder.config
+        self.embed = copy.deepcopy(decoder.embed)
+        self.time = copy.deepcopy(decoder.time)
+        self.latent_proj = copy.deepcopy(decoder.latent_proj)
+        self.cross_y_eps = decoder.blocks[0].cross_y_norm.eps
+        self.blocks = nn.ModuleList(FastDecoderBlock(block, dtype) for block in decoder.blocks)
+        self.norm_eps = decoder.norm.eps
+        self.out = copy.deepcopy(decoder.out)
+        # every AdaRMSNorm gain layer as one [(4 n_layers + 1) dim, t_dim] GEMM
+        layers = decoder.gain_layers()
+        self.gain_weight = frozen(*(linear.weight for linear in layers), dtype=torch.float32)
+        self.gain_bias = frozen(*(linear.bias for linear in layers), dtype=torch.float32)
+        # every block's cross-attention [wk; wv], [n_layers, 2 kv_width, dim], and key QK-norm gain
+        cross = [block.cross_attention for block in decoder.blocks]
+        self.cross_wkv = frozen(*(torch.cat([a.wk.weight, a.wv.weight])[None] for a in cross), dtype=dtype)
+        self.cross_k_gain = (None if cross[0].k_norm is None
+                             else frozen(*(a.k_norm.weight[None] for a in cross), dtype=torch.float32))
+        self.heads_dtype = dtype
+        self.factor_width = max(16, 1 << c.latent_dim.bit_length())    # latents + bias column, a power of 2
+
+    def positions(self, tok_idx: torch.Tensor) -> dict:
+        """RoPE angles (cos, sin) [B, S, head_dim // 2] and attention masks; constant over all steps."""
+        seqlen = tok_idx.shape[1]
+        return dict(rope=rope_angles(tok_idx, self.config.head_dim, self.config.rope_theta),
+                    self_mask=window_mask(seqlen, seqlen, self.config.decoder_window, tok_idx.device),
+                    cross_mask=window_mask(seqlen, seqlen, self.config.cross_window, tok_idx.device))
+
+    def conditioning(self, t: torch.Tensor) -> torch.Tensor:
+        """:meth:`Decoder.conditioning <zuna_lab.model.decoder.Decoder.conditioning>` as one GEMM."""
+        t_emb = self.time(t.reshape(-1, 1))
+        gains = F.linear(t_emb, self.gain_weight, self.gain_bias).unflatten(-1, (-1, self.config.dim))
+        return gains.reshape(*t.shape, *gains.shape[-2:]).float()
+
+    def context_factor(self, latents: torch.Tensor) -> torch.Tensor:
+        """F [B, S, factor_width] fp32 with ``rms_norm(latent_proj(latents)) == F @ [W, b, 0].T``."""
+        latents = latents.float()
+        context = self.latent_proj(latents.to(self.latent_proj.weight.dtype)).float()
+        scale = torch.rsqrt(context.pow(2).mean(-1, keepdim=True) + self.cross_y_eps)
+        n_latent = latents.shape[-1]
+        factor = latents.new_zeros(*latents.shape[:-1], self.factor_width)
+        factor[..., :n_latent] = latents * scale
+        factor[..., n_latent:n_latent + 1] = scale
+        return factor
+
+    def cross_kv_weights(self, gains: torch.Tensor) -> torch.Tensor:
+        """P [steps, n_layers, 2 * kv_width, factor_width] fp32: every block's K/V weight for the context
+        factor, ``W_kv @ (g * [W, b, 0])`` with the cross_y gains g of ``conditioning()`` rows [steps, rows, dim]."""
+        proj = self.latent_proj
+        n_latent = proj.weight.shape[1]
+        basis = proj.weight.new_zeros(proj.weight.shape[0], self.factor_width, dtype=torch.float32)
+        basis[:, :n_latent] = proj.weight
+        basis[:, n_latent] = proj.bias
+        steps, n_layers = gains.shape[0], len(self.blocks)
+        scaled = gains[:, 1:4 * n_layers:4, :, None].float() * basis            # [steps, L, dim, width]
+        scaled = scaled.permute(1, 2, 0, 3).reshape(n_layers, basis.shape[0], -1)
+        wkv = self.cross_wkv.float()
+        out = torch.bmm(wkv, scaled)                                             # [L, 2 kv, steps * width]
+        return out.view(n_layers, wkv.shape[1], steps, -1).permute(2, 0, 1, 3).contiguous()
+
+    def cross_kv(self, factor: torch.Tensor, weights: torch.Tensor, positions: dict) -> list:
+        """Every block's cross-attention (k, v), each [B, S, kv_heads, D], of one step: ``factor``
+        [B, S, width] times that step's ``weights`` [n_layers, 2 * kv_width, width], then QK-norm and
+        RoPE of the keys, in one kernel."""
+        c = self.config
+        rope = positions["rope"]
+        if kernels.head_fits(c.head_dim):
+            keys, values = kernels.lowrank_kv(factor, weights, *rope, n_kv=c.n_kv_heads, head_dim=c.head_dim,
+                                              k_gain=self.cross_k_gain, out_dtype=self.heads_dtype)
+            return list(zip(keys, values))
+        # sizes the kernel does not take (head_dim < 16): the product, then the per-block rope kernel
+        projected = torch.matmul(factor, weights.transpose(1, 2).unsqueeze(1))   # [L, B, S, 2 kv]
+        gains = self.cross_k_gain
+        return [tuple(kernels.rope_heads(projected[layer], *rope, n_q=0, n_k=c.n_kv_heads, n_v=c.n_kv_heads,
+                                         head_dim=c.head_dim, k_gain=None if gains is None else gains[layer],
+                                         out_dtype=self.heads_dtype))
+                for layer in range(len(self.blocks))]
+
+    def velocity(self, z: torch.Tensor, gains: torch.Tensor, positions: dict, cross_kv: list) -> torch.Tensor:
+        """Velocity at state z [B, S, input_dim]; gains [rows, dim] of one step (shared by the batch),
+        cross_kv this step's per-block (k, v) from :meth:`cross_kv`."""
+        rope = positions["rope"]
+        dtype = self.blocks[0].attention.wqkv.dtype
+        h = self.embed(z.to(self.embed.weight.dtype)).contiguous()
+        _, x = kernels.add_rms_norm(h, None, gains[0], self.blocks[0].cross_x_eps, out_dtype=dtype)
+        last = len(self.blocks) - 1
+        for layer, block in enumerate(self.blocks):
+            if layer < last:
+                following = (gains[4 * layer + 4], self.blocks[layer + 1].cross_x_eps, dtype)
+            else:
+                following = (gains[-1], self.norm_eps, torch.float32)
+            h, x = block(h, x, cross_kv[layer], gains[4 * layer + 2], gains[4 * layer + 3], rope,
+                         positions["self_mask"], positions["cross_mask"], *following)
+        return self.out(x.to(self.out.weight.dtype))
+
+
+class FastZunaModel(ZunaModel):
+    """A :class:`~zuna_lab.model.ZunaModel` whose encode and sample run the CUDA fast path.
+
+    Built by :func:`build` (``load_model`` does it on CUDA): same API, same parameter count, its
+    weights fused and converted once (the reference's copies are not kept). Its precision is fixed
+    when it is built.
+    """
+
+    def __init__(self, reference: ZunaModel, options: FastOptions):
+        dtype = torch.bfloat16 if options.precision == "bf16" else torch.float32
+        super().__init__(reference.config, encoder=FastEncoder(reference.encoder, dtype, torch.float32),
+                         decoder=FastDecoder(reference.decoder, dtype))
+        self.options = options
+        self.precision = options.precision
+        self.source, self.revision, self.is_random = reference.source, reference.revision, reference.is_random
+        self._graphs = runner.Graphs()
+
+    def _graphed(self) -> bool:
+        return self.options.cuda_graphs and self.device.type == "cuda"
+
+    def _encode(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
+        # the encoder's fp32 GEMMs (attention projections, token embedding and output) run as TF32 in bf16
+        with runner.allow_tf32(self.precision == "bf16"):
+            if self._graphed() and tokens.shape[0] * tokens.shape[1] <= runner.GRAPH_ENCODE_TOKENS:
+                return self._graphs(("encode", tuple(tokens.shape)), self.encoder, (tokens, tok_idx))
+            return self.encoder(tokens, tok_idx)
+
+    def _sample(self, latents, tok_idx, z, steps: int, cfg: float, callback=None) -> torch.Tensor:
+        run = functools.partial(runner.sample, self.decoder, steps=steps, cfg=cfg, tf32=self.precision == "bf16")
+        if not self._graphed():
+            return run(latents, tok_idx, z, callback=callback)
+        out = self._graphs(("sample", tuple(latents.shape), steps, cfg), run, (latents, tok_idx, z))
+        if callback is not None:
+            callback(steps, steps)
+        return out
+
+    def clear_graphs(self) -> "FastZunaModel":
+        """Release the captured CUDA graphs and their buffers (they are captured again when needed)."""
+        self._graphs.clear()
+        return self
+
+    def set_precision(self, precision: str) -> "FastZunaModel":
+        if precision != self.precision:
+            raise ZunaValueError(f"The fast model's precision is fixed when it is built ({self.precision}); "
+                                 f"load the model again with dtype={precision!r} instead.")
+        return self
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        raise ZunaValueError("The fast model holds fused weights and cannot load a state dict; load the checkpoint "
+                             "with zuna_lab.load_model (or build a new one from a reference model).")
+
+    def _apply(self, fn, recurse=True):
+        # .to() / .cuda() move the weights: graphs captured on the old tensors must not be replayed
+        if hasattr(self, "_graphs"):
+            self._graphs.clear()
+        return super()._apply(fn, recurse)
+
+
+def available(device) -> bool:
+    """Whether the fast path can run on ``device`` (Triton, and CUDA or ``TRITON_INTERPRET=1``)."""
+    return kernels.available(torch.device(device))
+
+
+def build(model: ZunaModel, options: FastOptions | None = None) -> FastZunaModel:
+    """The CUDA fast path of a loaded reference model.
+
+    Parameters
+    ----------
+    model : ZunaModel
+        The reference model in fp32 (``load_model(..., dtype="fp32")``), on the device to run on.
+        It is left as it was; once it is dropped, only the fast model's weights stay allocated.
+    options : FastOptions | None
+        None: the defaults (what ``load_model`` builds on CUDA in bf16).
+
+    Returns
+    -------
+    FastZunaModel
+
+    Examples
+    --------
+    >>> import zuna_lab as zl
+    >>> from zuna_lab.fast import FastOptions, build
+    >>> exact = zl.load_model("Zyphra/ZUNA1.1", device="cuda", dtype="fp32")         # doctest: +SKIP
+    >>> fast = build(exact, FastOptions(cuda_graphs=False))                          # doctest: +SKIP
+    """
+    options = FastOptions() if options is None else options
+    if not isinstance(options, FastOptions):
+        raise ZunaTypeError(f"options must be a FastOptions, not {type(options).__name__}.")
+    if not isinstance(model, ZunaModel) or isinstance(model, FastZunaModel):
+        raise ZunaTypeError(f"build() takes a reference ZunaModel from zuna_lab.load_model, not {type(model).__name__}.")
+    if model.precision != "fp32":
+        raise ZunaValueError("build() needs the reference model's exact weights: load it with dtype='fp32'.")
+    if not available(model.device):
+        raise ZunaValueError(f"The fast path needs Triton and a CUDA device (or TRITON_INTERPRET=1 for tests on "
+                             f"the CPU); the model is on {model.device}.")
+    with torch.no_grad():
+        return FastZunaModel(model, options).eval().requires_grad_(False)

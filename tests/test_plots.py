@@ -166,3 +166,72 @@ def test_save_png(rec, emb, tmp_path):
     assert hv.Store.current_backend == "bokeh"
     with pytest.raises(ZunaTypeError):
         zp.save_png("not a plot", tmp_path / "x.png")
+
+
+def _figure_size(obj):
+    fig = hv.render(obj, backend="bokeh")
+    return fig.width, fig.height, fig.sizing_mode
+
+
+def test_latent_plots_have_fixed_readable_sizes(emb):
+    """Fixed pixel sizes (no responsive collapse in a layout), data inside the axes."""
+    h = health.mmd_health(emb, n_permutations=5)
+    assert _figure_size(zp.latent_moments(h)) == (660, 320, "fixed")
+    assert _figure_size(zp.latent_moments(h, width=500, height=250)) == (500, 250, "fixed")
+    assert _figure_size(zp.latent_histogram(emb)) == (440, 320, "fixed")
+    cmp = health.compare_recordings({"a": emb, "b": make_embedding(seed=4)}, n_permutations=5)
+    assert _figure_size(zp.drift_matrix(cmp)) == (440, 380, "fixed")
+    fig = hv.render(zp.latent_moments(h), backend="bokeh")
+    lo, hi = fig.y_range.start, fig.y_range.end
+    assert lo <= float((h["mean"] - h["std"]).min()) and hi >= float((h["mean"] + h["std"]).max())
+    assert fig.x_range.start < 0 and fig.x_range.end > 31
+
+
+def test_embedding_map_legend_fits_many_channels():
+    names = ["Fp1", "Fp2", "F7", "F3", "Fz", "F4", "F8", "T7", "C3", "Cz", "C4", "T8", "P7", "P3", "Pz", "P4",
+             "P8", "O1", "O2"]
+    many = make_embedding(n_epochs=1, channels=tuple(names))
+    fig = hv.render(zp.embedding_map(many, size=420), backend="bokeh")
+    legend = fig.legend[0]
+    # one legend row per channel (grouped by the channel field): 19 rows fit beside the frame
+    assert legend.items[0].label.field and 19 * legend.label_height <= 420 - 100
+    few = hv.render(zp.embedding_map(make_embedding(n_epochs=1), size=420), backend="bokeh")
+    assert few.legend[0].label_height == "auto"    # 12 channels: the default legend
+
+
+def test_traces_mask_label(rec):
+    ov = zp.traces(rec, mask_label="selected")
+    assert _elements(ov, hv.Rectangles)[0].label == "selected"
+
+
+def test_dashboard_tabs_compute_on_first_view():
+    """Opening a tab computes what it shows (no empty axes waiting for a button); the embeddings'
+    traces are the given recording's preprocessed epoch."""
+    import asyncio
+
+    import zuna_lab as zl
+    from zuna_lab.testing import make_random_checkpoint
+    from zuna_lab.viz import apps
+    from viz_fixtures import make_raw
+    import tempfile
+
+    model = zl.load_model(make_random_checkpoint(tempfile.mkdtemp(prefix="zl_dash_"), seed=5), device="cpu")
+    raw = make_raw(duration=10.0)
+    d = apps.dashboard(raw, model=model)
+    assert d.tabs.dynamic
+    rs, hs, es = d.reconstruction.state, d.health.state, d.embeddings.state
+    assert rs.ready and rs.n_epochs == 2 and hs.results == {} and es.embedding is None
+    assert isinstance(d.reconstruction._traces_pane.object, hv.Overlay)
+    assert "will be masked" in hv.Store.lookup_options("bokeh", d.reconstruction._traces_pane.object, "plot").kwargs["title"]
+    asyncio.run(d.activate(1))                      # the health tab opens
+    assert hs.complete and hs.status.startswith("done")
+    emb = zl.embed(raw, model=model)
+    np.testing.assert_array_equal(hs.embeddings["recording"].embedding.values, emb.embedding.values)
+    assert d.health._moments.visible and isinstance(d.health._moments.object, hv.Overlay)
+    asyncio.run(d.activate(2))                      # the embeddings tab opens: no second embedding
+    assert es.embedding is hs.embeddings["recording"] and d.embeddings._map.visible
+    title = hv.Store.lookup_options("bokeh", d.embeddings._traces.object, "plot").kwargs["title"]
+    assert title.startswith("epoch 0 (0.0–5.0 s)") and "pass raw" not in title
+    es.selection = [0, 1]
+    assert "selected tokens shaded" in hv.Store.lookup_options("bokeh", d.embeddings._traces.object,
+                                                               "plot").kwargs["title"]

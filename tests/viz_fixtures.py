@@ -1,7 +1,8 @@
-"""Schema-conforming stand-ins for ``embed`` / ``reconstruct`` results (DESIGN.md "Result schema").
+"""Schema-conforming stand-ins for ``embed`` / ``reconstruct`` results (DESIGN.md "Result schema"), and a small Raw.
 
-Used by the health/plot/state/browser tests until (and besides) the real
-``zuna_lab.datasets`` constructors.  They follow the schema exactly:
+Used by the plot and health tests, which check drawing and statistics on known data; the
+dashboard's state is tested against the real library (tests/test_state.py).  They follow the
+schema exactly:
 
 embed:       embedding (epoch, channel, token, latent) float32, mask (epoch, channel, token) bool;
              coords channel, ch_x/ch_y/ch_z (channel) m, epoch_start (epoch) s,
@@ -128,64 +129,3 @@ def make_raw(*, channels=CHANNELS, duration=15.0, seed=0):
     raw = mne.io.RawArray(data, info, verbose="error")
     raw.set_montage("standard_1020", on_missing="ignore", verbose="error")
     return raw
-
-
-def stub_reconstruct(raw, *, model=None, bad_channels=(), bad_segments=(), steps=50, cfg=1.0, seed=0,
-                     n_samples=1, callback=None, delay=0.0):
-    """A stand-in for zuna_lab.reconstruct with its signature and result schema.
-
-    One epoch of ``EPOCH_S`` s from the start of ``raw``; the 'reconstruction' is the
-    original plus 10 % noise (seeded); ``hybrid`` keeps the original outside the mask.
-    """
-    import time
-
-    sf = raw.info["sfreq"]
-    n_t = int(EPOCH_S * sf)
-    data = raw.get_data(start=0, stop=n_t)
-    names = list(raw.ch_names)
-    n_tok = int(EPOCH_S / TOKEN_S)
-    tstart = np.arange(n_tok) * TOKEN_S
-    mask = np.zeros((len(names), n_tok), bool)
-    for c in bad_channels:
-        mask[names.index(c)] = True
-    for span in bad_segments:
-        hit = (tstart + TOKEN_S > span[0]) & (tstart < span[1])
-        if len(span) == 3:
-            mask[names.index(span[2])] |= hit
-        else:
-            mask |= hit[None]
-    for k in range(steps):
-        if delay:
-            time.sleep(delay / steps)
-        if callback is not None:
-            callback(k + 1, steps)
-    rng = np.random.default_rng(seed)
-    t = np.arange(n_t) / sf
-    tok_of_t = np.minimum((t / TOKEN_S).astype(int), n_tok - 1)
-    tmask = mask[:, tok_of_t]
-    scale = 0.1 * np.std(data)
-    dims = ("epoch", "channel", "time")
-    if n_samples > 1:
-        recs = data[None, None] + scale * rng.standard_normal((n_samples, 1) + data.shape)
-        variables = {"reconstruction": (("sample",) + dims, recs),
-                     "hybrid": (("sample",) + dims, np.where(tmask[None, None], recs, data[None, None])),
-                     "spread": (dims, recs.std(axis=0))}
-    else:
-        rec = data[None] + scale * rng.standard_normal((1,) + data.shape)
-        variables = {"reconstruction": (dims, rec), "hybrid": (dims, np.where(tmask[None], rec, data[None]))}
-    pos = np.array([raw.info["chs"][i]["loc"][:3] for i in range(len(names))])
-    ds = xr.Dataset(
-        {"original": (dims, data[None]), "mask": (("epoch", "channel", "token"), mask[None]), **variables},
-        coords={"channel": names, **_position_coords(pos),
-                "epoch_start": ("epoch", [0.0]), "token_time": ("token", tstart), "time": t,
-                "added": ("channel", np.zeros(len(names), bool))},
-        attrs={"model_source": "stub", "model_variant": "ZUNA", "sfreq": sf},
-    )
-    return ds
-
-
-def stub_embed(raw, *, model=None, seed=0):
-    """A stand-in for zuna_lab.embed: N(0, I) latents in the embed schema for ``raw``."""
-    n_ep = max(1, int(raw.n_times / raw.info["sfreq"] // EPOCH_S))
-    ds = make_embedding(n_epochs=n_ep, channels=tuple(raw.ch_names), seed=seed)
-    return ds

@@ -118,7 +118,7 @@ class ReconstructionExplorer(pn.viewable.Viewer):
         super().__init__(state=state, **params)
         st = self.state
         self._run_button = pn.widgets.Button(
-            label="Run reconstruction", button_type="primary", sizing_mode="stretch_width",
+            label="Run reconstruction", color="primary", sizing_mode="stretch_width",
             disabled=pn.bind(lambda running, ready: running or not ready, st.param.running, st.param.ready))
         self._run_button.on_click(self._on_run)
         self._clear_button = pn.widgets.Button(label="Clear masks", sizing_mode="stretch_width")
@@ -131,7 +131,7 @@ class ReconstructionExplorer(pn.viewable.Viewer):
         self._span_text = pn.pane.Markdown(pn.bind(self._span_md, st.param.masked_span, st.param.ready),
                                            sizing_mode="stretch_width")
         self._download = pn.widgets.FileDownload(callback=self._fif_bytes, filename="repaired_raw.fif",
-                                                 label="Download repaired FIF", button_type="success",
+                                                 label="Download repaired FIF", color="success",
                                                  disabled=pn.bind(lambda r: r is None, st.param.result),
                                                  sizing_mode="stretch_width")
         self._waiting = pn.pane.Markdown(pn.bind(self._waiting_md, st.param.status, st.param.error),
@@ -310,7 +310,7 @@ class HealthPanel(pn.viewable.Viewer):
 
     state = param.ClassSelector(class_=HealthState)
 
-    MOMENTS_SIZE = (660, 320)
+    MOMENTS_SIZE = (620, 320)
     HISTOGRAM_SIZE = (440, 320)
     DRIFT_SIZE = (440, 380)
 
@@ -325,7 +325,7 @@ class HealthPanel(pn.viewable.Viewer):
                                 model=_model_arg(model, model_source))
         super().__init__(state=state, **params)
         st = self.state
-        self._button = pn.widgets.Button(label="Compute health", button_type="primary", sizing_mode="stretch_width",
+        self._button = pn.widgets.Button(label="Compute health", color="primary", sizing_mode="stretch_width",
                                          disabled=st.param.running)
         self._button.on_click(self._on_compute)
         self._progress = pn.indicators.Progress(
@@ -357,9 +357,9 @@ class HealthPanel(pn.viewable.Viewer):
                       pn.widgets.IntInput.from_param(st.param.seed, label="seed"),
                       pn.widgets.Select.from_param(st.param.kernel, label="kernel"),
                       self._button, self._progress, self._status, width=SIDEBAR_WIDTH),
-            pn.Column(self._verdict, self._table,
-                      pn.FlexBox(self._moments, self._histogram, self._drift, flex_wrap="wrap",
-                                 sizing_mode="stretch_width"),
+            # plain Rows/Columns of fixed-size plots: a FlexBox lays plots out collapsed when a
+            # dynamic tab renders it (Panel 1.9)
+            pn.Column(self._verdict, self._table, pn.Row(self._moments, self._histogram), self._drift,
                       sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
@@ -452,8 +452,9 @@ class EmbeddingExplorer(pn.viewable.Viewer):
             state = EmbeddingState(embedding, raw=raw, recording=recording, model=_model_arg(model, model_source))
         super().__init__(state=state, **params)
         st = self.state
-        self._button = pn.widgets.Button(label="Embed again" if st.embedding is not None else "Compute embedding",
-                                         button_type="primary", sizing_mode="stretch_width",
+        self._button = pn.widgets.Button(label=pn.bind(lambda e: "Compute embedding" if e is None else "Embed again",
+                                                       st.param.embedding),
+                                         color="primary", sizing_mode="stretch_width",
                                          visible=st.recording is not None, disabled=st.param.running)
         self._button.on_click(self._on_embed)
         self._progress = pn.indicators.Progress(value=pn.bind(lambda r: None if r else 100, st.param.running),
@@ -480,9 +481,7 @@ class EmbeddingExplorer(pn.viewable.Viewer):
                       pn.widgets.Select.from_param(st.param.color_by, label="colour by"),
                       pn.widgets.IntInput.from_param(st.param.max_points, label="max tokens"),
                       self._info, width=SIDEBAR_WIDTH),
-            pn.Column(self._placeholder, pn.FlexBox(self._map, self._scalp, flex_wrap="wrap",
-                                                    sizing_mode="stretch_width"),
-                      self._traces, sizing_mode="stretch_width"),
+            pn.Column(self._placeholder, pn.Row(self._map, self._scalp), self._traces, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )
         if autostart:
@@ -544,7 +543,7 @@ class EmbeddingExplorer(pn.viewable.Viewer):
             m = None
         t0 = float(da.attrs.get("epoch_start", 0.0))
         what = "selected tokens shaded" if selection else "select points on the map to shade their tokens"
-        return plots.traces(da, mask=m, responsive=True,
+        return plots.traces(da, mask=m, mask_label="selected", responsive=True,
                             title=f"epoch {e} ({t0:.1f}–{t0 + da.sizes['time'] / da.attrs['sfreq']:.1f} s): {what}")
 
     def _on_select(self, index=None, **kw):
@@ -554,8 +553,6 @@ class EmbeddingExplorer(pn.viewable.Viewer):
         st = self.state
         emb = await _in_thread(st.compute_embedding, raise_errors=False)
         st.apply(emb)
-        if emb is not None:
-            self._button.label = "Embed again"
 
     async def _on_embed(self, event=None):
         st = self.state
@@ -577,8 +574,11 @@ class Dashboard(pn.viewable.Viewer):
         super().__init__(**params)
         self.reconstruction, self.health, self.embeddings = reconstruction, health, embeddings
         self._apps = (reconstruction, health, embeddings)
+        # dynamic: only the open tab is rendered. Plots rendered inside a hidden tab get a zero-size
+        # frame, and when the dashboard sits in another stretching Column (as in the notebook) the
+        # plots that later appear in the open tab were laid out collapsed too (Bokeh 3.9 / Panel 1.9).
         self.tabs = pn.Tabs(("Reconstruction", reconstruction), ("Latent health", health),
-                            ("Embeddings", embeddings), dynamic=False, sizing_mode="stretch_width")
+                            ("Embeddings", embeddings), dynamic=True, sizing_mode="stretch_width")
         self.tabs.param.watch(self._on_tab, "active")
         self._layout = pn.Column(f"## {title}", self.tabs, sizing_mode="stretch_width")
         pn.state.onload(self._on_load)

@@ -193,8 +193,8 @@ def _select_epoch(obj, epoch, sample):
 
 # --------------------------------------------------------------------------- traces
 def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, max_points=2000,
-           show_mask=True, mask=None, highlight=(), width=900, height=None, responsive=False, title=None,
-           verbose=None):
+           show_mask=True, mask=None, mask_label="masked", highlight=(), width=900, height=None, responsive=False,
+           title=None, verbose=None):
     """Stacked multi-channel traces (µV), original vs reconstruction, masked cells shaded.
 
     Parameters
@@ -221,6 +221,8 @@ def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, 
         A ``(channel, token)`` bool mask to shade instead of ``data.mask``
         (e.g. the pending selection before a run); needs ``token_time`` or
         0.125 s tokens.
+    mask_label : str
+        Legend label of the shaded cells (e.g. "selected" for a selection).
     highlight : sequence of str
         Channel labels drawn in the highlight colour.
     width, height : int
@@ -297,7 +299,7 @@ def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, 
             for t0, t1 in _mask_spans(mv[i], tstart, TOKEN_S):
                 rects.append((t0, offsets[i] - spacing / 2, t1, offsets[i] + spacing / 2))
         layers.append(_opts(
-            hv.Rectangles(rects, kdims=["time", "amplitude", "time_end", "amplitude_end"], label="masked"),
+            hv.Rectangles(rects, kdims=["time", "amplitude", "time_end", "amplitude_end"], label=mask_label),
             common={"alpha": 0.5}, bokeh={"color": COLORS["mask_fill"], "line_alpha": 0},
             mpl={"facecolor": COLORS["mask_fill"], "edgecolor": "none"},
         ))
@@ -754,13 +756,18 @@ def embedding_map(emb, *, color_by="channel", method="pca", max_points=5000, see
     cmap = _REGION_COLORS if color_by == "region" else ("Category20" if categorical else "viridis")
     method_name = xy.attrs.get("method", method).upper()
     n_cat = int(df[col].nunique()) if categorical else 0
-    legend_cols = max(1, int(np.ceil(n_cat / max(1, (size - 60) // 20)))) if categorical else 1
+    # the legend must fit beside the frame: smaller rows for many categories, two columns beyond ~30
+    row_px = 20 if n_cat <= (size - 100) // 20 else 13
+    legend_cols = 1 if n_cat * row_px <= size - 100 else 2
+    legend_opts = {} if row_px == 20 else {"label_height": row_px, "glyph_height": row_px - 2, "spacing": 0,
+                                           "label_text_font_size": "8pt", "padding": 4}
     opts_common = {"color": col, "cmap": cmap, "title": f"embedding map ({method_name}) by {color_by}",
                    "xlabel": f"{method_name} 1", "ylabel": f"{method_name} 2"}
     return _opts(
         pts, common=opts_common,
-        bokeh={"size": 4, "alpha": 0.7, "width": size + (100 * legend_cols + 20 if categorical else 60),
-               "height": size, "responsive": False, "legend_cols": legend_cols,
+        bokeh={"size": 4, "alpha": 0.7, "width": size + (90 * legend_cols + 40 if categorical else 60),
+               "height": size, "responsive": False, **({"legend_cols": legend_cols} if legend_cols > 1 else {}),
+               "legend_opts": legend_opts,
                "tools": ["box_select", "lasso_select", "tap", "hover"], "colorbar": not categorical,
                "legend_position": "right", "show_legend": categorical, "nonselection_alpha": 0.1},
         mpl={"s": 6, "alpha": 0.7, **_mpl_size(size + 150, size), "colorbar": not categorical,

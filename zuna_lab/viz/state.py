@@ -533,7 +533,7 @@ class HealthState(param.Parameterized):
     def compute_results(self, *, raise_errors=True):
         """Embed what is missing and compute health (blocking; sets only status params).
 
-        Returns ``(embeddings, results, comparison)`` for :meth:`apply`, or
+        Returns ``(embeddings, results, comparison, status)`` for :meth:`apply`, or
         None on failure when ``raise_errors`` is False.
         """
         from ..health import compare_recordings, mmd_health
@@ -544,6 +544,7 @@ class HealthState(param.Parameterized):
             return None
         try:
             self.param.update(running=True, error="", status="computing…", progress=0.0)
+            t0 = time.perf_counter()
             embs = dict(self.embeddings)
             missing = [n for n in self.names if n not in embs]
             n_steps = len(missing) + len(self.names) + (len(self.names) > 1)
@@ -570,7 +571,9 @@ class HealthState(param.Parameterized):
                 self.status = "comparing recordings…"
                 cmp = compare_recordings({n: embs[n] for n in self.names}, n_permutations=min(self.n_permutations, 100),
                                          max_points=min(self.max_points, 500), seed=self.seed, kernel=self.kernel)
-            return embs, res, cmp
+            done = (f"done: {self.n_permutations} permutations, {self.max_points} tokens, seed {self.seed}, "
+                    f"{time.perf_counter() - t0:.1f} s")
+            return embs, res, cmp, done
         except Exception as exc:  # noqa: BLE001
             self.param.update(running=False, error=f"{type(exc).__name__}: {exc}", status="failed")
             if raise_errors:
@@ -583,8 +586,8 @@ class HealthState(param.Parameterized):
         """Store the output of :meth:`compute_results`."""
         if out is None:
             return None
-        embs, res, cmp = out
-        self.param.update(embeddings=embs, results=res, comparison=cmp, running=False, progress=1.0, status="done")
+        embs, res, cmp, done = out
+        self.param.update(embeddings=embs, results=res, comparison=cmp, running=False, progress=1.0, status=done)
         return res
 
     def compute(self, *, raise_errors=True):

@@ -303,3 +303,32 @@ def test_embedding_state_embeds_the_recording(raw, model):
     # the recording is shared: a second state with it does not embed again
     rec = es.recording
     assert rec.has_embedding(model) and EmbeddingState(recording=rec, model=model).compute() is emb
+
+
+def test_recording_prepares_once_per_set_of_masked_channels(raw, model, monkeypatch):
+    """ZUNA's preprocessing depends on the hidden channels (left out of its average reference), so the
+    state keeps one Prepared per set of masked channels, and prepares each set once."""
+    import zuna_lab.core as core
+
+    assert not np.allclose(prepare(raw, "ZUNA", bad_channels=["T7"]).pre.data[0], prepare(raw, "ZUNA").pre.data[0])
+    calls = []
+    real = core.prepare
+
+    def counting(data, variant, **kw):
+        calls.append(tuple(kw.get("bad_channels") or ()))
+        return real(data, variant, **kw)
+
+    monkeypatch.setattr(core, "prepare", counting)
+    st = ReconstructionState(raw=raw, model=model, steps=1)
+    assert calls == [()]                                  # the whole recording, once, at start
+    st.masked_channels = ["T7"]
+    st.run()
+    st.epoch = 2
+    st.run()
+    st.masked_span = (1.0, 2.0)                           # channels + span: bad_segments, base preprocessing
+    st.run()
+    st.masked_channels = ["O1", "T7"]
+    st.masked_span = None
+    st.run()
+    assert calls == [(), ("T7",), ("O1", "T7")]
+    assert st.recording.is_prepared("ZUNA", ["T7", "O1"])

@@ -2,7 +2,8 @@
 
 - :mod:`zuna_lab.viz.plots`: HoloViews views, pure functions of data (``traces``, ``scalp``,
   ``latent_histogram``, ``latent_moments``, ``drift_matrix``, ``embedding_map``, ``save_png``).
-- :mod:`zuna_lab.viz.state`: ``param`` state classes (no Panel import), testable without a browser.
+- :mod:`zuna_lab.viz.state`: ``param`` state classes (no Panel import), testable without a browser;
+  ``Recording`` reads and preprocesses a recording once (``zuna_lab.core.prepare``) for the apps.
 - :mod:`zuna_lab.viz.apps`: Panel ``Viewer`` layouts and :func:`dashboard` / :func:`serve`.
 
 Submodules are imported on first use (``import zuna_lab.viz`` loads neither HoloViews nor Panel).
@@ -12,7 +13,7 @@ _PLOTS = (
     "channel_region", "drift_matrix", "embedding_coords", "embedding_map", "latent_histogram",
     "latent_moments", "minmax_downsample", "save_png", "scalp", "scalp_coords", "traces",
 )
-_STATE = ("ReconstructionState", "HealthState", "EmbeddingState")
+_STATE = ("Recording", "ReconstructionState", "HealthState", "EmbeddingState")
 _APPS = ("ReconstructionExplorer", "HealthPanel", "EmbeddingExplorer", "dashboard", "serve", "get_model")
 
 __all__ = [*_PLOTS, *_STATE, *_APPS]

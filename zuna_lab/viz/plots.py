@@ -298,11 +298,12 @@ def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, 
         for i in range(nch):
             for t0, t1 in _mask_spans(mv[i], tstart, TOKEN_S):
                 rects.append((t0, offsets[i] - spacing / 2, t1, offsets[i] + spacing / 2))
-        layers.append(_opts(
-            hv.Rectangles(rects, kdims=["time", "amplitude", "time_end", "amplitude_end"], label=mask_label),
-            common={"alpha": 0.5}, bokeh={"color": COLORS["mask_fill"], "line_alpha": 0},
-            mpl={"facecolor": COLORS["mask_fill"], "edgecolor": "none"},
-        ))
+        if rects:  # nothing shaded: no empty legend entry
+            layers.append(_opts(
+                hv.Rectangles(rects, kdims=["time", "amplitude", "time_end", "amplitude_end"], label=mask_label),
+                common={"alpha": 0.5}, bokeh={"color": COLORS["mask_fill"], "line_alpha": 0},
+                mpl={"facecolor": COLORS["mask_fill"], "edgecolor": "none"},
+            ))
     for kind, da in arrays.items():
         vals = np.asarray(da.values, dtype=float) * 1e6
         tt, vv = minmax_downsample(t, vals, max_points)

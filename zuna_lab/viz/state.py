@@ -554,7 +554,9 @@ class HealthState(param.Parameterized):
                 self.model = _resolve_model(self.model)
             for name in missing:
                 self.status = f"embedding {name}…"
-                embs[name] = self.recordings[name].embedding(self.model)
+                rec = self.recordings[name]
+                rec = rec if isinstance(rec, Recording) else Recording(rec, name=name)
+                embs[name] = rec.embedding(self.model)
                 done += 1
                 self.progress = done / n_steps
             ref = None if self.reference == "N(0, I)" else embs[self.reference]

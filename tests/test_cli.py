@@ -44,7 +44,7 @@ def test_embed_netcdf(env, recording, capsys):
     assert main(["embed", str(recording), "-o", str(out)]) == 0
     captured = capsys.readouterr()
     assert "4 epochs x 19 channels x 40 tokens x 32 latents" in captured.out
-    assert str(out) in captured.out and "embed [" in captured.err          # summary and progress
+    assert str(out) in captured.out and "embed: 100%" in captured.err      # summary and progress (tqdm)
     with xr.open_dataset(out) as emb:
         assert emb.embedding.dims == ("epoch", "channel", "token", "latent")
         assert emb.embedding.shape == (4, 19, 40, 32)

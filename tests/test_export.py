@@ -10,13 +10,10 @@ import pytest
 import xarray as xr
 
 from zuna_lab.errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
-from zuna_lab.export import INFILLED_DESCRIPTION, to_raw, write_fif
-from zuna_lab.io import (
-    _standard_head_positions,
-    write_netcdf,
-    write_safetensors,
-    write_zarr,
-)
+from zuna_lab.core import to_raw, write_fif
+from zuna_lab.export import INFILLED_DESCRIPTION
+from zuna_lab.montage import standard_positions
+from zuna_lab.writers import write_netcdf, write_safetensors, write_zarr
 from zuna_lab.tokens import tokenize
 
 from oracle_support import require_module
@@ -30,7 +27,7 @@ SFREQ = 256.0
 
 
 def _ch_pos():
-    table = _standard_head_positions("standard_1005")
+    table = standard_positions("standard_1005")
     return np.array([table[name.lower()][1] for name in CHANNELS])
 
 

@@ -16,7 +16,8 @@ import mne
 import numpy as np
 import pytest
 
-from zuna_lab.io import bad_annotation_spans, read_raw
+from zuna_lab.masks import bad_annotation_spans
+from zuna_lab.recording import read_raw
 from zuna_lab.preprocessing import preprocess
 from zuna_lab.tokens import detokenize, mask_to_sequence, tokenize
 

@@ -19,7 +19,7 @@ import zuna_lab.core as core
 from zuna_lab import validation
 from zuna_lab.cli import main
 from zuna_lab.errors import RecordingError, RecordingFileError, ZunaLabWarning, ZunaTypeError, ZunaValueError
-from zuna_lab.io import read_raw
+from zuna_lab.recording import read_raw
 from zuna_lab.preprocessing import preprocess
 from zuna_lab.testing import make_random_checkpoint
 from zuna_lab.tokens import token_mask
@@ -523,15 +523,15 @@ def test_writers_check_the_folder_first(tmp_path, monkeypatch):
     folder = _unwritable_folder()
     with pytest.raises(ZunaValueError, match=r"Cannot write to folder '/sys' \(permission denied\); choose an output folder "
                                              r"you can write to\."):
-        zl.io.write_netcdf(ds, folder / "out.nc")
+        zl.write_netcdf(ds, folder / "out.nc")
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
     with pytest.raises(ZunaValueError, match=r"is a file, not a folder; choose an output path inside a folder\."):
-        zl.io.write_netcdf(ds, a_file / "out.nc")
+        zl.write_netcdf(ds, a_file / "out.nc")
     # Permission bits (what a normal user meets; root ignores them, so they are simulated here).
     monkeypatch.setattr(validation.os, "access", lambda *a, **k: False)
     with pytest.raises(ZunaValueError, match=r"Cannot write to folder .* \(permission denied\)"):
-        zl.io.write_netcdf(ds, tmp_path / "out.nc")
+        zl.write_netcdf(ds, tmp_path / "out.nc")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
 
 

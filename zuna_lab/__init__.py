@@ -6,9 +6,9 @@ from .model import ZunaModel, load_model
 
 __all__ = ["__version__", "load_model", "ZunaModel", "ZunaLabError", "ZunaValueError", "ZunaTypeError",
            "CheckpointError", "WeightsUnavailableError"]
-from .export import to_raw, write_fif
-from .io import read_raw, write_netcdf, write_zarr, write_safetensors
-from .core import embed, reconstruct
+from .recording import read_raw
+from .writers import write_netcdf, write_zarr, write_safetensors
+from .core import embed, reconstruct, to_raw, write_fif
 from .health import mmd_health
 
 __all__ += ["read_raw", "to_raw", "write_fif", "write_netcdf", "write_zarr", "write_safetensors",

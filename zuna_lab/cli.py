@@ -219,21 +219,21 @@ def _load_model(args, source=None):
 
 
 def _write(ds, path, *, kind=None, overwrite=False, verbose=None):
-    from . import io
+    from . import writers
 
     suffix = path.suffix.lower()
     if suffix == ".fif":
-        from .export import write_fif
+        from .core import write_fif
 
         return write_fif(ds, path, kind=kind or "hybrid", overwrite=overwrite, verbose=verbose)
     if suffix == ".nc":
-        return io.write_netcdf(ds, path, overwrite=overwrite)
+        return writers.write_netcdf(ds, path, overwrite=overwrite)
     if suffix == ".zarr":
-        return io.write_zarr(ds, path, overwrite=overwrite)
+        return writers.write_zarr(ds, path, overwrite=overwrite)
     if "variant" not in ds.attrs and "model_variant" in ds.attrs:
         # write_safetensors reads attrs["variant"]; embed/reconstruct results store it as "model_variant".
         ds = ds.assign_attrs(variant=ds.attrs["model_variant"])
-    return io.write_safetensors(ds, path, kind=kind or "reconstruction", overwrite=overwrite)
+    return writers.write_safetensors(ds, path, kind=kind or "reconstruction", overwrite=overwrite)
 
 
 def _describe_raw(raw):
@@ -274,7 +274,7 @@ def _reconstruction_summary(rec):
 # ----------------------------------------------------------------------------- commands
 def cmd_embed(args):
     from .core import embed
-    from .io import read_raw
+    from .recording import read_raw
 
     out = _check_output(args.output, EMBED_SUFFIXES, args.overwrite)
     check_names(args.bad_channels, "--bad-channels")
@@ -298,8 +298,9 @@ def cmd_embed(args):
 
 
 def cmd_reconstruct(args):
-    from .core import _added_positions, reconstruct
-    from .io import read_raw
+    from .core import reconstruct
+    from .masks import added_channels
+    from .recording import read_raw
 
     out = _check_output(args.output, RECONSTRUCT_SUFFIXES, args.overwrite)
     if args.kind == "original" and out.suffix.lower() in (".nc", ".zarr"):
@@ -312,7 +313,7 @@ def cmd_reconstruct(args):
     # Everything that needs the recording, before a slow model load.
     resolve_bad_channels(args.bad_channels, raw, "--bad-channels")
     resolve_segments(args.bad_segments, raw.ch_names, raw.n_times / raw.info["sfreq"], "--bad-segments")
-    _added_positions(raw, add_channels, verbose)
+    added_channels(raw, add_channels)
     model = _load_model(args)
     start = time.perf_counter()
     rec = reconstruct(raw, model=model, steps=args.steps, cfg=args.cfg, seed=args.seed,
@@ -335,7 +336,7 @@ def cmd_reconstruct(args):
 
 def _sample_recording(verbose):
     """The bundled sample (repository checkout), or the same recording regenerated from its recipe."""
-    from .io import read_raw
+    from .recording import read_raw
 
     path = Path(__file__).resolve().parents[1] / "data" / SAMPLE_NAME
     if path.is_file():
@@ -383,9 +384,8 @@ def _demo_model(args, stack):
 
 
 def cmd_demo(args):
-    from . import io
-    from .core import embed, reconstruct
-    from .export import to_raw, write_fif
+    from .core import embed, reconstruct, to_raw, write_fif
+    from .writers import write_netcdf
 
     outdir = Path(args.output_dir).expanduser()
     verbose = "error"
@@ -421,8 +421,8 @@ def cmd_demo(args):
     if note:
         fixed.info["description"] = note
     paths = [write_fif(fixed, outputs[0], overwrite=args.overwrite),
-             io.write_netcdf(rec, outputs[1], overwrite=args.overwrite),
-             io.write_netcdf(emb, outputs[2], overwrite=args.overwrite)]
+             write_netcdf(rec, outputs[1], overwrite=args.overwrite),
+             write_netcdf(emb, outputs[2], overwrite=args.overwrite)]
     shape, infilled, _ = _reconstruction_summary(rec)
     if note:
         print(f"*** {RANDOM_BANNER} ***")

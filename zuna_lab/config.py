@@ -20,12 +20,18 @@ VARIANTS = ("ZUNA", "ZUNA1.1")
 REPO_IDS = {"ZUNA": "Zyphra/ZUNA", "ZUNA1.1": "Zyphra/ZUNA1.1"}
 
 #: Signal-side constants of each variant (the official preprocessing and tokenisation).
+#: The data format both variants share: 256 Hz, tokens of 32 samples (0.125 s), 5 s epochs by default.
+MODEL_SFREQ = 256.0
+SAMPLES_PER_TOKEN = 32
+TOKEN_SECONDS = SAMPLES_PER_TOKEN / MODEL_SFREQ
+EPOCH_SECONDS = 5.0
+
 VARIANT_CONSTANTS = {
-    "ZUNA": dict(sfreq=256.0, samples_per_token=32, data_norm=10.0, data_clip=1.0,
-                 n_position_bins=50, position_extreme=0.12, segment_duration=5.0,
-                 min_segment_duration=5.0, max_segment_duration=5.0),
-    "ZUNA1.1": dict(sfreq=256.0, samples_per_token=32, data_norm=10.0, data_clip=1.0,
-                    n_position_bins=100, position_extreme=0.12, segment_duration=5.0,
+    "ZUNA": dict(sfreq=MODEL_SFREQ, samples_per_token=SAMPLES_PER_TOKEN, data_norm=10.0, data_clip=1.0,
+                 n_position_bins=50, position_extreme=0.12, segment_duration=EPOCH_SECONDS,
+                 min_segment_duration=EPOCH_SECONDS, max_segment_duration=EPOCH_SECONDS),
+    "ZUNA1.1": dict(sfreq=MODEL_SFREQ, samples_per_token=SAMPLES_PER_TOKEN, data_norm=10.0, data_clip=1.0,
+                    n_position_bins=100, position_extreme=0.12, segment_duration=EPOCH_SECONDS,
                     min_segment_duration=0.5, max_segment_duration=30.0),
 }
 

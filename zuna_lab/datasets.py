@@ -11,21 +11,9 @@ import datetime as _dt
 import numpy as np
 import xarray as xr
 
+from .montage import POSITION_COORDS, channel_positions  # noqa: F401  (channel_positions: read them back)
+
 SPACE = ["x", "y", "z"]
-POSITION_COORDS = ("ch_x", "ch_y", "ch_z")
-
-
-def channel_positions(ds) -> np.ndarray:
-    """Electrode positions (n_channels, 3) in metres, head frame, of a result Dataset/DataArray.
-
-    Positions are stored as three ``channel`` coordinates ``ch_x``, ``ch_y``, ``ch_z`` (rather than
-    one (channel, space) array) so that ``.to_dataframe()`` stays one row per value.
-    """
-    if all(name in ds.coords for name in POSITION_COORDS):
-        return np.stack([np.asarray(ds[name].values, dtype=np.float64) for name in POSITION_COORDS], axis=1)
-    if "ch_pos" in ds.coords or (hasattr(ds, "data_vars") and "ch_pos" in ds.data_vars):
-        return np.asarray(ds["ch_pos"].transpose("channel", ...).values, dtype=np.float64)
-    raise ValueError("no electrode positions (ch_x, ch_y, ch_z coordinates) on this result")
 
 
 def provenance(model, pre, *, source=None, extra=None) -> dict:

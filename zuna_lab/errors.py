@@ -31,3 +31,10 @@ class RecordingFileError(RecordingError, FileNotFoundError):
 
 class ZunaLabWarning(UserWarning):
     """zuna_lab changed or dropped something on the user's behalf (e.g. channels without a position)."""
+
+
+def preview(names, limit=8):
+    """``"a, b, c"``, or the first ``limit`` names and the count, for one-sentence messages."""
+    names = [str(name) for name in names]
+    shown = ", ".join(names[:limit])
+    return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")

@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 import mne
 import numpy as np
 
-from .config import VARIANT_CONSTANTS, VARIANTS
-from .errors import ZunaTypeError, ZunaValueError
-from .io import check_recording, channel_positions
+from .config import TOKEN_SECONDS, VARIANT_CONSTANTS, VARIANTS
+from .errors import RecordingError, ZunaTypeError, ZunaValueError, preview
+from .montage import _has_position, channel_positions
+from .quality import check_signal
 
-__all__ = ["Preprocessed", "preprocess", "HIGHPASS_HZ"]
+__all__ = ["Preprocessed", "preprocess", "check_recording", "HIGHPASS_HZ"]
 
 #: High-pass cut-off of both official pipelines, in Hz.
 HIGHPASS_HZ = 0.5
@@ -152,15 +153,26 @@ class Preprocessed:
             raise ZunaValueError(f"reference must be 'original' or 'average', got {reference!r}.")
         values = np.asarray(epoch_array, dtype=np.float64)
         n_channels, n_samples = self.data[index].shape
-        if values.ndim < 2 or values.shape[-2] != n_channels or values.shape[-1] > n_samples:
+        if values.ndim < 2 or values.shape[-2] < n_channels or values.shape[-1] > n_samples:
             raise ZunaValueError(
                 f"Epoch {index} has {n_channels} channels x {n_samples} samples; got an array of shape {values.shape}."
             )
-        width = values.shape[-1]
-        volts = values * self.data_norm * self.scale[index][:, None] + self.offset[index][:, None]
+        width, n_rows = values.shape[-1], values.shape[-2]
+        scale, offset = self.scale[index], self.offset[index]
+        if n_rows > n_channels:
+            # added channels (upsampling) have no statistics of their own: the median channel's scale
+            scale = np.r_[scale, np.full(n_rows - n_channels, np.median(scale))]
+            offset = np.r_[offset, np.zeros(n_rows - n_channels)]
+        volts = values * self.data_norm * scale[:, None] + offset[:, None]
         if reference == "original":
             volts = volts + self.reference[index][:width]
         return volts
+
+    def original(self, epoch_index, n_rows=None):
+        """The epoch in volts (``volts``), with NaN rows appended up to ``n_rows`` (added channels)."""
+        real = np.asarray(self.volts[self._index(epoch_index)], np.float64)
+        extra = 0 if n_rows is None else n_rows - real.shape[0]
+        return np.vstack([real, np.full((extra, real.shape[1]), np.nan)]) if extra > 0 else real
 
     def token_mask(self, epoch_index, *, bad_channels=None, bad_spans=None, overlap=0.0):
         """(channel, token) mask of one epoch from bad channels and bad spans of the recording.
@@ -421,3 +433,53 @@ def _zuna11_segments(filtered, sfreq, duration):
         offset=np.asarray(offsets),
         stats=dict(segment_samples=segment, std_epsilon=_ZUNA11_STD_EPSILON),
     )
+
+
+def check_recording(raw, variant="ZUNA"):
+    """Check that a Raw can go through the preprocessing of ``variant``; raise one clear error if not.
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        Usually the output of :func:`read_raw`.
+    variant : str
+        ``"ZUNA"`` needs at least one full 5 s epoch; ``"ZUNA1.1"`` at least one token (0.125 s).
+
+    Raises
+    ------
+    zuna_lab.errors.RecordingError
+
+    Examples
+    --------
+    >>> check_recording(read_raw("../shared/data/sample1_raw.fif"), "ZUNA")  # doctest: +SKIP
+    """
+    if not isinstance(raw, mne.io.BaseRaw):
+        raise ZunaTypeError(f"Expected an mne.io.Raw (e.g. from zuna_lab.read_raw), got {type(raw).__name__}.")
+    if variant not in VARIANTS:
+        raise ZunaValueError(f"Unknown model variant {variant!r}; use one of {', '.join(map(repr, VARIANTS))}.")
+    if not raw.preload:
+        raise RecordingError("The Raw is not loaded; call raw.load_data() or read it with zuna_lab.read_raw.")
+    non_eeg = [raw.ch_names[i] for i in range(len(raw.ch_names)) if i not in set(mne.pick_types(raw.info, eeg=True, exclude=()))]
+    if non_eeg:
+        raise RecordingError(f"Channels {preview(non_eeg)} are not EEG; read the recording with zuna_lab.read_raw first.")
+    missing = [ch["ch_name"] for ch in raw.info["chs"] if not _has_position(ch["loc"])]
+    if missing:
+        raise RecordingError(
+            f"Channels {preview(missing)} have no 3-D position; read the recording with zuna_lab.read_raw "
+            "(it finds or drops positions) or call raw.set_montage(...)."
+        )
+    if len(raw.ch_names) < 2:
+        raise RecordingError(
+            "ZUNA needs at least 2 EEG channels (the average reference of a single channel is zero); add channels."
+        )
+    check_signal(raw)
+    constants = VARIANT_CONSTANTS[variant]
+    target_sfreq = float(constants["sfreq"])
+    n_resampled = int(round(raw.n_times * target_sfreq / raw.info["sfreq"]))
+    minimum = float(constants["min_segment_duration"]) if variant == "ZUNA" else TOKEN_SECONDS
+    if n_resampled < int(round(minimum * target_sfreq)):
+        raise RecordingError(
+            f"The recording lasts {raw.n_times / raw.info['sfreq']:.3f} s but {variant} needs at least "
+            f"{minimum:g} s (one {'5 s epoch' if variant == 'ZUNA' else 'token'}); use a longer recording"
+            + (" or variant 'ZUNA1.1'." if variant == "ZUNA" else ".")
+        )

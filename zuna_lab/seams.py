@@ -1,9 +1,15 @@
-"""Seam correction: re-anchor infilled runs of a signal to the original samples around them."""
+"""Stitching epochs back into one recording, and seam correction of the infilled runs.
+
+The official v4 reconstructor stitches every epoch's hybrid (original on kept cells, model
+output on hidden ones) into the whole recording, then re-anchors each infilled run to the
+original samples around it (:func:`seam_correct`). :func:`stitched_hybrid` does the same at
+the model's rate; :func:`joined_epochs` says which epochs a run ties together.
+"""
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["seam_correct"]
+__all__ = ["seam_correct", "stitched_hybrid", "joined_epochs"]
 
 
 def seam_correct(signal, mask):
@@ -53,3 +59,61 @@ def seam_correct(signal, mask):
             elif has_right:
                 out[channel, start:stop] = run + (right - run[-1])
     return out
+
+
+def _stitched_mask(pre, layout):
+    """(channel, n_times) hidden cells of the whole preprocessed recording, and each epoch's first sample."""
+    mask = np.zeros((len(layout.ch_names), pre.n_times), bool)
+    starts = np.rint(np.asarray(pre.epoch_start) * pre.sfreq).astype(int)
+    for index, start in enumerate(starts):
+        block = layout.sample_mask(pre, index)
+        mask[:, start:start + block.shape[1]] = block
+    return mask, starts
+
+
+def joined_epochs(pre, layout, chosen):
+    """``chosen`` plus the epochs that a seam-corrected hidden run joins to them.
+
+    A run is seam-corrected when an original sample borders it; its correction depends on the
+    reconstruction of every epoch it spans. Runs with no original neighbour (a whole channel)
+    are left as they are and join nothing.
+    """
+    if len(chosen) == pre.n_epochs:
+        return list(chosen)
+    mask, starts = _stitched_mask(pre, layout)
+    epoch_of = np.full(pre.n_times, -1)
+    for index, start in enumerate(starts):
+        epoch_of[start:start + pre.n_samples(index)] = index
+    covered = epoch_of >= 0
+    groups = []
+    for hidden in mask:
+        edges = np.diff(np.r_[0, hidden.astype(np.int8), 0])
+        for start, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+            bordered = (start > 0 and covered[start - 1]) or (stop < len(hidden) and covered[stop])
+            spanned = set(np.unique(epoch_of[start:stop]).tolist()) - {-1}
+            if bordered and len(spanned) > 1:
+                groups.append(spanned)
+    needed, changed = set(chosen), True
+    while changed:
+        changed = False
+        for group in groups:
+            if group & needed and not group <= needed:
+                needed |= group
+                changed = True
+    return sorted(needed)
+
+
+def stitched_hybrid(pre, layout, volts, sample):
+    """The whole recording's hybrid at the model's rate, seam-corrected as one signal.
+
+    Original (``pre.volts``) on kept cells, the reconstruction ``volts[epoch][sample]`` on
+    hidden ones; hidden cells of epochs not in ``volts`` and samples no epoch covers are NaN.
+    """
+    mask, starts = _stitched_mask(pre, layout)
+    hybrid = np.full(mask.shape, np.nan)
+    n_rows = len(layout.ch_names)
+    for index, start in enumerate(starts):
+        width = pre.n_samples(index)
+        filled = volts[index][sample] if index in volts else np.nan
+        hybrid[:, start:start + width] = np.where(mask[:, start:start + width], filled, pre.original(index, n_rows))
+    return seam_correct(hybrid, mask)

@@ -455,3 +455,70 @@ def token_mask(ch_names, n_samples, *, bad_channels=None, bad_spans=None, sfreq=
         else:
             mask |= hit[None, :]
     return mask
+
+
+@dataclass
+class EpochMasks:
+    """The channels the model sees and, per epoch, which of their tokens are hidden.
+
+    Attributes
+    ----------
+    ch_names : list of str
+        The recording's channels, then the added ones.
+    ch_pos : ndarray, shape (n_channels, 3)
+    added : ndarray of bool, shape (n_channels,)
+    masks : list of ndarray
+        Per epoch, (n_channels, n_tokens) bool: True = hidden from the encoder (and infilled).
+    """
+
+    ch_names: list
+    ch_pos: np.ndarray
+    added: np.ndarray
+    masks: list
+
+    def inputs(self, pre, index):
+        """The model-domain epoch ``index`` of ``pre``, with zero rows for the added channels."""
+        data = np.asarray(pre.data[index])
+        n_added = int(self.added.sum())
+        return np.vstack([data, np.zeros((n_added, data.shape[1]), np.float32)]) if n_added else data
+
+    def sample_mask(self, pre, index):
+        """(channel, n_samples) bool: the hidden cells of epoch ``index`` sample by sample."""
+        return np.repeat(self.masks[index], VARIANT_CONSTANTS[pre.variant]["samples_per_token"],
+                         axis=1)[:, : pre.n_samples(index)]
+
+
+def epoch_masks(pre, request):
+    """Token masks of every epoch of ``pre`` from a :class:`zuna_lab.masks.MaskRequest`.
+
+    Parameters
+    ----------
+    pre : zuna_lab.preprocessing.Preprocessed
+    request : zuna_lab.masks.MaskRequest
+
+    Returns
+    -------
+    masks : EpochMasks
+
+    Examples
+    --------
+    >>> layout = epoch_masks(pre, masks.request(raw, bads=("T7",)))  # doctest: +SKIP
+    >>> layout.masks[0].shape  # doctest: +SKIP
+    (19, 40)
+    """
+    per_epoch = [pre.token_mask(i, bad_channels=request.bads, bad_spans=request.spans) for i in range(pre.n_epochs)]
+    if request.mask is not None:
+        user = np.asarray(request.mask)
+        if user.dtype != bool:
+            raise ZunaTypeError(f"mask must be a boolean array (epoch, channel, token), got dtype {user.dtype}.")
+        expected = (len(per_epoch), pre.n_channels, max(m.shape[1] for m in per_epoch))
+        if user.shape != expected:
+            raise ZunaValueError(f"mask must have shape (n_epochs, n_channels, n_tokens) = {expected} for this "
+                                 f"recording, got {user.shape}.")
+        per_epoch = [m | user[i, :, : m.shape[1]] for i, m in enumerate(per_epoch)]
+    n_added = len(request.added_names)
+    if n_added:
+        per_epoch = [np.vstack([m, np.ones((n_added, m.shape[1]), bool)]) for m in per_epoch]
+    return EpochMasks(ch_names=list(pre.ch_names) + list(request.added_names),
+                      ch_pos=np.vstack([pre.ch_pos, np.asarray(request.added_positions).reshape(-1, 3)]),
+                      added=np.r_[np.zeros(pre.n_channels, bool), np.ones(n_added, bool)], masks=per_epoch)

@@ -1,0 +1,116 @@
+"""Is a recording plausible EEG in volts? Length, finite samples, flat channels, amplitude units.
+
+A utility below every stage: :func:`zuna_lab.read_raw` runs :func:`check_signal` on what it
+read (warning about suspicious but usable data), and the preprocessing runs it again on the Raw
+it is given.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .config import TOKEN_SECONDS
+from .errors import RecordingError, ZunaLabWarning, preview
+
+__all__ = ["check_signal"]
+
+#: Channel std of the first difference above this (in volts) means the data are not in volts.
+_MAX_PLAUSIBLE_STD = 1e-2
+
+#: Median channel amplitude (std in ~1 s windows, volts) outside which read_raw refuses the data:
+#: scalp EEG is about 5-100 µV, so below 0.1 µV or above 1 mV the units are wrong.
+_AMPLITUDE_REFUSED = (1e-7, 1e-3)
+
+#: ... and outside which it warns (possible, but more likely a units mistake).
+_AMPLITUDE_WARNED = (1e-6, 2e-4)
+
+#: A channel this many times quieter than the median channel (or constant) is flat: masked as bad.
+_FLAT_RATIO = 1e-2
+
+def _window_std(sample, sfreq):
+    """Per channel, the median std of ~1 s windows: DC offsets, drift and short artefacts do not count."""
+    width = int(min(4096, max(32, 2 ** round(np.log2(max(float(sfreq), 1.0))))))
+    n_windows = sample.shape[1] // width
+    if n_windows == 0:
+        return sample.std(axis=1)
+    windows = sample[:, : n_windows * width].reshape(len(sample), n_windows, width)
+    return np.median(windows.std(axis=2), axis=1)
+
+def _units_hint(amplitude):
+    """``("1e-6", "µV")``: the power of 1000 that brings a median channel amplitude (V) nearest to EEG (~20 µV)."""
+    power = int(np.clip(round(np.log10(20e-6 / amplitude) / 3), -3, 3)) * 3
+    units = {-3: "mV", -6: "µV", -9: "nV"}
+    return f"1e{power}", units.get(power, f"units 1e{-power} V")
+
+def check_signal(raw, *, warn=False):
+    """The variant-free checks: length, finite samples, plausible volts; returns the flat channels.
+
+    A channel is flat when it is constant, or its amplitude (median std of ~1 s windows) is
+    below 1 % of the median channel's. Amplitudes are judged on the other channels: refused
+    below 0.1 µV or above 1 mV (median channel; scalp EEG is 5-100 µV), and with ``warn``, a
+    :class:`ZunaLabWarning` below 1 µV or above 200 µV.
+    """
+    duration = raw.n_times / raw.info["sfreq"]
+    if duration < TOKEN_SECONDS:
+        raise RecordingError(
+            f"The recording lasts {duration:.3f} s, shorter than one ZUNA token (0.125 s); use a longer recording."
+        )
+    # The preloaded buffer itself, no float64 copy: long recordings are hundreds of MB.
+    data = raw._data if raw.preload else raw.get_data()
+    # One pass: a NaN or Inf makes its channel's sum non-finite (volts never overflow a float64 sum).
+    if not np.isfinite(data.sum(axis=1)).all():
+        bad = [raw.ch_names[i] for i in np.flatnonzero(~np.isfinite(data).all(axis=1))]
+        raise RecordingError(
+            f"The data contain NaN or Inf samples (channels {preview(bad)}); "
+            "interpolate or crop them, e.g. with raw.interpolate_bads() or raw.crop()."
+        )
+    # Amplitude statistics from at most 64 blocks of 4096 samples spread over the recording.
+    block, n_blocks = 4096, 64
+    if raw.n_times > block * n_blocks:
+        starts = np.linspace(0, raw.n_times - block, n_blocks).astype(int)
+        sample = np.concatenate([data[:, s:s + block] for s in starts], axis=1).astype(np.float64)
+        steps = np.concatenate([np.diff(data[:, s:s + block], axis=1) for s in starts], axis=1)
+    else:
+        sample = np.asarray(data, dtype=np.float64)
+        steps = np.diff(sample, axis=1) if raw.n_times > 1 else np.zeros((len(sample), 1))
+    # Flat only if the whole recording is: the sampled blocks settle the usual case.
+    if not (sample.max(axis=1) > sample.min(axis=1)).any() and not (data.max(axis=1) > data.min(axis=1)).any():
+        raise RecordingError("The recording is flat (every channel is constant); check the file or the channel selection.")
+    sfreq = float(raw.info["sfreq"])
+    amplitude = _window_std(sample, sfreq)
+    moving = amplitude[amplitude > 0]
+    typical = float(np.median(moving)) if moving.size else 0.0
+    flat = amplitude <= _FLAT_RATIO * typical
+    for index in np.flatnonzero(flat):
+        # Quiet in the sampled blocks: judge the channel on the whole recording.
+        amplitude[index] = _window_std(np.asarray(data[index : index + 1], dtype=np.float64), sfreq)[0]
+    flat = amplitude <= _FLAT_RATIO * typical
+    live = ~flat if (~flat).any() else np.ones_like(flat)
+    level = max(float(np.median(amplitude[live])), 1e-30)
+    channel_std = sample.std(axis=1)[live]     # (indexing first would copy the sample)
+    # Differences ignore DC offsets and slow drift, which can be large in DC-coupled systems.
+    step_std = float(np.median(steps.std(axis=1)[live])) if raw.n_times > 1 else 0.0
+    if step_std > _MAX_PLAUSIBLE_STD or float(np.median(channel_std)) > 1.0 or level > _AMPLITUDE_REFUSED[1]:
+        factor, unit = _units_hint(max(level, float(np.median(channel_std))))
+        raise RecordingError(
+            f"Amplitudes look too large for volts (median channel std {max(level, float(np.median(channel_std))):.3g}, "
+            f"while scalp EEG is about 5-100 µV); if the data are in {unit}, multiply by {factor} "
+            f"(e.g. raw.apply_function(lambda x: x * {factor}))."
+        )
+    if level < _AMPLITUDE_REFUSED[0]:
+        factor, _ = _units_hint(level)
+        raise RecordingError(
+            f"Amplitudes look too small for volts (median channel std {level:.3g} V, while scalp EEG is about "
+            f"5-100 µV); if the data were scaled down twice, multiply by {factor} "
+            f"(e.g. raw.apply_function(lambda x: x * {factor}))."
+        )
+    if warn and not _AMPLITUDE_WARNED[0] <= level <= _AMPLITUDE_WARNED[1]:
+        size = "small" if level < _AMPLITUDE_WARNED[0] else "large"
+        warnings.warn(
+            f"Amplitudes are unusually {size} for scalp EEG in volts (median channel std {level * 1e6:.3g} µV, "
+            "typically 5-100 µV); check that the data are in volts and were not scaled twice.",
+            ZunaLabWarning,
+            stacklevel=3,
+        )
+    return [raw.ch_names[i] for i in np.flatnonzero(flat)]

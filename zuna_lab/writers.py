@@ -1,0 +1,246 @@
+"""Writing results to files atomically: netCDF, zarr, safetensors (the zuna-rs layout).
+
+Each writer checks the target first (folder exists and is writable, no file there unless
+``overwrite``), writes to a temporary sibling and moves it into place, so an error never leaves
+a half-written file behind. FIF output — the user's recording with the repair in it — is
+:func:`zuna_lab.write_fif`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from .config import VARIANTS
+from .errors import ZunaTypeError, ZunaValueError
+from .montage import channel_positions
+from .validation import check_writable
+
+__all__ = ["write_netcdf", "write_zarr", "write_safetensors"]
+
+def _sfreq_of(ds):
+    times = np.asarray(ds["time"].values, dtype=float)
+    if times.size >= 2:
+        return float(round(1.0 / float(np.median(np.diff(times))), 6))
+    for key in ("sfreq_model", "model_sfreq"):
+        if key in ds.attrs:
+            return float(ds.attrs[key])
+    return 256.0
+
+def _check_reconstruct_dataset(ds, kind):
+    try:
+        import xarray as xr
+    except ImportError as err:  # pragma: no cover - xarray is a dependency
+        raise ZunaTypeError("xarray is required to export results.") from err
+    if not isinstance(ds, xr.Dataset):
+        raise ZunaTypeError(f"Expected the xarray Dataset from zuna_lab.reconstruct, got {type(ds).__name__}.")
+    kinds = ("hybrid", "reconstruction", "original")
+    if kind not in kinds:
+        raise ZunaValueError(f"kind must be one of {', '.join(map(repr, kinds))}, got {kind!r}.")
+    if kind not in ds.data_vars:
+        raise ZunaValueError(f"The Dataset has no {kind!r} variable; is it the result of zuna_lab.reconstruct?")
+    for name in ("channel", "time", "epoch_start"):
+        if name not in ds.coords and name not in ds.variables:
+            raise ZunaValueError(f"The Dataset lacks the {name!r} coordinate of a zuna_lab.reconstruct result.")
+
+def _target(fname, overwrite):
+    path = Path(fname).expanduser()
+    if not path.parent.exists():
+        raise ZunaValueError(f"Folder {str(path.parent)!r} does not exist; create it first.")
+    if path.exists() and not overwrite:
+        raise ZunaValueError(f"{str(path)!r} already exists; pass overwrite=True to replace it.")
+    return check_writable(path, overwrite)     # a read-only folder fails here, before any work
+
+def _temporary_sibling(path, suffix):
+    return path.parent / f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{suffix}"
+
+def _replace_atomically(write, path, suffix):
+    """Call ``write(tmp_path)``, then move the temporary file onto ``path``; clean up on error."""
+    tmp = _temporary_sibling(path, suffix)
+    try:
+        write(tmp)
+        if tmp.is_dir():
+            _replace_directory(tmp, path)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+        raise
+    return path
+
+def _replace_directory(tmp, path):
+    if not path.exists():
+        os.replace(tmp, path)
+        return
+    # A directory cannot be renamed over a non-empty one: move the old one aside first.
+    old = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.old"
+    os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+def _netcdf_ready(ds):
+    """A copy whose attrs netCDF can hold: dicts, lists, bools and None become JSON strings."""
+    out = ds.copy(deep=False)
+
+    def fix(attrs):
+        fixed = {}
+        for key, value in attrs.items():
+            if isinstance(value, (dict, list, tuple, bool, type(None))) or isinstance(value, np.bool_):
+                fixed[key] = json.dumps(value, default=_json_default)
+            elif isinstance(value, Path):
+                fixed[key] = str(value)
+            else:
+                fixed[key] = value
+        return fixed
+
+    out.attrs = fix(out.attrs)
+    for name in out.variables:
+        out[name].attrs = fix(out[name].attrs)
+    return out
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+def write_netcdf(ds, fname, *, overwrite=False):
+    """Write a result Dataset to netCDF atomically (nested attrs are stored as JSON strings).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+    fname : path-like
+    overwrite : bool
+
+    Returns
+    -------
+    path : pathlib.Path
+
+    Examples
+    --------
+    >>> write_netcdf(emb, "subject01_embedding.nc")  # doctest: +SKIP
+    """
+    _require_dataset(ds)
+    path = _target(fname, overwrite)
+    ready = _netcdf_ready(ds)
+    return _replace_atomically(lambda tmp: ready.to_netcdf(tmp), path, ".nc")
+
+def write_zarr(ds, store, *, overwrite=False):
+    """Write a result Dataset to a zarr directory atomically.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+    store : path-like
+        Directory to create (conventionally ending in ``.zarr``).
+    overwrite : bool
+
+    Returns
+    -------
+    path : pathlib.Path
+
+    Examples
+    --------
+    >>> write_zarr(emb, "subject01_embedding.zarr")  # doctest: +SKIP
+    """
+    _require_dataset(ds)
+    path = _target(store, overwrite)
+    ready = _netcdf_ready(ds)
+    # Zarr format 2: readable everywhere, and it has a specification for string coordinates.
+    return _replace_atomically(
+        lambda tmp: ready.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True), path, ".zarr"
+    )
+
+def _require_dataset(ds):
+    import xarray as xr
+
+    if not isinstance(ds, xr.Dataset):
+        raise ZunaTypeError(f"Expected an xarray Dataset from zuna_lab, got {type(ds).__name__}.")
+
+def write_safetensors(ds, fname, *, kind="reconstruction", overwrite=False):
+    """Write a result in the zuna-rs safetensors layout, atomically.
+
+    An ``embed`` Dataset gives ``embeddings_N`` (S, 32) float32, ``tok_idx_N`` (S, 4) int64 in the
+    variant's token order, ``chan_pos_N`` (n_channels, 3) float32 per epoch ``N``; a
+    ``reconstruct`` Dataset gives ``reconstructed_N`` (n_channels, n_samples) float32 in volts
+    (the ``kind`` signal, NaN padding trimmed) and ``chan_pos_N``. Both add ``n_samples``: a
+    one-element float32 tensor holding the number of epochs, as zuna-rs writes it. The file
+    metadata records the variant, the channel names and the units.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Result of :func:`zuna_lab.embed` or :func:`zuna_lab.reconstruct`.
+    fname : path-like
+    kind : {"reconstruction", "hybrid", "original"}
+        Signal of a ``reconstruct`` Dataset to write.
+    overwrite : bool
+
+    Returns
+    -------
+    path : pathlib.Path
+
+    Examples
+    --------
+    >>> write_safetensors(emb, "subject01.safetensors")  # doctest: +SKIP
+    """
+    from safetensors.numpy import save_file
+
+    from .tokens import mask_to_sequence, position_bins
+
+    _require_dataset(ds)
+    path = _target(fname, overwrite)
+    if "sample" in ds.dims:
+        ds = ds.isel(sample=0)
+    ch_names = [str(name) for name in ds["channel"].values]
+    if "ch_pos" not in ds.variables and "ch_x" not in ds.variables:
+        raise ZunaValueError("The Dataset has no electrode positions (ch_x, ch_y, ch_z); they are needed for chan_pos_N.")
+    ch_pos = channel_positions(ds).astype(np.float32)
+    tensors = {}
+    metadata = {"channels": json.dumps(ch_names), "producer": "zuna_lab"}
+    if "embedding" in ds.data_vars:
+        variant = str(ds.attrs.get("model_variant", ds.attrs.get("variant", "")))
+        if variant not in VARIANTS:
+            raise ZunaValueError("The embed Dataset has no valid attrs['model_variant']; it sets the token order of tok_idx_N.")
+        emb = np.asarray(ds["embedding"].transpose("epoch", "channel", "token", "latent").values, dtype=np.float32)
+        bins = position_bins(ch_pos, variant=variant)
+        for e in range(emb.shape[0]):
+            real_tokens = np.isfinite(emb[e]).all(axis=(0, 2))
+            n_tokens = int(real_tokens.sum())
+            grid = emb[e][:, :n_tokens]
+            sequence = mask_to_sequence(np.moveaxis(grid, -1, 0), variant=variant)  # (latent, S)
+            channel_of, token_of = np.meshgrid(np.arange(len(ch_names)), np.arange(n_tokens), indexing="ij")
+            tok_idx = np.concatenate(
+                [bins[mask_to_sequence(channel_of, variant=variant)], mask_to_sequence(token_of, variant=variant)[:, None]],
+                axis=1,
+            )
+            tensors[f"embeddings_{e}"] = np.ascontiguousarray(sequence.T, dtype=np.float32)
+            tensors[f"tok_idx_{e}"] = np.ascontiguousarray(tok_idx, dtype=np.int64)
+            tensors[f"chan_pos_{e}"] = ch_pos.copy()
+        metadata.update(variant=variant, content="embeddings")
+        n_epochs = emb.shape[0]
+    else:
+        _check_reconstruct_dataset(ds, kind)
+        signal = np.asarray(ds[kind].transpose("epoch", "channel", "time").values, dtype=np.float32)
+        for e in range(signal.shape[0]):
+            real = np.flatnonzero(np.isfinite(signal[e]).any(axis=0))
+            width = int(real[-1]) + 1 if real.size else 0
+            tensors[f"reconstructed_{e}"] = np.ascontiguousarray(signal[e][:, :width])
+            tensors[f"chan_pos_{e}"] = ch_pos.copy()
+        metadata.update(content=kind, units="V", variant=str(ds.attrs.get("model_variant", ds.attrs.get("variant", ""))))
+        n_epochs = signal.shape[0]
+    tensors["n_samples"] = np.array([n_epochs], dtype=np.float32)
+    return _replace_atomically(lambda tmp: save_file(tensors, str(tmp), metadata=metadata), path, ".safetensors")

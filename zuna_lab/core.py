@@ -437,6 +437,7 @@ def _batches(pre, indices, batch_size):
         for start in range(0, len(indices), batch_size):
             yield indices[start:start + batch_size]
 
+
 def _auto_batch_size(model, n_tokens):
     """Epochs per forward pass: bounded by a memory budget on GPU, small on CPU."""
     if model.device.type != "cuda":
@@ -445,6 +446,7 @@ def _auto_batch_size(model, n_tokens):
     # activations ~ a few dim-wide fp32 tensors per token plus attention scores for SDPA fallbacks
     per_epoch = n_tokens * model.config.dim * 4 * 24 + (2 * n_tokens) ** 2 * model.config.n_heads * 2
     return int(max(1, min(256, 0.5 * free // max(per_epoch, 1))))
+
 
 def _to_host_later(tensor):
     """Start copying a GPU result to pinned host memory; returns a function that waits for it as NumPy.
@@ -464,6 +466,7 @@ def _to_host_later(tensor):
         return host.numpy()
 
     return wait
+
 
 def _check_epochs(epochs, n_epochs):
     if epochs is None:
@@ -485,8 +488,10 @@ def _check_epochs(epochs, n_epochs):
         raise ZunaValueError("epochs lists an epoch twice; give each index once.")
     return sorted(chosen)
 
+
 def _noise_seed(seed, sample, epoch):
     return int(np.random.SeedSequence([seed, sample, epoch]).generate_state(1)[0])
+
 
 def _source_name(data):
     if isinstance(data, (str,)) or hasattr(data, "__fspath__"):

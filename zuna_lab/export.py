@@ -27,20 +27,6 @@ INFILLED_DESCRIPTION = "ZUNA_infilled"
 UNPROCESSED_DESCRIPTION = "ZUNA_unprocessed"
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def _starts(ds):
     return np.rint(np.asarray(ds["epoch_start"].values, dtype=float) * _sfreq_of(ds)).astype(np.int64)
 

@@ -1,4 +1,4 @@
-"""Latent-space health of ZUNA embeddings, and reconstruction error metrics.
+"""Latent-space health of ZUNA embeddings (reconstruction errors: :mod:`zuna_lab.metrics`).
 
 ZUNA's encoder is trained with an MMD bottleneck that pulls every token latent
 towards a standard normal ``N(0, I)`` in 32 dimensions.  On data that resembles
@@ -12,23 +12,7 @@ Every function here is pure: it takes labelled xarray objects (an ``embed``
 result Dataset, or any DataArray with a ``latent`` dimension), never mutates
 them, and returns labelled xarray objects.
 
-The MMD statistic
------------------
-The maximum mean discrepancy uses the inverse multiquadric (IMQ) kernel
-``k(x, y) = (1 + ||x - y||^2 / c^2) ** -0.5`` (Gorham & Mackey 2017: its heavy
-tails keep it sensitive to distributions that drift far away, where a Gaussian
-kernel's gradient and power vanish).  A Gaussian kernel
-``exp(-||x - y||^2 / (2 c^2))`` is available with ``kernel="gaussian"``.  The
-scale ``c^2`` follows the median heuristic (Gretton et al. 2012): the median
-squared pairwise distance of the pooled sample.  It is computed on the pooled
-sample, so it is invariant under the permutations of the test and the test
-stays exact.  The estimator is the unbiased U-statistic ``MMD^2_u``; the
-p-value comes from a seeded permutation test ``(1 + #{null >= observed}) /
-(1 + n_permutations)``.  Both sets are subsampled to at most ``max_points``
-points each so the statistic costs O(max_points^2) whatever the recording
-length.  Note that tokens of one recording are not independent (neighbouring
-tokens of a channel are correlated), so on long recordings the p-value is a
-screening number rather than a calibrated test of the whole recording.
+The MMD statistic and its permutation test are described in :mod:`zuna_lab.mmd`.
 """
 
 from __future__ import annotations
@@ -37,6 +21,8 @@ import numpy as np
 import xarray as xr
 
 from .errors import ZunaTypeError, ZunaValueError
+from .mmd import _check_kernel, _mmd_core, _subsample
+from .metrics import reconstruction_errors  # noqa: F401  (where the dashboard has always found it)
 
 __all__ = [
     "latent_samples",
@@ -46,7 +32,6 @@ __all__ = [
     "mmd_health",
     "embedding_drift",
     "compare_recordings",
-    "reconstruction_errors",
     "HEALTH_THRESHOLDS",
 ]
 
@@ -238,68 +223,6 @@ def gaussian_kl(mean, std, *, ref_mean=0.0, ref_std=1.0):
 
 
 # --------------------------------------------------------------------------- MMD
-def _sqdist(z):
-    sq = np.einsum("ij,ij->i", z, z)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * (z @ z.T)
-    np.maximum(d2, 0.0, out=d2)
-    np.fill_diagonal(d2, 0.0)
-    return d2
-
-
-def _kernel(d2, kernel, bandwidth):
-    if kernel == "imq":
-        return 1.0 / np.sqrt(1.0 + d2 / bandwidth)
-    return np.exp(-d2 / (2.0 * bandwidth))
-
-
-def _mmd_core(x, y, *, kernel, bandwidth, n_permutations, rng):
-    """Unbiased MMD^2 and its permutation null; x, y are float arrays (n, d)."""
-    m, n = len(x), len(y)
-    z = np.concatenate([x, y])
-    d2 = _sqdist(z)
-    if bandwidth in (None, "median"):
-        iu = np.triu_indices(m + n, k=1)
-        bw = float(np.median(d2[iu]))
-        if not bw > 0:
-            bw = 1.0
-    else:
-        bw = float(bandwidth)
-        if not bw > 0:
-            raise ZunaValueError(f"bandwidth must be 'median' or a positive number, got {bandwidth!r}.")
-    k = _kernel(d2, kernel, bw)
-    np.fill_diagonal(k, 0.0)
-
-    def stat(ind):  # ind: (N, B) float indicator of membership in the first set
-        kx = k @ ind
-        xx = np.einsum("ib,ib->b", ind, kx)
-        tot = k.sum()
-        rowsum = k.sum(axis=1)
-        xy = rowsum @ ind - xx  # sum over i in X, j in Y
-        yy = tot - 2 * xy - xx
-        return xx / (m * (m - 1)) + yy / (n * (n - 1)) - 2 * xy / (m * n)
-
-    obs = np.zeros((m + n, 1))
-    obs[:m] = 1.0
-    observed = float(stat(obs)[0])
-    null = np.empty(0)
-    if n_permutations:
-        ind = np.zeros((m + n, n_permutations))
-        for b in range(n_permutations):
-            ind[rng.permutation(m + n)[:m], b] = 1.0
-        null = stat(ind)
-    return observed, null, bw
-
-
-def _check_kernel(kernel):
-    if kernel not in ("imq", "gaussian"):
-        raise ZunaValueError(f"kernel must be 'imq' or 'gaussian', got {kernel!r}.")
-
-
-def _subsample(x, max_points, rng):
-    if max_points is not None and len(x) > max_points:
-        idx = np.sort(rng.choice(len(x), size=int(max_points), replace=False))
-        return x[idx]
-    return x
 
 
 def mmd(x, y=None, *, kernel="imq", bandwidth="median", n_permutations=200, max_points=1000,
@@ -619,76 +542,4 @@ def compare_recordings(embeddings, *, n_permutations=100, max_points=500, seed=0
         coords={"recording": names, "other": names},
         attrs={"kernel": kernel, "n_permutations": int(n_permutations), "max_points": max_points,
                "seed": int(seed)},
-    )
-
-
-# --------------------------------------------------------------------------- reconstruction
-def _time_mask(rec):
-    """Expand the token mask (epoch, channel, token) to (epoch, channel, time)."""
-    mask = rec["mask"]
-    if "token" not in mask.dims:
-        return mask
-    if "token_time" in rec.coords:
-        tstart = np.asarray(rec["token_time"].values, dtype=float)
-    else:
-        tstart = np.arange(rec.sizes["token"]) * 0.125
-    t = np.asarray(rec["time"].values, dtype=float)
-    idx = np.clip(np.searchsorted(tstart, t + 1e-9, side="right") - 1, 0, len(tstart) - 1)
-    tm = mask.isel(token=xr.DataArray(idx, dims="time"))
-    tm = tm.drop_vars([c for c in tm.coords if "token" in tm[c].dims or c == "token"], errors="ignore")
-    return tm.assign_coords(time=rec["time"])
-
-
-def reconstruction_errors(rec, *, kind="reconstruction", masked_only=True, verbose=None):
-    """Per-channel RMSE and correlation of a reconstruction against the original.
-
-    Parameters
-    ----------
-    rec : xr.Dataset
-        A ``reconstruct`` result (``original``, ``reconstruction``/``hybrid``
-        in volts along ``(epoch, channel, time)``, ``mask`` along
-        ``(epoch, channel, token)``), optionally with a ``sample`` dim.
-    kind : "reconstruction" | "hybrid"
-        Which estimate to score.
-    masked_only : bool
-        Score only the masked (infilled) cells (default); False scores every sample.
-    verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
-
-    Returns
-    -------
-    xr.Dataset
-        ``rmse`` (volts) and ``correlation`` along ``(epoch, channel)`` (and
-        ``sample`` if present), ``n_samples`` scored; NaN where nothing was masked.
-
-    Examples
-    --------
-    >>> err = reconstruction_errors(rec)               # doctest: +SKIP
-    >>> err.rmse.sel(channel="T7") * 1e6               # doctest: +SKIP
-    """
-    if not isinstance(rec, xr.Dataset):
-        raise ZunaTypeError(f"Expected the xarray Dataset from zuna_lab.reconstruct, got {type(rec).__name__}.")
-    for v in ("original", kind, "mask"):
-        if v not in rec:
-            raise ZunaValueError(f"The Dataset has no {v!r} variable; pass the result of zuna_lab.reconstruct.")
-    orig, est = rec["original"], rec[kind]
-    valid = np.isfinite(orig) & np.isfinite(est)
-    if masked_only:
-        valid = valid & _time_mask(rec)
-    o = orig.where(valid)
-    e = est.where(valid)
-    n = valid.sum("time")
-    rmse = np.sqrt(((e - o) ** 2).sum("time") / n.where(n > 0))
-    om = o - o.mean("time")
-    em = e - e.mean("time")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        corr = (om * em).sum("time") / np.sqrt((om**2).sum("time") * (em**2).sum("time"))
-    corr = corr.where(n > 1)
-    return xr.Dataset(
-        {
-            "rmse": rmse.assign_attrs(units="V", long_name=f"RMSE of {kind} vs original"),
-            "correlation": corr.assign_attrs(units="1", long_name=f"Pearson r of {kind} vs original"),
-            "n_samples": n.assign_attrs(long_name="time samples scored"),
-        },
-        attrs={"kind": kind, "masked_only": bool(masked_only)},
     )

@@ -25,6 +25,7 @@ _NAME_REFERENCE_SUFFIX = re.compile(
     re.IGNORECASE,
 )
 
+
 def clean_channel_name(name):
     """Reduce a recorder's channel label to the electrode name used by standard montages.
 
@@ -52,6 +53,7 @@ def clean_channel_name(name):
     cleaned = _NAME_REFERENCE_SUFFIX.sub("", cleaned).strip()
     return cleaned.rstrip(". ") or str(name).strip()
 
+
 @functools.lru_cache(maxsize=8)
 def standard_positions(montage_name="standard_1005"):
     """Head-frame positions of a named standard montage, keyed by lower-case channel name."""
@@ -60,6 +62,7 @@ def standard_positions(montage_name="standard_1005"):
         warnings.simplefilter("ignore", FutureWarning)
         montage = mne.channels.make_standard_montage(montage_name)
     return _montage_head_positions(montage)
+
 
 def _montage_head_positions(montage):
     """Positions of a DigMontage in the MNE head frame, keyed by lower-case channel name."""
@@ -74,6 +77,7 @@ def _montage_head_positions(montage):
         if np.isfinite(loc).all() and not np.allclose(loc, 0.0):
             positions.setdefault(ch["ch_name"].lower(), (ch["ch_name"], loc))
     return positions
+
 
 def _has_position(loc):
     loc = np.asarray(loc[:3], dtype=float)
@@ -153,6 +157,7 @@ def _apply_positions(raw, montage, verbose):
         return
     digitised = mne.channels.make_dig_montage(ch_pos=ch_pos, coord_frame="head")
     raw.set_montage(digitised, on_missing="ignore", verbose=verbose if verbose is not None else "error")
+
 
 def _warn_shared_positions(raw):
     """Warn (one sentence) about channels that got the same position, e.g. "Fp1", "EEG Fp1-REF", "fp1"."""

@@ -28,6 +28,7 @@ _AMPLITUDE_WARNED = (1e-6, 2e-4)
 #: A channel this many times quieter than the median channel (or constant) is flat: masked as bad.
 _FLAT_RATIO = 1e-2
 
+
 def _window_std(sample, sfreq):
     """Per channel, the median std of ~1 s windows: DC offsets, drift and short artefacts do not count."""
     width = int(min(4096, max(32, 2 ** round(np.log2(max(float(sfreq), 1.0))))))
@@ -37,11 +38,13 @@ def _window_std(sample, sfreq):
     windows = sample[:, : n_windows * width].reshape(len(sample), n_windows, width)
     return np.median(windows.std(axis=2), axis=1)
 
+
 def _units_hint(amplitude):
     """``("1e-6", "µV")``: the power of 1000 that brings a median channel amplitude (V) nearest to EEG (~20 µV)."""
     power = int(np.clip(round(np.log10(20e-6 / amplitude) / 3), -3, 3)) * 3
     units = {-3: "mV", -6: "µV", -9: "nV"}
     return f"1e{power}", units.get(power, f"units 1e{-power} V")
+
 
 def check_signal(raw, *, warn=False):
     """The variant-free checks: length, finite samples, plausible volts; returns the flat channels.

@@ -27,6 +27,7 @@ from .validation import check_names, check_number, check_verbose, log_level
 
 __all__ = ["read_raw", "find_source", "remember_source", "recording_fingerprint"]
 
+
 def _read_csv(path, *, sfreq, ch_names, verbose):
     with open(path, newline="") as handle:
         sample = handle.read(4096)
@@ -66,6 +67,7 @@ def _read_csv(path, *, sfreq, ch_names, verbose):
         raise ZunaValueError(f"CSV file {path} has no time column; pass sfreq= (Hz) or add a first column named 'time'.")
     return _raw_from_array(data, sfreq=sfreq, ch_names=names, verbose=verbose)
 
+
 def _decimal_quantum(cell):
     """The rounding step of a number as written (``"0.003906"`` -> 1e-6); 0 when unknown."""
     import decimal
@@ -75,6 +77,7 @@ def _decimal_quantum(cell):
     except (decimal.InvalidOperation, ValueError):
         return 0.0
     return 10.0 ** exponent if isinstance(exponent, int) else 0.0
+
 
 def _csv_rate(path, times, cells):
     """Sampling rate from a CSV time column: from its whole span, snapped to a whole Hz within 0.1 %.
@@ -114,6 +117,7 @@ def _csv_rate(path, times, cells):
         )
     return rate
 
+
 def _raw_from_array(data, *, sfreq, ch_names, verbose):
     if ch_names is None or sfreq is None:
         raise ZunaValueError("A NumPy array needs ch_names= and sfreq= (Hz), e.g. read_raw(data, ch_names=names, sfreq=256).")
@@ -138,10 +142,12 @@ def _raw_from_array(data, *, sfreq, ch_names, verbose):
 #: MNE warnings that mean the file is cut short or damaged: refused rather than read in part.
 _DAMAGED_FILE = re.compile(r"invalid tag|truncat|shorter than|end of file|incomplete|corrupt", re.IGNORECASE)
 
+
 def _one_line(err, limit=160):
     text = " ".join(str(err).split()) or "no message"
     text = text if len(text) <= limit else text[: limit - 1] + "…"
     return f"{type(err).__name__}: {text}"
+
 
 def _check_edf_length(path):
     """Refuse an EDF/BDF file shorter than its header says (MNE reads what is there and warns)."""
@@ -166,6 +172,7 @@ def _check_edf_length(path):
             f"but the file holds {held} ({held * record_seconds:g} s); copy or export the complete recording again."
         )
 
+
 def _check_brainvision_length(path):
     """Refuse a BrainVision recording whose binary data file ends inside a sample frame (cut short)."""
     try:
@@ -188,6 +195,7 @@ def _check_brainvision_length(path):
             f"{data_file.name!r} is truncated: its {size} bytes are not a whole number of {n_channels}-channel samples "
             f"({frame} bytes each); copy or export the complete recording again."
         )
+
 
 def _read_file(path, *, verbose):
     path = Path(path).expanduser()
@@ -237,6 +245,7 @@ def _read_file(path, *, verbose):
         if not issubclass(w.category, RuntimeWarning) or level <= logging.WARNING:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return raw
+
 
 def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, verbose=None):
     """Load a recording as a preloaded ``mne.io.Raw`` with EEG channels that have a 3-D position.

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import VARIANT_CONSTANTS, VARIANTS
+from .config import SAMPLES_PER_TOKEN, VARIANT_CONSTANTS, VARIANTS
 from .errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
 
 __all__ = [
@@ -43,8 +43,6 @@ __all__ = [
     "n_tokens_for",
 ]
 
-#: Samples per token (the model's ``num_fine_time_pts``).
-SAMPLES_PER_TOKEN = 32
 #: Metres from the head origin beyond which a position cannot be an electrode (wrong units).
 _IMPLAUSIBLE_POSITION = 0.25
 

@@ -22,6 +22,7 @@ from .validation import check_writable
 
 __all__ = ["write_netcdf", "write_zarr", "write_safetensors"]
 
+
 def _sfreq_of(ds):
     times = np.asarray(ds["time"].values, dtype=float)
     if times.size >= 2:
@@ -30,6 +31,7 @@ def _sfreq_of(ds):
         if key in ds.attrs:
             return float(ds.attrs[key])
     return 256.0
+
 
 def _check_reconstruct_dataset(ds, kind):
     try:
@@ -47,6 +49,7 @@ def _check_reconstruct_dataset(ds, kind):
         if name not in ds.coords and name not in ds.variables:
             raise ZunaValueError(f"The Dataset lacks the {name!r} coordinate of a zuna_lab.reconstruct result.")
 
+
 def _target(fname, overwrite):
     path = Path(fname).expanduser()
     if not path.parent.exists():
@@ -55,8 +58,10 @@ def _target(fname, overwrite):
         raise ZunaValueError(f"{str(path)!r} already exists; pass overwrite=True to replace it.")
     return check_writable(path, overwrite)     # a read-only folder fails here, before any work
 
+
 def _temporary_sibling(path, suffix):
     return path.parent / f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{suffix}"
+
 
 def _replace_atomically(write, path, suffix):
     """Call ``write(tmp_path)``, then move the temporary file onto ``path``; clean up on error."""
@@ -75,6 +80,7 @@ def _replace_atomically(write, path, suffix):
         raise
     return path
 
+
 def _replace_directory(tmp, path):
     if not path.exists():
         os.replace(tmp, path)
@@ -88,6 +94,7 @@ def _replace_directory(tmp, path):
         os.replace(old, path)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
 
 def _netcdf_ready(ds):
     """A copy whose attrs netCDF can hold: dicts, lists, bools and None become JSON strings."""
@@ -109,12 +116,14 @@ def _netcdf_ready(ds):
         out[name].attrs = fix(out[name].attrs)
     return out
 
+
 def _json_default(value):
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
+
 
 def write_netcdf(ds, fname, *, overwrite=False):
     """Write a result Dataset to netCDF atomically (nested attrs are stored as JSON strings).
@@ -133,10 +142,8 @@ def write_netcdf(ds, fname, *, overwrite=False):
     --------
     >>> write_netcdf(emb, "subject01_embedding.nc")  # doctest: +SKIP
     """
-    _require_dataset(ds)
-    path = _target(fname, overwrite)
-    ready = _netcdf_ready(ds)
-    return _replace_atomically(lambda tmp: ready.to_netcdf(tmp), path, ".nc")
+    return _write_xarray(ds, fname, overwrite, ".nc", lambda ready, tmp: ready.to_netcdf(tmp))
+
 
 def write_zarr(ds, store, *, overwrite=False):
     """Write a result Dataset to a zarr directory atomically.
@@ -156,19 +163,25 @@ def write_zarr(ds, store, *, overwrite=False):
     --------
     >>> write_zarr(emb, "subject01_embedding.zarr")  # doctest: +SKIP
     """
-    _require_dataset(ds)
-    path = _target(store, overwrite)
-    ready = _netcdf_ready(ds)
     # Zarr format 2: readable everywhere, and it has a specification for string coordinates.
-    return _replace_atomically(
-        lambda tmp: ready.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True), path, ".zarr"
-    )
+    return _write_xarray(ds, store, overwrite, ".zarr",
+                         lambda ready, tmp: ready.to_zarr(tmp, mode="w", zarr_format=2, consolidated=True))
+
+
+def _write_xarray(ds, target, overwrite, suffix, write):
+    """Check ``ds`` and the target, then ``write(ready, tmp)`` the netCDF-ready copy atomically."""
+    _require_dataset(ds)
+    path = _target(target, overwrite)
+    ready = _netcdf_ready(ds)
+    return _replace_atomically(lambda tmp: write(ready, tmp), path, suffix)
+
 
 def _require_dataset(ds):
     import xarray as xr
 
     if not isinstance(ds, xr.Dataset):
         raise ZunaTypeError(f"Expected an xarray Dataset from zuna_lab, got {type(ds).__name__}.")
+
 
 def write_safetensors(ds, fname, *, kind="reconstruction", overwrite=False):
     """Write a result in the zuna-rs safetensors layout, atomically.

@@ -6,6 +6,8 @@
     zuna-lab reconstruct FILE -o OUT.fif|.nc|.zarr|.safetensors [--bad-channels T7 O1]
              [--bad-segments 2.0:3.5 4:5:Fz] [--add-channels FCz] [--steps 50] [--cfg 1.0] [--seed 0]
     zuna-lab demo [--random-weights] [--output-dir zuna_lab_demo] [--overwrite]
+    zuna-lab embed-many SOURCES... -o STUDY.zarr [--scheduler ADDRESS]      (zuna_lab.study_cli)
+    zuna-lab reconstruct-many SOURCES... -o DIR [--scheduler ADDRESS]
 
 Progress goes to stderr, the summary to stdout. A problem with the input (a zuna_lab error:
 missing file, unknown channel, unavailable weights, existing output, …) prints one line to
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import WeightsUnavailableError, ZunaLabError, ZunaLabWarning, ZunaValueError
+from .study_cli import add_study_commands, cmd_embed_many, cmd_reconstruct_many
 from .validation import (
     CFG_RANGE,
     MAX_STEPS,
@@ -188,6 +191,7 @@ def build_parser():
                    help="sampler steps (default: 50 on a GPU, 10 on the CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_options(p)
+    add_study_commands(sub)     # embed-many, reconstruct-many
     return parser
 
 
@@ -440,7 +444,8 @@ def cmd_demo(args):
     return 0
 
 
-COMMANDS = {"embed": cmd_embed, "reconstruct": cmd_reconstruct, "demo": cmd_demo}
+COMMANDS = {"embed": cmd_embed, "reconstruct": cmd_reconstruct, "demo": cmd_demo,
+            "embed-many": cmd_embed_many, "reconstruct-many": cmd_reconstruct_many}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

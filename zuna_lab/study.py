@@ -1,0 +1,514 @@
+"""Studies, not files: embed or repair hundreds to thousands of recordings on dask.distributed.
+
+:func:`embed_many` writes every recording's embedding into one resumable zarr store,
+:func:`open_embeddings` reads it back (lazily, one recording at a time or pooled), and
+:func:`reconstruct_many` writes one repaired FIF per recording. Reading, preprocessing and
+tokenising run on CPU workers in parallel, encoding on GPU workers (one per device, the model
+loaded once each) with epochs of several recordings batched together; see
+:mod:`zuna_lab.study_cluster` for the placement, :mod:`zuna_lab.study_tasks` for the stages and
+:mod:`zuna_lab.study_store` for the store and its atomic commits.
+"""
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import sys
+from pathlib import Path
+
+from .errors import ZunaTypeError, ZunaValueError
+from .study_store import INDEX_COLUMNS, StudyStore, check_id, recording_id, source_stamp  # noqa: F401
+
+__all__ = ["embed_many", "reconstruct_many", "open_embeddings", "Study", "find_recordings"]
+
+#: File types a folder or a glob is searched for (BrainVision: the .vhdr header; MFF: the folder).
+RECORDING_SUFFIXES = (".fif", ".fif.gz", ".edf", ".bdf", ".gdf", ".vhdr", ".set", ".cnt", ".csv", ".tsv", ".mff",
+                      ".eeg", ".nxe", ".cdt", ".lay", ".egi", ".data", ".ds", ".mef")
+_EMBED_OPTIONS = ("segment_duration", "bad_channels", "use_annotations", "batch_size", "sfreq", "ch_names")
+_RECONSTRUCT_OPTIONS = _EMBED_OPTIONS + ("steps", "cfg", "seed", "bad_segments", "add_channels", "n_samples")
+#: Options that change the results: a rerun must use the same ones (batch_size and verbose do not).
+_RESULT_OPTIONS = ("segment_duration", "bad_channels", "use_annotations", "sfreq", "ch_names", "steps", "cfg", "seed",
+                   "bad_segments", "add_channels", "n_samples", "kind")
+
+
+# ------------------------------------------------------------------------------------------ sources
+def _is_recording(path):
+    name = path.name.lower()
+    if not name.endswith(RECORDING_SUFFIXES) or name.startswith("."):
+        return False
+    if path.is_dir():
+        return name.endswith((".mff", ".ds"))
+    # a BrainVision data file is read through its .vhdr
+    return not (name.endswith(".eeg") and path.with_suffix(".vhdr").exists())
+
+
+def _expand(item):
+    """One source entry -> recording paths: a file, a folder (searched recursively) or a glob."""
+    text = os.fspath(item)
+    path = Path(text).expanduser()
+    if path.is_dir() and not _is_recording(path):
+        found = sorted(p for p in path.rglob("*") if _is_recording(p) and not any(
+            part.lower().endswith((".mff", ".ds")) for part in p.relative_to(path).parts[:-1]))
+        if not found:
+            raise ZunaValueError(f"Folder {text!r} holds no recording file ({', '.join(RECORDING_SUFFIXES[:9])}, …).")
+        return found
+    if not path.exists() and glob.has_magic(text):
+        found = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=True))
+        found = [p for p in found if _is_recording(p) or (p.is_file() and not p.name.startswith("."))]
+        if not found:
+            raise ZunaValueError(f"The pattern {text!r} matches no file; check the path and the wildcards.")
+        return found
+    return [path]        # a file; a missing one fails in the index, the others go on
+
+
+def find_recordings(sources):
+    """The ``(recording id, absolute path)`` pairs of ``sources``, ids unique.
+
+    Parameters
+    ----------
+    sources : path-like | str | list | dict
+        A file, a folder (searched recursively for recording files), a glob (``"data/**/*.edf"``),
+        a list of any of these or of ``(id, path)`` pairs, or a dict ``{id: path}``. Default ids
+        are file names without their extension, made unique in order (``sub-01``, ``sub-01_2``).
+
+    Returns
+    -------
+    pairs : list of tuple
+
+    Examples
+    --------
+    >>> find_recordings(["a/sub-01.edf", "b/sub-01.edf", ("control-3", "c/x.fif")])   # doctest: +SKIP
+    [('sub-01', '/…/a/sub-01.edf'), ('sub-01_2', '/…/b/sub-01.edf'), ('control-3', '/…/c/x.fif')]
+    """
+    if isinstance(sources, dict):
+        sources = list(sources.items())
+    elif isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    elif not isinstance(sources, (list, tuple)) and hasattr(sources, "__iter__"):
+        sources = list(sources)
+    if not isinstance(sources, (list, tuple)):
+        raise ZunaTypeError(f"sources must be a path, a glob, a folder, or a list of them or of (id, path) pairs, "
+                            f"got {type(sources).__name__}.")
+    named, unnamed = [], []
+    for position, item in enumerate(sources):
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], (str, os.PathLike)):
+            named.append((position, check_id(item[0]), Path(item[1]).expanduser()))
+        elif isinstance(item, (str, os.PathLike)):
+            unnamed.extend((position, None, path) for path in _expand(item))
+        else:
+            raise ZunaTypeError(f"A source must be a path, a glob or an (id, path) pair, got {item!r}.")
+    taken = [rec_id for _, rec_id, _ in named]
+    if len(set(taken)) != len(taken):
+        raise ZunaValueError(f"Recording id {next(i for i in taken if taken.count(i) > 1)!r} is given twice; "
+                             "every recording needs its own id.")
+    used, pairs, seen = set(taken), [], set()
+    for position, rec_id, path in sorted(named + unnamed, key=lambda entry: entry[0]):
+        absolute = str(path.absolute())
+        if rec_id is None:
+            if absolute in seen:
+                continue            # the same file twice (a folder and a glob over it): once
+            base = recording_id(path)
+            rec_id, n = base, 1
+            while rec_id in used:
+                n += 1
+                rec_id = f"{base}_{n}"
+        used.add(rec_id)
+        seen.add(absolute)
+        pairs.append((rec_id, absolute))
+    if not pairs:
+        raise ZunaValueError("sources is empty; pass recording files, a folder, a glob or (id, path) pairs.")
+    return pairs
+
+
+# ------------------------------------------------------------------------------------------ model and options
+def _model_spec(model):
+    """(spec for the workers, variant): a source each worker loads once, and the model variant."""
+    from .hub import default_source
+    from .model import ZunaModel
+
+    if isinstance(model, ZunaModel):
+        if not model.source:
+            raise ZunaValueError("This model has no source that the workers could load (it was built in memory); "
+                                 "pass its checkpoint folder or repo id as model=.")
+        dtype = model.precision if model.device.type == "cuda" else None
+        return {"source": str(model.source), "dtype": dtype}, model.variant
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise ZunaTypeError(f"model must be a ZunaModel, a checkpoint folder or repo id, or None, "
+                            f"got {type(model).__name__}.")
+    source = os.fspath(model) if model is not None else default_source()
+    local = Path(source).expanduser()
+    if local.exists():
+        source = str(local.absolute())      # the workers may start elsewhere
+    return {"source": source, "dtype": None}, _variant_of(source)
+
+
+def _variant_of(source):
+    """The variant of a checkpoint from its key names (weights fetched or found once, here, before the run)."""
+    from safetensors import safe_open
+
+    from .hub import resolve
+    from .model import checkpoint as ckpt
+
+    resolved = resolve(source)
+    try:
+        with safe_open(str(resolved.weights_path), framework="pt", device="cpu") as handle:
+            keys = list(handle.keys())
+    except Exception as err:
+        from .errors import CheckpointError
+
+        raise CheckpointError(f"{resolved.weights_path} is not a readable safetensors file ({err}); "
+                              "download it again.") from None
+    return ckpt.detect_variant(ckpt.strip_prefix(keys).values())
+
+
+def _check_options(options, allowed, function):
+    from .validation import check_arguments
+
+    unknown = sorted(set(options) - set(allowed))
+    if "mask" in unknown:
+        raise ZunaValueError(f"{function} takes no mask= (its shape is per recording); hide channels with "
+                             "bad_channels= or spans with BAD_ annotations.")
+    if unknown:
+        raise ZunaTypeError(f"{function} got an unexpected option {unknown[0]!r}; it takes {', '.join(allowed)}.")
+    check_arguments(**options)      # types and ranges, before any work
+
+
+def _settings(spec, variant, options):
+    values = {"model": spec["source"], "variant": variant}
+    for key in _RESULT_OPTIONS:
+        if key in options and options[key] is not None:
+            value = options[key]
+            values[key] = [list(v) if isinstance(v, tuple) else v for v in value] if isinstance(value, (list, tuple)) \
+                else value
+    return values
+
+
+@contextlib.contextmanager
+def _cluster(client, progress):
+    """The given client, or a local cluster sized to this machine (loopback only), closed afterwards."""
+    from .study_cluster import local_cluster, plan_workers, visible_gpus
+
+    if client is not None:
+        if progress:
+            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
+        yield client
+        return
+    with local_cluster(plan_workers(visible_gpus(), os.cpu_count() or 1)) as own:
+        if progress:
+            print(f"Dask dashboard: {own.dashboard_link}", file=sys.stderr, flush=True)
+        yield own
+
+
+def _check_client(client):
+    if client is None:
+        return
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover - dask.distributed is a dependency
+        raise ZunaTypeError("client= needs dask.distributed; pip install 'dask[distributed]'.") from None
+    if not isinstance(client, Client):
+        raise ZunaTypeError(f"client must be a dask.distributed Client or None, got {type(client).__name__}.")
+
+
+def _summary(frame, label, n_skipped):
+    done, failed = int((frame.status == "done").sum()), frame[frame.status == "failed"]
+    print(f"{label}: {done} recordings done ({n_skipped} already complete), {len(failed)} failed"
+          + "".join(f"\n  {row.recording}: {row.error}" for row in failed.head(10).itertuples())
+          + (f"\n  … and {len(failed) - 10} more (see the index)" if len(failed) > 10 else ""),
+          file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ public functions
+def embed_many(sources, store, *, model=None, client=None, overwrite=False, progress=True, verbose=None,
+               **embed_options):
+    """Embed many recordings into one resumable zarr store, on dask.distributed.
+
+    Each recording is read, preprocessed and tokenised on a CPU worker, encoded on a GPU worker
+    (one per GPU, each loading the model once; epochs of several recordings are batched together)
+    and written to the store as soon as it is done. Each recording is committed atomically, so a
+    reader never sees half a recording; a rerun skips the recordings already complete whose
+    source files are unchanged (size and modification time) and does the rest — so a killed run
+    resumes where it stopped. A recording that fails (corrupt file, no EEG, too short) gets its
+    one-sentence error in the index and the others go on.
+
+    Parameters
+    ----------
+    sources : path-like | str | list | dict
+        Recording files, a folder (searched recursively), a glob, ``(id, path)`` pairs or
+        ``{id: path}`` (see :func:`find_recordings`). Default ids: file names without extension.
+    store : path-like
+        The zarr store (a folder, conventionally ``*.zarr``), created if missing.
+    model : ZunaModel | str | None
+        As in :func:`zuna_lab.embed`; a loaded model is loaded again by each worker from its source.
+    client : distributed.Client | None
+        Run on this cluster (any: local, SSH, dask-jobqueue …; GPU workers declare the resource
+        ``GPU=1``, CPU workers ``CPU=1``). None starts a local cluster sized to this machine
+        (loopback only) and closes it afterwards.
+    overwrite : bool
+        Start the store again, forgetting every recording in it.
+    progress : bool
+        Progress bar (recordings, epochs, rate), the dashboard link and a summary on stderr.
+    verbose : bool | str | int | None
+        MNE verbosity in the workers (None: errors only).
+    **embed_options
+        ``segment_duration``, ``bad_channels``, ``use_annotations``, ``batch_size``, ``sfreq``,
+        ``ch_names``: as in :func:`zuna_lab.embed`, the same for every recording.
+
+    Returns
+    -------
+    index : pandas.DataFrame
+        One row per recording of the store: ``recording``, ``source``, ``status`` ("done" or
+        "failed"), ``n_epochs``, ``n_channels``, ``seconds`` (recording length), ``error`` (one
+        sentence, else empty), ``warnings``, ``output`` (its group), ``source_stamp``, ``run``,
+        ``computed_at``, ``compute_seconds``, ``worker``.
+
+    Examples
+    --------
+    >>> import zuna_lab as zl
+    >>> index = zl.embed_many("study/**/*.edf", "study.zarr", model="Zyphra/ZUNA")   # doctest: +SKIP
+    >>> index[index.status == "failed"][["recording", "error"]]                       # doctest: +SKIP
+    >>> study = zl.open_embeddings("study.zarr"); study["sub-01"]                      # doctest: +SKIP
+    """
+    from .study_cluster import Stages, run_pipeline
+    from .study_tasks import encode_bundles, prepare_embedding, write_embedding
+    from .validation import check_bool
+
+    _check_options(embed_options, _EMBED_OPTIONS, "embed_many")
+    check_bool(progress, "progress")
+    _check_client(client)
+    pairs = find_recordings(sources)
+    target = StudyStore(store, "embeddings")
+    target.check_target(overwrite)
+    spec, variant = _model_spec(model)
+    options = dict(embed_options, verbose=verbose)
+    with target.open(_settings(spec, variant, embed_options), overwrite=overwrite):
+        jobs = [(rec_id, path, source_stamp(path)) for rec_id, path in pairs]
+        todo = [job for job in jobs if not target.is_complete(*job)]
+        if todo:
+            stages = Stages(prepare_embedding, encode_bundles, write_embedding, variant, options,
+                            encode_args=(embed_options.get("batch_size"),),
+                            write_args=lambda rec_id, run: (str(target.tmp), run))
+            with _cluster(client, progress) as active:
+                run_pipeline(active, target, todo, stages, spec, progress=progress, label="embed_many")
+        frame = target.frame()
+    if progress:
+        _summary(frame, "embed_many", len(jobs) - len(todo))
+    return frame
+
+
+def reconstruct_many(sources, out_dir, *, model=None, client=None, kind="hybrid", overwrite=False, progress=True,
+                     verbose=None, **reconstruct_options):
+    """Repair many recordings: one FIF per recording, written atomically, on dask.distributed.
+
+    Every recording is reconstructed as :func:`zuna_lab.reconstruct` does (``info["bads"]``,
+    ``BAD_`` annotations and the options below are infilled) and written with
+    :func:`zuna_lab.write_fif` as ``<out_dir>/<id>_repaired_raw.fif``: the recording with its EEG
+    repaired and every other channel, annotation and ``meas_date`` kept. Reading and
+    preprocessing run on CPU workers, the model on GPU workers, writing on CPU workers. The index
+    (``zuna_lab_index.json`` in ``out_dir``) makes reruns skip the recordings already repaired
+    from unchanged sources; failures are listed with their one-sentence error.
+
+    Parameters
+    ----------
+    sources, model, client, progress, verbose
+        As in :func:`embed_many`.
+    out_dir : path-like
+        Folder for the repaired files (created if missing).
+    kind : {"hybrid", "reconstruction", "original"}
+        The signal written (see :func:`zuna_lab.to_raw`).
+    overwrite : bool
+        Redo every recording and replace its file.
+    **reconstruct_options
+        ``steps``, ``cfg``, ``seed``, ``bad_channels``, ``bad_segments``, ``use_annotations``,
+        ``add_channels``, ``n_samples``, ``segment_duration``, ``batch_size``, ``sfreq``,
+        ``ch_names``: as in :func:`zuna_lab.reconstruct`, the same for every recording.
+
+    Returns
+    -------
+    index : pandas.DataFrame
+        As :func:`embed_many`; ``output`` is the FIF file's name in ``out_dir``.
+
+    Examples
+    --------
+    >>> index = zl.reconstruct_many("clinic/*.edf", "repaired/", seed=0)   # doctest: +SKIP
+    >>> raw = mne.io.read_raw_fif("repaired/" + index.output[0])         # doctest: +SKIP
+    """
+    from .study_cluster import Stages, run_pipeline
+    from .study_tasks import prepare_reconstruction, reconstruct_bundles, write_reconstruction
+    from .validation import check_bool
+
+    _check_options(reconstruct_options, _RECONSTRUCT_OPTIONS, "reconstruct_many")
+    check_bool(progress, "progress")
+    if kind not in ("hybrid", "reconstruction", "original"):
+        raise ZunaValueError(f"kind must be 'hybrid', 'reconstruction' or 'original', got {kind!r}.")
+    _check_client(client)
+    pairs = find_recordings(sources)
+    target = StudyStore(out_dir, "reconstructions")
+    target.check_target(overwrite)
+    spec, variant = _model_spec(model)
+    options = dict(reconstruct_options, verbose=verbose)
+    with target.open(_settings(spec, variant, dict(reconstruct_options, kind=kind)), overwrite=overwrite):
+        jobs = [(rec_id, path, source_stamp(path)) for rec_id, path in pairs]
+        todo = [job for job in jobs if not target.is_complete(*job)]
+        for rec_id, path, stamp in list(todo):
+            output = target.path / f"{rec_id}_repaired_raw.fif"
+            known = target.rows.get(rec_id, {}).get("output") == output.name
+            if output.exists() and not known:      # someone else's file: never replaced silently
+                todo.remove((rec_id, path, stamp))
+                target.commit(dict(recording=rec_id, source=path, source_stamp=stamp, status="failed",
+                                   error=f"{str(output)!r} exists and was not written by this study; move it, "
+                                         "or pass overwrite=True to replace it."))
+        if todo:
+            stages = Stages(prepare_reconstruction, reconstruct_bundles, write_reconstruction, variant, options,
+                            encode_args=(options,), batch=False,
+                            write_args=lambda rec_id, run: (str(target.path / f"{rec_id}_repaired_raw.fif"), kind))
+            with _cluster(client, progress) as active:
+                run_pipeline(active, target, todo, stages, spec, progress=progress, label="reconstruct_many")
+        frame = target.frame()
+    if progress:
+        _summary(frame, "reconstruct_many", len(jobs) - len(todo))
+    return frame
+
+
+def open_embeddings(store):
+    """Open a store written by :func:`embed_many` (read only, lazy).
+
+    Parameters
+    ----------
+    store : path-like
+
+    Returns
+    -------
+    study : Study
+        ``study.index`` (the DataFrame :func:`embed_many` returned), ``study[recording]`` (that
+        recording's Dataset, exactly :func:`zuna_lab.embed`'s, dask-backed) and
+        ``study.pooled()`` (mean latents per recording or per epoch, one tidy DataFrame).
+
+    Examples
+    --------
+    >>> study = zl.open_embeddings("study.zarr")          # doctest: +SKIP
+    >>> study["sub-01"].embedding.sizes                    # doctest: +SKIP
+    >>> study.pooled(per="epoch").head()                   # doctest: +SKIP
+    """
+    return Study(store)
+
+
+class Study:
+    """The recordings of a study store: index, lazy per-recording Datasets, pooled views.
+
+    Made by :func:`open_embeddings`. The index is read when the study is opened (``refresh()``
+    reads it again); only recordings whose status is "done" can be opened.
+    """
+
+    def __init__(self, store):
+        if not isinstance(store, (str, os.PathLike)):
+            raise ZunaTypeError(f"store must be a path to a study store, got {type(store).__name__}.")
+        self._store = StudyStore(store, "embeddings")
+        if not self._store.is_store():
+            raise ZunaValueError(f"{str(self._store.path)!r} is not a study store written by embed_many "
+                                 "(no index.json there); check the path.")
+        self.refresh()
+
+    @property
+    def path(self):
+        return self._store.path
+
+    def refresh(self):
+        """Read the index again (a run may have committed more recordings since)."""
+        content = self._store._read_index()
+        self.settings = content.get("settings", {})
+        self._rows = {row["recording"]: row for row in content.get("rows", [])}
+        return self
+
+    @property
+    def index(self):
+        """One row per recording (see :func:`embed_many`), as a pandas DataFrame."""
+        from .study_store import index_frame
+
+        return index_frame(sorted(self._rows.values(), key=lambda row: row["recording"]))
+
+    @property
+    def recordings(self):
+        """The ids of the complete recordings, sorted."""
+        return sorted(rec for rec, row in self._rows.items() if row.get("status") == "done")
+
+    def __len__(self):
+        return len(self.recordings)
+
+    def __iter__(self):
+        return iter(self.recordings)
+
+    def __contains__(self, recording):
+        return recording in self.recordings
+
+    def __getitem__(self, recording):
+        import xarray as xr
+
+        row = self._rows.get(recording)
+        if row is None:
+            raise ZunaValueError(f"The study has no recording {recording!r}; its recordings are "
+                                 f"{', '.join(self.recordings[:8])}{' …' if len(self) > 8 else ''}.")
+        if row.get("status") != "done":
+            raise ZunaValueError(f"Recording {recording!r} failed and has no embedding: {row.get('error')}")
+        return xr.open_zarr(self.path / row["output"], consolidated=True)
+
+    def pooled(self, per="recording", *, include_masked=False, recordings=None):
+        """Mean latents over channels and tokens, per recording or per epoch, as one tidy DataFrame.
+
+        Parameters
+        ----------
+        per : {"recording", "epoch"}
+            One row per recording, or per (recording, epoch).
+        include_masked : bool
+            Count the tokens hidden from the encoder too (by default only visible tokens; the
+            padding past a short last segment never counts).
+        recordings : list of str | None
+            Some recordings only (default: every complete one).
+
+        Returns
+        -------
+        frame : pandas.DataFrame
+            ``recording`` (and ``epoch``, ``epoch_start``), ``n_tokens`` (tokens averaged) and
+            ``latent_0`` … ``latent_31``. Computed with dask (on the current client, if any).
+
+        Examples
+        --------
+        >>> features = study.pooled().merge(groups, on="recording")      # doctest: +SKIP
+        """
+        import dask
+        import numpy as np
+        import pandas as pd
+
+        if per not in ("recording", "epoch"):
+            raise ZunaValueError(f"per must be 'recording' or 'epoch', got {per!r}.")
+        names = self.recordings if recordings is None else [str(r) for r in recordings]
+        lazy = []
+        for name in names:
+            ds = self[name]
+            visible = ~ds["padding"] if include_masked else ~(ds["mask"] | ds["padding"])
+            dims = ("channel", "token") if per == "epoch" else ("epoch", "channel", "token")
+            total = ds["embedding"].astype("float64").where(visible).sum(dims)
+            lazy.append((total.data, visible.sum(dims).data, ds["epoch_start"].values))
+        computed = dask.compute(*[(total, count) for total, count, _ in lazy])
+        frames = []
+        for name, (total, count), (_, _, starts) in zip(names, computed, lazy):
+            total, count = np.atleast_2d(np.asarray(total, np.float64)), np.atleast_1d(np.asarray(count))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means = total / count[:, None]
+            frame = pd.DataFrame(means, columns=[f"latent_{i}" for i in range(means.shape[1])])
+            frame.insert(0, "n_tokens", count.astype(np.int64))
+            if per == "epoch":
+                frame.insert(0, "epoch_start", starts)
+                frame.insert(0, "epoch", np.arange(len(starts)))
+            frame.insert(0, "recording", name)
+            frames.append(frame)
+        if not frames:
+            return pd.DataFrame(columns=["recording", "n_tokens"])
+        return pd.concat(frames, ignore_index=True)
+
+    def __repr__(self):
+        index = self.index
+        failed = int((index.status == "failed").sum()) if len(index) else 0
+        hours = float(index.loc[index.status == "done", "seconds"].sum()) / 3600 if len(index) else 0.0
+        return (f"<Study {str(self.path)!r}: {len(self)} recordings ({hours:.2f} h) embedded with "
+                f"{self.settings.get('variant', '?')} from {self.settings.get('model', '?')}, {failed} failed>")

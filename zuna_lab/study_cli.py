@@ -1,0 +1,126 @@
+"""The ``zuna-lab embed-many`` / ``reconstruct-many`` commands (registered by :mod:`zuna_lab.cli`).
+
+::
+
+    zuna-lab embed-many SOURCES... -o STUDY.zarr [--scheduler ADDRESS] [--model SRC] [--overwrite]
+    zuna-lab reconstruct-many SOURCES... -o DIR [--scheduler ADDRESS] [--bad-channels T7] [--steps 50] [--seed 0]
+
+SOURCES are files, folders (searched recursively) or quoted globs. Without ``--scheduler`` a
+local cluster sized to the machine runs the work (loopback only). Exit status: 0 when every
+recording is done, 1 when some failed (listed on stderr, with their error), 2 for a usage or
+input error (one line, before any work).
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+__all__ = ["add_study_commands", "cmd_embed_many", "cmd_reconstruct_many"]
+
+
+def add_study_commands(sub):
+    """Add the two subcommands to the ``zuna-lab`` subparsers ``sub``."""
+    from .cli import _float_option, _int_option, _segment
+    from .validation import CFG_RANGE, MAX_STEPS
+
+    def common(p, output_help):
+        p.add_argument("sources", nargs="+", metavar="SOURCES",
+                       help="recording files, folders (searched recursively) or quoted globs such as 'data/**/*.edf'")
+        p.add_argument("-o", "--output", required=True, metavar="OUT", help=output_help)
+        p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="address of a running dask scheduler, e.g. tcp://10.0.0.5:8786 (default: start a local "
+                            "cluster sized to this machine, loopback only)")
+        p.add_argument("--model", metavar="SRC", default=None,
+                       help="Hugging Face repo id or a local checkpoint folder, loaded once by each worker "
+                            "(default: $ZUNA_LAB_MODEL, else Zyphra/ZUNA)")
+        p.add_argument("--batch-size", type=_int_option(1), default=None, metavar="N",
+                       help="epochs per forward pass (default: from free GPU memory)")
+        p.add_argument("--segment-duration", type=_float_option(0, low_inclusive=False), default=None, metavar="S",
+                       help="epoch length in seconds: 5 for ZUNA, 0.5-30 for ZUNA1.1 (default 5)")
+        p.add_argument("--bad-channels", nargs="+", default=None, metavar="CH", help="channels to hide in every recording")
+        p.add_argument("--no-annotations", action="store_true", help="ignore BAD_ annotations in the recordings")
+        p.add_argument("--overwrite", action="store_true", help="start again: forget every recording done before")
+        p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+        p.add_argument("--verbose", action="store_true", help="show MNE's log messages (in the workers)")
+
+    p = sub.add_parser("embed-many", help="embed many recordings into one resumable zarr store (dask.distributed)",
+                       description="Embed every recording into one zarr store: reading and preprocessing on CPU "
+                                   "workers, encoding on GPU workers. A rerun skips the recordings already done from "
+                                   "unchanged files; failures are listed in the store's index with their error.")
+    common(p, "the study store, a folder ending in .zarr (created, or resumed)")
+
+    p = sub.add_parser("reconstruct-many", help="repair many recordings: one FIF each (dask.distributed)",
+                       description="Infill bad channels, BAD_ annotations and the given options in every recording "
+                                   "and write DIR/<id>_repaired_raw.fif for each, atomically; a rerun skips those done.")
+    common(p, "folder for the repaired FIF files (created if missing)")
+    p.add_argument("--bad-segments", nargs="+", type=_segment, default=None, metavar="START:STOP[:CH]",
+                   help="time spans to infill in every recording, e.g. 2.0:3.5 or 4:5:Fz")
+    p.add_argument("--steps", type=_int_option(1, MAX_STEPS), default=50, help="sampler steps (default 50)")
+    p.add_argument("--cfg", type=_float_option(*CFG_RANGE), default=1.0, help="classifier-free guidance (default 1.0)")
+    p.add_argument("--seed", type=_int_option(0), default=0, help="noise seed (default 0)")
+    p.add_argument("--kind", choices=("hybrid", "reconstruction", "original"), default="hybrid",
+                   help="signal written (default: hybrid)")
+
+
+def _client(args):
+    if not args.scheduler:
+        return None
+    from distributed import Client
+
+    from .cli import _UsageError
+
+    try:
+        return Client(args.scheduler, timeout=20)
+    except (OSError, TimeoutError) as err:
+        raise _UsageError(f"Cannot reach the dask scheduler at {args.scheduler!r} ({type(err).__name__}); "
+                          "check the address, or leave out --scheduler to run on this machine.") from None
+
+
+def _options(args):
+    options = dict(batch_size=args.batch_size, segment_duration=args.segment_duration,
+                   use_annotations=not args.no_annotations)
+    if args.bad_channels:
+        options["bad_channels"] = list(args.bad_channels)
+    return options
+
+
+def _report(args, index, label, elapsed):
+    failed = index[index.status == "failed"]
+    for row in failed.itertuples():
+        print(f"zuna-lab {label}: {row.recording} failed: {row.error}", file=sys.stderr)
+    if not args.quiet:
+        done = index[index.status == "done"]
+        print(f"zuna-lab {label}: {len(done)} of {len(index)} recordings done, {len(failed)} failed "
+              f"({done.seconds.sum() / 3600:.2f} recording-hours, {elapsed:.1f} s) -> {args.output}")
+    return 1 if len(failed) else 0
+
+
+def cmd_embed_many(args):
+    from .study import embed_many
+
+    client, start = _client(args), time.perf_counter()
+    try:
+        index = embed_many(args.sources, args.output, model=args.model, client=client, overwrite=args.overwrite,
+                           progress=not args.quiet, verbose=True if args.verbose else None, **_options(args))
+    finally:
+        if client is not None:
+            client.close()
+    return _report(args, index, "embed-many", time.perf_counter() - start)
+
+
+def cmd_reconstruct_many(args):
+    from .study import reconstruct_many
+
+    options = _options(args)
+    if args.bad_segments:
+        options["bad_segments"] = list(args.bad_segments)
+    client, start = _client(args), time.perf_counter()
+    try:
+        index = reconstruct_many(args.sources, args.output, model=args.model, client=client, kind=args.kind,
+                                 overwrite=args.overwrite, progress=not args.quiet,
+                                 verbose=True if args.verbose else None, steps=args.steps, cfg=args.cfg,
+                                 seed=args.seed, **options)
+    finally:
+        if client is not None:
+            client.close()
+    return _report(args, index, "reconstruct-many", time.perf_counter() - start)

@@ -1,0 +1,279 @@
+"""Where a study runs: the workers to start on this machine, what runs where, and the driver loop.
+
+- :func:`plan_workers`: one GPU worker per visible device (``CUDA_VISIBLE_DEVICES`` set to it,
+  resource ``GPU=1``) and CPU workers (resource ``CPU=1``, no GPU visible) for the other cores.
+  Without GPUs every worker is a CPU worker and encodes too.
+- :func:`local_cluster`: those workers as a dask.distributed cluster on the loopback interface
+  (dashboard on 127.0.0.1), started and closed around a run.
+- :func:`placement`: for any cluster (yours, e.g. dask-jobqueue on SLURM), which resources the
+  stages ask for: encode/reconstruct ``GPU=1`` when some worker declares a GPU, reading and
+  writing ``CPU=1`` when some worker declares CPUs; without declared resources tasks go anywhere.
+- :func:`run_pipeline`: the driver. It keeps a window of recordings in flight, batches prepared
+  recordings into encode tasks (bigger batches while the GPU is busy), and commits each written
+  recording to the store as it finishes, with a progress bar.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+
+from .study_tasks import ModelPlugin, bundle_info, bundle_meta, pick
+
+__all__ = ["WorkerPlan", "plan_workers", "visible_gpus", "local_cluster", "placement", "run_pipeline", "Stages"]
+
+#: Tokens per encode task on a GPU (a few of the encoder's memory-sized batches) and on a CPU.
+GPU_BATCH_TOKENS = 1 << 20
+CPU_BATCH_TOKENS = 1 << 15
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """One worker process to start: its name, threads, dask resources and environment."""
+
+    name: str
+    nthreads: int
+    resources: dict
+    env: dict = field(default_factory=dict)
+
+
+def visible_gpus():
+    """The CUDA devices this process may use, as ``CUDA_VISIBLE_DEVICES`` entries (``[]`` without CUDA)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # pragma: no cover - a broken CUDA install counts as none
+        count = 0
+    if listed is not None and listed.strip() != "":
+        return [entry.strip() for entry in listed.split(",") if entry.strip()][:count]
+    return [str(i) for i in range(count)]
+
+
+def plan_workers(gpus, n_cpus):
+    """The workers of a local study cluster: one per GPU, CPU workers on the other cores.
+
+    Parameters
+    ----------
+    gpus : list of str | int
+        Visible CUDA devices (``CUDA_VISIBLE_DEVICES`` entries), or their number.
+    n_cpus : int
+        CPU cores to use.
+
+    Returns
+    -------
+    plan : list of WorkerPlan
+        ``gpu-<i>`` workers (2 threads: the encoder and small tasks; ``GPU=1``;
+        ``CUDA_VISIBLE_DEVICES`` = that device only), then ``cpu-<i>`` workers, one per remaining
+        core (at least one; 2 threads, ``CPU=1``: one heavy task at a time, small tasks beside it;
+        no GPU visible). Without GPUs, one CPU worker per core, which also encode.
+
+    Examples
+    --------
+    >>> [(w.name, w.resources, w.env.get("CUDA_VISIBLE_DEVICES")) for w in plan_workers(2, 4)]
+    [('gpu-0', {'GPU': 1}, '0'), ('gpu-1', {'GPU': 1}, '1'), ('cpu-0', {'CPU': 1}, ''), ('cpu-1', {'CPU': 1}, '')]
+    """
+    devices = [str(i) for i in range(gpus)] if isinstance(gpus, int) else [str(g) for g in gpus]
+    n_cpus = max(1, int(n_cpus))
+    plan = [WorkerPlan(f"gpu-{i}", 2, {"GPU": 1}, {"CUDA_VISIBLE_DEVICES": device})
+            for i, device in enumerate(devices)]
+    # each GPU worker keeps a core busy feeding its device; the others read, preprocess and write
+    n_cpu_workers = max(1, n_cpus - len(devices))
+    plan += [WorkerPlan(f"cpu-{i}", 2, {"CPU": 1}, {"CUDA_VISIBLE_DEVICES": ""}) for i in range(n_cpu_workers)]
+    return plan
+
+
+@contextlib.contextmanager
+def local_cluster(plan, *, memory_limit=None):
+    """Start ``plan`` as a dask.distributed cluster on 127.0.0.1 (dashboard too); yield a Client; close both."""
+    from distributed import Client, Nanny, Scheduler, SpecCluster
+
+    if memory_limit is None:
+        try:
+            import psutil
+
+            memory_limit = int(psutil.virtual_memory().total * 0.9 / max(1, len(plan)))
+        except ImportError:  # pragma: no cover - psutil comes with distributed
+            memory_limit = "auto"
+    workers = {w.name: {"cls": Nanny, "options": {
+        "nthreads": w.nthreads, "resources": dict(w.resources), "env": dict(w.env), "host": "127.0.0.1",
+        "memory_limit": memory_limit, "silence_logs": logging.ERROR}} for w in plan}
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}
+    cluster = SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR, name="zuna_lab study")
+    try:
+        client = Client(cluster)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        cluster.close()
+
+
+def placement(workers):
+    """What each stage asks of the cluster, from ``client.scheduler_info()["workers"]``.
+
+    Returns
+    -------
+    place : dict
+        ``cpu`` / ``encode``: keyword arguments for ``client.submit`` (``resources=``) of the
+        reading/writing and the model stages; ``gpu``: whether encoding runs on GPU workers;
+        ``cpu_slots`` / ``encoders``: how many of each run at once.
+
+    Examples
+    --------
+    >>> placement({"a": {"resources": {"GPU": 1}, "nthreads": 2}, "b": {"resources": {"CPU": 1}, "nthreads": 2}})
+    {'cpu': {'resources': {'CPU': 1}}, 'encode': {'resources': {'GPU': 1}}, 'gpu': True, 'cpu_slots': 1, 'encoders': 1}
+    """
+    infos = list(workers.values())
+    gpus = sum(int(w.get("resources", {}).get("GPU", 0)) for w in infos)
+    cpus = sum(int(w.get("resources", {}).get("CPU", 0)) for w in infos)
+    threads = sum(int(w.get("nthreads", 1)) for w in infos) or 1
+    cpu = {"resources": {"CPU": 1}} if cpus else {}
+    if gpus:
+        return {"cpu": cpu, "encode": {"resources": {"GPU": 1}}, "gpu": True,
+                "cpu_slots": cpus or max(1, threads - gpus), "encoders": gpus}
+    return {"cpu": cpu, "encode": dict(cpu), "gpu": False, "cpu_slots": cpus or threads, "encoders": cpus or threads}
+
+
+@dataclass
+class Stages:
+    """The three stages of a run and their options (embed_many or reconstruct_many)."""
+
+    prepare: object          # prepare(rec_id, path, variant, options) -> bundle | Failed
+    encode: object           # encode(spec, bundles, *encode_args) -> {rec_id: result | Failed}
+    write: object            # write(meta, result, *write_args(rec_id)) -> index row
+    variant: str
+    options: dict
+    encode_args: tuple
+    write_args: object       # (rec_id, run) -> tuple
+    batch: bool = True       # several recordings per encode task
+
+
+def run_pipeline(client, store, jobs, stages, spec, *, progress=True, label="embed_many"):
+    """Run ``jobs`` ((rec_id, source, stamp) triples) through ``stages`` on ``client``; commit to ``store``.
+
+    A recording is committed as soon as it is written (or has failed); a failure never stops the
+    others. Returns when every job is committed. Interrupting it (Ctrl-C) cancels the tasks and
+    leaves the store with the recordings committed so far.
+    """
+    from distributed import as_completed
+
+    from tqdm.auto import tqdm
+
+    place = placement(client.scheduler_info()["workers"])
+    client.register_plugin(ModelPlugin(spec), name=ModelPlugin.name)
+    run = uuid.uuid4().hex[:8]
+    target = GPU_BATCH_TOKENS if place["gpu"] else CPU_BATCH_TOKENS
+    window = 2 * place["cpu_slots"] + 4 * place["encoders"] + 2
+    waiting = deque(jobs)
+    sources = {rec_id: (source, stamp) for rec_id, source, stamp in jobs}
+    tags, futures = {}, as_completed()
+    ready = []                 # prepared recordings waiting for an encode task: (rec_id, bundle future, info)
+    state = {"active": 0, "encoding": 0, "epochs": 0, "failed": 0}
+    bar = tqdm(total=len(jobs), desc=label, unit="rec", disable=not progress, file=sys.stderr)
+    started = time.perf_counter()
+
+    def submit(kind, rec, fn, *args, **kwargs):
+        future = client.submit(fn, *args, pure=False, **kwargs)
+        tags[future.key] = (kind, rec, future)
+        futures.add(future)
+        return future
+
+    def launch():
+        while waiting and state["active"] < window:
+            rec_id, source, _ = waiting.popleft()
+            bundle = client.submit(stages.prepare, rec_id, source, stages.variant, stages.options, pure=False,
+                                   key=f"prepare-{rec_id}-{run}", **place["cpu"])
+            submit("info", (rec_id, bundle), bundle_info, bundle)
+            state["active"] += 1
+
+    def flush(force=False):
+        queued = sum(info.get("tokens", 0) for _, _, info in ready)
+        idle = state["encoding"] < 2 * place["encoders"]       # one running and one queued per encoder
+        if not ready or not (force or idle or queued >= target or not stages.batch):
+            return
+        while ready:
+            batch, tokens = [], 0
+            while ready and (not batch or (stages.batch and tokens < target)):
+                item = ready.pop(0)
+                batch.append(item)
+                tokens += item[2].get("tokens", 0)
+            encoded = submit("encode", [rec for rec, _, _ in batch], stages.encode, spec,
+                             [bundle for _, bundle, _ in batch], *stages.encode_args, **place["encode"])
+            state["encoding"] += 1
+            for rec_id, bundle, _ in batch:
+                meta = client.submit(bundle_meta, bundle, pure=False)
+                share = client.submit(pick, encoded, rec_id, pure=False)
+                submit("write", rec_id, stages.write, meta, share, *stages.write_args(rec_id, run), **place["cpu"])
+            if not force and state["encoding"] >= 2 * place["encoders"]:
+                break
+
+    def commit(row):
+        source, stamp = sources[row["recording"]]
+        written = row.pop("written", None)
+        store.commit({**row, "source": source, "source_stamp": stamp, "run": run,
+                      "computed_at": _now()}, written=written)
+        state["active"] -= 1
+        state["epochs"] += int(row.get("n_epochs", 0)) if row["status"] == "done" else 0
+        state["failed"] += row["status"] == "failed"
+        rate = state["epochs"] / max(time.perf_counter() - started, 1e-9)
+        bar.set_postfix(epochs=state["epochs"], failed=state["failed"], epochs_per_s=f"{rate:.1f}", refresh=False)
+        bar.update(1)
+
+    try:
+        launch()
+        for future in futures:
+            kind, rec, _ = tags.pop(future.key)
+            if kind == "info":
+                rec_id, bundle = rec
+                info = _result(future, rec_id)
+                if info.get("ok"):
+                    ready.append((rec_id, bundle, info))
+                else:
+                    commit({"recording": rec_id, "status": "failed", "error": info.get("error", ""),
+                            "warnings": info.get("warnings", "")})
+            elif kind == "encode":
+                state["encoding"] -= 1
+                if future.status == "error":
+                    pass            # each write task of the batch fails and says why
+            elif kind == "write":
+                commit(_result(future, rec))
+            launch()
+            flush(force=not waiting and state["encoding"] == 0)
+            if not waiting and not any(k == "info" for k, _, _ in tags.values()):
+                flush(force=True)
+    except BaseException:
+        futures.clear()
+        client.cancel([f for _, _, f in tags.values()], force=True)
+        raise
+    finally:
+        bar.close()
+    return run
+
+
+def _result(future, rec_id):
+    """A task's result, or the row of a failed recording when the task itself failed (a worker died...)."""
+    if future.status == "error":
+        from .study_tasks import _message
+
+        err = future.exception()
+        text = _message(err)
+        if type(err).__name__ == "KilledWorker":
+            text = "The worker processing this recording died (KilledWorker: out of memory, or a crash in a reader)."
+        return {"recording": rec_id, "status": "failed", "error": text, "ok": False}
+    if future.status == "cancelled":
+        raise RuntimeError(f"The task of {rec_id!r} was cancelled (the cluster went away).")
+    return future.result()
+
+
+def _now():
+    from .study_store import now
+
+    return now()

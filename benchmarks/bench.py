@@ -75,6 +75,21 @@ def timed(fn, repeats=3):
     return statistics.median(times), out
 
 
+def time_case(run, n_epochs, n_channels, repeats):
+    """(results, output) of one reconstruction case: the first call of the shape (compilation or
+    graph capture), the median warm time, its rates and the peak memory."""
+    torch.cuda.reset_peak_memory_stats()
+    sync()
+    start = time.perf_counter()
+    run()
+    sync()
+    cold = time.perf_counter() - start
+    warm, output = timed(run, repeats=repeats)
+    return dict(n_epochs=n_epochs, n_channels=n_channels, cold_s=cold, warm_s=warm, epochs_per_s=n_epochs / warm,
+                tflops=flops_reconstruct(n_epochs, n_channels) / warm / 1e12,
+                peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30), output
+
+
 def measured_peak():
     a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
@@ -155,16 +170,8 @@ def part_official(out):
             with torch.no_grad():
                 return model.sample(packed, seq_lens, packed_idx, sample_steps=STEPS, cfg=1.0)[0]
 
-        torch.cuda.reset_peak_memory_stats()
-        sync()
-        start = time.perf_counter()
-        run()
-        sync()
-        cold = time.perf_counter() - start
-        warm, _ = timed(run, repeats=2 if n_epochs > 1 else 5)     # the official 32 x 12 takes ~16 s a run
-        results[name] = dict(n_epochs=n_epochs, n_channels=n_channels, cold_s=cold, warm_s=warm,
-                             epochs_per_s=n_epochs / warm, tflops=flops_reconstruct(n_epochs, n_channels) / warm / 1e12,
-                             peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30)
+        # the official 32 x 12 takes ~16 s a run
+        results[name], _ = time_case(run, n_epochs, n_channels, repeats=2 if n_epochs > 1 else 5)
         print("official", name, results[name], flush=True)
         out["official"] = results
         save(out)
@@ -191,16 +198,7 @@ def part_ours(out):
             return latents, model.sample(latents, tok_idx, noise=noise, steps=STEPS)
 
         model.clear_graphs()            # peak memory: the weights and this shape's graph
-        torch.cuda.reset_peak_memory_stats()
-        sync()
-        start = time.perf_counter()
-        run()
-        sync()
-        cold = time.perf_counter() - start          # first call of this shape: graph capture (+ kernel compile)
-        warm, outputs[name] = timed(run, repeats=10 if n_epochs == 1 else 3)
-        results[name] = dict(n_epochs=n_epochs, n_channels=n_channels, cold_s=cold, warm_s=warm,
-                             epochs_per_s=n_epochs / warm, tflops=flops_reconstruct(n_epochs, n_channels) / warm / 1e12,
-                             peak_mem_gib=torch.cuda.max_memory_allocated() / 2**30)
+        results[name], outputs[name] = time_case(run, n_epochs, n_channels, repeats=10 if n_epochs == 1 else 3)
         print("ours", name, results[name], flush=True)
         out["ours"] = results
         save(out)

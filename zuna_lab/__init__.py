@@ -10,11 +10,13 @@ from .recording import read_raw
 from .writers import write_netcdf, write_zarr, write_safetensors
 from .core import embed, reconstruct, to_raw, write_fif
 from .health import mmd_health
+from .evaluation import evaluate_dropout
+from .doctor import check_montage
 from .study import embed_many, open_embeddings, reconstruct_many
 
 __all__ += ["read_raw", "to_raw", "write_fif", "write_netcdf", "write_zarr", "write_safetensors",
             "embed", "reconstruct", "mmd_health", "dashboard", "embed_many", "reconstruct_many",
-            "open_embeddings"]
+            "open_embeddings", "evaluate_dropout", "check_montage"]
 
 
 def dashboard(data=None, model=None, **kwargs):

@@ -21,6 +21,7 @@ import mne
 import numpy as np
 
 from .errors import RecordingError, RecordingFileError, ZunaLabWarning, ZunaTypeError, ZunaValueError, preview
+from .doctor import montage_warning
 from .montage import _apply_positions, _has_position, _warn_shared_positions, standard_positions
 from .quality import check_signal
 from .validation import check_names, check_number, check_verbose, log_level
@@ -333,6 +334,9 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, verb
         raise RecordingError(
             "The recording has no EEG channels; set channel types with raw.set_channel_types({...: 'eeg'})."
         )
+    note = montage_warning(raw, montage)    # one sentence when names or positions look off (zuna_lab.doctor)
+    if note:
+        warnings.warn(note, ZunaLabWarning, stacklevel=2)
     raw.pick(eeg_names, verbose="error")
 
     _apply_positions(raw, montage, verbose)

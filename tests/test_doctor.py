@@ -181,3 +181,21 @@ def test_bad_arguments(clean):
         check_montage(clean, fix="yes")
     with pytest.raises(ZunaTypeError, match="Cannot check a montage"):
         check_montage(42)
+
+
+def test_cli_doctor(clean, tmp_path, capsys):
+    from zuna_lab.cli import main
+
+    path, out = tmp_path / "mm_raw.fif", tmp_path / "fixed_raw.fif"
+    _extra(_moved(clean, lambda n, p: p * 1000), ["EOG"]).save(path, verbose="error")
+    assert main(["doctor", str(path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and "millimetres" in lines[0] and "EOG: named like an EOG channel" in lines[1]
+    assert "need attention" in lines[-1] and not out.exists()
+    assert main(["doctor", str(path), "--fix", str(out), "--variant", "ZUNA1.1"]) == 0
+    assert "fixed: scaled the positions" in capsys.readouterr().out and out.is_file()
+    assert main(["doctor", str(out)]) == 0 and "OK for ZUNA" in capsys.readouterr().out
+    assert main(["doctor", str(tmp_path / "missing.edf")]) == 2
+    (tmp_path / "broken.edf").write_text("not an EDF file")
+    assert main(["doctor", str(tmp_path / "broken.edf")]) == 2
+    assert "error:" in capsys.readouterr().err

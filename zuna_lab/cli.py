@@ -8,6 +8,7 @@
     zuna-lab demo [--random-weights] [--output-dir zuna_lab_demo] [--overwrite]
     zuna-lab embed-many SOURCES... -o STUDY.zarr [--scheduler ADDRESS]      (zuna_lab.study_cli)
     zuna-lab reconstruct-many SOURCES... -o DIR [--scheduler ADDRESS]
+    zuna-lab doctor FILE [--variant ZUNA1.1] [--fix OUT_raw.fif]             (the montage doctor)
 
 Progress goes to stderr, the summary to stdout. A problem with the input (a zuna_lab error:
 missing file, unknown channel, unavailable weights, existing output, …) prints one line to
@@ -192,6 +193,16 @@ def build_parser():
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_options(p)
     add_study_commands(sub)     # embed-many, reconstruct-many
+
+    p = sub.add_parser("doctor", help="check a recording's channel names and positions for ZUNA (the montage doctor)",
+                       description="Check every channel's name and position as ZUNA will see them: one line per "
+                                   "problem, then the verdict; --fix writes a corrected copy. Exit status 0 when the "
+                                   "check ran (whatever it found), 2 when the file cannot be read.")
+    p.add_argument("file", metavar="FILE", help="recording: any MNE-readable file or CSV")
+    p.add_argument("--variant", choices=("ZUNA", "ZUNA1.1"), default=None,
+                   help="whose position bins to check: ZUNA (50 per axis, the default) or ZUNA1.1 (100)")
+    p.add_argument("--fix", metavar="OUT", default=None, help="write the corrected copy to OUT (.fif)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --fix output")
     return parser
 
 
@@ -444,8 +455,21 @@ def cmd_demo(args):
     return 0
 
 
+def cmd_doctor(args):
+    from .core import write_fif
+    from .doctor import check_montage
+
+    out = _check_output(args.fix, (".fif",), args.overwrite) if args.fix else None
+    report = check_montage(args.file, variant=args.variant, fix=out is not None, verbose="error")
+    for line in [*report.problems, report.verdict, *[f"fixed: {fix}" for fix in report.fixes]]:
+        print(f"{PROG} doctor: {line}")
+    if out is not None:
+        print(f"{PROG} doctor: wrote {Path(write_fif(report.fixed, out, overwrite=args.overwrite)).resolve()}")
+    return 0
+
+
 COMMANDS = {"embed": cmd_embed, "reconstruct": cmd_reconstruct, "demo": cmd_demo,
-            "embed-many": cmd_embed_many, "reconstruct-many": cmd_reconstruct_many}
+            "embed-many": cmd_embed_many, "reconstruct-many": cmd_reconstruct_many, "doctor": cmd_doctor}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

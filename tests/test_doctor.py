@@ -77,8 +77,10 @@ CASES = {
                {"Fp1": "same", "EEG Fp1-REF": "same"}, "at one position", True),
     "non-EEG typed EEG": (lambda r: _extra(r, ["EOG", "ECG"]), {"EOG": "type", "ECG": "type"}, "typed EEG", True),
     "mixed": (lambda r: _extra(_moved(r.copy().rename_channels({"Cz": "EEG Cz-Ref"}), lambda n, p: p * 1000),
-                               ["VEOG", "X1"]), {"Fz": "units", "VEOG": "type", "X1": "dropped"}, "millimetres", True),
+                               ["VEOG", "Q1"], positions=[EYE * 1000, Q1 * 1000]),
+              {"Fz": "units", "EEG Cz-Ref": "units", "VEOG": "type", "Q1": "units"}, "millimetres", True),
 }
+EYE, Q1 = np.array([-0.03, 0.10, -0.02]), np.array([0.0, -0.06, 0.11])    # below the left eye; between Pz and CPz
 
 
 def _snapshot(raw):
@@ -141,6 +143,15 @@ def test_each_issue_found_named_and_fixed(case, clean, model):
         assert list(emb.channel.values) == clean.ch_names
 
 
+def test_file_positions_read_raw_replaces_are_notes(clean):
+    """A channel without a position makes read_raw take the standard cap for every 10-05 name: the file's
+    millimetres then do not reach ZUNA, so they are a note, not a problem."""
+    report = check_montage(_extra(_moved(clean, lambda n, p: p * 1000), ["X1"]))
+    table = report.table.set_index("channel")
+    assert list(table.index[table["problem"] != ""]) == ["X1"] and set(table["position"][:19]) == {"standard"}
+    assert "file position in millimetres, not metres; the standard position is used" in table.loc["Fz", "note"]
+
+
 def test_typed_non_eeg_channels_are_not_problems(clean):
     raw = _extra(clean, ["EOG061", "STI 014"], kind=["eog", "stim"])
     report = check_montage(raw)
@@ -157,7 +168,7 @@ def test_variant_bins(clean):
 
 
 def test_read_raw_warns_once_in_one_sentence(clean):
-    raw = _extra(_moved(clean, lambda n, p: p * 1000), ["EOG"])
+    raw = _extra(_moved(clean, lambda n, p: p * 1000), ["EOG"], positions=[EYE * 1000])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         zuna_lab.read_raw(raw, verbose="error")
@@ -187,7 +198,7 @@ def test_cli_doctor(clean, tmp_path, capsys):
     from zuna_lab.cli import main
 
     path, out = tmp_path / "mm_raw.fif", tmp_path / "fixed_raw.fif"
-    _extra(_moved(clean, lambda n, p: p * 1000), ["EOG"]).save(path, verbose="error")
+    _extra(_moved(clean, lambda n, p: p * 1000), ["EOG"], positions=[EYE * 1000]).save(path, verbose="error")
     assert main(["doctor", str(path)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and "millimetres" in lines[0] and "EOG: named like an EOG channel" in lines[1]

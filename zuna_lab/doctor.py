@@ -307,27 +307,35 @@ def _diagnose(raw, variant, montage):
     for i, kind in retype.items():
         flag(i, "type", f"named like an {kind.upper()} channel but typed EEG", f"type set to {kind}")
     have = [i for i in brain if np.isfinite(file_pos[i]).all()]
+    eff = np.full((n, 3), np.nan)
+    eff[eeg] = _effective(raw, eeg, montage)
+    used = {i for i in have if np.allclose(eff[i], file_pos[i])}        # read_raw keeps the file position
+    notes, cap = [m[2] for m in match], np.array([entry[1] for entry in table.values()])
+
+    def position_issue(i, code, sentence, fix):
+        if i in used:
+            flag(i, code, sentence, fix)
+        else:       # read_raw replaces it with the standard position: worth knowing, harmless for ZUNA
+            notes[i] = "; ".join(filter(None, [notes[i], f"file {sentence}; the standard position is used"]))
+
     factor, unit = _units(file_pos[have])
     for i in have if unit else ():
-        flag(i, "units", f"position in {unit}, not metres", f"scaled by {factor:g}")
+        position_issue(i, "units", f"position in {unit}, not metres", f"scaled by {factor:g}")
     scaled = file_pos * factor
     known = [i for i in have if match[i][0]]
     frame = _frame(scaled[known], standard[known])
     for i in have if frame is not None and frame[3] else ():
-        flag(i, "frame", "position in a device frame, not the MNE head frame (a fit to the standard cap rotates "
-                         "or shifts it)", "moved into the head frame")
+        position_issue(i, "frame", "position in a device frame, not the MNE head frame (a fit to the standard cap "
+                                   "rotates or shifts it)", "moved into the head frame")
     for i in brain if have and len(have) < len(brain) else ():
         if i not in have and match[i][0]:
             flag(i, "missing", "no position in the file (NaN) while other channels have one", "standard position")
-    eff = np.full((n, 3), np.nan)
-    eff[eeg] = _effective(raw, eeg, montage)
     for i in brain:
         if not np.isfinite(eff[i]).all():
             why = match[i][2] if match[i][1] == "bipolar" else "no position and not a 10-05 name"
             flag(i, "dropped", f"{why}, so read_raw drops it", "dropped")
     extreme = float(VARIANT_CONSTANTS[variant]["position_extreme"])
     usable = [i for i in brain if np.isfinite(eff[i]).all() and not {"units", "frame"} & set(codes[i])]
-    notes, cap = [m[2] for m in match], np.array([entry[1] for entry in table.values()])
     for i in usable:
         outside = [f"{axis} = {value:.3f} m" for axis, value in zip("xyz", eff[i]) if abs(value) > extreme]
         if outside and np.linalg.norm(cap - eff[i], axis=1).min() < _NEAR_STANDARD_M:

@@ -204,14 +204,26 @@ def test_traces_mask_label(rec):
     assert _elements(ov, hv.Rectangles)[0].label == "selected"
 
 
+def _stream(source, kind):
+    (stream,) = [s for s in hv.streams.Stream.registry[source] if isinstance(s, kind)]
+    return stream
+
+
+def _title(obj):
+    return hv.Store.lookup_options("bokeh", obj, "plot").kwargs["title"]
+
+
 def test_dashboard_tabs_compute_on_first_view():
-    """Opening a tab computes what it shows (no empty axes waiting for a button); the embeddings'
-    traces are the given recording's preprocessed epoch."""
+    """Opening a tab computes what it shows (no empty axes waiting for a button); the views are
+    functions of the state (DynamicMaps redrawn from its parameters) and their streams write the
+    user's clicks and selections back into it; the embeddings' traces are the given recording's
+    preprocessed epoch."""
     import asyncio
 
     import zuna_lab as zl
     from zuna_lab.testing import make_random_checkpoint
     from zuna_lab.viz import apps
+    from zuna_lab.viz.projections import scalp_coords
     from viz_fixtures import make_raw
     import tempfile
 
@@ -219,19 +231,33 @@ def test_dashboard_tabs_compute_on_first_view():
     raw = make_raw(duration=10.0)
     d = apps.dashboard(raw, model=model)
     assert d.tabs.dynamic
-    rs, hs, es = d.reconstruction.state, d.health.state, d.embeddings.state
+    rec, rs, hs, es = d.reconstruction, d.reconstruction.state, d.health.state, d.embeddings.state
     assert rs.ready and rs.n_epochs == 2 and hs.results == {} and es.embedding is None
-    assert isinstance(d.reconstruction._traces_pane.object, hv.Overlay)
-    assert "will be masked" in hv.Store.lookup_options("bokeh", d.reconstruction._traces_pane.object, "plot").kwargs["title"]
+    assert isinstance(rec.traces, hv.DynamicMap) and isinstance(rec.traces[()], hv.Overlay)
+    assert "will be masked" in _title(rec.traces[()])
+    # the scalp's Tap and the traces' BoundsX streams set the masks; the views follow the state
+    tap = _stream(rec.scalp, hv.streams.Tap)
+    tap.event(**dict(zip(("x", "y"), scalp_coords(raw).sel(channel="T7").values.tolist())))
+    assert rs.masked_channels == ["T7"]
+    scalp = _elements(rec.scalp[()], hv.Points)[0].dframe().set_index("channel")
+    assert scalp.loc["T7", "status"] == "masked" and scalp.loc["T8", "status"] == "visible"
+    bounds = _stream(rec.traces, hv.streams.BoundsX)
+    bounds.event(boundsx=(1.0, 2.0))
+    assert rs.masked_span == (1.0, 2.0) and rs.mask_request()["bad_segments"] == [(1.0, 2.0, "T7")]
+    assert len(_elements(rec.traces[()], hv.Rectangles)[0]) == 1
+    rs.epoch = 1
+    assert _title(rec.traces[()]).startswith("epoch 1 (5.0–10.0 s)")
     asyncio.run(d.activate(1))                      # the health tab opens
     assert hs.complete and hs.status.startswith("done")
     emb = zl.embed(raw, model=model)
     np.testing.assert_array_equal(hs.embeddings["recording"].embedding.values, emb.embedding.values)
-    assert d.health._moments.visible and isinstance(d.health._moments.object, hv.Overlay)
+    assert d.health.moments.visible and isinstance(d.health.moments.object, hv.Overlay)
     asyncio.run(d.activate(2))                      # the embeddings tab opens: no second embedding
-    assert es.embedding is hs.embeddings["recording"] and d.embeddings._map.visible
-    title = hv.Store.lookup_options("bokeh", d.embeddings._traces.object, "plot").kwargs["title"]
+    ex = d.embeddings
+    assert es.embedding is hs.embeddings["recording"] and isinstance(ex.map.object, hv.Points)
+    title = _title(ex.traces.object)
     assert title.startswith("epoch 0 (0.0–5.0 s)") and "pass raw" not in title
-    es.selection = [0, 1]
-    assert "selected tokens shaded" in hv.Store.lookup_options("bokeh", d.embeddings._traces.object,
-                                                               "plot").kwargs["title"]
+    ex.selection.event(index=[0, 1])                # a selection on the map
+    assert es.selection == [0, 1] and "selected tokens shaded" in _title(ex.traces.object)
+    shown = set(_elements(ex.scalp.object, hv.Points)[0].dframe().query("line == @zp.COLORS['selected']").channel)
+    assert shown == set(es.selected_channels)

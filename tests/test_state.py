@@ -100,6 +100,15 @@ def test_mask_semantics(raw, model):
     assert st.masked_channels == ["O1"]
     st.clear_mask()
     assert st.masked_channels == [] and st.masked_span is None
+    # what the apps' streams call: a click on the scalp map, a drag over the traces
+    from zuna_lab.viz.projections import scalp_coords
+
+    assert st.toggle_at(*scalp_coords(st.positions).sel(channel="O1").values) == "O1"
+    assert st.masked_channels == ["O1"] and st.toggle_at(5.0, 5.0) is None    # far from every electrode
+    st.select_span((1.0, 1.0))                    # an empty drag changes nothing
+    assert st.masked_span is None
+    st.select_span((0.5, 2.0))
+    assert st.mask_request()["bad_segments"] == [(10.5, 12.0, "O1")]
     with pytest.raises(ZunaValueError):
         st.toggle_channel("XYZ")
 

@@ -1,0 +1,111 @@
+"""What the three apps share: sizes, status text, a progress bar and a worker thread bound to a state."""
+
+from __future__ import annotations
+
+import asyncio
+
+import holoviews as hv
+import panel as pn
+import param
+
+from ..state._task import Task
+
+SIDEBAR_WIDTH = 300
+SCALP_SIZE = 360
+
+
+def model_arg(model, model_source):
+    """What the states take as ``model``: a loaded model, else the source to load (None: the default)."""
+    return model if model is not None else model_source
+
+
+def status_md(status, error=""):
+    if error:
+        return f"**status:** {status}  \n<span style='color:#b00'>{error}</span>"
+    return f"**status:** {status}"
+
+
+def waiting_md(idle, status, error, running):
+    """What a view shows before its data exists: the error, the step in progress, or ``idle``."""
+    if error:
+        return f"<span style='color:#b00'>{error}</span>"
+    return f"⏳ {status}" if running else idle
+
+
+def progress_value(progress, running):
+    """Progress bar value: the fraction while known, indeterminate (None) while running without one."""
+    if running and progress <= 0:
+        return None
+    return int(round(100 * progress))
+
+
+def epoch_title(epoch, start, duration):
+    return f"epoch {epoch} ({start:.1f}–{start + duration:.1f} s)"
+
+
+def plot_pane(obj, **kwargs):
+    """A HoloViews pane whose plots keep their own axes (the apps' plots share no ranges)."""
+    return pn.pane.HoloViews(obj, linked_axes=False, **kwargs)
+
+
+def dynamic(view, *params, stream=None):
+    """``hv.DynamicMap`` drawing ``view(*values of params)``: one plot, updated in place when they change.
+
+    ``stream`` (a Tap, BoundsX, … without a source) is declared on the DynamicMap, which makes the
+    plot its source: the HoloViews way for a DynamicMap of overlays, whose layers are redrawn in
+    place.  Its values go to the stream's subscribers (the state), not to ``view``.
+    """
+    draw = pn.bind(lambda *values, **stream_values: view(*values), *params)
+    return hv.DynamicMap(draw, streams=[] if stream is None else [stream])
+
+
+class TaskApp(pn.viewable.Viewer):
+    """A Panel app over a :class:`~zuna_lab.viz.state._task.Task` state.
+
+    Its widgets and views are bound to the state's parameters; the state's computation runs in a
+    worker thread (``asyncio.to_thread``) with a progress bar so the page stays responsive, and
+    its result is applied back on the session's event loop.
+    """
+
+    state = param.ClassSelector(class_=Task)
+
+    def progress_bar(self, **kwargs):
+        st = self.state
+        return pn.indicators.Progress(value=pn.bind(progress_value, st.param.progress, st.param.running), max=100,
+                                      active=st.param.running, sizing_mode="stretch_width", bar_color="primary",
+                                      **kwargs)
+
+    def status_pane(self):
+        st = self.state
+        return pn.pane.Markdown(pn.bind(status_md, st.param.status, st.param.error), sizing_mode="stretch_width")
+
+    def button(self, label, on_click, **kwargs):
+        """A primary button, disabled while the state computes, running ``on_click`` (may be async)."""
+        kwargs.setdefault("disabled", self.state.param.running)
+        button = pn.widgets.Button(label=label, color="primary", sizing_mode="stretch_width", **kwargs)
+        button.on_click(on_click)
+        return button
+
+    def sidebar(self, title, *controls, main):
+        """The app's layout: a fixed-width column of controls beside the views."""
+        return pn.Row(pn.Column(f"### {title}", *controls, width=SIDEBAR_WIDTH),
+                      pn.Column(*main, sizing_mode="stretch_width"), sizing_mode="stretch_width")
+
+    async def compute(self, event=None):
+        """The state's computation in a worker thread, then its result applied here (on the event loop)."""
+        st = self.state
+        if st.running:
+            return None
+        return st.apply(await asyncio.to_thread(st.work, raise_errors=False))
+
+    def needs_compute(self):
+        """Whether opening the app should compute what it shows."""
+        return False
+
+    async def activate(self):
+        """Compute what the app shows, unless done already (called when it is first viewed)."""
+        if self.needs_compute():
+            await self.compute()
+
+    def __panel__(self):
+        return self._layout

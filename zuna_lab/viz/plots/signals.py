@@ -1,0 +1,259 @@
+"""Stacked multi-channel traces: original, reconstruction and hybrid in µV, masked cells shaded."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+import holoviews as hv
+
+from ...errors import ZunaTypeError, ZunaValueError
+from ._style import COLORS, mpl_size, with_opts
+
+__all__ = ["TOKEN_S", "minmax_downsample", "traces"]
+
+TOKEN_S = 0.125
+
+
+def minmax_downsample(t, y, max_points):
+    """Min/max decimation of a trace that keeps every peak visible.
+
+    Parameters
+    ----------
+    t : array, shape (n,)
+        Sample times.
+    y : array, shape (..., n)
+        Values; leading dimensions (channels) share the same bins.
+    max_points : int
+        Upper bound on the number of output points (two per bin).
+
+    Returns
+    -------
+    t2 : array, shape (m,)
+    y2 : array, shape (..., m)
+        ``m <= max_points``; unchanged when ``n <= max_points``.
+
+    Examples
+    --------
+    >>> t2, y2 = minmax_downsample(np.arange(10000), np.sin(np.arange(10000)), 1000)
+    >>> len(t2) <= 1000
+    True
+    """
+    t = np.asarray(t)
+    y = np.asarray(y)
+    n = t.shape[0]
+    if max_points is None or n <= max_points:
+        return t, y
+    n_bins = max(1, int(max_points) // 2)
+    edges = np.linspace(0, n, n_bins + 1).astype(int)
+    lead = y.shape[:-1]
+    t_out = np.empty(2 * n_bins)
+    y_out = np.empty(lead + (2 * n_bins,), dtype=float)
+    for b in range(n_bins):
+        s, e = edges[b], max(edges[b + 1], edges[b] + 1)
+        seg = y[..., s:e]
+        with np.errstate(invalid="ignore"):
+            imin = np.nanargmin(np.where(np.isnan(seg), np.inf, seg), axis=-1)
+            imax = np.nanargmax(np.where(np.isnan(seg), -np.inf, seg), axis=-1)
+        lo = np.take_along_axis(seg, imin[..., None], -1)[..., 0]
+        hi = np.take_along_axis(seg, imax[..., None], -1)[..., 0]
+        first = imin <= imax
+        y_out[..., 2 * b] = np.where(first, lo, hi)
+        y_out[..., 2 * b + 1] = np.where(first, hi, lo)
+        t_out[2 * b] = t[s]
+        t_out[2 * b + 1] = t[e - 1]
+    return t_out, y_out
+
+
+def _mask_spans(row, tstart, tok):
+    """Merge consecutive True tokens into (t0, t1) spans."""
+    spans = []
+    i, n = 0, len(row)
+    while i < n:
+        if row[i]:
+            j = i
+            while j + 1 < n and row[j + 1]:
+                j += 1
+            spans.append((tstart[i], tstart[j] + tok))
+            i = j + 1
+        else:
+            i += 1
+    return spans
+
+
+def _select_epoch(obj, epoch, sample):
+    if "epoch" in obj.dims:
+        obj = obj.isel(epoch=int(epoch))
+    if "sample" in obj.dims:
+        obj = obj.mean("sample") if sample == "mean" else obj.isel(sample=int(sample))
+    return obj
+
+
+def _draw_in_order(plot, element):
+    """Bokeh hook: draw the layers in the overlay's order (mask under the traces, the last kind on top).
+
+    A ``hv.DynamicMap`` adds the layers a later frame brings on top of the others; this keeps
+    the order of the element shown, frame after frame.
+    """
+    rank = {}
+    for sub in getattr(plot, "subplots", {}).values():
+        renderer = sub.handles.get("glyph_renderer")
+        if renderer is not None:
+            rank[renderer] = next((i for i, el in enumerate(element) if el is sub.current_frame), len(element))
+    fig = plot.state
+    ordered = sorted(fig.renderers, key=lambda r: rank.get(r, -1))
+    if ordered != list(fig.renderers):
+        fig.renderers = ordered
+
+
+def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, max_points=2000,
+           show_mask=True, mask=None, mask_label="masked", highlight=(), width=900, height=None, responsive=False,
+           title=None, legend=True, verbose=None):
+    """Stacked multi-channel traces (µV), original vs reconstruction, masked cells shaded.
+
+    Parameters
+    ----------
+    data : xr.Dataset | xr.DataArray
+        A ``reconstruct`` result, or a DataArray of volts along
+        ``(channel, time)`` or ``(epoch, channel, time)``.
+    epoch : int
+        Epoch index to show (when there is an ``epoch`` dimension).
+    channels : list of str | None
+        Channels to show, top to bottom (default: all).
+    kinds : sequence of str | None
+        Variables to overlay, drawn in this order (the last on top); default
+        ``("original", "reconstruction")`` for a Dataset (those present).
+    sample : int | "mean"
+        Which sample to draw when there is a ``sample`` dimension.
+    spacing : float | None
+        Vertical distance between channels in µV (default: 6 robust SDs of the data).
+    max_points : int | None
+        Min/max downsampling bound per channel (keeps peaks on long recordings).
+    show_mask : bool
+        Shade the masked (infilled) token cells.
+    mask : xr.DataArray | None
+        A ``(channel, token)`` bool mask to shade instead of ``data.mask``
+        (e.g. the pending selection before a run); needs ``token_time`` or
+        0.125 s tokens.
+    mask_label : str
+        Legend label of the shaded cells (e.g. "selected" for a selection).
+    highlight : sequence of str
+        Channel labels drawn in the highlight colour.
+    width, height : int
+        Plot size in pixels (height default: 40 px per channel + 80).
+    responsive : bool
+        Stretch to the container's width (bokeh; ``width`` then only sizes PNGs).
+    title : str | None
+        Plot title.
+    legend : bool
+        Show the legend of the shaded cells.  Without it the shading layer is drawn even when
+        empty, so that every frame of a ``hv.DynamicMap`` of traces has it (a layer, and with it
+        a legend, that first appears in a later frame breaks BokehJS 3.9); the app's titles say
+        what is shaded instead.
+    verbose : bool | str | int | None
+        Unused; accepted for MNE-like signatures.
+
+    Returns
+    -------
+    hv.Overlay
+        Paths per kind, mask rectangles and channel tick labels.
+
+    Examples
+    --------
+    >>> import zuna_lab.viz.plots as zp
+    >>> zp.traces(rec, epoch=0, kinds=("original", "hybrid"))   # doctest: +SKIP
+    """
+    if isinstance(data, xr.Dataset):
+        if kinds is None:
+            kinds = tuple(k for k in ("original", "reconstruction") if k in data)
+        missing = [k for k in kinds if k not in data]
+        if missing or not kinds:
+            raise ZunaValueError(
+                f"The Dataset has no variable(s) {missing or list(kinds)}; it has {list(data.data_vars)}."
+            )
+        arrays = {k: data[k] for k in kinds}
+        if mask is None and show_mask and "mask" in data:
+            mask = data["mask"]
+    elif isinstance(data, xr.DataArray):
+        arrays = {data.name or "original": data}
+    else:
+        raise ZunaTypeError(f"traces needs an xarray Dataset or DataArray, got {type(data).__name__}.")
+    first = next(iter(arrays.values()))
+    for da in arrays.values():
+        if "channel" not in da.dims or "time" not in da.dims:
+            raise ZunaValueError(f"traces needs 'channel' and 'time' dimensions, got {tuple(da.dims)}.")
+    if "epoch" in first.dims and not 0 <= int(epoch) < first.sizes["epoch"]:
+        raise ZunaValueError(f"epoch {epoch} is out of range: there are {first.sizes['epoch']} epochs.")
+    arrays = {k: _select_epoch(v, epoch, sample).transpose("channel", "time") for k, v in arrays.items()}
+    names = [str(c) for c in first["channel"].values]
+    if channels is not None:
+        unknown = [c for c in channels if c not in names]
+        if unknown:
+            raise ZunaValueError(f"Unknown channel(s) {unknown}; the data has {names}.")
+        names = list(channels)
+        arrays = {k: v.sel(channel=names) for k, v in arrays.items()}
+    t = np.asarray(first["time"].values, dtype=float)
+    ref = arrays.get("original", next(iter(arrays.values())))  # spacing and highlight follow the original
+    base = np.asarray(ref.values, dtype=float) * 1e6
+    if spacing is None:
+        med = np.nanmedian(base, axis=-1, keepdims=True)
+        mad = np.nanmedian(np.abs(base - med), axis=-1)
+        rs = 1.4826 * np.nanmedian(mad) if np.isfinite(mad).any() else 1.0
+        spacing = float(6 * rs) if rs > 0 else 1.0
+    nch = len(names)
+    offsets = (nch - 1 - np.arange(nch)) * spacing
+    layers = []
+    if mask is not None and show_mask:
+        m = mask
+        if "epoch" in m.dims:
+            m = m.isel(epoch=int(epoch))
+        m = m.sel(channel=names) if "channel" in m.dims else m
+        if "token_time" in m.coords:
+            tstart = np.asarray(m["token_time"].values, float)
+        else:
+            tstart = np.arange(m.sizes["token"]) * TOKEN_S
+        rects = []
+        mv = np.asarray(m.transpose("channel", "token").values, bool)
+        for i in range(nch):
+            for t0, t1 in _mask_spans(mv[i], tstart, TOKEN_S):
+                rects.append((t0, offsets[i] - spacing / 2, t1, offsets[i] + spacing / 2))
+        if rects or not legend:  # with a legend, nothing shaded: no empty legend entry
+            layers.append(with_opts(
+                hv.Rectangles(rects, kdims=["time", "amplitude", "time_end", "amplitude_end"], label=mask_label),
+                common={"alpha": 0.5}, bokeh={"color": COLORS["mask_fill"], "line_alpha": 0},
+                mpl={"facecolor": COLORS["mask_fill"], "edgecolor": "none"},
+            ))
+    for kind, da in arrays.items():
+        vals = np.asarray(da.values, dtype=float) * 1e6
+        tt, vv = minmax_downsample(t, vals, max_points)
+        paths = [np.column_stack([tt, vv[i] + offsets[i]]) for i in range(nch)]
+        color = COLORS.get(kind, "#555555")
+        lw = 1.0 if kind == "original" else 1.2
+        layers.append(with_opts(
+            hv.Path(paths, kdims=["time", "amplitude"], label=kind),
+            common={"color": color},
+            bokeh={"line_width": lw}, mpl={"linewidth": lw},
+        ))
+    if highlight:
+        hl = [i for i, n in enumerate(names) if n in set(highlight)]
+        vals = base[hl]
+        tt, vv = minmax_downsample(t, vals, max_points)
+        layers.append(with_opts(hv.Path([np.column_stack([tt, vv[j] + offsets[i]]) for j, i in enumerate(hl)],
+                                    kdims=["time", "amplitude"], label="selected"),
+                            common={"color": COLORS["selected"]}, bokeh={"line_width": 1.5}))
+    ticks = [(float(o), n) for o, n in zip(offsets, names)]
+    if title is None:
+        title = f"epoch {epoch}" if "epoch" in first.dims else ""
+        title += f" · channel spacing {spacing:.3g} µV"
+    height = height or int(40 * nch + 80)
+    ov = hv.Overlay(layers)
+    ov = with_opts(
+        ov,
+        common={"title": title, "yticks": ticks, "xlabel": "time (s)", "ylabel": "µV (stacked)"},
+        bokeh={**({"responsive": True} if responsive else {"width": width}), "height": height,
+               "show_legend": bool(legend), "legend_position": "top_right", "active_tools": ["wheel_zoom"],
+               "framewise": True, "hooks": [_draw_in_order]},
+        mpl={**mpl_size(width, height), "show_legend": bool(legend)},
+    )
+    return ov
+

@@ -170,7 +170,8 @@ def _check_options(options, allowed, function):
                              "bad_channels= or spans with BAD_ annotations.")
     if unknown:
         raise ZunaTypeError(f"{function} got an unexpected option {unknown[0]!r}; it takes {', '.join(allowed)}.")
-    check_arguments(**options)      # types and ranges, before any work
+    sampler = dict(steps=50, cfg=1.0, seed=None, n_samples=1) if "steps" in allowed else {}
+    check_arguments(**{**sampler, **options})      # types and ranges, before any work
 
 
 def _settings(spec, variant, options):

@@ -71,8 +71,8 @@ def _client(args):
 
     try:
         return Client(args.scheduler, timeout=20)
-    except (OSError, TimeoutError) as err:
-        raise _UsageError(f"Cannot reach the dask scheduler at {args.scheduler!r} ({type(err).__name__}); "
+    except (OSError, TimeoutError, ValueError) as err:
+        raise _UsageError(f"Cannot reach the dask scheduler at {args.scheduler!r} ({' '.join(str(err).split())}); "
                           "check the address, or leave out --scheduler to run on this machine.") from None
 
 

@@ -98,7 +98,8 @@ def local_cluster(plan, *, memory_limit=None):
         try:
             import psutil
 
-            memory_limit = int(psutil.virtual_memory().total * 0.9 / max(1, len(plan)))
+            # at least 4 GiB each: a worker holds a few recordings' tokens (some machines report less at first)
+            memory_limit = max(4 << 30, int(psutil.virtual_memory().total * 0.9 / max(1, len(plan))))
         except ImportError:  # pragma: no cover - psutil comes with distributed
             memory_limit = "auto"
     workers = {w.name: {"cls": Nanny, "options": {

@@ -18,6 +18,7 @@ unreferenced groups, which the next run removes. ``reconstruct_many`` keeps the 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -178,6 +179,8 @@ class StudyStore:
         return self
 
     def close(self):
+        with contextlib.suppress(OSError):
+            self.tmp.rmdir()          # only when empty: a finished run leaves no temporary folder
         if self._locked:
             try:
                 self.lock_path.unlink()
@@ -270,11 +273,11 @@ class StudyStore:
     def _collect_garbage(self):
         """Remove what a killed run left: temporary groups/files and groups no index row points at."""
         shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir(exist_ok=True)
         if self.kind == "reconstructions":
             for leftover in self.path.glob(".*.tmp*"):
                 leftover.unlink(missing_ok=True)
             return
+        self.tmp.mkdir()
         referenced = {row["output"] for row in self.rows.values() if row.get("status") == "done"}
         for group in self.groups.iterdir():
             if group.is_dir() and f"recordings/{group.name}" not in referenced:

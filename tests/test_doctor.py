@@ -15,6 +15,8 @@ from zuna_lab.errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
 from zuna_lab.synthetic import make_synthetic_raw
 from zuna_lab.testing import make_random_checkpoint
 
+from oracle_support import require_module
+
 COLUMNS = {"channel", "type", "standard", "name", "note", "position", "x", "y", "z", "status", "issue", "problem", "fix"}
 
 
@@ -210,3 +212,16 @@ def test_cli_doctor(clean, tmp_path, capsys):
     (tmp_path / "broken.edf").write_text("not an EDF file")
     assert main(["doctor", str(tmp_path / "broken.edf")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_montage_map(clean):
+    hv = require_module("holoviews")
+    from zuna_lab.viz import plots
+
+    report = check_montage(_extra(_near_cz(clean), ["X1"]))
+    view = plots.montage_map(report)
+    hv.render(view, backend="bokeh")
+    points = {layer.label: layer for layer in view if isinstance(layer, hv.Points)}
+    assert set(points) == {"ok", "problem"}
+    assert sorted(points["problem"].dimension_values("channel")) == ["Cz", "Cz2"]
+    assert "not drawn (no position): X1" in view.opts.get().kwargs["title"]

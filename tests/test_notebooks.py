@@ -101,6 +101,38 @@ print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
     diff=float(diff), diff_expected=float(np.abs(_b - _a).max()), scale=float(np.abs(_a).max()),
     rel_l2=float(np.linalg.norm(_b - _a) / np.linalg.norm(_a)))))
 """,
+    # What the doctor found and fixed, and the dropout scores recomputed from the Dataset itself.
+    "07_trust_on_your_data": """
+import json
+_t = report.table.set_index("channel")
+_nmse = {m: float(dropout["nmse"].sel({"method": m}).mean()) for m in ("zuna", "spline")}
+print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
+    issues=sorted({c for v in report.table["issue"] for c in v.split(",") if c}), verdict=report.verdict,
+    problem_channels=sorted(_t.index[_t["problem"] != ""]), cleaned=sorted(_t.index[_t["name"] == "cleaned"]),
+    n_warnings=len(doctor_warnings), fixes=list(fixed_report.fixes), after_ok=bool(after.ok),
+    eog_type=fixed_report.fixed.get_channel_types(picks=["EOG"])[0],
+    input_scale=float(np.abs(messy.get_montage().get_positions()["ch_pos"]["F7"]).max()),
+    loo_dims=list(one_at_a_time["nmse"].dims), curve_dims=list(dropout["nmse"].dims),
+    loo_scored=int(one_at_a_time["nmse"].notnull().sum()), zuna_nmse=_nmse["zuna"], spline_nmse=_nmse["spline"],
+    summary_nmse=zl.evaluation.summary(dropout)["nmse"].tolist(),
+    recomputed=[float(dropout["nmse"].sel({"method": m, "fraction": f}).mean()) for m in ("zuna", "spline")
+                for f in (0.1, 0.25, 0.5)],
+    n_hidden=dropout["hidden"].sum("channel").values.tolist(), n_cells=sorted(set(
+        dropout["n_cells"].where(dropout["hidden"]).values[dropout["hidden"].values].tolist())),
+    expected_1sd=dropout.attrs["expected_coverage_1sd"], scale=scale,
+    band_ordered=bool(((band.lower <= band.center) & (band.center <= band.upper)).all()),
+    winners=sorted(set(zl.evaluation.winner(one_at_a_time).values.tolist())))))
+""",
+    # The index, the pooled features and the test statistic, which the test recomputes from zl.embed.
+    "06_many_recordings": """
+import json
+print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
+    status=dict(zip(index.recording, index.status)), errors=dict(zip(index.recording, index.error)),
+    sources=dict(zip(index.recording, index.source)), recomputed=recomputed, formats=sorted(set(groups.format)),
+    groups=dict(zip(groups.recording, groups.group)), n_tokens=dict(zip(features.recording, features.n_tokens.tolist())),
+    features={r: features.set_index("recording").loc[r, latents].tolist() for r in features.recording},
+    lazy=hasattr(study["sub-02_raw"].embedding.data, "dask"), observed=observed, p_value=p_value, n_null=len(null))))
+""",
     "blink_repair": """
 import json
 print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
@@ -130,6 +162,37 @@ def leave_one_block_out_accuracy(X, y, groups):
             predicted = np.linalg.norm(z - centroid_closed) < np.linalg.norm(z - centroid_open)
             hits += int(predicted == label)
     return hits / len(y)
+
+
+def check_many_recordings(checks, checkpoint):
+    """06: 12 recordings done, the broken one failed (and only it tried again), features = zl.embed's, exact p."""
+    import itertools
+
+    assert sum(status == "done" for status in checks["status"].values()) == 12
+    assert checks["status"]["sub-13"] == "failed" and "could not read" in checks["errors"]["sub-13"]
+    assert checks["recomputed"] == ["sub-13"] and checks["lazy"]
+    assert checks["formats"] == [".csv", ".edf", ".fif", ".vhdr"]
+    model = zuna_lab.load_model(checkpoint, device="cpu")
+    for name in ("sub-01_raw", "sub-04", "sub-06", "sub-08"):      # FIF, EDF, BrainVision, CSV
+        emb = zuna_lab.embed(checks["sources"][name], model=model, progress=False, verbose="error")
+        visible = ~(emb["mask"].values | emb["padding"].values)
+        np.testing.assert_allclose(checks["features"][name], emb.embedding.values.astype(np.float64)[visible].mean(0),
+                                   rtol=1e-9, atol=1e-12)
+        assert checks["n_tokens"][name] == int(visible.sum())
+    names = sorted(checks["features"])
+    X = np.array([checks["features"][n] for n in names])
+    patient = np.array([checks["groups"][n] == "patient" for n in names])
+    Z = (X - X.mean(0)) / X.std(0)
+    distance = lambda labels: np.linalg.norm(Z[labels].mean(0) - Z[~labels].mean(0))   # noqa: E731
+    null = []
+    for chosen in itertools.combinations(range(12), 6):
+        labels = np.zeros(12, bool)
+        labels[list(chosen)] = True
+        null.append(distance(labels))
+    assert checks["n_null"] == len(null) == 924
+    assert np.isclose(checks["observed"], distance(patient), rtol=1e-9)
+    assert checks["p_value"] == np.mean(np.array(null) >= distance(patient) - 1e-12)
+    assert checks["p_value"] <= 0.05      # the 6 Hz frontal theta of the patients is found
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +310,24 @@ def test_notebook_runs(path, tmp_path, checkpoints):
         assert checks["diff"] == checks["diff_expected"]
         # bf16 really ran (the latents differ) and stays within the bf16 tolerance of the parity tests
         assert 0 < checks["diff"] and 0 < checks["rel_l2"] <= 2e-2
+    elif name == "07_trust_on_your_data":
+        # the doctor names each planted issue, read_raw warns once, and the fixed copy is clean
+        assert {"units", "type"} <= set(checks["issues"]) and "millimetres" in checks["verdict"]
+        assert "EOG" in checks["problem_channels"] and checks["cleaned"] == ["EEG Fp1-Ref", "FP2"]
+        assert checks["n_warnings"] == 1 and checks["after_ok"] and checks["eog_type"] == "eog"
+        assert any("millimetres to metres" in fix for fix in checks["fixes"])
+        assert checks["input_scale"] > 1      # the input still holds its millimetres: never modified
+        # one channel at a time: all 19 scored once; fractions: round(f * 19) hidden per repeat, whole 5 s epochs
+        assert checks["loo_dims"] == ["method", "repeat", "channel"] and checks["loo_scored"] == 2 * 19
+        assert checks["curve_dims"] == ["method", "fraction", "repeat", "channel"]
+        assert checks["n_hidden"] == [[2, 2], [5, 5], [10, 10]] and checks["n_cells"] == [1280]
+        np.testing.assert_allclose(checks["summary_nmse"], checks["recomputed"], rtol=1e-12)
+        # random weights lose to the spline, as the notebook says plainly
+        assert checks["zuna_nmse"] > checks["spline_nmse"] and set(checks["winners"]) <= {"zuna", "spline"}
+        assert checks["expected_1sd"] == pytest.approx(zuna_lab.evaluation.expected_coverage(1, 3))
+        assert checks["scale"] > 0 and checks["band_ordered"]
+    elif name == "06_many_recordings":
+        check_many_recordings(checks, checkpoints["ZUNA"])
     elif name == "blink_repair":
         assert checks["n_blinks"] > 0 and checks["n_ptp"] == checks["n_blinks"]
         assert checks["masked_frontal"] > 0 and checks["masked_other"] == 0    # channel-specific BAD_ spans

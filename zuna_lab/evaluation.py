@@ -17,6 +17,7 @@ import mne
 import numpy as np
 import xarray as xr
 from scipy import stats
+from tqdm.auto import tqdm
 
 from .config import SAMPLES_PER_TOKEN
 from .errors import ZunaLabWarning, ZunaTypeError, ZunaValueError, preview
@@ -283,7 +284,8 @@ def evaluate_dropout(data, model=None, *, channels="all", fraction=None, n_repea
         per condition; ``reliability`` and ``reliability_calibrated`` (method, level): observed
         coverage of central intervals at each nominal ``level``; ``calibration_scale`` (method):
         see :func:`calibration_scale`, fitted on all held-out cells (so ``reliability_calibrated``
-        is in-sample, optimistic). Electrode positions as coordinates; see :func:`summary`.
+        is in-sample, optimistic). Electrode positions as coordinates; see :func:`summary`. Pick a
+        method with ``scores.sel({"method": "zuna"})``: ``sel(method=...)`` is xarray's own keyword.
 
     Examples
     --------
@@ -297,8 +299,7 @@ def evaluate_dropout(data, model=None, *, channels="all", fraction=None, n_repea
 
     methods, fractions, spans_given = _check_options(methods, hidden_input, fraction, segments)
     check_sampler(steps=steps, cfg=cfg, seed=seed, n_samples=n_samples)
-    n_repeats = check_int(n_repeats, "n_repeats", minimum=1, allow_none=True)
-    n_repeats = n_repeats or (1 if fractions is None else 5)
+    n_repeats = check_int(n_repeats, "n_repeats", minimum=1, allow_none=True) or (1 if fractions is None else 5)
     check_verbose(verbose)
     if not (isinstance(channels, str) and channels == "all"):
         check_names(channels, "channels", allow_none=False, allow_empty=False)
@@ -308,7 +309,9 @@ def evaluate_dropout(data, model=None, *, channels="all", fraction=None, n_repea
     if "zuna" in methods:
         model = get_model(model)
     variant = getattr(model, "variant", "ZUNA")
-    pre = prepare(raw, variant, segment_duration=segment_duration, verbose=verbose).pre
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ZunaLabWarning)            # read_raw said it once, just above
+        pre = prepare(raw, variant, segment_duration=segment_duration, verbose=verbose).pre
     names, bads = list(pre.ch_names), set(raw.info["bads"])
     good = [name for name in names if name not in bads]
     pool = good if isinstance(channels, str) else resolve_names(channels, names, "channels")
@@ -325,8 +328,6 @@ def evaluate_dropout(data, model=None, *, channels="all", fraction=None, n_repea
     n_cells, hidden_map = np.zeros((*shape, n_ch), np.int64), np.zeros((*shape, n_ch), bool)
     seeds = np.zeros(shape if fractions is not None else (*shape, n_ch), np.int64)
     abs_z = []
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=len(conditions), desc="evaluate_dropout", unit="condition",
                disable=not (progress if progress is not None else len(conditions) > 10))
     for index, hidden in conditions:
@@ -357,11 +358,10 @@ def evaluate_dropout(data, model=None, *, channels="all", fraction=None, n_repea
                 out[var][(m, *index)][rows] = scores[var].values[rows]
             n_cells[index][rows] = scores["n_cells"].values[rows]
             if spread is not None and n_samples > 1:
-                mean = estimate
                 for k, var in ((1.0, "coverage_1sd"), (2.0, "coverage_2sd")):
-                    inside = (np.abs(truth - mean) <= k * spread) & cells
+                    inside = (np.abs(truth - estimate) <= k * spread) & cells
                     out[var][(m, *index)][rows] = inside.sum((0, 2))[rows] / np.maximum(cells.sum((0, 2))[rows], 1)
-                z = _z(truth[cells], mean[cells], spread[cells], n_samples)
+                z = _z(truth[cells], estimate[cells], spread[cells], n_samples)
                 abs_z.append(np.abs(z[np.isfinite(z)]).astype(np.float32))
         bar.update(1)
     bar.close()

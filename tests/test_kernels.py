@@ -288,7 +288,7 @@ def test_fast_model_owns_its_weights_once():
 
 def test_build_refuses_what_it_cannot_use(monkeypatch):
     config = ModelConfig.from_hf({"dim": 32, "n_layers": 1, "head_dim": 8, "n_heads": 4}, variant="ZUNA1.1")
-    model = random_model(config)
+    model = random_model(config).to(DEVICE)
     with pytest.raises(ZunaTypeError, match="options must be a FastOptions"):
         build(model, {"precision": "fp32"})
     with pytest.raises(ZunaValueError, match="precision must be 'bf16' or 'fp32'"):

@@ -433,8 +433,10 @@ def _verdict(d, fix, fixes, remaining):
     labels = _labels(d)
     eeg = int((table["status"] != "not EEG").sum())
     if not labels:
+        standard = int((table["position"] == "standard").sum())
         extra = [f"{int((table['status'] == 'cleaned').sum())} name(s) cleaned" if (table["status"] == "cleaned").any()
-                 else "", f"{len(table) - eeg} non-EEG channel(s) left out" if len(table) > eeg else ""]
+                 else "", f"{standard} position(s) from the standard 10-05 cap" if standard else "",
+                 f"{len(table) - eeg} non-EEG channel(s) left out" if len(table) > eeg else ""]
         extra = ", ".join(filter(None, extra))
         return f"OK for ZUNA: {eeg} EEG channels with head-frame positions in metres" + (f" ({extra})" if extra else "") + "."
     n = int(table["problem"].astype(bool).sum())

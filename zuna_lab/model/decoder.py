@@ -20,8 +20,7 @@ def gain_row(gains: torch.Tensor, row: int) -> torch.Tensor:
 class Decoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        c = config
-        self.config = c
+        self.config = c = config
         self.embed = nn.Linear(c.input_dim, c.dim)
         self.time = FourierTimeEmbedding(c.t_dim)
         self.latent_proj = nn.Linear(c.latent_dim, c.dim)

@@ -32,8 +32,7 @@ def positions(tok_idx: torch.Tensor, config: ModelConfig) -> tuple[tuple[torch.T
 class Encoder(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
-        c = config
-        self.config = c
+        self.config = c = config
         self.embed = nn.Linear(c.input_dim, c.dim)
         self.register = nn.Parameter(torch.zeros(1, c.input_dim))
         self.dropout_vec = nn.Parameter(torch.zeros(1, c.input_dim)) if c.learned_dropout else None

@@ -2,7 +2,8 @@
 __version__ = "0.1.0"
 
 from .errors import CheckpointError, WeightsUnavailableError, ZunaLabError, ZunaTypeError, ZunaValueError
-from .model import ZunaModel, load_model
+from .loading import load_model
+from .model import ZunaModel
 
 __all__ = ["__version__", "load_model", "ZunaModel", "ZunaLabError", "ZunaValueError", "ZunaTypeError",
            "CheckpointError", "WeightsUnavailableError"]

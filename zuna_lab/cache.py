@@ -36,7 +36,7 @@ def cached_model(source=None, *, device="auto", loader=None):
     with _MODEL_LOCK:
         if key not in _MODEL_CACHE:
             if loader is None:
-                from .model import load_model as loader
+                from .loading import load_model as loader
             _MODEL_CACHE[key] = loader(key[0], device=device)
         return _MODEL_CACHE[key]
 

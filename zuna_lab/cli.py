@@ -224,7 +224,7 @@ def _check_output(path, suffixes, overwrite):
 
 def _load_model(args, source=None):
     from .hub import default_source
-    from .model import load_model
+    from .loading import load_model
 
     source = source or args.model or default_source()
     _say(args, f"Loading model {source} ...")

@@ -40,7 +40,7 @@ def worker_model(spec):
     key = (spec["source"], spec.get("dtype"))
     with _MODELS_LOCK:
         if key not in _MODELS:
-            from .model import load_model
+            from .loading import load_model
 
             _MODELS[key] = load_model(spec["source"], device="auto", dtype=spec.get("dtype"))
         return _MODELS[key]

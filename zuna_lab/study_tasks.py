@@ -223,7 +223,9 @@ def encode_bundles(spec, bundles, batch_size=None):
     for b, bundle in enumerate(live):
         for g, (_, tokens, _) in enumerate(bundle.groups):
             pieces.setdefault(tokens.shape[1], []).append((b, g))
-    latents = {(b, g): [] for parts in pieces.values() for b, g in parts}
+    # results land in place, batch by batch: nothing to gather at the end while the GPU waits
+    latents = {(b, g): np.empty(live[b].groups[g][1].shape[:2] + (model.config.latent_dim,), np.float32)
+               for parts in pieces.values() for b, g in parts}
     pending = None
     for n_tokens, parts in pieces.items():
         size = batch_size or _auto_batch_size(model, n_tokens)
@@ -243,7 +245,7 @@ def encode_bundles(spec, bundles, batch_size=None):
     described, worker = _describe(model), _worker_name()
     results = {}
     for b, bundle in enumerate(live):
-        groups = [np.stack(latents[(b, g)]) for g in range(len(bundle.groups))]
+        groups = [latents[(b, g)] for g in range(len(bundle.groups))]
         share = sum(len(group) for group in groups) / total
         results[bundle.rec_id] = (groups, described, elapsed * share, worker)
     for bundle in bundles:
@@ -254,8 +256,8 @@ def encode_bundles(spec, bundles, batch_size=None):
 
 def _scatter(latents, chunk, out):
     values = out()
-    for (b, g, _), row in zip(chunk, values):
-        latents[(b, g)].append(row)
+    for (b, g, row), value in zip(chunk, values):
+        latents[(b, g)][row] = value
 
 
 def _group_path(tmp_dir, rec_id, run):

@@ -243,7 +243,8 @@ def embed_many(sources, store, *, model=None, client=None, overwrite=False, prog
         As in :func:`zuna_lab.embed`; a loaded model is loaded again by each worker from its source.
     client : distributed.Client | None
         Run on this cluster (any: local, SSH, dask-jobqueue …; GPU workers declare the resource
-        ``GPU=1``, CPU workers ``CPU=1``). None starts a local cluster sized to this machine
+        ``GPU=1``, CPU workers ``CPU=1``; the sources and the store must be at the same paths on
+        every worker, e.g. a shared filesystem). None starts a local cluster sized to this machine
         (loopback only) and closes it afterwards.
     overwrite : bool
         Start the store again, forgetting every recording in it.

@@ -31,7 +31,7 @@ import zuna_lab as zl
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
 from zuna_lab.study import find_recordings
 from zuna_lab.study_cluster import local_cluster, placement, plan_workers
-from zuna_lab.synthetic import DEFAULT_CH_NAMES, make_synthetic_raw
+from zuna_lab.synthetic import make_synthetic_raw
 from zuna_lab.testing import make_random_checkpoint
 
 from oracle_support import require_module

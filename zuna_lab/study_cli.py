@@ -70,7 +70,8 @@ def _client(args):
     from .cli import _UsageError
 
     try:
-        return Client(args.scheduler, timeout=20)
+        # not the process default: a client that fails to connect would leave dask pointing at it
+        return Client(args.scheduler, timeout=20, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as err:
         raise _UsageError(f"Cannot reach the dask scheduler at {args.scheduler!r} ({' '.join(str(err).split())}); "
                           "check the address, or leave out --scheduler to run on this machine.") from None

@@ -128,6 +128,14 @@ def _quiet(verbose):
 
 
 # ---------------------------------------------------------------------------------------------- embeddings
+def _prepare(path, variant, options):
+    """:func:`zuna_lab.core.prepare` with the study's options (the first stages of embed and reconstruct)."""
+    from .core import prepare
+
+    return prepare(path, variant, bad_channels=options.get("bad_channels"), segment_duration=options.get("segment_duration"),
+                   sfreq=options.get("sfreq"), ch_names=options.get("ch_names"), verbose=_quiet(options.get("verbose")))
+
+
 def prepare_embedding(rec_id, path, variant, options):
     """Read, preprocess, mask and tokenise one recording as :func:`zuna_lab.embed` does (CPU).
 
@@ -135,16 +143,13 @@ def prepare_embedding(rec_id, path, variant, options):
     """
     from . import masks
     from .config import VARIANT_CONSTANTS
-    from .core import prepare
     from .tokens import epoch_masks, tokenize
 
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            prepared = prepare(path, variant, bad_channels=options.get("bad_channels"),
-                               segment_duration=options.get("segment_duration"), sfreq=options.get("sfreq"),
-                               ch_names=options.get("ch_names"), verbose=_quiet(options.get("verbose")))
+            prepared = _prepare(path, variant, options)
             request = masks.request(prepared.raw, bads=prepared.bads,
                                     use_annotations=options.get("use_annotations", True), mask=None)
             pre = prepared.pre
@@ -310,15 +315,11 @@ def _failed_row(failed):
 # ---------------------------------------------------------------------------------------------- reconstruction
 def prepare_reconstruction(rec_id, path, variant, options):
     """Read and preprocess one recording for :func:`zuna_lab.reconstruct` (CPU); a Prepared or a :class:`Failed`."""
-    from .core import prepare
-
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            prepared = prepare(path, variant, bad_channels=options.get("bad_channels"),
-                               segment_duration=options.get("segment_duration"), sfreq=options.get("sfreq"),
-                               ch_names=options.get("ch_names"), verbose=_quiet(options.get("verbose")))
+            prepared = _prepare(path, variant, options)
         except Exception as err:
             return Failed(rec_id, _message(err), _warnings(caught))
     meta = SimpleNamespace(rec_id=rec_id, n_epochs=prepared.pre.n_epochs, n_channels=len(prepared.raw.ch_names),

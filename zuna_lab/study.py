@@ -220,6 +220,15 @@ def _summary(frame, label, n_skipped):
 
 
 # ------------------------------------------------------------------------------------------ public functions
+def _begin(sources, where, kind, model, client, overwrite):
+    """The checks every study run makes before any work: client, sources, target, model."""
+    _check_client(client)
+    pairs = find_recordings(sources)
+    target = StudyStore(where, kind)
+    target.check_target(overwrite)
+    return (pairs, target, *_model_spec(model))
+
+
 def embed_many(sources, store, *, model=None, client=None, overwrite=False, progress=True, verbose=None,
                **embed_options):
     """Embed many recordings into one resumable zarr store, on dask.distributed.
@@ -277,11 +286,7 @@ def embed_many(sources, store, *, model=None, client=None, overwrite=False, prog
 
     _check_options(embed_options, _EMBED_OPTIONS, "embed_many")
     check_bool(progress, "progress")
-    _check_client(client)
-    pairs = find_recordings(sources)
-    target = StudyStore(store, "embeddings")
-    target.check_target(overwrite)
-    spec, variant = _model_spec(model)
+    pairs, target, spec, variant = _begin(sources, store, "embeddings", model, client, overwrite)
     options = dict(embed_options, verbose=verbose)
     with target.open(_settings(spec, variant, embed_options), overwrite=overwrite):
         jobs = [(rec_id, path, source_stamp(path)) for rec_id, path in pairs]
@@ -343,11 +348,7 @@ def reconstruct_many(sources, out_dir, *, model=None, client=None, kind="hybrid"
     check_bool(progress, "progress")
     if kind not in ("hybrid", "reconstruction", "original"):
         raise ZunaValueError(f"kind must be 'hybrid', 'reconstruction' or 'original', got {kind!r}.")
-    _check_client(client)
-    pairs = find_recordings(sources)
-    target = StudyStore(out_dir, "reconstructions")
-    target.check_target(overwrite)
-    spec, variant = _model_spec(model)
+    pairs, target, spec, variant = _begin(sources, out_dir, "reconstructions", model, client, overwrite)
     options = dict(reconstruct_options, verbose=verbose)
     with target.open(_settings(spec, variant, dict(reconstruct_options, kind=kind)), overwrite=overwrite):
         jobs = [(rec_id, path, source_stamp(path)) for rec_id, path in pairs]

@@ -187,3 +187,12 @@ def test_seam_correct_ramp():
     np.testing.assert_allclose(fixed[1, 15], original[1, 14])
     np.testing.assert_allclose(fixed[2], hybrid[2])
     np.testing.assert_array_equal(fixed[~mask], original[~mask])
+
+
+def test_callback_reports_every_sampler_step(model, synthetic):
+    seen = []
+    zuna_lab.reconstruct(synthetic.copy().crop(0, 10.0 - 1 / 256), model=model, bad_channels=["T7"], steps=3,
+                         n_samples=2, seed=0, batch_size=1, callback=lambda done, total: seen.append((done, total)))
+    # 2 epochs, one per batch, 2 samples each, 3 steps: 12 calls, counting up to the total
+    assert len(seen) == 12 and seen[-1] == (12, 12)
+    assert [done for done, _ in seen] == list(range(1, 13))

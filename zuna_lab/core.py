@@ -203,7 +203,7 @@ def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=
     batch_size, sfreq, ch_names, progress, verbose
         As in :func:`embed`.
     callback : callable | None
-        ``callback(done, total)`` after every batch of every sample (for widgets).
+        ``callback(done, total)`` after every sampler step of every batch and sample (for widgets).
 
     Returns
     -------
@@ -293,14 +293,17 @@ def reconstruct_prepared(prepared, model, *, epochs=None, steps=50, cfg=1.0, see
             # Noise per (seed, sample, epoch): results do not depend on batching or on which epochs run.
             noise = torch.stack([torch.randn(tokens.shape[1:], generator=torch.Generator().manual_seed(
                 _noise_seed(seed, sample, i))) for i in indices])
-            out = model.sample(latents, tok_idx_t, noise=noise, steps=int(steps), cfg=cfg).cpu().numpy()
+            step_callback = None
+            if callback is not None:       # progress at every sampler step: done batches + this one's steps
+                def step_callback(step, n_steps, done=done):
+                    callback(done * n_steps + step, total * n_steps)
+            out = model.sample(latents, tok_idx_t, noise=noise, steps=int(steps), cfg=cfg,
+                               callback=step_callback).cpu().numpy()
             normalised = detokenize(out, n_channels, width, variant=model.variant)
             for row, index in enumerate(indices):
                 volts[index][sample] = pre.to_volts(normalised[row], index)
             done += 1
             bar.update(len(indices))
-            if callback is not None:
-                callback(done, total)
     bar.close()
 
     shape = (n_samples, len(chosen), n_channels, n_times)                                        # Datasets

@@ -7,12 +7,11 @@ import xarray as xr
 
 import holoviews as hv
 
+from ...config import TOKEN_SECONDS as TOKEN_S
 from ...errors import ZunaTypeError, ZunaValueError
 from ._style import COLORS, mpl_size, with_opts
 
 __all__ = ["TOKEN_S", "minmax_downsample", "traces"]
-
-TOKEN_S = 0.125
 
 
 def minmax_downsample(t, y, max_points):

@@ -11,6 +11,7 @@ the way back: find the recording (:mod:`~zuna_lab.recording`) → splice the rep
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import mne
@@ -27,7 +28,7 @@ from .recording import find_source, read_raw, recording_fingerprint, remember_so
 from .seams import joined_epochs, stitched_hybrid
 from .tokens import detokenize, epoch_masks, tokenize
 from .validation import check_arguments
-from .writers import _check_reconstruct_dataset
+from .writers import _check_reconstruct_dataset, _target
 
 __all__ = ["embed", "reconstruct", "to_raw", "write_fif", "prepare", "reconstruct_prepared", "Prepared"]
 
@@ -293,10 +294,9 @@ def reconstruct_prepared(prepared, model, *, epochs=None, steps=50, cfg=1.0, see
             # Noise per (seed, sample, epoch): results do not depend on batching or on which epochs run.
             noise = torch.stack([torch.randn(tokens.shape[1:], generator=torch.Generator().manual_seed(
                 _noise_seed(seed, sample, i))) for i in indices])
-            step_callback = None
-            if callback is not None:       # progress at every sampler step: done batches + this one's steps
-                def step_callback(step, n_steps, done=done):
-                    callback(done * n_steps + step, total * n_steps)
+            # progress at every sampler step: the batches done, then this one's steps
+            step_callback = None if callback is None else (
+                lambda step, n_steps, done=done: callback(done * n_steps + step, total * n_steps))
             out = model.sample(latents, tok_idx_t, noise=noise, steps=int(steps), cfg=cfg,
                                callback=step_callback).cpu().numpy()
             normalised = detokenize(out, n_channels, width, variant=model.variant)
@@ -378,8 +378,6 @@ def to_raw(ds, kind="hybrid", *, raw=None, sample=0, verbose=None):
     sample = check_sample(ds, sample)
     recording = find_source(ds.attrs, raw)                                           # read
     if recording is None:
-        import warnings
-
         warnings.warn(
             "The recording this result came from is unknown (no raw= and no readable source file), so the Raw "
             "holds only its EEG at the model's rate, without other channels, annotations or meas_date; pass raw= "
@@ -419,8 +417,6 @@ def write_fif(inst, fname, *, kind="hybrid", raw=None, overwrite=False, verbose=
     --------
     >>> zl.write_fif(rec, "subject01_fixed_raw.fif")  # doctest: +SKIP
     """
-    from .writers import _target
-
     _target(fname, overwrite)      # refuse an unwritable target before the work
     out = inst if isinstance(inst, mne.io.BaseRaw) else to_raw(inst, kind=kind, raw=raw, verbose=verbose)
     return save_fif(out, fname, overwrite=overwrite, verbose=verbose)

@@ -36,7 +36,13 @@ def rope_angles(tok_idx: torch.Tensor, head_dim: int, theta: float) -> tuple[tor
     inv_freq = 1.0 / (theta ** (torch.arange(0, axis_dim, 2, device=tok_idx.device)[: axis_dim // 2].float() / axis_dim))
     angles = tok_idx.float().unsqueeze(-1) * inv_freq          # [..., 4, axis_dim // 2]
     angles = angles.flatten(-2)                                 # axis-major: x pairs, y pairs, z pairs, t pairs
-    return angles.cos(), angles.sin()
+    if angles.device.type == "cpu":
+        # torch 2.13's multi-threaded fp32 CPU cos is sometimes off by up to 1.5e-4 on one thread's
+        # share of a large tensor in a process's first forward pass (seen in ~5 % of fresh
+        # processes on 2 threads), so the same input could embed differently in two processes.
+        # The fp64 cos/sin rounded to fp32 are the correctly rounded values (what CUDA gives too).
+        angles = angles.double()
+    return angles.cos().float(), angles.sin().float()
 
 
 def window_mask(q_len: int, k_len: int, window: int, device) -> torch.Tensor | None:

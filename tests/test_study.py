@@ -30,7 +30,8 @@ import xarray as xr
 import zuna_lab as zl
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
 from zuna_lab.study import find_recordings
-from zuna_lab.study_cluster import local_cluster, placement, plan_workers
+from zuna_lab.study_cluster import (CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, local_cluster, placement, plan_workers,
+                                    task_tokens)
 from zuna_lab.synthetic import make_synthetic_raw
 from zuna_lab.testing import make_random_checkpoint
 
@@ -153,6 +154,16 @@ def test_plan_workers_one_worker_per_gpu():
         assert place["gpu"] == bool(devices) and place["encoders"] == max(len(devices), 0 if devices else len(plan))
         assert place["encode"] == ({"resources": {"GPU": 1}} if devices else {"resources": {"CPU": 1}})
         assert place["cpu"] == {"resources": {"CPU": 1}} and place["cpu_slots"] == len(cpu_workers)
+
+
+def test_encode_tasks_are_shared_among_gpus():
+    one, two = {"gpu": True, "encoders": 1}, {"gpu": True, "encoders": 2}
+    assert task_tokens(one) == GPU_BATCH_TOKENS and task_tokens(two) == GPU_BATCH_TOKENS // 2
+    assert task_tokens({"gpu": False, "encoders": 6}) == CPU_BATCH_TOKENS      # CPU encoders: per-epoch work anyway
+    # the tail of a run: what is ready is split evenly, never above the usual task size
+    assert task_tokens(two, 3_000_001, tail=True) == 1_500_001
+    assert task_tokens(two, 10 * GPU_BATCH_TOKENS, tail=True) == GPU_BATCH_TOKENS // 2
+    assert task_tokens(one, 3_000_000, tail=True) == 3_000_000 and task_tokens(two, 0, tail=True) == 1
 
 
 def test_placement_on_a_cluster_without_resources():

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from .study_tasks import ModelPlugin, bundle_info, bundle_meta, pick
 
-__all__ = ["WorkerPlan", "plan_workers", "visible_gpus", "local_cluster", "placement", "run_pipeline", "Stages"]
+__all__ = ["WorkerPlan", "plan_workers", "visible_gpus", "local_cluster", "placement", "task_tokens", "run_pipeline", "Stages"]
 
 #: Tokens per encode task on a GPU (about a dozen 20-min x 32-ch recordings, ~10 s of an H200: the
 #: gap between two tasks, when the GPU waits, is then rare) and on a CPU.
@@ -158,6 +158,21 @@ class Stages:
     batch: bool = True       # several recordings per encode task
 
 
+def task_tokens(place, queued=0, *, tail=False):
+    """Tokens per encode task: about 10 s of one H200, split among the GPUs when there are several
+    (so that at the end of a run no GPU waits long for another's last task); on the tail of a run
+    (nothing left to launch) the ``queued`` tokens are shared out among the encoders.
+
+    Examples
+    --------
+    >>> gpus = {"gpu": True, "encoders": 2}
+    >>> task_tokens(gpus) == GPU_BATCH_TOKENS // 2, task_tokens(gpus, 1000, tail=True)
+    (True, 500)
+    """
+    target = GPU_BATCH_TOKENS // max(1, place["encoders"]) if place["gpu"] else CPU_BATCH_TOKENS
+    return min(target, max(1, -(-queued // place["encoders"]))) if tail else target
+
+
 def run_pipeline(client, store, jobs, stages, spec, *, progress=True, label="embed_many"):
     """Run ``jobs`` ((rec_id, source, stamp) triples) through ``stages`` on ``client``; commit to ``store``.
 
@@ -172,7 +187,6 @@ def run_pipeline(client, store, jobs, stages, spec, *, progress=True, label="emb
     place = placement(client.scheduler_info()["workers"])
     client.register_plugin(ModelPlugin(spec), name=ModelPlugin.name)
     run = uuid.uuid4().hex[:8]
-    target = GPU_BATCH_TOKENS if place["gpu"] else CPU_BATCH_TOKENS
     window = 2 * place["cpu_slots"] + 4 * place["encoders"] + 2
     waiting = deque(jobs)
     sources = {rec_id: (source, stamp) for rec_id, source, stamp in jobs}
@@ -199,11 +213,12 @@ def run_pipeline(client, store, jobs, stages, spec, *, progress=True, label="emb
     def flush(force=False):
         queued = sum(info.get("tokens", 0) for _, _, info in ready)
         idle = state["encoding"] < 2 * place["encoders"]       # one running and one queued per encoder
-        if not ready or not (force or idle or queued >= target or not stages.batch):
+        if not ready or not (force or idle or queued >= task_tokens(place) or not stages.batch):
             return
+        limit = task_tokens(place, queued, tail=not waiting)
         while ready:
             batch, tokens = [], 0
-            while ready and (not batch or (stages.batch and tokens < target)):
+            while ready and (not batch or (stages.batch and tokens < limit)):
                 item = ready.pop(0)
                 batch.append(item)
                 tokens += item[2].get("tokens", 0)

@@ -388,68 +388,13 @@ def report(paths):
     print("\n".join(lines))
 
 
-def part_cpu(threads: int, steps: int):
-    """zuna_lab vs the official 1.1.6 on this machine's CPU: the 15 s sample, same tokens and weights.
+def part_cpu(args):
+    """zuna_lab's CPU paths vs the official package and braindecode: see benchmarks/bench_cpu.py."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_cpu
 
-    Times the encoder on the official tokens (embedding) and a ``steps``-step reconstruction
-    (encoder + sampler) for the official model (flex attention, as it runs on CPU, in its own venv
-    from tests/oracle/setup_venvs.sh) and zuna_lab (fp32); plus zuna_lab's end-to-end ``embed``.
-    Best of 2 runs after a warm-up. Writes results/cpu.json and cpu.md.
-    """
-    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-    torch.set_num_threads(threads)
-    import zuna_lab
-    from oracle_support import oracle_python
-    from zuna_lab.preprocessing import preprocess
-    from zuna_lab.tokens import tokenize
-
-    sample = ROOT.parent / "shared" / "data" / "sample1_raw.fif"
-    work = Path(tempfile.mkdtemp(prefix="zuna_cpu_bench_"))
-    python = str(oracle_python("ZUNA1.1"))
-    script = str(ROOT / "tests" / "oracle" / "official_model.py")
-    env = dict(os.environ, TORCHDYNAMO_DISABLE="1", PYTHONWARNINGS="ignore")
-    subprocess.run([python, script, "build", "--out", str(work / "ckpt"), "--dim", "1024", "--n-layers", "16",
-                    "--n-heads", "8", "--head-dim", "64", "--t-dim", "64"], check=True, env=env)
-    model = zuna_lab.load_model(work / "ckpt", device="cpu", dtype="fp32")
-    raw = zuna_lab.read_raw(sample, verbose=False)
-    pre = preprocess(raw, model.variant)
-    tokens, tok_idx = tokenize(np.stack(pre.data), pre.ch_pos, variant=model.variant)
-    np.savez(work / "inputs.npz", tokens=tokens, tok_idx=tok_idx)
-    official = json.loads(subprocess.run(
-        [python, script, "time", "--ckpt", str(work / "ckpt"), "--inputs", str(work / "inputs.npz"),
-         "--steps", str(steps), "--threads", str(threads)],
-        check=True, env=env, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-    tokens_t, tok_idx_t = torch.from_numpy(tokens), torch.from_numpy(tok_idx)
-    noise = torch.randn(tokens_t.shape)
-
-    def best_of(fn, repeats=2):
-        fn()
-        runs = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            runs.append(time.perf_counter() - start)
-        return min(runs)
-
-    ours = {
-        "encode": best_of(lambda: model.encode(tokens_t, tok_idx_t)),
-        "reconstruct": best_of(lambda: model.sample(model.encode(tokens_t, tok_idx_t), tok_idx_t, noise=noise, steps=steps)),
-        "embed_end_to_end": best_of(lambda: zuna_lab.embed(sample, model=model, progress=False, verbose=False)),
-    }
-    result = dict(machine=f"{platform.processor() or platform.machine()}, {threads} threads", torch=torch.__version__,
-                  official=official, zuna_lab=ours, steps=steps, date=time.strftime("%Y-%m-%d"),
-                  speedup_encode=official["encode"] / ours["encode"],
-                  speedup_reconstruct=official["reconstruct"] / ours["reconstruct"])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "cpu.json").write_text(json.dumps(result, indent=2))
-    lines = [f"# CPU benchmark — {result['machine']}, torch {torch.__version__}", "",
-             "15 s sample (12 channels, 3 epochs), full-size ZUNA1.1 random weights, fp32, same tokens and weights.", "",
-             "| task | official zuna 1.1.6 (s) | zuna_lab (s) | speed-up |", "|---|---|---|---|",
-             f"| embed (encoder on the tokens) | {official['encode']:.2f} | {ours['encode']:.2f} | {result['speedup_encode']:.1f}x |",
-             f"| reconstruct, {steps} steps | {official['reconstruct']:.2f} | {ours['reconstruct']:.2f} | {result['speedup_reconstruct']:.1f}x |",
-             "", f"zuna_lab end-to-end `embed` (read + preprocess + encode): {ours['embed_end_to_end']:.2f} s."]
-    (RESULTS / "cpu.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    bench_cpu.run(threads=args.threads, steps=args.steps, rounds=args.rounds, minutes=args.minutes,
+                  braindecode=args.braindecode, official=not args.no_official)
 
 
 def main():
@@ -458,12 +403,16 @@ def main():
     parser.add_argument("--report", nargs="*", help="merge gpu_*.json files into results/gpu.json and gpu.md")
     parser.add_argument("--threads", type=int, default=2, help="CPU part: torch threads")
     parser.add_argument("--steps", type=int, default=10, help="CPU part: sampler steps")
+    parser.add_argument("--rounds", type=int, default=3, help="CPU part: interleaved rounds of the encoders")
+    parser.add_argument("--minutes", type=float, default=2.0, help="CPU part: minutes of the 64-channel recording")
+    parser.add_argument("--braindecode", help="CPU part: a folder holding braindecode (pip install --target)")
+    parser.add_argument("--no-official", action="store_true", help="CPU part: leave the official package out")
     args = parser.parse_args()
     if args.report is not None:
         report(args.report)
         return
     if args.part == "cpu":
-        part_cpu(args.threads, args.steps)
+        part_cpu(args)
         return
     out = {"part": args.part, "gpu": torch.cuda.get_device_name(), "torch": torch.__version__}
     if args.part in ("ours", "official"):

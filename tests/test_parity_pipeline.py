@@ -62,7 +62,7 @@ def max_rel(ours, ref):
 
 @pytest.mark.parametrize("name", FILES)
 def test_embed_equals_official_latents(official, name):
-    model = zuna_lab.load_model(official["ckpt"], device="cpu")
+    model = zuna_lab.load_model(official["ckpt"], device="cpu", dtype="fp32")
     emb = zuna_lab.embed(official["samples"][name], model=model)
     ref = official["results"][name]["out"]["latents_fp32"]           # [epoch, S, 32] in official order
     n_epochs, n_channels, n_tokens, _ = emb.embedding.shape
@@ -77,7 +77,7 @@ def test_embed_equals_official_latents(official, name):
 @pytest.mark.parametrize("name", FILES)
 def test_reconstruction_equals_official(official, name):
     variant = official["variant"]
-    model = zuna_lab.load_model(official["ckpt"], device="cpu")
+    model = zuna_lab.load_model(official["ckpt"], device="cpu", dtype="fp32")
     raw = zuna_lab.read_raw(official["samples"][name])
     pre = preprocess(raw, variant)
     tokens, tok_idx = tokenize(np.stack(pre.data), pre.ch_pos, variant=variant)

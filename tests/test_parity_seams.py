@@ -68,7 +68,7 @@ def case(tmp_path_factory):
 
     ckpt = work / "ckpt"
     run_oracle("ZUNA1.1", "official_model.py", "build", "--out", ckpt, "--seed", "5")
-    model = zuna_lab.load_model(ckpt, device="cpu")
+    model = zuna_lab.load_model(ckpt, device="cpu", dtype="fp32")
     rec = zuna_lab.reconstruct(fif, model=model, steps=STEPS, seed=SEED, segment_duration=SEGMENT, progress=False)
 
     # zuna_lab's noise of each epoch, as core.reconstruct draws it (sample 0)

@@ -1,4 +1,4 @@
-"""load_model: weights (hub or a folder) → the reference model → on CUDA in bf16, its fast path.
+"""load_model: weights (hub or a folder) → the reference model → in bf16, its CUDA or CPU fast path.
 
 The one place that joins :mod:`zuna_lab.hub`, the reference model (:mod:`zuna_lab.model`) and
 the CUDA fast path (:mod:`zuna_lab.fast`), so that neither model package knows the other.
@@ -38,9 +38,11 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
     device : "auto" | "cpu" | "cuda" | torch.device
         "auto" picks CUDA when available.
     dtype : None | "fp32" | "bf16" | torch.float32 | torch.bfloat16
-        Compute precision. None: bf16 on CUDA, fp32 on CPU. On CUDA, bf16 gives the fast path
-        (:func:`zuna_lab.fast.build`) and "fp32" the exact
-        reference model.
+        Compute precision. None: bf16 on CUDA, and on a CPU that multiplies bf16 natively
+        (AVX512-BF16 or AMX, :func:`zuna_lab.fast_cpu.native_bf16`); fp32 on other CPUs. bf16
+        gives the fast path, on CUDA :func:`zuna_lab.fast.build` and on the CPU
+        :func:`zuna_lab.fast_cpu.build_cpu` (bf16 only where the error budget allows); "fp32"
+        always gives the exact reference model.
     revision : str | None
         Hub revision (branch, tag or commit) to pin.
     cache_dir : path | None
@@ -54,7 +56,8 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
     -------
     model : ZunaModel
         In eval mode, with ``model.variant`` detected from the checkpoint keys; on CUDA in bf16 a
-        :class:`~zuna_lab.fast.FastZunaModel` (a ZunaModel subclass).
+        :class:`~zuna_lab.fast.FastZunaModel` (a ZunaModel subclass); on the CPU in bf16 the
+        reference model with faster modules (``model.cpu_policy`` says which).
 
     Examples
     --------
@@ -69,8 +72,13 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
     precision = _precision(dtype, device)
     resolved = resolve(source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     fast = device.type == "cuda" and precision == "bf16"
+    # the fast paths are built from the exact fp32 weights
     model = load_checkpoint(resolved.config_path, resolved.weights_path, device=device,
-                            precision="fp32" if fast else precision)
+                            precision="fp32" if device.type in ("cuda", "cpu") else precision)
+    if device.type == "cpu" and precision == "bf16":
+        from .fast_cpu import build_cpu     # the CPU fast path (zuna_lab/fast_cpu.py)
+
+        model = build_cpu(model, copy_model=False)
     if fast:
         from . import fast as fast_path     # the CUDA fast path (zuna_lab/fast), built from the exact weights
 
@@ -87,6 +95,10 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
 
 def _precision(dtype, device: torch.device) -> str:
     if dtype is None:
+        if device.type == "cpu":
+            from .fast_cpu import native_bf16
+
+            return "bf16" if native_bf16() else "fp32"
         return "bf16" if device.type == "cuda" else "fp32"
     names = {torch.float32: "fp32", torch.bfloat16: "bf16", "fp32": "fp32", "float32": "fp32",
              "bf16": "bf16", "bfloat16": "bf16"}

@@ -54,7 +54,8 @@ def braindecode_encoder(weights_path, raw, n_times):
     warnings.filterwarnings("ignore")
     from braindecode.models import ZUNA
 
-    model = ZUNA(n_outputs=2, chs_info=raw.info["chs"], n_times=n_times, sfreq=raw.info["sfreq"]).eval()
+    # ZUNA1.1 bins electrode positions into 100 per axis (braindecode's default is ZUNA's 50)
+    model = ZUNA(n_outputs=2, chs_info=raw.info["chs"], n_times=n_times, sfreq=raw.info["sfreq"], pos_bins=100).eval()
     official = load_file(str(weights_path))
     theirs = {}
     for key, value in official.items():
@@ -87,7 +88,7 @@ def run(threads=2, steps=10, rounds=3, minutes=2.0, braindecode=None, official=T
         sys.path.insert(0, str(braindecode))
     torch.set_num_threads(threads)
     import zuna_lab as zl
-    from zuna_lab.fast_cpu import CpuPolicy, build_cpu, native_bf16
+    from zuna_lab.fast_cpu import build_cpu, native_bf16
     from zuna_lab.preprocessing import preprocess
     from zuna_lab.testing import make_random_checkpoint
     from zuna_lab.tokens import tokenize
@@ -116,8 +117,12 @@ def run(threads=2, steps=10, rounds=3, minutes=2.0, braindecode=None, official=T
     if braindecode is not None or _importable("braindecode"):
         encoder = braindecode_encoder(next((work / "ckpt").glob("*.safetensors")), raw.copy().pick("eeg"),
                                       pre.data[0].shape[-1])
+        # braindecode's sequence is channel-major, ZUNA1.1's time-major: the same tokens reordered
+        n_docs, n_channels = t.shape[0], len(pre.ch_names)
+        t_cm = t.view(n_docs, -1, n_channels, 32).transpose(1, 2).reshape(n_docs, -1, 32).contiguous()
+        back = lambda out: out.view(n_docs, n_channels, -1, out.shape[-1]).transpose(1, 2).reshape(out.shape)  # noqa: E731
         with torch.no_grad():
-            contenders["braindecode 1.8.1"] = lambda: encoder(t)
+            contenders["braindecode 1.8.1"] = lambda: back(encoder(t_cm))
     with torch.no_grad():
         best, all_times, outs = interleaved(contenders, rounds)
     result["encode"] = {name: round(v, 3) for name, v in best.items()}

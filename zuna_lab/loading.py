@@ -1,7 +1,8 @@
 """load_model: weights (hub or a folder) → the reference model → in bf16, its CUDA or CPU fast path.
 
-The one place that joins :mod:`zuna_lab.hub`, the reference model (:mod:`zuna_lab.model`) and
-the CUDA fast path (:mod:`zuna_lab.fast`), so that neither model package knows the other.
+The one place that joins :mod:`zuna_lab.hub`, the reference model (:mod:`zuna_lab.model`), the
+CUDA fast path (:mod:`zuna_lab.fast`) and the CPU fast path (:mod:`zuna_lab.fast_cpu`), so that
+the reference model knows neither.
 """
 from __future__ import annotations
 

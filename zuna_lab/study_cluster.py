@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 from .study_tasks import ModelPlugin, bundle_info, bundle_meta, pick
 
-__all__ = ["WorkerPlan", "plan_workers", "visible_gpus", "local_cluster", "placement", "task_tokens", "run_pipeline", "Stages"]
+__all__ = ["WorkerPlan", "plan_workers", "visible_gpus", "local_cluster", "placement", "task_tokens", "run_pipeline",
+           "Stages"]
 
 #: Tokens per encode task on a GPU (about a dozen 20-min x 32-ch recordings, ~10 s of an H200: the
 #: gap between two tasks, when the GPU waits, is then rare) and on a CPU.

@@ -45,7 +45,8 @@ class ZunaModel(nn.Module):
     ``precision`` is "fp32" (exact, parity-tested) or "bf16" (:meth:`set_precision`): the
     attention and SwiGLU GEMMs in bf16, norms, residuals, RoPE, the sampler state and the 32-wide
     token/latent and time projections in fp32. On CUDA, :func:`zuna_lab.load_model` returns the
-    fast path built from this model instead (:mod:`zuna_lab.fast`), unless ``dtype="fp32"``.
+    fast path built from this model instead (:mod:`zuna_lab.fast`), unless ``dtype="fp32"``; on a
+    CPU with native bf16, this model with faster modules (:mod:`zuna_lab.fast_cpu`).
     Calls are serialised: one ``encode`` or ``sample`` at a time per model.
     """
 

@@ -111,24 +111,12 @@ class CpuAdaRMSNorm(AdaRMSNorm):
 class CpuAttention(Attention):
     """Attention (same weights) with RoPE as one complex product per tensor."""
 
-    def forward(self, x, angles, context=None, attn_mask=None):
-        x = x.to(self.wq.weight.dtype)
-        context = x if context is None else context.to(x.dtype)
-        bsz, q_len, _ = x.shape
-        k_len = context.shape[1]
-        q = self.wq(x).view(bsz, q_len, self.n_heads, self.head_dim)
-        k = self.wk(context).view(bsz, k_len, self.n_kv_heads, self.head_dim)
-        v = self.wv(context).view(bsz, k_len, self.n_kv_heads, self.head_dim)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
+    def rotate(self, q, k, angles):
         rotation = torch.complex(*angles)
-        q, k = rope(q.transpose(1, 2), rotation), rope(k.transpose(1, 2), rotation)
-        out = F.scaled_dot_product_attention(q, k, v.transpose(1, 2), attn_mask=attn_mask,
-                                             enable_gqa=self.n_kv_heads != self.n_heads)
-        return self.wo(out.transpose(1, 2).reshape(bsz, q_len, self.n_heads * self.head_dim))
+        return rope(q, rotation), rope(k, rotation)
 
 
-#: reference module class -> its CPU fast-path subclass (same parameters, only ``forward`` differs)
+#: reference module class -> its CPU fast-path subclass (same parameters; ``forward`` or ``rotate`` differs)
 _FASTER = {RMSNorm: CpuRMSNorm, AdaRMSNorm: CpuAdaRMSNorm, Attention: CpuAttention}
 
 

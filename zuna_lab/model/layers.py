@@ -121,9 +121,14 @@ class Attention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        q, k = rope(q, *angles), rope(k, *angles)
+        q, k = self.rotate(q, k, angles)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=self.n_kv_heads != self.n_heads)
         return self.wo(out.transpose(1, 2).reshape(bsz, q_len, self.n_heads * self.head_dim))
+
+
+    def rotate(self, q: torch.Tensor, k: torch.Tensor, angles: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE of queries and keys [B, H, L, D] by angles (cos, sin)."""
+        return rope(q, *angles), rope(k, *angles)
 
 
 class EncoderBlock(nn.Module):

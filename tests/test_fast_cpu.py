@@ -90,10 +90,19 @@ def test_build_cpu_keeps_the_input_model_and_places_bf16_by_policy(ckpt):
         build_cpu(fast)
 
 
-def test_faster_norm_and_rope_equal_the_reference():
+def test_faster_norm_rope_and_residual_equal_the_reference():
     g = torch.Generator().manual_seed(0)
     x, gain = torch.randn(2, 50, 96, generator=g), 1 + 0.1 * torch.randn(96, generator=g)
     torch.testing.assert_close(fast_cpu.rms_norm(x, gain, 1e-5), layers.rms_norm(x, gain, 1e-5), rtol=1e-6, atol=1e-6)
+    # bf16 input (the QK-norm of bf16 attention): computed in fp32, rounded once, input untouched
+    xb = x.to(torch.bfloat16)
+    kept = xb.clone()
+    assert torch.equal(fast_cpu.rms_norm(xb, gain, 1e-5), layers.rms_norm(xb, gain, 1e-5)) and torch.equal(xb, kept)
+    # the post-norm added to the residual stream: h + norm(y) in one pass
+    h, y = torch.randn(2, 50, 96, generator=g), 3 * torch.randn(2, 50, 96, generator=g)
+    norm = layers.RMSNorm(96, 1e-6)
+    norm.weight.data = gain
+    torch.testing.assert_close(fast_cpu.add_rms_normed(h, y.clone(), norm), h + norm(y), rtol=1e-6, atol=1e-6)
     q = torch.randn(2, 4, 50, 32, generator=g)
     cos, sin = layers.rope_angles(torch.randint(0, 50, (2, 50, 4), generator=g), 32, 10000.0)
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)

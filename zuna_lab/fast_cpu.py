@@ -182,7 +182,7 @@ def build_cpu(model: ZunaModel, policy: CpuPolicy | None = None, *, copy_model: 
     model : ZunaModel
         An exact fp32 model on the CPU (``load_model(..., device="cpu", dtype="fp32")``).
     policy : CpuPolicy | None
-        Which blocks' SwiGLUs run in bf16 (default: :class:`CpuPolicy`).
+        Which blocks' SwiGLU and attention run in bf16 (default: :class:`CpuPolicy`).
     copy_model : bool
         Build on a copy (``model`` unchanged); False changes ``model`` in place (``load_model``
         does, to hold the weights once).

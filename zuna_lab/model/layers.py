@@ -125,7 +125,6 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=self.n_kv_heads != self.n_heads)
         return self.wo(out.transpose(1, 2).reshape(bsz, q_len, self.n_heads * self.head_dim))
 
-
     def rotate(self, q: torch.Tensor, k: torch.Tensor, angles: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         """RoPE of queries and keys [B, H, L, D] by angles (cos, sin)."""
         return rope(q, *angles), rope(k, *angles)

@@ -7,6 +7,7 @@ bf16 accuracy is measured on the GPU by tests/test_gpu.py instead. On a GPU the 
 is: the GEMM kernels take fp32 operands in exact fp32 unless torch allows TF32 (off by default).
 """
 import os
+import warnings
 
 import pytest
 import torch
@@ -291,8 +292,8 @@ def test_build_refuses_what_it_cannot_use(monkeypatch):
     model = random_model(config).to(DEVICE)
     with pytest.raises(ZunaTypeError, match="options must be a FastOptions"):
         build(model, {"precision": "fp32"})
-    with pytest.raises(ZunaValueError, match="precision must be 'bf16' or 'fp32'"):
-        FastOptions(precision="fp16")
+    with pytest.raises(ZunaValueError, match="precision must be 'fp16', 'bf16' or 'fp32'"):
+        FastOptions(precision="float8")
     with pytest.raises(ZunaTypeError, match="takes a reference ZunaModel"):
         build(build(model, EXACT))
     with pytest.raises(ZunaValueError, match="exact weights"):
@@ -300,3 +301,55 @@ def test_build_refuses_what_it_cannot_use(monkeypatch):
     monkeypatch.setattr(kernels, "available", lambda device: False)
     with pytest.raises(ZunaValueError, match="needs Triton and a CUDA device"):
         build(model)
+
+
+@pytest.mark.parametrize("variant", ["ZUNA", "ZUNA1.1"])
+def test_fp16_path_is_close_to_the_reference(variant):
+    """fp16 operands with fp32 accumulation (the CUDA default): within 2e-3 of exact at small size
+    (fp16 rounds like TF32; the full-size budget is measured on the GPU by tests/test_gpu.py)."""
+    config = ModelConfig.from_hf({"dim": 64, "n_layers": 2, "head_dim": 16, "n_heads": 4}, variant=variant)
+    reference = random_model(config, seed=1).to(DEVICE)
+    tokens, tok_idx, noise = (0.3 * randn(2, 24, 32, seed=2)).clamp(-1, 1), randn(2, 24, 4, seed=3), randn(2, 24, 32, seed=4)
+    tok_idx = (tok_idx.abs() * 8).long().clamp(0, 40)
+    latents = reference.encode(tokens, tok_idx)
+    samples = reference.sample(latents, tok_idx, noise=noise, steps=3)
+    fast = build(reference, FastOptions(precision="fp16", cuda_graphs=False))
+    assert fast.precision == "fp16" and fast.decoder.blocks[0].feed_forward.w13.dtype == torch.float16
+    # fp16 rounds the encoder's attention projections too (as finely as TF32 would)
+    assert fast.encoder.blocks[0].attention.wqkv.dtype == torch.float16
+    fast_latents = fast.encode(tokens, tok_idx)
+    fast_samples = fast.sample(fast_latents, tok_idx, noise=noise, steps=3)
+    rel = lambda a, b: float((a - b).norm() / b.norm())   # noqa: E731
+    assert 1e-5 < rel(fast_latents, latents) < 2e-3 and 1e-5 < rel(fast_samples, samples) < 2e-3
+
+
+def test_fp16_overflow_turns_the_model_to_bf16():
+    """An activation beyond fp16's range gives inf: the call is run again in bf16, with one warning,
+    and the model stays in bf16 (its weights converted in place, nothing else allocated)."""
+    from zuna_lab.errors import ZunaLabWarning
+
+    config = ModelConfig.from_hf({"dim": 64, "n_layers": 2, "head_dim": 16, "n_heads": 4}, variant="ZUNA")
+    reference = random_model(config, seed=1).to(DEVICE)
+    with torch.no_grad():
+        reference.encoder.blocks[0].feed_forward.w1.weight.mul_(3e3)     # silu(a) * b far beyond 65504
+        reference.encoder.blocks[0].feed_forward.w3.weight.mul_(3e3)
+    tokens, tok_idx = (0.3 * randn(1, 16, 32, seed=2)).clamp(-1, 1), torch.zeros(1, 16, 4, dtype=torch.long, device=DEVICE)
+    assert torch.isfinite(reference.encode(tokens, tok_idx)).all()
+    fast = build(reference, FastOptions(precision="fp16", cuda_graphs=False))
+    n_params = fast.n_parameters()
+    with pytest.warns(ZunaLabWarning, match="overflowed fp16's range"):
+        latents = fast.encode(tokens, tok_idx)
+    assert torch.isfinite(latents).all() and fast.precision == "bf16"
+    assert {p.dtype for p in fast.parameters()} == {torch.float32, torch.bfloat16} and fast.n_parameters() == n_params
+    assert fast.decoder.heads_dtype == torch.bfloat16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ZunaLabWarning)      # in bf16 now: no second warning
+        fast.encode(tokens, tok_idx)
+
+
+def test_compile_ahead_queues_nothing_off_cuda():
+    from zuna_lab.fast.warmup import compile_ahead
+
+    config = ModelConfig.from_hf({"dim": 32, "n_layers": 2, "head_dim": 8, "n_heads": 4}, variant="ZUNA1.1")
+    if DEVICE.type == "cpu":
+        assert compile_ahead(config, FastOptions(), DEVICE) is False

@@ -38,12 +38,15 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
         pair of files. None means ``$ZUNA_LAB_MODEL`` if set, else "Zyphra/ZUNA".
     device : "auto" | "cpu" | "cuda" | torch.device
         "auto" picks CUDA when available.
-    dtype : None | "fp32" | "bf16" | torch.float32 | torch.bfloat16
-        Compute precision. None: bf16 on CUDA, and on a CPU that multiplies bf16 natively
-        (AVX512-BF16 or AMX, :func:`zuna_lab.fast_cpu.native_bf16`); fp32 on other CPUs. bf16
-        gives the fast path, on CUDA :func:`zuna_lab.fast.build` and on the CPU
-        :func:`zuna_lab.fast_cpu.build_cpu` (bf16 only where the error budget allows); "fp32"
-        always gives the exact reference model.
+    dtype : None | "fp32" | "fp16" | "bf16" | torch.float32 | torch.float16 | torch.bfloat16
+        Compute precision. None: on CUDA "fp16", the fast path :func:`zuna_lab.fast.build`
+        (fp16 operands, fp32 accumulation, norms, residuals and sampler state; "bf16" where
+        Triton is missing); on a CPU that multiplies bf16 natively (AVX512-BF16 or AMX,
+        :func:`zuna_lab.fast_cpu.native_bf16`) "bf16", the CPU fast path
+        :func:`zuna_lab.fast_cpu.build_cpu` (bf16 only where the error budget allows); "fp32" on
+        other CPUs. "bf16" on CUDA: the fast path in bf16 (for weights whose activations overflow
+        fp16; an fp16 model turns to bf16 by itself when that happens). "fp32" always gives the
+        exact reference model. "fp16" is for CUDA only.
     revision : str | None
         Hub revision (branch, tag or commit) to pin.
     cache_dir : path | None
@@ -72,10 +75,12 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
     device = resolve_device(device)
     precision = _precision(dtype, device)
     resolved = resolve(source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
-    fast = device.type == "cuda" and precision == "bf16"
-    # the fast paths are built from the exact fp32 weights
+    fast = device.type == "cuda" and precision != "fp32"
+    # the fast paths are built from the exact fp32 weights; the CUDA path's kernels compile on
+    # threads while the weights are read
     model = load_checkpoint(resolved.config_path, resolved.weights_path, device=device,
-                            precision="fp32" if device.type in ("cuda", "cpu") else precision)
+                            precision="fp32" if device.type in ("cuda", "cpu") else precision,
+                            before_weights=_compile_ahead(device, precision) if fast else None)
     if device.type == "cpu" and precision == "bf16":
         from .fast_cpu import build_cpu     # the CPU fast path (zuna_lab/fast_cpu.py)
 
@@ -84,7 +89,10 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
         from . import fast as fast_path     # the CUDA fast path (zuna_lab/fast), built from the exact weights
 
         if fast_path.available(device):
-            model = fast_path.build(model)
+            model = fast_path.build(model, _fast_options(precision))
+        elif precision == "fp16":
+            raise ZunaValueError("dtype='fp16' needs the CUDA fast path, i.e. Triton (pip install triton); "
+                                 "use dtype='bf16' or 'fp32' without it.")
         else:
             model.set_precision(precision)
     model.source, model.revision = resolved.source, resolved.revision or revision
@@ -94,15 +102,39 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
     return model
 
 
+def _fast_options(precision: str):
+    from .fast import FastOptions
+
+    return FastOptions(precision=precision)
+
+
+def _compile_ahead(device: torch.device, precision: str):
+    """``load_checkpoint``'s ``before_weights``: queue the fast path's kernel compilations."""
+    def start(config):
+        from .fast import available
+        from .fast.warmup import compile_ahead
+
+        if available(device):
+            compile_ahead(config, _fast_options(precision), device)
+
+    return start
+
+
 def _precision(dtype, device: torch.device) -> str:
     if dtype is None:
         if device.type == "cpu":
             from .fast_cpu import native_bf16
 
             return "bf16" if native_bf16() else "fp32"
-        return "bf16" if device.type == "cuda" else "fp32"
-    names = {torch.float32: "fp32", torch.bfloat16: "bf16", "fp32": "fp32", "float32": "fp32",
-             "bf16": "bf16", "bfloat16": "bf16"}
+        if device.type == "cuda":
+            from .fast import available     # fp16 is the fast path's; the plain model runs bf16
+
+            return "fp16" if available(device) else "bf16"
+        return "fp32"
+    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", "fp32": "fp32",
+             "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16"}
     if dtype not in names:
-        raise ZunaValueError(f"dtype must be 'fp32' or 'bf16' (or the torch dtypes), not {dtype!r}.")
+        raise ZunaValueError(f"dtype must be 'fp32', 'fp16' or 'bf16' (or the torch dtypes), not {dtype!r}.")
+    if names[dtype] == "fp16" and device.type != "cuda":
+        raise ZunaValueError(f"dtype='fp16' is the CUDA fast path's; on {device.type} use dtype='bf16' or 'fp32'.")
     return names[dtype]

@@ -22,6 +22,8 @@ run as TF32 exactly where torch allows TF32 for its own GEMMs.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 
 import torch
@@ -55,7 +57,7 @@ if triton is not None:
             delta = delta * tl.rsqrt(tl.sum(delta * delta, axis=0) / n_cols + post_eps) * post_w
         return delta
 
-    @triton.jit
+    @triton.jit(do_not_specialize=['rows_per_gain'])
     def _add_rms_norm_kernel(h_ptr, delta_ptr, post_w_ptr, early_ptr, early_post_w_ptr, gain_ptr, h_out_ptr,
                              x_out_ptr, n_cols, gain_row_stride, rows_per_gain, post_eps, early_post_eps, eps,
                              HAS_DELTA: tl.constexpr, HAS_EARLY: tl.constexpr, HAS_POST: tl.constexpr,
@@ -136,7 +138,7 @@ if triton is not None:
         pid_n = (pid % per_group) // group_m
         return pid_m, pid_n
 
-    @triton.jit
+    @triton.jit(do_not_specialize=['M'])
     def _matmul_swiglu_kernel(x_desc, w_desc, out_desc, M, H, K,
                                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                                   GROUP_M: tl.constexpr, PRECISION: tl.constexpr):
@@ -153,7 +155,7 @@ if triton is not None:
             acc_b = tl.dot(x, w_desc.load([H + off_n, k]).T, acc_b, input_precision=PRECISION)
         out_desc.store([off_m, off_n], (acc_a * tl.sigmoid(acc_a) * acc_b).to(out_desc.dtype))
 
-    @triton.jit
+    @triton.jit(do_not_specialize=['M'])
     def _matmul_rope_heads_kernel(x_desc, w_desc, cos_ptr, sin_ptr, q_gain_ptr, k_gain_ptr,
                                   q_out_ptr, k_out_ptr, v_out_ptr, M, K, eps,
                                   NQ: tl.constexpr, NK: tl.constexpr, NV: tl.constexpr, HALF: tl.constexpr,
@@ -206,7 +208,7 @@ if triton is not None:
             tl.store(dst, acc.to(v_out_ptr.dtype.element_ty), mask=live)
 
 
-    @triton.jit
+    @triton.jit(do_not_specialize=['seq_q', 'seq_k', 'q_sb', 'k_sb', 'v_sb'])
     def _attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, cos_ptr, sin_ptr, q_gain_ptr, seq_q, seq_k,
                           q_sb, q_ss, q_sh, k_sb, k_ss, k_sh, v_sb, v_ss, v_sh, qk_scale, eps,
                           N_HEADS: tl.constexpr, KV_GROUP: tl.constexpr, HALF: tl.constexpr,
@@ -258,7 +260,7 @@ if triton is not None:
         o_rows = (batch.to(tl.int64) * seq_q + rows.to(tl.int64))[:, None] * (N_HEADS * HEAD)
         tl.store(o_ptr + o_rows + head * HEAD + dims[None, :], out.to(o_ptr.dtype.element_ty), mask=live_q)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=['M'])
     def _lowrank_kv_kernel(x_ptr, w_ptr, cos_ptr, sin_ptr, k_gain_ptr, k_out_ptr, v_out_ptr, M, eps, gain_stride,
                            NK: tl.constexpr, NV: tl.constexpr, HALF: tl.constexpr, WIDTH: tl.constexpr,
                            QK_NORM: tl.constexpr, HEAD_GROUP: tl.constexpr, BLOCK_M: tl.constexpr,
@@ -290,6 +292,40 @@ if triton is not None:
             else:
                 tl.store(v_out_ptr + out_row * (NV * HEAD) + (head - NK) * HEAD + cols[None, :],
                          acc.to(v_out_ptr.dtype.element_ty), mask=live)
+
+#: Set by :func:`compiling`: kernels are compiled (on its executor's threads), not launched.
+_COMPILING = contextvars.ContextVar("zuna_lab_compiling", default=False)
+
+
+def _launch(kernel, grid, *args, **kwargs):
+    """``kernel[grid](*args, **kwargs)``, or inside :func:`compiling` only its compilation, queued."""
+    if _COMPILING.get():
+        kernel.warmup(*args, grid=grid, **kwargs)
+    else:
+        kernel[grid](*args, **kwargs)
+
+
+@contextlib.contextmanager
+def compiling(executor):
+    """Inside the block, every kernel call compiles its kernel for those arguments on ``executor``
+    (a thread pool: Triton's compiler releases the GIL) instead of launching it; the block does
+    not wait for the compilations. A later launch with arguments of the same specialisation
+    (shape-dependent sizes are not specialised) waits for its own kernel only. Outputs made
+    inside the block hold no values. Without Triton's asynchronous compilation (Triton < 3.4) the
+    block compiles nothing and every kernel compiles at its first launch, as usual."""
+    try:
+        from triton.runtime._async_compile import AsyncCompileMode, active_mode
+    except ImportError:
+        yield False
+        return
+    mode_token = active_mode.set(AsyncCompileMode(executor))
+    flag_token = _COMPILING.set(True)
+    try:
+        yield True
+    finally:
+        _COMPILING.reset(flag_token)
+        active_mode.reset(mode_token)
+
 
 def _warps(block: int) -> int:
     return 4 if block <= 1024 else 8
@@ -324,7 +360,7 @@ def add_rms_norm(h: torch.Tensor, delta: torch.Tensor | None, gain: torch.Tensor
         gain_row_stride, rows_per_gain = n_cols, seqlen
     x = torch.empty(h.shape, device=h.device, dtype=out_dtype)
     block = triton.next_power_of_2(n_cols)
-    _add_rms_norm_kernel[(bsz * seqlen,)](
+    _launch(_add_rms_norm_kernel, (bsz * seqlen,),
         h, delta if delta is not None else h, post_weight if post_weight is not None else gain,
         early if early is not None else h, early_post if early_post is not None else gain, gain, h, x,
         n_cols, gain_row_stride, rows_per_gain, float(post_eps), float(early_eps), float(eps),
@@ -349,7 +385,7 @@ def rope_heads(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, n_q: in
     outs = [torch.empty(bsz, seqlen, n, head_dim, device=x.device, dtype=out_dtype) for n in (n_q, n_k, n_v)]
     qk_norm = q_gain is not None or k_gain is not None
     dummy = cos
-    _rope_heads_kernel[(bsz * seqlen,)](
+    _launch(_rope_heads_kernel, (bsz * seqlen,),
         x, x.stride(1), cos.contiguous(), sin.contiguous(),
         q_gain if q_gain is not None else dummy, k_gain if k_gain is not None else dummy,
         outs[0], outs[1], outs[2], float(qk_eps),
@@ -365,7 +401,7 @@ def swiglu(ab: torch.Tensor) -> torch.Tensor:
     rows = ab.numel() // ab.shape[-1]
     out = torch.empty(*ab.shape[:-1], n_cols, device=ab.device, dtype=ab.dtype)
     block = 1024
-    _swiglu_kernel[(rows, triton.cdiv(n_cols, block))](ab, out, n_cols, BLOCK=block, num_warps=4)
+    _launch(_swiglu_kernel, (rows, triton.cdiv(n_cols, block)), ab, out, n_cols, BLOCK=block, num_warps=4)
     return out
 
 
@@ -391,7 +427,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, rope: tuple 
     out = torch.empty(bsz, seq_q, n_heads, head_dim, device=q.device, dtype=k.dtype)
     cos, sin = rope if rope is not None else (q, q)
     grid = (triton.cdiv(seq_q, block_m), bsz * n_heads)
-    _attention_kernel[grid](
+    _launch(_attention_kernel, grid,
         q, k, v, out, cos, sin, q_gain if q_gain is not None else q, seq_q, seq_k,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], head_dim ** -0.5 * 1.4426950408889634, float(qk_eps),
         N_HEADS=n_heads, KV_GROUP=n_heads // n_kv, HALF=head_dim // 2, ROTATE_Q=rope is not None,
@@ -464,7 +500,7 @@ def matmul_swiglu(x: torch.Tensor, w13: torch.Tensor) -> torch.Tensor:
     block_m, block_n, block_k, group_m, warps, stages = _tiles("swiglu", rows, x.dtype)
     out = torch.empty(rows, hidden, device=x.device, dtype=x.dtype)
     grid = (triton.cdiv(rows, block_m) * triton.cdiv(hidden, block_n),)
-    _matmul_swiglu_kernel[grid](
+    _launch(_matmul_swiglu_kernel, grid,
         TensorDescriptor.from_tensor(x2, [block_m, block_k]), TensorDescriptor.from_tensor(w13, [block_n, block_k]),
         TensorDescriptor.from_tensor(out, [block_m, block_n]), rows, hidden, k, BLOCK_M=block_m, BLOCK_N=block_n,
         BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps, num_stages=stages, PRECISION=_precision(x.dtype))
@@ -487,7 +523,7 @@ def matmul_rope_heads(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, 
     q_gain, k_gain = (g.contiguous() if g is not None else cos for g in (q_gain, k_gain))
     block_m, _, block_k, group_m, warps, stages = _tiles("rope", rows, x.dtype)
     grid = (triton.cdiv(rows, block_m) * (n_q + n_k + n_v),)
-    _matmul_rope_heads_kernel[grid](
+    _launch(_matmul_rope_heads_kernel, grid,
         TensorDescriptor.from_tensor(x.view(rows, k), [block_m, block_k]),
         TensorDescriptor.from_tensor(weight, [head_dim, block_k]), cos.contiguous(), sin.contiguous(), q_gain,
         k_gain, *outs, rows, k, float(qk_eps), NQ=n_q, NK=n_k, NV=n_v, HALF=head_dim // 2,
@@ -518,7 +554,7 @@ def lowrank_kv(factor: torch.Tensor, weights: torch.Tensor, cos: torch.Tensor, s
                     for _ in range(2))
     gain = k_gain.contiguous() if k_gain is not None else cos
     grid = (triton.cdiv(rows, block_m) * triton.cdiv(2 * n_kv, group), n_batch)
-    _lowrank_kv_kernel[grid](
+    _launch(_lowrank_kv_kernel, grid,
         factor, weights, cos.contiguous(), sin.contiguous(), gain, keys, values, rows, float(qk_eps),
         head_dim if k_gain is not None else 0, NK=n_kv, NV=n_kv, HALF=head_dim // 2, WIDTH=width,
         QK_NORM=k_gain is not None, HEAD_GROUP=group, BLOCK_M=block_m, PRECISION=_precision(factor.dtype),

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ZunaTypeError, ZunaValueError
+from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
 from ..model import encoder as reference_encoder
 from ..model.decoder import Decoder
 from ..model.encoder import Encoder
@@ -16,7 +17,7 @@ from ..model.layers import rope_angles, window_mask
 from ..model.zuna import ZunaModel
 from . import kernels, runner
 from .blocks import FastDecoderBlock, FastEncoderBlock, frozen, norm_copy
-from .options import FastOptions
+from .options import PRECISIONS, FastOptions
 
 
 class FastEncoder(nn.Module):
@@ -149,13 +150,14 @@ class FastDecoder(nn.Module):
         """Velocity at state z [B, S, input_dim]; gains [rows, dim] of one step (shared by the batch),
         cross_kv this step's per-block (k, v) from :meth:`cross_kv`."""
         rope = positions["rope"]
-        dtype = self.blocks[0].attention.wqkv.dtype
         h = self.embed(z.to(self.embed.weight.dtype)).contiguous()
-        _, x = kernels.add_rms_norm(h, None, gains[0], self.blocks[0].cross_x_eps, out_dtype=dtype)
+        _, x = kernels.add_rms_norm(h, None, gains[0], self.blocks[0].cross_x_eps,
+                                    out_dtype=self.blocks[0].cross_attention.wq.dtype)
         last = len(self.blocks) - 1
         for layer, block in enumerate(self.blocks):
             if layer < last:
-                following = (gains[4 * layer + 4], self.blocks[layer + 1].cross_x_eps, dtype)
+                following = self.blocks[layer + 1]
+                following = (gains[4 * layer + 4], following.cross_x_eps, following.cross_attention.wq.dtype)
             else:
                 following = (gains[-1], self.norm_eps, torch.float32)
             h, x = block(h, x, cross_kv[layer], gains[4 * layer + 2], gains[4 * layer + 3], rope,
@@ -172,8 +174,11 @@ class FastZunaModel(ZunaModel):
     """
 
     def __init__(self, reference: ZunaModel, options: FastOptions):
-        dtype = torch.bfloat16 if options.precision == "bf16" else torch.float32
-        super().__init__(reference.config, encoder=FastEncoder(reference.encoder, dtype, torch.float32),
+        dtype = PRECISIONS[options.precision]
+        # bf16 keeps the encoder's attention projections in fp32 (run as TF32: bf16's rounding
+        # there costs the latents too much); fp16 rounds as finely as TF32 at twice its speed
+        attention_dtype = torch.float32 if options.precision == "bf16" else dtype
+        super().__init__(reference.config, encoder=FastEncoder(reference.encoder, dtype, attention_dtype),
                          decoder=FastDecoder(reference.decoder, dtype))
         self.options = options
         self.precision = options.precision
@@ -184,20 +189,49 @@ class FastZunaModel(ZunaModel):
         return self.options.cuda_graphs and self.device.type == "cuda"
 
     def _encode(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
-        # the encoder's fp32 GEMMs (attention projections, token embedding and output) run as TF32 in bf16
-        with runner.allow_tf32(self.precision == "bf16"):
+        return self._without_overflow(self._encode_once, tokens, tok_idx)
+
+    def _encode_once(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
+        # the encoder's fp32 GEMMs (token embedding and output; bf16's attention projections) run as TF32
+        with runner.gemm_flags(tf32=self.precision != "fp32"):
             if self._graphed() and tokens.shape[0] * tokens.shape[1] <= runner.GRAPH_ENCODE_TOKENS:
                 return self._graphs(("encode", tuple(tokens.shape)), self.encoder, (tokens, tok_idx))
             return self.encoder(tokens, tok_idx)
 
     def _sample(self, latents, tok_idx, z, steps: int, cfg: float, callback=None) -> torch.Tensor:
-        run = functools.partial(runner.sample, self.decoder, steps=steps, cfg=cfg, tf32=self.precision == "bf16")
+        return self._without_overflow(self._sample_once, latents, tok_idx, z, steps=steps, cfg=cfg, callback=callback)
+
+    def _sample_once(self, latents, tok_idx, z, *, steps: int, cfg: float, callback=None) -> torch.Tensor:
+        run = functools.partial(runner.sample, self.decoder, steps=steps, cfg=cfg, tf32=self.precision != "fp32")
         if not self._graphed():
             return run(latents, tok_idx, z, callback=callback)
         out = self._graphs(("sample", tuple(latents.shape), steps, cfg), run, (latents, tok_idx, z))
         if callback is not None:
             callback(steps, steps)
         return out
+
+    def _without_overflow(self, run, values: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """``run(values, ...)``; in fp16, a non-finite result of finite inputs means that an activation
+        overflowed fp16's range: the model turns to bf16 (with a warning) and runs the call again."""
+        out = run(values, *args, **kwargs)
+        if self.precision == "fp16" and not bool(torch.isfinite(out).all()) and bool(torch.isfinite(values).all()):
+            warnings.warn("An activation overflowed fp16's range (beyond 65504) on this input: the model now computes "
+                          "in bf16, and this call was run again in it. Load the model with dtype='bf16' to start "
+                          "there, or dtype='fp32' for the exact path.", ZunaLabWarning, stacklevel=4)
+            self._retype(torch.float16, torch.bfloat16)
+            self.precision = "bf16"
+            out = run(values, *args, **kwargs)
+        return out
+
+    def _retype(self, old: torch.dtype, new: torch.dtype):
+        """Every weight and head buffer of dtype ``old`` to ``new``, in place (captured graphs are dropped)."""
+        self._graphs.clear()
+        for module in self.modules():
+            for param in module.parameters(recurse=False):
+                if param.dtype == old:
+                    param.data = param.data.to(new)
+            if getattr(module, "heads_dtype", None) == old:
+                module.heads_dtype = new
 
     def clear_graphs(self) -> "FastZunaModel":
         """Release the captured CUDA graphs and their buffers (they are captured again when needed)."""

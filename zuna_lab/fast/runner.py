@@ -21,19 +21,25 @@ CROSS_KV_CHUNK = 64
 MAX_GRAPHS = 8
 
 
-class allow_tf32:
-    """Allow TF32 for fp32 GEMMs inside the block only (the flag is global in torch)."""
+class gemm_flags:
+    """torch's global GEMM flags for the fast path, inside the block only: TF32 for fp32 GEMMs when
+    ``tf32``, and fp32 (never 16-bit) reductions in cuBLAS's split-K fp16/bf16 GEMMs."""
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
+    FLAGS = ("allow_tf32", "allow_fp16_reduced_precision_reduction", "allow_bf16_reduced_precision_reduction")
+
+    def __init__(self, tf32: bool):
+        self.tf32 = tf32
 
     def __enter__(self):
-        self.previous = torch.backends.cuda.matmul.allow_tf32
-        if self.enabled:
-            torch.backends.cuda.matmul.allow_tf32 = True
+        matmul = torch.backends.cuda.matmul
+        self.previous = [getattr(matmul, name) for name in self.FLAGS]
+        matmul.allow_tf32 = self.tf32 or self.previous[0]
+        matmul.allow_fp16_reduced_precision_reduction = False
+        matmul.allow_bf16_reduced_precision_reduction = False
 
     def __exit__(self, *exc):
-        torch.backends.cuda.matmul.allow_tf32 = self.previous
+        for name, value in zip(self.FLAGS, self.previous):
+            setattr(torch.backends.cuda.matmul, name, value)
 
 
 def sample(decoder, latents: torch.Tensor, tok_idx: torch.Tensor, z: torch.Tensor, *, steps: int, cfg: float,
@@ -52,7 +58,7 @@ def sample(decoder, latents: torch.Tensor, tok_idx: torch.Tensor, z: torch.Tenso
 
     def velocity(state, k, conditional):
         first = k - k % CROSS_KV_CHUNK
-        with allow_tf32(tf32):
+        with gemm_flags(tf32):
             if first not in chunk:
                 chunk.clear()
                 chunk[first] = decoder.cross_kv_weights(gains[first:first + CROSS_KV_CHUNK])

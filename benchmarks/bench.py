@@ -176,14 +176,14 @@ def part_official(out):
         save(out)
 
 
-def part_ours(out):
-    sys.path.insert(0, str(ROOT))
+def part_ours(out, dtype=None):
+    sys.path.insert(0, str(code_root()))
     import dataclasses
 
     import zuna_lab
     write_checkpoint_ours()
     t0 = time.perf_counter()
-    model = zuna_lab.load_model(CKPT, device="cuda", dtype="bf16")
+    model = zuna_lab.load_model(CKPT, device="cuda", dtype=dtype or ("bf16" if code_root() != ROOT else None))
     load_s = time.perf_counter() - t0
     weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     results = {"load_s": load_s, "path": dict(model=type(model).__name__, **dataclasses.asdict(model.options)),
@@ -257,40 +257,86 @@ def embed_hour(model):
 
 
 COLD_CHILD = r"""
-import json, sys, time
+import json, os, sys, time
 t0 = time.perf_counter()
 import torch
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
 import zuna_lab, bench
+mode, dtype = sys.argv[3], (None if sys.argv[4] == "default" else sys.argv[4])
+cache = os.environ["TRITON_CACHE_DIR"]
+def compiled():
+    return sum(len(files) for _, _, files in os.walk(cache))
 t1 = time.perf_counter()
-model = zuna_lab.load_model(bench.CKPT, device="cuda", dtype="bf16")
-tokens, tok_idx, noise = (t.cuda() for t in bench.make_inputs(1, 12))
+model = zuna_lab.load_model(bench.CKPT, device="cuda", dtype=dtype)
 torch.cuda.synchronize()
 t2 = time.perf_counter()
-model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=bench.STEPS)
-torch.cuda.synchronize()
-t3 = time.perf_counter()
-model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=bench.STEPS)
-torch.cuda.synchronize()
-t4 = time.perf_counter()
-print(json.dumps(dict(imports_s=t1 - t0, load_s=t2 - t1, first_call_s=t3 - t2, second_call_s=t4 - t3, process_to_first_result_s=t3 - t0)))
+out = dict(imports_s=t1 - t0, load_s=t2 - t1, precision=model.precision)
+if mode == "embed":
+    zuna_lab.embed(bench.sample_15s(), model=model, progress=False)
+    torch.cuda.synchronize()
+    out["first_embed_s"] = time.perf_counter() - t2
+    out["process_to_first_result_s"] = time.perf_counter() - t0
+else:
+    tokens, tok_idx, noise = (t.cuda() for t in bench.make_inputs(1, 12))
+    model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=bench.STEPS)
+    torch.cuda.synchronize()
+    t3 = time.perf_counter()
+    out.update(first_call_s=t3 - t2, process_to_first_result_s=t3 - t0)
+    model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=bench.STEPS)
+    torch.cuda.synchronize()
+    out["second_call_s"] = time.perf_counter() - t3
+    # new shapes: another channel count and batch size, once every kernel compilation has ended
+    time.sleep(3)
+    before = compiled()
+    for n_epochs, n_channels in ((1, 13), (3, 17)):
+        tokens, tok_idx, noise = (t.cuda() for t in bench.make_inputs(n_epochs, n_channels))
+        start = time.perf_counter()
+        model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=bench.STEPS)
+        torch.cuda.synchronize()
+        out[f"first_{n_epochs}x{n_channels}_s"] = time.perf_counter() - start
+    out["files_compiled_for_new_shapes"] = compiled() - before
+print(json.dumps(out))
 """
 
 
-def part_cold(out):
-    """Fresh processes: imports, load, the first and second 1 x 12 reconstruction.
+def sample_15s() -> str:
+    """A 15 s x 12 channel cut of the project's synthetic recording (data/), as a FIF file."""
+    import mne
+    path = WORK / "sample_15s_12ch_raw.fif"
+    if not path.exists():
+        WORK.mkdir(parents=True, exist_ok=True)
+        raw = mne.io.read_raw_fif(ROOT / "data" / "sample_synthetic_raw.fif", preload=True, verbose="error")
+        raw.crop(0, 15, include_tmax=False).pick(raw.ch_names[:12]).save(path, verbose="error")
+    return str(path)
 
-    The first process gets an empty Triton kernel cache (a true cold start); the second
-    reuses what the first compiled (what any later session on the machine sees).
+
+def part_cold(out, dtype=None):
+    """Fresh processes: imports, load, the first (and second) 1 x 12 reconstruction, then new shapes;
+    and the first embed of a 15 s x 12 ch recording.
+
+    Each "empty" process gets an empty Triton kernel cache (a machine that never ran zuna_lab); the
+    "warm" one reuses what the first compiled (what any later session on the machine sees).
     """
-    cache = tempfile.mkdtemp(prefix="zuna_triton_cache_")
-    env = dict(os.environ, TRITON_CACHE_DIR=cache, TORCHINDUCTOR_CACHE_DIR=cache)
-    for label in ("empty_cache", "warm_cache"):
-        done = subprocess.run([sys.executable, "-c", COLD_CHILD, str(ROOT), str(ROOT / "benchmarks")],
-                              env=env, capture_output=True, text=True, check=True)
+    write_checkpoint_ours()
+    sample_15s()
+    make_inputs(1, 12)      # mne's montage files read once outside the timings
+    caches = {label: tempfile.mkdtemp(prefix=f"zuna_triton_{label}_") for label in ("reconstruct", "embed")}
+    runs = (("empty_cache", "reconstruct", caches["reconstruct"]), ("embed_empty_cache", "embed", caches["embed"]),
+            ("warm_cache", "reconstruct", caches["reconstruct"]))
+    for label, mode, cache in runs:
+        env = dict(os.environ, TRITON_CACHE_DIR=cache, TORCHINDUCTOR_CACHE_DIR=cache)
+        done = subprocess.run([sys.executable, "-c", COLD_CHILD, str(code_root()), str(ROOT / "benchmarks"), mode,
+                               dtype or "default"], env=env, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(done.stderr[-3000:])
         out[f"cold_1x12_{label}"] = json.loads(done.stdout.strip().splitlines()[-1])
         print("cold", label, out[f"cold_1x12_{label}"], flush=True)
     save(out)
+
+
+def code_root() -> Path:
+    """The zuna_lab that is timed: this checkout, or ``$ZUNA_BENCH_CODE`` (an older copy, for a baseline)."""
+    return Path(os.environ.get("ZUNA_BENCH_CODE") or ROOT).resolve()
 
 
 def part_gpu(out):
@@ -309,7 +355,8 @@ def save(out):
     RESULTS.mkdir(parents=True, exist_ok=True)
     WORK.mkdir(parents=True, exist_ok=True)
     results_dir().mkdir(parents=True, exist_ok=True)
-    (results_dir() / f"gpu_{out['part']}.json").write_text(json.dumps(out, indent=2))
+    label = os.environ.get("ZUNA_BENCH_LABEL", "")      # e.g. "_baseline" for an older copy's run
+    (results_dir() / f"gpu_{out['part']}{label}.json").write_text(json.dumps(out, indent=2))
 
 
 NOTES_MARKER = "<!-- notes: kept as they are by bench.py --report -->"
@@ -406,6 +453,7 @@ def main():
     parser.add_argument("--minutes", type=float, default=2.0, help="CPU part: minutes of the 64-channel recording")
     parser.add_argument("--braindecode", help="CPU part: a folder holding braindecode (pip install --target)")
     parser.add_argument("--no-official", action="store_true", help="CPU part: leave the official package out")
+    parser.add_argument("--dtype", default=None, help="GPU parts: load_model's dtype (default: the library's)")
     args = parser.parse_args()
     if args.report is not None:
         report(args.report)
@@ -417,7 +465,11 @@ def main():
     if args.part in ("ours", "official"):
         out["peak_tflops"] = measured_peak() / 1e12
         print("peak", out["peak_tflops"], flush=True)
-    {"gpu": part_gpu, "ours": part_ours, "official": part_official, "cold": part_cold}[args.part](out)
+    if args.part in ("ours", "cold"):
+        out["code"] = str(code_root())
+        {"ours": part_ours, "cold": part_cold}[args.part](out, dtype=args.dtype)
+    else:
+        {"gpu": part_gpu, "official": part_official}[args.part](out)
 
 
 if __name__ == "__main__":

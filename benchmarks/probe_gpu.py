@@ -31,7 +31,7 @@ import sys, time; t0 = time.perf_counter()
 import torch; t1 = time.perf_counter()
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
 import zuna_lab, bench; t2 = time.perf_counter()
-m = zuna_lab.load_model(bench.CKPT, device="cuda", dtype="bf16"); torch.cuda.synchronize(); t3 = time.perf_counter()
+m = zuna_lab.load_model(bench.CKPT, device="cuda"); torch.cuda.synchronize(); t3 = time.perf_counter()
 tok, idx, noise = (t.cuda() for t in bench.make_inputs(1, 12))
 lat = m.encode(tok, idx); torch.cuda.synchronize(); t4 = time.perf_counter()
 m.sample(lat, idx, noise=noise, steps=50); torch.cuda.synchronize(); t5 = time.perf_counter()
@@ -77,7 +77,7 @@ def _model(cuda_graphs=True):
     from zuna_lab.fast import FastOptions, build
     bench.write_checkpoint_ours()
     if cuda_graphs:
-        return zuna_lab.load_model(bench.CKPT, device="cuda", dtype="bf16")
+        return zuna_lab.load_model(bench.CKPT, device="cuda")
     return build(zuna_lab.load_model(bench.CKPT, device="cuda", dtype="fp32"), FastOptions(cuda_graphs=False))
 
 

@@ -46,8 +46,19 @@ def build(args):
     model_args = dataclass_from_dict(DecoderTransformerArgs, fields)
     model = EncoderDecoder(model_args)
     model.init_weights()
+    if not args.official_init:
+        perturb_conditioning(model)
+    prefix = "model." if args.key_prefix else ""
+    state = {prefix + k: v.contiguous() for k, v in model.state_dict().items()}
+    os.makedirs(args.out, exist_ok=True)
+    save_file(state, os.path.join(args.out, "model-00001-of-00001.safetensors"))
+    with open(os.path.join(args.out, "config.json"), "w") as f:
+        json.dump({"model": fields}, f, indent=2)
+
+
+def perturb_conditioning(model):
+    """Official init leaves AdaRMSNorm at gain exactly 1 and time features tiny: perturb so they matter."""
     with torch.no_grad():
-        # Official init leaves AdaRMSNorm at gain exactly 1 and time features tiny: perturb so they matter.
         for name, p in model.named_parameters():
             if "norm" in name and name.endswith("weight.weight"):
                 p.normal_(0.0, 0.3 * p.shape[1] ** -0.5)
@@ -59,12 +70,6 @@ def build(args):
                 p.normal_(0.0, 0.02)
         model.decoder.t_embedder.weight.normal_(0.0, 2.0)
         model.encoder.registers.normal_(0.0, 0.5)
-    prefix = "model." if args.key_prefix else ""
-    state = {prefix + k: v.contiguous() for k, v in model.state_dict().items()}
-    os.makedirs(args.out, exist_ok=True)
-    save_file(state, os.path.join(args.out, "model-00001-of-00001.safetensors"))
-    with open(os.path.join(args.out, "config.json"), "w") as f:
-        json.dump({"model": fields}, f, indent=2)
 
 
 def load(ckpt):
@@ -176,6 +181,8 @@ def main(argv=None):
     b.add_argument("--n-heads", type=int, default=4)
     b.add_argument("--head-dim", type=int, default=16)
     b.add_argument("--t-dim", type=int, default=32)
+    b.add_argument("--official-init", action="store_true",
+                   help="keep the official init_weights() as it is (no perturbation of norms and time conditioning)")
     r = sub.add_parser("run")
     r.add_argument("--ckpt", required=True)
     r.add_argument("--inputs", required=True)

@@ -47,6 +47,22 @@ STEPS = 50
 CASES = [("1x12", 1, 12), ("32x12", 32, 12), ("8x64", 8, 64), ("2x128", 2, 128)]
 
 
+def apply_ab_knobs():
+    """A/B switches of the benchmark runs (never of the library), from the environment:
+    ZUNA_BENCH_REDUCED=1 leaves cuBLAS's 16-bit split-K reductions at torch's default (allowed);
+    ZUNA_BENCH_NO_AHEAD=1 compiles no kernel ahead in load_model."""
+    if os.environ.get("ZUNA_BENCH_REDUCED"):
+        from zuna_lab.fast import runner
+
+        def enter(self):
+            self.previous = [getattr(torch.backends.cuda.matmul, name) for name in self.FLAGS]
+            torch.backends.cuda.matmul.allow_tf32 = self.tf32 or self.previous[0]
+        runner.gemm_flags.__enter__ = enter
+    if os.environ.get("ZUNA_BENCH_NO_AHEAD"):
+        from zuna_lab.fast import warmup
+        warmup.compile_ahead = lambda *args, **kwargs: False
+
+
 def flops_reconstruct(n_epochs, n_channels, steps=STEPS):
     s = 40 * n_channels
     encoder = 2 * s * 3.44e8 + 32768 * (2 * s) ** 2
@@ -182,6 +198,8 @@ def part_ours(out, dtype=None):
 
     import zuna_lab
     write_checkpoint_ours()
+    if code_root() == ROOT:
+        apply_ab_knobs()
     t0 = time.perf_counter()
     model = zuna_lab.load_model(CKPT, device="cuda", dtype=dtype or ("bf16" if code_root() != ROOT else None))
     load_s = time.perf_counter() - t0
@@ -202,9 +220,14 @@ def part_ours(out, dtype=None):
         out["ours"] = results
         save(out)
     model.clear_graphs()
-    results["embed_1h_64ch_first"] = embed_hour(model)
-    results["embed_1h_64ch"] = embed_hour(model)
-    print("ours embed 1h", results["embed_1h_64ch_first"], results["embed_1h_64ch"], flush=True)
+    if not os.environ.get("ZUNA_BENCH_NO_HOUR"):
+        results["embed_1h_64ch_first"] = embed_hour(model)
+        results["embed_1h_64ch"] = embed_hour(model)
+        print("ours embed 1h", results["embed_1h_64ch_first"], results["embed_1h_64ch"], flush=True)
+    if os.environ.get("ZUNA_BENCH_QUICK"):          # timings only: no errors against the exact path
+        out["ours"] = results
+        save(out)
+        return
     del model
     # Errors against the exact fp32 path (the reference model, plain PyTorch, no TF32, no kernels)
     exact = zuna_lab.load_model(CKPT, device="cuda", dtype="fp32")
@@ -262,6 +285,8 @@ t0 = time.perf_counter()
 import torch
 sys.path[:0] = [sys.argv[1], sys.argv[2]]
 import zuna_lab, bench
+if sys.argv[1] == str(bench.ROOT):
+    bench.apply_ab_knobs()
 mode, dtype = sys.argv[3], (None if sys.argv[4] == "default" else sys.argv[4])
 cache = os.environ["TRITON_CACHE_DIR"]
 def compiled():

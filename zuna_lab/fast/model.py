@@ -205,7 +205,8 @@ class FastZunaModel(ZunaModel):
         run = functools.partial(runner.sample, self.decoder, steps=steps, cfg=cfg, tf32=self.precision != "fp32")
         if not self._graphed():
             return run(latents, tok_idx, z, callback=callback)
-        out = self._graphs(("sample", tuple(latents.shape), steps, cfg), run, (latents, tok_idx, z))
+        one_step = functools.partial(runner.sample, self.decoder, steps=1, cfg=cfg, tf32=self.precision != "fp32")
+        out = self._graphs(("sample", tuple(latents.shape), steps, cfg), run, (latents, tok_idx, z), warmup=one_step)
         if callback is not None:
             callback(steps, steps)
         return out

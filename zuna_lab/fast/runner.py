@@ -81,15 +81,19 @@ class Graphs:
     def clear(self):
         self._entries.clear()
 
-    def __call__(self, key, fn, inputs: tuple) -> torch.Tensor:
-        """``fn(*inputs)`` through the graph of ``key`` (captured now if new); returns a copy of its output."""
+    def __call__(self, key, fn, inputs: tuple, warmup=None) -> torch.Tensor:
+        """``fn(*inputs)`` through the graph of ``key`` (captured now if new); returns a copy of its output.
+
+        ``warmup``: what runs once before the capture instead of ``fn`` (the same kernels and
+        library calls, less work: one sampler step instead of all).
+        """
         entry = self._entries.get(key)
         if entry is None:
             static = tuple(t.clone() for t in inputs)
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):      # warm-up: allocator, kernel compilation, off the graph
-                fn(*static)
+                (warmup or fn)(*static)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):

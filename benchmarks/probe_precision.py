@@ -97,7 +97,13 @@ def errors_of(path: Path, per_block: bool) -> dict:
     variant = exact.variant
     cases = {"1x12": make_inputs(variant, 1, 12), "8x64": make_inputs(variant, 8, 64)}
     refs = {name: run_model(exact, inputs) for name, inputs in cases.items()}
-    models = {p: build(exact, FastOptions(precision=p, cuda_graphs=False)) for p in ("fp16", "bf16", "fp32")}
+    policies = os.environ.get("ZUNA_PROBE_POLICIES", "fp16,bf16,fp32").split(",")
+    models = {p: build(exact, FastOptions(precision=p, cuda_graphs=False)) for p in ("fp16", "bf16", "fp32")
+              if p in policies or (p in ("fp16", "bf16") and "hybrid" in policies)}
+    if "hybrid" in policies:        # the encoder in fp16, the decoder in bf16
+        models["hybrid"] = build(exact, FastOptions(precision="fp16", cuda_graphs=False))
+        models["hybrid"].decoder = models["bf16"].decoder
+        models = {k: v for k, v in models.items() if k in policies}
     out = {}
     for policy, model in models.items():
         for name, inputs in cases.items():

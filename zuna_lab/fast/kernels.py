@@ -208,7 +208,7 @@ if triton is not None:
             tl.store(dst, acc.to(v_out_ptr.dtype.element_ty), mask=live)
 
 
-    @triton.jit(do_not_specialize=['seq_q', 'seq_k', 'q_sb', 'k_sb', 'v_sb'])
+    @triton.jit(do_not_specialize=['seq_q', 'seq_k'])
     def _attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, cos_ptr, sin_ptr, q_gain_ptr, seq_q, seq_k,
                           q_sb, q_ss, q_sh, k_sb, k_ss, k_sh, v_sb, v_ss, v_sh, qk_scale, eps,
                           N_HEADS: tl.constexpr, KV_GROUP: tl.constexpr, HALF: tl.constexpr,

@@ -38,8 +38,9 @@ from zuna_lab.testing import make_random_checkpoint
 REFERENCE = Path(__file__).parent / "data" / "official_fp32_full_size.npz"
 SEED, PERTURB, STEPS, CFGS = 11, 0.02, 50, (1.0, 1.7)
 N_BINS = {"ZUNA": 50, "ZUNA1.1": 100}
-# today's level of the default path against the exact one (relative L2); issue #13 tightens them
-SAMPLES_BOUND, LATENTS_BOUND = 2.5e-2, 1.5e-2
+# the default path ("mixed": fp16 encoder, bf16 decoder) against the exact one, relative L2: issue
+# #21's margins (measured 0.9-2.3e-3 and 3.2-7.6e-3 on three weight families, H100, results/precision.md)
+SAMPLES_BOUND, LATENTS_BOUND = 8e-3, 4e-3
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -127,7 +128,7 @@ def test_memory_after_load_is_the_weights_once(models):
     from zuna_lab.fast import FastZunaModel
 
     variant, fast, exact = models["variant"], models["fast"], models["exact"]
-    assert isinstance(fast, FastZunaModel) and fast.precision == "bf16"
+    assert isinstance(fast, FastZunaModel) and fast.precision == "mixed"
     assert type(exact) is zuna_lab.ZunaModel and exact.precision == "fp32"
     assert fast.n_parameters() == exact.n_parameters()
     for label, model in (("fast", fast), ("exact", exact)):

@@ -292,7 +292,7 @@ def test_build_refuses_what_it_cannot_use(monkeypatch):
     model = random_model(config).to(DEVICE)
     with pytest.raises(ZunaTypeError, match="options must be a FastOptions"):
         build(model, {"precision": "fp32"})
-    with pytest.raises(ZunaValueError, match="precision must be 'fp16', 'bf16' or 'fp32'"):
+    with pytest.raises(ZunaValueError, match="precision must be 'mixed', 'fp16', 'bf16' or 'fp32'"):
         FastOptions(precision="float8")
     with pytest.raises(ZunaTypeError, match="takes a reference ZunaModel"):
         build(build(model, EXACT))
@@ -347,9 +347,15 @@ def test_fp16_overflow_turns_the_model_to_bf16():
         fast.encode(tokens, tok_idx)
 
 
-def test_compile_ahead_queues_nothing_off_cuda():
-    from zuna_lab.fast.warmup import compile_ahead
-
-    config = ModelConfig.from_hf({"dim": 32, "n_layers": 2, "head_dim": 8, "n_heads": 4}, variant="ZUNA1.1")
-    if DEVICE.type == "cpu":
-        assert compile_ahead(config, FastOptions(), DEVICE) is False
+def test_default_policy_is_fp16_encoder_and_bf16_decoder():
+    """The default ("mixed"): fp16 operands in the encoder (its attention projections too), bf16 in
+    the decoder, fp32 norms, residual and token projections (accuracy on the GPU: tests/test_gpu.py)."""
+    config = ModelConfig.from_hf({"dim": 64, "n_layers": 2, "head_dim": 16, "n_heads": 4}, variant="ZUNA1.1")
+    fast = build(random_model(config, seed=1).to(DEVICE), FastOptions(cuda_graphs=False))
+    assert FastOptions().precision == "mixed" and fast.precision == "mixed"
+    block = fast.encoder.blocks[0]
+    assert block.attention.wqkv.dtype == block.feed_forward.w13.dtype == torch.float16
+    block = fast.decoder.blocks[0]
+    assert block.attention.wqkv.dtype == block.feed_forward.w13.dtype == block.cross_attention.wq.dtype == torch.bfloat16
+    assert fast.decoder.heads_dtype == torch.bfloat16
+    assert fast.encoder.embed.weight.dtype == fast.decoder.out.weight.dtype == torch.float32

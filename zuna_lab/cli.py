@@ -123,9 +123,9 @@ def _add_model_options(parser):
                        help="Hugging Face repo id (Zyphra/ZUNA, Zyphra/ZUNA1.1) or a local checkpoint folder "
                             "(default: $ZUNA_LAB_MODEL, else Zyphra/ZUNA)")
     group.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N (default: auto)")
-    group.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default=None,
-                       help="compute precision (default: fp16 on a GPU, bf16 on CPUs with native bf16, else fp32; "
-                            "fp16 is for GPUs only)")
+    group.add_argument("--dtype", choices=("fp32", "mixed", "fp16", "bf16"), default=None,
+                       help="compute precision (default: mixed on a GPU — the encoder in fp16, the decoder in bf16 —, "
+                            "bf16 on CPUs with native bf16, else fp32; mixed and fp16 are for GPUs only)")
     group.add_argument("--batch-size", type=_int_option(1), default=None, metavar="N",
                        help="epochs per forward pass (default: from free GPU memory)")
 

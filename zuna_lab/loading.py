@@ -38,15 +38,16 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
         pair of files. None means ``$ZUNA_LAB_MODEL`` if set, else "Zyphra/ZUNA".
     device : "auto" | "cpu" | "cuda" | torch.device
         "auto" picks CUDA when available.
-    dtype : None | "fp32" | "fp16" | "bf16" | torch.float32 | torch.float16 | torch.bfloat16
-        Compute precision. None: on CUDA "fp16", the fast path :func:`zuna_lab.fast.build`
-        (fp16 operands, fp32 accumulation, norms, residuals and sampler state; "bf16" where
-        Triton is missing); on a CPU that multiplies bf16 natively (AVX512-BF16 or AMX,
-        :func:`zuna_lab.fast_cpu.native_bf16`) "bf16", the CPU fast path
+    dtype : None | "fp32" | "mixed" | "fp16" | "bf16" | torch.float32 | torch.float16 | torch.bfloat16
+        Compute precision. None: on CUDA "mixed", the fast path :func:`zuna_lab.fast.build`
+        (the encoder in fp16, the decoder in bf16, with fp32 accumulation, norms, residuals and
+        sampler state; "bf16" where Triton is missing); on a CPU that multiplies bf16 natively
+        (AVX512-BF16 or AMX, :func:`zuna_lab.fast_cpu.native_bf16`) "bf16", the CPU fast path
         :func:`zuna_lab.fast_cpu.build_cpu` (bf16 only where the error budget allows); "fp32" on
-        other CPUs. "bf16" on CUDA: the fast path in bf16 (for weights whose activations overflow
-        fp16; an fp16 model turns to bf16 by itself when that happens). "fp32" always gives the
-        exact reference model. "fp16" is for CUDA only.
+        other CPUs. On CUDA, "fp16" runs the decoder in fp16 too (closer to exact, ~6 % slower)
+        and "bf16" all in bf16 (for weights whose activations overflow fp16; a model with fp16
+        parts turns to bf16 by itself when that happens). "fp32" always gives the exact
+        reference model. "mixed" and "fp16" are for CUDA only.
     revision : str | None
         Hub revision (branch, tag or commit) to pin.
     cache_dir : path | None
@@ -76,11 +77,9 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
     precision = _precision(dtype, device)
     resolved = resolve(source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     fast = device.type == "cuda" and precision != "fp32"
-    # the fast paths are built from the exact fp32 weights; the CUDA path's kernels compile on
-    # threads while the weights are read
+    # the fast paths are built from the exact fp32 weights
     model = load_checkpoint(resolved.config_path, resolved.weights_path, device=device,
-                            precision="fp32" if device.type in ("cuda", "cpu") else precision,
-                            before_weights=_compile_ahead(device, precision) if fast else None)
+                            precision="fp32" if device.type in ("cuda", "cpu") else precision)
     if device.type == "cpu" and precision == "bf16":
         from .fast_cpu import build_cpu     # the CPU fast path (zuna_lab/fast_cpu.py)
 
@@ -90,8 +89,8 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
 
         if fast_path.available(device):
             model = fast_path.build(model, _fast_options(precision))
-        elif precision == "fp16":
-            raise ZunaValueError("dtype='fp16' needs the CUDA fast path, i.e. Triton (pip install triton); "
+        elif precision in ("mixed", "fp16"):
+            raise ZunaValueError(f"dtype={precision!r} needs the CUDA fast path, i.e. Triton (pip install triton); "
                                  "use dtype='bf16' or 'fp32' without it.")
         else:
             model.set_precision(precision)
@@ -108,18 +107,6 @@ def _fast_options(precision: str):
     return FastOptions(precision=precision)
 
 
-def _compile_ahead(device: torch.device, precision: str):
-    """``load_checkpoint``'s ``before_weights``: queue the fast path's kernel compilations."""
-    def start(config):
-        from .fast import available
-        from .fast.warmup import compile_ahead
-
-        if available(device):
-            compile_ahead(config, _fast_options(precision), device)
-
-    return start
-
-
 def _precision(dtype, device: torch.device) -> str:
     if dtype is None:
         if device.type == "cpu":
@@ -129,12 +116,13 @@ def _precision(dtype, device: torch.device) -> str:
         if device.type == "cuda":
             from .fast import available     # fp16 is the fast path's; the plain model runs bf16
 
-            return "fp16" if available(device) else "bf16"
+            return "mixed" if available(device) else "bf16"
         return "fp32"
     names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", "fp32": "fp32",
-             "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16"}
+             "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16",
+             "mixed": "mixed"}
     if dtype not in names:
-        raise ZunaValueError(f"dtype must be 'fp32', 'fp16' or 'bf16' (or the torch dtypes), not {dtype!r}.")
-    if names[dtype] == "fp16" and device.type != "cuda":
-        raise ZunaValueError(f"dtype='fp16' is the CUDA fast path's; on {device.type} use dtype='bf16' or 'fp32'.")
+        raise ZunaValueError(f"dtype must be 'fp32', 'mixed', 'fp16' or 'bf16' (or the torch dtypes), not {dtype!r}.")
+    if names[dtype] in ("mixed", "fp16") and device.type != "cuda":
+        raise ZunaValueError(f"dtype={names[dtype]!r} is the CUDA fast path's; on {device.type} use dtype='bf16' or 'fp32'.")
     return names[dtype]

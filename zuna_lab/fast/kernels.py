@@ -16,14 +16,15 @@
 
 The reference model (:mod:`zuna_lab.model`) is plain PyTorch; these kernels are used only by the
 fast path's blocks (:mod:`zuna_lab.fast.blocks`). With ``TRITON_INTERPRET=1`` they also run on CPU
-tensors, which is how the tests check them against the reference without a GPU. Tile shapes are
+tensors, which is how the tests check them against the reference without a GPU. Sizes that
+vary with the input (rows, sequence lengths) are not specialised (``do_not_specialize``): a
+new channel count or batch size compiles nothing new (measured: 0 kernels for 1 x 13 and 3 x 17
+after 1 x 12, H100, benchmarks/results/precision.md). Tile shapes are
 module constants (tuned on H100/H200, ``benchmarks/results/gpu.md``); fp32 operands of the GEMMs
 run as TF32 exactly where torch allows TF32 for its own GEMMs.
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import os
 
 import torch
@@ -293,40 +294,6 @@ if triton is not None:
                 tl.store(v_out_ptr + out_row * (NV * HEAD) + (head - NK) * HEAD + cols[None, :],
                          acc.to(v_out_ptr.dtype.element_ty), mask=live)
 
-#: Set by :func:`compiling`: kernels are compiled (on its executor's threads), not launched.
-_COMPILING = contextvars.ContextVar("zuna_lab_compiling", default=False)
-
-
-def _launch(kernel, grid, *args, **kwargs):
-    """``kernel[grid](*args, **kwargs)``, or inside :func:`compiling` only its compilation, queued."""
-    if _COMPILING.get():
-        kernel.warmup(*args, grid=grid, **kwargs)
-    else:
-        kernel[grid](*args, **kwargs)
-
-
-@contextlib.contextmanager
-def compiling(executor):
-    """Inside the block, every kernel call compiles its kernel for those arguments on ``executor``
-    (a thread pool: Triton's compiler releases the GIL) instead of launching it; the block does
-    not wait for the compilations. A later launch with arguments of the same specialisation
-    (shape-dependent sizes are not specialised) waits for its own kernel only. Outputs made
-    inside the block hold no values. Without Triton's asynchronous compilation (Triton < 3.4) the
-    block compiles nothing and every kernel compiles at its first launch, as usual."""
-    try:
-        from triton.runtime._async_compile import AsyncCompileMode, active_mode
-    except ImportError:
-        yield False
-        return
-    mode_token = active_mode.set(AsyncCompileMode(executor))
-    flag_token = _COMPILING.set(True)
-    try:
-        yield True
-    finally:
-        _COMPILING.reset(flag_token)
-        active_mode.reset(mode_token)
-
-
 def _warps(block: int) -> int:
     return 4 if block <= 1024 else 8
 
@@ -360,7 +327,7 @@ def add_rms_norm(h: torch.Tensor, delta: torch.Tensor | None, gain: torch.Tensor
         gain_row_stride, rows_per_gain = n_cols, seqlen
     x = torch.empty(h.shape, device=h.device, dtype=out_dtype)
     block = triton.next_power_of_2(n_cols)
-    _launch(_add_rms_norm_kernel, (bsz * seqlen,),
+    _add_rms_norm_kernel[(bsz * seqlen,)](
         h, delta if delta is not None else h, post_weight if post_weight is not None else gain,
         early if early is not None else h, early_post if early_post is not None else gain, gain, h, x,
         n_cols, gain_row_stride, rows_per_gain, float(post_eps), float(early_eps), float(eps),
@@ -385,7 +352,7 @@ def rope_heads(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, n_q: in
     outs = [torch.empty(bsz, seqlen, n, head_dim, device=x.device, dtype=out_dtype) for n in (n_q, n_k, n_v)]
     qk_norm = q_gain is not None or k_gain is not None
     dummy = cos
-    _launch(_rope_heads_kernel, (bsz * seqlen,),
+    _rope_heads_kernel[(bsz * seqlen,)](
         x, x.stride(1), cos.contiguous(), sin.contiguous(),
         q_gain if q_gain is not None else dummy, k_gain if k_gain is not None else dummy,
         outs[0], outs[1], outs[2], float(qk_eps),
@@ -401,7 +368,7 @@ def swiglu(ab: torch.Tensor) -> torch.Tensor:
     rows = ab.numel() // ab.shape[-1]
     out = torch.empty(*ab.shape[:-1], n_cols, device=ab.device, dtype=ab.dtype)
     block = 1024
-    _launch(_swiglu_kernel, (rows, triton.cdiv(n_cols, block)), ab, out, n_cols, BLOCK=block, num_warps=4)
+    _swiglu_kernel[(rows, triton.cdiv(n_cols, block))](ab, out, n_cols, BLOCK=block, num_warps=4)
     return out
 
 
@@ -427,7 +394,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, rope: tuple 
     out = torch.empty(bsz, seq_q, n_heads, head_dim, device=q.device, dtype=k.dtype)
     cos, sin = rope if rope is not None else (q, q)
     grid = (triton.cdiv(seq_q, block_m), bsz * n_heads)
-    _launch(_attention_kernel, grid,
+    _attention_kernel[grid](
         q, k, v, out, cos, sin, q_gain if q_gain is not None else q, seq_q, seq_k,
         *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], head_dim ** -0.5 * 1.4426950408889634, float(qk_eps),
         N_HEADS=n_heads, KV_GROUP=n_heads // n_kv, HALF=head_dim // 2, ROTATE_Q=rope is not None,
@@ -500,7 +467,7 @@ def matmul_swiglu(x: torch.Tensor, w13: torch.Tensor) -> torch.Tensor:
     block_m, block_n, block_k, group_m, warps, stages = _tiles("swiglu", rows, x.dtype)
     out = torch.empty(rows, hidden, device=x.device, dtype=x.dtype)
     grid = (triton.cdiv(rows, block_m) * triton.cdiv(hidden, block_n),)
-    _launch(_matmul_swiglu_kernel, grid,
+    _matmul_swiglu_kernel[grid](
         TensorDescriptor.from_tensor(x2, [block_m, block_k]), TensorDescriptor.from_tensor(w13, [block_n, block_k]),
         TensorDescriptor.from_tensor(out, [block_m, block_n]), rows, hidden, k, BLOCK_M=block_m, BLOCK_N=block_n,
         BLOCK_K=block_k, GROUP_M=group_m, num_warps=warps, num_stages=stages, PRECISION=_precision(x.dtype))
@@ -523,7 +490,7 @@ def matmul_rope_heads(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, 
     q_gain, k_gain = (g.contiguous() if g is not None else cos for g in (q_gain, k_gain))
     block_m, _, block_k, group_m, warps, stages = _tiles("rope", rows, x.dtype)
     grid = (triton.cdiv(rows, block_m) * (n_q + n_k + n_v),)
-    _launch(_matmul_rope_heads_kernel, grid,
+    _matmul_rope_heads_kernel[grid](
         TensorDescriptor.from_tensor(x.view(rows, k), [block_m, block_k]),
         TensorDescriptor.from_tensor(weight, [head_dim, block_k]), cos.contiguous(), sin.contiguous(), q_gain,
         k_gain, *outs, rows, k, float(qk_eps), NQ=n_q, NK=n_k, NV=n_v, HALF=head_dim // 2,
@@ -554,7 +521,7 @@ def lowrank_kv(factor: torch.Tensor, weights: torch.Tensor, cos: torch.Tensor, s
                     for _ in range(2))
     gain = k_gain.contiguous() if k_gain is not None else cos
     grid = (triton.cdiv(rows, block_m) * triton.cdiv(2 * n_kv, group), n_batch)
-    _launch(_lowrank_kv_kernel, grid,
+    _lowrank_kv_kernel[grid](
         factor, weights, cos.contiguous(), sin.contiguous(), gain, keys, values, rows, float(qk_eps),
         head_dim if k_gain is not None else 0, NK=n_kv, NV=n_kv, HALF=head_dim // 2, WIDTH=width,
         QK_NORM=k_gain is not None, HEAD_GROUP=group, BLOCK_M=block_m, PRECISION=_precision(factor.dtype),

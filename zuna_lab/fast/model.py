@@ -174,12 +174,12 @@ class FastZunaModel(ZunaModel):
     """
 
     def __init__(self, reference: ZunaModel, options: FastOptions):
-        dtype = PRECISIONS[options.precision]
+        encoder_dtype, decoder_dtype = PRECISIONS[options.precision]
         # bf16 keeps the encoder's attention projections in fp32 (run as TF32: bf16's rounding
         # there costs the latents too much); fp16 rounds as finely as TF32 at twice its speed
-        attention_dtype = torch.float32 if options.precision == "bf16" else dtype
-        super().__init__(reference.config, encoder=FastEncoder(reference.encoder, dtype, attention_dtype),
-                         decoder=FastDecoder(reference.decoder, dtype))
+        attention_dtype = torch.float32 if encoder_dtype == torch.bfloat16 else encoder_dtype
+        super().__init__(reference.config, encoder=FastEncoder(reference.encoder, encoder_dtype, attention_dtype),
+                         decoder=FastDecoder(reference.decoder, decoder_dtype))
         self.options = options
         self.precision = options.precision
         self.source, self.revision, self.is_random = reference.source, reference.revision, reference.is_random
@@ -212,10 +212,10 @@ class FastZunaModel(ZunaModel):
         return out
 
     def _without_overflow(self, run, values: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        """``run(values, ...)``; in fp16, a non-finite result of finite inputs means that an activation
+        """``run(values, ...)``; with fp16 parts, a non-finite result of finite inputs means that an activation
         overflowed fp16's range: the model turns to bf16 (with a warning) and runs the call again."""
         out = run(values, *args, **kwargs)
-        if self.precision == "fp16" and not bool(torch.isfinite(out).all()) and bool(torch.isfinite(values).all()):
+        if self.precision in ("mixed", "fp16") and not bool(torch.isfinite(out).all()) and bool(torch.isfinite(values).all()):
             warnings.warn("An activation overflowed fp16's range (beyond 65504) on this input: the model now computes "
                           "in bf16, and this call was run again in it. Load the model with dtype='bf16' to start "
                           "there, or dtype='fp32' for the exact path.", ZunaLabWarning, stacklevel=4)

@@ -194,11 +194,8 @@ def build_model(config: ModelConfig, *, device: str | torch.device = "cpu", meta
 
 
 def load_checkpoint(config_path: str | Path, weights_path: str | Path, *, device="cpu",
-                    precision: str = "fp32", before_weights=None) -> ZunaModel:
-    """Build a ZunaModel from an HF-layout ``config.json`` and ``model-*.safetensors`` (strict).
-
-    ``before_weights(config)`` is called once the architecture is known, before the tensors are read.
-    """
+                    precision: str = "fp32") -> ZunaModel:
+    """Build a ZunaModel from an HF-layout ``config.json`` and ``model-*.safetensors`` (strict)."""
     from safetensors import safe_open
     from safetensors import SafetensorError
 
@@ -215,8 +212,6 @@ def load_checkpoint(config_path: str | Path, weights_path: str | Path, *, device
             if ckpt.has_learned_dropout(bare.values()):
                 fields.setdefault("dropout_type", "learnable")
             config = ModelConfig.from_hf(fields, variant=variant)
-            if before_weights is not None:
-                before_weights(config)
             model = build_model(config, meta=True)
             expected = ckpt.key_map(model, variant)
             reference = model.state_dict(keep_vars=True)

@@ -188,7 +188,10 @@ def test_low_level_api_validation(tiny):
     with pytest.raises(ZunaValueError, match="steps must be a positive integer"):
         model.sample(latents, tok_idx, steps=0)
     with pytest.raises(ZunaValueError, match="dtype must be"):
-        zuna_lab.load_model(tiny, device="cpu", dtype="fp16")
+        zuna_lab.load_model(tiny, device="cpu", dtype="fp8")
+    for dtype in ("fp16", "mixed", torch.float16):        # the CUDA fast path's precisions
+        with pytest.raises(ZunaValueError, match="is the CUDA fast path's; on cpu use dtype='bf16' or 'fp32'"):
+            zuna_lab.load_model(tiny, device="cpu", dtype=dtype)
 
 
 def test_sampling_is_seeded_and_token_order_free(tiny):

@@ -261,7 +261,7 @@ def embed_hour(model):
         raw = mne.io.RawArray(data, mne.create_info(names, 256.0, "eeg"), verbose="error")
         raw.set_montage("standard_1005", verbose="error")
         raw.save(path, fmt="single", verbose="error")
-    from zuna_lab.preprocessing import preprocess
+    from zuna_lab.pipeline.preprocessing import preprocess
     start = time.perf_counter()
     raw = zuna_lab.read_raw(str(path), verbose=False)
     read_s = time.perf_counter() - start

@@ -10,7 +10,7 @@ the Hugging Face layout and loaded into every contender:
 - braindecode 1.8.1's ``ZUNA`` encoder (the same weights: the official keys after ``encoder.``,
   RMSNorm weights one level up), on the same tokens, positions from the recording's ``chs_info``;
 - zuna_lab exact fp32 (``dtype="fp32"``, "today's CPU path") and the default CPU fast path
-  (:mod:`zuna_lab.fast_cpu`), the encoder on the same tokens, and a ``--steps``-step reconstruction
+  (:mod:`zuna_lab.fast.cpu`), the encoder on the same tokens, and a ``--steps``-step reconstruction
   with the same noise.
 
 The three encoders run interleaved (round robin, ``--rounds`` rounds after a warm-up; the best
@@ -88,10 +88,10 @@ def run(threads=2, steps=10, rounds=3, minutes=2.0, braindecode=None, official=T
         sys.path.insert(0, str(braindecode))
     torch.set_num_threads(threads)
     import zuna_lab as zl
-    from zuna_lab.fast_cpu import build_cpu, native_bf16
-    from zuna_lab.preprocessing import preprocess
+    from zuna_lab.fast.cpu import build_cpu, native_bf16
+    from zuna_lab.pipeline.preprocessing import preprocess
     from zuna_lab.testing import make_random_checkpoint
-    from zuna_lab.tokens import tokenize
+    from zuna_lab.pipeline.tokens import tokenize
 
     work = Path(tempfile.mkdtemp(prefix="zuna_cpu_bench_"))
     sample = ROOT.parent / "shared" / "data" / "sample1_raw.fif"

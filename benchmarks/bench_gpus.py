@@ -78,7 +78,7 @@ class Monitor:
 
 def run_study(label, devices, n_cpu_workers, sources, work, ckpt, hours, warmup):
     import zuna_lab as zl
-    from zuna_lab.study_cluster import local_cluster, plan_workers
+    from zuna_lab.study.cluster import local_cluster, plan_workers
 
     plan = plan_workers(devices, n_cpu_workers + len(devices))
     with local_cluster(plan) as client:
@@ -139,7 +139,7 @@ def main(argv=None):
 
     import torch
 
-    from zuna_lab.study_cluster import visible_gpus
+    from zuna_lab.study.cluster import visible_gpus
     from zuna_lab.testing import make_random_checkpoint
 
     out, work = Path(args.out), Path(args.work)

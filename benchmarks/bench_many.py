@@ -53,7 +53,7 @@ def make_recording(job):
 
 
 def prepare(job):
-    from zuna_lab.study_tasks import prepare_embedding
+    from zuna_lab.study.tasks import prepare_embedding
 
     warnings.filterwarnings("ignore")
     rec_id, path, variant = job
@@ -102,7 +102,7 @@ def encode_alone(model, bundles):
     """(c): encode pre-made tokens in embed's batches; returns seconds (after one warm-up batch)."""
     import torch
 
-    from zuna_lab.core import _auto_batch_size, _to_host_later
+    from zuna_lab.api.core import _auto_batch_size, _to_host_later
 
     batches = []
     for bundle in bundles:
@@ -142,7 +142,7 @@ def main(argv=None):
     import torch
 
     import zuna_lab as zl
-    from zuna_lab.study_cluster import local_cluster, plan_workers, visible_gpus
+    from zuna_lab.study.cluster import local_cluster, plan_workers, visible_gpus
     from zuna_lab.testing import make_random_checkpoint
 
     work = Path(args.work)
@@ -189,7 +189,7 @@ def main(argv=None):
                             rec_hours_per_gpu_hour=round(n_b * args.minutes / 60.0 / (seconds / 3600), 1))
     print("(b)", result["b_loop"], flush=True)
     del model
-    zl.core.clear_model_cache()
+    zl.api.core.clear_model_cache()
     torch.cuda.empty_cache() if torch.cuda.is_available() else None
 
     # (a) embed_many on a local cluster: cold (first run) and warm (second run, same cluster)

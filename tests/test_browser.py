@@ -108,7 +108,7 @@ def served(tmp_path, monkeypatch):
     _need_browser()
     import panel as pn
 
-    from zuna_lab.core import clear_model_cache
+    from zuna_lab.api.core import clear_model_cache
     from zuna_lab.testing import make_random_checkpoint
 
     ckpt = make_random_checkpoint(tmp_path / "ckpt", variant="ZUNA", seed=3)

@@ -1,10 +1,11 @@
-"""The zuna-lab command line, run in-process through zuna_lab.cli.main."""
+"""The zuna-lab command line, run in-process through zuna_lab.cli.commands.main."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import mne
 import numpy as np
@@ -12,10 +13,10 @@ import pytest
 import xarray as xr
 
 import zuna_lab as zl
-from zuna_lab.cli import main
+from zuna_lab.cli.commands import main
 from zuna_lab.testing import make_random_checkpoint
 
-SAMPLE = zl.cli.Path(zl.__file__).resolve().parents[1] / "data" / "sample_synthetic_raw.fif"
+SAMPLE = Path(zl.__file__).resolve().parents[1] / "data" / "sample_synthetic_raw.fif"
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 import zuna_lab
-from zuna_lab.seams import seam_correct
-from zuna_lab.datasets import channel_positions
+from zuna_lab.pipeline.seams import seam_correct
+from zuna_lab.pipeline.results import channel_positions
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
 from zuna_lab.synthetic import make_synthetic_raw
 from zuna_lab.testing import make_random_checkpoint

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import zuna_lab
-from zuna_lab.doctor import check_montage, montage_warning
+from zuna_lab.trust.doctor import check_montage, montage_warning
 from zuna_lab.errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
 from zuna_lab.synthetic import make_synthetic_raw
 from zuna_lab.testing import make_random_checkpoint
@@ -138,8 +138,8 @@ def test_each_issue_found_named_and_fixed(case, clean, model):
         assert "X1" not in report.fixed.ch_names and "Fp1-F7" not in report.fixed.ch_names
     if case in ("millimetres", "centimetres", "device frame"):
         # the repaired positions are the head-frame metres the recording had before the damage
-        np.testing.assert_allclose(zuna_lab.datasets.channel_positions(report.fixed),
-                                   zuna_lab.datasets.channel_positions(clean), atol=1e-9)
+        np.testing.assert_allclose(zuna_lab.pipeline.results.channel_positions(report.fixed),
+                                   zuna_lab.pipeline.results.channel_positions(clean), atol=1e-9)
     if case == "non-EEG typed EEG":
         assert report.fixed.get_channel_types(picks=["EOG", "ECG"]) == ["eog", "ecg"]
         assert list(emb.channel.values) == clean.ch_names
@@ -197,7 +197,7 @@ def test_bad_arguments(clean):
 
 
 def test_cli_doctor(clean, tmp_path, capsys):
-    from zuna_lab.cli import main
+    from zuna_lab.cli.commands import main
 
     path, out = tmp_path / "mm_raw.fif", tmp_path / "fixed_raw.fif"
     _extra(_moved(clean, lambda n, p: p * 1000), ["EOG"], positions=[EYE * 1000]).save(path, verbose="error")

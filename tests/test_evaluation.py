@@ -9,9 +9,9 @@ import pytest
 import xarray as xr
 
 import zuna_lab
-from zuna_lab import evaluation as ev
+from zuna_lab.trust import evaluation as ev
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
-from zuna_lab.montage import standard_positions
+from zuna_lab.io.montage import standard_positions
 from zuna_lab.synthetic import make_synthetic_raw
 from zuna_lab.testing import make_random_checkpoint
 
@@ -105,7 +105,7 @@ def test_zuna_and_spline_are_scored_on_the_same_cells(model, small):
         truth = rec["original"].sel(channel=hidden).values
         zuna = rec["reconstruction"].mean("sample").sel(channel=hidden).values
         spline = ev._spline_estimate(rec["original"].values[0], list(rec.channel.values),
-                                     zuna_lab.datasets.channel_positions(rec), hidden, 256.0, "error")
+                                     zuna_lab.pipeline.results.channel_positions(rec), hidden, 256.0, "error")
         spline = spline[[list(rec.channel.values).index(h) for h in hidden]][None]
         for i, name in enumerate(hidden):
             cell = scores.isel(fraction=0, repeat=r).sel(channel=name)

@@ -10,11 +10,11 @@ import pytest
 import xarray as xr
 
 from zuna_lab.errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
-from zuna_lab.core import to_raw, write_fif
-from zuna_lab.export import INFILLED_DESCRIPTION
-from zuna_lab.montage import standard_positions
-from zuna_lab.writers import write_netcdf, write_safetensors, write_zarr
-from zuna_lab.tokens import tokenize
+from zuna_lab.api.core import to_raw, write_fif
+from zuna_lab.io.export import INFILLED_DESCRIPTION
+from zuna_lab.io.montage import standard_positions
+from zuna_lab.io.write import write_netcdf, write_safetensors, write_zarr
+from zuna_lab.pipeline.tokens import tokenize
 
 from oracle_support import require_module
 
@@ -236,7 +236,7 @@ def test_write_safetensors_embedding_layout(tmp_path, variant):
         _, expected = tokenize(np.zeros((3, 24 * 32)), _ch_pos(), variant=variant)
         np.testing.assert_array_equal(tok_idx, expected)
         # token order: the embedding row of (channel 1, token 5) is where tokenize puts that token
-        from zuna_lab.tokens import sequence_index
+        from zuna_lab.pipeline.tokens import sequence_index
 
         row = sequence_index(1, 5, 3, 40, variant=variant)
         np.testing.assert_array_equal(handle.get_tensor("embeddings_0")[row], ds["embedding"].values[0, 1, 5])

@@ -1,4 +1,4 @@
-"""The CPU fast path (zuna_lab.fast_cpu): chosen by the CPU's bf16 support, close to the exact path."""
+"""The CPU fast path (zuna_lab.fast.cpu): chosen by the CPU's bf16 support, close to the exact path."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import zuna_lab
-import zuna_lab.fast_cpu as fast_cpu
+import zuna_lab.fast.cpu as fast_cpu
 from zuna_lab.errors import ZunaValueError
-from zuna_lab.fast_cpu import Bf16SwiGLU, CpuAttention, CpuPolicy, CpuRMSNorm, build_cpu
+from zuna_lab.fast.cpu import Bf16SwiGLU, CpuAttention, CpuPolicy, CpuRMSNorm, build_cpu
 from zuna_lab.model import layers
 from zuna_lab.testing import make_random_checkpoint
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from zuna_lab import health
+from zuna_lab.trust import health
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
 from viz_fixtures import make_embedding, make_reconstruction
 

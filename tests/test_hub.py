@@ -15,7 +15,7 @@ import pytest
 from huggingface_hub import constants
 
 import zuna_lab
-from zuna_lab import hub
+from zuna_lab.model import hub
 from zuna_lab.errors import WeightsUnavailableError
 from zuna_lab.testing import make_random_checkpoint
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from zuna_lab.errors import RecordingError, RecordingFileError, ZunaLabWarning, ZunaTypeError, ZunaValueError
-from zuna_lab.masks import bad_annotation_spans
-from zuna_lab.montage import channel_positions, clean_channel_name
-from zuna_lab.preprocessing import check_recording
-from zuna_lab.recording import read_raw
+from zuna_lab.pipeline.masks import bad_annotation_spans
+from zuna_lab.io.montage import channel_positions, clean_channel_name
+from zuna_lab.pipeline.preprocessing import check_recording
+from zuna_lab.io.read import read_raw
 
 from oracle_support import require_module, sample_recordings
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 import zuna_lab
 from zuna_lab.errors import CheckpointError, WeightsUnavailableError, ZunaValueError
-from zuna_lab.hub import CONFIG_NAME, WEIGHTS_NAME
+from zuna_lab.model.hub import CONFIG_NAME, WEIGHTS_NAME
 from zuna_lab.testing import make_random_checkpoint
 
 
@@ -245,7 +245,7 @@ def test_bf16_policy_and_precision_switch(tiny):
 
 
 def test_reference_model_is_plain_pytorch():
-    """zuna_lab.model imports no Triton and holds no fast-path code (zuna_lab.loading picks the path)."""
+    """zuna_lab.model imports no Triton and holds no fast-path code (zuna_lab.api.loading picks the path)."""
     import subprocess
     import sys
     from pathlib import Path

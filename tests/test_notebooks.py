@@ -324,7 +324,7 @@ def test_notebook_runs(path, tmp_path, checkpoints):
         np.testing.assert_allclose(checks["summary_nmse"], checks["recomputed"], rtol=1e-12)
         # random weights lose to the spline, as the notebook says plainly
         assert checks["zuna_nmse"] > checks["spline_nmse"] and set(checks["winners"]) <= {"zuna", "spline"}
-        assert checks["expected_1sd"] == pytest.approx(zuna_lab.evaluation.expected_coverage(1, 3))
+        assert checks["expected_1sd"] == pytest.approx(zuna_lab.trust.evaluation.expected_coverage(1, 3))
         assert checks["scale"] > 0 and checks["band_ordered"]
     elif name == "06_many_recordings":
         check_many_recordings(checks, checkpoints["ZUNA"])

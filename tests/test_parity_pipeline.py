@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import zuna_lab
-from zuna_lab.preprocessing import preprocess
-from zuna_lab.tokens import detokenize, tokenize
+from zuna_lab.pipeline.preprocessing import preprocess
+from zuna_lab.pipeline.tokens import detokenize, tokenize
 
 from oracle_support import run_oracle, sample_recordings
 

@@ -35,8 +35,8 @@ import pytest
 import torch
 
 import zuna_lab
-from zuna_lab.core import _noise_seed
-from zuna_lab.tokens import mask_to_sequence, tokenize
+from zuna_lab.api.core import _noise_seed
+from zuna_lab.pipeline.tokens import mask_to_sequence, tokenize
 
 from oracle_support import run_oracle
 
@@ -142,7 +142,7 @@ def _max_rel(ours, ref, where=None):
 def test_same_input_tokens_and_noise(case):
     """The premise: the official run fed its model zuna_lab's tokens, token mask and noise."""
     rec, model, official = case["rec"], case["model"], case["official"]
-    from zuna_lab.core import prepare
+    from zuna_lab.api.core import prepare
     pre = prepare(case["fif"], model.variant, segment_duration=SEGMENT, verbose="error").pre
     assert list(official["ch_names"]) == list(rec.channel.values)
     assert len(official["seg_start"]) == rec.sizes["epoch"] == 3

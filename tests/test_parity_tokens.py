@@ -16,10 +16,10 @@ import mne
 import numpy as np
 import pytest
 
-from zuna_lab.masks import bad_annotation_spans
-from zuna_lab.recording import read_raw
-from zuna_lab.preprocessing import preprocess
-from zuna_lab.tokens import detokenize, mask_to_sequence, tokenize
+from zuna_lab.pipeline.masks import bad_annotation_spans
+from zuna_lab.io.read import read_raw
+from zuna_lab.pipeline.preprocessing import preprocess
+from zuna_lab.pipeline.tokens import detokenize, mask_to_sequence, tokenize
 
 from oracle_support import VERSIONS, oracle_python, sample_recordings
 

@@ -3,7 +3,7 @@ import pytest
 
 import holoviews as hv
 
-from zuna_lab import health
+from zuna_lab.trust import health
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
 from zuna_lab.viz import plots as zp
 from viz_fixtures import make_embedding, make_reconstruction

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from zuna_lab.errors import RecordingError, ZunaTypeError, ZunaValueError
-from zuna_lab.recording import read_raw
-from zuna_lab.preprocessing import preprocess
+from zuna_lab.io.read import read_raw
+from zuna_lab.pipeline.preprocessing import preprocess
 
 NAMES = ["Fp1", "Fp2", "C3", "C4", "P3", "P4", "O1", "O2"]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import zuna_lab as zl
-from zuna_lab.core import prepare
+from zuna_lab.api.core import prepare
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
 from zuna_lab.testing import make_random_checkpoint
 from zuna_lab.viz.state import EmbeddingState, HealthState, Recording, ReconstructionState
@@ -317,7 +317,7 @@ def test_embedding_state_embeds_the_recording(raw, model):
 def test_recording_prepares_once_per_set_of_masked_channels(raw, model, monkeypatch):
     """ZUNA's preprocessing depends on the hidden channels (left out of its average reference), so the
     state keeps one Prepared per set of masked channels, and prepares each set once."""
-    import zuna_lab.core as core
+    import zuna_lab.api.core as core
 
     assert not np.allclose(prepare(raw, "ZUNA", bad_channels=["T7"]).pre.data[0], prepare(raw, "ZUNA").pre.data[0])
     calls = []

@@ -29,8 +29,8 @@ import xarray as xr
 
 import zuna_lab as zl
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
-from zuna_lab.study import find_recordings
-from zuna_lab.study_cluster import (CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, local_cluster, placement, plan_workers,
+from zuna_lab.study.api import find_recordings
+from zuna_lab.study.cluster import (CPU_BATCH_TOKENS, GPU_BATCH_TOKENS, local_cluster, placement, plan_workers,
                                     task_tokens)
 from zuna_lab.synthetic import make_synthetic_raw
 from zuna_lab.testing import make_random_checkpoint
@@ -297,7 +297,7 @@ def test_rerun_recomputes_only_what_changed(embedded, setup, client):
 
 def test_lock_refuses_a_second_run(setup, tmp_path):
     store = tmp_path / "locked.zarr"
-    zl.study_store.StudyStore(store, "embeddings").open({"model": "x"}).close()
+    zl.study.store.StudyStore(store, "embeddings").open({"model": "x"}).close()
     (store / ".lock").write_text(json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "since": "now"}))
     with pytest.raises(ZunaValueError, match="in use by another run"):
         zl.embed_many(setup["folder"] / "sub-03.edf", store, model=setup["ckpt"], progress=False)
@@ -435,7 +435,7 @@ def test_reconstruct_many_writes_repaired_fifs(setup, tmp_path, client, model):
 
 # ---------------------------------------------------------------------------------------------- command line
 def test_cli_embed_many(setup, tmp_path, client, capsys):
-    from zuna_lab.cli import main
+    from zuna_lab.cli.commands import main
 
     files = [str(setup["folder"] / "sub-03.edf"), str(setup["folder"] / "corrupt.edf")]
     store = tmp_path / "cli.zarr"

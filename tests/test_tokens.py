@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from zuna_lab.errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
-from zuna_lab.tokens import (
+from zuna_lab.pipeline.tokens import (
     channel_token,
     detokenize,
     mask_from_sequence,

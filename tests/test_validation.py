@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 
 import zuna_lab as zl
-import zuna_lab.core as core
+import zuna_lab.api.core as core
 from zuna_lab import validation
-from zuna_lab.cli import main
+from zuna_lab.cli.commands import main
 from zuna_lab.errors import RecordingError, RecordingFileError, ZunaLabWarning, ZunaTypeError, ZunaValueError
-from zuna_lab.recording import read_raw
-from zuna_lab.preprocessing import preprocess
+from zuna_lab.io.read import read_raw
+from zuna_lab.pipeline.preprocessing import preprocess
 from zuna_lab.testing import make_random_checkpoint
-from zuna_lab.tokens import token_mask
+from zuna_lab.pipeline.tokens import token_mask
 
 from oracle_support import require_module
 
@@ -193,7 +193,7 @@ def test_preprocess_every_channel_bad_before_the_reference(monkeypatch):
 
 
 def test_cli_every_channel_bad(env, recording, capsys, monkeypatch):
-    monkeypatch.setattr(zl.cli, "_load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(zl.cli.commands, "_load_model", lambda *a, **k: pytest.fail("model loaded"))
     names = mne.io.read_raw_fif(recording, verbose="error").ch_names
     _cli_fails(["embed", recording, "-o", "out.nc", "--bad-channels", *names], capsys, "Every channel would be hidden", env)
 
@@ -461,7 +461,7 @@ def test_cli_truncated_edf_exits_2_without_output(env, capsys, tmp_path, monkeyp
     path = _edf(tmp_path)
     cut = env / "cut.edf"
     cut.write_bytes(path.read_bytes()[:-1000])
-    monkeypatch.setattr(zl.cli, "_load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(zl.cli.commands, "_load_model", lambda *a, **k: pytest.fail("model loaded"))
     _cli_fails(["embed", cut, "-o", "out.nc"], capsys, "'cut.edf' is truncated: its header announces 20 records", env)
     _cli_fails(["reconstruct", cut, "-o", "out.fif"], capsys, "is truncated", env)
 
@@ -537,7 +537,7 @@ def test_writers_check_the_folder_first(tmp_path, monkeypatch):
 
 def test_cli_unwritable_output_refused_before_the_model(env, recording, capsys, monkeypatch):
     folder = _unwritable_folder()
-    monkeypatch.setattr(zl.cli, "_load_model", lambda *a, **k: pytest.fail("model loaded"))
+    monkeypatch.setattr(zl.cli.commands, "_load_model", lambda *a, **k: pytest.fail("model loaded"))
     _cli_fails(["reconstruct", recording, "-o", folder / "out.fif"], capsys,
                "Cannot write to folder '/sys' (permission denied)", env)
     (env / "out.nc").mkdir()

@@ -1,19 +1,19 @@
 """zuna_lab: a Jupyter-first toolkit for ZUNA, Zyphra's EEG foundation model."""
-__version__ = "0.1.0"
-
+from .config import VERSION as __version__
 from .errors import CheckpointError, WeightsUnavailableError, ZunaLabError, ZunaTypeError, ZunaValueError
-from .loading import load_model
+from .api.loading import load_model
 from .model import ZunaModel
 
 __all__ = ["__version__", "load_model", "ZunaModel", "ZunaLabError", "ZunaValueError", "ZunaTypeError",
            "CheckpointError", "WeightsUnavailableError"]
-from .recording import read_raw
-from .writers import write_netcdf, write_zarr, write_safetensors
-from .core import embed, reconstruct, to_raw, write_fif
-from .health import mmd_health
-from .evaluation import evaluate_dropout
-from .doctor import check_montage
-from .study import embed_many, open_embeddings, reconstruct_many
+from .io.read import read_raw
+from .io.write import write_netcdf, write_zarr, write_safetensors
+from .api.core import embed, reconstruct, to_raw, write_fif
+from .trust.health import mmd_health
+from .trust.evaluation import evaluate_dropout
+from .trust.doctor import check_montage
+from .study.api import embed_many, open_embeddings, reconstruct_many
+from .trust import evaluation, health      # zl.evaluation.summary, zl.health.compare_recordings
 
 __all__ += ["read_raw", "to_raw", "write_fif", "write_netcdf", "write_zarr", "write_safetensors",
             "embed", "reconstruct", "mmd_health", "dashboard", "embed_many", "reconstruct_many",

@@ -14,6 +14,9 @@ from pathlib import Path
 
 from .errors import CheckpointError
 
+#: The package version (``zuna_lab.__version__``, written into every result's provenance).
+VERSION = "0.1.0"
+
 VARIANTS = ("ZUNA", "ZUNA1.1")
 
 #: Default Hugging Face repository of each variant.

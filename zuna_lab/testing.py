@@ -16,7 +16,7 @@ from torch import nn
 
 from .config import ModelConfig, full_size_config
 from .errors import ZunaValueError
-from .hub import CONFIG_NAME, WEIGHTS_NAME
+from .model.hub import CONFIG_NAME, WEIGHTS_NAME
 from .model import checkpoint as ckpt
 from .model.layers import AdaRMSNorm, FourierTimeEmbedding, RMSNorm
 from .model.zuna import ZunaModel, build_model

@@ -263,7 +263,7 @@ def resolve_names(requested, available, what):
     """Map user-given channel names onto a recording's channels; one clear error if one does not fit.
 
     A name resolves by exact match first, then case-insensitively, then by cleaned electrode
-    name (:func:`zuna_lab.montage.clean_channel_name`: ``"Fp1"`` finds ``"EEG Fp1-REF"``) — each of
+    name (:func:`zuna_lab.io.montage.clean_channel_name`: ``"Fp1"`` finds ``"EEG Fp1-REF"``) — each of
     the last two only when exactly one channel matches.
 
     Parameters
@@ -286,7 +286,7 @@ def resolve_names(requested, available, what):
     >>> resolve_names(["Fp1"], ["Fp1", "fp1"], "bad_channels")    # exact wins
     ['Fp1']
     """
-    from .montage import clean_channel_name
+    from .io.montage import clean_channel_name
 
     requested = check_names(requested, what, allow_none=True) or []
     available = [str(name) for name in available]
@@ -445,7 +445,7 @@ def check_add_channels(add_channels, name="add_channels"):
     names = check_names(add_channels, name, what="standard 10-05 channel names")
     if not names:
         return None
-    from .montage import standard_positions as _standard_head_positions
+    from .io.montage import standard_positions as _standard_head_positions
 
     standard = _standard_head_positions("standard_1005")
     canonical = []

@@ -1,6 +1,6 @@
 """The fast path's sampling loop and its CUDA-graph replay.
 
-:func:`sample` drives :func:`zuna_lab.sampling.euler_sample` with the fast decoder: everything
+:func:`sample` drives :func:`zuna_lab.model.sampling.euler_sample` with the fast decoder: everything
 that depends on the flow time alone (the AdaRMSNorm gains of all steps, the cross-attention K/V
 weights of :data:`CROSS_KV_CHUNK` steps at a time) is formed outside the per-step work.
 :class:`Graphs` captures a whole call once per input shape and replays it.
@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 import torch
 
-from ..sampling import euler_sample, flow_times
+from ..model.sampling import euler_sample, flow_times
 
 #: Encodes of at most this many tokens are replayed as CUDA graphs (launch-bound sizes).
 GRAPH_ENCODE_TOKENS = 4096

@@ -1,6 +1,6 @@
 """ZUNA decoder: the rectified-flow velocity field, conditioned on the latents by cross-attention.
 
-The sampler that integrates it lives outside the model (:mod:`zuna_lab.sampling`).
+The sampler that integrates it lives outside the model (:mod:`zuna_lab.model.sampling`).
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..config import ModelConfig, read_config_json
 from ..errors import CheckpointError, ZunaTypeError, ZunaValueError
-from ..sampling import euler_sample, flow_times
+from .sampling import euler_sample, flow_times
 from . import checkpoint as ckpt
 from .decoder import Decoder
 from .encoder import Encoder
@@ -46,7 +46,7 @@ class ZunaModel(nn.Module):
     attention and SwiGLU GEMMs in bf16, norms, residuals, RoPE, the sampler state and the 32-wide
     token/latent and time projections in fp32. On CUDA, :func:`zuna_lab.load_model` returns the
     fast path built from this model instead (:mod:`zuna_lab.fast`), unless ``dtype="fp32"``; on a
-    CPU with native bf16, this model with faster modules (:mod:`zuna_lab.fast_cpu`).
+    CPU with native bf16, this model with faster modules (:mod:`zuna_lab.fast.cpu`).
     Calls are serialised: one ``encode`` or ``sample`` at a time per model.
     """
 

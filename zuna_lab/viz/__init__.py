@@ -5,7 +5,7 @@
 - :mod:`zuna_lab.viz.plots`: HoloViews views, pure functions of data (``traces``, ``scalp``,
   ``latent_histogram``, ``latent_moments``, ``drift_matrix``, ``embedding_map``, ``save_png``).
 - :mod:`zuna_lab.viz.state`: ``param`` state classes (no Panel import), testable without a browser;
-  ``Recording`` reads and preprocesses a recording once (``zuna_lab.core.prepare``) for the apps.
+  ``Recording`` reads and preprocesses a recording once (``zuna_lab.api.core.prepare``) for the apps.
 - :mod:`zuna_lab.viz.apps`: Panel ``Viewer`` apps whose views are bound to the state
   (``pn.bind``, ``hv.DynamicMap`` with linked streams), and :func:`dashboard` / :func:`serve`.
 

@@ -68,7 +68,7 @@ def channel_region(name):
 def positions_from(data):
     """channel names and (n, 3) positions from a Dataset/DataArray/Raw/Info/dict."""
     if isinstance(data, (xr.Dataset, xr.DataArray)):
-        from ..datasets import channel_positions
+        from ..pipeline.results import channel_positions
 
         try:
             pos = channel_positions(data)
@@ -176,7 +176,7 @@ def embedding_coords(emb, *, method="pca", max_points=5000, seed=0, include_mask
     >>> xy = embedding_coords(emb)           # doctest: +SKIP
     >>> xy.to_dataframe().head()             # doctest: +SKIP
     """
-    from ..health import latent_samples
+    from ..trust.health import latent_samples
 
     if method not in ("pca", "umap", "auto"):
         raise ZunaValueError(f"method must be 'pca', 'umap' or 'auto', got {method!r}.")

@@ -7,7 +7,7 @@ Tap, BoundsX and Selection1D streams on them write the user's clicks and selecti
 into the state); the ``pn.viewable.Viewer`` classes here lay widgets and views out.  Every
 :func:`dashboard` call builds fresh state objects, so each browser session of :func:`serve`
 has its own; the recording (read and preprocessed once,
-:class:`~zuna_lab.viz.state.Recording`) and the model (:func:`zuna_lab.core.cached_model`,
+:class:`~zuna_lab.viz.state.Recording`) and the model (:func:`zuna_lab.api.core.cached_model`,
 one cache for the library and the apps) are shared.
 
 Each app computes what it shows when it is first viewed (the dashboard's tabs: when the tab

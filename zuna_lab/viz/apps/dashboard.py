@@ -90,7 +90,7 @@ def dashboard(data, model=None, *, model_source=None, embeddings=None, segment_d
         of name -> recording (the first is explored; all appear in the health tab).
     model : ZunaModel | None
         A loaded model; None loads ``model_source`` (default ``$ZUNA_LAB_MODEL``
-        or ``"Zyphra/ZUNA"``) once per process (:func:`zuna_lab.core.cached_model`).
+        or ``"Zyphra/ZUNA"``) once per process (:func:`zuna_lab.api.core.cached_model`).
     model_source : str | None
         See ``model``.
     embeddings : dict of str -> xr.Dataset | xr.Dataset | None

@@ -39,7 +39,7 @@ class ReconstructionExplorer(TaskApp):
     model : ZunaModel | None
         A loaded model; None loads ``model_source`` once per process (first view).
     model_source : str | None
-        Source for :func:`zuna_lab.core.cached_model` when ``model`` is None.
+        Source for :func:`zuna_lab.api.core.cached_model` when ``model`` is None.
     recording : Recording | None
         A shared :class:`~zuna_lab.viz.state.Recording`.
     state : ReconstructionState | None

@@ -40,7 +40,7 @@ def latent_histogram(emb, *, latent=None, bins=60, include_masked=False, width=4
     --------
     >>> latent_histogram(emb, latent=3)       # doctest: +SKIP
     """
-    from ...health import latent_samples
+    from ...trust.health import latent_samples
 
     x = latent_samples(emb, include_masked=include_masked)
     if latent is not None:
@@ -65,7 +65,7 @@ def latent_moments(data, *, width=660, height=320, verbose=None):
     Parameters
     ----------
     data : xr.Dataset
-        An :func:`~zuna_lab.health.mmd_health` / ``latent_stats`` result
+        An :func:`~zuna_lab.trust.health.mmd_health` / ``latent_stats`` result
         (``mean``, ``std`` along ``latent``) or an ``embed`` result.
     width, height : int
         Plot size in pixels (fixed).
@@ -82,7 +82,7 @@ def latent_moments(data, *, width=660, height=320, verbose=None):
     --------
     >>> latent_moments(zl.mmd_health(emb))    # doctest: +SKIP
     """
-    from ...health import latent_stats
+    from ...trust.health import latent_stats
 
     if isinstance(data, (xr.Dataset, xr.DataArray)) and "embedding" in getattr(data, "data_vars", {}):
         data = latent_stats(data)
@@ -115,7 +115,7 @@ def latent_moments(data, *, width=660, height=320, verbose=None):
 
 
 def drift_matrix(cmp, *, variable="mmd2", width=440, height=380, verbose=None):
-    """Heat map of pairwise recording drift from :func:`~zuna_lab.health.compare_recordings`.
+    """Heat map of pairwise recording drift from :func:`~zuna_lab.trust.health.compare_recordings`.
 
     Parameters
     ----------

@@ -132,7 +132,7 @@ def winners_map(scores, *, metric="nmse", size=420, title=None, verbose=None):
     --------
     >>> winners_map(zl.evaluate_dropout(raw, model))   # doctest: +SKIP
     """
-    from ...evaluation import winner
+    from ...trust.evaluation import winner
 
     label, factor = _check_scores(scores, metric)
     best = winner(scores, metric=metric)
@@ -208,7 +208,7 @@ def montage_map(report, *, size=420, title=None, verbose=None):
 
     Parameters
     ----------
-    report : zuna_lab.doctor.MontageReport
+    report : zuna_lab.trust.doctor.MontageReport
         From :func:`zuna_lab.check_montage`.
     size : int
     title : str | None

@@ -6,7 +6,7 @@ and what was computed, :mod:`zuna_lab.viz.plots` turns them into views, and
 Everything here runs and is tested without a browser.
 
 Every number the apps show comes from the library functions a user calls:
-:func:`zuna_lab.core.prepare` + :func:`zuna_lab.core.reconstruct_prepared`
+:func:`zuna_lab.api.core.prepare` + :func:`zuna_lab.api.core.reconstruct_prepared`
 (what :func:`zuna_lab.reconstruct` runs), :func:`zuna_lab.embed` and
 :func:`zuna_lab.mmd_health`.  A reconstructed epoch therefore equals that
 epoch of ``zuna_lab.reconstruct(raw, ...)`` with the same seed and masks.

@@ -18,7 +18,7 @@ def loaded(model):
 
 def resolve_model(model):
     """A loaded ZunaModel: ``model`` itself, or the process-wide cached model of a source (None: default)."""
-    from ...core import get_model
+    from ...api.core import get_model
 
     return get_model(model)
 

@@ -69,7 +69,7 @@ class HealthState(Task):
 
     def _work(self):
         """Embed what is missing and compute health: ``(embeddings, results, comparison, status)``."""
-        from ...health import compare_recordings, mmd_health
+        from ...trust.health import compare_recordings, mmd_health
 
         self.status = "computing…"
         t0 = time.perf_counter()
@@ -112,7 +112,7 @@ class HealthState(Task):
         Returns
         -------
         dict of str -> xr.Dataset | None
-            :func:`~zuna_lab.health.mmd_health` per recording (also in ``self.results``).
+            :func:`~zuna_lab.trust.health.mmd_health` per recording (also in ``self.results``).
         """
         return super().compute(raise_errors=raise_errors)
 

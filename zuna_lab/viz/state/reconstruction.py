@@ -22,7 +22,7 @@ class ReconstructionState(Task):
     """What the reconstruction explorer shows and runs, for one recording.
 
     The whole recording is preprocessed once (per set of masked channels) and an epoch is
-    reconstructed by :func:`zuna_lab.core.reconstruct_prepared`, the code of
+    reconstructed by :func:`zuna_lab.api.core.reconstruct_prepared`, the code of
     :func:`zuna_lab.reconstruct`: the result equals ``zuna_lab.reconstruct(raw, **st.request())``
     restricted to that epoch.  Epochs are those of the preprocessed recording (5 s at 256 Hz).
 
@@ -37,7 +37,7 @@ class ReconstructionState(Task):
         The recording (never modified); or pass ``recording=`` to share one.
     model : ZunaModel | str | None
         A loaded model, a source, or None for the default; sources load once per process
-        (:func:`zuna_lab.core.cached_model`).  With a loaded model the recording is
+        (:func:`zuna_lab.api.core.cached_model`).  With a loaded model the recording is
         preprocessed at once; otherwise on :meth:`prepare` (or the first use).
 
     Examples
@@ -194,11 +194,11 @@ class ReconstructionState(Task):
     def token_mask(self):
         """The pending mask of the epoch as a ``(channel, token)`` bool DataArray (True = to infill).
 
-        As the library builds it (:func:`zuna_lab.masks.request`, then the preprocessed
+        As the library builds it (:func:`zuna_lab.pipeline.masks.request`, then the preprocessed
         recording's token grid): the masked channels and span, ``info["bads"]`` and ``BAD_``
         annotations.
         """
-        from ... import masks
+        from ...pipeline import masks
 
         base, req = self._base(), self.mask_request()
         pre = base.pre
@@ -222,8 +222,8 @@ class ReconstructionState(Task):
 
     def _work(self):
         """Reconstruct the current epoch: ``(result, metrics, seconds)``."""
-        from ...core import reconstruct_prepared
-        from ...health import reconstruction_errors
+        from ...api.core import reconstruct_prepared
+        from ...trust.health import reconstruction_errors
 
         t0 = time.perf_counter()
         self._base()

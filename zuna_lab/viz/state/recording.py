@@ -24,8 +24,8 @@ class Recording:
     """One recording as the apps see it: read and preprocessed once per set of hidden channels, embedded once.
 
     Thread-safe, so the apps of a dashboard (and every session of :func:`~zuna_lab.viz.apps.serve`)
-    share one.  Preprocessing is :func:`zuna_lab.core.prepare`; ZUNA keeps hidden channels out of
-    its average reference, so a :class:`~zuna_lab.core.Prepared` is kept per set of bad channels
+    share one.  Preprocessing is :func:`zuna_lab.api.core.prepare`; ZUNA keeps hidden channels out of
+    its average reference, so a :class:`~zuna_lab.api.core.Prepared` is kept per set of bad channels
     (the last ``max_prepared`` sets).  The embedding is :func:`zuna_lab.embed`, once per model.
 
     Parameters
@@ -66,7 +66,7 @@ class Recording:
 
     def prepared(self, variant, bad_channels=()):
         """The recording preprocessed for ``variant`` with ``bad_channels`` hidden (cached)."""
-        from ...core import prepare
+        from ...api.core import prepare
 
         key = (variant, self.key(bad_channels))
         with self._prepare_lock:

@@ -20,11 +20,11 @@ from pathlib import Path
 import mne
 import numpy as np
 
-from .errors import RecordingError, RecordingFileError, ZunaLabWarning, ZunaTypeError, ZunaValueError, preview
-from .doctor import montage_warning
+from ..errors import RecordingError, RecordingFileError, ZunaLabWarning, ZunaTypeError, ZunaValueError, preview
+from ..trust.doctor import montage_warning
 from .montage import _apply_positions, _has_position, _warn_shared_positions, standard_positions
 from .quality import check_signal
-from .validation import check_names, check_number, check_verbose, log_level
+from ..validation import check_names, check_number, check_verbose, log_level
 
 __all__ = ["read_raw", "find_source", "remember_source", "recording_fingerprint"]
 
@@ -334,7 +334,7 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, verb
         raise RecordingError(
             "The recording has no EEG channels; set channel types with raw.set_channel_types({...: 'eeg'})."
         )
-    note = montage_warning(raw, montage)    # one sentence when names or positions look off (zuna_lab.doctor)
+    note = montage_warning(raw, montage)    # one sentence when names or positions look off (zuna_lab.trust.doctor)
     if note:
         warnings.warn(note, ZunaLabWarning, stacklevel=2)
     raw.pick(eeg_names, verbose="error")

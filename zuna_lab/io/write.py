@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import VARIANTS
-from .errors import ZunaTypeError, ZunaValueError
+from ..config import VARIANTS
+from ..errors import ZunaTypeError, ZunaValueError
 from .montage import channel_positions
-from .validation import check_writable
+from ..validation import check_writable
 
 __all__ = ["write_netcdf", "write_zarr", "write_safetensors"]
 
@@ -212,7 +212,7 @@ def write_safetensors(ds, fname, *, kind="reconstruction", overwrite=False):
     """
     from safetensors.numpy import save_file
 
-    from .tokens import mask_to_sequence, position_bins
+    from ..pipeline.tokens import mask_to_sequence, position_bins
 
     _require_dataset(ds)
     path = _target(fname, overwrite)

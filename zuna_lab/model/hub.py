@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CheckpointError, WeightsUnavailableError, ZunaTypeError
+from ..errors import CheckpointError, WeightsUnavailableError, ZunaTypeError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model-00001-of-00001.safetensors"

@@ -1,4 +1,4 @@
-"""Latent-space health of ZUNA embeddings (reconstruction errors: :mod:`zuna_lab.metrics`).
+"""Latent-space health of ZUNA embeddings (reconstruction errors: :mod:`zuna_lab.trust.metrics`).
 
 ZUNA's encoder is trained with an MMD bottleneck that pulls every token latent
 towards a standard normal ``N(0, I)`` in 32 dimensions.  On data that resembles
@@ -12,7 +12,7 @@ Every function here is pure: it takes labelled xarray objects (an ``embed``
 result Dataset, or any DataArray with a ``latent`` dimension), never mutates
 them, and returns labelled xarray objects.
 
-The MMD statistic and its permutation test are described in :mod:`zuna_lab.mmd`.
+The MMD statistic and its permutation test are described in :mod:`zuna_lab.trust.mmd`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .errors import ZunaTypeError, ZunaValueError
+from ..errors import ZunaTypeError, ZunaValueError
 from .mmd import _check_kernel, _mmd_core, _subsample
 from .metrics import reconstruction_errors  # noqa: F401  (where the dashboard has always found it)
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .config import TOKEN_SECONDS
-from .errors import ZunaTypeError, ZunaValueError
+from ..config import TOKEN_SECONDS
+from ..errors import ZunaTypeError, ZunaValueError
 
 __all__ = ["reconstruction_errors"]
 

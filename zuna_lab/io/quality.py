@@ -10,8 +10,8 @@ import warnings
 
 import numpy as np
 
-from .config import TOKEN_SECONDS
-from .errors import RecordingError, ZunaLabWarning, preview
+from ..config import TOKEN_SECONDS
+from ..errors import RecordingError, ZunaLabWarning, preview
 
 __all__ = ["check_signal"]
 

@@ -5,8 +5,8 @@
 :func:`reconstruct_many` writes one repaired FIF per recording. Reading, preprocessing and
 tokenising run on CPU workers in parallel, encoding on GPU workers (one per device, the model
 loaded once each) with epochs of several recordings batched together; see
-:mod:`zuna_lab.study_cluster` for the placement, :mod:`zuna_lab.study_tasks` for the stages and
-:mod:`zuna_lab.study_store` for the store and its atomic commits.
+:mod:`zuna_lab.study.cluster` for the placement, :mod:`zuna_lab.study.tasks` for the stages and
+:mod:`zuna_lab.study.store` for the store and its atomic commits.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import ZunaTypeError, ZunaValueError
-from .study_store import INDEX_COLUMNS, StudyStore, check_id, recording_id, source_stamp  # noqa: F401
+from ..errors import ZunaTypeError, ZunaValueError
+from .store import INDEX_COLUMNS, StudyStore, check_id, recording_id, source_stamp  # noqa: F401
 
 __all__ = ["embed_many", "reconstruct_many", "open_embeddings", "Study", "find_recordings"]
 
@@ -123,8 +123,8 @@ def find_recordings(sources):
 # ------------------------------------------------------------------------------------------ model and options
 def _model_spec(model):
     """(spec for the workers, variant): a source each worker loads once, and the model variant."""
-    from .hub import default_source
-    from .model import ZunaModel
+    from ..model.hub import default_source
+    from ..model import ZunaModel
 
     if isinstance(model, ZunaModel):
         if not model.source:
@@ -146,15 +146,15 @@ def _variant_of(source):
     """The variant of a checkpoint from its key names (weights fetched or found once, here, before the run)."""
     from safetensors import safe_open
 
-    from .hub import resolve
-    from .model import checkpoint as ckpt
+    from ..model.hub import resolve
+    from ..model import checkpoint as ckpt
 
     resolved = resolve(source)
     try:
         with safe_open(str(resolved.weights_path), framework="pt", device="cpu") as handle:
             keys = list(handle.keys())
     except Exception as err:
-        from .errors import CheckpointError
+        from ..errors import CheckpointError
 
         raise CheckpointError(f"{resolved.weights_path} is not a readable safetensors file ({err}); "
                               "download it again.") from None
@@ -162,7 +162,7 @@ def _variant_of(source):
 
 
 def _check_options(options, allowed, function):
-    from .validation import check_arguments
+    from ..validation import check_arguments
 
     unknown = sorted(set(options) - set(allowed))
     if "mask" in unknown:
@@ -187,7 +187,7 @@ def _settings(spec, variant, options):
 @contextlib.contextmanager
 def _cluster(client, progress):
     """The given client, or a local cluster sized to this machine (loopback only), closed afterwards."""
-    from .study_cluster import local_cluster, plan_workers, visible_gpus
+    from .cluster import local_cluster, plan_workers, visible_gpus
 
     if client is not None:
         if progress:
@@ -280,9 +280,9 @@ def embed_many(sources, store, *, model=None, client=None, overwrite=False, prog
     >>> index[index.status == "failed"][["recording", "error"]]                       # doctest: +SKIP
     >>> study = zl.open_embeddings("study.zarr"); study["sub-01"]                      # doctest: +SKIP
     """
-    from .study_cluster import Stages, run_pipeline
-    from .study_tasks import encode_bundles, prepare_embedding, write_embedding
-    from .validation import check_bool
+    from .cluster import Stages, run_pipeline
+    from .tasks import encode_bundles, prepare_embedding, write_embedding
+    from ..validation import check_bool
 
     _check_options(embed_options, _EMBED_OPTIONS, "embed_many")
     check_bool(progress, "progress")
@@ -340,9 +340,9 @@ def reconstruct_many(sources, out_dir, *, model=None, client=None, kind="hybrid"
     >>> index = zl.reconstruct_many("clinic/*.edf", "repaired/", seed=0)   # doctest: +SKIP
     >>> raw = mne.io.read_raw_fif("repaired/" + index.output[0])         # doctest: +SKIP
     """
-    from .study_cluster import Stages, run_pipeline
-    from .study_tasks import prepare_reconstruction, reconstruct_bundles, write_reconstruction
-    from .validation import check_bool
+    from .cluster import Stages, run_pipeline
+    from .tasks import prepare_reconstruction, reconstruct_bundles, write_reconstruction
+    from ..validation import check_bool
 
     _check_options(reconstruct_options, _RECONSTRUCT_OPTIONS, "reconstruct_many")
     check_bool(progress, "progress")
@@ -426,7 +426,7 @@ class Study:
     @property
     def index(self):
         """One row per recording (see :func:`embed_many`), as a pandas DataFrame."""
-        from .study_store import index_frame
+        from .store import index_frame
 
         return index_frame(sorted(self._rows.values(), key=lambda row: row["recording"]))
 

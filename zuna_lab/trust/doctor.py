@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import mne
 import numpy as np
 
-from .config import VARIANT_CONSTANTS, VARIANTS
-from .errors import ZunaTypeError, ZunaValueError, preview
-from .montage import _apply_positions, _has_position, clean_channel_name, standard_positions
+from ..config import VARIANT_CONSTANTS, VARIANTS
+from ..errors import ZunaTypeError, ZunaValueError, preview
+from ..io.montage import _apply_positions, _has_position, clean_channel_name, standard_positions
 
 __all__ = ["check_montage", "MontageReport", "montage_warning"]
 
@@ -195,21 +195,21 @@ def _load(data, *, sfreq, ch_names, verbose):
     """The recording as it is: every channel, positions only from the file (no montage fallback)."""
     from pathlib import Path
 
-    from . import recording
+    from ..io import read
 
     if isinstance(data, mne.io.BaseRaw):
         if sfreq is not None or ch_names is not None:
             raise ZunaValueError("sfreq= and ch_names= are only for NumPy or CSV input; a Raw already has them.")
         return data.copy()
     if isinstance(data, np.ndarray):
-        return recording._raw_from_array(data, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
+        return read._raw_from_array(data, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
     if isinstance(data, (str, Path)) or hasattr(data, "__fspath__"):
         path = Path(data).expanduser()
         if path.suffix.lower() in {".csv", ".tsv"}:
             if not path.exists():
-                raise recording.RecordingFileError(f"File {str(path)!r} does not exist; check the path.")
-            return recording._read_csv(path, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
-        return recording._read_file(path, verbose=verbose)
+                raise read.RecordingFileError(f"File {str(path)!r} does not exist; check the path.")
+            return read._read_csv(path, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
+        return read._read_file(path, verbose=verbose)
     raise ZunaTypeError(f"Cannot check a montage from {type(data).__name__}; pass a file path, an mne Raw, "
                         "or a NumPy array with ch_names and sfreq.")
 
@@ -285,7 +285,7 @@ def _diagnose(raw, variant, montage):
     """Every channel's name, position and problems; plus what the repair needs."""
     import pandas as pd
 
-    from .tokens import position_bins
+    from ..pipeline.tokens import position_bins
 
     table, names, kinds = standard_positions(montage), list(raw.ch_names), raw.get_channel_types()
     n = len(names)

@@ -1,4 +1,4 @@
-"""The ``zuna-lab embed-many`` / ``reconstruct-many`` commands (registered by :mod:`zuna_lab.cli`).
+"""The ``zuna-lab embed-many`` / ``reconstruct-many`` commands (registered by :mod:`zuna_lab.cli.commands`).
 
 ::
 
@@ -15,13 +15,14 @@ from __future__ import annotations
 import sys
 import time
 
+from .options import UsageError, float_option, int_option, segment
+
 __all__ = ["add_study_commands", "cmd_embed_many", "cmd_reconstruct_many"]
 
 
 def add_study_commands(sub):
     """Add the two subcommands to the ``zuna-lab`` subparsers ``sub``."""
-    from .cli import _float_option, _int_option, _segment
-    from .validation import CFG_RANGE, MAX_STEPS
+    from ..validation import CFG_RANGE, MAX_STEPS
 
     def common(p, output_help):
         p.add_argument("sources", nargs="+", metavar="SOURCES",
@@ -33,9 +34,9 @@ def add_study_commands(sub):
         p.add_argument("--model", metavar="SRC", default=None,
                        help="Hugging Face repo id or a local checkpoint folder, loaded once by each worker "
                             "(default: $ZUNA_LAB_MODEL, else Zyphra/ZUNA)")
-        p.add_argument("--batch-size", type=_int_option(1), default=None, metavar="N",
+        p.add_argument("--batch-size", type=int_option(1), default=None, metavar="N",
                        help="epochs per forward pass (default: from free GPU memory)")
-        p.add_argument("--segment-duration", type=_float_option(0, low_inclusive=False), default=None, metavar="S",
+        p.add_argument("--segment-duration", type=float_option(0, low_inclusive=False), default=None, metavar="S",
                        help="epoch length in seconds: 5 for ZUNA, 0.5-30 for ZUNA1.1 (default 5)")
         p.add_argument("--bad-channels", nargs="+", default=None, metavar="CH", help="channels to hide in every recording")
         p.add_argument("--no-annotations", action="store_true", help="ignore BAD_ annotations in the recordings")
@@ -53,11 +54,11 @@ def add_study_commands(sub):
                        description="Infill bad channels, BAD_ annotations and the given options in every recording "
                                    "and write DIR/<id>_repaired_raw.fif for each, atomically; a rerun skips those done.")
     common(p, "folder for the repaired FIF files (created if missing)")
-    p.add_argument("--bad-segments", nargs="+", type=_segment, default=None, metavar="START:STOP[:CH]",
+    p.add_argument("--bad-segments", nargs="+", type=segment, default=None, metavar="START:STOP[:CH]",
                    help="time spans to infill in every recording, e.g. 2.0:3.5 or 4:5:Fz")
-    p.add_argument("--steps", type=_int_option(1, MAX_STEPS), default=50, help="sampler steps (default 50)")
-    p.add_argument("--cfg", type=_float_option(*CFG_RANGE), default=1.0, help="classifier-free guidance (default 1.0)")
-    p.add_argument("--seed", type=_int_option(0), default=0, help="noise seed (default 0)")
+    p.add_argument("--steps", type=int_option(1, MAX_STEPS), default=50, help="sampler steps (default 50)")
+    p.add_argument("--cfg", type=float_option(*CFG_RANGE), default=1.0, help="classifier-free guidance (default 1.0)")
+    p.add_argument("--seed", type=int_option(0), default=0, help="noise seed (default 0)")
     p.add_argument("--kind", choices=("hybrid", "reconstruction", "original"), default="hybrid",
                    help="signal written (default: hybrid)")
 
@@ -67,13 +68,12 @@ def _client(args):
         return None
     from distributed import Client
 
-    from .cli import _UsageError
 
     try:
         # not the process default: a client that fails to connect would leave dask pointing at it
         return Client(args.scheduler, timeout=20, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as err:
-        raise _UsageError(f"Cannot reach the dask scheduler at {args.scheduler!r} ({' '.join(str(err).split())}); "
+        raise UsageError(f"Cannot reach the dask scheduler at {args.scheduler!r} ({' '.join(str(err).split())}); "
                           "check the address, or leave out --scheduler to run on this machine.") from None
 
 
@@ -97,7 +97,7 @@ def _report(args, index, label, elapsed):
 
 
 def cmd_embed_many(args):
-    from .study import embed_many
+    from ..study.api import embed_many
 
     client, start = _client(args), time.perf_counter()
     try:
@@ -110,7 +110,7 @@ def cmd_embed_many(args):
 
 
 def cmd_reconstruct_many(args):
-    from .study import reconstruct_many
+    from ..study.api import reconstruct_many
 
     options = _options(args)
     if args.bad_segments:

@@ -33,10 +33,10 @@ from dataclasses import dataclass, field
 import mne
 import numpy as np
 
-from .config import TOKEN_SECONDS, VARIANT_CONSTANTS, VARIANTS
-from .errors import RecordingError, ZunaTypeError, ZunaValueError, preview
-from .montage import _has_position, channel_positions
-from .quality import check_signal
+from ..config import TOKEN_SECONDS, VARIANT_CONSTANTS, VARIANTS
+from ..errors import RecordingError, ZunaTypeError, ZunaValueError, preview
+from ..io.montage import _has_position, channel_positions
+from ..io.quality import check_signal
 
 __all__ = ["Preprocessed", "preprocess", "check_recording", "HIGHPASS_HZ"]
 

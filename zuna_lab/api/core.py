@@ -3,11 +3,11 @@
 Orchestration only. Each public function runs the stages in order, each stage a module that
 calls only later ones:
 
-read (:mod:`~zuna_lab.recording`) → masks (:mod:`~zuna_lab.masks`) → preprocess
-(:mod:`~zuna_lab.preprocessing`) → tokens (:mod:`~zuna_lab.tokens`) → model
-(:mod:`~zuna_lab.model` or its CUDA fast path) → Datasets (:mod:`~zuna_lab.datasets`), and for
-the way back: find the recording (:mod:`~zuna_lab.recording`) → splice the repair into it
-(:mod:`~zuna_lab.export`).
+read (:mod:`~zuna_lab.io.read`) → masks (:mod:`~zuna_lab.pipeline.masks`) → preprocess
+(:mod:`~zuna_lab.pipeline.preprocessing`) → tokens (:mod:`~zuna_lab.pipeline.tokens`) → model
+(:mod:`~zuna_lab.model` or its CUDA fast path) → Datasets (:mod:`~zuna_lab.pipeline.results`), and for
+the way back: find the recording (:mod:`~zuna_lab.io.read`) → splice the repair into it
+(:mod:`~zuna_lab.io.export`).
 """
 from __future__ import annotations
 
@@ -19,16 +19,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import datasets, masks
+from ..pipeline import results, masks
 from .cache import cached_model, clear_model_cache, get_model  # noqa: F401  (public through core too)
-from .errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
-from .export import check_sample, eeg_only, save_fif, splice
-from .preprocessing import preprocess
-from .recording import find_source, read_raw, recording_fingerprint, remember_source
-from .seams import joined_epochs, stitched_hybrid
-from .tokens import detokenize, epoch_masks, tokenize
-from .validation import check_arguments
-from .writers import _check_reconstruct_dataset, _target
+from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
+from ..io.export import check_sample, eeg_only, save_fif, splice
+from ..pipeline.preprocessing import preprocess
+from ..io.read import find_source, read_raw, recording_fingerprint, remember_source
+from ..pipeline.seams import joined_epochs, stitched_hybrid
+from ..pipeline.tokens import detokenize, epoch_masks, tokenize
+from ..validation import check_arguments
+from ..io.write import _check_reconstruct_dataset, _target
 
 __all__ = ["embed", "reconstruct", "to_raw", "write_fif", "prepare", "reconstruct_prepared", "Prepared"]
 
@@ -159,8 +159,8 @@ def embed(data, model=None, *, segment_duration=None, bad_channels=None, use_ann
     if pending is not None:
         store(*pending)
     bar.close()
-    attrs = datasets.provenance(model, pre, source=prepared.source)                 # Datasets
-    return datasets.embedding_dataset(embedding, hidden, ch_names=layout.ch_names, ch_pos=layout.ch_pos,
+    attrs = results.provenance(model, pre, source=prepared.source)                 # Datasets
+    return results.embedding_dataset(embedding, hidden, ch_names=layout.ch_names, ch_pos=layout.ch_pos,
                                       epoch_start=pre.epoch_start, samples_per_token=spt, sfreq=pre.sfreq,
                                       attrs=attrs, added=layout.added)
 
@@ -261,7 +261,7 @@ def reconstruct_prepared(prepared, model, *, epochs=None, steps=50, cfg=1.0, see
     """
     check_arguments(**locals())
     if not isinstance(prepared, Prepared):
-        raise ZunaTypeError(f"prepared must come from zuna_lab.core.prepare, got {type(prepared).__name__}.")
+        raise ZunaTypeError(f"prepared must come from zuna_lab.api.core.prepare, got {type(prepared).__name__}.")
     model = get_model(model)
     if prepared.pre.variant != model.variant:
         raise ZunaValueError(f"The recording was prepared for {prepared.pre.variant} but the model is {model.variant}; "
@@ -319,11 +319,11 @@ def reconstruct_prepared(prepared, model, *, epochs=None, steps=50, cfg=1.0, see
             hybrid[sample, row, :, :width] = stitched[sample][:, start:start + width]
         original[row, :, :width] = pre.original(index, n_channels)
         hidden[row, :, : width // spt] = layout.masks[index]
-    attrs = datasets.provenance(model, pre, source=prepared.source, extra=dict(
+    attrs = results.provenance(model, pre, source=prepared.source, extra=dict(
         steps=int(steps), cfg=float(cfg), seed=seed, n_samples=int(n_samples),
         seam_correction="linear ramp on the stitched recording (as zuna 1.1.6 reconstruct_fif)",
         model_n_times=int(pre.n_times), source_fingerprint=prepared.fingerprint, source_ref=prepared.source_ref))
-    return datasets.reconstruction_dataset(original, reconstruction, hybrid, hidden, ch_names=layout.ch_names,
+    return results.reconstruction_dataset(original, reconstruction, hybrid, hidden, ch_names=layout.ch_names,
                                            ch_pos=layout.ch_pos, epoch_start=pre.epoch_start[chosen], sfreq=pre.sfreq,
                                            samples_per_token=spt, attrs=attrs, added=layout.added,
                                            epoch_index=np.asarray(chosen))

@@ -3,7 +3,7 @@
 The second stage of :func:`zuna_lab.embed` / :func:`zuna_lab.reconstruct`, after reading and
 before preprocessing. :func:`request` gathers everything the user and the recording say should be
 hidden (channel names, spans in seconds from the first sample, a token mask array) and the
-electrodes to add; :func:`zuna_lab.tokens.epoch_masks` turns the request into token masks once
+electrodes to add; :func:`zuna_lab.pipeline.tokens.epoch_masks` turns the request into token masks once
 the recording is cut into epochs.
 """
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ZunaValueError
-from .montage import clean_channel_name, standard_positions
-from .validation import check_add_channels, resolve_bad_channels, resolve_segments
+from ..errors import ZunaValueError
+from ..io.montage import clean_channel_name, standard_positions
+from ..validation import check_add_channels, resolve_bad_channels, resolve_segments
 
 __all__ = ["MaskRequest", "request", "hidden_channels", "bad_annotation_spans", "added_channels"]
 
@@ -93,7 +93,7 @@ def bad_annotation_spans(raw):
     -------
     spans : list of tuple
         ``(start, stop)`` for spans on every channel, ``(start, stop, channel)`` otherwise —
-        the format of :func:`zuna_lab.tokens.token_mask` and :meth:`Preprocessed.token_mask`.
+        the format of :func:`zuna_lab.pipeline.tokens.token_mask` and :meth:`Preprocessed.token_mask`.
 
     Examples
     --------

@@ -6,7 +6,7 @@
     zuna-lab reconstruct FILE -o OUT.fif|.nc|.zarr|.safetensors [--bad-channels T7 O1]
              [--bad-segments 2.0:3.5 4:5:Fz] [--add-channels FCz] [--steps 50] [--cfg 1.0] [--seed 0]
     zuna-lab demo [--random-weights] [--output-dir zuna_lab_demo] [--overwrite]
-    zuna-lab embed-many SOURCES... -o STUDY.zarr [--scheduler ADDRESS]      (zuna_lab.study_cli)
+    zuna-lab embed-many SOURCES... -o STUDY.zarr [--scheduler ADDRESS]      (zuna_lab.cli.study)
     zuna-lab reconstruct-many SOURCES... -o DIR [--scheduler ADDRESS]
     zuna-lab doctor FILE [--variant ZUNA1.1] [--fix OUT_raw.fif]             (the montage doctor)
 
@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
-from . import __version__
-from .errors import WeightsUnavailableError, ZunaLabError, ZunaLabWarning, ZunaValueError
-from .study_cli import add_study_commands, cmd_embed_many, cmd_reconstruct_many
-from .validation import (
+from ..config import VERSION
+from ..errors import WeightsUnavailableError, ZunaLabError, ZunaLabWarning
+from .options import UsageError, float_option, int_option, segment
+from .study import add_study_commands, cmd_embed_many, cmd_reconstruct_many
+from ..validation import (
     CFG_RANGE,
     MAX_STEPS,
     check_add_channels,
@@ -50,71 +50,12 @@ RANDOM_BANNER = ("RANDOM WEIGHTS: this run uses a tiny randomly initialised mode
                  "every output is MEANINGLESS (a smoke test of the pipeline only).")
 
 
-class _UsageError(ZunaValueError):
-    """A command-line argument that is well-formed for argparse but unusable."""
-
-
 # ----------------------------------------------------------------------------- parser
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``zuna-lab reconstruct: error: argument --steps: ...`` (status 2)."""
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help').\n")
-
-
-def _segment(text):
-    """``START:STOP`` or ``START:STOP:CHANNEL`` (seconds; STOP may be ``inf``: to the end) -> tuple."""
-    parts = text.split(":")
-    if len(parts) not in (2, 3):
-        raise argparse.ArgumentTypeError(f"{text!r} is not START:STOP or START:STOP:CHANNEL (seconds), e.g. 2.0:3.5")
-    try:
-        start, stop = float(parts[0]), float(parts[1])
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: START and STOP must be numbers of seconds, e.g. 2.0:3.5") from None
-    if not math.isfinite(start) or math.isnan(stop):
-        raise argparse.ArgumentTypeError(f"{text!r}: START must be a finite number of seconds and STOP a number "
-                                         "(inf: to the end), e.g. 2.0:3.5")
-    if len(parts) == 3 and not parts[2].strip():
-        raise argparse.ArgumentTypeError(f"{text!r} ends in ':' without a channel; write START:STOP or START:STOP:CH")
-    return (start, stop) if len(parts) == 2 else (start, stop, parts[2])
-
-
-def _int_option(minimum, maximum=None):
-    """An argparse type: an integer in [minimum, maximum]."""
-    describe = (f"an integer from {minimum} to {maximum}" if maximum is not None else
-                "a positive integer" if minimum == 1 else "a non-negative integer" if minimum == 0 else
-                f"an integer of at least {minimum}")
-
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {describe}, got {text!r}") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            raise argparse.ArgumentTypeError(f"must be {describe}, got {text!r}")
-        return value
-
-    parse.__name__ = "integer"
-    return parse
-
-
-def _float_option(low, high=None, low_inclusive=True):
-    """An argparse type: a finite number in the range (low exclusive when not low_inclusive)."""
-    describe = (f"a number from {low:g} to {high:g}" if high is not None else
-                "a positive number" if low == 0 and not low_inclusive else f"a number of at least {low:g}")
-
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {describe}, got {text!r}") from None
-        too_low = value < low if low_inclusive else value <= low
-        if not math.isfinite(value) or too_low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be {describe}, got {text!r}")
-        return value
-
-    parse.__name__ = "number"
-    return parse
 
 
 def _add_model_options(parser):
@@ -126,12 +67,12 @@ def _add_model_options(parser):
     group.add_argument("--dtype", choices=("fp32", "mixed", "fp16", "bf16"), default=None,
                        help="compute precision (default: mixed on a GPU — the encoder in fp16, the decoder in bf16 —, "
                             "bf16 on CPUs with native bf16, else fp32; mixed and fp16 are for GPUs only)")
-    group.add_argument("--batch-size", type=_int_option(1), default=None, metavar="N",
+    group.add_argument("--batch-size", type=int_option(1), default=None, metavar="N",
                        help="epochs per forward pass (default: from free GPU memory)")
 
 
 def _add_common(parser):
-    parser.add_argument("--segment-duration", type=_float_option(0, low_inclusive=False), default=None, metavar="S",
+    parser.add_argument("--segment-duration", type=float_option(0, low_inclusive=False), default=None, metavar="S",
                         help="epoch length in seconds: 5 for ZUNA, 0.5-30 for ZUNA1.1 (default 5)")
     parser.add_argument("--bad-channels", nargs="+", default=[], metavar="CH", help="channels to hide, e.g. T7 O1")
     parser.add_argument("--no-annotations", action="store_true", help="ignore BAD_ annotations in the recording")
@@ -146,7 +87,7 @@ def build_parser():
         prog=PROG, description="ZUNA EEG foundation model: embeddings, reconstruction and repair of EEG recordings.",
         epilog="Exit status: 0 success, 2 usage or input error (one line on stderr). "
                "Run 'zuna-lab COMMAND --help' for the options of a command.")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("embed", help="embed a recording: one 32-d latent per channel and 0.125 s token",
@@ -162,18 +103,18 @@ def build_parser():
                                    "ZUNA_infilled), .nc / .zarr (all signals and the mask) or .safetensors.")
     p.add_argument("file", metavar="FILE", help="recording: any MNE-readable file or CSV")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output: .fif, .nc, .zarr or .safetensors")
-    p.add_argument("--bad-segments", nargs="+", type=_segment, default=[], metavar="START:STOP[:CH]",
+    p.add_argument("--bad-segments", nargs="+", type=segment, default=[], metavar="START:STOP[:CH]",
                    help="time spans to infill, in seconds from the first sample, e.g. 2.0:3.5 or 4:5:Fz "
                         "(STOP inf: to the end)")
     p.add_argument("--add-channels", nargs="+", default=None, metavar="CH",
                    help="new electrodes (standard 10-05 names) to generate, e.g. FCz CPz")
-    p.add_argument("--steps", type=_int_option(1, MAX_STEPS), default=50,
+    p.add_argument("--steps", type=int_option(1, MAX_STEPS), default=50,
                    help=f"sampler steps, 1-{MAX_STEPS} (default 50, as the official inference)")
-    p.add_argument("--cfg", type=_float_option(*CFG_RANGE), default=1.0,
+    p.add_argument("--cfg", type=float_option(*CFG_RANGE), default=1.0,
                    help=f"classifier-free guidance, {CFG_RANGE[0]:g}-{CFG_RANGE[1]:g} (default 1.0 = off)")
-    p.add_argument("--seed", type=_int_option(0), default=0,
+    p.add_argument("--seed", type=int_option(0), default=0,
                    help="noise seed; the same seed gives the same result (default 0)")
-    p.add_argument("--n-samples", type=_int_option(1), default=1, metavar="N", help="draws per epoch (default 1)")
+    p.add_argument("--n-samples", type=int_option(1), default=1, metavar="N", help="draws per epoch (default 1)")
     p.add_argument("--kind", choices=("hybrid", "reconstruction", "original"), default=None,
                    help="signal written to .fif/.safetensors (default: hybrid for .fif, reconstruction for .safetensors)")
     _add_common(p)
@@ -217,15 +158,15 @@ def _check_output(path, suffixes, overwrite):
     """Fail before any work if the output cannot be written."""
     path = Path(path).expanduser()
     if path.suffix.lower() not in suffixes:
-        raise _UsageError(f"Output {str(path)!r} must end in {', '.join(suffixes)}.")
+        raise UsageError(f"Output {str(path)!r} must end in {', '.join(suffixes)}.")
     # Missing or read-only folder, existing output, a folder where a file goes: all before any work.
     return check_writable(path, overwrite, flag="--overwrite", label="output ",
                           directory=None if path.suffix.lower() == ".zarr" else False)
 
 
 def _load_model(args, source=None):
-    from .hub import default_source
-    from .loading import load_model
+    from ..model.hub import default_source
+    from ..api.loading import load_model
 
     source = source or args.model or default_source()
     _say(args, f"Loading model {source} ...")
@@ -235,21 +176,21 @@ def _load_model(args, source=None):
 
 
 def _write(ds, path, *, kind=None, overwrite=False, verbose=None):
-    from . import writers
+    from ..io import write
 
     suffix = path.suffix.lower()
     if suffix == ".fif":
-        from .core import write_fif
+        from ..api.core import write_fif
 
         return write_fif(ds, path, kind=kind or "hybrid", overwrite=overwrite, verbose=verbose)
     if suffix == ".nc":
-        return writers.write_netcdf(ds, path, overwrite=overwrite)
+        return write.write_netcdf(ds, path, overwrite=overwrite)
     if suffix == ".zarr":
-        return writers.write_zarr(ds, path, overwrite=overwrite)
+        return write.write_zarr(ds, path, overwrite=overwrite)
     if "variant" not in ds.attrs and "model_variant" in ds.attrs:
         # write_safetensors reads attrs["variant"]; embed/reconstruct results store it as "model_variant".
         ds = ds.assign_attrs(variant=ds.attrs["model_variant"])
-    return writers.write_safetensors(ds, path, kind=kind or "reconstruction", overwrite=overwrite)
+    return write.write_safetensors(ds, path, kind=kind or "reconstruction", overwrite=overwrite)
 
 
 def _describe_raw(raw):
@@ -289,8 +230,8 @@ def _reconstruction_summary(rec):
 
 # ----------------------------------------------------------------------------- commands
 def cmd_embed(args):
-    from .core import embed
-    from .recording import read_raw
+    from ..api.core import embed
+    from ..io.read import read_raw
 
     out = _check_output(args.output, EMBED_SUFFIXES, args.overwrite)
     check_names(args.bad_channels, "--bad-channels")
@@ -314,13 +255,13 @@ def cmd_embed(args):
 
 
 def cmd_reconstruct(args):
-    from .core import reconstruct
-    from .masks import added_channels
-    from .recording import read_raw
+    from ..api.core import reconstruct
+    from ..pipeline.masks import added_channels
+    from ..io.read import read_raw
 
     out = _check_output(args.output, RECONSTRUCT_SUFFIXES, args.overwrite)
     if args.kind == "original" and out.suffix.lower() in (".nc", ".zarr"):
-        raise _UsageError("--kind applies to .fif and .safetensors outputs; .nc and .zarr hold every signal.")
+        raise UsageError("--kind applies to .fif and .safetensors outputs; .nc and .zarr hold every signal.")
     check_names(args.bad_channels, "--bad-channels")
     check_segments(args.bad_segments, "--bad-segments")
     add_channels = check_add_channels(args.add_channels, "--add-channels")
@@ -352,12 +293,12 @@ def cmd_reconstruct(args):
 
 def _sample_recording(verbose):
     """The bundled sample (repository checkout), or the same recording regenerated from its recipe."""
-    from .recording import read_raw
+    from ..io.read import read_raw
 
     path = Path(__file__).resolve().parents[1] / "data" / SAMPLE_NAME
     if path.is_file():
         return read_raw(path, verbose=verbose), str(path)
-    from .synthetic import make_synthetic_raw
+    from ..synthetic import make_synthetic_raw
 
     return read_raw(make_synthetic_raw(**SAMPLE_PARAMETERS, verbose=verbose), verbose=verbose), \
         f"{SAMPLE_NAME} (regenerated from seed {SAMPLE_PARAMETERS['seed']})"
@@ -366,11 +307,11 @@ def _sample_recording(verbose):
 def _demo_outputs(outdir, overwrite):
     """The demo's output paths; before any work, refuse to replace an earlier demo's results."""
     if outdir.exists() and not outdir.is_dir():
-        raise _UsageError(f"--output-dir {str(outdir)!r} is a file; pass a folder (it is created if missing).")
+        raise UsageError(f"--output-dir {str(outdir)!r} is a file; pass a folder (it is created if missing).")
     paths = [outdir / name for name in DEMO_OUTPUTS]
     existing = [path.name for path in paths if path.exists()]
     if existing and not overwrite:
-        raise _UsageError(f"{str(outdir)!r} already holds {', '.join(existing)} from an earlier demo; pass --overwrite "
+        raise UsageError(f"{str(outdir)!r} already holds {', '.join(existing)} from an earlier demo; pass --overwrite "
                           f"to replace them or --output-dir DIR to write elsewhere.")
     return paths
 
@@ -378,7 +319,7 @@ def _demo_outputs(outdir, overwrite):
 def _demo_model(args, stack):
     """The demo's model and whether it is random: --random-weights, or the default weights, or random
     weights with a one-line notice when the default weights cannot come from the hub."""
-    from .testing import make_random_checkpoint
+    from ..testing import make_random_checkpoint
 
     random_weights = args.random_weights
     if not random_weights:
@@ -388,7 +329,7 @@ def _demo_model(args, stack):
             reason = getattr(err, "hub_unreachable", None)
             if args.model is not None or reason is None:    # weights the user named, or an unknown repo
                 raise
-            from .hub import default_source
+            from ..model.hub import default_source
 
             print(f"{PROG} demo: the Hugging Face hub cannot be reached ({reason}) and {default_source()} is not "
                   f"cached, so the demo runs on RANDOM weights (outputs meaningless); for ZUNA itself pass "
@@ -400,15 +341,15 @@ def _demo_model(args, stack):
 
 
 def cmd_demo(args):
-    from .core import embed, reconstruct, to_raw, write_fif
-    from .writers import write_netcdf
+    from ..api.core import embed, reconstruct, to_raw, write_fif
+    from ..io.write import write_netcdf
 
     outdir = Path(args.output_dir).expanduser()
     verbose = "error"
     if args.duration is not None and not args.duration > 0:
-        raise _UsageError(f"--duration must be a positive number of seconds, got {args.duration:g}.")
+        raise UsageError(f"--duration must be a positive number of seconds, got {args.duration:g}.")
     if args.steps is not None and args.steps < 1:
-        raise _UsageError(f"--steps must be a positive integer, got {args.steps}.")
+        raise UsageError(f"--steps must be a positive integer, got {args.steps}.")
     outputs = _demo_outputs(outdir, args.overwrite)
     with contextlib.ExitStack() as stack:
         model, random_weights = _demo_model(args, stack)
@@ -457,8 +398,8 @@ def cmd_demo(args):
 
 
 def cmd_doctor(args):
-    from .core import write_fif
-    from .doctor import check_montage
+    from ..api.core import write_fif
+    from ..trust.doctor import check_montage
 
     out = _check_output(args.fix, (".fif",), args.overwrite) if args.fix else None
     report = check_montage(args.file, variant=args.variant, fix=out is not None, verbose="error")

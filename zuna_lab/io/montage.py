@@ -1,7 +1,7 @@
 """Electrode names and positions: cleaning recorders' labels, the standard 10-05 cap, positions of a recording.
 
-A utility below every stage: :mod:`zuna_lab.recording` gives channels positions through it,
-:mod:`zuna_lab.masks` places added channels on the standard cap, results read their
+A utility below every stage: :mod:`zuna_lab.io.read` gives channels positions through it,
+:mod:`zuna_lab.pipeline.masks` places added channels on the standard cap, results read their
 ``ch_x``/``ch_y``/``ch_z`` back with :func:`channel_positions`.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import warnings
 import mne
 import numpy as np
 
-from .errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
+from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
 
 __all__ = ["clean_channel_name", "channel_positions", "standard_positions"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import threading
 
-from .errors import ZunaTypeError
+from ..errors import ZunaTypeError
 
 __all__ = ["cached_model", "clear_model_cache", "get_model"]
 
@@ -29,7 +29,7 @@ def cached_model(source=None, *, device="auto", loader=None):
     >>> cached_model("Zyphra/ZUNA") is cached_model("Zyphra/ZUNA")   # doctest: +SKIP
     True
     """
-    from .hub import default_source
+    from ..model.hub import default_source
 
     key = (str(source or default_source()), str(device))
     # A lock: dashboard sessions run in threads and must share one model, not load two.
@@ -49,7 +49,7 @@ def clear_model_cache():
 
 def get_model(model=None):
     """``model`` itself, or the cached model of a source (None: ``$ZUNA_LAB_MODEL`` or Zyphra/ZUNA)."""
-    from .model import ZunaModel
+    from ..model import ZunaModel
 
     if isinstance(model, ZunaModel):
         return model

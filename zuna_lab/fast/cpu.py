@@ -1,6 +1,6 @@
 """The CPU fast path: the reference model with its costliest GEMMs in bf16 where the CPU has bf16 dot products.
 
->>> from zuna_lab.fast_cpu import CpuPolicy, build_cpu, native_bf16
+>>> from zuna_lab.fast.cpu import CpuPolicy, build_cpu, native_bf16
 >>> model = build_cpu(zuna_lab.load_model(source, device="cpu", dtype="fp32"))   # doctest: +SKIP
 
 ``zuna_lab.load_model`` does this on the CPU when :func:`native_bf16` says the processor
@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model.layers import AdaRMSNorm, Attention, DecoderBlock, EncoderBlock, RMSNorm, SwiGLU
-from .model.zuna import ZunaModel
+from ..model.layers import AdaRMSNorm, Attention, DecoderBlock, EncoderBlock, RMSNorm, SwiGLU
+from ..model.zuna import ZunaModel
 
 __all__ = ["CpuPolicy", "Bf16SwiGLU", "CpuSwiGLU", "CpuAttention", "CpuRMSNorm", "CpuAdaRMSNorm", "CpuEncoderBlock",
            "CpuDecoderBlock", "build_cpu", "native_bf16"]
@@ -58,7 +58,7 @@ def native_bf16() -> bool:
 
     Examples
     --------
-    >>> from zuna_lab.fast_cpu import native_bf16
+    >>> from zuna_lab.fast.cpu import native_bf16
     >>> native_bf16() in (True, False)
     True
     """
@@ -197,7 +197,7 @@ def build_cpu(model: ZunaModel, policy: CpuPolicy | None = None, *, copy_model: 
     >>> fast = build_cpu(zuna_lab.load_model(source, device="cpu", dtype="fp32"))   # doctest: +SKIP
     >>> fast.encode(tokens, tok_idx)                                                 # doctest: +SKIP
     """
-    from .errors import ZunaValueError
+    from ..errors import ZunaValueError
 
     if model.device.type != "cpu" or model.precision != "fp32":
         raise ZunaValueError("build_cpu takes an fp32 model on the CPU; load it with device='cpu', dtype='fp32'.")

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import SAMPLES_PER_TOKEN, VARIANT_CONSTANTS, VARIANTS
-from .errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
+from ..config import SAMPLES_PER_TOKEN, VARIANT_CONSTANTS, VARIANTS
+from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
 
 __all__ = [
     "SAMPLES_PER_TOKEN",
@@ -272,7 +272,7 @@ def tokenize(epoch, ch_pos, *, variant, mask=None):
     ----------
     epoch : array-like, shape (n_channels, n_samples) or (n_epochs, n_channels, n_samples)
         Preprocessed signal (already ÷ data_norm and clipped, see
-        :func:`zuna_lab.preprocessing.preprocess`). ``n_samples`` must be a multiple of 32.
+        :func:`zuna_lab.pipeline.preprocessing.preprocess`). ``n_samples`` must be a multiple of 32.
     ch_pos : array-like, shape (n_channels, 3)
         Electrode positions in metres, MNE head frame.
     variant : str
@@ -487,12 +487,12 @@ class EpochMasks:
 
 
 def epoch_masks(pre, request):
-    """Token masks of every epoch of ``pre`` from a :class:`zuna_lab.masks.MaskRequest`.
+    """Token masks of every epoch of ``pre`` from a :class:`zuna_lab.pipeline.masks.MaskRequest`.
 
     Parameters
     ----------
-    pre : zuna_lab.preprocessing.Preprocessed
-    request : zuna_lab.masks.MaskRequest
+    pre : zuna_lab.pipeline.preprocessing.Preprocessed
+    request : zuna_lab.pipeline.masks.MaskRequest
 
     Returns
     -------

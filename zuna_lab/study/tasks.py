@@ -1,8 +1,8 @@
 """What the workers of a study run: read + preprocess + tokenise (CPU), encode or reconstruct (GPU), write (CPU).
 
-The stages are those of :func:`zuna_lab.embed` (:func:`zuna_lab.core.prepare` → :mod:`~zuna_lab.masks`
-→ :func:`~zuna_lab.tokens.epoch_masks` → :func:`~zuna_lab.tokens.tokenize` → ``model.encode`` →
-:func:`~zuna_lab.tokens.detokenize` → :func:`~zuna_lab.datasets.embedding_dataset`), cut where the
+The stages are those of :func:`zuna_lab.embed` (:func:`zuna_lab.api.core.prepare` → :mod:`~zuna_lab.pipeline.masks`
+→ :func:`~zuna_lab.pipeline.tokens.epoch_masks` → :func:`~zuna_lab.pipeline.tokens.tokenize` → ``model.encode`` →
+:func:`~zuna_lab.pipeline.tokens.detokenize` → :func:`~zuna_lab.pipeline.results.embedding_dataset`), cut where the
 work changes device:
 
 - :func:`prepare_embedding` (CPU worker): one recording → a :class:`TokenBundle` (its tokens, grouped
@@ -10,7 +10,7 @@ work changes device:
 - :func:`encode_bundles` (GPU worker): the epochs of several recordings, batched together by token
   count, through the encoder of the worker's model (loaded once per process, :func:`worker_model`).
 - :func:`write_embedding` (CPU worker): the Dataset, built exactly as ``embed`` builds it, into a
-  zarr group under the store's ``.tmp/``; the driver commits it (:mod:`zuna_lab.study_store`).
+  zarr group under the store's ``.tmp/``; the driver commits it (:mod:`zuna_lab.study.store`).
 
 ``reconstruct_many`` uses :func:`prepare_reconstruction` → :func:`reconstruct_bundles` →
 :func:`write_reconstruction` the same way. Expected failures come back as values, not exceptions.
@@ -40,7 +40,7 @@ def worker_model(spec):
     key = (spec["source"], spec.get("dtype"))
     with _MODELS_LOCK:
         if key not in _MODELS:
-            from .loading import load_model
+            from ..api.loading import load_model
 
             _MODELS[key] = load_model(spec["source"], device="auto", dtype=spec.get("dtype"))
         return _MODELS[key]
@@ -99,8 +99,8 @@ class TokenBundle:
 
 def _message(err):
     """One sentence: a zuna_lab error as it is, anything else as ``Type: message`` on one line."""
-    from .errors import ZunaLabError
-    from .recording import _one_line
+    from ..errors import ZunaLabError
+    from ..io.read import _one_line
 
     if isinstance(err, ZunaLabError):
         return " ".join(str(err).split())
@@ -108,7 +108,7 @@ def _message(err):
 
 
 def _warnings(caught):
-    from .errors import ZunaLabWarning
+    from ..errors import ZunaLabWarning
 
     seen = dict.fromkeys(" ".join(str(w.message).split()) for w in caught if issubclass(w.category, ZunaLabWarning))
     return " | ".join(seen)
@@ -129,8 +129,8 @@ def _quiet(verbose):
 
 # ---------------------------------------------------------------------------------------------- embeddings
 def _prepare(path, variant, options):
-    """:func:`zuna_lab.core.prepare` with the study's options (the first stages of embed and reconstruct)."""
-    from .core import prepare
+    """:func:`zuna_lab.api.core.prepare` with the study's options (the first stages of embed and reconstruct)."""
+    from ..api.core import prepare
 
     return prepare(path, variant, bad_channels=options.get("bad_channels"), segment_duration=options.get("segment_duration"),
                    sfreq=options.get("sfreq"), ch_names=options.get("ch_names"), verbose=_quiet(options.get("verbose")))
@@ -141,9 +141,9 @@ def prepare_embedding(rec_id, path, variant, options):
 
     Returns a :class:`TokenBundle`, or a :class:`Failed` for a recording that cannot be embedded.
     """
-    from . import masks
-    from .config import VARIANT_CONSTANTS
-    from .tokens import epoch_masks, tokenize
+    from ..pipeline import masks
+    from ..config import VARIANT_CONSTANTS
+    from ..pipeline.tokens import epoch_masks, tokenize
 
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -219,7 +219,7 @@ def encode_bundles(spec, bundles, batch_size=None):
     """
     import torch
 
-    from .core import _auto_batch_size, _to_host_later
+    from ..api.core import _auto_batch_size, _to_host_later
 
     model = worker_model(spec)
     start = time.perf_counter()
@@ -276,9 +276,9 @@ def write_embedding(meta, encoded, tmp_dir, run):
 
     Returns the recording's index row (status "done", or "failed" with the one-sentence error).
     """
-    from . import datasets
-    from .tokens import detokenize
-    from .writers import _netcdf_ready
+    from ..pipeline import results
+    from ..pipeline.tokens import detokenize
+    from ..io.write import _netcdf_ready
 
     if isinstance(meta, Failed) or isinstance(encoded, Failed):
         failed = meta if isinstance(meta, Failed) else encoded
@@ -291,8 +291,8 @@ def write_embedding(meta, encoded, tmp_dir, run):
         for (indices, n_tokens), latents in zip(meta.groups, groups):
             grid = detokenize(latents, meta.n_channels, n_tokens * latent_dim, variant=meta.variant)
             embedding[indices, :, :n_tokens] = grid.reshape(len(indices), meta.n_channels, n_tokens, -1)
-        attrs = datasets.provenance(model, meta.pre, source=meta.source)
-        ds = datasets.embedding_dataset(embedding, meta.hidden, ch_names=meta.ch_names, ch_pos=meta.ch_pos,
+        attrs = results.provenance(model, meta.pre, source=meta.source)
+        ds = results.embedding_dataset(embedding, meta.hidden, ch_names=meta.ch_names, ch_pos=meta.ch_pos,
                                         epoch_start=meta.epoch_start, samples_per_token=meta.spt,
                                         sfreq=meta.pre.sfreq, attrs=attrs, added=meta.added)
         per_chunk = max(1, min(meta.n_epochs, (16 << 20) // max(1, embedding[0].nbytes)))
@@ -329,8 +329,8 @@ def prepare_reconstruction(rec_id, path, variant, options):
 
 
 def reconstruct_bundles(spec, bundles, options):
-    """Reconstruct each prepared recording with :func:`zuna_lab.core.reconstruct_prepared` (GPU worker)."""
-    from .core import reconstruct_prepared
+    """Reconstruct each prepared recording with :func:`zuna_lab.api.core.reconstruct_prepared` (GPU worker)."""
+    from ..api.core import reconstruct_prepared
 
     model = worker_model(spec)
     results = {}
@@ -358,7 +358,7 @@ _RECONSTRUCT_KEYS = ("steps", "cfg", "seed", "bad_segments", "use_annotations", 
 
 def write_reconstruction(meta, result, target, kind):
     """Write one repaired recording to FIF atomically (:func:`zuna_lab.write_fif`); its index row."""
-    from .core import write_fif
+    from ..api.core import write_fif
 
     if isinstance(meta, Failed) or isinstance(result, Failed):
         return _failed_row(meta if isinstance(meta, Failed) else result)

@@ -4,7 +4,7 @@
 and untouched sample kept — with the EEG cells hidden from the model replaced by the
 reconstruction (resampled to the recording's rate, seam-corrected against the recording's own
 samples) and annotated; :func:`eeg_only` is the fallback when the recording is unknown.
-:func:`zuna_lab.to_raw` and :func:`zuna_lab.write_fif` (in :mod:`zuna_lab.core`) find the
+:func:`zuna_lab.to_raw` and :func:`zuna_lab.write_fif` (in :mod:`zuna_lab.api.core`) find the
 recording and call these.
 """
 from __future__ import annotations
@@ -12,11 +12,11 @@ from __future__ import annotations
 import mne
 import numpy as np
 
-from .errors import ZunaTypeError, ZunaValueError, preview
+from ..errors import ZunaTypeError, ZunaValueError, preview
 from .montage import channel_positions
-from .seams import seam_correct
-from .config import SAMPLES_PER_TOKEN
-from .writers import _replace_atomically, _sfreq_of, _target
+from ..pipeline.seams import seam_correct
+from ..config import SAMPLES_PER_TOKEN
+from .write import _replace_atomically, _sfreq_of, _target
 
 __all__ = ["splice", "eeg_only", "save_fif", "INFILLED_DESCRIPTION", "UNPROCESSED_DESCRIPTION"]
 

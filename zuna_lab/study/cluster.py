@@ -23,7 +23,7 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
-from .study_tasks import ModelPlugin, bundle_info, bundle_meta, pick
+from .tasks import ModelPlugin, bundle_info, bundle_meta, pick
 
 __all__ = ["WorkerPlan", "plan_workers", "visible_gpus", "local_cluster", "placement", "task_tokens", "run_pipeline",
            "Stages"]
@@ -279,7 +279,7 @@ def run_pipeline(client, store, jobs, stages, spec, *, progress=True, label="emb
 def _result(future, rec_id):
     """A task's result, or the row of a failed recording when the task itself failed (a worker died...)."""
     if future.status == "error":
-        from .study_tasks import _message
+        from .tasks import _message
 
         err = future.exception()
         text = _message(err)
@@ -292,6 +292,6 @@ def _result(future, rec_id):
 
 
 def _now():
-    from .study_store import now
+    from .store import now
 
     return now()

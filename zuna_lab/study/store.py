@@ -28,11 +28,11 @@ import socket
 import uuid
 from pathlib import Path
 
-from .errors import ZunaTypeError, ZunaValueError
+from ..errors import ZunaTypeError, ZunaValueError
 
 __all__ = ["StudyStore", "INDEX_COLUMNS", "source_stamp", "recording_id", "index_frame"]
 
-FORMAT = "zuna_lab.study/1"
+FORMAT = "zuna_lab.study.api/1"
 #: Columns of the index, in order (the DataFrame ``embed_many`` returns and ``Study.index``).
 INDEX_COLUMNS = ("recording", "source", "status", "n_epochs", "n_channels", "seconds", "error", "warnings",
                  "output", "source_stamp", "run", "computed_at", "compute_seconds", "worker")
@@ -138,7 +138,7 @@ class StudyStore:
 
     def check_target(self, overwrite):
         """Before any work: the folder can be a store of this kind (new, empty, or one of ours)."""
-        from .validation import check_bool
+        from ..validation import check_bool
 
         check_bool(overwrite, "overwrite")
         if self.path.exists() and not self.path.is_dir():

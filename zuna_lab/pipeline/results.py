@@ -11,14 +11,14 @@ import datetime as _dt
 import numpy as np
 import xarray as xr
 
-from .montage import POSITION_COORDS, channel_positions  # noqa: F401  (channel_positions: read them back)
+from ..config import VERSION
+from ..io.montage import POSITION_COORDS, channel_positions  # noqa: F401  (channel_positions: read them back)
 
 SPACE = ["x", "y", "z"]
 
 
 def provenance(model, pre, *, source=None, extra=None) -> dict:
     """Attrs shared by every result: model, preprocessing, versions, source file."""
-    from . import __version__
 
     attrs = {
         "model_source": str(getattr(model, "source", None) or "in-memory model"),
@@ -33,7 +33,7 @@ def provenance(model, pre, *, source=None, extra=None) -> dict:
         "data_clip": float(pre.data_clip),
         "preprocessing": str(pre.params.get("reference", "")),
         "units": "V",
-        "zuna_lab_version": __version__,
+        "zuna_lab_version": VERSION,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "source_file": str(source) if source else "",
     }

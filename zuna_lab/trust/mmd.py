@@ -1,4 +1,4 @@
-"""The kernel two-sample statistic behind :func:`zuna_lab.health.mmd`.
+"""The kernel two-sample statistic behind :func:`zuna_lab.trust.health.mmd`.
 
 The MMD statistic
 -----------------
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import ZunaValueError
+from ..errors import ZunaValueError
 
 
 def _sqdist(z):

@@ -19,9 +19,9 @@ import xarray as xr
 from scipy import stats
 from tqdm.auto import tqdm
 
-from .config import SAMPLES_PER_TOKEN
-from .errors import ZunaLabWarning, ZunaTypeError, ZunaValueError, preview
-from .validation import check_int, check_names, check_number, check_sampler, check_segments, check_verbose, resolve_names
+from ..config import SAMPLES_PER_TOKEN
+from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError, preview
+from ..validation import check_int, check_names, check_number, check_sampler, check_segments, check_verbose, resolve_names
 
 __all__ = ["evaluate_dropout", "dropout_scores", "spread_coverage", "expected_coverage", "calibration_scale",
            "reliability", "calibrated_interval", "summary", "winner", "METHODS", "LEVELS"]
@@ -293,9 +293,9 @@ def evaluate_dropout(data, model=None, *, channels="all", fraction=None, n_repea
     >>> zl.evaluation.summary(scores)                                                                  # doctest: +SKIP
     >>> scores.nmse.mean(["repeat", "channel"]).to_pandas()                                           # doctest: +SKIP
     """
-    from .core import get_model, prepare, reconstruct
-    from .masks import bad_annotation_spans
-    from .recording import read_raw
+    from ..api.core import get_model, prepare, reconstruct
+    from ..pipeline.masks import bad_annotation_spans
+    from ..io.read import read_raw
 
     methods, fractions, spans_given = _check_options(methods, hidden_input, fraction, segments)
     check_sampler(steps=steps, cfg=cfg, seed=seed, n_samples=n_samples)
@@ -473,7 +473,7 @@ def _spline(truth, widths, names, positions, bads, verbose):
 
 def _spline_filled(raw, hidden, bads, spans, verbose):
     """A copy of the read recording with the hidden cells replaced by the spline's estimate (no truth left)."""
-    from .montage import channel_positions
+    from ..io.montage import channel_positions
 
     filled = _spline_estimate(raw.get_data(), raw.ch_names, channel_positions(raw), sorted(set(hidden) | bads),
                               raw.info["sfreq"], verbose)
@@ -509,7 +509,7 @@ def _check_same_cells(rec, pre, truth, cells, hidden, hidden_input):
 
 def _dataset(out, n_cells, hidden, seeds, abs_z, *, methods, dims, fractions, n_repeats, names, pre, model, spans,
              data, params):
-    from .datasets import POSITION_COORDS
+    from ..pipeline.results import POSITION_COORDS
 
     n, zuna = params["n_samples"], [m == "zuna" for m in methods]
     scale = _scale_from_z(abs_z, n)

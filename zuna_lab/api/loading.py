@@ -1,15 +1,15 @@
 """load_model: weights (hub or a folder) → the reference model → in bf16, its CUDA or CPU fast path.
 
-The one place that joins :mod:`zuna_lab.hub`, the reference model (:mod:`zuna_lab.model`), the
-CUDA fast path (:mod:`zuna_lab.fast`) and the CPU fast path (:mod:`zuna_lab.fast_cpu`), so that
+The one place that joins :mod:`zuna_lab.model.hub`, the reference model (:mod:`zuna_lab.model`), the
+CUDA fast path (:mod:`zuna_lab.fast`) and the CPU fast path (:mod:`zuna_lab.fast.cpu`), so that
 the reference model knows neither.
 """
 from __future__ import annotations
 
 import torch
 
-from .errors import ZunaValueError
-from .model import ZunaModel, load_checkpoint
+from ..errors import ZunaValueError
+from ..model import ZunaModel, load_checkpoint
 
 __all__ = ["load_model", "resolve_device"]
 
@@ -42,8 +42,8 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
         Compute precision. None: on CUDA "mixed", the fast path :func:`zuna_lab.fast.build`
         (the encoder in fp16, the decoder in bf16, with fp32 accumulation, norms, residuals and
         sampler state; "bf16" where Triton is missing); on a CPU that multiplies bf16 natively
-        (AVX512-BF16 or AMX, :func:`zuna_lab.fast_cpu.native_bf16`) "bf16", the CPU fast path
-        :func:`zuna_lab.fast_cpu.build_cpu` (bf16 only where the error budget allows); "fp32" on
+        (AVX512-BF16 or AMX, :func:`zuna_lab.fast.cpu.native_bf16`) "bf16", the CPU fast path
+        :func:`zuna_lab.fast.cpu.build_cpu` (bf16 only where the error budget allows); "fp32" on
         other CPUs. On CUDA, "fp16" runs the decoder in fp16 too (closer to exact, ~6 % slower)
         and "bf16" all in bf16 (for weights whose activations overflow fp16; a model with fp16
         parts turns to bf16 by itself when that happens). "fp32" always gives the exact
@@ -71,7 +71,7 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
     >>> model.variant                                                  # doctest: +SKIP
     'ZUNA'
     """
-    from .hub import resolve
+    from ..model.hub import resolve
 
     device = resolve_device(device)
     precision = _precision(dtype, device)
@@ -81,11 +81,11 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
     model = load_checkpoint(resolved.config_path, resolved.weights_path, device=device,
                             precision="fp32" if device.type in ("cuda", "cpu") else precision)
     if device.type == "cpu" and precision == "bf16":
-        from .fast_cpu import build_cpu     # the CPU fast path (zuna_lab/fast_cpu.py)
+        from ..fast.cpu import build_cpu     # the CPU fast path (zuna_lab/fast_cpu.py)
 
         model = build_cpu(model, copy_model=False)
     if fast:
-        from . import fast as fast_path     # the CUDA fast path (zuna_lab/fast), built from the exact weights
+        from .. import fast as fast_path  # the CUDA fast path (zuna_lab/fast), built from the exact weights
 
         if fast_path.available(device):
             model = fast_path.build(model, _fast_options(precision))
@@ -102,7 +102,7 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
 
 
 def _fast_options(precision: str):
-    from .fast import FastOptions
+    from ..fast import FastOptions
 
     return FastOptions(precision=precision)
 
@@ -110,11 +110,11 @@ def _fast_options(precision: str):
 def _precision(dtype, device: torch.device) -> str:
     if dtype is None:
         if device.type == "cpu":
-            from .fast_cpu import native_bf16
+            from ..fast.cpu import native_bf16
 
             return "bf16" if native_bf16() else "fp32"
         if device.type == "cuda":
-            from .fast import available     # fp16 is the fast path's; the plain model runs bf16
+            from ..fast import available     # fp16 is the fast path's; the plain model runs bf16
 
             return "mixed" if available(device) else "bf16"
         return "fp32"

@@ -1,0 +1,4 @@
+"""The ``zuna-lab`` command line: main (the commands) and study (embed-many, reconstruct-many)."""
+from .commands import main
+
+__all__ = ["main"]

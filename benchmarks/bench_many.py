@@ -102,23 +102,23 @@ def encode_alone(model, bundles):
     """(c): encode pre-made tokens in embed's batches; returns seconds (after one warm-up batch)."""
     import torch
 
-    from zuna_lab.api.core import _auto_batch_size, _to_host_later
+    from zuna_lab.pipeline.batching import auto_batch_size, to_host_later
 
     batches = []
     for bundle in bundles:
         for _, tokens, tok_idx in bundle.groups:
-            size = _auto_batch_size(model, tokens.shape[1])
+            size = auto_batch_size(model, tokens.shape[1])
             for start in range(0, len(tokens), size):
                 chunk = tokens[start:start + size]
                 idx = np.broadcast_to(tok_idx.astype(np.int64), (len(chunk),) + tok_idx.shape)
                 pair = (torch.from_numpy(chunk), torch.from_numpy(np.ascontiguousarray(idx)))
                 batches.append(tuple(x.pin_memory() for x in pair) if model.device.type == "cuda" else pair)
-    _to_host_later(model.encode(*batches[0]))()          # warm-up (kernels compiled, memory pooled)
+    to_host_later(model.encode(*batches[0]))()          # warm-up (kernels compiled, memory pooled)
     sync(model.device)
     start = time.perf_counter()
     pending = []
     for tokens, tok_idx in batches:
-        pending.append(_to_host_later(model.encode(tokens, tok_idx)))
+        pending.append(to_host_later(model.encode(tokens, tok_idx)))
         if len(pending) > 2:
             pending.pop(0)()
     for wait in pending:

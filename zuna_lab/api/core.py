@@ -23,12 +23,13 @@ from ..pipeline import results, masks
 from .cache import cached_model, clear_model_cache, get_model  # noqa: F401  (public through core too)
 from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
 from ..io.export import check_sample, eeg_only, save_fif, splice
+from ..pipeline.batching import auto_batch_size, to_host_later
 from ..pipeline.preprocessing import preprocess
 from ..io.read import find_source, read_raw, recording_fingerprint, remember_source
 from ..pipeline.seams import joined_epochs, stitched_hybrid
 from ..pipeline.tokens import detokenize, epoch_masks, tokenize
 from ..validation import check_arguments
-from ..io.write import _check_reconstruct_dataset, _target
+from ..io.write import check_reconstruct_dataset, output_target
 
 __all__ = ["embed", "reconstruct", "to_raw", "write_fif", "prepare", "reconstruct_prepared", "Prepared"]
 
@@ -136,7 +137,7 @@ def embed(data, model=None, *, segment_duration=None, bad_channels=None, use_ann
     max_tokens = max(pre.n_samples(i) for i in range(n_epochs)) // spt
     embedding = np.full((n_epochs, n_channels, max_tokens, model.config.latent_dim), np.nan, np.float32)
     hidden = np.zeros((n_epochs, n_channels, max_tokens), bool)
-    batch_size = batch_size or _auto_batch_size(model, n_channels * max_tokens)
+    batch_size = batch_size or auto_batch_size(model, n_channels * max_tokens)
     bar = _progress(n_epochs, "embed", progress if progress is not None else n_epochs > 50)
 
     def store(indices, latents, epoch_masks, n_tokens):
@@ -150,7 +151,7 @@ def embed(data, model=None, *, segment_duration=None, bad_channels=None, use_ann
         epochs = np.stack([layout.inputs(pre, i) for i in indices])
         batch_masks = np.stack([layout.masks[i] for i in indices])
         tokens, tok_idx = tokenize(epochs, layout.ch_pos, variant=model.variant, mask=batch_masks)
-        latents = _to_host_later(model.encode(torch.from_numpy(tokens), torch.from_numpy(tok_idx)))   # model
+        latents = to_host_later(model.encode(torch.from_numpy(tokens), torch.from_numpy(tok_idx)))   # model
         # On a GPU the encode runs asynchronously: the previous batch is copied back and the next
         # one tokenised while it computes.
         if pending is not None:
@@ -275,7 +276,7 @@ def reconstruct_prepared(prepared, model, *, epochs=None, steps=50, cfg=1.0, see
     n_channels = len(layout.ch_names)
     needed = joined_epochs(pre, layout, chosen)
     n_times = max(pre.n_samples(i) for i in range(pre.n_epochs))
-    batch_size = batch_size or _auto_batch_size(model, n_channels * (n_times // spt))
+    batch_size = batch_size or auto_batch_size(model, n_channels * (n_times // spt))
     batches = list(_batches(pre, needed, batch_size))
     bar = _progress(len(needed) * n_samples, "reconstruct",
                     progress if progress is not None else len(needed) * n_samples > 20)
@@ -374,7 +375,7 @@ def to_raw(ds, kind="hybrid", *, raw=None, sample=0, verbose=None):
     >>> fixed.annotations.description[-1]  # doctest: +SKIP
     'ZUNA_infilled'
     """
-    _check_reconstruct_dataset(ds, kind)
+    check_reconstruct_dataset(ds, kind)
     sample = check_sample(ds, sample)
     recording = find_source(ds.attrs, raw)                                           # read
     if recording is None:
@@ -417,7 +418,7 @@ def write_fif(inst, fname, *, kind="hybrid", raw=None, overwrite=False, verbose=
     --------
     >>> zl.write_fif(rec, "subject01_fixed_raw.fif")  # doctest: +SKIP
     """
-    _target(fname, overwrite)      # refuse an unwritable target before the work
+    output_target(fname, overwrite)      # refuse an unwritable target before the work
     out = inst if isinstance(inst, mne.io.BaseRaw) else to_raw(inst, kind=kind, raw=raw, verbose=verbose)
     return save_fif(out, fname, overwrite=overwrite, verbose=verbose)
 
@@ -435,36 +436,6 @@ def _batches(pre, indices, batch_size):
     for indices in by_length.values():
         for start in range(0, len(indices), batch_size):
             yield indices[start:start + batch_size]
-
-
-def _auto_batch_size(model, n_tokens):
-    """Epochs per forward pass: bounded by a memory budget on GPU, small on CPU."""
-    if model.device.type != "cuda":
-        return max(1, min(16, 4096 // max(n_tokens, 1)))
-    free, _ = torch.cuda.mem_get_info(model.device)
-    # activations ~ a few dim-wide fp32 tensors per token plus attention scores for SDPA fallbacks
-    per_epoch = n_tokens * model.config.dim * 4 * 24 + (2 * n_tokens) ** 2 * model.config.n_heads * 2
-    return int(max(1, min(256, 0.5 * free // max(per_epoch, 1))))
-
-
-def _to_host_later(tensor):
-    """Start copying a GPU result to pinned host memory; returns a function that waits for it as NumPy.
-
-    The copy is queued right behind the work that produces ``tensor``, so waiting for it does not
-    wait for work queued later (the next batch).
-    """
-    if tensor.device.type != "cuda":
-        return lambda: tensor.numpy()
-    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-    host.copy_(tensor, non_blocking=True)
-    done = torch.cuda.Event()
-    done.record()
-
-    def wait():
-        done.synchronize()
-        return host.numpy()
-
-    return wait
 
 
 def _check_epochs(epochs, n_epochs):

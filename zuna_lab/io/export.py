@@ -16,7 +16,7 @@ from ..errors import ZunaTypeError, ZunaValueError, preview
 from .montage import channel_positions
 from ..pipeline.seams import seam_correct
 from ..config import SAMPLES_PER_TOKEN
-from .write import _replace_atomically, _sfreq_of, _target
+from .write import replace_atomically, sample_rate_of, output_target
 
 __all__ = ["splice", "eeg_only", "save_fif", "INFILLED_DESCRIPTION", "UNPROCESSED_DESCRIPTION"]
 
@@ -28,7 +28,7 @@ UNPROCESSED_DESCRIPTION = "ZUNA_unprocessed"
 
 
 def _starts(ds):
-    return np.rint(np.asarray(ds["epoch_start"].values, dtype=float) * _sfreq_of(ds)).astype(np.int64)
+    return np.rint(np.asarray(ds["epoch_start"].values, dtype=float) * sample_rate_of(ds)).astype(np.int64)
 
 
 def _continuous(ds, name, sample, n_total):
@@ -88,7 +88,7 @@ def splice(ds, full, *, kind="hybrid", sample=None):
     if missing:
         raise ZunaValueError(f"The recording lacks channels {preview(missing)} of the result; pass raw= the recording "
                              "you gave to reconstruct.")
-    model_sfreq, sfreq = _sfreq_of(ds), float(full.info["sfreq"])
+    model_sfreq, sfreq = sample_rate_of(ds), float(full.info["sfreq"])
     n_model = int(ds.attrs.get("model_n_times", 0)) or int(round(full.n_times * model_sfreq / sfreq))
     values = _continuous(ds, "reconstruction", sample, n_model)
     hidden, covered = _continuous_mask(ds, n_model)
@@ -181,7 +181,7 @@ def _runs(mask):
 
 def eeg_only(ds, kind, sample=None, verbose=None):
     """The EEG of ``ds`` alone as a continuous Raw at the model's rate (no source recording known)."""
-    sfreq = _sfreq_of(ds)
+    sfreq = sample_rate_of(ds)
     ch_names = [str(name) for name in ds["channel"].values]
     finite = np.isfinite(np.asarray(ds["original"].transpose("epoch", "channel", "time").values)).any(axis=1)
     n_total = max((int(s) + int(np.flatnonzero(f)[-1]) + 1 for s, f in zip(_starts(ds), finite) if f.any()), default=0)
@@ -215,9 +215,9 @@ def check_sample(ds, sample):
 
 def save_fif(raw, fname, *, overwrite=False, verbose=None):
     """Write a Raw to FIF atomically, keeping its sample precision (double stays double)."""
-    path = _target(fname, overwrite)
+    path = output_target(fname, overwrite)
     fmt = "double" if getattr(raw, "orig_format", "double") == "double" else "single"
     # The temporary name ends in _raw.fif so that MNE does not warn about naming.
-    return _replace_atomically(
+    return replace_atomically(
         lambda tmp: raw.save(tmp, fmt=fmt, overwrite=True, verbose=verbose if verbose is not None else "error"),
         path, "_raw.fif")

@@ -13,9 +13,10 @@ import warnings
 import mne
 import numpy as np
 
+from ..config import VARIANT_CONSTANTS, VARIANTS
 from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
 
-__all__ = ["clean_channel_name", "channel_positions", "standard_positions"]
+__all__ = ["clean_channel_name", "channel_positions", "standard_positions", "position_bins"]
 
 _NAME_PREFIX = re.compile(r"^(?:eeg|pol)(?:[\s_:\-]+|(?=[A-Z]))", re.IGNORECASE)
 
@@ -79,7 +80,7 @@ def _montage_head_positions(montage):
     return positions
 
 
-def _has_position(loc):
+def has_position(loc):
     loc = np.asarray(loc[:3], dtype=float)
     return bool(np.isfinite(loc).all() and not np.allclose(loc, 0.0))
 
@@ -113,7 +114,7 @@ def channel_positions(inst):
     info = inst if isinstance(inst, mne.Info) else getattr(inst, "info", None)
     if isinstance(info, mne.Info):
         pos = np.array([np.asarray(ch["loc"][:3], dtype=float) for ch in info["chs"]]).reshape(-1, 3)
-        missing = ~np.array([_has_position(ch["loc"]) for ch in info["chs"]], dtype=bool)
+        missing = ~np.array([has_position(ch["loc"]) for ch in info["chs"]], dtype=bool)
         pos[missing] = np.nan
         return pos
     coords = getattr(inst, "coords", {})
@@ -125,14 +126,14 @@ def channel_positions(inst):
                          "ch_x, ch_y, ch_z coordinates); pass one of those.")
 
 
-def _apply_positions(raw, montage, verbose):
+def apply_positions(raw, montage, verbose):
     """Give channels without a file position one from ``montage``, by cleaned name.
 
     When every channel already has a position from the file, the file wins. Otherwise every
     channel the montage knows takes the montage position (one consistent head geometry, as the
     official ZUNA1.1 loader does); channels it does not know keep their file position if any.
     """
-    has_pos = np.array([_has_position(ch["loc"]) for ch in raw.info["chs"]], dtype=bool)
+    has_pos = np.array([has_position(ch["loc"]) for ch in raw.info["chs"]], dtype=bool)
     if has_pos.all() or montage is None:
         return
     if isinstance(montage, str):
@@ -159,7 +160,7 @@ def _apply_positions(raw, montage, verbose):
     raw.set_montage(digitised, on_missing="ignore", verbose=verbose if verbose is not None else "error")
 
 
-def _warn_shared_positions(raw):
+def warn_shared_positions(raw):
     """Warn (one sentence) about channels that got the same position, e.g. "Fp1", "EEG Fp1-REF", "fp1"."""
     groups = {}
     for ch in raw.info["chs"]:
@@ -179,3 +180,58 @@ def _warn_shared_positions(raw):
         ZunaLabWarning,
         stacklevel=3,
     )
+
+
+#: Metres from the head origin beyond which a position cannot be an electrode (wrong units).
+_IMPLAUSIBLE_POSITION = 0.25
+
+
+def position_bins(ch_pos, *, variant):
+    """Discretise electrode positions into the integer bins of ``tok_idx``.
+
+    Each axis is mapped linearly from ``[-0.12, 0.12]`` m onto ``[0, n_bins)`` and truncated;
+    positions outside the range land in the first or last bin, as in the official code — which
+    happens to real electrodes: in the MNE head frame the vertex (Cz, CPz, Pz, C1, …) lies at
+    z = 0.12–0.14 m, so those channels share the top z bin. A warning is raised only for
+    positions more than 0.25 m from the origin (wrong units). The arithmetic runs in float32, as
+    the official code does, so bin edges fall exactly where theirs do.
+
+    Parameters
+    ----------
+    ch_pos : array-like, shape (n_channels, 3)
+        Positions in metres, MNE head frame.
+    variant : str
+        ``"ZUNA"`` (50 bins) or ``"ZUNA1.1"`` (100 bins).
+
+    Returns
+    -------
+    bins : ndarray of int64, shape (n_channels, 3)
+
+    Examples
+    --------
+    >>> position_bins([[0.0, 0.0, 0.0]], variant="ZUNA")
+    array([[25, 25, 25]])
+    """
+    if not isinstance(variant, str) or variant not in VARIANTS:
+        raise ZunaValueError(f"Unknown model variant {variant!r}; use one of {', '.join(map(repr, VARIANTS))}.")
+    constants = VARIANT_CONSTANTS[variant]
+    n_bins, extreme = int(constants["n_position_bins"]), float(constants["position_extreme"])
+    pos = np.asarray(ch_pos, dtype=np.float32)
+    if pos.ndim != 2 or pos.shape[1] != 3:
+        raise ZunaValueError(f"ch_pos must have shape (n_channels, 3), got {pos.shape}.")
+    if not np.isfinite(pos).all():
+        raise ZunaValueError("ch_pos contains NaN or Inf; every channel needs a finite 3-D position.")
+    lo = np.float32(-extreme)
+    hi = np.float32(extreme)
+    # Vertex electrodes (Cz sits at z ≈ 0.14 m in the MNE head frame) exceed 0.12 m and share
+    # the top bin, exactly as in the official code; only positions no head has are worth a warning.
+    far = np.abs(pos) > _IMPLAUSIBLE_POSITION
+    if far.any():
+        warnings.warn(
+            f"{int(far.any(axis=1).sum())} channel position(s) lie more than {_IMPLAUSIBLE_POSITION} m from the "
+            "head origin and are put in the edge bins; are the positions in metres, MNE head frame?",
+            ZunaLabWarning,
+            stacklevel=2,
+        )
+    scaled = (pos - lo) / (hi - lo) * np.float32(n_bins)
+    return np.clip(np.trunc(scaled).astype(np.int64), 0, n_bins - 1)

@@ -21,15 +21,15 @@ import mne
 import numpy as np
 
 from ..errors import RecordingError, RecordingFileError, ZunaLabWarning, ZunaTypeError, ZunaValueError, preview
-from ..trust.doctor import montage_warning
-from .montage import _apply_positions, _has_position, _warn_shared_positions, standard_positions
+from .diagnosis import montage_warning
+from .montage import apply_positions, has_position, warn_shared_positions, standard_positions
 from .quality import check_signal
 from ..validation import check_names, check_number, check_verbose, log_level
 
 __all__ = ["read_raw", "find_source", "remember_source", "recording_fingerprint"]
 
 
-def _read_csv(path, *, sfreq, ch_names, verbose):
+def read_csv_file(path, *, sfreq, ch_names, verbose):
     with open(path, newline="") as handle:
         sample = handle.read(4096)
         handle.seek(0)
@@ -66,7 +66,7 @@ def _read_csv(path, *, sfreq, ch_names, verbose):
         sfreq = sfreq if sfreq is not None else file_sfreq
     elif sfreq is None:
         raise ZunaValueError(f"CSV file {path} has no time column; pass sfreq= (Hz) or add a first column named 'time'.")
-    return _raw_from_array(data, sfreq=sfreq, ch_names=names, verbose=verbose)
+    return raw_from_array(data, sfreq=sfreq, ch_names=names, verbose=verbose)
 
 
 def _decimal_quantum(cell):
@@ -119,7 +119,7 @@ def _csv_rate(path, times, cells):
     return rate
 
 
-def _raw_from_array(data, *, sfreq, ch_names, verbose):
+def raw_from_array(data, *, sfreq, ch_names, verbose):
     if ch_names is None or sfreq is None:
         raise ZunaValueError("A NumPy array needs ch_names= and sfreq= (Hz), e.g. read_raw(data, ch_names=names, sfreq=256).")
     data = np.asarray(data)
@@ -144,7 +144,7 @@ def _raw_from_array(data, *, sfreq, ch_names, verbose):
 _DAMAGED_FILE = re.compile(r"invalid tag|truncat|shorter than|end of file|incomplete|corrupt", re.IGNORECASE)
 
 
-def _one_line(err, limit=160):
+def one_line(err, limit=160):
     text = " ".join(str(err).split()) or "no message"
     text = text if len(text) <= limit else text[: limit - 1] + "…"
     return f"{type(err).__name__}: {text}"
@@ -198,7 +198,7 @@ def _check_brainvision_length(path):
         )
 
 
-def _read_file(path, *, verbose):
+def read_recording_file(path, *, verbose):
     path = Path(path).expanduser()
     if not path.exists():
         raise RecordingFileError(f"File {str(path)!r} does not exist; check the path.")
@@ -226,13 +226,13 @@ def _read_file(path, *, verbose):
                 "(use FIF, EDF, BDF, BrainVision .vhdr, EEGLAB .set, … or a CSV)."
             ) from None
         raise RecordingError(
-            f"MNE could not read {path.name!r} ({_one_line(err)}); check that it is a complete, valid "
+            f"MNE could not read {path.name!r} ({one_line(err)}); check that it is a complete, valid "
             f"{path.suffix or 'recording'} file."
         ) from err
     damaged = [str(w.message) for w in caught if _DAMAGED_FILE.search(str(w.message))]
     if damaged:
         raise RecordingError(
-            f"{path.name!r} looks truncated or damaged (MNE: {_one_line(damaged[0]).split(': ', 1)[1]}); "
+            f"{path.name!r} looks truncated or damaged (MNE: {one_line(damaged[0]).split(': ', 1)[1]}); "
             "copy or export the complete recording again."
         )
     if path.suffix.lower() == ".vhdr" and any("outside data range" in str(w.message) for w in caught):
@@ -312,17 +312,17 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, verb
             raise ZunaValueError("sfreq= and ch_names= are only for NumPy or CSV input; a Raw already has them.")
         raw = source.copy().load_data(verbose=verbose if verbose is not None else "error")
     elif isinstance(source, np.ndarray):
-        raw = _raw_from_array(source, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
+        raw = raw_from_array(source, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
         if path.suffix.lower() in {".csv", ".tsv"}:
             if not path.exists():
                 raise RecordingFileError(f"File {str(path)!r} does not exist; check the path.")
-            raw = _read_csv(path, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
+            raw = read_csv_file(path, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
         else:
             if sfreq is not None or ch_names is not None:
                 raise ZunaValueError("sfreq= and ch_names= are only for NumPy or CSV input; the file already has them.")
-            raw = _read_file(path, verbose=verbose)
+            raw = read_recording_file(path, verbose=verbose)
     else:
         raise ZunaTypeError(
             f"Cannot read a recording from {type(source).__name__}; pass a file path, a NumPy array "
@@ -334,13 +334,13 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, verb
         raise RecordingError(
             "The recording has no EEG channels; set channel types with raw.set_channel_types({...: 'eeg'})."
         )
-    note = montage_warning(raw, montage)    # one sentence when names or positions look off (zuna_lab.trust.doctor)
+    note = montage_warning(raw, montage)    # one sentence when names or positions look off (zuna_lab.io.diagnosis)
     if note:
         warnings.warn(note, ZunaLabWarning, stacklevel=2)
     raw.pick(eeg_names, verbose="error")
 
-    _apply_positions(raw, montage, verbose)
-    has_pos = [_has_position(ch["loc"]) for ch in raw.info["chs"]]
+    apply_positions(raw, montage, verbose)
+    has_pos = [has_position(ch["loc"]) for ch in raw.info["chs"]]
     dropped = [name for name, ok in zip(raw.ch_names, has_pos) if not ok]
     kept = [name for name, ok in zip(raw.ch_names, has_pos) if ok]
     if not kept:
@@ -355,7 +355,7 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, verb
             stacklevel=2,
         )
         raw.pick(kept, verbose="error")
-    _warn_shared_positions(raw)
+    warn_shared_positions(raw)
     flat = [name for name in check_signal(raw, warn=True) if name not in raw.info["bads"]]
     if flat:
         raw.info["bads"] = list(raw.info["bads"]) + flat
@@ -436,9 +436,9 @@ def find_source(attrs, raw=None):
     elif isinstance(raw, (str, os.PathLike)):
         path = Path(raw).expanduser()
         if path.suffix.lower() in {".csv", ".tsv"}:
-            full = _read_csv(path, sfreq=float(attrs.get("source_sfreq", 0)) or None, ch_names=None, verbose="error")
+            full = read_csv_file(path, sfreq=float(attrs.get("source_sfreq", 0)) or None, ch_names=None, verbose="error")
         else:
-            full = _read_file(path, verbose="error")
+            full = read_recording_file(path, verbose="error")
     else:
         raise ZunaTypeError(f"raw must be the mne Raw or the file the result came from, got {type(raw).__name__}.")
     if expected:

@@ -23,7 +23,7 @@ from ..validation import check_writable
 __all__ = ["write_netcdf", "write_zarr", "write_safetensors"]
 
 
-def _sfreq_of(ds):
+def sample_rate_of(ds):
     times = np.asarray(ds["time"].values, dtype=float)
     if times.size >= 2:
         return float(round(1.0 / float(np.median(np.diff(times))), 6))
@@ -33,7 +33,7 @@ def _sfreq_of(ds):
     return 256.0
 
 
-def _check_reconstruct_dataset(ds, kind):
+def check_reconstruct_dataset(ds, kind):
     try:
         import xarray as xr
     except ImportError as err:  # pragma: no cover - xarray is a dependency
@@ -50,7 +50,7 @@ def _check_reconstruct_dataset(ds, kind):
             raise ZunaValueError(f"The Dataset lacks the {name!r} coordinate of a zuna_lab.reconstruct result.")
 
 
-def _target(fname, overwrite):
+def output_target(fname, overwrite):
     path = Path(fname).expanduser()
     if not path.parent.exists():
         raise ZunaValueError(f"Folder {str(path.parent)!r} does not exist; create it first.")
@@ -63,7 +63,7 @@ def _temporary_sibling(path, suffix):
     return path.parent / f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{suffix}"
 
 
-def _replace_atomically(write, path, suffix):
+def replace_atomically(write, path, suffix):
     """Call ``write(tmp_path)``, then move the temporary file onto ``path``; clean up on error."""
     tmp = _temporary_sibling(path, suffix)
     try:
@@ -96,7 +96,7 @@ def _replace_directory(tmp, path):
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _netcdf_ready(ds):
+def netcdf_ready(ds):
     """A copy whose attrs netCDF can hold: dicts, lists, bools and None become JSON strings."""
     out = ds.copy(deep=False)
 
@@ -171,9 +171,9 @@ def write_zarr(ds, store, *, overwrite=False):
 def _write_xarray(ds, target, overwrite, suffix, write):
     """Check ``ds`` and the target, then ``write(ready, tmp)`` the netCDF-ready copy atomically."""
     _require_dataset(ds)
-    path = _target(target, overwrite)
-    ready = _netcdf_ready(ds)
-    return _replace_atomically(lambda tmp: write(ready, tmp), path, suffix)
+    path = output_target(target, overwrite)
+    ready = netcdf_ready(ds)
+    return replace_atomically(lambda tmp: write(ready, tmp), path, suffix)
 
 
 def _require_dataset(ds):
@@ -215,7 +215,7 @@ def write_safetensors(ds, fname, *, kind="reconstruction", overwrite=False):
     from ..pipeline.tokens import mask_to_sequence, position_bins
 
     _require_dataset(ds)
-    path = _target(fname, overwrite)
+    path = output_target(fname, overwrite)
     if "sample" in ds.dims:
         ds = ds.isel(sample=0)
     ch_names = [str(name) for name in ds["channel"].values]
@@ -246,7 +246,7 @@ def write_safetensors(ds, fname, *, kind="reconstruction", overwrite=False):
         metadata.update(variant=variant, content="embeddings")
         n_epochs = emb.shape[0]
     else:
-        _check_reconstruct_dataset(ds, kind)
+        check_reconstruct_dataset(ds, kind)
         signal = np.asarray(ds[kind].transpose("epoch", "channel", "time").values, dtype=np.float32)
         for e in range(signal.shape[0]):
             real = np.flatnonzero(np.isfinite(signal[e]).any(axis=0))
@@ -256,4 +256,4 @@ def write_safetensors(ds, fname, *, kind="reconstruction", overwrite=False):
         metadata.update(content=kind, units="V", variant=str(ds.attrs.get("model_variant", ds.attrs.get("variant", ""))))
         n_epochs = signal.shape[0]
     tensors["n_samples"] = np.array([n_epochs], dtype=np.float32)
-    return _replace_atomically(lambda tmp: save_file(tensors, str(tmp), metadata=metadata), path, ".safetensors")
+    return replace_atomically(lambda tmp: save_file(tensors, str(tmp), metadata=metadata), path, ".safetensors")

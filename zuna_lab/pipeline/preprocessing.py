@@ -35,7 +35,7 @@ import numpy as np
 
 from ..config import TOKEN_SECONDS, VARIANT_CONSTANTS, VARIANTS
 from ..errors import RecordingError, ZunaTypeError, ZunaValueError, preview
-from ..io.montage import _has_position, channel_positions
+from ..io.montage import has_position, channel_positions
 from ..io.quality import check_signal
 
 __all__ = ["Preprocessed", "preprocess", "check_recording", "HIGHPASS_HZ"]
@@ -462,7 +462,7 @@ def check_recording(raw, variant="ZUNA"):
     non_eeg = [raw.ch_names[i] for i in range(len(raw.ch_names)) if i not in set(mne.pick_types(raw.info, eeg=True, exclude=()))]
     if non_eeg:
         raise RecordingError(f"Channels {preview(non_eeg)} are not EEG; read the recording with zuna_lab.read_raw first.")
-    missing = [ch["ch_name"] for ch in raw.info["chs"] if not _has_position(ch["loc"])]
+    missing = [ch["ch_name"] for ch in raw.info["chs"] if not has_position(ch["loc"])]
     if missing:
         raise RecordingError(
             f"Channels {preview(missing)} have no 3-D position; read the recording with zuna_lab.read_raw "

@@ -20,13 +20,13 @@ the official code drops channels and time spans from the encoder input.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..config import SAMPLES_PER_TOKEN, VARIANT_CONSTANTS, VARIANTS
-from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
+from ..errors import ZunaTypeError, ZunaValueError
+from ..io.montage import position_bins
 
 __all__ = [
     "SAMPLES_PER_TOKEN",
@@ -43,8 +43,6 @@ __all__ = [
     "n_tokens_for",
 ]
 
-#: Metres from the head origin beyond which a position cannot be an electrode (wrong units).
-_IMPLAUSIBLE_POSITION = 0.25
 
 
 @dataclass(frozen=True)
@@ -117,54 +115,6 @@ def n_tokens_for(n_samples):
     40
     """
     return int(n_samples) // SAMPLES_PER_TOKEN
-
-
-def position_bins(ch_pos, *, variant):
-    """Discretise electrode positions into the integer bins of ``tok_idx``.
-
-    Each axis is mapped linearly from ``[-0.12, 0.12]`` m onto ``[0, n_bins)`` and truncated;
-    positions outside the range land in the first or last bin, as in the official code — which
-    happens to real electrodes: in the MNE head frame the vertex (Cz, CPz, Pz, C1, …) lies at
-    z = 0.12–0.14 m, so those channels share the top z bin. A warning is raised only for
-    positions more than 0.25 m from the origin (wrong units). The arithmetic runs in float32, as
-    the official code does, so bin edges fall exactly where theirs do.
-
-    Parameters
-    ----------
-    ch_pos : array-like, shape (n_channels, 3)
-        Positions in metres, MNE head frame.
-    variant : str
-        ``"ZUNA"`` (50 bins) or ``"ZUNA1.1"`` (100 bins).
-
-    Returns
-    -------
-    bins : ndarray of int64, shape (n_channels, 3)
-
-    Examples
-    --------
-    >>> position_bins([[0.0, 0.0, 0.0]], variant="ZUNA")
-    array([[25, 25, 25]])
-    """
-    spec = token_spec(variant)
-    pos = np.asarray(ch_pos, dtype=np.float32)
-    if pos.ndim != 2 or pos.shape[1] != 3:
-        raise ZunaValueError(f"ch_pos must have shape (n_channels, 3), got {pos.shape}.")
-    if not np.isfinite(pos).all():
-        raise ZunaValueError("ch_pos contains NaN or Inf; every channel needs a finite 3-D position.")
-    lo = np.float32(-spec.position_extreme)
-    hi = np.float32(spec.position_extreme)
-    # Vertex electrodes (Cz sits at z ≈ 0.14 m in the MNE head frame) exceed 0.12 m and share
-    # the top bin, exactly as in the official code; only positions no head has are worth a warning.
-    far = np.abs(pos) > _IMPLAUSIBLE_POSITION
-    if far.any():
-        warnings.warn(
-            f"{int(far.any(axis=1).sum())} channel position(s) lie more than {_IMPLAUSIBLE_POSITION} m from the "
-            "head origin and are put in the edge bins; are the positions in metres, MNE head frame?",
-            ZunaLabWarning,
-            stacklevel=2,
-        )
-    scaled = (pos - lo) / (hi - lo) * np.float32(spec.n_position_bins)
-    return np.clip(np.trunc(scaled).astype(np.int64), 0, spec.n_position_bins - 1)
 
 
 def sequence_index(channel, token, n_channels, n_tokens, *, variant):

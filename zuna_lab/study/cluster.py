@@ -279,10 +279,10 @@ def run_pipeline(client, store, jobs, stages, spec, *, progress=True, label="emb
 def _result(future, rec_id):
     """A task's result, or the row of a failed recording when the task itself failed (a worker died...)."""
     if future.status == "error":
-        from .tasks import _message
+        from .tasks import failure_message
 
         err = future.exception()
-        text = _message(err)
+        text = failure_message(err)
         if type(err).__name__ == "KilledWorker":
             text = "The worker processing this recording died (KilledWorker: out of memory, or a crash in a reader)."
         return {"recording": rec_id, "status": "failed", "error": text, "ok": False}

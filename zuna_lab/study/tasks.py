@@ -97,14 +97,14 @@ class TokenBundle:
     meta: SimpleNamespace = field(repr=False)
 
 
-def _message(err):
+def failure_message(err):
     """One sentence: a zuna_lab error as it is, anything else as ``Type: message`` on one line."""
     from ..errors import ZunaLabError
-    from ..io.read import _one_line
+    from ..io.read import one_line
 
     if isinstance(err, ZunaLabError):
         return " ".join(str(err).split())
-    return _one_line(err, limit=240)
+    return one_line(err, limit=240)
 
 
 def _warnings(caught):
@@ -170,7 +170,7 @@ def prepare_embedding(rec_id, path, variant, options):
                 # every epoch of a length shares its tok_idx: keep one, small (bins < 2**15)
                 groups.append((np.asarray(indices), tokens, tok_idx[0].astype(np.int16)))
         except Exception as err:
-            return Failed(rec_id, _message(err), _warnings(caught))
+            return Failed(rec_id, failure_message(err), _warnings(caught))
     seconds = prepared.raw.n_times / prepared.raw.info["sfreq"]
     meta = SimpleNamespace(
         rec_id=rec_id, source=prepared.source, variant=variant, spt=spt, ch_names=list(layout.ch_names),
@@ -219,7 +219,7 @@ def encode_bundles(spec, bundles, batch_size=None):
     """
     import torch
 
-    from ..api.core import _auto_batch_size, _to_host_later
+    from ..pipeline.batching import auto_batch_size, to_host_later
 
     model = worker_model(spec)
     start = time.perf_counter()
@@ -233,13 +233,13 @@ def encode_bundles(spec, bundles, batch_size=None):
                for parts in pieces.values() for b, g in parts}
     pending = None
     for n_tokens, parts in pieces.items():
-        size = batch_size or _auto_batch_size(model, n_tokens)
+        size = batch_size or auto_batch_size(model, n_tokens)
         rows = [(b, g, row) for b, g in parts for row in range(live[b].groups[g][1].shape[0])]
         for begin in range(0, len(rows), size):
             chunk = rows[begin:begin + size]
             tokens = np.stack([live[b].groups[g][1][row] for b, g, row in chunk])
             tok_idx = np.stack([live[b].groups[g][2] for b, g, _ in chunk]).astype(np.int64)
-            out = _to_host_later(model.encode(torch.from_numpy(tokens), torch.from_numpy(tok_idx)))
+            out = to_host_later(model.encode(torch.from_numpy(tokens), torch.from_numpy(tok_idx)))
             if pending is not None:     # the previous batch comes back while this one computes
                 _scatter(latents, *pending)
             pending = (chunk, out)
@@ -278,7 +278,7 @@ def write_embedding(meta, encoded, tmp_dir, run):
     """
     from ..pipeline import results
     from ..pipeline.tokens import detokenize
-    from ..io.write import _netcdf_ready
+    from ..io.write import netcdf_ready
 
     if isinstance(meta, Failed) or isinstance(encoded, Failed):
         failed = meta if isinstance(meta, Failed) else encoded
@@ -298,9 +298,9 @@ def write_embedding(meta, encoded, tmp_dir, run):
         per_chunk = max(1, min(meta.n_epochs, (16 << 20) // max(1, embedding[0].nbytes)))
         encoding = {name: {"chunks": (per_chunk,) + ds[name].shape[1:]} for name in ("embedding", "mask", "padding")}
         path = _group_path(tmp_dir, meta.rec_id, run)
-        _netcdf_ready(ds).to_zarr(path, mode="w", zarr_format=2, consolidated=True, encoding=encoding)
+        netcdf_ready(ds).to_zarr(path, mode="w", zarr_format=2, consolidated=True, encoding=encoding)
     except Exception as err:
-        return _failed_row(Failed(meta.rec_id, _message(err), meta.warnings, meta.seconds, meta.n_channels))
+        return _failed_row(Failed(meta.rec_id, failure_message(err), meta.warnings, meta.seconds, meta.n_channels))
     compute = meta.prepare_seconds + encode_seconds + time.perf_counter() - start
     return dict(recording=meta.rec_id, status="done", n_epochs=int(meta.n_epochs), n_channels=int(meta.n_channels),
                 seconds=meta.seconds, warnings=meta.warnings, compute_seconds=round(compute, 3),
@@ -321,7 +321,7 @@ def prepare_reconstruction(rec_id, path, variant, options):
         try:
             prepared = _prepare(path, variant, options)
         except Exception as err:
-            return Failed(rec_id, _message(err), _warnings(caught))
+            return Failed(rec_id, failure_message(err), _warnings(caught))
     meta = SimpleNamespace(rec_id=rec_id, n_epochs=prepared.pre.n_epochs, n_channels=len(prepared.raw.ch_names),
                            seconds=prepared.raw.n_times / prepared.raw.info["sfreq"], warnings=_warnings(caught),
                            prepare_seconds=time.perf_counter() - start, prepared_by=_worker_name())
@@ -345,7 +345,7 @@ def reconstruct_bundles(spec, bundles, options):
                 rec = reconstruct_prepared(bundle.prepared, model, progress=False,
                                            **{k: options[k] for k in _RECONSTRUCT_KEYS if k in options})
             except Exception as err:
-                results[bundle.rec_id] = Failed(bundle.rec_id, _message(err), _warnings(caught),
+                results[bundle.rec_id] = Failed(bundle.rec_id, failure_message(err), _warnings(caught),
                                                 bundle.meta.seconds, bundle.meta.n_channels)
                 continue
         results[bundle.rec_id] = (rec, time.perf_counter() - start, _worker_name(), _warnings(caught))
@@ -369,7 +369,7 @@ def write_reconstruction(meta, result, target, kind):
             warnings.simplefilter("always")
             write_fif(rec, target, kind=kind, overwrite=True, verbose="error")
     except Exception as err:
-        return _failed_row(Failed(meta.rec_id, _message(err), meta.warnings, meta.seconds, meta.n_channels))
+        return _failed_row(Failed(meta.rec_id, failure_message(err), meta.warnings, meta.seconds, meta.n_channels))
     notes = " | ".join(filter(None, dict.fromkeys([meta.warnings, caught, _warnings(late)])))
     compute = meta.prepare_seconds + seconds + time.perf_counter() - start
     return dict(recording=meta.rec_id, status="done", n_epochs=int(meta.n_epochs), n_channels=int(meta.n_channels),

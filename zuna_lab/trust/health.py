@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ZunaTypeError, ZunaValueError
-from .mmd import _check_kernel, _mmd_core, _subsample
+from .mmd import check_kernel, mmd_core, subsample_rows
 from .metrics import reconstruction_errors  # noqa: F401  (where the dashboard has always found it)
 
 __all__ = [
@@ -263,10 +263,10 @@ def mmd(x, y=None, *, kernel="imq", bandwidth="median", n_permutations=200, max_
     >>> float(res.p_value) < 0.01                       # doctest: +SKIP
     True
     """
-    _check_kernel(kernel)
+    check_kernel(kernel)
     rng = np.random.default_rng(seed)
     xa = _as_points(x, include_masked)
-    xv = _subsample(xa.values, max_points, rng)
+    xv = subsample_rows(xa.values, max_points, rng)
     if y is None:
         yv = rng.standard_normal(xv.shape)
         ref = "N(0, I)"
@@ -277,12 +277,12 @@ def mmd(x, y=None, *, kernel="imq", bandwidth="median", n_permutations=200, max_
                 f"The two embeddings have {xa.sizes['latent']} and {ya.sizes['latent']} latent "
                 "dimensions; they must match."
             )
-        yv = _subsample(ya.values, max_points, rng)
+        yv = subsample_rows(ya.values, max_points, rng)
         ref = "embedding"
     n_permutations = int(n_permutations or 0)
     if n_permutations < 0:
         raise ZunaValueError(f"n_permutations must be >= 0, got {n_permutations}.")
-    observed, null, bw = _mmd_core(xv, yv, kernel=kernel, bandwidth=bandwidth,
+    observed, null, bw = mmd_core(xv, yv, kernel=kernel, bandwidth=bandwidth,
                                    n_permutations=n_permutations, rng=rng)
     p = float((1 + np.sum(null >= observed)) / (1 + len(null))) if len(null) else np.nan
     return xr.Dataset(

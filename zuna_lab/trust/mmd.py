@@ -39,7 +39,7 @@ def _kernel(d2, kernel, bandwidth):
     return np.exp(-d2 / (2.0 * bandwidth))
 
 
-def _mmd_core(x, y, *, kernel, bandwidth, n_permutations, rng):
+def mmd_core(x, y, *, kernel, bandwidth, n_permutations, rng):
     """Unbiased MMD^2 and its permutation null; x, y are float arrays (n, d)."""
     m, n = len(x), len(y)
     z = np.concatenate([x, y])
@@ -77,12 +77,12 @@ def _mmd_core(x, y, *, kernel, bandwidth, n_permutations, rng):
     return observed, null, bw
 
 
-def _check_kernel(kernel):
+def check_kernel(kernel):
     if kernel not in ("imq", "gaussian"):
         raise ZunaValueError(f"kernel must be 'imq' or 'gaussian', got {kernel!r}.")
 
 
-def _subsample(x, max_points, rng):
+def subsample_rows(x, max_points, rng):
     if max_points is not None and len(x) > max_points:
         idx = np.sort(rng.choice(len(x), size=int(max_points), replace=False))
         return x[idx]

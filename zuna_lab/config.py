@@ -19,9 +19,6 @@ VERSION = "0.1.0"
 
 VARIANTS = ("ZUNA", "ZUNA1.1")
 
-#: Default Hugging Face repository of each variant.
-REPO_IDS = {"ZUNA": "Zyphra/ZUNA", "ZUNA1.1": "Zyphra/ZUNA1.1"}
-
 #: Signal-side constants of each variant (the official preprocessing and tokenisation).
 #: The data format both variants share: 256 Hz, tokens of 32 samples (0.125 s), 5 s epochs by default.
 MODEL_SFREQ = 256.0

@@ -1,4 +1,4 @@
-"""ZunaModel: encoder + decoder with the low-level API of DESIGN.md, and checkpoint loading."""
+"""ZunaModel: encoder + decoder with the low-level API (encode, sample), and checkpoint loading."""
 from __future__ import annotations
 
 import functools

@@ -184,7 +184,7 @@ class Preprocessed:
             Hidden for the whole epoch (case-insensitive names).
         bad_spans : list of tuple, optional
             ``(start, stop)`` or ``(start, stop, channel)`` in seconds from the first sample of
-            the recording (e.g. from :func:`zuna_lab.io.bad_annotation_spans`).
+            the recording (e.g. from :func:`zuna_lab.pipeline.masks.bad_annotation_spans`).
         overlap : float
             A token is hidden when more than this fraction of it is covered (0.0: any overlap).
 

@@ -48,8 +48,6 @@ HEALTH_THRESHOLDS = {
     "std_high": 2.0,
 }
 
-_VERDICTS = ("healthy", "shifted", "collapsed dims")
-
 
 # --------------------------------------------------------------------------- input
 def latent_samples(emb, *, include_masked=False, verbose=None):

@@ -127,3 +127,26 @@ def _reexport(name: str, target: str) -> bool:
 
 def test_no_private_name_of_another_module(graph):
     assert {name: private for name, (_, private) in graph.items() if private} == {}
+
+
+def _code_lines(source_lines, node) -> int:
+    """Lines of code of a function: its docstring, comments and blank lines aside."""
+    body = node.body
+    docstring = isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+        and isinstance(body[0].value.value, str)
+    start = body[0].end_lineno + 1 if docstring else body[0].lineno
+    return sum(1 for line in source_lines[start - 1:node.end_lineno] if line.strip() and not line.strip().startswith("#"))
+
+
+def test_short_files_and_functions():
+    """No module over 600 lines, no function over 80 lines of code."""
+    long_files, long_functions = [], []
+    for name, path in modules().items():
+        source = path.read_text()
+        lines = source.splitlines()
+        if len(lines) > 600:
+            long_files.append((name, len(lines)))
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _code_lines(lines, node) > 80:
+                long_functions.append((name, node.name, _code_lines(lines, node)))
+    assert long_files == [] and long_functions == []

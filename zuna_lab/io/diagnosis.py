@@ -145,7 +145,6 @@ def diagnose(raw, variant, montage):
     """Every channel's name, position and problems; plus what the repair needs."""
     import pandas as pd
 
-
     table, names, kinds = standard_positions(montage), list(raw.ch_names), raw.get_channel_types()
     n = len(names)
     eeg = [i for i in range(n) if kinds[i] == "eeg"]
@@ -203,6 +202,23 @@ def diagnose(raw, variant, montage):
         elif outside:
             flag(i, "range", f"{', '.join(outside)} lies outside ZUNA's ±{extreme:g} m grid (it gets the edge bin)",
                  "standard position" if match[i][0] else "")
+    _flag_shared_positions(usable, eff, names, match, variant, flag)
+    source = ["none" if not np.isfinite(eff[i]).all() else "file" if np.allclose(eff[i], file_pos[i], equal_nan=False)
+              else "standard" for i in range(n)]
+    status = ["not EEG" if i not in eeg else "dropped" if "dropped" in codes[i] else "problem" if codes[i]
+              else "cleaned" if match[i][1] == "cleaned" else "ok" for i in range(n)]
+    frame_df = pd.DataFrame({
+        "channel": names, "type": kinds, "standard": [m[0] for m in match], "name": [m[1] for m in match],
+        "note": notes, "position": [s if i in eeg else "" for i, s in enumerate(source)],
+        "x": eff[:, 0], "y": eff[:, 1], "z": eff[:, 2], "status": status, "issue": [",".join(c) for c in codes],
+        "problem": ["; ".join(p) + ("." if p else "") for p in say], "fix": ["; ".join(t) for t in todo]})
+    return dict(table=frame_df, retype=retype, brain=brain, have=have, factor=factor, unit=unit, frame=frame,
+                scaled=scaled, standard=standard, match=match, codes=codes, eeg=eeg)
+
+
+def _flag_shared_positions(usable, eff, names, match, variant, flag):
+    """Channels at one identical position ("same"; a repeat of a standard name is dropped by the
+    repair) or sharing one of ZUNA's position bins ("bin")."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         bins = position_bins(eff[usable], variant=variant) if usable else np.zeros((0, 3), int)
@@ -220,17 +236,6 @@ def diagnose(raw, variant, montage):
             else:
                 flag(i, "bin", f"shares ZUNA's position bin {tuple(int(b) for b in key)} with {others}: the model "
                                "sees them at one place")
-    source = ["none" if not np.isfinite(eff[i]).all() else "file" if np.allclose(eff[i], file_pos[i], equal_nan=False)
-              else "standard" for i in range(n)]
-    status = ["not EEG" if i not in eeg else "dropped" if "dropped" in codes[i] else "problem" if codes[i]
-              else "cleaned" if match[i][1] == "cleaned" else "ok" for i in range(n)]
-    frame_df = pd.DataFrame({
-        "channel": names, "type": kinds, "standard": [m[0] for m in match], "name": [m[1] for m in match],
-        "note": notes, "position": [s if i in eeg else "" for i, s in enumerate(source)],
-        "x": eff[:, 0], "y": eff[:, 1], "z": eff[:, 2], "status": status, "issue": [",".join(c) for c in codes],
-        "problem": ["; ".join(p) + ("." if p else "") for p in say], "fix": ["; ".join(t) for t in todo]})
-    return dict(table=frame_df, retype=retype, brain=brain, have=have, factor=factor, unit=unit, frame=frame,
-                scaled=scaled, standard=standard, match=match, codes=codes, eeg=eeg)
 
 
 def problem_labels(diagnosis, skip=()):

@@ -178,102 +178,116 @@ def run_pipeline(client, store, jobs, stages, spec, *, progress=True, label="emb
     """Run ``jobs`` ((rec_id, source, stamp) triples) through ``stages`` on ``client``; commit to ``store``.
 
     A recording is committed as soon as it is written (or has failed); a failure never stops the
-    others. Returns when every job is committed. Interrupting it (Ctrl-C) cancels the tasks and
-    leaves the store with the recordings committed so far.
+    others. Returns the run's id when every job is committed. Interrupting it (Ctrl-C) cancels the
+    tasks and leaves the store with the recordings committed so far.
     """
-    from distributed import as_completed
+    return _Pipeline(client, store, jobs, stages, spec, progress=progress, label=label).run()
 
-    from tqdm.auto import tqdm
 
-    place = placement(client.scheduler_info()["workers"])
-    client.register_plugin(ModelPlugin(spec), name=ModelPlugin.name)
-    run = uuid.uuid4().hex[:8]
-    window = 2 * place["cpu_slots"] + 4 * place["encoders"] + 2
-    waiting = deque(jobs)
-    sources = {rec_id: (source, stamp) for rec_id, source, stamp in jobs}
-    tags, futures = {}, as_completed()
-    ready = []                 # prepared recordings waiting for an encode task: (rec_id, bundle future, info)
-    state = {"active": 0, "encoding": 0, "epochs": 0, "failed": 0}
-    bar = tqdm(total=len(jobs), desc=label, unit="rec", disable=not progress, file=sys.stderr)
-    started = time.perf_counter()
+class _Pipeline:
+    """One run of :func:`run_pipeline`: prepare tasks in a window, encode tasks over the prepared
+    recordings (batched across recordings), write tasks, and the commits, as their results come."""
 
-    def submit(kind, rec, fn, *args, **kwargs):
-        future = client.submit(fn, *args, pure=False, **kwargs)
-        tags[future.key] = (kind, rec, future)
-        futures.add(future)
+    def __init__(self, client, store, jobs, stages, spec, *, progress, label):
+        from distributed import as_completed
+        from tqdm.auto import tqdm
+
+        self.client, self.store, self.stages, self.spec = client, store, stages, spec
+        self.place = placement(client.scheduler_info()["workers"])
+        client.register_plugin(ModelPlugin(spec), name=ModelPlugin.name)
+        self.id = uuid.uuid4().hex[:8]
+        self.window = 2 * self.place["cpu_slots"] + 4 * self.place["encoders"] + 2
+        self.waiting = deque(jobs)
+        self.sources = {rec_id: (source, stamp) for rec_id, source, stamp in jobs}
+        self.tags, self.futures = {}, as_completed()
+        self.ready = []            # prepared recordings waiting for an encode task: (rec_id, bundle future, info)
+        self.active = self.encoding = self.epochs = self.failed = 0
+        self.bar = tqdm(total=len(jobs), desc=label, unit="rec", disable=not progress, file=sys.stderr)
+        self.started = time.perf_counter()
+
+    def run(self) -> str:
+        try:
+            self.launch()
+            for future in self.futures:
+                self.handle(future)
+                self.launch()
+                self.flush(force=not self.waiting and self.encoding == 0)
+                if not self.waiting and not any(kind == "info" for kind, _, _ in self.tags.values()):
+                    self.flush(force=True)
+        except BaseException:
+            self.futures.clear()
+            self.client.cancel([f for _, _, f in self.tags.values()], force=True)
+            raise
+        finally:
+            self.bar.close()
+        return self.id
+
+    def submit(self, kind, rec, fn, *args, **kwargs):
+        future = self.client.submit(fn, *args, pure=False, **kwargs)
+        self.tags[future.key] = (kind, rec, future)
+        self.futures.add(future)
         return future
 
-    def launch():
-        while waiting and state["active"] < window:
-            rec_id, source, _ = waiting.popleft()
-            bundle = client.submit(stages.prepare, rec_id, source, stages.variant, stages.options, pure=False,
-                                   key=f"prepare-{rec_id}-{run}", **place["cpu"])
-            submit("info", (rec_id, bundle), bundle_info, bundle)
-            state["active"] += 1
+    def launch(self):
+        """Prepare tasks for waiting recordings, up to the window."""
+        while self.waiting and self.active < self.window:
+            rec_id, source, _ = self.waiting.popleft()
+            bundle = self.client.submit(self.stages.prepare, rec_id, source, self.stages.variant, self.stages.options,
+                                        pure=False, key=f"prepare-{rec_id}-{self.id}", **self.place["cpu"])
+            self.submit("info", (rec_id, bundle), bundle_info, bundle)
+            self.active += 1
 
-    def flush(force=False):
-        queued = sum(info.get("tokens", 0) for _, _, info in ready)
-        idle = state["encoding"] < 2 * place["encoders"]       # one running and one queued per encoder
-        if not ready or not (force or idle or queued >= task_tokens(place) or not stages.batch):
+    def flush(self, force=False):
+        """Encode tasks over the ready recordings (one running and one queued per encoder), and their writes."""
+        place, stages = self.place, self.stages
+        queued = sum(info.get("tokens", 0) for _, _, info in self.ready)
+        idle = self.encoding < 2 * place["encoders"]
+        if not self.ready or not (force or idle or queued >= task_tokens(place) or not stages.batch):
             return
-        limit = task_tokens(place, queued, tail=not waiting)
-        while ready:
+        limit = task_tokens(place, queued, tail=not self.waiting)
+        while self.ready:
             batch, tokens = [], 0
-            while ready and (not batch or (stages.batch and tokens < limit)):
-                item = ready.pop(0)
+            while self.ready and (not batch or (stages.batch and tokens < limit)):
+                item = self.ready.pop(0)
                 batch.append(item)
                 tokens += item[2].get("tokens", 0)
-            encoded = submit("encode", [rec for rec, _, _ in batch], stages.encode, spec,
-                             [bundle for _, bundle, _ in batch], *stages.encode_args, **place["encode"])
-            state["encoding"] += 1
+            encoded = self.submit("encode", [rec for rec, _, _ in batch], stages.encode, self.spec,
+                                  [bundle for _, bundle, _ in batch], *stages.encode_args, **place["encode"])
+            self.encoding += 1
             for rec_id, bundle, _ in batch:
-                meta = client.submit(bundle_meta, bundle, pure=False)
-                share = client.submit(pick, encoded, rec_id, pure=False)
-                submit("write", rec_id, stages.write, meta, share, *stages.write_args(rec_id, run), **place["cpu"])
-            if not force and state["encoding"] >= 2 * place["encoders"]:
+                meta = self.client.submit(bundle_meta, bundle, pure=False)
+                share = self.client.submit(pick, encoded, rec_id, pure=False)
+                self.submit("write", rec_id, stages.write, meta, share, *stages.write_args(rec_id, self.id),
+                            **place["cpu"])
+            if not force and self.encoding >= 2 * place["encoders"]:
                 break
 
-    def commit(row):
-        source, stamp = sources[row["recording"]]
-        written = row.pop("written", None)
-        store.commit({**row, "source": source, "source_stamp": stamp, "run": run,
-                      "computed_at": _now()}, written=written)
-        state["active"] -= 1
-        state["epochs"] += int(row.get("n_epochs", 0)) if row["status"] == "done" else 0
-        state["failed"] += row["status"] == "failed"
-        rate = state["epochs"] / max(time.perf_counter() - started, 1e-9)
-        bar.set_postfix(epochs=state["epochs"], failed=state["failed"], epochs_per_s=f"{rate:.1f}", refresh=False)
-        bar.update(1)
+    def handle(self, future):
+        kind, rec, _ = self.tags.pop(future.key)
+        if kind == "info":
+            rec_id, bundle = rec
+            info = _result(future, rec_id)
+            if info.get("ok"):
+                self.ready.append((rec_id, bundle, info))
+            else:
+                self.commit({"recording": rec_id, "status": "failed", "error": info.get("error", ""),
+                             "warnings": info.get("warnings", "")})
+        elif kind == "encode":
+            self.encoding -= 1      # a failed encode: each write task of the batch fails and says why
+        elif kind == "write":
+            self.commit(_result(future, rec))
 
-    try:
-        launch()
-        for future in futures:
-            kind, rec, _ = tags.pop(future.key)
-            if kind == "info":
-                rec_id, bundle = rec
-                info = _result(future, rec_id)
-                if info.get("ok"):
-                    ready.append((rec_id, bundle, info))
-                else:
-                    commit({"recording": rec_id, "status": "failed", "error": info.get("error", ""),
-                            "warnings": info.get("warnings", "")})
-            elif kind == "encode":
-                state["encoding"] -= 1
-                if future.status == "error":
-                    pass            # each write task of the batch fails and says why
-            elif kind == "write":
-                commit(_result(future, rec))
-            launch()
-            flush(force=not waiting and state["encoding"] == 0)
-            if not waiting and not any(k == "info" for k, _, _ in tags.values()):
-                flush(force=True)
-    except BaseException:
-        futures.clear()
-        client.cancel([f for _, _, f in tags.values()], force=True)
-        raise
-    finally:
-        bar.close()
-    return run
+    def commit(self, row):
+        source, stamp = self.sources[row["recording"]]
+        written = row.pop("written", None)
+        self.store.commit({**row, "source": source, "source_stamp": stamp, "run": self.id, "computed_at": _now()},
+                          written=written)
+        self.active -= 1
+        self.epochs += int(row.get("n_epochs", 0)) if row["status"] == "done" else 0
+        self.failed += row["status"] == "failed"
+        rate = self.epochs / max(time.perf_counter() - self.started, 1e-9)
+        self.bar.set_postfix(epochs=self.epochs, failed=self.failed, epochs_per_s=f"{rate:.1f}", refresh=False)
+        self.bar.update(1)
 
 
 def _result(future, rec_id):

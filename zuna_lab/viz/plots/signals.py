@@ -105,6 +105,25 @@ def _draw_in_order(plot, element):
         fig.renderers = ordered
 
 
+def _robust_spacing(values_uv) -> float:
+    """Six robust SDs (median absolute deviation) of the channels' values, in µV."""
+    med = np.nanmedian(values_uv, axis=-1, keepdims=True)
+    mad = np.nanmedian(np.abs(values_uv - med), axis=-1)
+    rs = 1.4826 * np.nanmedian(mad) if np.isfinite(mad).any() else 1.0
+    return float(6 * rs) if rs > 0 else 1.0
+
+
+def _mask_rectangles(mask, epoch, names, offsets, spacing) -> list:
+    """(t0, y0, t1, y1) of each run of masked tokens, one channel's band high."""
+    m = mask.isel(epoch=int(epoch)) if "epoch" in mask.dims else mask
+    m = m.sel(channel=names) if "channel" in m.dims else m
+    tstart = (np.asarray(m["token_time"].values, float) if "token_time" in m.coords
+              else np.arange(m.sizes["token"]) * TOKEN_S)
+    mv = np.asarray(m.transpose("channel", "token").values, bool)
+    return [(t0, offsets[i] - spacing / 2, t1, offsets[i] + spacing / 2)
+            for i in range(len(names)) for t0, t1 in _mask_spans(mv[i], tstart, TOKEN_S)]
+
+
 def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, max_points=2000,
            show_mask=True, mask=None, mask_label="masked", highlight=(), width=900, height=None, responsive=False,
            title=None, legend=True, verbose=None):
@@ -195,27 +214,12 @@ def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, 
     ref = arrays.get("original", next(iter(arrays.values())))  # spacing and highlight follow the original
     base = np.asarray(ref.values, dtype=float) * 1e6
     if spacing is None:
-        med = np.nanmedian(base, axis=-1, keepdims=True)
-        mad = np.nanmedian(np.abs(base - med), axis=-1)
-        rs = 1.4826 * np.nanmedian(mad) if np.isfinite(mad).any() else 1.0
-        spacing = float(6 * rs) if rs > 0 else 1.0
+        spacing = _robust_spacing(base)
     nch = len(names)
     offsets = (nch - 1 - np.arange(nch)) * spacing
     layers = []
     if mask is not None and show_mask:
-        m = mask
-        if "epoch" in m.dims:
-            m = m.isel(epoch=int(epoch))
-        m = m.sel(channel=names) if "channel" in m.dims else m
-        if "token_time" in m.coords:
-            tstart = np.asarray(m["token_time"].values, float)
-        else:
-            tstart = np.arange(m.sizes["token"]) * TOKEN_S
-        rects = []
-        mv = np.asarray(m.transpose("channel", "token").values, bool)
-        for i in range(nch):
-            for t0, t1 in _mask_spans(mv[i], tstart, TOKEN_S):
-                rects.append((t0, offsets[i] - spacing / 2, t1, offsets[i] + spacing / 2))
+        rects = _mask_rectangles(mask, epoch, names, offsets, spacing)
         if rects or not legend:  # with a legend, nothing shaded: no empty legend entry
             layers.append(with_opts(
                 hv.Rectangles(rects, kdims=["time", "amplitude", "time_end", "amplitude_end"], label=mask_label),

@@ -20,6 +20,7 @@ from zuna_lab.pipeline.masks import bad_annotation_spans
 from zuna_lab.io.read import read_raw
 from zuna_lab.pipeline.preprocessing import preprocess
 from zuna_lab.pipeline.tokens import detokenize, mask_to_sequence, tokenize
+from zuna_lab.pipeline.tokens import epoch_token_mask
 
 from oracle_support import VERSIONS, oracle_python, sample_recordings
 
@@ -95,7 +96,7 @@ def _our_mask(pre, raw, index):
     # ZUNA (0.1.1) hides nothing by default; ZUNA1.1 hides info["bads"] and BAD_ annotations.
     if pre.variant == "ZUNA":
         return None
-    return pre.token_mask(index, bad_channels=pre.bads, bad_spans=bad_annotation_spans(raw))
+    return epoch_token_mask(pre, index, bad_channels=pre.bads, bad_spans=bad_annotation_spans(raw))
 
 
 CASES = [("ZUNA", name, None) for name in FILES] + [("ZUNA1.1", name, seg) for name in FILES for seg in SEGMENTS]
@@ -124,7 +125,7 @@ def test_bad_annotation_drops_zuna_epoch_and_masks_zuna11_tokens(oracle, inputs)
     _, pre = _ours(inputs, "ZUNA", "sample2_bads_raw")
     np.testing.assert_allclose(pre.epoch_start, [0.0, 10.0])  # the epoch 5–10 s overlaps BAD_motion
     raw, pre11 = _ours(inputs, "ZUNA1.1", "sample2_bads_raw", 5.0)
-    mask = pre11.token_mask(1, bad_channels=pre11.bads, bad_spans=bad_annotation_spans(raw))
+    mask = epoch_token_mask(pre11, 1, bad_channels=pre11.bads, bad_spans=bad_annotation_spans(raw))
     assert mask[pre11.ch_names.index("F3")].all()
     assert mask[:, 9:15].all() and not mask[0, :9].any()  # 6.21–6.81 s → tokens 9–14 of the 2nd segment
 

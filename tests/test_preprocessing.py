@@ -8,6 +8,7 @@ import pytest
 from zuna_lab.errors import RecordingError, ZunaTypeError, ZunaValueError
 from zuna_lab.io.read import read_raw
 from zuna_lab.pipeline.preprocessing import preprocess
+from zuna_lab.pipeline.tokens import epoch_token_mask
 
 NAMES = ["Fp1", "Fp2", "C3", "C4", "P3", "P4", "O1", "O2"]
 
@@ -113,7 +114,7 @@ def test_bad_channels_excluded_from_zuna_statistics(raw15):
 
 def test_token_mask_of_an_epoch(raw15):
     pre = preprocess(raw15, "ZUNA1.1", verbose="error")
-    mask = pre.token_mask(1, bad_channels=["o2"], bad_spans=[(6.0, 6.2), (2.0, 3.0)])
+    mask = epoch_token_mask(pre, 1, bad_channels=["o2"], bad_spans=[(6.0, 6.2), (2.0, 3.0)])
     assert mask.shape == (8, 40)
     assert mask[7].all() and mask[:7, 8:10].all() and mask[:7].sum() == 7 * 2  # the 2–3 s span lies in epoch 0
 

@@ -116,9 +116,10 @@ class Preprocessed:
 
     def n_samples(self, epoch_index):
         """Samples in one epoch."""
-        return self.data[self._index(epoch_index)].shape[1]
+        return self.data[self.resolve_epoch(epoch_index)].shape[1]
 
-    def _index(self, epoch_index):
+    def resolve_epoch(self, epoch_index):
+        """``epoch_index`` checked (an int in [-n_epochs, n_epochs)) and made non-negative."""
         if not isinstance(epoch_index, (int, np.integer)) or isinstance(epoch_index, bool):
             raise ZunaTypeError(f"epoch_index must be an int, got {type(epoch_index).__name__}.")
         if not -self.n_epochs <= epoch_index < self.n_epochs:
@@ -148,7 +149,7 @@ class Preprocessed:
         >>> pre = preprocess(raw, "ZUNA")  # doctest: +SKIP
         >>> back = pre.to_volts(pre.data[0], 0)  # equals pre.volts[0] where not clipped  # doctest: +SKIP
         """
-        index = self._index(epoch_index)
+        index = self.resolve_epoch(epoch_index)
         if reference not in ("original", "average"):
             raise ZunaValueError(f"reference must be 'original' or 'average', got {reference!r}.")
         values = np.asarray(epoch_array, dtype=np.float64)
@@ -170,45 +171,13 @@ class Preprocessed:
 
     def original(self, epoch_index, n_rows=None):
         """The epoch in volts (``volts``), with NaN rows appended up to ``n_rows`` (added channels)."""
-        real = np.asarray(self.volts[self._index(epoch_index)], np.float64)
+        real = np.asarray(self.volts[self.resolve_epoch(epoch_index)], np.float64)
         extra = 0 if n_rows is None else n_rows - real.shape[0]
         return np.vstack([real, np.full((extra, real.shape[1]), np.nan)]) if extra > 0 else real
 
-    def token_mask(self, epoch_index, *, bad_channels=None, bad_spans=None, overlap=0.0):
-        """(channel, token) mask of one epoch from bad channels and bad spans of the recording.
-
-        Parameters
-        ----------
-        epoch_index : int
-        bad_channels : list of str, optional
-            Hidden for the whole epoch (case-insensitive names).
-        bad_spans : list of tuple, optional
-            ``(start, stop)`` or ``(start, stop, channel)`` in seconds from the first sample of
-            the recording (e.g. from :func:`zuna_lab.pipeline.masks.bad_annotation_spans`).
-        overlap : float
-            A token is hidden when more than this fraction of it is covered (0.0: any overlap).
-
-        Returns
-        -------
-        mask : ndarray of bool, shape (n_channels, n_tokens)
-
-        Examples
-        --------
-        >>> pre.token_mask(0, bad_channels=pre.bads, bad_spans=bad_annotation_spans(raw))  # doctest: +SKIP
-        """
-        from .tokens import token_mask
-
-        index = self._index(epoch_index)
-        start = float(self.epoch_start[index])
-        shifted = [(s[0] - start, s[1] - start, *s[2:]) for s in (bad_spans or ())]
-        return token_mask(
-            self.ch_names, self.n_samples(index), bad_channels=bad_channels, bad_spans=shifted,
-            sfreq=self.sfreq, overlap=overlap,
-        )
-
     def clipped(self, epoch_index):
         """Boolean (n_channels, n_samples): samples whose model input hit the ±data_clip limit."""
-        index = self._index(epoch_index)
+        index = self.resolve_epoch(epoch_index)
         return np.abs(self.data[index]) >= np.float32(self.data_clip)
 
 

@@ -40,6 +40,8 @@ __all__ = [
     "mask_to_sequence",
     "mask_from_sequence",
     "token_mask",
+    "epoch_token_mask",
+    "epoch_sample_masks",
     "n_tokens_for",
 ]
 
@@ -436,6 +438,47 @@ class EpochMasks:
                          axis=1)[:, : pre.n_samples(index)]
 
 
+def epoch_token_mask(pre, epoch_index, *, bad_channels=None, bad_spans=None, overlap=0.0):
+    """(channel, token) mask of one epoch of a preprocessed recording from bad channels and bad spans.
+
+    Parameters
+    ----------
+    pre : zuna_lab.pipeline.preprocessing.Preprocessed
+    epoch_index : int
+    bad_channels : list of str, optional
+        Hidden for the whole epoch (case-insensitive names).
+    bad_spans : list of tuple, optional
+        ``(start, stop)`` or ``(start, stop, channel)`` in seconds from the first sample of
+        the recording (e.g. from :func:`zuna_lab.pipeline.masks.bad_annotation_spans`).
+    overlap : float
+        A token is hidden when more than this fraction of it is covered (0.0: any overlap).
+
+    Returns
+    -------
+    mask : ndarray of bool, shape (n_channels, n_tokens)
+
+    Examples
+    --------
+    >>> epoch_token_mask(pre, 0, bad_channels=pre.bads, bad_spans=bad_annotation_spans(raw))  # doctest: +SKIP
+    """
+    index = pre.resolve_epoch(epoch_index)
+    start = float(pre.epoch_start[index])
+    shifted = [(s[0] - start, s[1] - start, *s[2:]) for s in (bad_spans or ())]
+    return token_mask(pre.ch_names, pre.n_samples(index), bad_channels=bad_channels, bad_spans=shifted,
+                      sfreq=pre.sfreq, overlap=overlap)
+
+
+def epoch_sample_masks(pre, *, bad_channels=None, spans=None):
+    """(epoch, channel, time) bool: the samples of the tokens that these channels and spans hide
+    (:func:`epoch_token_mask` per epoch, each token widened to its samples)."""
+    widths = [pre.n_samples(i) for i in range(pre.n_epochs)]
+    out = np.zeros((pre.n_epochs, pre.n_channels, max(widths)), bool)
+    for i, width in enumerate(widths):
+        tokens = epoch_token_mask(pre, i, bad_channels=bad_channels, bad_spans=spans or ())
+        out[i, :, :width] = np.repeat(tokens, SAMPLES_PER_TOKEN, axis=1)[:, :width]
+    return out
+
+
 def epoch_masks(pre, request):
     """Token masks of every epoch of ``pre`` from a :class:`zuna_lab.pipeline.masks.MaskRequest`.
 
@@ -454,7 +497,8 @@ def epoch_masks(pre, request):
     >>> layout.masks[0].shape  # doctest: +SKIP
     (19, 40)
     """
-    per_epoch = [pre.token_mask(i, bad_channels=request.bads, bad_spans=request.spans) for i in range(pre.n_epochs)]
+    per_epoch = [epoch_token_mask(pre, i, bad_channels=request.bads, bad_spans=request.spans)
+                 for i in range(pre.n_epochs)]
     if request.mask is not None:
         user = np.asarray(request.mask)
         if user.dtype != bool:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..config import SAMPLES_PER_TOKEN
 from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError, preview
 from ..validation import check_int, check_names, check_number, check_sampler, check_segments, check_verbose, resolve_names
+from ..pipeline.tokens import epoch_sample_masks
 
 __all__ = ["evaluate_dropout", "dropout_scores", "spread_coverage", "expected_coverage", "calibration_scale",
            "reliability", "calibrated_interval", "summary", "winner", "METHODS", "LEVELS"]
@@ -319,7 +320,7 @@ def evaluate_dropout(data, model=None, *, channels="all", fraction=None, n_repea
         raise ZunaValueError(f"channels names {preview(sorted(bads & set(pool)))}, in info['bads']: a recording "
                              "marked bad cannot score a reconstruction; leave them out.")
     truth, widths = _epochs_array(pre)
-    annotated = _sample_masks(pre, spans=bad_annotation_spans(raw))
+    annotated = epoch_sample_masks(pre, spans=bad_annotation_spans(raw))
     spans = _resolve_spans(spans_given, pre)
     conditions, shape, dims = _conditions(pool, good, fractions, n_repeats, seed)
 
@@ -333,7 +334,7 @@ def evaluate_dropout(data, model=None, *, channels="all", fraction=None, n_repea
     for index, hidden in conditions:
         rows = [names.index(name) for name in hidden]
         cond_spans = None if spans is None else [(a, b, name) for name in hidden for a, b in spans]
-        cells = _sample_masks(pre, bad_channels=None if spans is not None else hidden, spans=cond_spans) & ~annotated
+        cells = epoch_sample_masks(pre, bad_channels=None if spans is not None else hidden, spans=cond_spans) & ~annotated
         cells &= np.isfinite(truth)
         target = xr.DataArray(np.where(cells, truth, np.nan), dims=("epoch", "channel", "time"))
         hidden_map[index][rows] = True
@@ -435,16 +436,6 @@ def _epochs_array(pre):
     for i, width in enumerate(widths):
         truth[i, :, :width] = pre.volts[i]
     return truth, widths
-
-
-def _sample_masks(pre, *, bad_channels=None, spans=None):
-    """(epoch, channel, time) bool: the cells of the tokens these channels / spans hide (as ZUNA's masks)."""
-    widths = [pre.n_samples(i) for i in range(pre.n_epochs)]
-    out = np.zeros((pre.n_epochs, pre.n_channels, max(widths)), bool)
-    for i, width in enumerate(widths):
-        tokens = pre.token_mask(i, bad_channels=bad_channels, bad_spans=spans or ())
-        out[i, :, :width] = np.repeat(tokens, SAMPLES_PER_TOKEN, axis=1)[:, :width]
-    return out
 
 
 def _spline_estimate(data, names, positions, bads, sfreq, verbose):

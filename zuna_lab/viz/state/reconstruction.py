@@ -12,6 +12,7 @@ import param
 import xarray as xr
 
 from ...errors import ZunaValueError
+from ...pipeline.tokens import epoch_token_mask
 from ._task import Task, loaded
 from .recording import Recording, as_recording
 
@@ -204,7 +205,7 @@ class ReconstructionState(Task):
         pre = base.pre
         hidden = masks.request(base.raw, bads=tuple(base.bads) + tuple(req["bad_channels"]),
                                bad_segments=req["bad_segments"])
-        m = pre.token_mask(int(self.epoch), bad_channels=hidden.bads, bad_spans=hidden.spans)
+        m = epoch_token_mask(pre, int(self.epoch), bad_channels=hidden.bads, bad_spans=hidden.spans)
         token_s = pre.n_samples(int(self.epoch)) / m.shape[1] / pre.sfreq
         return xr.DataArray(m, dims=("channel", "token"), name="mask",
                             coords={"channel": list(pre.ch_names),

@@ -573,7 +573,7 @@ _UNSET = object()
 def check_arguments(*, data=_UNSET, segment_duration=None, bad_channels=None, bad_segments=None, use_annotations=True,
                     mask=None, add_channels=None, batch_size=None, sfreq=None, ch_names=None, progress=None,
                     callback=None, verbose=None, steps=_UNSET, cfg=_UNSET, seed=None, n_samples=_UNSET, **_ignored):
-    """Check the arguments of :func:`zuna_lab.embed` / :func:`zuna_lab.reconstruct` (called with ``**locals()``).
+    """Check the arguments of :func:`zuna_lab.embed` / :func:`zuna_lab.reconstruct` / the study entry points.
 
     Everything that can be checked without the recording or the model: types, finiteness,
     ranges, lists of names, segments. Unknown keywords are ignored.

@@ -126,7 +126,9 @@ def embed(data, model=None, *, segment_duration=None, bad_channels=None, use_ann
     >>> emb.embedding.sizes                                       # doctest: +SKIP
     >>> emb.to_dataframe().head()                                 # doctest: +SKIP
     """
-    check_arguments(**locals())     # zuna_lab.validation: types, ranges, names, before any work
+    check_arguments(data=data, segment_duration=segment_duration, bad_channels=bad_channels,   # before any work
+                    use_annotations=use_annotations, mask=mask, batch_size=batch_size, sfreq=sfreq,
+                    ch_names=ch_names, progress=progress, verbose=verbose)
     model = get_model(model)
     prepared = prepare(data, model.variant, bad_channels=bad_channels, segment_duration=segment_duration,
                        sfreq=sfreq, ch_names=ch_names, verbose=verbose)
@@ -219,7 +221,11 @@ def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=
     >>> rec = zl.reconstruct("data/sample_synthetic_raw.fif", bad_channels=["T7"], seed=0)   # doctest: +SKIP
     >>> fixed = zl.to_raw(rec)                 # your recording, T7 repaired, all else kept   # doctest: +SKIP
     """
-    check_arguments(**locals())     # zuna_lab.validation: types, ranges, names, segments, before any work
+    check_arguments(data=data, steps=steps, cfg=cfg, seed=seed, bad_channels=bad_channels,   # before any work
+                    bad_segments=bad_segments, use_annotations=use_annotations, mask=mask,
+                    add_channels=add_channels, n_samples=n_samples, segment_duration=segment_duration,
+                    batch_size=batch_size, sfreq=sfreq, ch_names=ch_names, progress=progress,
+                    callback=callback, verbose=verbose)
     model = get_model(model)
     prepared = prepare(data, model.variant, bad_channels=bad_channels, segment_duration=segment_duration,
                        sfreq=sfreq, ch_names=ch_names, verbose=verbose)
@@ -260,7 +266,9 @@ def reconstruct_prepared(prepared, model, *, epochs=None, steps=50, cfg=1.0, see
     >>> prepared = prepare(raw, model.variant, bad_channels=["T7"])           # doctest: +SKIP
     >>> one = reconstruct_prepared(prepared, model, epochs=[2], seed=0)       # doctest: +SKIP
     """
-    check_arguments(**locals())
+    check_arguments(steps=steps, cfg=cfg, seed=seed, bad_segments=bad_segments, use_annotations=use_annotations,
+                    mask=mask, add_channels=add_channels, n_samples=n_samples, batch_size=batch_size,
+                    progress=progress, callback=callback, verbose=verbose)
     if not isinstance(prepared, Prepared):
         raise ZunaTypeError(f"prepared must come from zuna_lab.api.core.prepare, got {type(prepared).__name__}.")
     model = get_model(model)

@@ -12,12 +12,19 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ZunaValueError
 
 #: The package version (``zuna_lab.__version__``, written into every result's provenance).
 VERSION = "0.1.0"
 
 VARIANTS = ("ZUNA", "ZUNA1.1")
+
+
+def check_variant(variant) -> str:
+    """``variant`` when it names a ZUNA variant; else one sentence (ZunaValueError). The one check."""
+    if not isinstance(variant, str) or variant not in VARIANTS:
+        raise ZunaValueError(f"Unknown model variant {variant!r}; use one of {', '.join(map(repr, VARIANTS))}.")
+    return variant
 
 #: Signal-side constants of each variant (the official preprocessing and tokenisation).
 #: The data format both variants share: 256 Hz, tokens of 32 samples (0.125 s), 5 s epochs by default.

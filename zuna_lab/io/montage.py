@@ -13,7 +13,7 @@ import warnings
 import mne
 import numpy as np
 
-from ..config import VARIANT_CONSTANTS, VARIANTS
+from ..config import VARIANT_CONSTANTS, check_variant
 from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
 
 __all__ = ["clean_channel_name", "channel_positions", "standard_positions", "position_bins"]
@@ -212,8 +212,7 @@ def position_bins(ch_pos, *, variant):
     >>> position_bins([[0.0, 0.0, 0.0]], variant="ZUNA")
     array([[25, 25, 25]])
     """
-    if not isinstance(variant, str) or variant not in VARIANTS:
-        raise ZunaValueError(f"Unknown model variant {variant!r}; use one of {', '.join(map(repr, VARIANTS))}.")
+    check_variant(variant)
     constants = VARIANT_CONSTANTS[variant]
     n_bins, extreme = int(constants["n_position_bins"]), float(constants["position_extreme"])
     pos = np.asarray(ch_pos, dtype=np.float32)

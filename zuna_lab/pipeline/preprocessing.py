@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import mne
 import numpy as np
 
-from ..config import TOKEN_SECONDS, VARIANT_CONSTANTS, VARIANTS
+from ..config import TOKEN_SECONDS, VARIANT_CONSTANTS, check_variant
 from ..errors import RecordingError, ZunaTypeError, ZunaValueError, preview
 from ..io.montage import has_position, channel_positions
 from ..io.quality import check_signal
@@ -225,8 +225,7 @@ def preprocess(raw, variant="ZUNA", *, segment_duration=None, verbose=None):
     >>> pre.n_epochs, pre.data[0].shape  # doctest: +SKIP
     (2, (12, 2560))
     """
-    if variant not in VARIANTS:
-        raise ZunaValueError(f"Unknown model variant {variant!r}; use one of {', '.join(map(repr, VARIANTS))}.")
+    check_variant(variant)
     duration = _resolve_segment_duration(variant, segment_duration)
     check_recording(raw, variant)
     if variant == "ZUNA" and set(raw.info["bads"]) >= set(raw.ch_names):
@@ -424,8 +423,7 @@ def check_recording(raw, variant="ZUNA"):
     """
     if not isinstance(raw, mne.io.BaseRaw):
         raise ZunaTypeError(f"Expected an mne.io.Raw (e.g. from zuna_lab.read_raw), got {type(raw).__name__}.")
-    if variant not in VARIANTS:
-        raise ZunaValueError(f"Unknown model variant {variant!r}; use one of {', '.join(map(repr, VARIANTS))}.")
+    check_variant(variant)
     if not raw.preload:
         raise RecordingError("The Raw is not loaded; call raw.load_data() or read it with zuna_lab.read_raw.")
     non_eeg = [raw.ch_names[i] for i in range(len(raw.ch_names)) if i not in set(mne.pick_types(raw.info, eeg=True, exclude=()))]

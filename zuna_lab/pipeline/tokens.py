@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import SAMPLES_PER_TOKEN, VARIANT_CONSTANTS, VARIANTS
+from ..config import SAMPLES_PER_TOKEN, VARIANT_CONSTANTS, check_variant
 from ..errors import ZunaTypeError, ZunaValueError
 from ..io.montage import position_bins
 
@@ -92,7 +92,7 @@ def token_spec(variant):
     >>> token_spec("ZUNA1.1").n_position_bins
     100
     """
-    _check_variant(variant)
+    check_variant(variant)
     constants = VARIANT_CONSTANTS[variant]
     return TokenSpec(
         variant=variant,
@@ -101,11 +101,6 @@ def token_spec(variant):
         order=_ORDER[variant],
         samples_per_token=int(constants["samples_per_token"]),
     )
-
-
-def _check_variant(variant):
-    if not isinstance(variant, str) or variant not in VARIANTS:
-        raise ZunaValueError(f"Unknown model variant {variant!r}; use one of {', '.join(map(repr, VARIANTS))}.")
 
 
 def n_tokens_for(n_samples):

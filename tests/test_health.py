@@ -4,7 +4,7 @@ import xarray as xr
 
 from zuna_lab.trust import health
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
-from viz_fixtures import make_embedding, make_reconstruction
+from builders import make_embedding, make_reconstruction
 
 
 def test_standard_normal_is_healthy():

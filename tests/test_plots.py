@@ -6,7 +6,7 @@ import holoviews as hv
 from zuna_lab.trust import health
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
 from zuna_lab.viz import plots as zp
-from viz_fixtures import make_embedding, make_reconstruction
+from builders import make_embedding, make_reconstruction
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_scalp(rec):
 
 
 def test_scalp_from_raw_and_dict():
-    from viz_fixtures import make_raw
+    from builders import make_raw
 
     raw = make_raw(duration=2)
     ov = zp.scalp(raw, masked=["T8"])
@@ -224,7 +224,7 @@ def test_dashboard_tabs_compute_on_first_view():
     from zuna_lab.testing import make_random_checkpoint
     from zuna_lab.viz import apps
     from zuna_lab.viz.projections import scalp_coords
-    from viz_fixtures import make_raw
+    from builders import make_raw
     import tempfile
 
     model = zl.load_model(make_random_checkpoint(tempfile.mkdtemp(prefix="zl_dash_"), seed=5), device="cpu")

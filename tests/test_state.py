@@ -12,7 +12,7 @@ from zuna_lab.api.core import prepare
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
 from zuna_lab.testing import make_random_checkpoint
 from zuna_lab.viz.state import EmbeddingState, HealthState, Recording, ReconstructionState
-from viz_fixtures import make_embedding, make_raw
+from builders import make_embedding, make_raw
 
 VARIANTS = ("ZUNA", "ZUNA1.1")
 

@@ -114,14 +114,15 @@ def measured_peak():
     return 10 * 2 * 8192 ** 3 / seconds
 
 
-def make_inputs(n_epochs, n_channels, seed=0):
-    """Tokens of n_epochs 5 s epochs on a real 10-05 cap, official (ZUNA1.1, time-major) order."""
+def make_inputs(n_epochs, n_channels, seed=0, n_bins=100):
+    """Tokens of n_epochs 5 s epochs on a real 10-05 cap, official (ZUNA1.1, time-major) order;
+    positions in ``n_bins`` bins per axis (ZUNA1.1's 100; ZUNA's 50)."""
     import mne
     montage = mne.channels.make_standard_montage("standard_1005")
     names = montage.ch_names[:n_channels]
     positions = montage.get_positions()["ch_pos"]
     pos = np.array([positions[n] for n in names])
-    bins = np.clip(np.floor((pos + 0.12) / 0.24 * 100), 0, 99).astype(np.int64)
+    bins = np.clip(np.floor((pos + 0.12) / 0.24 * n_bins), 0, n_bins - 1).astype(np.int64)
     n_tok = 40
     tok_idx = np.zeros((n_tok * n_channels, 4), np.int64)
     for t in range(n_tok):

@@ -22,11 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+import bench  # noqa: E402
 WORK = Path(os.environ.get("ZUNA_BENCH_WORK", "/tmp/zuna_bench"))
 STEPS = 50
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"     # cpu: a smoke test under TRITON_INTERPRET=1
@@ -57,26 +57,8 @@ def checkpoint(variant: str, family: str) -> Path | None:
 
 
 def make_inputs(variant: str, n_epochs: int, n_channels: int, seed: int = 0):
-    """Tokens of 5 s epochs on the first channels of the 10-05 cap (binned as the variant bins),
-    one channel dropped (zeroed), time-major; tok_idx; standard-normal noise."""
-    import mne
-
-    montage = mne.channels.make_standard_montage("standard_1005")
-    positions = montage.get_positions()["ch_pos"]
-    pos = np.array([positions[n] for n in montage.ch_names[:n_channels]])
-    n_bins = N_BINS[variant]
-    bins = np.clip(np.floor((pos + 0.12) / 0.24 * n_bins), 0, n_bins - 1).astype(np.int64)
-    n_tok = 40
-    tok_idx = np.zeros((n_tok * n_channels, 4), np.int64)
-    for t in range(n_tok):
-        tok_idx[t * n_channels:(t + 1) * n_channels, :3] = bins
-        tok_idx[t * n_channels:(t + 1) * n_channels, 3] = t
-    g = torch.Generator().manual_seed(seed)
-    tokens = (0.1 * torch.randn(n_epochs, n_tok * n_channels, 32, generator=g)).clamp(-1, 1)
-    tokens[:, 3::n_channels] = 0.0
-    noise = torch.randn(n_epochs, n_tok * n_channels, 32, generator=g)
-    idx = torch.from_numpy(tok_idx).expand(n_epochs, -1, -1).contiguous()
-    return tokens.to(DEVICE), idx.to(DEVICE), noise.to(DEVICE)
+    """bench.py's inputs (one channel dropped, time-major) with the variant's position bins, on DEVICE."""
+    return tuple(x.to(DEVICE) for x in bench.make_inputs(n_epochs, n_channels, seed=seed, n_bins=N_BINS[variant]))
 
 
 def rel(a, b) -> float:

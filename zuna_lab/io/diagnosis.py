@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import types
 import warnings
+from dataclasses import dataclass
 
 import mne
 import numpy as np
@@ -14,7 +15,7 @@ from ..config import VARIANT_CONSTANTS, VARIANTS
 from ..errors import ZunaValueError, preview
 from .montage import apply_positions, clean_channel_name, has_position, position_bins, standard_positions
 
-__all__ = ["diagnose", "repair", "verdict", "problem_labels", "check_variant", "montage_warning"]
+__all__ = ["Diagnosis", "diagnose", "repair", "verdict", "problem_labels", "check_variant", "montage_warning"]
 
 #: EEG-typed channels whose name says they are something else, and the type they get with fix=True.
 _NON_EEG_NAMES = (
@@ -40,6 +41,24 @@ _LABELS = {
     "bin": "{n} channels sharing a ZUNA position bin", "same": "{n} channels at one position",
     "type": "{n} non-EEG channel(s) typed EEG", "dropped": "{n} channel(s) without a usable position (dropped)",
 }
+
+
+@dataclass(frozen=True, eq=False)
+class Diagnosis:
+    """What :func:`diagnose` found, and what :func:`repair` needs."""
+
+    table: object          # pandas.DataFrame, one row per channel (MontageReport.table)
+    retype: dict           # channel index -> the type its name says (eog, ecg, ...)
+    brain: list            # indices of the EEG channels that stay EEG
+    have: list             # ... of those with a finite position in the file
+    factor: float          # the unit factor to metres (1.0 when the file is in metres)
+    unit: str              # "centimetres", "millimetres" or ""
+    frame: object          # the rigid fit to the head frame (None: none needed)
+    scaled: object         # file positions times factor (n, 3)
+    standard: object       # the matched standard positions (n, 3), NaN where none
+    match: list            # per channel: (standard name, how it matched, note)
+    codes: list            # per channel: its problem codes
+    eeg: list              # indices of the EEG-typed channels
 
 
 def montage_warning(raw, montage="standard_1005"):
@@ -212,8 +231,8 @@ def diagnose(raw, variant, montage):
         "note": notes, "position": [s if i in eeg else "" for i, s in enumerate(source)],
         "x": eff[:, 0], "y": eff[:, 1], "z": eff[:, 2], "status": status, "issue": [",".join(c) for c in codes],
         "problem": ["; ".join(p) + ("." if p else "") for p in say], "fix": ["; ".join(t) for t in todo]})
-    return dict(table=frame_df, retype=retype, brain=brain, have=have, factor=factor, unit=unit, frame=frame,
-                scaled=scaled, standard=standard, match=match, codes=codes, eeg=eeg)
+    return Diagnosis(table=frame_df, retype=retype, brain=brain, have=have, factor=factor, unit=unit, frame=frame,
+                     scaled=scaled, standard=standard, match=match, codes=codes, eeg=eeg)
 
 
 def _flag_shared_positions(usable, eff, names, match, variant, flag):
@@ -240,42 +259,42 @@ def _flag_shared_positions(usable, eff, names, match, variant, flag):
 
 def problem_labels(diagnosis, skip=()):
     counts = {}
-    for codes in diagnosis["codes"]:
+    for codes in diagnosis.codes:
         for code in set(codes):
             counts[code] = counts.get(code, 0) + 1
-    return [_LABELS[code].format(n=counts[code], unit=diagnosis["unit"]) for code in _LABELS
+    return [_LABELS[code].format(n=counts[code], unit=diagnosis.unit) for code in _LABELS
             if code in counts and code not in skip]
 
 
 def repair(raw, d, montage, verbose):
     """The corrected copy and the list of what changed."""
     fixed, names, fixes = raw.copy(), list(raw.ch_names), []
-    if d["retype"]:
-        fixed.set_channel_types({names[i]: kind for i, kind in d["retype"].items()}, verbose="error")
-        fixes.append(f"set the type of {preview(names[i] + ' (' + k + ')' for i, k in d['retype'].items())}")
-    positions = d["scaled"].copy()
-    if d["unit"]:
-        fixes.append(f"scaled the positions from {d['unit']} to metres (×{d['factor']:g})")
-    frame = d["frame"]
+    if d.retype:
+        fixed.set_channel_types({names[i]: kind for i, kind in d.retype.items()}, verbose="error")
+        fixes.append(f"set the type of {preview(names[i] + ' (' + k + ')' for i, k in d.retype.items())}")
+    positions = d.scaled.copy()
+    if d.unit:
+        fixes.append(f"scaled the positions from {d.unit} to metres (×{d.factor:g})")
+    frame = d.frame
     if frame is not None and frame[3]:
         rotation, shift, residual, _ = frame
-        positions[d["have"]] = positions[d["have"]] @ rotation.T + shift
+        positions[d.have] = positions[d.have] @ rotation.T + shift
         fixes.append(f"moved the positions into the MNE head frame by a rigid fit to the standard cap "
                      f"(rms residual {residual * 1000:.1f} mm)")
-    for i in d["brain"]:
-        if {"missing", "range"} & set(d["codes"][i]):
+    for i in d.brain:
+        if {"missing", "range"} & set(d.codes[i]):
             positions[i] = np.nan
-    brain = d["brain"]
+    brain = d.brain
     lacking = [i for i in brain if not np.isfinite(positions[i]).all()]
-    recognised = [i for i in brain if d["match"][i][0]]
+    recognised = [i for i in brain if d.match[i][0]]
     if lacking and any(i in recognised for i in lacking):
-        positions[recognised] = d["standard"][recognised]
+        positions[recognised] = d.standard[recognised]
         fixes.append(f"took the standard 10-05 positions of all {len(recognised)} recognised channels, as "
                      f"{preview(names[i] for i in lacking if i in recognised)} had none usable (as read_raw does)")
     drop = [names[i] for i in brain if not np.isfinite(positions[i]).all()]
     seen, repeats = set(), []
     for i in brain:
-        key = d["match"][i][0]
+        key = d.match[i][0]
         if key and names[i] not in drop and key in seen:
             repeats.append(names[i])
         seen.add(key)
@@ -293,7 +312,7 @@ def repair(raw, d, montage, verbose):
 
 
 def verdict(d, fix, fixes, remaining):
-    table = d["table"]
+    table = d.table
     labels = problem_labels(d)
     eeg = int((table["status"] != "not EEG").sum())
     if not labels:

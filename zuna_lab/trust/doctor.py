@@ -126,8 +126,8 @@ def check_montage(data, *, variant=None, fix=False, montage="standard_1005", sfr
     fixed, fixes, remaining = None, (), 0
     if fix:
         fixed, fixes = repair(raw, diagnosis, montage, verbose)
-        remaining = int(diagnose(fixed, variant, montage)["table"]["problem"].astype(bool).sum())
-    return MontageReport(table=diagnosis["table"], verdict=verdict(diagnosis, fix, fixes, remaining), fixed=fixed,
+        remaining = int(diagnose(fixed, variant, montage).table["problem"].astype(bool).sum())
+    return MontageReport(table=diagnosis.table, verdict=verdict(diagnosis, fix, fixes, remaining), fixed=fixed,
                          fixes=tuple(fixes), variant=variant, remaining=remaining)
 
 

@@ -49,8 +49,9 @@ CASES = [("1x12", 1, 12), ("32x12", 32, 12), ("8x64", 8, 64), ("2x128", 2, 128)]
 
 def apply_ab_knobs():
     """A/B switches of the benchmark runs (never of the library), from the environment:
-    ZUNA_BENCH_REDUCED=1 leaves cuBLAS's 16-bit split-K reductions at torch's default (allowed);
-    ZUNA_BENCH_NO_AHEAD=1 compiles no kernel ahead in load_model."""
+    ZUNA_BENCH_REDUCED=1 leaves cuBLAS's 16-bit split-K reductions at torch's default (allowed).
+    (ZUNA_BENCH_NO_AHEAD, the A/B of compiling kernels ahead, left with that experiment:
+    results/precision.md.)"""
     if os.environ.get("ZUNA_BENCH_REDUCED"):
         from zuna_lab.fast import runner
 
@@ -58,9 +59,6 @@ def apply_ab_knobs():
             self.previous = [getattr(torch.backends.cuda.matmul, name) for name in self.FLAGS]
             torch.backends.cuda.matmul.allow_tf32 = self.tf32 or self.previous[0]
         runner.gemm_flags.__enter__ = enter
-    if os.environ.get("ZUNA_BENCH_NO_AHEAD"):
-        from zuna_lab.fast import warmup
-        warmup.compile_ahead = lambda *args, **kwargs: False
 
 
 def flops_reconstruct(n_epochs, n_channels, steps=STEPS):

@@ -4,7 +4,6 @@ as a "hybrid" built by hand, the same modules)."""
 import sys
 from pathlib import Path
 
-
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 import bench  # noqa: E402
 import zuna_lab  # noqa: E402

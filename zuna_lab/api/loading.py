@@ -1,4 +1,4 @@
-"""load_model: weights (hub or a folder) → the reference model → in bf16, its CUDA or CPU fast path.
+"""load_model: weights (hub or a folder) → the reference model → below fp32, its CUDA or CPU fast path.
 
 The one place that joins :mod:`zuna_lab.model.hub`, the reference model (:mod:`zuna_lab.model`), the
 CUDA fast path (:mod:`zuna_lab.fast`) and the CPU fast path (:mod:`zuna_lab.fast.cpu`), so that
@@ -60,7 +60,7 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
     Returns
     -------
     model : ZunaModel
-        In eval mode, with ``model.variant`` detected from the checkpoint keys; on CUDA in bf16 a
+        In eval mode, with ``model.variant`` detected from the checkpoint keys; on CUDA below fp32 a
         :class:`~zuna_lab.fast.FastZunaModel` (a ZunaModel subclass); on the CPU in bf16 the
         reference model with faster modules (``model.cpu_policy`` says which).
 
@@ -81,30 +81,21 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
     model = load_checkpoint(resolved.config_path, resolved.weights_path, device=device,
                             precision="fp32" if device.type in ("cuda", "cpu") else precision)
     if device.type == "cpu" and precision == "bf16":
-        from ..fast.cpu import build_cpu     # the CPU fast path (zuna_lab/fast_cpu.py)
+        from ..fast.cpu import build_cpu     # the CPU fast path (zuna_lab/fast/cpu.py)
 
         model = build_cpu(model, copy_model=False)
     if fast:
         from .. import fast as fast_path  # the CUDA fast path (zuna_lab/fast), built from the exact weights
 
         if fast_path.available(device):
-            model = fast_path.build(model, _fast_options(precision))
-        elif precision in ("mixed", "fp16"):
-            raise ZunaValueError(f"dtype={precision!r} needs the CUDA fast path, i.e. Triton (pip install triton); "
-                                 "use dtype='bf16' or 'fp32' without it.")
-        else:
+            model = fast_path.build(model, fast_path.FastOptions(precision=precision))
+        else:       # no Triton: the plain model in bf16 (_precision refused fp16 and mixed before loading)
             model.set_precision(precision)
     model.source, model.revision = resolved.source, resolved.revision or revision
     if verbose:
         print(f"Loaded {model.variant} ({model.n_parameters():,} parameters) from {resolved.source} "
               f"on {device} in {precision}.")
     return model
-
-
-def _fast_options(precision: str):
-    from ..fast import FastOptions
-
-    return FastOptions(precision=precision)
 
 
 def _precision(dtype, device: torch.device) -> str:
@@ -123,6 +114,13 @@ def _precision(dtype, device: torch.device) -> str:
              "mixed": "mixed"}
     if dtype not in names:
         raise ZunaValueError(f"dtype must be 'fp32', 'mixed', 'fp16' or 'bf16' (or the torch dtypes), not {dtype!r}.")
-    if names[dtype] in ("mixed", "fp16") and device.type != "cuda":
-        raise ZunaValueError(f"dtype={names[dtype]!r} is the CUDA fast path's; on {device.type} use dtype='bf16' or 'fp32'.")
+    if names[dtype] in ("mixed", "fp16"):
+        if device.type != "cuda":
+            raise ZunaValueError(f"dtype={names[dtype]!r} is the CUDA fast path's; on {device.type} use dtype='bf16' "
+                                 "or 'fp32'.")
+        from ..fast import available
+
+        if not available(device):
+            raise ZunaValueError(f"dtype={names[dtype]!r} needs the CUDA fast path, i.e. Triton (pip install triton); "
+                                 "use dtype='bf16' or 'fp32' without it.")
     return names[dtype]

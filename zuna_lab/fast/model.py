@@ -189,7 +189,7 @@ class FastZunaModel(ZunaModel):
         return self.options.cuda_graphs and self.device.type == "cuda"
 
     def _encode(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
-        return self._without_overflow(self._encode_once, tokens, tok_idx)
+        return self._without_overflow(self._encode_once, tokens, tok_idx, fp16=self.precision in ("mixed", "fp16"))
 
     def _encode_once(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
         # the encoder's fp32 GEMMs (token embedding and output; bf16's attention projections) run as TF32
@@ -199,7 +199,9 @@ class FastZunaModel(ZunaModel):
             return self.encoder(tokens, tok_idx)
 
     def _sample(self, latents, tok_idx, z, steps: int, cfg: float, callback=None) -> torch.Tensor:
-        return self._without_overflow(self._sample_once, latents, tok_idx, z, steps=steps, cfg=cfg, callback=callback)
+        # in "mixed" the decoder is bf16: nothing to check (and no device sync)
+        return self._without_overflow(self._sample_once, latents, tok_idx, z, fp16=self.precision == "fp16",
+                                      steps=steps, cfg=cfg, callback=callback)
 
     def _sample_once(self, latents, tok_idx, z, *, steps: int, cfg: float, callback=None) -> torch.Tensor:
         run = functools.partial(runner.sample, self.decoder, steps=steps, cfg=cfg, tf32=self.precision != "fp32")
@@ -211,11 +213,11 @@ class FastZunaModel(ZunaModel):
             callback(steps, steps)
         return out
 
-    def _without_overflow(self, run, values: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        """``run(values, ...)``; with fp16 parts, a non-finite result of finite inputs means that an activation
-        overflowed fp16's range: the model turns to bf16 (with a warning) and runs the call again."""
+    def _without_overflow(self, run, values: torch.Tensor, *args, fp16: bool, **kwargs) -> torch.Tensor:
+        """``run(values, ...)``; when it ran in fp16 (``fp16``), a non-finite result of finite inputs means that an
+        activation overflowed fp16's range: the model turns to bf16 (with a warning) and runs the call again."""
         out = run(values, *args, **kwargs)
-        if self.precision in ("mixed", "fp16") and not bool(torch.isfinite(out).all()) and bool(torch.isfinite(values).all()):
+        if fp16 and not bool(torch.isfinite(out).all()) and bool(torch.isfinite(values).all()):
             warnings.warn("An activation overflowed fp16's range (beyond 65504) on this input: the model now computes "
                           "in bf16, and this call was run again in it. Load the model with dtype='bf16' to start "
                           "there, or dtype='fp32' for the exact path.", ZunaLabWarning, stacklevel=4)

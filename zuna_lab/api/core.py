@@ -23,7 +23,7 @@ from ..pipeline import results, masks
 from .cache import cached_model, clear_model_cache, get_model  # noqa: F401  (public through core too)
 from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
 from ..io.export import check_sample, eeg_only, save_fif, splice
-from ..pipeline.batching import auto_batch_size, to_host_later
+from ..pipeline.batching import auto_batch_size, prefetched, to_host_later
 from ..pipeline.preprocessing import preprocess
 from ..io.read import find_source, read_raw, recording_fingerprint, remember_source
 from ..pipeline.seams import joined_epochs, stitched_hybrid
@@ -80,7 +80,8 @@ def prepare(data, variant, *, bad_channels=None, segment_duration=None, sfreq=No
     # BAD_ spans become masks, so ZUNA's pipeline must not drop the epochs they touch.
     work.set_annotations(None)
     work.info["bads"] = list(bads)      # ZUNA keeps channels named bad out of the average reference
-    pre = preprocess(work, variant, segment_duration=segment_duration, verbose=verbose)    # preprocess
+    pre = preprocess(work, variant, segment_duration=segment_duration, samples_checked=True,    # preprocess
+                     verbose=verbose)
     return Prepared(raw=raw, pre=pre, bads=bads, source=_source_name(data), fingerprint=recording_fingerprint(raw),
                     source_ref=remember_source(data))
 
@@ -148,17 +149,21 @@ def embed(data, model=None, *, segment_duration=None, bad_channels=None, use_ann
         hidden[indices, :, :n_tokens] = epoch_masks
         bar.update(len(indices))
 
+    def tokenized():
+        for indices in _batches(pre, range(n_epochs), batch_size):
+            epochs = np.stack([layout.inputs(pre, i) for i in indices])
+            batch_masks = np.stack([layout.masks[i] for i in indices])
+            tokens, tok_idx = tokenize(epochs, layout.ch_pos, variant=model.variant, mask=batch_masks)
+            yield indices, torch.from_numpy(tokens), torch.from_numpy(tok_idx), batch_masks, epochs.shape[-1] // spt
+
     pending = None
-    for indices in _batches(pre, range(n_epochs), batch_size):
-        epochs = np.stack([layout.inputs(pre, i) for i in indices])
-        batch_masks = np.stack([layout.masks[i] for i in indices])
-        tokens, tok_idx = tokenize(epochs, layout.ch_pos, variant=model.variant, mask=batch_masks)
-        latents = to_host_later(model.encode(torch.from_numpy(tokens), torch.from_numpy(tok_idx)))   # model
-        # On a GPU the encode runs asynchronously: the previous batch is copied back and the next
-        # one tokenised while it computes.
+    # On a GPU the next batches are tokenised on a thread and the previous one copied back while
+    # the encoder computes.
+    for indices, tokens, tok_idx, batch_masks, n_tokens in prefetched(tokenized(), 2 if model.device.type == "cuda" else 0):
+        latents = to_host_later(model.encode(tokens, tok_idx))                         # model
         if pending is not None:
             store(*pending)
-        pending = (indices, latents, batch_masks, epochs.shape[-1] // spt)
+        pending = (indices, latents, batch_masks, n_tokens)
     if pending is not None:
         store(*pending)
     bar.close()

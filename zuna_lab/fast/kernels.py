@@ -25,9 +25,14 @@ run as TF32 exactly where torch allows TF32 for its own GEMMs.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import threading
 
 import torch
+
+from . import eager as _twins
 
 try:
     import triton
@@ -38,6 +43,32 @@ try:
     from triton.tools.tensor_descriptor import TensorDescriptor
 except ImportError:          # older Triton: no epilogue GEMMs (cuBLAS and the separate kernels instead)
     TensorDescriptor = None
+
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def eager():
+    """Inside the block, this thread's kernel calls run their PyTorch twins (:mod:`.eager`): what the
+    fast model computes while its kernels are compiled in the background (:mod:`.warmup`)."""
+    before = getattr(_local, "eager", False)
+    _local.eager = True
+    try:
+        yield
+    finally:
+        _local.eager = before
+
+
+def _with_twin(kernel):
+    """``kernel``, or its twin of the same name in :mod:`.eager` inside :func:`eager`."""
+    @functools.wraps(kernel)
+    def call(*args, **kwargs):
+        if getattr(_local, "eager", False):
+            return getattr(_twins, kernel.__name__)(*args, **kwargs)
+        return kernel(*args, **kwargs)
+
+    return call
 
 
 def available(device: torch.device) -> bool:
@@ -298,6 +329,7 @@ def _warps(block: int) -> int:
     return 4 if block <= 1024 else 8
 
 
+@_with_twin
 def add_rms_norm(h: torch.Tensor, delta: torch.Tensor | None, gain: torch.Tensor, eps: float, *,
                  post_weight: torch.Tensor | None = None, post_eps: float = 0.0,
                  out_dtype: torch.dtype = torch.bfloat16, earlier: tuple | None = None,
@@ -336,6 +368,7 @@ def add_rms_norm(h: torch.Tensor, delta: torch.Tensor | None, gain: torch.Tensor
     return h, x
 
 
+@_with_twin
 def rope_heads(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, n_q: int, n_k: int, n_v: int,
                head_dim: int, q_gain: torch.Tensor | None = None, k_gain: torch.Tensor | None = None,
                qk_eps: float = 1e-5, out_dtype: torch.dtype | None = None) -> list[torch.Tensor]:
@@ -361,6 +394,7 @@ def rope_heads(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, n_q: in
     return [out for out, n in zip(outs, (n_q, n_k, n_v)) if n]
 
 
+@_with_twin
 def swiglu(ab: torch.Tensor) -> torch.Tensor:
     """``silu(a) * b`` for ``ab = [a, b]`` concatenated on the last axis."""
     ab = ab.contiguous()
@@ -377,6 +411,7 @@ def swiglu(ab: torch.Tensor) -> torch.Tensor:
 ATTENTION_TILES = (64, 64, 4, 3)
 
 
+@_with_twin
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, rope: tuple | None = None,
               q_gain: torch.Tensor | None = None, qk_eps: float = 1e-5) -> torch.Tensor:
     """``softmax(q k^T / sqrt(D)) v`` for few queries: q [B, Sq, H, D], k and v [B, Sk, Hkv, D]
@@ -457,6 +492,7 @@ def gemm_fusable(in_features: int, head_dim: int | None = None) -> bool:
     return head_dim is None or head_fits(head_dim)
 
 
+@_with_twin
 def matmul_swiglu(x: torch.Tensor, w13: torch.Tensor) -> torch.Tensor:
     """``silu(x @ w1.T) * (x @ w3.T)`` with ``w13 = [w1; w3]``, one GEMM; the product is formed from
     the fp32 accumulators (no rounding of the two halves) and rounded once to x's dtype."""
@@ -474,6 +510,7 @@ def matmul_swiglu(x: torch.Tensor, w13: torch.Tensor) -> torch.Tensor:
     return out.view(*lead, hidden)
 
 
+@_with_twin
 def matmul_rope_heads(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *,
                       n_q: int, n_k: int, n_v: int, head_dim: int, q_gain: torch.Tensor | None = None,
                       k_gain: torch.Tensor | None = None, qk_eps: float = 1e-5,
@@ -505,6 +542,7 @@ def matmul_rope_heads(x: torch.Tensor, weight: torch.Tensor, cos: torch.Tensor, 
 LOWRANK_TILES = {"small": (128, 4, 8, 1), "large": (128, 8, 8, 1)}
 
 
+@_with_twin
 def lowrank_kv(factor: torch.Tensor, weights: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *,
                n_kv: int, head_dim: int, k_gain: torch.Tensor | None = None, qk_eps: float = 1e-5,
                out_dtype: torch.dtype = torch.bfloat16):

@@ -15,7 +15,7 @@ from ..model.decoder import Decoder
 from ..model.encoder import Encoder
 from ..model.layers import rope_angles, window_mask
 from ..model.zuna import ZunaModel
-from . import kernels, runner
+from . import kernels, runner, warmup
 from .blocks import FastDecoderBlock, FastEncoderBlock, frozen, norm_copy
 from .options import PRECISIONS, FastOptions
 
@@ -184,9 +184,18 @@ class FastZunaModel(ZunaModel):
         self.precision = options.precision
         self.source, self.revision, self.is_random = reference.source, reference.revision, reference.is_random
         self._graphs = runner.Graphs()
+        self._warmup = warmup.Warmup()          # build() starts the compilation where it is needed
 
     def _graphed(self) -> bool:
         return self.options.cuda_graphs and self.device.type == "cuda"
+
+    def kernels_ready(self, *, wait: bool = False) -> bool:
+        """Whether calls run the Triton kernels, not their PyTorch twins (which stand in while the
+        kernels compile in the background on a machine's first use, :mod:`zuna_lab.fast.warmup`);
+        ``wait=True`` waits for the compilation to end first."""
+        if wait:
+            self._warmup.wait()
+        return self._warmup.ready()
 
     def _encode(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
         return self._without_overflow(self._encode_once, tokens, tok_idx, fp16=self.precision in ("mixed", "fp16"))
@@ -194,6 +203,9 @@ class FastZunaModel(ZunaModel):
     def _encode_once(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
         # the encoder's fp32 GEMMs (token embedding and output; bf16's attention projections) run as TF32
         with runner.gemm_flags(tf32=self.precision != "fp32"):
+            if not self._warmup.ready():
+                with kernels.eager():
+                    return self.encoder(tokens, tok_idx)
             if self._graphed() and tokens.shape[0] * tokens.shape[1] <= runner.GRAPH_ENCODE_TOKENS:
                 return self._graphs(("encode", tuple(tokens.shape)), self.encoder, (tokens, tok_idx))
             return self.encoder(tokens, tok_idx)
@@ -205,6 +217,9 @@ class FastZunaModel(ZunaModel):
 
     def _sample_once(self, latents, tok_idx, z, *, steps: int, cfg: float, callback=None) -> torch.Tensor:
         run = functools.partial(runner.sample, self.decoder, steps=steps, cfg=cfg, tf32=self.precision != "fp32")
+        if not self._warmup.ready():
+            with kernels.eager():
+                return run(latents, tok_idx, z, callback=callback)
         if not self._graphed():
             return run(latents, tok_idx, z, callback=callback)
         one_step = functools.partial(runner.sample, self.decoder, steps=1, cfg=cfg, tf32=self.precision != "fp32")
@@ -296,4 +311,6 @@ def build(model: ZunaModel, options: FastOptions | None = None) -> FastZunaModel
         raise ZunaValueError(f"The fast path needs Triton and a CUDA device (or TRITON_INTERPRET=1 for tests on "
                              f"the CPU); the model is on {model.device}.")
     with torch.no_grad():
-        return FastZunaModel(model, options).eval().requires_grad_(False)
+        fast = FastZunaModel(model, options).eval().requires_grad_(False)
+    fast._warmup = warmup.start(fast)
+    return fast

@@ -1,11 +1,15 @@
 """Encoding in batches, shared by ``embed`` (:mod:`zuna_lab.api.core`) and the study tasks
-(:mod:`zuna_lab.study.tasks`): how many epochs go into one forward pass, and the copy of a GPU
-result to the host that does not wait for later work."""
+(:mod:`zuna_lab.study.tasks`): how many epochs go into one forward pass, the next batches
+prepared on a thread while the GPU works (:func:`prefetched`), and the copy of a GPU result to
+the host that does not wait for later work."""
 from __future__ import annotations
+
+import queue
+import threading
 
 import torch
 
-__all__ = ["auto_batch_size", "to_host_later"]
+__all__ = ["auto_batch_size", "prefetched", "to_host_later"]
 
 
 def auto_batch_size(model, n_tokens):
@@ -36,3 +40,42 @@ def to_host_later(tensor):
         return host.numpy()
 
     return wait
+
+
+def prefetched(items, depth=2):
+    """Iterate over ``items`` (a generator of CPU work: batches to tokenise) with up to ``depth`` items
+    made ahead on a thread, so that they are ready when the GPU has finished the current one
+    (NumPy releases the GIL). Errors come out where they would have; ``depth=0``: no thread.
+    """
+    if depth <= 0:
+        yield from items
+        return
+    ahead, end, stop = queue.Queue(depth), object(), threading.Event()
+
+    def work():
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                ahead.put((item, None))
+            ahead.put((end, None))
+        except BaseException as exc:      # noqa: BLE001 — handed to the consumer, raised there
+            ahead.put((end, exc))
+
+    thread = threading.Thread(target=work, name="zuna_lab-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ahead.get()
+            if error is not None:
+                raise error
+            if item is end:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():          # unblock a worker waiting to put, then let it end
+            try:
+                ahead.get(timeout=0.05)
+            except queue.Empty:
+                pass

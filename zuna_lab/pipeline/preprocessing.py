@@ -198,7 +198,7 @@ def _resolve_segment_duration(variant, segment_duration):
     return value
 
 
-def preprocess(raw, variant="ZUNA", *, segment_duration=None, verbose=None):
+def preprocess(raw, variant="ZUNA", *, segment_duration=None, samples_checked=False, verbose=None):
     """Run the official preprocessing of ``variant`` on a recording.
 
     Parameters
@@ -211,6 +211,10 @@ def preprocess(raw, variant="ZUNA", *, segment_duration=None, verbose=None):
     segment_duration : float | None
         Epoch length in seconds: ZUNA takes 5 s only; ZUNA1.1 0.5–30 s (default 5 s), snapped
         down to whole 0.125 s tokens.
+    samples_checked : bool
+        True when the samples were checked already (:func:`zuna_lab.read_raw` does it: finite,
+        plausible volts, not flat): that pass over the data is not repeated (a second or more on
+        a long recording). The other checks of :func:`check_recording` always run.
     verbose : bool | str | int | None
         MNE verbosity.
 
@@ -227,7 +231,7 @@ def preprocess(raw, variant="ZUNA", *, segment_duration=None, verbose=None):
     """
     check_variant(variant)
     duration = _resolve_segment_duration(variant, segment_duration)
-    check_recording(raw, variant)
+    check_recording(raw, variant, samples=not samples_checked)
     if variant == "ZUNA" and set(raw.info["bads"]) >= set(raw.ch_names):
         # Checked before any work: MNE's average reference would fail first, with its own words.
         raise ZunaValueError(
@@ -366,44 +370,52 @@ def _zuna_epochs(raw, duration, verbose):
     )
 
 
-def _zuna11_segments(filtered, sfreq, duration):
+def _zuna11_segments(filtered, sfreq, duration, *, per_job=32):
     """ZUNA1.1 (1.1.6 v4 loader): per segment, average reference and per-channel z-score.
 
-    Segment by segment (each fits in cache); ``volts`` are views of ``filtered``, which the
-    caller hands over.
+    The whole segments as one (segment, channel, sample) view of ``filtered`` (which the caller
+    hands over; ``volts`` are views of it), worked on in groups of ``per_job`` segments on threads
+    (NumPy releases the GIL; each group fits in cache). Every reduction runs over the same axis
+    and in the same order as one segment at a time would, so the values are the same bits.
     """
     samples_per_token = 32
-    n_total = filtered.shape[1]
+    n_channels, n_total = filtered.shape
     segment = max(samples_per_token, int(round(duration * sfreq)) // samples_per_token * samples_per_token)
+    n_whole = n_total // segment
+    tail = (n_total - n_whole * segment) // samples_per_token * samples_per_token
+    blocks = [filtered[:, :n_whole * segment].reshape(n_channels, n_whole, segment).transpose(1, 0, 2)]
+    if tail:
+        blocks.append(filtered[None, :, n_whole * segment:n_whole * segment + tail])
+    jobs = [(block[start:start + per_job]) for block in blocks for start in range(0, len(block), per_job)]
 
-    normalised, volts, references, starts, scales, offsets = [], [], [], [], [], []
-    for start in range(0, n_total, segment):
-        n_samples = min(segment, n_total - start) // samples_per_token * samples_per_token
-        if n_samples < samples_per_token:
-            continue
-        block = filtered[:, start:start + n_samples]
-        reference = block.mean(axis=0)
-        referenced = block - reference
-        mean = referenced.mean(axis=1)
-        std = referenced.std(axis=1) + _ZUNA11_STD_EPSILON
-        normalised.append((referenced - mean[:, None]) / std[:, None])
-        volts.append(block)
-        references.append(reference)
-        starts.append(start)
-        scales.append(std)
-        offsets.append(mean)
+    def run(block):
+        reference = block.mean(axis=1)
+        normalised = block - reference[:, None, :]
+        mean = normalised.mean(axis=2)
+        std = normalised.std(axis=2) + _ZUNA11_STD_EPSILON
+        normalised -= mean[:, :, None]
+        normalised /= std[:, :, None]
+        return normalised, reference, mean, std
+
+    workers = min(len(jobs), os.cpu_count() or 1, 8)
+    if workers > 1 and n_total >= 100_000:
+        with ThreadPoolExecutor(workers) as pool:
+            done = list(pool.map(run, jobs))
+    else:
+        done = [run(block) for block in jobs]
+    volts = tuple(epoch for block in jobs for epoch in block)
     return dict(
-        normalised=normalised,
-        volts=tuple(volts),
-        reference=tuple(references),
-        epoch_start=np.asarray(starts, dtype=float) / sfreq,
-        scale=np.asarray(scales),
-        offset=np.asarray(offsets),
+        normalised=[epoch for part in done for epoch in part[0]],
+        volts=volts,
+        reference=tuple(epoch for part in done for epoch in part[1]),
+        epoch_start=np.arange(len(volts), dtype=float) * segment / sfreq,
+        scale=np.concatenate([part[3] for part in done]) if done else np.zeros((0, n_channels)),
+        offset=np.concatenate([part[2] for part in done]) if done else np.zeros((0, n_channels)),
         stats=dict(segment_samples=segment, std_epsilon=_ZUNA11_STD_EPSILON),
     )
 
 
-def check_recording(raw, variant="ZUNA"):
+def check_recording(raw, variant="ZUNA", *, samples=True):
     """Check that a Raw can go through the preprocessing of ``variant``; raise one clear error if not.
 
     Parameters
@@ -412,6 +424,9 @@ def check_recording(raw, variant="ZUNA"):
         Usually the output of :func:`read_raw`.
     variant : str
         ``"ZUNA"`` needs at least one full 5 s epoch; ``"ZUNA1.1"`` at least one token (0.125 s).
+    samples : bool
+        Also check the samples (:func:`zuna_lab.io.quality.check_signal`: finite, plausible volts,
+        not flat) — one pass over the data; False where they were checked already.
 
     Raises
     ------
@@ -439,7 +454,8 @@ def check_recording(raw, variant="ZUNA"):
         raise RecordingError(
             "ZUNA needs at least 2 EEG channels (the average reference of a single channel is zero); add channels."
         )
-    check_signal(raw)
+    if samples:
+        check_signal(raw)
     constants = VARIANT_CONSTANTS[variant]
     target_sfreq = float(constants["sfreq"])
     n_resampled = int(round(raw.n_times * target_sfreq / raw.info["sfreq"]))

@@ -218,6 +218,56 @@ def section_profile_graphed():
     print("one SDPA call:", [e.name[:80] for e in prof.events() if e.device_type.name == "CUDA"], flush=True)
 
 
+def section_hour():
+    """Where the 1 h x 64 ch ``zl.embed(path)`` spends its time: read, read + preprocess, tokenise
+    alone, encode alone (tokens already on the GPU), and the whole call."""
+    import numpy as np
+    import zuna_lab
+    from zuna_lab.api.core import prepare
+    from zuna_lab.pipeline import masks
+    from zuna_lab.pipeline.batching import auto_batch_size
+    from zuna_lab.pipeline.tokens import epoch_masks, tokenize
+
+    bench.write_checkpoint_ours()
+    model = zuna_lab.load_model(bench.CKPT, device="cuda")
+    model.kernels_ready(wait=True)
+    print("warm-up embed", bench.embed_hour(model), flush=True)       # writes the file too
+    path = str(bench.WORK / "hour_64ch_raw.fif")
+    times = {}
+
+    def timed(name, fn):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        result = fn()
+        torch.cuda.synchronize()
+        times[name] = time.perf_counter() - start
+        return result
+
+    timed("read", lambda: zuna_lab.read_raw(path, verbose=False))
+    prepared = timed("read+preprocess", lambda: prepare(path, model.variant))
+    pre = prepared.pre
+    layout = epoch_masks(pre, masks.request(prepared.raw, bads=prepared.bads, use_annotations=True, mask=None))
+    size = auto_batch_size(model, 64 * 40)
+    groups = [list(range(i, min(i + size, pre.n_epochs))) for i in range(0, pre.n_epochs, size)]
+
+    def tokenise_all():
+        out = []
+        for indices in groups:
+            epochs = np.stack([layout.inputs(pre, i) for i in indices])
+            batch_masks = np.stack([layout.masks[i] for i in indices])
+            out.append(tokenize(epochs, layout.ch_pos, variant=model.variant, mask=batch_masks))
+        return out
+
+    batches = timed("tokenise", tokenise_all)
+    on_gpu = [(torch.from_numpy(t).cuda(), torch.from_numpy(i).cuda()) for t, i in batches]
+    for label in ("encode alone", "encode alone again"):
+        timed(label, lambda: [model.encode(t, i) for t, i in on_gpu])
+    times["encode TFLOP/s"] = bench.flops_encode(pre.n_epochs, 64) / times["encode alone again"] / 1e12
+    for label in ("embed", "embed again"):
+        timed(label, lambda: zuna_lab.embed(path, model=model, progress=False, verbose=False))
+    print("hour:", dict(batch_size=size, **{k: round(v, 3) for k, v in times.items()}), flush=True)
+
+
 if __name__ == "__main__":
     for name in sys.argv[1:]:
         print(f"##### {name}", flush=True)

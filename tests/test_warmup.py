@@ -190,3 +190,14 @@ def test_precompile_writes_the_marker_that_start_looks_for(tmp_path, monkeypatch
     # another precision or architecture is another marker
     assert warmup.marker(fast.config, "mixed", FakeModel.device) != path
     assert warmup.marker(fast.config.replace(n_layers=3), "fp32", FakeModel.device) != path
+
+
+def test_a_failed_compilation_warns_once_and_lets_the_kernels_compile_on_their_first_call(tmp_path):
+    from zuna_lab.errors import ZunaLabWarning
+
+    log = tmp_path / "warmup.log"
+    job = warmup.Warmup(subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"]), log)
+    job.process.wait(30)
+    with pytest.warns(ZunaLabWarning, match="failed .*warmup.log"):
+        assert job.ready()
+    assert job.returncode == 3 and not job.wait() and job.ready()

@@ -6,12 +6,46 @@ the reference model knows neither.
 """
 from __future__ import annotations
 
+import importlib
+import threading
+
 import torch
 
 from ..errors import ZunaValueError
 from ..model import ZunaModel, load_checkpoint
 
 __all__ = ["load_model", "resolve_device"]
+
+#: What a process's first ``embed`` or ``reconstruct`` imports (MNE's readers, filters and epochs,
+#: SciPy's signal tools, dask.array: xarray looks for it when it builds a Dataset), and every MNE
+#: file reader — about a second that :func:`load_model` spends on a thread while the weights load,
+#: instead of in the first call.
+FIRST_CALL_MODULES = ("mne.io", "mne.filter", "mne.epochs", "mne.channels", "scipy.signal", "dask.array",
+                      "tqdm.auto")
+_imports = []
+
+
+def _import_ahead() -> threading.Thread | None:
+    """Import :data:`FIRST_CALL_MODULES` on a thread, once per process; returns the thread the first time."""
+    if _imports:
+        return None
+
+    def work():
+        for name in FIRST_CALL_MODULES:
+            try:
+                importlib.import_module(name)
+            except Exception:       # noqa: BLE001 — an optional one missing is imported (or not) when used
+                pass
+        import mne.io       # mne.io.read_raw imports every reader to find the one for a file's extension
+
+        for name in dir(mne.io):
+            if name.startswith("read_raw_"):
+                getattr(mne.io, name)
+
+    thread = threading.Thread(target=work, name="zuna_lab-imports", daemon=True)
+    _imports.append(thread)
+    thread.start()
+    return thread
 
 
 def resolve_device(device) -> torch.device:
@@ -75,6 +109,7 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
 
     device = resolve_device(device)
     precision = _precision(dtype, device)
+    importing = _import_ahead()
     resolved = resolve(source, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
     fast = device.type == "cuda" and precision != "fp32"
     # the fast paths are built from the exact fp32 weights
@@ -92,6 +127,8 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
         else:       # no Triton: the plain model in bf16 (_precision refused fp16 and mixed before loading)
             model.set_precision(precision)
     model.source, model.revision = resolved.source, resolved.revision or revision
+    if importing is not None:
+        importing.join()          # what the weights' loading did not hide is paid here, not in the first call
     if verbose:
         print(f"Loaded {model.variant} ({model.n_parameters():,} parameters) from {resolved.source} "
               f"on {device} in {precision}.")

@@ -18,11 +18,13 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import torch
 
 from ..config import VERSION, ModelConfig
+from ..errors import ZunaLabWarning
 from . import kernels
 
 
@@ -50,15 +52,19 @@ def marker(config: ModelConfig, precision: str, device: torch.device) -> Path:
 class Warmup:
     """A background compilation, or none (``process=None``: the kernels are ready)."""
 
-    def __init__(self, process: subprocess.Popen | None = None):
+    def __init__(self, process: subprocess.Popen | None = None, log: Path | None = None):
         self.process = process
+        self.log = log
         self.returncode = None
 
     def ready(self) -> bool:
         """Whether the fast model may call its kernels: the process has ended (if it failed, the
-        kernels compile on their first call, as without it)."""
+        kernels compile on their first call, as without it, and a warning says where its log is)."""
         if self.process is not None and self.process.poll() is not None:
             self.returncode, self.process = self.process.returncode, None
+            if self.returncode:
+                warnings.warn(f"Compiling the fast path's kernels in the background failed (log: {self.log}); they "
+                              "compile on their first call instead.", ZunaLabWarning, stacklevel=4)
         return self.process is None
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -72,9 +78,19 @@ class Warmup:
 def start(model) -> Warmup:
     """Compile ``model``'s kernels in a background process unless its marker says they are cached."""
     device = model.device
-    if device.type != "cuda" or marker(model.config, model.precision, device).exists():
+    if device.type != "cuda":
         return Warmup()
+    done = marker(model.config, model.precision, device)
+    if done.exists():
+        return Warmup()
+    done.parent.mkdir(parents=True, exist_ok=True)
+    log = done.with_suffix(".log")
     config = json.dumps(dataclasses.asdict(model.config))
-    process = subprocess.Popen([sys.executable, "-m", "zuna_lab.fast.precompile", config, model.precision, str(device)],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return Warmup(process)
+    # the child imports this very copy of zuna_lab, wherever it was imported from
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    with log.open("w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "zuna_lab.fast.precompile", config, model.precision,
+                                    str(device)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+                                   env=env)
+    return Warmup(process, log)

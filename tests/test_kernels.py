@@ -359,3 +359,29 @@ def test_default_policy_is_fp16_encoder_and_bf16_decoder():
     assert block.attention.wqkv.dtype == block.feed_forward.w13.dtype == block.cross_attention.wq.dtype == torch.bfloat16
     assert fast.decoder.heads_dtype == torch.bfloat16
     assert fast.encoder.embed.weight.dtype == fast.decoder.out.weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize("cfg", [1.0, 1.5])
+def test_stepwise_graph_replay_computes_the_same_as_the_loop(cfg, monkeypatch):
+    """The sampler with one step captured and replayed (runner.sample_stepwise) gives the loop's
+    result: the step's gains and K/V weights read at its device-side index, the K/V weights refilled
+    every CROSS_KV_CHUNK steps, the state and index reset for a new call of the captured shape, the
+    callback at every step. (A stand-in for the CUDA graph off CUDA: the warm-up runs, the capture
+    does not, each replay runs the step.)"""
+    def capture(fn, warmup=None):
+        (warmup or fn)()
+        return fn
+
+    monkeypatch.setattr(runner, "capture", capture)
+    monkeypatch.setattr(runner, "CROSS_KV_CHUNK", 2)
+    config, model, tokens, tok_idx, noise = _tiny_model_and_inputs("ZUNA1.1", dim=64, head_dim=16)
+    fast = build(model, EXACT)
+    graphs, seen = runner.Graphs(), []
+    weights = torch.empty(2, 2, 2 * 4 * 16, fast.decoder.factor_width, device=DEVICE)
+    for seed in (1, 2):                       # the second call replays the first one's capture
+        latents, z = fast.encode(tokens * seed, tok_idx), randn(2, 12, 32, seed=seed)
+        expected = runner.sample(fast.decoder, latents, tok_idx, z, steps=3, cfg=cfg, tf32=False)
+        out = runner.sample_stepwise(fast.decoder, latents, tok_idx, z, steps=3, cfg=cfg, tf32=False, graphs=graphs,
+                                     kv_weights=weights, callback=lambda k, n: seen.append((k, n)))
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    assert len(graphs) == 1 and seen == [(1, 3), (2, 3), (3, 3)] * 2

@@ -1,8 +1,8 @@
 """The fast encoder, decoder and model, built from a loaded reference model (:func:`build`)."""
 from __future__ import annotations
 
+import contextlib
 import copy
-import functools
 import warnings
 
 import torch
@@ -185,6 +185,8 @@ class FastZunaModel(ZunaModel):
         self.source, self.revision, self.is_random = reference.source, reference.revision, reference.is_random
         self._graphs = runner.Graphs()
         self._warmup = warmup.Warmup()          # build() starts the compilation where it is needed
+        self._twin_graphs = False               # graphs captured with the kernels' twins are kept
+        self._kv_weights = None                 # the sampler steps' cross-attention K/V weights (runner)
 
     def _graphed(self) -> bool:
         return self.options.cuda_graphs and self.device.type == "cuda"
@@ -202,12 +204,9 @@ class FastZunaModel(ZunaModel):
 
     def _encode_once(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
         # the encoder's fp32 GEMMs (token embedding and output; bf16's attention projections) run as TF32
-        with runner.gemm_flags(tf32=self.precision != "fp32"):
-            if not self._warmup.ready():
-                with kernels.eager():
-                    return self.encoder(tokens, tok_idx)
+        with runner.gemm_flags(tf32=self.precision != "fp32"), self._kernels_or_twins() as tag:
             if self._graphed() and tokens.shape[0] * tokens.shape[1] <= runner.GRAPH_ENCODE_TOKENS:
-                return self._graphs(("encode", tuple(tokens.shape)), self.encoder, (tokens, tok_idx))
+                return self._graphs(("encode", tag, tuple(tokens.shape)), self.encoder, (tokens, tok_idx))
             return self.encoder(tokens, tok_idx)
 
     def _sample(self, latents, tok_idx, z, steps: int, cfg: float, callback=None) -> torch.Tensor:
@@ -216,17 +215,32 @@ class FastZunaModel(ZunaModel):
                                       steps=steps, cfg=cfg, callback=callback)
 
     def _sample_once(self, latents, tok_idx, z, *, steps: int, cfg: float, callback=None) -> torch.Tensor:
-        run = functools.partial(runner.sample, self.decoder, steps=steps, cfg=cfg, tf32=self.precision != "fp32")
-        if not self._warmup.ready():
-            with kernels.eager():
-                return run(latents, tok_idx, z, callback=callback)
-        if not self._graphed():
-            return run(latents, tok_idx, z, callback=callback)
-        one_step = functools.partial(runner.sample, self.decoder, steps=1, cfg=cfg, tf32=self.precision != "fp32")
-        out = self._graphs(("sample", tuple(latents.shape), steps, cfg), run, (latents, tok_idx, z), warmup=one_step)
-        if callback is not None:
-            callback(steps, steps)
-        return out
+        tf32 = self.precision != "fp32"
+        with self._kernels_or_twins() as tag:
+            if not self._graphed():
+                return runner.sample(self.decoder, latents, tok_idx, z, steps=steps, cfg=cfg, tf32=tf32,
+                                     callback=callback)
+            if self._kv_weights is None:
+                decoder = self.decoder
+                self._kv_weights = torch.empty(runner.CROSS_KV_CHUNK, len(decoder.blocks), decoder.cross_wkv.shape[1],
+                                               decoder.factor_width, device=z.device)
+            return runner.sample_stepwise(self.decoder, latents, tok_idx, z, steps=steps, cfg=cfg, tf32=tf32,
+                                          graphs=self._graphs, kv_weights=self._kv_weights, tag=tag,
+                                          callback=callback)
+
+    @contextlib.contextmanager
+    def _kernels_or_twins(self):
+        """The Triton kernels once compiled (graphs captured with the twins are dropped then), their
+        PyTorch twins before; yields which, for the graphs' keys."""
+        if self._warmup.ready():
+            if self._twin_graphs:
+                self._graphs.clear()
+                self._twin_graphs = False
+            yield "kernels"
+            return
+        self._twin_graphs = True
+        with kernels.eager():
+            yield "twins"
 
     def _without_overflow(self, run, values: torch.Tensor, *args, fp16: bool, **kwargs) -> torch.Tensor:
         """``run(values, ...)``; when it ran in fp16 (``fp16``), a non-finite result of finite inputs means that an
@@ -243,7 +257,7 @@ class FastZunaModel(ZunaModel):
 
     def _retype(self, old: torch.dtype, new: torch.dtype):
         """Every weight and head buffer of dtype ``old`` to ``new``, in place (captured graphs are dropped)."""
-        self._graphs.clear()
+        self.clear_graphs()
         for module in self.modules():
             for param in module.parameters(recurse=False):
                 if param.dtype == old:
@@ -254,6 +268,7 @@ class FastZunaModel(ZunaModel):
     def clear_graphs(self) -> "FastZunaModel":
         """Release the captured CUDA graphs and their buffers (they are captured again when needed)."""
         self._graphs.clear()
+        self._kv_weights = None
         return self
 
     def set_precision(self, precision: str) -> "FastZunaModel":
@@ -269,7 +284,7 @@ class FastZunaModel(ZunaModel):
     def _apply(self, fn, recurse=True):
         # .to() / .cuda() move the weights: graphs captured on the old tensors must not be replayed
         if hasattr(self, "_graphs"):
-            self._graphs.clear()
+            self.clear_graphs()
         return super()._apply(fn, recurse)
 
 

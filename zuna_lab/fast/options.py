@@ -30,10 +30,11 @@ class FastOptions:
         bf16. "fp32": the same kernels with every product in exact fp32 (no TF32), e.g. to test
         the kernels against the reference model.
     cuda_graphs : bool
-        Replay the whole sampling loop (and encodes of at most
-        :data:`zuna_lab.fast.runner.GRAPH_ENCODE_TOKENS` tokens) as one CUDA graph per input
-        shape, captured on the first call (default True; CUDA only). Each captured shape keeps its
-        activations on the GPU: :meth:`FastZunaModel.clear_graphs` releases them.
+        Replay each sampler step (and encodes of at most
+        :data:`zuna_lab.fast.runner.GRAPH_ENCODE_TOKENS` tokens) as a CUDA graph, captured on the
+        first call of each input shape (one step's launches: a new shape costs milliseconds);
+        default True, CUDA only. Each captured shape keeps its activations on the GPU:
+        :meth:`FastZunaModel.clear_graphs` releases them.
     """
 
     precision: str = "mixed"

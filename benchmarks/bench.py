@@ -297,10 +297,19 @@ model = zuna_lab.load_model(bench.CKPT, device="cuda", dtype=dtype)
 torch.cuda.synchronize()
 t2 = time.perf_counter()
 out = dict(imports_s=t1 - t0, load_s=t2 - t1, precision=model.precision, kernels_ready_after_load=ready())
-if mode == "embed":
+if mode.startswith("embed"):
+    if mode == "embed_profile":
+        import cProfile, io, pstats
+        profiler = cProfile.Profile()
+        profiler.enable()
     zuna_lab.embed(bench.sample_15s(), model=model, progress=False)
     torch.cuda.synchronize()
     out["first_embed_s"] = time.perf_counter() - t2
+    if mode == "embed_profile":
+        profiler.disable()
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumtime").print_stats(40)
+        out["profile"] = text.getvalue().splitlines()[-48:]
     out["process_to_first_result_s"] = time.perf_counter() - t0
     out["kernels_ready_after_first_embed"] = ready()
 else:
@@ -353,8 +362,10 @@ def part_cold(out, dtype=None):
     sample_15s()
     make_inputs(1, 12)      # mne's montage files read once outside the timings
     caches = {label: tempfile.mkdtemp(prefix=f"zuna_triton_{label}_") for label in ("reconstruct", "embed")}
+    caches["profile"] = tempfile.mkdtemp(prefix="zuna_triton_profile_")
     runs = (("empty_cache", "reconstruct", caches["reconstruct"]), ("embed_empty_cache", "embed", caches["embed"]),
-            ("warm_cache", "reconstruct", caches["reconstruct"]))
+            ("warm_cache", "reconstruct", caches["reconstruct"]),
+            ("embed_profile_empty_cache", "embed_profile", caches["profile"]))
     for label, mode, cache in runs:
         env = dict(os.environ, TRITON_CACHE_DIR=cache, TORCHINDUCTOR_CACHE_DIR=cache)
         done = subprocess.run([sys.executable, "-c", COLD_CHILD, str(code_root()), str(ROOT / "benchmarks"), mode,
@@ -362,7 +373,7 @@ def part_cold(out, dtype=None):
         if done.returncode:
             raise RuntimeError(done.stderr[-3000:])
         out[f"cold_1x12_{label}"] = json.loads(done.stdout.strip().splitlines()[-1])
-        print("cold", label, out[f"cold_1x12_{label}"], flush=True)
+        print("cold", label, {k: v for k, v in out[f"cold_1x12_{label}"].items() if k != "profile"}, flush=True)
     save(out)
 
 

@@ -282,6 +282,9 @@ def test_first_use_on_a_fresh_machine_is_instant(tmp_path):
     import mne
 
     path = make_random_checkpoint(tmp_path / "ckpt", variant="ZUNA1.1", full_size=True, seed=SEED, perturb=PERTURB)
+    # a machine that has run torch on its GPU before (its libraries read from disk), never zuna_lab
+    subprocess.run([sys.executable, "-c", "import torch; a = torch.randn(64, 64, device='cuda'); (a @ a).sum().item()"],
+                   check=True, timeout=300)
     raw = mne.io.read_raw_fif(Path(__file__).parents[1] / "data" / "sample_synthetic_raw.fif", preload=True,
                               verbose="error")
     recording = tmp_path / "sample_15s_raw.fif"

@@ -60,11 +60,16 @@ def eager():
         _local.eager = before
 
 
+def eager_active() -> bool:
+    """Whether this thread is inside :func:`eager`."""
+    return getattr(_local, "eager", False)
+
+
 def _with_twin(kernel):
     """``kernel``, or its twin of the same name in :mod:`.eager` inside :func:`eager`."""
     @functools.wraps(kernel)
     def call(*args, **kwargs):
-        if getattr(_local, "eager", False):
+        if eager_active():
             return getattr(_twins, kernel.__name__)(*args, **kwargs)
         return kernel(*args, **kwargs)
 

@@ -231,7 +231,11 @@ class FastZunaModel(ZunaModel):
     @contextlib.contextmanager
     def _kernels_or_twins(self):
         """The Triton kernels once compiled (graphs captured with the twins are dropped then), their
-        PyTorch twins before; yields which, for the graphs' keys."""
+        PyTorch twins before (or inside :func:`zuna_lab.fast.kernels.eager`); yields which, for the
+        graphs' keys."""
+        if kernels.eager_active():
+            yield "twins"
+            return
         if self._warmup.ready():
             if self._twin_graphs:
                 self._graphs.clear()

@@ -165,6 +165,8 @@ def main(argv=None):
 
     # (c) the GPU encode alone, on tokens made beforehand
     model = zl.load_model(ckpt, device="auto")
+    if hasattr(model, "kernels_ready"):
+        model.kernels_ready(wait=True)      # the compiled kernels, not their twins
     result["precision"], result["device"] = model.precision, str(model.device)
     n_c = min(args.encode_n, args.n)
     with ProcessPoolExecutor(min(n_cpus, n_c)) as pool:

@@ -81,6 +81,8 @@ def errors_of(path: Path, per_block: bool) -> dict:
     refs = {name: run_model(exact, inputs) for name, inputs in cases.items()}
     policies = os.environ.get("ZUNA_PROBE_POLICIES", "mixed,fp16,bf16,fp32").split(",")
     models = {p: build(exact, FastOptions(precision=p, cuda_graphs=False)) for p in policies}
+    for model in models.values():
+        model.kernels_ready(wait=True)     # the kernels, not their twins
     out = {}
     for policy, model in models.items():
         for name, inputs in cases.items():

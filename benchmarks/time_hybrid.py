@@ -12,6 +12,8 @@ from zuna_lab.fast import FastOptions, build  # noqa: E402
 bench.write_checkpoint_ours()
 exact = zuna_lab.load_model(bench.CKPT, device="cuda", dtype="fp32")
 models = {p: build(exact, FastOptions(precision=p)) for p in ("fp16", "bf16", "mixed")}
+for model in models.values():
+    model.kernels_ready(wait=True)     # the kernels, not their twins
 del exact
 for name, n_epochs, n_channels in bench.CASES:
     tokens, tok_idx, noise = (t.cuda() for t in bench.make_inputs(n_epochs, n_channels))

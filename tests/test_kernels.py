@@ -14,12 +14,20 @@ import torch
 
 from zuna_lab.config import ModelConfig
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
-from zuna_lab.fast import FastOptions, FastZunaModel, build, kernels, runner
+from zuna_lab.fast import FastOptions, FastZunaModel, kernels, runner
+from zuna_lab.fast import build as build_fast
 from zuna_lab.model import ZunaModel
 from zuna_lab.model.layers import rms_norm, rope
 from zuna_lab.testing import random_model
 
 EXACT = FastOptions(precision="fp32", cuda_graphs=False)
+
+
+def build(model, options=None):
+    """The fast model with its kernels compiled (on a GPU, not their twins while they compile)."""
+    fast = build_fast(model, options)
+    fast.kernels_ready(wait=True)
+    return fast
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 if not kernels.available(DEVICE):

@@ -369,6 +369,14 @@ def test_default_policy_is_fp16_encoder_and_bf16_decoder():
     assert fast.encoder.embed.weight.dtype == fast.decoder.out.weight.dtype == torch.float32
 
 
+def fake_capture(fn, warmup=None):
+    """runner.capture off CUDA: the warm-up runs, the capture runs the Python once (on a GPU it only
+    records), each replay runs ``fn`` again."""
+    (warmup or fn)()
+    fn()
+    return fn
+
+
 @pytest.mark.parametrize("cfg", [1.0, 1.5])
 def test_stepwise_graph_replay_computes_the_same_as_the_loop(cfg, monkeypatch):
     """The sampler with one step captured and replayed (runner.sample_stepwise) gives the loop's
@@ -376,11 +384,7 @@ def test_stepwise_graph_replay_computes_the_same_as_the_loop(cfg, monkeypatch):
     every CROSS_KV_CHUNK steps, the state and index reset for a new call of the captured shape, the
     callback at every step. (A stand-in for the CUDA graph off CUDA: the warm-up runs, the capture
     does not, each replay runs the step.)"""
-    def capture(fn, warmup=None):
-        (warmup or fn)()
-        return fn
-
-    monkeypatch.setattr(runner, "capture", capture)
+    monkeypatch.setattr(runner, "capture", fake_capture)
     monkeypatch.setattr(runner, "CROSS_KV_CHUNK", 2)
     config, model, tokens, tok_idx, noise = _tiny_model_and_inputs("ZUNA1.1", dim=64, head_dim=16)
     fast = build(model, EXACT)
@@ -393,3 +397,22 @@ def test_stepwise_graph_replay_computes_the_same_as_the_loop(cfg, monkeypatch):
                                      kv_weights=weights, callback=lambda k, n: seen.append((k, n)))
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
     assert len(graphs) == 1 and seen == [(1, 3), (2, 3), (3, 3)] * 2
+
+
+def test_a_shape_is_replayed_by_steps_first_then_whole(monkeypatch):
+    """A shape's first call captures one sampler step (cheap); its second captures the whole call
+    (faster replays) and drops the step's graph; later calls replay the whole call. Each gives the
+    loop's result."""
+    monkeypatch.setattr(runner, "capture", fake_capture)
+    monkeypatch.setattr(FastZunaModel, "_graphed", lambda self: True)
+    config, model, tokens, tok_idx, noise = _tiny_model_and_inputs("ZUNA", dim=64, head_dim=16)
+    fast = build(model, FastOptions(precision="fp32"))
+    latents = fast.encode(tokens, tok_idx)
+    kinds = []
+    for seed in (1, 2, 3):
+        z = randn(2, 12, 32, seed=seed)
+        out = fast.sample(latents, tok_idx, noise=z, steps=2)
+        expected = runner.sample(fast.decoder, latents, tok_idx, z * fast.config.sigma, steps=2, cfg=1.0, tf32=False)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+        kinds.append(sorted(key[0] for key in fast._graphs._entries))
+    assert kinds == [["encode", "step"], ["encode", "sample"], ["encode", "sample"]]

@@ -196,3 +196,22 @@ def test_callback_reports_every_sampler_step(model, synthetic):
     # 2 epochs, one per batch, 2 samples each, 3 steps: 12 calls, counting up to the total
     assert len(seen) == 12 and seen[-1] == (12, 12)
     assert [done for done, _ in seen] == list(range(1, 13))
+
+
+def test_embed_checks_the_samples_once_and_preprocess_alone_checks_them(model, synthetic, monkeypatch):
+    """read_raw checks the samples (finite, plausible volts); embed's preprocessing does not pass over
+    them a second time, while preprocess() on a Raw of the user's own still refuses bad samples."""
+    from zuna_lab.errors import RecordingError
+    from zuna_lab.io import quality, read
+    from zuna_lab.pipeline import preprocessing
+
+    calls = []
+    real = quality.check_signal
+    for module in (read, preprocessing):
+        monkeypatch.setattr(module, "check_signal", lambda raw, **kw: calls.append(1) or real(raw, **kw))
+    zuna_lab.embed(synthetic, model=model, progress=False)
+    assert len(calls) == 1
+    raw = zuna_lab.read_raw(synthetic)
+    raw._data[0, 100] = np.nan
+    with pytest.raises(RecordingError, match="NaN or Inf"):
+        preprocessing.preprocess(raw, model.variant)

@@ -386,7 +386,7 @@ def _zuna11_segments(filtered, sfreq, duration, *, per_job=32):
     blocks = [filtered[:, :n_whole * segment].reshape(n_channels, n_whole, segment).transpose(1, 0, 2)]
     if tail:
         blocks.append(filtered[None, :, n_whole * segment:n_whole * segment + tail])
-    jobs = [(block[start:start + per_job]) for block in blocks for start in range(0, len(block), per_job)]
+    jobs = [block[start:start + per_job] for block in blocks for start in range(0, len(block), per_job)]
 
     def run(block):
         reference = block.mean(axis=1)

@@ -27,7 +27,8 @@ from ..pipeline.batching import auto_batch_size, prefetched, to_host_later
 from ..pipeline.preprocessing import preprocess
 from ..io.read import find_source, read_raw, recording_fingerprint, remember_source
 from ..pipeline.seams import joined_epochs, stitched_hybrid
-from ..pipeline.tokens import detokenize, epoch_masks, tokenize
+from ..pipeline.embedding import empty_grid, hidden_grid, length_batches, place_latents, tokenize_epochs
+from ..pipeline.tokens import detokenize, epoch_masks
 from ..validation import check_arguments
 from ..io.write import check_reconstruct_dataset, output_target
 
@@ -138,32 +139,28 @@ def embed(data, model=None, *, segment_duration=None, bad_channels=None, use_ann
     layout = epoch_masks(pre, request)                                               # tokens
     n_epochs, n_channels = pre.n_epochs, len(layout.ch_names)
     max_tokens = max(pre.n_samples(i) for i in range(n_epochs)) // spt
-    embedding = np.full((n_epochs, n_channels, max_tokens, model.config.latent_dim), np.nan, np.float32)
-    hidden = np.zeros((n_epochs, n_channels, max_tokens), bool)
+    embedding = empty_grid(n_epochs, n_channels, max_tokens, model.config.latent_dim)
+    hidden = hidden_grid(pre, layout, max_tokens)
     batch_size = batch_size or auto_batch_size(model, n_channels * max_tokens)
     bar = _progress(n_epochs, "embed", progress if progress is not None else n_epochs > 50)
 
-    def store(indices, latents, epoch_masks, n_tokens):
-        grid = detokenize(latents(), n_channels, n_tokens * model.config.latent_dim, variant=model.variant)
-        embedding[indices, :, :n_tokens] = grid.reshape(len(indices), n_channels, n_tokens, -1)
-        hidden[indices, :, :n_tokens] = epoch_masks
+    def store(indices, latents, n_tokens):
+        place_latents(embedding, indices, latents(), n_tokens, model.variant)
         bar.update(len(indices))
 
     def tokenized():
-        for indices in _batches(pre, range(n_epochs), batch_size):
-            epochs = np.stack([layout.inputs(pre, i) for i in indices])
-            batch_masks = np.stack([layout.masks[i] for i in indices])
-            tokens, tok_idx = tokenize(epochs, layout.ch_pos, variant=model.variant, mask=batch_masks)
-            yield indices, torch.from_numpy(tokens), torch.from_numpy(tok_idx), batch_masks, epochs.shape[-1] // spt
+        for indices in length_batches(pre, None, batch_size):
+            tokens, tok_idx, batch_masks = tokenize_epochs(pre, layout, indices, model.variant)
+            yield indices, torch.from_numpy(tokens), torch.from_numpy(tok_idx), batch_masks.shape[-1]
 
     pending = None
     # On a GPU the next batches are tokenised on a thread and the previous one copied back while
     # the encoder computes.
-    for indices, tokens, tok_idx, batch_masks, n_tokens in prefetched(tokenized(), 2 if model.device.type == "cuda" else 0):
+    for indices, tokens, tok_idx, n_tokens in prefetched(tokenized(), 2 if model.device.type == "cuda" else 0):
         latents = to_host_later(model.encode(tokens, tok_idx))                         # model
         if pending is not None:
             store(*pending)
-        pending = (indices, latents, batch_masks, n_tokens)
+        pending = (indices, latents, n_tokens)
     if pending is not None:
         store(*pending)
     bar.close()
@@ -290,18 +287,16 @@ def reconstruct_prepared(prepared, model, *, epochs=None, steps=50, cfg=1.0, see
     needed = joined_epochs(pre, layout, chosen)
     n_times = max(pre.n_samples(i) for i in range(pre.n_epochs))
     batch_size = batch_size or auto_batch_size(model, n_channels * (n_times // spt))
-    batches = list(_batches(pre, needed, batch_size))
+    batches = list(length_batches(pre, needed, batch_size))
     bar = _progress(len(needed) * n_samples, "reconstruct",
                     progress if progress is not None else len(needed) * n_samples > 20)
     done, total = 0, len(batches) * n_samples
     volts = {}      # epoch -> (n_samples, channel, time) reconstruction in volts
     for indices in batches:
-        epoch_data = np.stack([layout.inputs(pre, i) for i in indices])
-        batch_masks = np.stack([layout.masks[i] for i in indices])
-        tokens, tok_idx = tokenize(epoch_data, layout.ch_pos, variant=model.variant, mask=batch_masks)
+        tokens, tok_idx, batch_masks = tokenize_epochs(pre, layout, indices, model.variant)
         tok_idx_t = torch.from_numpy(tok_idx)
         latents = model.encode(torch.from_numpy(tokens), tok_idx_t)                              # model
-        width = epoch_data.shape[-1]
+        width = pre.n_samples(indices[0])
         for index in indices:
             volts[index] = np.empty((n_samples, n_channels, width))
         for sample in range(n_samples):
@@ -439,16 +434,6 @@ def write_fif(inst, fname, *, kind="hybrid", raw=None, overwrite=False, verbose=
 def _progress(total, label, enabled):
     """A tqdm bar (a widget in Jupyter, a bar on stderr) of ``total`` epochs."""
     return tqdm(total=total, desc=label, unit="epoch", disable=not enabled)
-
-
-def _batches(pre, indices, batch_size):
-    """Group epochs of equal length (ZUNA1.1's last segment may be shorter) into batches."""
-    by_length = {}
-    for index in indices:
-        by_length.setdefault(pre.n_samples(index), []).append(index)
-    for indices in by_length.values():
-        for start in range(0, len(indices), batch_size):
-            yield indices[start:start + batch_size]
 
 
 def _check_epochs(epochs, n_epochs):

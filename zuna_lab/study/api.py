@@ -280,7 +280,7 @@ def embed_many(sources, store, *, model=None, client=None, overwrite=False, prog
     >>> index[index.status == "failed"][["recording", "error"]]                       # doctest: +SKIP
     >>> study = zl.open_embeddings("study.zarr"); study["sub-01"]                      # doctest: +SKIP
     """
-    from .cluster import Stages, run_pipeline
+    from .cluster import Stages
     from .tasks import encode_bundles, prepare_embedding, write_embedding
     from ..validation import check_bool
 
@@ -295,12 +295,9 @@ def embed_many(sources, store, *, model=None, client=None, overwrite=False, prog
             stages = Stages(prepare_embedding, encode_bundles, write_embedding, variant, options,
                             encode_args=(embed_options.get("batch_size"),),
                             write_args=lambda rec_id, run: (str(target.tmp), run))
-            with _cluster(client, progress) as active:
-                run_pipeline(active, target, todo, stages, spec, progress=progress, label="embed_many")
+            _run(stages, target, todo, spec, client, progress, "embed_many")
         frame = target.frame()
-    if progress:
-        _summary(frame, "embed_many", len(jobs) - len(todo))
-    return frame
+    return _finish(frame, "embed_many", len(jobs) - len(todo), progress)
 
 
 def reconstruct_many(sources, out_dir, *, model=None, client=None, kind="hybrid", overwrite=False, progress=True,
@@ -340,7 +337,7 @@ def reconstruct_many(sources, out_dir, *, model=None, client=None, kind="hybrid"
     >>> index = zl.reconstruct_many("clinic/*.edf", "repaired/", seed=0)   # doctest: +SKIP
     >>> raw = mne.io.read_raw_fif("repaired/" + index.output[0])         # doctest: +SKIP
     """
-    from .cluster import Stages, run_pipeline
+    from .cluster import Stages
     from .tasks import prepare_reconstruction, reconstruct_bundles, write_reconstruction
     from ..validation import check_bool
 
@@ -365,11 +362,23 @@ def reconstruct_many(sources, out_dir, *, model=None, client=None, kind="hybrid"
             stages = Stages(prepare_reconstruction, reconstruct_bundles, write_reconstruction, variant, options,
                             encode_args=(options,), batch=False,
                             write_args=lambda rec_id, run: (str(target.path / f"{rec_id}_repaired_raw.fif"), kind))
-            with _cluster(client, progress) as active:
-                run_pipeline(active, target, todo, stages, spec, progress=progress, label="reconstruct_many")
+            _run(stages, target, todo, spec, client, progress, "reconstruct_many")
         frame = target.frame()
+    return _finish(frame, "reconstruct_many", len(jobs) - len(todo), progress)
+
+
+def _run(stages, target, todo, spec, client, progress, label):
+    """The study's pipeline over the recordings still to do, on ``client`` or a local cluster."""
+    from .cluster import run_pipeline
+
+    with _cluster(client, progress) as active:
+        run_pipeline(active, target, todo, stages, spec, progress=progress, label=label)
+
+
+def _finish(frame, label, n_skipped, progress):
+    """The study's index, after a summary line when progress is shown."""
     if progress:
-        _summary(frame, "reconstruct_many", len(jobs) - len(todo))
+        _summary(frame, label, n_skipped)
     return frame
 
 

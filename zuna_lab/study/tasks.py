@@ -143,7 +143,8 @@ def prepare_embedding(rec_id, path, variant, options):
     """
     from ..pipeline import masks
     from ..config import VARIANT_CONSTANTS
-    from ..pipeline.tokens import epoch_masks, tokenize
+    from ..pipeline.embedding import hidden_grid, length_groups, tokenize_epochs
+    from ..pipeline.tokens import epoch_masks
 
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
@@ -157,16 +158,10 @@ def prepare_embedding(rec_id, path, variant, options):
             layout = epoch_masks(pre, request)
             n_epochs, n_channels = pre.n_epochs, len(layout.ch_names)
             max_tokens = max(pre.n_samples(i) for i in range(n_epochs)) // spt
-            hidden = np.zeros((n_epochs, n_channels, max_tokens), bool)
-            by_length = {}
-            for index in range(n_epochs):
-                by_length.setdefault(pre.n_samples(index), []).append(index)
-                hidden[index, :, : layout.masks[index].shape[1]] = layout.masks[index]
+            hidden = hidden_grid(pre, layout, max_tokens)
             groups = []
-            for indices in by_length.values():
-                epochs = np.stack([layout.inputs(pre, i) for i in indices])
-                tokens, tok_idx = tokenize(epochs, layout.ch_pos, variant=variant,
-                                           mask=np.stack([layout.masks[i] for i in indices]))
+            for indices in length_groups(pre):
+                tokens, tok_idx, _ = tokenize_epochs(pre, layout, indices, variant)
                 # every epoch of a length shares its tok_idx: keep one, small (bins < 2**15)
                 groups.append((np.asarray(indices), tokens, tok_idx[0].astype(np.int16)))
         except Exception as err:
@@ -277,7 +272,7 @@ def write_embedding(meta, encoded, tmp_dir, run):
     Returns the recording's index row (status "done", or "failed" with the one-sentence error).
     """
     from ..pipeline import results
-    from ..pipeline.tokens import detokenize
+    from ..pipeline.embedding import empty_grid, place_latents
     from ..io.write import netcdf_ready
 
     if isinstance(meta, Failed) or isinstance(encoded, Failed):
@@ -286,11 +281,9 @@ def write_embedding(meta, encoded, tmp_dir, run):
     start = time.perf_counter()
     groups, model, encode_seconds, encoder = encoded
     try:
-        latent_dim = groups[0].shape[-1]
-        embedding = np.full((meta.n_epochs, meta.n_channels, meta.max_tokens, latent_dim), np.nan, np.float32)
+        embedding = empty_grid(meta.n_epochs, meta.n_channels, meta.max_tokens, groups[0].shape[-1])
         for (indices, n_tokens), latents in zip(meta.groups, groups):
-            grid = detokenize(latents, meta.n_channels, n_tokens * latent_dim, variant=meta.variant)
-            embedding[indices, :, :n_tokens] = grid.reshape(len(indices), meta.n_channels, n_tokens, -1)
+            place_latents(embedding, indices, latents, n_tokens, meta.variant)
         attrs = results.provenance(model, meta.pre, source=meta.source)
         ds = results.embedding_dataset(embedding, meta.hidden, ch_names=meta.ch_names, ch_pos=meta.ch_pos,
                                         epoch_start=meta.epoch_start, samples_per_token=meta.spt,

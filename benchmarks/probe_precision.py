@@ -3,7 +3,7 @@
     python benchmarks/probe_precision.py [--families official,perturbed,random] [--per-block]
 
 For each variant (ZUNA, ZUNA1.1) and weight family (official init written by the official package,
-``make_random_checkpoint(full_size=True, seed=11, perturb=0.02)`` as tests/test_gpu.py, and
+``make_random_checkpoint(full_size=True, seed=11, perturb=0.02)`` as tests/fast/test_gpu.py, and
 ``make_random_checkpoint(full_size=True)``): the relative L2 distance of latents and 50-step samples
 from the exact fp32 model (plain PyTorch, no TF32) at 1 x 12 and 8 x 64 channels, for the fast path
 in fp16, in bf16, and in fp32 (its kernels' own error). ``--per-block``: on one family, each encoder

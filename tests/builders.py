@@ -1,7 +1,7 @@
 """Schema-conforming stand-ins for ``embed`` / ``reconstruct`` results (DESIGN.md "Result schema"), and a small Raw.
 
 Used by the plot and health tests, which check drawing and statistics on known data; the
-dashboard's state is tested against the real library (tests/test_state.py).  They follow the
+dashboard's state is tested against the real library (tests/viz/test_state.py).  They follow the
 schema exactly:
 
 embed:       embedding (epoch, channel, token, latent) float32, mask (epoch, channel, token) bool;

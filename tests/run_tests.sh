@@ -13,6 +13,6 @@ fi
 # Whatever a test needs and does not find (oracle venvs, Chromium, Triton, optional modules such as
 # zarr or nbclient) FAILS here instead of skipping (tests/oracle_support.py: missing()).
 export ZUNA_LAB_REQUIRE_ORACLE=1 ZUNA_LAB_REQUIRE_BROWSER=1 ZUNA_LAB_REQUIRE_TRITON=1 ZUNA_LAB_REQUIRE_DEPS=1
-# Without a GPU, Triton's interpreter runs the fast-path kernels on CPU tensors (tests/test_kernels.py).
+# Without a GPU, Triton's interpreter runs the fast-path kernels on CPU tensors (tests/fast/test_kernels.py).
 if ! command -v nvidia-smi >/dev/null 2>&1; then export TRITON_INTERPRET=1; fi
 python3 -m pytest "$@"

@@ -13,7 +13,6 @@ from zuna_lab.trust import evaluation as ev
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
 from zuna_lab.io.montage import standard_positions
 from zuna_lab.synthetic import make_synthetic_raw
-from zuna_lab.testing import make_random_checkpoint
 
 from oracle_support import require_module
 
@@ -47,9 +46,8 @@ def field():
 
 
 @pytest.fixture(scope="module", params=["ZUNA", "ZUNA1.1"])
-def model(request, tmp_path_factory):
-    path = make_random_checkpoint(tmp_path_factory.mktemp("evaluation") / request.param, variant=request.param)
-    return zuna_lab.load_model(path, device="cpu")
+def model(request, random_checkpoint):
+    return zuna_lab.load_model(random_checkpoint(request.param), device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 Run with the device tool (README "Performance")::
 
-    python -m pytest -m gpu tests/test_gpu.py -q
+    python -m pytest -m gpu tests/fast/test_gpu.py -q
 
 Both variants, the released architecture (382 M parameters) with every weight perturbed
 (``make_random_checkpoint(full_size=True, perturb=0.02)``: 0.02 N(0, 1) added to every weight of
@@ -13,7 +13,7 @@ the seeded random init), so that AdaRMSNorm and the time conditioning matter:
     and the default path's allocated bytes stay within 5 % of them;
 (b) the exact CUDA path (``dtype="fp32"``) against the official package's fp32 output for the same
     weights, tokens and noise (``tests/data/official_fp32_full_size.npz``: the official packages
-    do not run on the GPU machine; ``python tests/test_gpu.py reference`` makes the file on the CPU
+    do not run on the GPU machine; ``python tests/fast/test_gpu.py reference`` makes the file on the CPU
     with the oracle venvs, and a fingerprint of the weights checks that both sides built the same);
 (c) the default path ("mixed": Triton kernels, CUDA graphs) against the exact path: latents and
     50-step samples at 1 epoch x 12 channels and 8 x 64, on three weight families (the official
@@ -41,7 +41,8 @@ import torch
 import zuna_lab
 from zuna_lab.testing import make_random_checkpoint
 
-REFERENCE = Path(__file__).parent / "data" / "official_fp32_full_size.npz"
+TESTS = Path(__file__).resolve().parents[1]
+REFERENCE = TESTS / "data" / "official_fp32_full_size.npz"
 SEED, PERTURB, STEPS, CFGS = 11, 0.02, 50, (1.0, 1.7)
 N_BINS = {"ZUNA": 50, "ZUNA1.1": 100}
 # the default path ("mixed": fp16 encoder, bf16 decoder) against the exact one, relative L2: issue
@@ -76,7 +77,7 @@ def family_checkpoint(path: Path, variant: str, family: str) -> Path:
         pytest.skip(message)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([site, os.environ.get("PYTHONPATH", "")]),
                TORCHDYNAMO_DISABLE="1", PYTHONWARNINGS="ignore")
-    subprocess.run([sys.executable, str(Path(__file__).parent / "oracle" / "official_model.py"), "build",
+    subprocess.run([sys.executable, str(TESTS / "oracle" / "official_model.py"), "build",
                     "--out", str(path), "--seed", "0", "--dim", "1024", "--n-layers", "16", "--n-heads", "8",
                     "--head-dim", "64", "--t-dim", "64", "--official-init"], check=True, env=env)
     return path
@@ -181,7 +182,7 @@ def test_memory_after_load_is_the_weights_once(models):
 def test_exact_path_equals_official_fp32(models):
     variant, exact = models["variant"], models["exact"]
     if not REFERENCE.exists():
-        pytest.fail(f"{REFERENCE} is missing; make it with `python tests/test_gpu.py reference` (oracle venvs).")
+        pytest.fail(f"{REFERENCE} is missing; make it with `python tests/fast/test_gpu.py reference` (oracle venvs).")
     ref = {k.split("__", 1)[1]: v for k, v in np.load(REFERENCE).items() if k.startswith(variant + "__")}
     np.testing.assert_allclose(fingerprint(models["path"]), ref["fingerprint"], rtol=1e-9,
                                err_msg="the checkpoint built here differs from the reference's")
@@ -285,7 +286,7 @@ def test_first_use_on_a_fresh_machine_is_instant(tmp_path):
     # a machine that has run torch on its GPU before (its libraries read from disk), never zuna_lab
     subprocess.run([sys.executable, "-c", "import torch; a = torch.randn(64, 64, device='cuda'); (a @ a).sum().item()"],
                    check=True, timeout=300)
-    raw = mne.io.read_raw_fif(Path(__file__).parents[1] / "data" / "sample_synthetic_raw.fif", preload=True,
+    raw = mne.io.read_raw_fif(TESTS.parent / "data" / "sample_synthetic_raw.fif", preload=True,
                               verbose="error")
     recording = tmp_path / "sample_15s_raw.fif"
     raw.crop(0, 15, include_tmax=False).pick(raw.ch_names[:12]).save(recording, verbose="error")
@@ -307,7 +308,7 @@ def make_reference():
     latents and samples (oracle venvs, CPU). Also checks zuna_lab's CPU fp32 path against them."""
     import tempfile
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(TESTS))
     from oracle_support import run_oracle
 
     arrays = {}
@@ -336,5 +337,5 @@ def make_reference():
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["reference"]:
-        sys.exit("usage: python tests/test_gpu.py reference")
+        sys.exit("usage: python tests/fast/test_gpu.py reference")
     make_reference()

@@ -42,7 +42,7 @@ require_module("zarr")
 edfio = require_module("edfio")
 pybv = require_module("pybv")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CH12 = ["Fp1", "Fp2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "Fz", "Cz"]
 CH8 = ["F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2"]
 CH16 = CH12 + ["T7", "T8", "Pz", "F7"]

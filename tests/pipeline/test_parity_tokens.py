@@ -24,7 +24,7 @@ from zuna_lab.pipeline.tokens import epoch_token_mask
 
 from oracle_support import VERSIONS, oracle_python, sample_recordings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "oracle" / "official_preprocess.py"
 SEGMENTS = (5.0, 4.0)  # ZUNA1.1: equal segments, and a shorter last one (15 s = 4 + 4 + 4 + 3)
 FILES = ("sample1_raw", "sample2_raw", "sample1_500hz_raw", "sample2_bads_raw")

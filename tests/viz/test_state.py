@@ -10,7 +10,6 @@ import pytest
 import zuna_lab as zl
 from zuna_lab.api.core import prepare
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
-from zuna_lab.testing import make_random_checkpoint
 from zuna_lab.viz.state import EmbeddingState, HealthState, Recording, ReconstructionState
 from builders import make_embedding, make_raw
 
@@ -24,9 +23,8 @@ def raw():
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("state_ckpt")
-    return {v: zl.load_model(make_random_checkpoint(root / v, variant=v, seed=2), device="cpu") for v in VARIANTS}
+def models(random_checkpoint):
+    return {v: zl.load_model(random_checkpoint(v, seed=2), device="cpu") for v in VARIANTS}
 
 
 @pytest.fixture(scope="module")

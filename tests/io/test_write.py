@@ -13,15 +13,13 @@ import pytest
 import zuna_lab
 from zuna_lab.errors import ZunaLabWarning, ZunaValueError
 from zuna_lab.synthetic import make_synthetic_raw
-from zuna_lab.testing import make_random_checkpoint
 
 MEAS_DATE = datetime.datetime(2021, 3, 4, 5, 6, 7, tzinfo=datetime.timezone.utc)
 
 
 @pytest.fixture(scope="module", params=["ZUNA", "ZUNA1.1"])
-def model(request, tmp_path_factory):
-    path = make_random_checkpoint(tmp_path_factory.mktemp("rt") / request.param, variant=request.param, seed=3)
-    return zuna_lab.load_model(path, device="cpu")
+def model(request, random_checkpoint):
+    return zuna_lab.load_model(random_checkpoint(request.param, seed=3), device="cpu")
 
 
 def make_recording(sfreq, tmp_path):

@@ -13,7 +13,6 @@ import zuna_lab
 from zuna_lab.trust.doctor import check_montage, montage_warning
 from zuna_lab.errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
 from zuna_lab.synthetic import make_synthetic_raw
-from zuna_lab.testing import make_random_checkpoint
 
 from oracle_support import require_module
 
@@ -26,8 +25,8 @@ def clean():
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return zuna_lab.load_model(make_random_checkpoint(tmp_path_factory.mktemp("doctor") / "ZUNA"), device="cpu")
+def model(random_checkpoint):
+    return zuna_lab.load_model(random_checkpoint("ZUNA"), device="cpu")
 
 
 def _moved(raw, function):

@@ -11,7 +11,6 @@ from zuna_lab.pipeline.seams import seam_correct
 from zuna_lab.pipeline.results import channel_positions
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
 from zuna_lab.synthetic import make_synthetic_raw
-from zuna_lab.testing import make_random_checkpoint
 
 from oracle_support import sample_recordings
 
@@ -19,9 +18,8 @@ STEPS = 3
 
 
 @pytest.fixture(scope="module", params=["ZUNA", "ZUNA1.1"])
-def model(request, tmp_path_factory):
-    path = make_random_checkpoint(tmp_path_factory.mktemp("core") / request.param, variant=request.param, seed=2)
-    return zuna_lab.load_model(path, device="cpu")
+def model(request, random_checkpoint):
+    return zuna_lab.load_model(random_checkpoint(request.param, seed=2), device="cpu")
 
 
 @pytest.fixture(scope="module")

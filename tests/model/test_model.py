@@ -229,7 +229,7 @@ def test_bf16_policy_and_precision_switch(tiny):
     noise = torch.randn(*tokens.shape, generator=torch.Generator().manual_seed(0))
     exact = model.sample(model.encode(tokens, tok_idx), tok_idx, noise=noise, steps=3)
     # the reference model's plain bf16 policy (on the CPU, dtype="bf16" gives the CPU fast path:
-    # tests/test_fast_cpu.py)
+    # tests/fast/test_cpu.py)
     half = zuna_lab.load_model(tiny, device="cpu", dtype="fp32").set_precision("bf16")
     assert half.precision == "bf16" and half.n_parameters() == model.n_parameters()
     for part in (half.encoder.blocks[0], half.decoder.blocks[0]):

@@ -54,7 +54,7 @@ def test_default_cpu_precision_follows_the_bf16_check(ckpt, monkeypatch, native)
         for ours, theirs in zip(run(model, *x), run(exact, *x)):
             assert torch.equal(ours, theirs)
     # dtype="fp32" is the exact reference whatever the CPU (its parity with the official package:
-    # tests/test_parity_model.py)
+    # tests/model/test_parity_model.py)
     assert exact.precision == "fp32" and not any(isinstance(m, (Bf16SwiGLU, CpuAttention)) for m in exact.modules())
     assert zuna_lab.load_model(ckpt, device="cpu", dtype="bf16").precision == "bf16"     # asked for: always
 

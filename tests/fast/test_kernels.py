@@ -3,7 +3,7 @@ plain PyTorch reference model.
 
 Without a GPU they run under Triton's interpreter (``TRITON_INTERPRET=1``, set by
 tests/run_tests.sh), in fp32: the interpreter rounds to bf16 by truncation, unlike the GPU, so
-bf16 accuracy is measured on the GPU by tests/test_gpu.py instead. On a GPU the file runs as it
+bf16 accuracy is measured on the GPU by tests/fast/test_gpu.py instead. On a GPU the file runs as it
 is: the GEMM kernels take fp32 operands in exact fp32 unless torch allows TF32 (off by default).
 """
 import os
@@ -314,7 +314,7 @@ def test_build_refuses_what_it_cannot_use(monkeypatch):
 @pytest.mark.parametrize("variant", ["ZUNA", "ZUNA1.1"])
 def test_fp16_path_is_close_to_the_reference(variant):
     """fp16 operands with fp32 accumulation (the CUDA default): within 2e-3 of exact at small size
-    (fp16 rounds like TF32; the full-size budget is measured on the GPU by tests/test_gpu.py)."""
+    (fp16 rounds like TF32; the full-size budget is measured on the GPU by tests/fast/test_gpu.py)."""
     config = ModelConfig.from_hf({"dim": 64, "n_layers": 2, "head_dim": 16, "n_heads": 4}, variant=variant)
     reference = random_model(config, seed=1).to(DEVICE)
     tokens, tok_idx, noise = (0.3 * randn(2, 24, 32, seed=2)).clamp(-1, 1), randn(2, 24, 4, seed=3), randn(2, 24, 32, seed=4)
@@ -357,7 +357,7 @@ def test_fp16_overflow_turns_the_model_to_bf16():
 
 def test_default_policy_is_fp16_encoder_and_bf16_decoder():
     """The default ("mixed"): fp16 operands in the encoder (its attention projections too), bf16 in
-    the decoder, fp32 norms, residual and token projections (accuracy on the GPU: tests/test_gpu.py)."""
+    the decoder, fp32 norms, residual and token projections (accuracy on the GPU: tests/fast/test_gpu.py)."""
     config = ModelConfig.from_hf({"dim": 64, "n_layers": 2, "head_dim": 16, "n_heads": 4}, variant="ZUNA1.1")
     fast = build(random_model(config, seed=1).to(DEVICE), FastOptions(cuda_graphs=False))
     assert FastOptions().precision == "mixed" and fast.precision == "mixed"

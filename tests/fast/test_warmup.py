@@ -2,7 +2,7 @@
 background process compiles the kernels (zuna_lab.fast.warmup, .precompile).
 
 Without a GPU the kernels run under Triton's interpreter (``TRITON_INTERPRET=1``); the timing of a
-real first use is measured on the GPU by tests/test_gpu.py.
+real first use is measured on the GPU by tests/fast/test_gpu.py.
 """
 import json
 import os

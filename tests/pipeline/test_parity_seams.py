@@ -17,7 +17,7 @@ The recording: the bundled synthetic sample cropped to 15 s (three 5 s segments)
 Both sides use the same random ZUNA1.1 checkpoint (built by the official code) and the same
 sampler noise: zuna_lab draws epoch i's noise from ``_noise_seed(seed, 0, i)``; the test draws
 exactly that and hands it to the official run (tests/oracle/official_reconstruct.py), whose
-token order for ZUNA1.1 is zuna_lab's (tests/test_parity_tokens.py).
+token order for ZUNA1.1 is zuna_lab's (tests/pipeline/test_parity_tokens.py).
 
 Kept cells: the official hybrid takes them from the de-normalised model INPUT (÷10 and clipped
 at ±1, ``v4_recon_unmasked_from_original=False``), zuna_lab from the filtered volts. They differ
@@ -42,7 +42,7 @@ from oracle_support import run_oracle
 
 pytestmark = pytest.mark.oracle
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample_synthetic_raw.fif"
 STEPS = 6
 SEED = 7

@@ -19,7 +19,7 @@ from zuna_lab.pipeline.tokens import tokenize
 from oracle_support import require_module
 
 # These Datasets are built by hand: no source recording, so to_raw gives the EEG alone at the
-# model's rate and says so (tests/test_roundtrip.py covers the splice into a recording).
+# model's rate and says so (tests/io/test_write.py covers the splice into a recording).
 pytestmark = pytest.mark.filterwarnings("ignore:The recording this result came from is unknown:zuna_lab.errors.ZunaLabWarning")
 
 CHANNELS = ["Cz", "Pz", "Oz"]

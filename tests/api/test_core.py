@@ -213,3 +213,68 @@ def test_embed_checks_the_samples_once_and_preprocess_alone_checks_them(model, s
     raw._data[0, 100] = np.nan
     with pytest.raises(RecordingError, match="NaN or Inf"):
         preprocessing.preprocess(raw, model.variant)
+
+
+def _events(raw, seconds, codes):
+    return np.array([[raw.first_samp + int(round(s * raw.info["sfreq"])), 0, c] for s, c in zip(seconds, codes)])
+
+
+def test_embed_trials_on_the_fixed_grid_equal_the_fixed_segments(model, synthetic):
+    """Events every 5 s from the start with [0, 5 s] windows are the fixed 5 s epochs: the trial path
+    (continuous resample + high-pass, then per-trial normalisation) gives what the parity-tested
+    fixed path gives — for ZUNA too, whose whole-recording z-score cancels in its second one."""
+    raw = synthetic.copy().crop(0, 20, include_tmax=False)
+    fixed = zuna_lab.embed(raw, model, progress=False)
+    trials = zuna_lab.embed(raw, model, events=_events(raw, [0, 5, 10, 15], [1, 2, 1, 2]), tmin=0.0, tmax=5.0,
+                            progress=False)
+    assert trials.sizes == fixed.sizes and fixed.sizes["epoch"] == 4
+    np.testing.assert_allclose(trials.embedding.values, fixed.embedding.values, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(trials.mask.values, fixed.mask.values)
+    np.testing.assert_allclose(trials.epoch_start.values, [0, 5, 10, 15])
+
+
+def test_embed_trials_equal_windows_cut_by_hand(model, synthetic):
+    """Overlapping trials off the token grid: the embedding equals the model's latents of windows cut by
+    hand from the high-passed recording and normalised by hand as the variant normalises an epoch."""
+    from zuna_lab.pipeline.tokens import tokenize
+    import torch
+
+    raw = zuna_lab.read_raw(synthetic)
+    events = _events(raw, [3.1, 4.02, 9.77], [1, 2, 1])
+    tmin, tmax = (-0.3, 1.2) if model.variant == "ZUNA1.1" else (-1.0, 4.0)
+    emb = zuna_lab.embed(raw, model, events=events, event_id={"a": 1, "b": 2}, tmin=tmin, tmax=tmax,
+                         use_annotations=False, progress=False)
+    filtered = mne.filter.filter_data(raw.get_data(), 256.0, 0.5, None, method="fir", verbose="error")
+    first = int(np.floor(tmin / 0.125 + 1e-9)) * 32
+    n = emb.sizes["token"] * 32
+    starts = np.round((events[:, 0] - raw.first_samp) / 256.0 * 256).astype(int) + first
+    trials = np.stack([filtered[:, s:s + n] for s in starts])
+    referenced = trials - trials.mean(axis=1, keepdims=True)
+    if model.variant == "ZUNA1.1":
+        normalised = (referenced - referenced.mean(-1, keepdims=True)) / (referenced.std(-1, keepdims=True) + 1e-6)
+    else:
+        centred = referenced - referenced.mean(-1, keepdims=True)
+        normalised = (centred - centred.mean()) / centred.std()
+    inputs = np.clip(normalised / 10, -1, 1).astype(np.float32)
+    positions = np.stack([emb[axis].values for axis in ("ch_x", "ch_y", "ch_z")], axis=1)
+    tokens, tok_idx = tokenize(inputs, positions, variant=model.variant,
+                               mask=np.zeros(inputs.shape[:2] + (n // 32,), bool))
+    latents = model.encode(torch.from_numpy(tokens), torch.from_numpy(tok_idx)).numpy()
+    from zuna_lab.pipeline.embedding import empty_grid, place_latents
+    grid = empty_grid(3, inputs.shape[1], n // 32, latents.shape[-1])
+    place_latents(grid, [0, 1, 2], latents, n // 32, model.variant)
+    np.testing.assert_allclose(emb.embedding.values, grid, rtol=0, atol=1e-6)
+    assert list(emb.event.values) == ["a", "b", "a"] and list(emb.event_code.values) == [1, 2, 1]
+    np.testing.assert_allclose(emb.event_time.values, [3.1, 4.02, 9.77], atol=1 / 256)
+    assert emb.token_time.values[0] == first / 256 and emb.attrs["segment_duration"] == n / 256
+    frame = emb.to_dataframe()
+    assert {"event", "event_code", "event_time"} <= set(frame.columns)
+    assert frame.groupby("event").size().to_dict() == {"a": 2 * frame.shape[0] // 3, "b": frame.shape[0] // 3}
+
+
+def test_embed_event_arguments_without_events_are_refused(model, synthetic):
+    with pytest.raises(ZunaValueError, match="event_id, tmin and tmax go with events"):
+        zuna_lab.embed(synthetic, model, tmin=-0.5, progress=False)
+    with pytest.raises(ZunaValueError, match="segment_duration does not apply to event-locked trials"):
+        zuna_lab.embed(synthetic, model, events=_events(synthetic, [3.0], [1]), tmin=0.0, tmax=5.0,
+                       segment_duration=5.0, progress=False)

@@ -27,6 +27,7 @@ from ..pipeline.batching import auto_batch_size, prefetched, to_host_later
 from ..pipeline.preprocessing import preprocess
 from ..io.read import find_source, read_raw, recording_fingerprint, remember_source
 from ..pipeline.seams import joined_epochs, stitched_hybrid
+from ..pipeline.events import Trials, check_event_arguments, event_trials
 from ..pipeline.embedding import empty_grid, hidden_grid, length_batches, place_latents, tokenize_epochs
 from ..pipeline.tokens import detokenize, epoch_masks
 from ..validation import check_arguments
@@ -49,9 +50,11 @@ class Prepared:
     source: str            # the input file, when there is one
     fingerprint: str       # of the EEG samples read (to_raw checks the recording it splices into)
     source_ref: str = ""   # finds an in-memory input Raw again (recording.remember_source)
+    trials: Trials | None = None    # event-locked windows, when the epochs are trials
 
 
-def prepare(data, variant, *, bad_channels=None, segment_duration=None, sfreq=None, ch_names=None, verbose=None):
+def prepare(data, variant, *, bad_channels=None, segment_duration=None, events=None, event_id=None, tmin=None,
+            tmax=None, sfreq=None, ch_names=None, verbose=None):
     """Read a recording and run the official preprocessing of ``variant`` once.
 
     Parameters
@@ -63,7 +66,7 @@ def prepare(data, variant, *, bad_channels=None, segment_duration=None, sfreq=No
     bad_channels : list of str | None
         Channels hidden everywhere, on top of ``info["bads"]`` (ZUNA keeps them out of its
         average reference and statistics, so they are part of the preprocessing).
-    segment_duration, sfreq, ch_names, verbose
+    segment_duration, events, event_id, tmin, tmax, sfreq, ch_names, verbose
         As in :func:`embed`.
 
     Returns
@@ -76,19 +79,21 @@ def prepare(data, variant, *, bad_channels=None, segment_duration=None, sfreq=No
     >>> rec = reconstruct_prepared(prepared, model, epochs=[3], seed=0)                            # doctest: +SKIP
     """
     raw = read_raw(data, sfreq=sfreq, ch_names=ch_names, verbose=verbose)           # read
+    trials = None if events is None else event_trials(raw, events, event_id, tmin, tmax, variant)
     bads = masks.hidden_channels(raw, bad_channels)                                  # masks
     work = raw.copy()
     # BAD_ spans become masks, so ZUNA's pipeline must not drop the epochs they touch.
     work.set_annotations(None)
     work.info["bads"] = list(bads)      # ZUNA keeps channels named bad out of the average reference
-    pre = preprocess(work, variant, segment_duration=segment_duration, samples_checked=True,    # preprocess
-                     verbose=verbose)
+    pre = preprocess(work, variant, segment_duration=segment_duration, windows=trials,          # preprocess
+                     samples_checked=True, verbose=verbose)
     return Prepared(raw=raw, pre=pre, bads=bads, source=_source_name(data), fingerprint=recording_fingerprint(raw),
-                    source_ref=remember_source(data))
+                    source_ref=remember_source(data), trials=trials)
 
 
-def embed(data, model=None, *, segment_duration=None, bad_channels=None, use_annotations=True, mask=None,
-          batch_size=None, sfreq=None, ch_names=None, progress=None, verbose=None):
+def embed(data, model=None, *, events=None, event_id=None, tmin=None, tmax=None, segment_duration=None,
+          bad_channels=None, use_annotations=True, mask=None, batch_size=None, sfreq=None, ch_names=None,
+          progress=None, verbose=None):
     """Embed a recording: one 32-d ZUNA latent per channel and 0.125 s token.
 
     Parameters
@@ -98,8 +103,18 @@ def embed(data, model=None, *, segment_duration=None, bad_channels=None, use_ann
     model : ZunaModel | str | None
         A loaded model, a source for :func:`zuna_lab.load_model`, or None for the default
         (``$ZUNA_LAB_MODEL`` or "Zyphra/ZUNA"), loaded once and cached.
+    events : ndarray of int, shape (n_events, 3) | None
+        MNE events (``mne.find_events(raw)``, ``mne.events_from_annotations(raw)[0]``): one epoch per
+        event instead of fixed segments — the trial from ``tmin`` to ``tmax`` around it, widened to
+        whole 0.125 s tokens so that the event falls on a token boundary. The continuous recording is
+        resampled and high-passed once, then each trial is cut from it and normalised as the model
+        normalises an epoch. ZUNA1.1 takes 0.5–30 s trials; ZUNA 5 s trials only.
+    event_id : dict of str to int | int | None
+        The events to keep, by name (as in ``mne.Epochs``); None keeps every code.
+    tmin, tmax : float | None
+        The trial around each event, in seconds (with ``events``).
     segment_duration : float | None
-        Epoch length: 5 s for ZUNA; 0.5–30 s for ZUNA1.1 (default 5 s).
+        Epoch length without events: 5 s for ZUNA; 0.5–30 s for ZUNA1.1 (default 5 s).
     bad_channels : list of str | None
         Channels hidden from the encoder (in addition to ``info["bads"]``).
     use_annotations : bool
@@ -119,7 +134,10 @@ def embed(data, model=None, *, segment_duration=None, bad_channels=None, use_ann
     -------
     emb : xarray.Dataset
         ``embedding`` (epoch, channel, token, latent) float32 and ``mask`` (epoch, channel, token),
-        with channel names, positions, epoch starts, token times and provenance attrs.
+        with channel names, positions, epoch starts, token times and provenance attrs. With
+        ``events``, each epoch is a trial with the coordinates ``event`` (name), ``event_code``,
+        ``event_sample`` (MNE's numbering) and ``event_time`` (s), and ``token_time`` counts from
+        the event (t = 0).
 
     Examples
     --------
@@ -127,13 +145,18 @@ def embed(data, model=None, *, segment_duration=None, bad_channels=None, use_ann
     >>> emb = zl.embed("data/sample_synthetic_raw.fif")          # doctest: +SKIP
     >>> emb.embedding.sizes                                       # doctest: +SKIP
     >>> emb.to_dataframe().head()                                 # doctest: +SKIP
+    >>> trials = zl.embed(raw, events=mne.find_events(raw), event_id={"left": 1, "right": 2},
+    ...                   tmin=-0.5, tmax=1.5)                       # doctest: +SKIP
+    >>> trials.embedding.mean(["channel", "token"]).groupby("event").mean()   # doctest: +SKIP
     """
     check_arguments(data=data, segment_duration=segment_duration, bad_channels=bad_channels,   # before any work
                     use_annotations=use_annotations, mask=mask, batch_size=batch_size, sfreq=sfreq,
                     ch_names=ch_names, progress=progress, verbose=verbose)
     model = get_model(model)
+    _check_events(model.variant, events, event_id, tmin, tmax, segment_duration)
     prepared = prepare(data, model.variant, bad_channels=bad_channels, segment_duration=segment_duration,
-                       sfreq=sfreq, ch_names=ch_names, verbose=verbose)
+                       events=events, event_id=event_id, tmin=tmin, tmax=tmax, sfreq=sfreq, ch_names=ch_names,
+                       verbose=verbose)
     request = masks.request(prepared.raw, bads=prepared.bads, use_annotations=use_annotations, mask=mask)
     pre, spt = prepared.pre, model.config.constants["samples_per_token"]
     layout = epoch_masks(pre, request)                                               # tokens
@@ -165,9 +188,12 @@ def embed(data, model=None, *, segment_duration=None, bad_channels=None, use_ann
         store(*pending)
     bar.close()
     attrs = results.provenance(model, pre, source=prepared.source)                 # Datasets
+    trials = prepared.trials
     return results.embedding_dataset(embedding, hidden, ch_names=layout.ch_names, ch_pos=layout.ch_pos,
                                       epoch_start=pre.epoch_start, samples_per_token=spt, sfreq=pre.sfreq,
-                                      attrs=attrs, added=layout.added)
+                                      attrs=attrs, added=layout.added,
+                                      epoch_coords=None if trials is None else trials.coords(),
+                                      token_t0=0.0 if trials is None else trials.tmin)
 
 
 def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=None, bad_segments=None,
@@ -429,6 +455,19 @@ def write_fif(inst, fname, *, kind="hybrid", raw=None, overwrite=False, verbose=
     output_target(fname, overwrite)      # refuse an unwritable target before the work
     out = inst if isinstance(inst, mne.io.BaseRaw) else to_raw(inst, kind=kind, raw=raw, verbose=verbose)
     return save_fif(out, fname, overwrite=overwrite, verbose=verbose)
+
+
+def _check_events(variant, events, event_id, tmin, tmax, segment_duration):
+    """The event arguments, before the recording is read."""
+    if events is None:
+        if any(value is not None for value in (event_id, tmin, tmax)):
+            raise ZunaValueError("event_id, tmin and tmax go with events=...; pass the events (e.g. "
+                                 "mne.find_events(raw)) or leave them out.")
+        return
+    if segment_duration is not None:
+        raise ZunaValueError("segment_duration does not apply to event-locked trials (tmin and tmax set their "
+                             "length); leave it out.")
+    check_event_arguments(events, event_id, tmin, tmax, variant)
 
 
 def _progress(total, label, enabled):

@@ -198,7 +198,7 @@ def _resolve_segment_duration(variant, segment_duration):
     return value
 
 
-def preprocess(raw, variant="ZUNA", *, segment_duration=None, samples_checked=False, verbose=None):
+def preprocess(raw, variant="ZUNA", *, segment_duration=None, windows=None, samples_checked=False, verbose=None):
     """Run the official preprocessing of ``variant`` on a recording.
 
     Parameters
@@ -211,6 +211,11 @@ def preprocess(raw, variant="ZUNA", *, segment_duration=None, samples_checked=Fa
     segment_duration : float | None
         Epoch length in seconds: ZUNA takes 5 s only; ZUNA1.1 0.5–30 s (default 5 s), snapped
         down to whole 0.125 s tokens.
+    windows : zuna_lab.pipeline.events.Trials | None
+        Event-locked trials (:func:`zuna_lab.pipeline.events.event_trials`) instead of fixed
+        segments: the continuous recording is resampled and high-passed once, then each window is
+        cut from it and normalised as the variant normalises an epoch (``segment_duration`` is
+        then unused).
     samples_checked : bool
         True when the samples were checked already (:func:`zuna_lab.read_raw` does it: finite,
         plausible volts, not flat): that pass over the data is not repeated (a second or more on
@@ -278,7 +283,15 @@ def preprocess(raw, variant="ZUNA", *, segment_duration=None, samples_checked=Fa
         data_norm=common["data_norm"],
         data_clip=common["data_clip"],
     )
-    if variant == "ZUNA":
+    if windows is not None:
+        continuous = work.get_data() if filtered is None else filtered
+        trials = np.stack([continuous[:, start:start + windows.n_samples] for start in windows.start])
+        good = [i for i, name in enumerate(work.ch_names) if name not in work.info["bads"]]
+        parts = _trial_parts(trials, variant, good, windows.start / windows.sfreq)
+        provenance.update(reference=("zuna==0.1.1 EEGProcessor.process" if variant == "ZUNA" else
+                                     "zuna==1.1.6 EEGDataset_v4 (reconstruct_fif)") + ", on event-locked trials",
+                          segment_duration=windows.n_samples / windows.sfreq, trial_tmin=windows.tmin)
+    elif variant == "ZUNA":
         parts = _zuna_epochs(work, duration, mne_verbose)
         provenance.update(reference="zuna==0.1.1 EEGProcessor.process", segment_duration=duration)
     else:
@@ -388,21 +401,12 @@ def _zuna11_segments(filtered, sfreq, duration, *, per_job=32):
         blocks.append(filtered[None, :, n_whole * segment:n_whole * segment + tail])
     jobs = [block[start:start + per_job] for block in blocks for start in range(0, len(block), per_job)]
 
-    def run(block):
-        reference = block.mean(axis=1)
-        normalised = block - reference[:, None, :]
-        mean = normalised.mean(axis=2)
-        std = normalised.std(axis=2) + _ZUNA11_STD_EPSILON
-        normalised -= mean[:, :, None]
-        normalised /= std[:, :, None]
-        return normalised, reference, mean, std
-
     workers = min(len(jobs), os.cpu_count() or 1, 8)
     if workers > 1 and n_total >= 100_000:
         with ThreadPoolExecutor(workers) as pool:
-            done = list(pool.map(run, jobs))
+            done = list(pool.map(_zuna11_normalise, jobs))
     else:
-        done = [run(block) for block in jobs]
+        done = [_zuna11_normalise(block) for block in jobs]
     volts = tuple(epoch for block in jobs for epoch in block)
     return dict(
         normalised=[epoch for part in done for epoch in part[0]],
@@ -413,6 +417,44 @@ def _zuna11_segments(filtered, sfreq, duration, *, per_job=32):
         offset=np.concatenate([part[2] for part in done]) if done else np.zeros((0, n_channels)),
         stats=dict(segment_samples=segment, std_epsilon=_ZUNA11_STD_EPSILON),
     )
+
+
+def _zuna11_normalise(block):
+    """ZUNA1.1 on segments (segment, channel, sample): average reference over all channels, then a
+    per-channel z-score with ``std + 1e-6``. Returns (normalised, reference, mean, std)."""
+    reference = block.mean(axis=1)
+    normalised = block - reference[:, None, :]
+    mean = normalised.mean(axis=2)
+    std = normalised.std(axis=2) + _ZUNA11_STD_EPSILON
+    normalised -= mean[:, :, None]
+    normalised /= std[:, :, None]
+    return normalised, reference, mean, std
+
+
+def _trial_parts(trials, variant, good, starts):
+    """Event-locked trials (trial, channel, sample) in volts, normalised as ``variant`` normalises epochs.
+
+    ZUNA1.1: each trial a segment (:func:`_zuna11_normalise`). ZUNA (0.1.1): the average reference
+    over the good channels, each trial's per-channel baseline removed, then one z-score over all
+    trials — its first z-score over the whole recording is an affine map that the second cancels,
+    so the trials alone give the same numbers.
+    """
+    if variant == "ZUNA1.1":
+        normalised, reference, offset, scale = _zuna11_normalise(trials)
+        stats = dict(segment_samples=trials.shape[-1], std_epsilon=_ZUNA11_STD_EPSILON)
+    else:
+        reference = trials[:, good].mean(axis=1)
+        centred = trials - reference[:, None, :]
+        baseline = centred.mean(axis=2)
+        centred -= baseline[:, :, None]
+        final_mean, final_std = float(centred.mean()), float(centred.std())
+        if not final_std > 0:
+            raise ZunaValueError("The trials are constant after the average reference; check the data.")
+        normalised = (centred - final_mean) / final_std
+        scale, offset = np.full(baseline.shape, final_std), baseline + final_mean
+        stats = dict(final_mean=final_mean, final_std=final_std)
+    return dict(normalised=list(normalised), volts=tuple(trials), reference=tuple(reference),
+                epoch_start=np.asarray(starts, dtype=float), scale=scale, offset=offset, stats=stats)
 
 
 def check_recording(raw, variant="ZUNA", *, samples=True):

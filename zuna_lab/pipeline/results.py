@@ -41,12 +41,14 @@ def provenance(model, pre, *, source=None, extra=None) -> dict:
     return attrs
 
 
-def _coords(ch_names, ch_pos, epoch_start, added=None, epoch_index=None):
+def _coords(ch_names, ch_pos, epoch_start, added=None, epoch_index=None, epoch_coords=None):
     coords = {
         "epoch": np.arange(len(epoch_start)) if epoch_index is None else np.asarray(epoch_index, dtype=np.int64),
         "channel": list(ch_names),
         "epoch_start": ("epoch", np.asarray(epoch_start, dtype=np.float64), {"units": "s"}),
     }
+    for name, values in (epoch_coords or {}).items():     # e.g. a trial's event name, code and time
+        coords[name] = ("epoch", np.asarray(values), {"units": "s"} if name.endswith("_time") else {})
     pos = np.asarray(ch_pos, dtype=np.float64)
     for axis, name in enumerate(POSITION_COORDS):
         coords[name] = ("channel", pos[:, axis], {"units": "m", "frame": "MNE head", "long_name": f"electrode {SPACE[axis]}"})
@@ -55,15 +57,17 @@ def _coords(ch_names, ch_pos, epoch_start, added=None, epoch_index=None):
 
 
 def embedding_dataset(embedding, mask, *, ch_names, ch_pos, epoch_start, samples_per_token, sfreq, attrs,
-                      added=None) -> xr.Dataset:
+                      added=None, epoch_coords=None, token_t0=0.0) -> xr.Dataset:
     """``embed`` result: embedding (epoch, channel, token, latent) float32 and mask (epoch, channel, token).
 
     Tokens past the end of a short last segment are NaN in ``embedding`` and True in ``padding``.
+    ``epoch_coords``: further coordinates along ``epoch`` (an event-locked trial's event);
+    ``token_t0``: the time of the first token (a trial's start relative to its event).
     """
     n_epochs, n_channels, n_tokens, n_latent = embedding.shape
-    coords = _coords(ch_names, ch_pos, epoch_start, added)
+    coords = _coords(ch_names, ch_pos, epoch_start, added, epoch_coords=epoch_coords)
     coords.update(token=np.arange(n_tokens), latent=np.arange(n_latent))
-    coords["token_time"] = ("token", np.arange(n_tokens) * samples_per_token / sfreq, {"units": "s"})
+    coords["token_time"] = ("token", token_t0 + np.arange(n_tokens) * samples_per_token / sfreq, {"units": "s"})
     padding = np.isnan(embedding).all(axis=-1)
     ds = xr.Dataset(
         {

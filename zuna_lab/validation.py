@@ -476,11 +476,12 @@ def check_mask(mask, name="mask"):
     return array
 
 
-def check_source(data, name="data"):
-    """A recording source read_raw takes: a path that exists, a NumPy array or an mne Raw."""
+def check_source(data, name="data", *, epochs=False):
+    """A recording source read_raw takes: a path that exists, a NumPy array or an mne Raw (or, with
+    ``epochs``, ``mne.Epochs``)."""
     import mne
 
-    if isinstance(data, (mne.io.BaseRaw, np.ndarray)):
+    if isinstance(data, (mne.io.BaseRaw, np.ndarray)) or (epochs and isinstance(data, mne.BaseEpochs)):
         return data
     if isinstance(data, (str, os.PathLike)):
         path = Path(data).expanduser()
@@ -489,7 +490,7 @@ def check_source(data, name="data"):
         return data
     raise ZunaTypeError(
         f"Cannot read a recording from {type(data).__name__}; pass a file path, a NumPy array "
-        "(n_channels, n_times) with ch_names and sfreq, or an mne.io.Raw."
+        "(n_channels, n_times) with ch_names and sfreq, or an mne.io.Raw" + (" or mne.Epochs." if epochs else ".")
     )
 
 
@@ -572,14 +573,16 @@ _UNSET = object()
 
 def check_arguments(*, data=_UNSET, segment_duration=None, bad_channels=None, bad_segments=None, use_annotations=True,
                     mask=None, add_channels=None, batch_size=None, sfreq=None, ch_names=None, progress=None,
-                    callback=None, verbose=None, steps=_UNSET, cfg=_UNSET, seed=None, n_samples=_UNSET, **_ignored):
+                    callback=None, verbose=None, steps=_UNSET, cfg=_UNSET, seed=None, n_samples=_UNSET,
+                    epochs_allowed=False, **_ignored):
     """Check the arguments of :func:`zuna_lab.embed` / :func:`zuna_lab.reconstruct` / the study entry points.
 
     Everything that can be checked without the recording or the model: types, finiteness,
-    ranges, lists of names, segments. Unknown keywords are ignored.
+    ranges, lists of names, segments. Unknown keywords are ignored. ``epochs_allowed``: ``data`` may be
+    ``mne.Epochs`` (embed).
     """
     if data is not _UNSET:
-        check_source(data)
+        check_source(data, epochs=epochs_allowed)
         if isinstance(data, np.ndarray):
             _check_array(data, sfreq, ch_names)
     check_number(segment_duration, "segment_duration", low=0, low_inclusive=False, allow_none=True, unit="of seconds")

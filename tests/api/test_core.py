@@ -278,3 +278,56 @@ def test_embed_event_arguments_without_events_are_refused(model, synthetic):
     with pytest.raises(ZunaValueError, match="segment_duration does not apply to event-locked trials"):
         zuna_lab.embed(synthetic, model, events=_events(synthetic, [3.0], [1]), tmin=0.0, tmax=5.0,
                        segment_duration=5.0, progress=False)
+
+
+def _epochs(raw, events, tmin, tmax, **kwargs):
+    return mne.Epochs(raw, events, {"a": 1, "b": 2}, tmin=tmin, tmax=tmax, baseline=None, preload=True,
+                      verbose="error", **kwargs)
+
+
+def test_embed_epochs_equal_the_raw_with_events(model, synthetic):
+    """mne.Epochs cut from the recording high-passed as ZUNA does give what embedding the continuous
+    recording with the same events gives; names, codes, times and metadata become coords."""
+    import pandas as pd
+
+    raw = zuna_lab.read_raw(synthetic)
+    events = _events(raw, [3.1, 4.02, 9.77, 14.5], [1, 2, 1, 2])
+    tmin, tmax = (-0.5, 1.5) if model.variant == "ZUNA1.1" else (-1.0, 4.0)
+    filtered = raw.copy().filter(0.5, None, method="fir", verbose="error")
+    metadata = pd.DataFrame({"rt": [0.31, 0.42, 0.53, 0.64], "event": ["w", "x", "y", "z"]})
+    epochs = _epochs(filtered, events, tmin, tmax, metadata=metadata)
+    from_epochs = zuna_lab.embed(epochs, model, progress=False)
+    from_raw = zuna_lab.embed(raw, model, events=events, event_id={"a": 1, "b": 2}, tmin=tmin, tmax=tmax,
+                              use_annotations=False, progress=False)
+    np.testing.assert_allclose(from_epochs.embedding.values, from_raw.embedding.values, rtol=0, atol=1e-5)
+    assert list(from_epochs.event.values) == ["a", "b", "a", "b"] and list(from_epochs.event_code.values) == [1, 2, 1, 2]
+    np.testing.assert_allclose(from_epochs.event_time.values, from_raw.event_time.values)
+    np.testing.assert_allclose(from_epochs.token_time.values, from_raw.token_time.values)
+    np.testing.assert_allclose(from_epochs.rt.values, metadata.rt)
+    assert list(from_epochs.metadata_event.values) == ["w", "x", "y", "z"]          # "event" was taken
+    frame = from_epochs.to_dataframe()
+    assert {"event", "event_code", "event_time", "rt", "metadata_event"} <= set(frame.columns)
+    assert from_epochs.attrs["source_file"] == "mne.Epochs"
+
+
+def test_embed_epochs_refusals_and_warning(model, synthetic):
+    from zuna_lab.errors import ZunaLabWarning
+
+    raw = zuna_lab.read_raw(synthetic)
+    events = _events(raw, [3.1, 9.77], [1, 2])
+    epochs = _epochs(raw, events, -0.5, 4.5)          # 0.5 Hz not applied before epoching
+    if model.variant == "ZUNA1.1":
+        with pytest.warns(ZunaLabWarning, match="high-passed at 0 Hz, below the 0.5 Hz"):
+            zuna_lab.embed(epochs, model, progress=False)
+        short = _epochs(raw, events, 0.0, 0.3)
+        with pytest.raises(ZunaValueError, match="ZUNA1.1 takes trials of 0.5 to 30 s, and these hold 0.25 s"):
+            zuna_lab.embed(short, model, progress=False)
+    else:
+        with pytest.raises(ZunaValueError, match="ZUNA takes trials of 5 s, and these hold 2 s.*ZUNA1.1"):
+            zuna_lab.embed(_epochs(raw, events, -0.5, 1.5), model, progress=False)
+    with pytest.raises(ZunaValueError, match="mne.Epochs hold their trials already"):
+        zuna_lab.embed(epochs, model, tmin=0.0, progress=False)
+    unplaced = epochs.copy().rename_channels({name: f"X{i}" for i, name in enumerate(epochs.ch_names)})
+    unplaced.set_montage(None)
+    with pytest.raises(zuna_lab.errors.RecordingError, match="position"):
+        zuna_lab.embed(unplaced, model, progress=False)

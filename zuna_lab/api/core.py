@@ -24,10 +24,10 @@ from .cache import cached_model, clear_model_cache, get_model  # noqa: F401  (pu
 from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
 from ..io.export import check_sample, eeg_only, save_fif, splice
 from ..pipeline.batching import auto_batch_size, prefetched, to_host_later
-from ..pipeline.preprocessing import preprocess
-from ..io.read import find_source, read_raw, recording_fingerprint, remember_source
+from ..pipeline.preprocessing import HIGHPASS_HZ, preprocess, preprocess_trials
+from ..io.read import find_source, read_raw, recording_fingerprint, remember_source, trials_as_raw
 from ..pipeline.seams import joined_epochs, stitched_hybrid
-from ..pipeline.events import Trials, check_event_arguments, event_trials
+from ..pipeline.events import Trials, check_event_arguments, epochs_trials, event_trials
 from ..pipeline.embedding import empty_grid, hidden_grid, length_batches, place_latents, tokenize_epochs
 from ..pipeline.tokens import detokenize, epoch_masks
 from ..validation import check_arguments
@@ -78,6 +78,8 @@ def prepare(data, variant, *, bad_channels=None, segment_duration=None, events=N
     >>> prepared = prepare("data/sample_synthetic_raw.fif", model.variant, bad_channels=["T7"])   # doctest: +SKIP
     >>> rec = reconstruct_prepared(prepared, model, epochs=[3], seed=0)                            # doctest: +SKIP
     """
+    if isinstance(data, mne.BaseEpochs):
+        return _prepare_epochs(data, variant, bad_channels, verbose)
     raw = read_raw(data, sfreq=sfreq, ch_names=ch_names, verbose=verbose)           # read
     trials = None if events is None else event_trials(raw, events, event_id, tmin, tmax, variant)
     bads = masks.hidden_channels(raw, bad_channels)                                  # masks
@@ -89,6 +91,25 @@ def prepare(data, variant, *, bad_channels=None, segment_duration=None, events=N
                      samples_checked=True, verbose=verbose)
     return Prepared(raw=raw, pre=pre, bads=bads, source=_source_name(data), fingerprint=recording_fingerprint(raw),
                     source_ref=remember_source(data), trials=trials)
+
+
+def _prepare_epochs(epochs, variant, bad_channels, verbose):
+    """:func:`prepare` for ``mne.Epochs``: the trials read as one recording (channels, positions and
+    samples checked as any recording's), then preprocessed trial by trial."""
+    raw = read_raw(trials_as_raw(epochs), verbose=verbose)                          # read
+    bads = masks.hidden_channels(raw, bad_channels)                                  # masks
+    work = raw.copy()
+    work.info["bads"] = list(bads)
+    event_time = epochs.events[:, 0] / float(epochs.info["sfreq"])
+    pre, first_token = preprocess_trials(work, len(epochs), float(epochs.tmin), variant,      # preprocess
+                                         event_time=event_time, verbose=verbose)
+    if not np.isclose(epochs.info["highpass"], HIGHPASS_HZ, atol=0.05) and epochs.info["highpass"] < HIGHPASS_HZ:
+        warnings.warn(f"The trials were high-passed at {epochs.info['highpass']:g} Hz, below the 0.5 Hz of ZUNA's "
+                      "preprocessing, which a trial is too short to apply; filter the continuous recording at 0.5 Hz "
+                      "before epoching, or embed the Raw with events=... (zuna_lab filters it).", ZunaLabWarning,
+                      stacklevel=3)
+    return Prepared(raw=raw, pre=pre, bads=bads, source="mne.Epochs", fingerprint=recording_fingerprint(raw),
+                    trials=epochs_trials(epochs, first_token, pre.sfreq))
 
 
 def embed(data, model=None, *, events=None, event_id=None, tmin=None, tmax=None, segment_duration=None,
@@ -151,9 +172,9 @@ def embed(data, model=None, *, events=None, event_id=None, tmin=None, tmax=None,
     """
     check_arguments(data=data, segment_duration=segment_duration, bad_channels=bad_channels,   # before any work
                     use_annotations=use_annotations, mask=mask, batch_size=batch_size, sfreq=sfreq,
-                    ch_names=ch_names, progress=progress, verbose=verbose)
+                    ch_names=ch_names, progress=progress, verbose=verbose, epochs_allowed=True)
     model = get_model(model)
-    _check_events(model.variant, events, event_id, tmin, tmax, segment_duration)
+    _check_events(model.variant, events, event_id, tmin, tmax, segment_duration, isinstance(data, mne.BaseEpochs))
     prepared = prepare(data, model.variant, bad_channels=bad_channels, segment_duration=segment_duration,
                        events=events, event_id=event_id, tmin=tmin, tmax=tmax, sfreq=sfreq, ch_names=ch_names,
                        verbose=verbose)
@@ -457,8 +478,11 @@ def write_fif(inst, fname, *, kind="hybrid", raw=None, overwrite=False, verbose=
     return save_fif(out, fname, overwrite=overwrite, verbose=verbose)
 
 
-def _check_events(variant, events, event_id, tmin, tmax, segment_duration):
+def _check_events(variant, events, event_id, tmin, tmax, segment_duration, epochs):
     """The event arguments, before the recording is read."""
+    if epochs and any(value is not None for value in (events, event_id, tmin, tmax, segment_duration)):
+        raise ZunaValueError("mne.Epochs hold their trials already: events, event_id, tmin, tmax and "
+                             "segment_duration go with a continuous recording; leave them out (or use epochs['name']).")
     if events is None:
         if any(value is not None for value in (event_id, tmin, tmax)):
             raise ZunaValueError("event_id, tmin and tmax go with events=...; pass the events (e.g. "

@@ -374,6 +374,17 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, verb
 _LIVE_SOURCES = weakref.WeakValueDictionary()
 
 
+def trials_as_raw(epochs):
+    """The trials of ``mne.Epochs`` one after the other as a Raw with the epochs' info, so that
+    :func:`read_raw` reads, checks and places their channels as any recording's."""
+    data = epochs.get_data()
+    n_trials, n_channels, n_times = data.shape
+    if n_trials == 0:
+        raise RecordingError("The Epochs hold no trial (all dropped?); check epochs.drop_log.")
+    return mne.io.RawArray(data.transpose(1, 0, 2).reshape(n_channels, n_trials * n_times), epochs.info.copy(),
+                           verbose="error")
+
+
 def remember_source(data):
     """A key under which :func:`to_raw` finds ``data`` again while it lives ("" for files and arrays)."""
     if not isinstance(data, mne.io.BaseRaw):

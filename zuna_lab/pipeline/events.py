@@ -8,14 +8,14 @@ ZUNA was trained on 5 s epochs only, so its trials must last 5 s.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..config import TOKEN_SECONDS, VARIANT_CONSTANTS
 from ..errors import RecordingError, ZunaTypeError, ZunaValueError, preview
 
-__all__ = ["Trials", "check_event_arguments", "event_trials"]
+__all__ = ["Trials", "check_event_arguments", "event_trials", "epochs_trials"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,7 +34,10 @@ class Trials:
         The model's rate.
     name, code, sample, time : ndarray
         Per trial: the event's name (from ``event_id``), its code, its sample in MNE's numbering
-        (``first_samp`` included) and its time from the recording's first sample in seconds.
+        (``first_samp`` included) and its time in seconds (from the recording's first sample; for
+        ``mne.Epochs``, the sample divided by the rate).
+    metadata : dict of str to ndarray
+        Further per-trial values (the columns of ``epochs.metadata``).
     """
 
     start: np.ndarray
@@ -45,10 +48,34 @@ class Trials:
     code: np.ndarray
     sample: np.ndarray
     time: np.ndarray
+    metadata: dict = field(default_factory=dict)
 
     def coords(self) -> dict:
-        """The ``epoch`` coordinates of a result: event name, code, sample and time."""
-        return {"event": self.name, "event_code": self.code, "event_sample": self.sample, "event_time": self.time}
+        """The ``epoch`` coordinates of a result: event name, code, sample and time, and the metadata
+        (a column whose name is taken already gets the prefix ``metadata_``)."""
+        coords = {"event": self.name, "event_code": self.code, "event_sample": self.sample, "event_time": self.time}
+        for name, values in self.metadata.items():
+            taken = name in coords or name in RESERVED_COORDS
+            coords[f"metadata_{name}" if taken else name] = values
+        return coords
+
+
+#: Coordinates every result has already (a metadata column of one of these names is renamed).
+RESERVED_COORDS = ("epoch", "channel", "token", "latent", "time", "sample", "epoch_start", "token_time", "ch_x",
+                   "ch_y", "ch_z", "added")
+
+
+def epochs_trials(epochs, tmin: float, sfreq: float) -> Trials:
+    """The trials of ``mne.Epochs``: event names (from ``epochs.event_id``), codes, samples and times,
+    and every ``epochs.metadata`` column; ``tmin`` is the first token's time from the event."""
+    names = {int(code): name for name, code in epochs.event_id.items()}
+    codes = epochs.events[:, 2].astype(np.int64)
+    metadata = {} if epochs.metadata is None else {
+        str(column): epochs.metadata[column].to_numpy() for column in epochs.metadata.columns}
+    return Trials(start=np.zeros(len(codes), np.int64), n_samples=0, tmin=tmin, sfreq=sfreq,
+                  name=np.array([names.get(int(c), str(int(c))) for c in codes], dtype=object), code=codes,
+                  sample=epochs.events[:, 0].astype(np.int64), time=epochs.events[:, 0] / float(epochs.info["sfreq"]),
+                  metadata=metadata)
 
 
 def _event_ids(events, event_id) -> dict:

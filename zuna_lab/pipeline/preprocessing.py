@@ -26,6 +26,7 @@ baseline nor the reference, zuna_lab restores both).
 """
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from ..errors import RecordingError, ZunaTypeError, ZunaValueError, preview
 from ..io.montage import has_position, channel_positions
 from ..io.quality import check_signal
 
-__all__ = ["Preprocessed", "preprocess", "check_recording", "HIGHPASS_HZ"]
+__all__ = ["Preprocessed", "preprocess", "preprocess_trials", "check_recording", "HIGHPASS_HZ"]
 
 #: High-pass cut-off of both official pipelines, in Hz.
 HIGHPASS_HZ = 0.5
@@ -297,9 +298,12 @@ def preprocess(raw, variant="ZUNA", *, segment_duration=None, windows=None, samp
     else:
         parts = _zuna11_segments(work.get_data() if filtered is None else filtered, float(work.info["sfreq"]), duration)
         provenance.update(reference="zuna==1.1.6 EEGDataset_v4 (reconstruct_fif)", segment_duration=duration)
-    stats = parts.pop("stats")
-    provenance.update(stats)
+    return _assembled(variant, parts, common, provenance)
 
+
+def _assembled(variant, parts, common, provenance) -> Preprocessed:
+    """The Preprocessed of normalised epochs: ÷ data_norm, clipped, float32, read-only."""
+    provenance.update(parts.pop("stats"))
     clip = common["data_clip"]
     model_input = tuple(
         np.clip(normalised / common["data_norm"], -clip, clip).astype(np.float32) for normalised in parts.pop("normalised")
@@ -307,6 +311,67 @@ def preprocess(raw, variant="ZUNA", *, segment_duration=None, windows=None, samp
     for array in (*model_input, *parts["volts"], *parts["reference"]):
         array.setflags(write=False)
     return Preprocessed(variant=variant, data=model_input, params=provenance, **parts, **common)
+
+
+def preprocess_trials(raw, n_trials, tmin, variant, *, event_time, verbose=None):
+    """Preprocess trials cut elsewhere (``mne.Epochs``), each one segment of the model.
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        The trials one after the other (``n_trials`` of equal length), as :func:`zuna_lab.read_raw`
+        read them: EEG channels with positions, samples checked.
+    n_trials : int
+    tmin : float
+        Time of each trial's first sample relative to its event, in seconds.
+    variant : {"ZUNA", "ZUNA1.1"}
+    event_time : ndarray
+        Each trial's event time in seconds (the epochs' ``epoch_start`` is its first token's time).
+    verbose : bool | str | int | None
+        MNE verbosity.
+
+    Returns
+    -------
+    pre : Preprocessed
+        One epoch per trial: resampled to 256 Hz trial by trial, cut to whole 0.125 s tokens with the
+        event on a token boundary, normalised as ``variant`` normalises an epoch. Not high-passed: a
+        trial is too short for the 0.5 Hz filter (6.6 s long); filter the continuous recording before
+        epoching, or embed the Raw with ``events=``.
+    first_token : float
+        The first token's time relative to the event, in seconds.
+    """
+    check_variant(variant)
+    constants = VARIANT_CONSTANTS[variant]
+    target, spt = float(constants["sfreq"]), int(constants["samples_per_token"])
+    source = float(raw.info["sfreq"])
+    data = raw.get_data()
+    trials = data.reshape(len(data), n_trials, -1).transpose(1, 0, 2)
+    if source != target:
+        trials = mne.filter.resample(trials, up=target, down=source, axis=-1, verbose=verbose or "error")
+    # whole tokens inside the trial, the event (t = 0) on a token boundary
+    first = math.ceil(tmin / TOKEN_SECONDS - 1e-9)
+    offset = int(round((first * TOKEN_SECONDS - tmin) * target))
+    n_tokens = (trials.shape[-1] - offset) // spt
+    seconds = n_tokens * TOKEN_SECONDS
+    low, high = float(constants["min_segment_duration"]), float(constants["max_segment_duration"])
+    if not low <= seconds <= high:
+        span = f"{low:g} to {high:g} s" if low < high else f"{low:g} s"
+        raise ZunaValueError(f"{variant} takes trials of {span}, and these hold {seconds:g} s of whole 0.125 s tokens "
+                             f"(tmin={tmin:g} s, {trials.shape[-1] / target:g} s long); epoch with a window of that "
+                             "length" + (", or use the ZUNA1.1 model for 0.5–30 s trials." if variant == "ZUNA" else "."))
+    trials = np.ascontiguousarray(trials[:, :, offset:offset + n_tokens * spt])
+    good = [i for i, name in enumerate(raw.ch_names) if name not in raw.info["bads"]]
+    parts = _trial_parts(trials, variant, good, np.asarray(event_time) + first * TOKEN_SECONDS)
+    common = dict(ch_names=tuple(raw.ch_names), ch_pos=channel_positions(raw), bads=tuple(raw.info["bads"]),
+                  sfreq=target, source_sfreq=source, n_times=int(trials.shape[-1]),
+                  data_norm=float(constants["data_norm"]), data_clip=float(constants["data_clip"]))
+    provenance = dict(variant=variant, resampled=source != target, highpass_hz=float("nan"),
+                      highpass="none: trials cut before zuna_lab (mne.Epochs)",
+                      data_norm=common["data_norm"], data_clip=common["data_clip"],
+                      reference=("zuna==0.1.1 EEGProcessor.process" if variant == "ZUNA" else
+                                 "zuna==1.1.6 EEGDataset_v4 (reconstruct_fif)") + ", on trials (mne.Epochs)",
+                      segment_duration=seconds, trial_tmin=first * TOKEN_SECONDS)
+    return _assembled(variant, parts, common, provenance), first * TOKEN_SECONDS
 
 
 def _highpass(data, sfreq, verbose, *, channels_per_job=4):

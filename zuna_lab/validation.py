@@ -477,8 +477,7 @@ def check_mask(mask, name="mask"):
 
 
 def check_source(data, name="data", *, epochs=False):
-    """A recording source read_raw takes: a path that exists, a NumPy array or an mne Raw (or, with
-    ``epochs``, ``mne.Epochs``)."""
+    """A path that exists, a NumPy array or an mne Raw (read_raw's sources); ``mne.Epochs`` with ``epochs``."""
     import mne
 
     if isinstance(data, (mne.io.BaseRaw, np.ndarray)) or (epochs and isinstance(data, mne.BaseEpochs)):
@@ -578,8 +577,7 @@ def check_arguments(*, data=_UNSET, segment_duration=None, bad_channels=None, ba
     """Check the arguments of :func:`zuna_lab.embed` / :func:`zuna_lab.reconstruct` / the study entry points.
 
     Everything that can be checked without the recording or the model: types, finiteness,
-    ranges, lists of names, segments. Unknown keywords are ignored. ``epochs_allowed``: ``data`` may be
-    ``mne.Epochs`` (embed).
+    ranges, lists of names, segments. Unknown keywords are ignored. ``epochs_allowed``: mne.Epochs (embed).
     """
     if data is not _UNSET:
         check_source(data, epochs=epochs_allowed)

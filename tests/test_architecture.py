@@ -21,6 +21,7 @@ LAYERS = [
     ("model", ["zuna_lab.model", "zuna_lab.testing"]),
     ("fast", ["zuna_lab.fast"]),
     ("api", ["zuna_lab.api"]),
+    ("decoding", ["zuna_lab.decoding"]),
     ("trust", ["zuna_lab.trust"]),
     ("study", ["zuna_lab.study"]),
     ("cli", ["zuna_lab.cli"]),

@@ -60,6 +60,8 @@ def test_clone_params_and_pickle(source, epochs):
     copy = clone(embedder)
     assert copy.get_params() == embedder.get_params() and copy is not embedder
     assert copy.set_params(pool="mean").pool == "mean"
+    loaded = zuna_lab.load_model(source, device="cpu")
+    assert clone(ZunaEmbedder(loaded)).model is loaded          # a model object is shared, not copied
     fitted = ZunaEmbedder(source).fit(epochs)
     again = pickle.loads(pickle.dumps(fitted))
     np.testing.assert_array_equal(again.transform(epochs[:3]), fitted.transform(epochs[:3]))

@@ -49,6 +49,14 @@ print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
     fif=Path("outputs/sample_repaired_raw.fif").is_file())))
 """,
     # The verdicts against the documented rule applied to moments computed here with NumPy.
+    "08_events_and_decoding": """
+import json
+print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
+    sizes=dict(emb.sizes), events=[str(e) for e in emb.event.values], event_time=[float(t) for t in emb.event_time.values],
+    first_token=float(emb.token_time[0]), same_as_epochs=float(abs(emb_epochs.embedding - emb.embedding).max()),
+    block=[int(b) for b in emb_epochs.block.values], zuna=[float(s) for s in zuna_scores],
+    baseline=[float(s) for s in mne_scores], cache=cache_info(), n_trials=len(epochs), variant=model.variant)))
+""",
     "03_mmd_health": """
 import json
 import numpy as np
@@ -326,6 +334,18 @@ def test_notebook_runs(path, tmp_path, checkpoints):
         assert checks["zuna_nmse"] > checks["spline_nmse"] and set(checks["winners"]) <= {"zuna", "spline"}
         assert checks["expected_1sd"] == pytest.approx(zuna_lab.trust.evaluation.expected_coverage(1, 3))
         assert checks["scale"] > 0 and checks["band_ordered"]
+    elif name == "08_events_and_decoding":
+        # 40 alternating events every 6 s from 5 s; 5 s trials from 1 s before each (ZUNA: 5 s only)
+        assert checks["sizes"] == {"epoch": 40, "channel": 19, "token": 40, "latent": 32}
+        assert checks["events"] == ["standard", "target"] * 20
+        np.testing.assert_allclose(checks["event_time"], 5.0 + 6.0 * np.arange(40))
+        assert checks["first_token"] == -1.0 and checks["same_as_epochs"] < 1e-6
+        assert checks["block"] == [i // 10 for i in range(40)]
+        # the planted 40 µV frontal burst is easy for MNE's baseline; random weights: no claim
+        assert np.mean(checks["baseline"]) >= 0.9 and len(checks["zuna"]) == 5
+        assert all(0 <= s <= 1 for s in checks["zuna"])
+        # ZUNA normalises over the trials given together: each fold's train and test sets are embedded
+        assert checks["variant"] == "ZUNA" and checks["cache"]["misses"] == 5 * checks["n_trials"]
     elif name == "06_many_recordings":
         check_many_recordings(checks, checkpoints["ZUNA"])
     elif name == "blink_repair":

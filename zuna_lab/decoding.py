@@ -64,8 +64,8 @@ class ZunaEmbedder(TransformerMixin, BaseEstimator):
     ----------
     model : str | path | ZunaModel | None
         The model's source (a Hub id or a folder: loaded once per process and shared) or a loaded
-        model (cloning an estimator deep-copies a model object: prefer the source in searches and
-        cross-validation); None: ``$ZUNA_LAB_MODEL`` or "Zyphra/ZUNA".
+        model (clones share it; an estimator holding a model object does not pickle: give the
+        source for that); None: ``$ZUNA_LAB_MODEL`` or "Zyphra/ZUNA".
     pool : {"mean", "channel", "time", "flatten"}
         "mean": the mean latent over visible channels and tokens (32 features); "channel": per
         channel (channels x 32); "time": per token, the mean over channels (tokens x 32, time-resolved);
@@ -96,6 +96,10 @@ class ZunaEmbedder(TransformerMixin, BaseEstimator):
         self.tmin = tmin
         self.batch_size = batch_size
         self.verbose = verbose
+
+    def __sklearn_clone__(self):
+        # the same parameters; a loaded model is shared, not deep-copied (large, and only read here)
+        return type(self)(**self.get_params(deep=False))
 
     def fit(self, X, y=None):
         """Embed ``X`` (kept in the cache) and record the feature names; returns self."""

@@ -226,3 +226,46 @@ def test_warnings_are_one_line(env, recording, capsys):
     err = capsys.readouterr().err
     assert "zuna-lab: warning: Dropped 1 EEG channel(s) without a 3-D position: X1." in err
     assert "Traceback" not in err and "warnings.warn" not in err
+
+
+@pytest.fixture(scope="module")
+def with_events(tmp_path_factory):
+    """20 s of the sample with a stim channel (codes 1 and 2) and annotations at the same times."""
+    raw = mne.io.read_raw_fif(SAMPLE, preload=True, verbose="error").crop(0, 20, include_tmax=False)
+    times, codes = [6.0, 9.5, 13.0], [1, 2, 1]
+    stim = np.zeros((1, raw.n_times))
+    for t, c in zip(times, codes):
+        stim[0, int(t * raw.info["sfreq"])] = c
+    raw.add_channels([mne.io.RawArray(stim, mne.create_info(["STI 014"], raw.info["sfreq"], "stim"), verbose="error")],
+                     force_update_info=True)
+    raw.set_annotations(raw.annotations + mne.Annotations(times, [0.0] * 3, ["left", "right", "left"]))
+    path = tmp_path_factory.mktemp("events") / "events_raw.fif"
+    raw.save(path, verbose="error")
+    return path
+
+
+def test_embed_events_from_a_stim_channel_and_from_annotations(env, with_events, capsys):
+    """ZUNA: 5 s trials, 1 s before each event; the same trials whether the events come from the stim
+    channel or the annotations."""
+    by_stim, by_annotation = env / "stim.nc", env / "annotations.nc"
+    assert main(["embed", str(with_events), "-o", str(by_stim), "--events", "STI 014", "--event-id", "left=1",
+                 "right=2", "--tmin", "-1", "--tmax", "4", "--quiet", "--no-annotations"]) == 0
+    assert main(["embed", str(with_events), "-o", str(by_annotation), "--events", "annotations", "--event-id",
+                 "left", "right", "--tmin", "-1", "--tmax", "4", "--quiet", "--no-annotations"]) == 0
+    with xr.open_dataset(by_stim) as stim, xr.open_dataset(by_annotation) as annotation:
+        assert stim.sizes["epoch"] == 3 and list(stim.event.values) == ["left", "right", "left"]
+        np.testing.assert_allclose(stim.event_time.values, [6.0, 9.5, 13.0], atol=1 / 256)
+        assert float(stim.token_time[0]) == -1.0
+        np.testing.assert_allclose(annotation.embedding.values, stim.embedding.values, rtol=1e-6, atol=1e-6)
+        assert list(annotation.event.values) == ["left", "right", "left"]
+
+
+def test_embed_event_options_are_checked(env, with_events, recording, capsys):
+    for argv, message in (
+            (["--tmin", "-1"], "--event-id, --tmin and --tmax go with --events"),
+            (["--events", "stim"], "--events needs --tmin and --tmax"),
+            (["--events", "EEG 999", "--tmin", "0", "--tmax", "5"], "is not a channel of the file"),
+            (["--events", "annotations", "--event-id", "up", "--tmin", "0", "--tmax", "5"], "no annotation \\['up'\\]"),
+            (["--events", "STI 014", "--event-id", "left", "--tmin", "0", "--tmax", "5"], "NAME=CODE pairs")):
+        assert main(["embed", str(with_events), "-o", str(env / "x.nc"), *argv]) == 2
+        assert message.replace("\\", "") in capsys.readouterr().err, message

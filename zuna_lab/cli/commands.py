@@ -3,6 +3,7 @@
 ::
 
     zuna-lab embed FILE -o OUT.nc [--model SRC] [--device auto] [--segment-duration 5]
+                   [--events annotations|stim|CHANNEL --event-id NAME[=CODE] ... --tmin S --tmax S]
     zuna-lab reconstruct FILE -o OUT.fif|.nc|.zarr|.safetensors [--bad-channels T7 O1]
              [--bad-segments 2.0:3.5 4:5:Fz] [--add-channels FCz] [--steps 50] [--cfg 1.0] [--seed 0]
     zuna-lab demo [--random-weights] [--output-dir zuna_lab_demo] [--overwrite]
@@ -95,6 +96,15 @@ def build_parser():
                                    "(epoch, channel, token, latent) to netCDF, zarr or safetensors.")
     p.add_argument("file", metavar="FILE", help="recording: any MNE-readable file (FIF, EDF, BDF, .vhdr, .set, ...) or CSV")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output: .nc, .zarr or .safetensors")
+    events = p.add_argument_group("trials around events (instead of fixed segments)")
+    events.add_argument("--events", metavar="SOURCE", default=None,
+                        help="'annotations' (the file's annotations, BAD_/EDGE ones left out), 'stim' (MNE's "
+                             "default stim channel) or a stim channel's name")
+    events.add_argument("--event-id", nargs="+", default=None, metavar="NAME[=CODE]",
+                        help="the events to keep: NAME=CODE for a stim channel, annotation descriptions for "
+                             "'annotations' (default: every event)")
+    events.add_argument("--tmin", type=float, default=None, metavar="S", help="trial start relative to the event (s)")
+    events.add_argument("--tmax", type=float, default=None, metavar="S", help="trial end relative to the event (s)")
     _add_common(p)
 
     p = sub.add_parser("reconstruct", help="reconstruct, repair (infill) or upsample a recording",
@@ -236,11 +246,13 @@ def cmd_embed(args):
     out = _check_output(args.output, EMBED_SUFFIXES, args.overwrite)
     check_names(args.bad_channels, "--bad-channels")
     verbose = None if args.verbose else "error"
+    events, event_id = _read_events(args)
     raw = read_raw(args.file, verbose=verbose)
     resolve_bad_channels(args.bad_channels, raw, "--bad-channels")   # before a slow model load
     model = _load_model(args)
     start = time.perf_counter()
-    emb = embed(raw, model=model, segment_duration=args.segment_duration, bad_channels=args.bad_channels,
+    emb = embed(raw, model=model, events=events, event_id=event_id, tmin=args.tmin, tmax=args.tmax,
+                segment_duration=args.segment_duration, bad_channels=args.bad_channels,
                 use_annotations=not args.no_annotations, batch_size=args.batch_size,
                 progress=not args.quiet, verbose=verbose)
     emb.attrs["source_file"] = str(Path(args.file))
@@ -252,6 +264,43 @@ def cmd_embed(args):
                       ("embedding", _embedding_summary(emb)), ("time", f"{elapsed:.1f} s"),
                       ("wrote", str(Path(path).resolve()))]))
     return 0
+
+
+def _read_events(args):
+    """(events, event_id) of ``--events`` from the file itself (its stim channel or annotations, which
+    zuna_lab.read_raw does not keep), or (None, None)."""
+    import mne
+
+    if args.events is None:
+        if args.event_id or args.tmin is not None or args.tmax is not None:
+            raise UsageError("--event-id, --tmin and --tmax go with --events (annotations, stim or a stim channel).")
+        return None, None
+    if args.tmin is None or args.tmax is None:
+        raise UsageError("--events needs --tmin and --tmax: the trial around each event in seconds.")
+    source = mne.io.read_raw(args.file, preload=False, verbose="error")
+    if args.events == "annotations":
+        events, ids = mne.events_from_annotations(source, verbose="error")
+        names = args.event_id or list(ids)
+        unknown = [name for name in names if name not in ids]
+        if unknown or not len(events):
+            raise UsageError(f"The file has no annotation {unknown or 'to use as an event'}; its descriptions are "
+                             f"{sorted(ids)}.")
+        return events, {name: ids[name] for name in names}
+    stim = None if args.events == "stim" else args.events
+    if stim is not None and stim not in source.ch_names:
+        raise UsageError(f"--events {stim!r} is not a channel of the file; pass 'annotations', 'stim' or a stim channel.")
+    try:
+        events = mne.find_events(source, stim_channel=stim, verbose="error")
+    except ValueError as err:
+        raise UsageError(f"No events found ({err}); pass --events annotations or the stim channel's name.") from None
+    if not args.event_id:
+        return events, None
+    try:
+        pairs = [item.split("=") for item in args.event_id]
+        return events, {name: int(code) for name, code in pairs}
+    except ValueError:
+        raise UsageError(f"--event-id takes NAME=CODE pairs for a stim channel, e.g. left=1 right=2; got "
+                         f"{' '.join(args.event_id)}.") from None
 
 
 def cmd_reconstruct(args):

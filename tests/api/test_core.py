@@ -331,3 +331,32 @@ def test_embed_epochs_refusals_and_warning(model, synthetic):
     unplaced.set_montage(None)
     with pytest.raises(zuna_lab.errors.RecordingError, match="position"):
         zuna_lab.embed(unplaced, model, progress=False)
+
+
+def test_reconstruct_trials_repairs_each_trial_on_its_own(model, synthetic):
+    """zl.reconstruct with events: one trial per event with its coords and times from the event; the
+    hidden channel is infilled and seam-corrected within each trial (overlapping trials are fine), the
+    rest of each trial is the original; the same trials as mne.Epochs give the same result; to_raw
+    refuses to put overlapping trials back."""
+    raw = zuna_lab.read_raw(synthetic)
+    events = _events(raw, [3.1, 4.02, 9.77], [1, 2, 1])
+    tmin, tmax = (-0.3, 1.2) if model.variant == "ZUNA1.1" else (-1.0, 4.0)
+    rec = zuna_lab.reconstruct(raw, model, events=events, event_id={"a": 1, "b": 2}, tmin=tmin, tmax=tmax,
+                               bad_channels=["T7"], steps=STEPS, seed=0, use_annotations=False, progress=False)
+    assert rec.sizes["epoch"] == 3 and list(rec.event.values) == ["a", "b", "a"]
+    assert float(rec.time[0]) == float(rec.token_time[0]) == np.floor(tmin / 0.125) * 0.125
+    assert rec.mask.sel(channel="T7").all() and not rec.mask.drop_sel(channel="T7").any()
+    kept = rec.drop_sel(channel="T7")
+    np.testing.assert_array_equal(kept.hybrid.values, kept.original.values)
+    t7 = rec.sel(channel="T7")
+    assert np.isfinite(t7.hybrid.values).all() and not np.allclose(t7.hybrid.values, t7.original.values)
+    # a whole hidden channel has no original neighbour: its infill is the reconstruction itself
+    np.testing.assert_allclose(t7.hybrid.values, t7.reconstruction.values)
+    with pytest.raises(ZunaValueError, match="trials around events, which may overlap"):
+        zuna_lab.to_raw(rec)
+    filtered = raw.copy().filter(0.5, None, method="fir", verbose="error")
+    epochs = mne.Epochs(filtered, events, {"a": 1, "b": 2}, tmin=float(rec.time[0]), tmax=float(rec.time[-1]),
+                        baseline=None, preload=True, verbose="error")
+    from_epochs = zuna_lab.reconstruct(epochs, model, bad_channels=["T7"], steps=STEPS, seed=0, progress=False)
+    np.testing.assert_allclose(from_epochs.hybrid.values, rec.hybrid.values, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(from_epochs.original.values, rec.original.values, rtol=0, atol=1e-12)

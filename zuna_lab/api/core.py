@@ -26,7 +26,7 @@ from ..io.export import check_sample, eeg_only, save_fif, splice
 from ..pipeline.batching import auto_batch_size, prefetched, to_host_later
 from ..pipeline.preprocessing import HIGHPASS_HZ, preprocess, preprocess_trials
 from ..io.read import find_source, read_raw, recording_fingerprint, remember_source, trials_as_raw
-from ..pipeline.seams import joined_epochs, stitched_hybrid
+from ..pipeline.seams import joined_epochs, seam_correct, stitched_hybrid
 from ..pipeline.events import Trials, check_event_arguments, epochs_trials, event_trials
 from ..pipeline.embedding import empty_grid, hidden_grid, length_batches, place_latents, tokenize_epochs
 from ..pipeline.tokens import detokenize, epoch_masks
@@ -218,8 +218,9 @@ def embed(data, model=None, *, events=None, event_id=None, tmin=None, tmax=None,
 
 
 def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=None, bad_segments=None,
-                use_annotations=True, mask=None, add_channels=None, n_samples=1, segment_duration=None,
-                batch_size=None, sfreq=None, ch_names=None, progress=None, callback=None, verbose=None):
+                use_annotations=True, mask=None, add_channels=None, n_samples=1, events=None, event_id=None,
+                tmin=None, tmax=None, segment_duration=None, batch_size=None, sfreq=None, ch_names=None,
+                progress=None, callback=None, verbose=None):
     """Reconstruct, repair or upsample a recording with ZUNA.
 
     Hidden tokens (bad channels, bad segments, ``BAD_`` annotations, a mask, added channels) are
@@ -227,8 +228,8 @@ def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=
 
     Parameters
     ----------
-    data : path | mne.io.Raw | ndarray
-        Anything :func:`zuna_lab.read_raw` takes.
+    data : path | mne.io.Raw | ndarray | mne.Epochs
+        Anything :func:`zuna_lab.read_raw` takes, or trials (as in :func:`embed`).
     model : ZunaModel | str | None
         As in :func:`embed`.
     steps : int
@@ -251,8 +252,10 @@ def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=
         placed where the cap is sparsest; they appear as channels with ``added=True``.
     n_samples : int
         Draws per epoch; with more than one the result has a ``sample`` dim and a spread.
-    segment_duration : float | None
-        As in :func:`embed`.
+    events, event_id, tmin, tmax, segment_duration : optional
+        As in :func:`embed`: trials around events (repair a bad channel in the trials of one
+        condition, say); each trial's hybrid is seam-corrected on its own (trials may overlap, so
+        :func:`to_raw` does not put them back into the recording).
     batch_size, sfreq, ch_names, progress, verbose
         As in :func:`embed`.
     callback : callable | None
@@ -274,10 +277,12 @@ def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=
                     bad_segments=bad_segments, use_annotations=use_annotations, mask=mask,
                     add_channels=add_channels, n_samples=n_samples, segment_duration=segment_duration,
                     batch_size=batch_size, sfreq=sfreq, ch_names=ch_names, progress=progress,
-                    callback=callback, verbose=verbose)
+                    callback=callback, verbose=verbose, epochs_allowed=True)
     model = get_model(model)
+    _check_events(model.variant, events, event_id, tmin, tmax, segment_duration, isinstance(data, mne.BaseEpochs))
     prepared = prepare(data, model.variant, bad_channels=bad_channels, segment_duration=segment_duration,
-                       sfreq=sfreq, ch_names=ch_names, verbose=verbose)
+                       events=events, event_id=event_id, tmin=tmin, tmax=tmax, sfreq=sfreq, ch_names=ch_names,
+                       verbose=verbose)
     return reconstruct_prepared(prepared, model, steps=steps, cfg=cfg, seed=seed, bad_segments=bad_segments,
                                 use_annotations=use_annotations, mask=mask, add_channels=add_channels,
                                 n_samples=n_samples, batch_size=batch_size, progress=progress, callback=callback,
@@ -331,7 +336,7 @@ def reconstruct_prepared(prepared, model, *, epochs=None, steps=50, cfg=1.0, see
     chosen = _check_epochs(epochs, pre.n_epochs)
     seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
     n_channels = len(layout.ch_names)
-    needed = joined_epochs(pre, layout, chosen)
+    needed = list(chosen) if prepared.trials is not None else joined_epochs(pre, layout, chosen)
     n_times = max(pre.n_samples(i) for i in range(pre.n_epochs))
     batch_size = batch_size or auto_batch_size(model, n_channels * (n_times // spt))
     batches = list(length_batches(pre, needed, batch_size))
@@ -362,27 +367,45 @@ def reconstruct_prepared(prepared, model, *, epochs=None, steps=50, cfg=1.0, see
             bar.update(len(indices))
     bar.close()
 
-    shape = (n_samples, len(chosen), n_channels, n_times)                                        # Datasets
+    return _reconstruction(prepared, model, layout, chosen, volts, n_samples, n_times,                # Datasets
+                           dict(steps=int(steps), cfg=float(cfg), seed=seed, n_samples=int(n_samples)))
+
+
+def _reconstruction(prepared, model, layout, chosen, volts, n_samples, n_times, run):
+    """The reconstruct Dataset of epochs ``chosen`` from their reconstructions ``volts``. The hybrid is
+    seam-corrected on the stitched recording, or trial by trial for event-locked trials (which may overlap)."""
+    pre, spt, trials = prepared.pre, model.config.constants["samples_per_token"], prepared.trials
+    n_channels = len(layout.ch_names)
+    shape = (n_samples, len(chosen), n_channels, n_times)
     reconstruction, hybrid = np.full(shape, np.nan), np.full(shape, np.nan)
     original = np.full(shape[1:], np.nan)
     hidden = np.zeros((len(chosen), n_channels, n_times // spt), bool)
-    stitched = [stitched_hybrid(pre, layout, volts, sample) for sample in range(n_samples)]
+    stitched = None if trials is not None else [stitched_hybrid(pre, layout, volts, k) for k in range(n_samples)]
     for row, index in enumerate(chosen):
         width = pre.n_samples(index)
         start = int(round(pre.epoch_start[index] * pre.sfreq))
         reconstruction[:, row, :, :width] = volts[index]
-        for sample in range(n_samples):
-            hybrid[sample, row, :, :width] = stitched[sample][:, start:start + width]
         original[row, :, :width] = pre.original(index, n_channels)
+        for sample in range(n_samples):
+            if stitched is not None:
+                hybrid[sample, row, :, :width] = stitched[sample][:, start:start + width]
+            else:
+                cells = layout.sample_mask(pre, index)
+                hybrid[sample, row, :, :width] = seam_correct(np.where(cells, volts[index][sample],
+                                                                       original[row, :, :width]), cells)
         hidden[row, :, : width // spt] = layout.masks[index]
+    seams = ("linear ramp on the stitched recording (as zuna 1.1.6 reconstruct_fif)" if trials is None else
+             "linear ramp within each trial (the official rule, trial by trial)")
     attrs = results.provenance(model, pre, source=prepared.source, extra=dict(
-        steps=int(steps), cfg=float(cfg), seed=seed, n_samples=int(n_samples),
-        seam_correction="linear ramp on the stitched recording (as zuna 1.1.6 reconstruct_fif)",
-        model_n_times=int(pre.n_times), source_fingerprint=prepared.fingerprint, source_ref=prepared.source_ref))
+        run, seam_correction=seams, model_n_times=int(pre.n_times), source_fingerprint=prepared.fingerprint,
+        source_ref=prepared.source_ref))
+    chosen = np.asarray(chosen)
     return results.reconstruction_dataset(original, reconstruction, hybrid, hidden, ch_names=layout.ch_names,
                                            ch_pos=layout.ch_pos, epoch_start=pre.epoch_start[chosen], sfreq=pre.sfreq,
-                                           samples_per_token=spt, attrs=attrs, added=layout.added,
-                                           epoch_index=np.asarray(chosen))
+                                           samples_per_token=spt, attrs=attrs, added=layout.added, epoch_index=chosen,
+                                           epoch_coords=None if trials is None else
+                                           {name: values[chosen] for name, values in trials.coords().items()},
+                                           t0=0.0 if trials is None else trials.tmin)
 
 
 def to_raw(ds, kind="hybrid", *, raw=None, sample=0, verbose=None):
@@ -431,6 +454,10 @@ def to_raw(ds, kind="hybrid", *, raw=None, sample=0, verbose=None):
     'ZUNA_infilled'
     """
     check_reconstruct_dataset(ds, kind)
+    if "event_code" in ds.coords:
+        raise ZunaValueError("These are trials around events, which may overlap, so they do not go back into the "
+                             "recording; reconstruct the recording without events= to repair it, or keep the trials "
+                             "as they are (write_netcdf).")
     sample = check_sample(ds, sample)
     recording = find_source(ds.attrs, raw)                                           # read
     if recording is None:

@@ -84,17 +84,19 @@ def embedding_dataset(embedding, mask, *, ch_names, ch_pos, epoch_start, samples
 
 
 def reconstruction_dataset(original, reconstruction, hybrid, mask, *, ch_names, ch_pos, epoch_start, sfreq,
-                           samples_per_token, attrs, added=None, epoch_index=None) -> xr.Dataset:
+                           samples_per_token, attrs, added=None, epoch_index=None, epoch_coords=None,
+                           t0=0.0) -> xr.Dataset:
     """``reconstruct`` result in volts.
 
     ``reconstruction``/``hybrid`` are (sample, epoch, channel, time); with one sample the
     ``sample`` dim is dropped, with several a ``reconstruction_std`` spread is added.
+    ``epoch_coords`` and ``t0`` as in :func:`embedding_dataset` (event-locked trials).
     """
     n_samples_drawn, n_epochs, n_channels, n_times = reconstruction.shape
     n_tokens = n_times // samples_per_token
-    coords = _coords(ch_names, ch_pos, epoch_start, added, epoch_index)
-    coords.update(time=("time", np.arange(n_times) / sfreq, {"units": "s"}), token=np.arange(n_tokens))
-    coords["token_time"] = ("token", np.arange(n_tokens) * samples_per_token / sfreq, {"units": "s"})
+    coords = _coords(ch_names, ch_pos, epoch_start, added, epoch_index, epoch_coords)
+    coords.update(time=("time", t0 + np.arange(n_times) / sfreq, {"units": "s"}), token=np.arange(n_tokens))
+    coords["token_time"] = ("token", t0 + np.arange(n_tokens) * samples_per_token / sfreq, {"units": "s"})
     volts = {"units": "V"}
     data_vars = {
         "original": (("epoch", "channel", "time"), original, dict(volts, long_name="original (filtered)")),

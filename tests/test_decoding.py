@@ -34,7 +34,7 @@ def epochs():
 
 def test_transform_gives_the_pooled_embedding_of_zl_embed(source, epochs):
     emb = zuna_lab.embed(epochs, source, progress=False)
-    visible = emb.embedding.where(~(emb.mask | emb.padding))
+    visible = emb.embedding.where(~emb.padding)
     expected = visible.mean(["channel", "token"]).values
     features = ZunaEmbedder(source).fit_transform(epochs)
     assert features.shape == (20, 32) and features.dtype == np.float32
@@ -88,3 +88,12 @@ def test_bad_input_is_refused(source, epochs):
         ZunaEmbedder(source, pool="max").fit(epochs)
     with pytest.raises(ZunaValueError, match="Call fit before"):
         ZunaEmbedder(source).get_feature_names_out()
+
+
+def test_a_hidden_channel_gives_finite_features(source, epochs):
+    """A bad channel is hidden from the encoder in every trial: its features are the latents the encoder
+    inferred there (as an interpolated channel), never NaN, so the pipeline's classifier can use them."""
+    bad = epochs.copy()
+    bad.info["bads"] = [bad.ch_names[3]]
+    features = ZunaEmbedder(source, pool="channel").fit_transform(bad)
+    assert np.isfinite(features).all() and features.shape == (20, len(bad.ch_names) * 32)

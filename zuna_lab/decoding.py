@@ -34,7 +34,9 @@ except ImportError:          # optional dependency: the class says how to get it
 
 __all__ = ["ZunaEmbedder", "cache_info", "clear_cache", "POOLS"]
 
-#: How trials' embeddings (channel, token, latent) become features; masked tokens are left out.
+#: How trials' embeddings (channel, token, latent) become features (the dims kept). Tokens hidden from the
+#: encoder (bad channels, BAD_ spans) count with the latents the encoder inferred for them, as an
+#: interpolated channel would: a trial's features are never NaN. Padding past a trial's end is left out.
 POOLS = {"mean": (), "channel": ("channel",), "time": ("token",), "flatten": ("channel", "token")}
 #: Trials' embeddings kept (least recently used first out); 64 channels x 40 tokens take 0.33 MB each.
 CACHE_TRIALS = 20_000
@@ -67,7 +69,7 @@ class ZunaEmbedder(TransformerMixin, BaseEstimator):
         model (clones share it; an estimator holding a model object does not pickle: give the
         source for that); None: ``$ZUNA_LAB_MODEL`` or "Zyphra/ZUNA".
     pool : {"mean", "channel", "time", "flatten"}
-        "mean": the mean latent over visible channels and tokens (32 features); "channel": per
+        "mean": the mean latent over channels and tokens (32 features); "channel": per
         channel (channels x 32); "time": per token, the mean over channels (tokens x 32, time-resolved);
         "flatten": every (channel, token) latent.
     info : mne.Info | None
@@ -189,8 +191,8 @@ def _embed_cached(epochs, model, batch_size, verbose):
 
 
 def _pooled(embedded, pool) -> np.ndarray:
-    """(n_trials, n_features) from the embedding, masked tokens and padding left out of the means."""
-    visible = embedded.embedding.where(~(embedded.mask | embedded.padding))
+    """(n_trials, n_features) from the embedding (padding left out of the means; see :data:`POOLS`)."""
+    visible = embedded.embedding.where(~embedded.padding)
     kept = POOLS[pool]
     averaged = visible.mean([dim for dim in ("channel", "token") if dim not in kept], skipna=True)
     values = averaged.transpose("epoch", *kept, "latent").values

@@ -29,8 +29,9 @@ from .errors import ZunaTypeError, ZunaValueError
 
 try:
     from sklearn.base import BaseEstimator, TransformerMixin
+    _BASES = (TransformerMixin, BaseEstimator)
 except ImportError:          # optional dependency: the class says how to get it when used
-    BaseEstimator = TransformerMixin = object
+    _BASES = (object,)
 
 __all__ = ["ZunaEmbedder", "cache_info", "clear_cache", "POOLS"]
 
@@ -59,7 +60,7 @@ def clear_cache():
         _counts.update(hits=0, misses=0)
 
 
-class ZunaEmbedder(TransformerMixin, BaseEstimator):
+class ZunaEmbedder(*_BASES):
     """ZUNA features of trials for scikit-learn pipelines.
 
     Parameters
@@ -126,8 +127,8 @@ class ZunaEmbedder(TransformerMixin, BaseEstimator):
 
     def _embedded(self, X):
         """The trials' embedding Dataset, through the cache."""
-        if BaseEstimator is object:
-            raise ImportError("ZunaEmbedder needs scikit-learn: pip install scikit-learn (or zuna_lab[decoding]).")
+        if _BASES == (object,):
+            raise ZunaValueError("ZunaEmbedder needs scikit-learn: pip install scikit-learn (or zuna_lab[decoding]).")
         if self.pool not in POOLS:
             raise ZunaValueError(f"pool must be one of {sorted(POOLS)}, not {self.pool!r}.")
         epochs = _as_epochs(X, self.info, self.tmin)

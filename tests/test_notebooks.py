@@ -55,7 +55,8 @@ print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
     sizes=dict(emb.sizes), events=[str(e) for e in emb.event.values], event_time=[float(t) for t in emb.event_time.values],
     first_token=float(emb.token_time[0]), same_as_epochs=float(abs(emb_epochs.embedding - emb.embedding).max()),
     block=[int(b) for b in emb_epochs.block.values], zuna=[float(s) for s in zuna_scores],
-    baseline=[float(s) for s in mne_scores], cache=cache_info(), n_trials=len(epochs), variant=model.variant)))
+    baseline=[float(s) for s in mne_scores], cache=cache_info(), n_trials=len(epochs), variant=model.variant,
+    riemann=None if riemann_scores is None else [float(s) for s in riemann_scores])))
 """,
     "03_mmd_health": """
 import json
@@ -343,6 +344,7 @@ def test_notebook_runs(path, tmp_path, checkpoints):
         assert checks["block"] == [i // 10 for i in range(40)]
         # the planted 40 µV frontal burst is easy for MNE's baseline; random weights: no claim
         assert np.mean(checks["baseline"]) >= 0.9 and len(checks["zuna"]) == 5
+        assert checks["riemann"] is not None and np.mean(checks["riemann"]) >= 0.9      # pyriemann: a dev dependency
         assert all(0 <= s <= 1 for s in checks["zuna"])
         # ZUNA normalises over the trials given together: each fold's train and test sets are embedded
         assert checks["variant"] == "ZUNA" and checks["cache"]["misses"] == 5 * checks["n_trials"]

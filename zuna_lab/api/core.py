@@ -103,7 +103,7 @@ def _prepare_epochs(epochs, variant, bad_channels, verbose):
     event_time = epochs.events[:, 0] / float(epochs.info["sfreq"])
     pre, first_token = preprocess_trials(work, len(epochs), float(epochs.tmin), variant,      # preprocess
                                          event_time=event_time, verbose=verbose)
-    if not np.isclose(epochs.info["highpass"], HIGHPASS_HZ, atol=0.05) and epochs.info["highpass"] < HIGHPASS_HZ:
+    if epochs.info["highpass"] < HIGHPASS_HZ - 0.05:
         warnings.warn(f"The trials were high-passed at {epochs.info['highpass']:g} Hz, below the 0.5 Hz of ZUNA's "
                       "preprocessing, which a trial is too short to apply; filter the continuous recording at 0.5 Hz "
                       "before epoching, or embed the Raw with events=... (zuna_lab filters it).", ZunaLabWarning,

@@ -43,6 +43,9 @@ __all__ = ["Preprocessed", "preprocess", "preprocess_trials", "check_recording",
 
 #: High-pass cut-off of both official pipelines, in Hz.
 HIGHPASS_HZ = 0.5
+#: The official pipeline each variant's preprocessing follows (provenance).
+REFERENCE_PIPELINES = {"ZUNA": "zuna==0.1.1 EEGProcessor.process",
+                       "ZUNA1.1": "zuna==1.1.6 EEGDataset_v4 (reconstruct_fif)"}
 #: Added to the per-channel std (in volts) by the official ZUNA1.1 loader.
 _ZUNA11_STD_EPSILON = 1e-6
 
@@ -289,15 +292,14 @@ def preprocess(raw, variant="ZUNA", *, segment_duration=None, windows=None, samp
         trials = np.stack([continuous[:, start:start + windows.n_samples] for start in windows.start])
         good = [i for i, name in enumerate(work.ch_names) if name not in work.info["bads"]]
         parts = _trial_parts(trials, variant, good, windows.start / windows.sfreq)
-        provenance.update(reference=("zuna==0.1.1 EEGProcessor.process" if variant == "ZUNA" else
-                                     "zuna==1.1.6 EEGDataset_v4 (reconstruct_fif)") + ", on event-locked trials",
+        provenance.update(reference=REFERENCE_PIPELINES[variant] + ", on event-locked trials",
                           segment_duration=windows.n_samples / windows.sfreq, trial_tmin=windows.tmin)
     elif variant == "ZUNA":
         parts = _zuna_epochs(work, duration, mne_verbose)
-        provenance.update(reference="zuna==0.1.1 EEGProcessor.process", segment_duration=duration)
+        provenance.update(reference=REFERENCE_PIPELINES[variant], segment_duration=duration)
     else:
         parts = _zuna11_segments(work.get_data() if filtered is None else filtered, float(work.info["sfreq"]), duration)
-        provenance.update(reference="zuna==1.1.6 EEGDataset_v4 (reconstruct_fif)", segment_duration=duration)
+        provenance.update(reference=REFERENCE_PIPELINES[variant], segment_duration=duration)
     return _assembled(variant, parts, common, provenance)
 
 
@@ -368,8 +370,7 @@ def preprocess_trials(raw, n_trials, tmin, variant, *, event_time, verbose=None)
     provenance = dict(variant=variant, resampled=source != target, highpass_hz=float("nan"),
                       highpass="none: trials cut before zuna_lab (mne.Epochs)",
                       data_norm=common["data_norm"], data_clip=common["data_clip"],
-                      reference=("zuna==0.1.1 EEGProcessor.process" if variant == "ZUNA" else
-                                 "zuna==1.1.6 EEGDataset_v4 (reconstruct_fif)") + ", on trials (mne.Epochs)",
+                      reference=REFERENCE_PIPELINES[variant] + ", on trials (mne.Epochs)",
                       segment_duration=seconds, trial_tmin=first * TOKEN_SECONDS)
     return _assembled(variant, parts, common, provenance), first * TOKEN_SECONDS
 

@@ -12,7 +12,8 @@ from .api.core import embed, reconstruct, to_raw, write_fif
 from .trust.health import mmd_health
 from .trust.evaluation import evaluate_dropout
 from .trust.doctor import check_montage
-from .study.api import embed_many, open_embeddings, reconstruct_many
+from .study.api import embed_many, reconstruct_many
+from .study.reading import open_embeddings
 from .trust import evaluation, health      # zl.evaluation.summary, zl.health.compare_recordings
 
 __all__ += ["read_raw", "to_raw", "write_fif", "write_netcdf", "write_zarr", "write_safetensors",

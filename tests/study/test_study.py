@@ -280,12 +280,12 @@ def test_rerun_recomputes_only_what_changed(embedded, setup, client):
     before = embedded["index"].set_index("recording")
     again = zl.embed_many(folder, store, model=setup["ckpt"], client=client, progress=False).set_index("recording")
     for name in GOOD:      # nothing done is done again
-        assert again.loc[name, ["run", "computed_at", "output"]].tolist() == before.loc[name, ["run", "computed_at", "output"]].tolist()
+        assert again.loc[name, ["run_id", "computed_at", "output"]].tolist() == before.loc[name, ["run_id", "computed_at", "output"]].tolist()
     # one source changes: only it is recomputed, into a new group that replaces the old one
     stamp = (folder / "sub-04.edf").stat()
     os.utime(folder / "sub-04.edf", ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 5 * 10**9))
     third = zl.embed_many(folder, store, model=setup["ckpt"], client=client, progress=False).set_index("recording")
-    changed = {name for name in GOOD if third.loc[name, "run"] != again.loc[name, "run"]}
+    changed = {name for name in GOOD if third.loc[name, "run_id"] != again.loc[name, "run_id"]}
     assert changed == {"sub-04"}
     assert not (store / before.loc["sub-04", "output"]).exists() and (store / third.loc["sub-04", "output"]).exists()
     groups = {f"recordings/{p.name}" for p in (store / "recordings").iterdir() if p.is_dir()}
@@ -345,8 +345,8 @@ def test_killed_run_resumes(setup, tmp_path, client):
     assert (index.status == "done").all() and len(index) == 10 and index.recording.is_unique
     rows = index.set_index("recording")
     for name, row in before.items():     # complete before the kill: kept, not recomputed
-        assert rows.loc[name, "run"] == row["run"] and rows.loc[name, "computed_at"] == row["computed_at"]
-    assert set(rows.run) - {row["run"] for row in before.values()}                     # the rest: this run
+        assert rows.loc[name, "run_id"] == row["run_id"] and rows.loc[name, "computed_at"] == row["computed_at"]
+    assert set(rows.run_id) - {row["run_id"] for row in before.values()}                     # the rest: this run
     groups = sorted(f"recordings/{p.name}" for p in (store / "recordings").iterdir() if p.is_dir())
     assert groups == sorted(rows.output) and not (store / ".tmp").exists()              # nothing left over
     assert not (store / ".lock").exists()
@@ -429,7 +429,7 @@ def test_reconstruct_many_writes_repaired_fifs(setup, tmp_path, client, model):
     assert "ZUNA_infilled" in set(mne.io.read_raw_fif(out / "sub-02_raw_repaired_raw.fif",
                                                       verbose="error").annotations.description)
     again = zl.reconstruct_many(sources, out, model=setup["ckpt"], client=client, progress=False, steps=2, seed=0)
-    assert again.set_index("recording").loc["sub-03", "run"] == rows.loc["sub-03", "run"]     # skipped
+    assert again.set_index("recording").loc["sub-03", "run_id"] == rows.loc["sub-03", "run_id"]     # skipped
     assert not list(out.glob(".*tmp*"))
 
 

@@ -3,15 +3,18 @@
 ::
 
     zuna-lab embed-many SOURCES... -o STUDY.zarr [--scheduler ADDRESS] [--model SRC] [--overwrite]
+    zuna-lab embed-many BIDS_ROOT [--subjects 01 02] [--sessions a] [--tasks rest] [--runs 01]
     zuna-lab reconstruct-many SOURCES... -o DIR [--scheduler ADDRESS] [--bad-channels T7] [--steps 50] [--seed 0]
 
-SOURCES are files, folders (searched recursively) or quoted globs. Without ``--scheduler`` a
+SOURCES are files, folders (searched recursively) or quoted globs, or the root of one BIDS
+dataset (read through mne-bids; the output defaults to BIDS_ROOT/derivatives/zuna_lab). Without ``--scheduler`` a
 local cluster sized to the machine runs the work (loopback only). Exit status: 0 when every
 recording is done, 1 when some failed (listed on stderr, with their error), 2 for a usage or
 input error (one line, before any work).
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -26,8 +29,13 @@ def add_study_commands(sub):
 
     def common(p, output_help):
         p.add_argument("sources", nargs="+", metavar="SOURCES",
-                       help="recording files, folders (searched recursively) or quoted globs such as 'data/**/*.edf'")
-        p.add_argument("-o", "--output", required=True, metavar="OUT", help=output_help)
+                       help="recording files, folders (searched recursively) or quoted globs such as 'data/**/*.edf'; "
+                            "or the root of a BIDS dataset")
+        p.add_argument("-o", "--output", default=None, metavar="OUT",
+                       help=output_help + " (required, except for a BIDS dataset: BIDS_ROOT/derivatives/zuna_lab)")
+        for entity, example in (("subjects", "01 02"), ("sessions", "a"), ("tasks", "rest"), ("runs", "01")):
+            p.add_argument(f"--{entity}", nargs="+", default=None, metavar="LABEL",
+                           help=f"BIDS only: the {entity} to process, e.g. --{entity} {example} (default: all)")
         p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                        help="address of a running dask scheduler, e.g. tcp://10.0.0.5:8786 (default: start a local "
                             "cluster sized to this machine, loopback only)")
@@ -77,6 +85,15 @@ def _client(args):
                           "check the address, or leave out --scheduler to run on this machine.") from None
 
 
+def _sources(args):
+    """One path as itself (a BIDS root is recognised alone), several as a list."""
+    return args.sources[0] if len(args.sources) == 1 else list(args.sources)
+
+
+def _filters(args):
+    return dict(subjects=args.subjects, sessions=args.sessions, tasks=args.tasks, runs=args.runs)
+
+
 def _options(args):
     options = dict(batch_size=args.batch_size, segment_duration=args.segment_duration,
                    use_annotations=not args.no_annotations)
@@ -92,7 +109,8 @@ def _report(args, index, label, elapsed):
     if not args.quiet:
         done = index[index.status == "done"]
         print(f"zuna-lab {label}: {len(done)} of {len(index)} recordings done, {len(failed)} failed "
-              f"({done.seconds.sum() / 3600:.2f} recording-hours, {elapsed:.1f} s) -> {args.output}")
+              f"({done.seconds.sum() / 3600:.2f} recording-hours, {elapsed:.1f} s) -> "
+              f"{args.output or os.path.join(args.sources[0], 'derivatives', 'zuna_lab')}")
     return 1 if len(failed) else 0
 
 
@@ -101,7 +119,8 @@ def cmd_embed_many(args):
 
     client, start = _client(args), time.perf_counter()
     try:
-        index = embed_many(args.sources, args.output, model=args.model, client=client, overwrite=args.overwrite,
+        index = embed_many(_sources(args), args.output, model=args.model, client=client, overwrite=args.overwrite,
+                           **_filters(args),
                            progress=not args.quiet, verbose=True if args.verbose else None, **_options(args))
     finally:
         if client is not None:
@@ -117,7 +136,8 @@ def cmd_reconstruct_many(args):
         options["bad_segments"] = list(args.bad_segments)
     client, start = _client(args), time.perf_counter()
     try:
-        index = reconstruct_many(args.sources, args.output, model=args.model, client=client, kind=args.kind,
+        index = reconstruct_many(_sources(args), args.output, model=args.model, client=client, kind=args.kind,
+                                 **_filters(args),
                                  overwrite=args.overwrite, progress=not args.quiet,
                                  verbose=True if args.verbose else None, steps=args.steps, cfg=args.cfg,
                                  seed=args.seed, **options)

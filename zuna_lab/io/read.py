@@ -21,6 +21,7 @@ import mne
 import numpy as np
 
 from ..errors import RecordingError, RecordingFileError, ZunaLabWarning, ZunaTypeError, ZunaValueError, preview
+from .bids import bids_root_of, read_bids_raw
 from .diagnosis import montage_warning
 from .montage import apply_positions, has_position, warn_shared_positions, standard_positions
 from .quality import check_signal
@@ -211,12 +212,16 @@ def read_recording_file(path, *, verbose):
     if path.suffix.lower() == ".vhdr":
         _check_brainvision_length(path)
     level = log_level(verbose)
+    bids_root = bids_root_of(path)
     try:
         # MNE emits its warnings only when its log level lets them through: read at least at
         # "warning" level to catch those that mean a damaged file, re-emit the rest as asked.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            raw = mne.io.read_raw(path, preload=True, verbose=min(level, logging.WARNING))
+            if bids_root is not None:      # channels.tsv, electrodes.tsv and events.tsv count (zuna_lab.io.bids)
+                raw = read_bids_raw(path, bids_root, verbose=min(level, logging.WARNING))
+            else:
+                raw = mne.io.read_raw(path, preload=True, verbose=min(level, logging.WARNING))
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as err:
@@ -226,8 +231,9 @@ def read_recording_file(path, *, verbose):
                 "(use FIF, EDF, BDF, BrainVision .vhdr, EEGLAB .set, … or a CSV)."
             ) from None
         raise RecordingError(
-            f"MNE could not read {path.name!r} ({one_line(err)}); check that it is a complete, valid "
-            f"{path.suffix or 'recording'} file."
+            f"{'MNE' if bids_root is None else 'mne-bids'} could not read {path.name!r} ({one_line(err)}); check "
+            f"that it is a complete, valid {path.suffix or 'recording'} file"
+            + ("." if bids_root is None else " and that its BIDS sidecar files (channels.tsv, …) match it.")
         ) from err
     damaged = [str(w.message) for w in caught if _DAMAGED_FILE.search(str(w.message))]
     if damaged:

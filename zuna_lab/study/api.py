@@ -1,8 +1,9 @@
 """Studies, not files: embed or repair hundreds to thousands of recordings on dask.distributed.
 
 :func:`embed_many` writes every recording's embedding into one resumable zarr store,
-:func:`open_embeddings` reads it back (lazily, one recording at a time or pooled), and
-:func:`reconstruct_many` writes one repaired FIF per recording. Reading, preprocessing and
+:func:`~zuna_lab.study.reading.open_embeddings` reads it back (lazily, one recording at a time or
+pooled), and :func:`reconstruct_many` writes one repaired FIF per recording. A BIDS dataset is read
+through mne-bids and its outputs form a BIDS derivative dataset (:mod:`zuna_lab.study.bids`). Reading, preprocessing and
 tokenising run on CPU workers in parallel, encoding on GPU workers (one per device, the model
 loaded once each) with epochs of several recordings batched together; see
 :mod:`zuna_lab.study.cluster` for the placement, :mod:`zuna_lab.study.tasks` for the stages and
@@ -14,12 +15,13 @@ import contextlib
 import glob
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ZunaTypeError, ZunaValueError
 from .store import INDEX_COLUMNS, StudyStore, check_id, recording_id, source_stamp  # noqa: F401
 
-__all__ = ["embed_many", "reconstruct_many", "open_embeddings", "Study", "find_recordings"]
+__all__ = ["embed_many", "reconstruct_many", "find_recordings"]
 
 #: File types a folder or a glob is searched for (BrainVision: the .vhdr header; MFF: the folder).
 RECORDING_SUFFIXES = (".fif", ".fif.gz", ".edf", ".bdf", ".gdf", ".vhdr", ".set", ".cnt", ".csv", ".tsv", ".mff",
@@ -44,8 +46,13 @@ def _is_recording(path):
 
 def _expand(item):
     """One source entry -> recording paths: a file, a folder (searched recursively) or a glob."""
+    from .bids import is_bids_root
+
     text = os.fspath(item)
     path = Path(text).expanduser()
+    if is_bids_root(path):
+        raise ZunaValueError(f"{text!r} is a BIDS dataset; pass it alone as sources (select recordings with "
+                             "subjects=, sessions=, tasks=, runs=) so that it is read through mne-bids.")
     if path.is_dir() and not _is_recording(path):
         found = sorted(p for p in path.rglob("*") if _is_recording(p) and not any(
             part.lower().endswith((".mff", ".ds")) for part in p.relative_to(path).parts[:-1]))
@@ -131,7 +138,7 @@ def _model_spec(model):
             raise ZunaValueError("This model has no source that the workers could load (it was built in memory); "
                                  "pass its checkpoint folder or repo id as model=.")
         dtype = model.precision if model.device.type == "cuda" else None
-        return {"source": str(model.source), "dtype": dtype}, model.variant
+        return {"source": str(model.source), "dtype": dtype}, model.variant, getattr(model, "revision", None)
     if model is not None and not isinstance(model, (str, os.PathLike)):
         raise ZunaTypeError(f"model must be a ZunaModel, a checkpoint folder or repo id, or None, "
                             f"got {type(model).__name__}.")
@@ -139,11 +146,12 @@ def _model_spec(model):
     local = Path(source).expanduser()
     if local.exists():
         source = str(local.absolute())      # the workers may start elsewhere
-    return {"source": source, "dtype": None}, _variant_of(source)
+    return {"source": source, "dtype": None}, *_variant_of(source)
 
 
 def _variant_of(source):
-    """The variant of a checkpoint from its key names (weights fetched or found once, here, before the run)."""
+    """(variant, revision) of a checkpoint: the variant from its key names (weights fetched or found once, here,
+    before the run), the revision its files came from when known."""
     from safetensors import safe_open
 
     from ..model.hub import resolve
@@ -158,7 +166,7 @@ def _variant_of(source):
 
         raise CheckpointError(f"{resolved.weights_path} is not a readable safetensors file ({err}); "
                               "download it again.") from None
-    return ckpt.detect_variant(ckpt.strip_prefix(keys).values())
+    return ckpt.detect_variant(ckpt.strip_prefix(keys).values()), resolved.revision
 
 
 def _check_options(options, allowed, function):
@@ -220,18 +228,78 @@ def _summary(frame, label, n_skipped):
 
 
 # ------------------------------------------------------------------------------------------ public functions
-def _begin(sources, where, kind, model, client, overwrite):
+@dataclass
+class _Plan:
+    """What a study run works on, decided before any work: recordings, target, model, BIDS dataset."""
+
+    pairs: list
+    target: StudyStore
+    spec: dict
+    variant: str
+    revision: str | None
+    bids_root: Path | None
+    bids: dict          # recording id -> BidsRecording (a BIDS dataset's recordings)
+
+
+def _bids_root(sources):
+    """The BIDS root when ``sources`` is one (a folder with ``dataset_description.json``), else None."""
+    from .bids import is_bids_root
+
+    if isinstance(sources, (str, os.PathLike)) and is_bids_root(Path(sources).expanduser()):
+        return Path(sources).expanduser().absolute()
+    return None
+
+
+def _begin(sources, where, kind, model, client, overwrite, filters):
     """The checks every study run makes before any work: client, sources, target, model."""
+    from .bids import check_derivative_target, check_filters, derivative_folder, find_bids_recordings
+
     _check_client(client)
-    pairs = find_recordings(sources)
+    root = _bids_root(sources)
+    chosen = check_filters(filters)
+    if root is not None:
+        recordings = find_bids_recordings(root, **chosen)
+        pairs = [(rec.rec_id, rec.path) for rec in recordings]
+        where = derivative_folder(root, where)
+        check_derivative_target(where)
+        if where.parent == root / "derivatives":
+            where.parent.mkdir(exist_ok=True)      # BIDS's place for derivatives, made on first use
+    else:
+        if chosen:
+            raise ZunaValueError(f"{', '.join(f'{k}=' for k in chosen)} select{'s' if len(chosen) == 1 else ''} "
+                                 "recordings of a BIDS dataset; pass the dataset's root (the folder with "
+                                 "dataset_description.json) as sources, or leave the filter out.")
+        if where is None:
+            raise ZunaValueError(f"Where should the {kind} go? Pass a folder (a store such as 'study.zarr' for "
+                                 "embed_many); only a BIDS dataset has a default (its derivatives/zuna_lab).")
+        pairs, recordings = find_recordings(sources), []
     target = StudyStore(where, kind)
     target.check_target(overwrite)
-    return (pairs, target, *_model_spec(model))
+    target.labels = {rec.rec_id: rec.columns() for rec in recordings}
+    return _Plan(pairs, target, *_model_spec(model), root, {rec.rec_id: rec for rec in recordings})
 
 
-def embed_many(sources, store, *, model=None, client=None, overwrite=False, progress=True, verbose=None,
-               **embed_options):
-    """Embed many recordings into one resumable zarr store, on dask.distributed.
+def _open(plan, settings, overwrite):
+    """Open the plan's target for the run (a BIDS study's target is a derivative dataset: described first)."""
+    from .bids import write_description
+
+    if plan.bids_root is not None:
+        settings = dict(settings, bids_root=str(plan.bids_root))
+    opened = plan.target.open(settings, overwrite=overwrite)
+    if plan.bids_root is not None:
+        try:
+            write_description(plan.target.path, plan.bids_root, model=plan.spec["source"], revision=plan.revision,
+                              variant=plan.variant,
+                              kind="embeddings" if plan.target.kind == "embeddings" else "repaired recordings")
+        except BaseException:
+            plan.target.close()
+            raise
+    return opened
+
+
+def embed_many(sources, store=None, *, model=None, client=None, subjects=None, sessions=None, tasks=None, runs=None,
+               overwrite=False, progress=True, verbose=None, **embed_options):
+    """Embed many recordings, or a BIDS dataset, into one resumable zarr store, on dask.distributed.
 
     Each recording is read, preprocessed and tokenised on a CPU worker, encoded on a GPU worker
     (one per GPU, each loading the model once; epochs of several recordings are batched together)
@@ -241,13 +309,24 @@ def embed_many(sources, store, *, model=None, client=None, overwrite=False, prog
     resumes where it stopped. A recording that fails (corrupt file, no EEG, too short) gets its
     one-sentence error in the index and the others go on.
 
+    A **BIDS dataset** (its root: the folder with ``dataset_description.json``) is read through
+    mne-bids: its EEG recordings in any format (sidecars are not recordings), the channels marked
+    bad in ``channels.tsv`` (hidden, as ``info["bads"]``), the measured positions of
+    ``electrodes.tsv`` (before any standard cap) and ``events.tsv`` as annotations. Recordings are
+    named by their BIDS name (``sub-01_ses-a_task-rest_run-01``), the index carries their
+    entities, ``Study.pooled()`` joins ``participants.tsv``, and the store is a BIDS derivative
+    dataset, ``<root>/derivatives/zuna_lab`` by default, with its ``dataset_description.json``.
+    A change to a recording's sidecars makes a rerun redo it.
+
     Parameters
     ----------
     sources : path-like | str | list | dict
-        Recording files, a folder (searched recursively), a glob, ``(id, path)`` pairs or
-        ``{id: path}`` (see :func:`find_recordings`). Default ids: file names without extension.
-    store : path-like
-        The zarr store (a folder, conventionally ``*.zarr``), created if missing.
+        A BIDS dataset's root; or recording files, a folder (searched recursively), a glob,
+        ``(id, path)`` pairs or ``{id: path}`` (see :func:`find_recordings`). Default ids: file
+        names without extension.
+    store : path-like | None
+        The zarr store (a folder, conventionally ``*.zarr``), created if missing. None only for a
+        BIDS dataset: ``<root>/derivatives/zuna_lab``.
     model : ZunaModel | str | None
         As in :func:`zuna_lab.embed`; a loaded model is loaded again by each worker from its source.
     client : distributed.Client | None
@@ -255,6 +334,9 @@ def embed_many(sources, store, *, model=None, client=None, overwrite=False, prog
         ``GPU=1``, CPU workers ``CPU=1``; the sources and the store must be at the same paths on
         every worker, e.g. a shared filesystem). None starts a local cluster sized to this machine
         (loopback only) and closes it afterwards.
+    subjects, sessions, tasks, runs : str | list of str | None
+        For a BIDS dataset: only these labels (``"01"`` or ``"sub-01"``). A later run with other
+        filters adds to the same store.
     overwrite : bool
         Start the store again, forgetting every recording in it.
     progress : bool
@@ -268,14 +350,17 @@ def embed_many(sources, store, *, model=None, client=None, overwrite=False, prog
     Returns
     -------
     index : pandas.DataFrame
-        One row per recording of the store: ``recording``, ``source``, ``status`` ("done" or
+        One row per recording of the store: ``recording``, ``source`` (then, for a BIDS dataset,
+        ``subject``, ``session``, ``task``, ``acquisition``, ``run``), ``status`` ("done" or
         "failed"), ``n_epochs``, ``n_channels``, ``seconds`` (recording length), ``error`` (one
-        sentence, else empty), ``warnings``, ``output`` (its group), ``source_stamp``, ``run``,
-        ``computed_at``, ``compute_seconds``, ``worker``.
+        sentence, else empty), ``warnings``, ``output`` (its group), ``source_stamp``, ``run_id``
+        (the run that computed it), ``computed_at``, ``compute_seconds``, ``worker``.
 
     Examples
     --------
     >>> import zuna_lab as zl
+    >>> index = zl.embed_many("ds004504/", model="Zyphra/ZUNA1.1", tasks="eyesclosed")  # doctest: +SKIP
+    >>> zl.open_embeddings("ds004504/").pooled().groupby("Group").latent_0.mean()    # doctest: +SKIP
     >>> index = zl.embed_many("study/**/*.edf", "study.zarr", model="Zyphra/ZUNA")   # doctest: +SKIP
     >>> index[index.status == "failed"][["recording", "error"]]                       # doctest: +SKIP
     >>> study = zl.open_embeddings("study.zarr"); study["sub-01"]                      # doctest: +SKIP
@@ -286,9 +371,11 @@ def embed_many(sources, store, *, model=None, client=None, overwrite=False, prog
 
     _check_options(embed_options, _EMBED_OPTIONS, "embed_many")
     check_bool(progress, "progress")
-    pairs, target, spec, variant = _begin(sources, store, "embeddings", model, client, overwrite)
+    plan = _begin(sources, store, "embeddings", model, client, overwrite,
+                  dict(subjects=subjects, sessions=sessions, tasks=tasks, runs=runs))
+    pairs, target, spec, variant = plan.pairs, plan.target, plan.spec, plan.variant
     options = dict(embed_options, verbose=verbose)
-    with target.open(_settings(spec, variant, embed_options), overwrite=overwrite):
+    with _open(plan, _settings(spec, variant, embed_options), overwrite):
         jobs = [(rec_id, path, source_stamp(path)) for rec_id, path in pairs]
         todo = [job for job in jobs if not target.is_complete(*job)]
         if todo:
@@ -300,13 +387,15 @@ def embed_many(sources, store, *, model=None, client=None, overwrite=False, prog
     return _finish(frame, "embed_many", len(jobs) - len(todo), progress)
 
 
-def reconstruct_many(sources, out_dir, *, model=None, client=None, kind="hybrid", overwrite=False, progress=True,
-                     verbose=None, **reconstruct_options):
+def reconstruct_many(sources, out_dir=None, *, model=None, client=None, kind="hybrid", subjects=None, sessions=None,
+                     tasks=None, runs=None, overwrite=False, progress=True, verbose=None, **reconstruct_options):
     """Repair many recordings: one FIF per recording, written atomically, on dask.distributed.
 
     Every recording is reconstructed as :func:`zuna_lab.reconstruct` does (``info["bads"]``,
     ``BAD_`` annotations and the options below are infilled) and written with
-    :func:`zuna_lab.write_fif` as ``<out_dir>/<id>_repaired_raw.fif``: the recording with its EEG
+    :func:`zuna_lab.write_fif` as ``<out_dir>/<id>_repaired_raw.fif`` (for a BIDS dataset as
+    ``<out_dir>/sub-…/[ses-…/]eeg/sub-…_desc-zuna_eeg.fif`` in its derivative dataset,
+    ``<root>/derivatives/zuna_lab`` by default, beside :func:`embed_many`'s store): the recording with its EEG
     repaired and every other channel, annotation and ``meas_date`` kept. Reading and
     preprocessing run on CPU workers, the model on GPU workers, writing on CPU workers. The index
     (``zuna_lab_index.json`` in ``out_dir``) makes reruns skip the recordings already repaired
@@ -314,10 +403,11 @@ def reconstruct_many(sources, out_dir, *, model=None, client=None, kind="hybrid"
 
     Parameters
     ----------
-    sources, model, client, progress, verbose
+    sources, model, client, subjects, sessions, tasks, runs, progress, verbose
         As in :func:`embed_many`.
-    out_dir : path-like
-        Folder for the repaired files (created if missing).
+    out_dir : path-like | None
+        Folder for the repaired files (created if missing). None only for a BIDS dataset:
+        ``<root>/derivatives/zuna_lab``.
     kind : {"hybrid", "reconstruction", "original"}
         The signal written (see :func:`zuna_lab.to_raw`).
     overwrite : bool
@@ -330,7 +420,7 @@ def reconstruct_many(sources, out_dir, *, model=None, client=None, kind="hybrid"
     Returns
     -------
     index : pandas.DataFrame
-        As :func:`embed_many`; ``output`` is the FIF file's name in ``out_dir``.
+        As :func:`embed_many`; ``output`` is the FIF file's path relative to ``out_dir``.
 
     Examples
     --------
@@ -345,14 +435,20 @@ def reconstruct_many(sources, out_dir, *, model=None, client=None, kind="hybrid"
     check_bool(progress, "progress")
     if kind not in ("hybrid", "reconstruction", "original"):
         raise ZunaValueError(f"kind must be 'hybrid', 'reconstruction' or 'original', got {kind!r}.")
-    pairs, target, spec, variant = _begin(sources, out_dir, "reconstructions", model, client, overwrite)
+    from .bids import derivative_name
+
+    plan = _begin(sources, out_dir, "reconstructions", model, client, overwrite,
+                  dict(subjects=subjects, sessions=sessions, tasks=tasks, runs=runs))
+    pairs, target, spec, variant = plan.pairs, plan.target, plan.spec, plan.variant
+    names = {rec_id: derivative_name(plan.bids[rec_id], kind) if rec_id in plan.bids else f"{rec_id}_repaired_raw.fif"
+             for rec_id, _ in pairs}
     options = dict(reconstruct_options, verbose=verbose)
-    with target.open(_settings(spec, variant, dict(reconstruct_options, kind=kind)), overwrite=overwrite):
+    with _open(plan, _settings(spec, variant, dict(reconstruct_options, kind=kind)), overwrite):
         jobs = [(rec_id, path, source_stamp(path)) for rec_id, path in pairs]
         todo = [job for job in jobs if not target.is_complete(*job)]
         for rec_id, path, stamp in list(todo):
-            output = target.path / f"{rec_id}_repaired_raw.fif"
-            known = target.rows.get(rec_id, {}).get("output") == output.name
+            output = target.path / names[rec_id]
+            known = target.rows.get(rec_id, {}).get("output") == names[rec_id]
             if output.exists() and not known:      # someone else's file: never replaced silently
                 todo.remove((rec_id, path, stamp))
                 target.commit(dict(recording=rec_id, source=path, source_stamp=stamp, status="failed",
@@ -361,7 +457,7 @@ def reconstruct_many(sources, out_dir, *, model=None, client=None, kind="hybrid"
         if todo:
             stages = Stages(prepare_reconstruction, reconstruct_bundles, write_reconstruction, variant, options,
                             encode_args=(options,), batch=False,
-                            write_args=lambda rec_id, run: (str(target.path / f"{rec_id}_repaired_raw.fif"), kind))
+                            write_args=lambda rec_id, run: (str(target.path / names[rec_id]), kind, names[rec_id]))
             _run(stages, target, todo, spec, client, progress, "reconstruct_many")
         frame = target.frame()
     return _finish(frame, "reconstruct_many", len(jobs) - len(todo), progress)
@@ -380,147 +476,3 @@ def _finish(frame, label, n_skipped, progress):
     if progress:
         _summary(frame, label, n_skipped)
     return frame
-
-
-def open_embeddings(store):
-    """Open a store written by :func:`embed_many` (read only, lazy).
-
-    Parameters
-    ----------
-    store : path-like
-
-    Returns
-    -------
-    study : Study
-        ``study.index`` (the DataFrame :func:`embed_many` returned), ``study[recording]`` (that
-        recording's Dataset, exactly :func:`zuna_lab.embed`'s, dask-backed) and
-        ``study.pooled()`` (mean latents per recording or per epoch, one tidy DataFrame).
-
-    Examples
-    --------
-    >>> study = zl.open_embeddings("study.zarr")          # doctest: +SKIP
-    >>> study["sub-01"].embedding.sizes                    # doctest: +SKIP
-    >>> study.pooled(per="epoch").head()                   # doctest: +SKIP
-    """
-    return Study(store)
-
-
-class Study:
-    """The recordings of a study store: index, lazy per-recording Datasets, pooled views.
-
-    Made by :func:`open_embeddings`. The index is read when the study is opened (``refresh()``
-    reads it again); only recordings whose status is "done" can be opened.
-    """
-
-    def __init__(self, store):
-        if not isinstance(store, (str, os.PathLike)):
-            raise ZunaTypeError(f"store must be a path to a study store, got {type(store).__name__}.")
-        self._store = StudyStore(store, "embeddings")
-        if not self._store.is_store():
-            raise ZunaValueError(f"{str(self._store.path)!r} is not a study store written by embed_many "
-                                 "(no index.json there); check the path.")
-        self.refresh()
-
-    @property
-    def path(self):
-        return self._store.path
-
-    def refresh(self):
-        """Read the index again (a run may have committed more recordings since)."""
-        content = self._store._read_index()
-        self.settings = content.get("settings", {})
-        self._rows = {row["recording"]: row for row in content.get("rows", [])}
-        return self
-
-    @property
-    def index(self):
-        """One row per recording (see :func:`embed_many`), as a pandas DataFrame."""
-        from .store import index_frame
-
-        return index_frame(sorted(self._rows.values(), key=lambda row: row["recording"]))
-
-    @property
-    def recordings(self):
-        """The ids of the complete recordings, sorted."""
-        return sorted(rec for rec, row in self._rows.items() if row.get("status") == "done")
-
-    def __len__(self):
-        return len(self.recordings)
-
-    def __iter__(self):
-        return iter(self.recordings)
-
-    def __contains__(self, recording):
-        return recording in self.recordings
-
-    def __getitem__(self, recording):
-        import xarray as xr
-
-        row = self._rows.get(recording)
-        if row is None:
-            raise ZunaValueError(f"The study has no recording {recording!r}; its recordings are "
-                                 f"{', '.join(self.recordings[:8])}{' …' if len(self) > 8 else ''}.")
-        if row.get("status") != "done":
-            raise ZunaValueError(f"Recording {recording!r} failed and has no embedding: {row.get('error')}")
-        return xr.open_zarr(self.path / row["output"], consolidated=True)
-
-    def pooled(self, per="recording", *, include_masked=False, recordings=None):
-        """Mean latents over channels and tokens, per recording or per epoch, as one tidy DataFrame.
-
-        Parameters
-        ----------
-        per : {"recording", "epoch"}
-            One row per recording, or per (recording, epoch).
-        include_masked : bool
-            Count the tokens hidden from the encoder too (by default only visible tokens; the
-            padding past a short last segment never counts).
-        recordings : list of str | None
-            Some recordings only (default: every complete one).
-
-        Returns
-        -------
-        frame : pandas.DataFrame
-            ``recording`` (and ``epoch``, ``epoch_start``), ``n_tokens`` (tokens averaged) and
-            ``latent_0`` … ``latent_31``. Computed with dask (on the current client, if any).
-
-        Examples
-        --------
-        >>> features = study.pooled().merge(groups, on="recording")      # doctest: +SKIP
-        """
-        import dask
-        import numpy as np
-        import pandas as pd
-
-        if per not in ("recording", "epoch"):
-            raise ZunaValueError(f"per must be 'recording' or 'epoch', got {per!r}.")
-        names = self.recordings if recordings is None else [str(r) for r in recordings]
-        lazy = []
-        for name in names:
-            ds = self[name]
-            visible = ~ds["padding"] if include_masked else ~(ds["mask"] | ds["padding"])
-            dims = ("channel", "token") if per == "epoch" else ("epoch", "channel", "token")
-            total = ds["embedding"].astype("float64").where(visible).sum(dims)
-            lazy.append((total.data, visible.sum(dims).data, ds["epoch_start"].values))
-        computed = dask.compute(*[(total, count) for total, count, _ in lazy])
-        frames = []
-        for name, (total, count), (_, _, starts) in zip(names, computed, lazy):
-            total, count = np.atleast_2d(np.asarray(total, np.float64)), np.atleast_1d(np.asarray(count))
-            with np.errstate(invalid="ignore", divide="ignore"):
-                means = total / count[:, None]
-            frame = pd.DataFrame(means, columns=[f"latent_{i}" for i in range(means.shape[1])])
-            frame.insert(0, "n_tokens", count.astype(np.int64))
-            if per == "epoch":
-                frame.insert(0, "epoch_start", starts)
-                frame.insert(0, "epoch", np.arange(len(starts)))
-            frame.insert(0, "recording", name)
-            frames.append(frame)
-        if not frames:
-            return pd.DataFrame(columns=["recording", "n_tokens"])
-        return pd.concat(frames, ignore_index=True)
-
-    def __repr__(self):
-        index = self.index
-        failed = int((index.status == "failed").sum()) if len(index) else 0
-        hours = float(index.loc[index.status == "done", "seconds"].sum()) / 3600 if len(index) else 0.0
-        return (f"<Study {str(self.path)!r}: {len(self)} recordings ({hours:.2f} h) embedded with "
-                f"{self.settings.get('variant', '?')} from {self.settings.get('model', '?')}, {failed} failed>")

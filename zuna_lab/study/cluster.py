@@ -280,7 +280,7 @@ class _Pipeline:
     def commit(self, row):
         source, stamp = self.sources[row["recording"]]
         written = row.pop("written", None)
-        self.store.commit({**row, "source": source, "source_stamp": stamp, "run": self.id, "computed_at": _now()},
+        self.store.commit({**row, "source": source, "source_stamp": stamp, "run_id": self.id, "computed_at": _now()},
                           written=written)
         self.active -= 1
         self.epochs += int(row.get("n_epochs", 0)) if row["status"] == "done" else 0

@@ -32,12 +32,15 @@ from ..errors import ZunaTypeError, ZunaValueError
 
 __all__ = ["StudyStore", "INDEX_COLUMNS", "source_stamp", "recording_id", "index_frame"]
 
-FORMAT = "zuna_lab.study.api/1"
-#: Columns of the index, in order (the DataFrame ``embed_many`` returns and ``Study.index``).
+FORMAT = "zuna_lab.study.api/2"
+#: Earlier formats this version reads (and rewrites in its own on the next run).
+_OLD_FORMATS = ("zuna_lab.study.api/1",)
+#: Columns of the index, in order (the DataFrame ``embed_many`` returns and ``Study.index``); a BIDS
+#: study adds its entities after ``source`` (:data:`zuna_lab.study.bids.BIDS_COLUMNS`).
 INDEX_COLUMNS = ("recording", "source", "status", "n_epochs", "n_channels", "seconds", "error", "warnings",
-                 "output", "source_stamp", "run", "computed_at", "compute_seconds", "worker")
+                 "output", "source_stamp", "run_id", "computed_at", "compute_seconds", "worker")
 _EMPTY_ROW = dict(recording="", source="", status="", n_epochs=0, n_channels=0, seconds=0.0, error="",
-                  warnings="", output="", source_stamp="", run="", computed_at="", compute_seconds=0.0, worker="")
+                  warnings="", output="", source_stamp="", run_id="", computed_at="", compute_seconds=0.0, worker="")
 _BAD_ID = re.compile(r"[/\\@\x00-\x1f]")
 
 
@@ -68,8 +71,14 @@ def check_id(value):
 
 
 def _companions(path):
-    """The files a recording is made of: itself and, in its folder, the files sharing its stem (.eeg/.vmrk, .fdt)."""
+    """The files a recording is made of: itself and, in its folder, the files sharing its stem (.eeg/.vmrk, .fdt);
+    in a BIDS dataset also the sidecars that apply to it (channels.tsv, electrodes.tsv, …)."""
+    from .bids import bids_companions
+
     path = Path(path)
+    in_bids = bids_companions(path) if path.is_file() else None
+    if in_bids is not None:
+        return in_bids
     if path.is_dir():
         return sorted(p for p in path.rglob("*") if p.is_file())
     stem = recording_id(path)
@@ -99,10 +108,18 @@ def source_stamp(path):
 
 
 def index_frame(rows):
-    """The index as a pandas DataFrame: one row per recording, :data:`INDEX_COLUMNS` first."""
+    """The index as a pandas DataFrame: one row per recording, :data:`INDEX_COLUMNS` in order, with the
+    BIDS entities after ``source`` when some row has them."""
     import pandas as pd
 
-    frame = pd.DataFrame([{**_EMPTY_ROW, **row} for row in rows], columns=list(INDEX_COLUMNS))
+    from .bids import BIDS_COLUMNS
+
+    columns = list(INDEX_COLUMNS)
+    if any(row.get("subject") for row in rows):
+        entities = [column for column, _ in BIDS_COLUMNS]
+        columns[2:2] = entities
+        rows = [{**dict.fromkeys(entities, ""), **row} for row in rows]
+    frame = pd.DataFrame([{**_EMPTY_ROW, **row} for row in rows], columns=columns)
     return frame.astype({"n_epochs": "int64", "n_channels": "int64", "seconds": "float64",
                          "compute_seconds": "float64"}).reset_index(drop=True)
 
@@ -130,6 +147,8 @@ class StudyStore:
         self.lock_path = self.path / ".lock"
         self.settings = {}
         self.rows = {}
+        #: Columns that name a recording beyond its id (its BIDS entities), added to its row at commit.
+        self.labels = {}
         self._locked = False
 
     # ------------------------------------------------------------------ opening
@@ -147,7 +166,9 @@ class StudyStore:
             raise ZunaValueError(f"Folder {str(self.path.parent)!r} does not exist; create it first.")
         if not os.access(self.path if self.path.exists() else self.path.parent, os.W_OK | os.X_OK):
             raise ZunaValueError(f"Cannot write to {str(self.path)!r} (permission denied); choose a writable folder.")
-        if self.kind == "embeddings" and self.path.is_dir() and any(self.path.iterdir()) and not self.is_store():
+        ours = (self.path / "dataset_description.json").is_file()     # a BIDS derivative (checked by the caller)
+        if self.kind == "embeddings" and self.path.is_dir() and any(self.path.iterdir()) and not self.is_store() \
+                and not ours:
             raise ZunaValueError(f"{str(self.path)!r} exists and is not a zuna_lab study store (no index.json); "
                                  "choose a new path for the store.")
 
@@ -230,9 +251,13 @@ class StudyStore:
             content = json.loads(self.index_path.read_text())
         except (OSError, ValueError) as err:
             raise ZunaValueError(f"{str(self.index_path)!r} is unreadable ({err}); the store is damaged.") from None
-        if not isinstance(content, dict) or content.get("format") != FORMAT or content.get("kind") != self.kind:
+        if not isinstance(content, dict) or content.get("format") not in (FORMAT, *_OLD_FORMATS) \
+                or content.get("kind") != self.kind:
             raise ZunaValueError(f"{str(self.index_path)!r} is not the index of zuna_lab {self.kind}; "
                                  "choose another path.")
+        if content["format"] == "zuna_lab.study.api/1":     # its run counter was "run", now a BIDS entity's name
+            content["rows"] = [{("run_id" if k == "run" else k): v for k, v in row.items()}
+                               for row in content.get("rows", [])]
         return content
 
     def _write_index(self):
@@ -297,7 +322,7 @@ class StudyStore:
 
     def commit(self, row, written=None):
         """Record ``row`` (done or failed) atomically; a done embedding's group moves from .tmp/ first."""
-        row = {**_EMPTY_ROW, **row}
+        row = {**_EMPTY_ROW, **self.labels.get(row["recording"], {}), **row}
         previous = self.rows.get(row["recording"], {})
         if written is not None and row["status"] == "done":
             target = self.groups / Path(written).name

@@ -349,8 +349,11 @@ _RECONSTRUCT_KEYS = ("steps", "cfg", "seed", "bad_segments", "use_annotations", 
                      "batch_size", "verbose")
 
 
-def write_reconstruction(meta, result, target, kind):
-    """Write one repaired recording to FIF atomically (:func:`zuna_lab.write_fif`); its index row."""
+def write_reconstruction(meta, result, target, kind, output=None):
+    """Write one repaired recording to FIF atomically (:func:`zuna_lab.write_fif`); its index row.
+
+    ``output`` is the file's name in the index (its path relative to the output folder; default its name).
+    """
     from ..api.core import write_fif
 
     if isinstance(meta, Failed) or isinstance(result, Failed):
@@ -360,6 +363,7 @@ def write_reconstruction(meta, result, target, kind):
     try:
         with warnings.catch_warnings(record=True) as late:
             warnings.simplefilter("always")
+            os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
             write_fif(rec, target, kind=kind, overwrite=True, verbose="error")
     except Exception as err:
         return _failed_row(Failed(meta.rec_id, failure_message(err), meta.warnings, meta.seconds, meta.n_channels))
@@ -367,4 +371,4 @@ def write_reconstruction(meta, result, target, kind):
     compute = meta.prepare_seconds + seconds + time.perf_counter() - start
     return dict(recording=meta.rec_id, status="done", n_epochs=int(meta.n_epochs), n_channels=int(meta.n_channels),
                 seconds=float(meta.seconds), warnings=notes, compute_seconds=round(compute, 3),
-                worker=f"{meta.prepared_by} > {worker}", output=os.path.basename(str(target)))
+                worker=f"{meta.prepared_by} > {worker}", output=output or os.path.basename(str(target)))

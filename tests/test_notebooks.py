@@ -137,10 +137,14 @@ print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
 import json
 print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
     status=dict(zip(index.recording, index.status)), errors=dict(zip(index.recording, index.error)),
-    sources=dict(zip(index.recording, index.source)), recomputed=recomputed, formats=sorted(set(groups.format)),
-    groups=dict(zip(groups.recording, groups.group)), n_tokens=dict(zip(features.recording, features.n_tokens.tolist())),
+    sources=dict(zip(index.recording, index.source)), recomputed=recomputed,
+    formats=sorted({Path(s).suffix for s in index.source}), subjects=index.subject.tolist(),
+    groups=dict(zip(features.recording, features.group)), ages=dict(zip(features.recording, features.age.tolist())),
+    n_tokens=dict(zip(features.recording, features.n_tokens.tolist())),
     features={r: features.set_index("recording").loc[r, latents].tolist() for r in features.recording},
-    lazy=hasattr(study["sub-02_raw"].embedding.data, "dask"), observed=observed, p_value=p_value, n_null=len(null))))
+    lazy=hasattr(study["sub-02_task-rest"].embedding.data, "dask"), o1_hidden=o1_hidden,
+    description=json.loads((study.path / "dataset_description.json").read_text()),
+    store=str(study.path.relative_to(Path.cwd().resolve())), observed=observed, p_value=p_value, n_null=len(null))))
 """,
     "blink_repair": """
 import json
@@ -174,15 +178,23 @@ def leave_one_block_out_accuracy(X, y, groups):
 
 
 def check_many_recordings(checks, checkpoint):
-    """06: 12 recordings done, the broken one failed (and only it tried again), features = zl.embed's, exact p."""
+    """06: a BIDS study of 13 subjects: 12 recordings done, the broken one failed (and only it tried again),
+    features = zl.embed's of the file (read through mne-bids), participants joined, exact p."""
     import itertools
 
+    ids = [f"sub-{i:02d}_task-rest" for i in range(1, 14)]
+    assert sorted(checks["status"]) == ids and checks["subjects"] == [f"{i:02d}" for i in range(1, 14)]
     assert sum(status == "done" for status in checks["status"].values()) == 12
-    assert checks["status"]["sub-13"] == "failed" and "could not read" in checks["errors"]["sub-13"]
-    assert checks["recomputed"] == ["sub-13"] and checks["lazy"]
-    assert checks["formats"] == [".csv", ".edf", ".fif", ".vhdr"]
+    assert checks["status"]["sub-13_task-rest"] == "failed" and "truncated" in checks["errors"]["sub-13_task-rest"]
+    assert checks["recomputed"] == ["sub-13_task-rest"] and checks["lazy"] and checks["o1_hidden"]
+    assert checks["formats"] == [".edf", ".set", ".vhdr"]
+    assert checks["store"] == "outputs/bids_study/derivatives/zuna_lab"
+    assert checks["description"]["DatasetType"] == "derivative"
+    assert checks["description"]["GeneratedBy"][0]["Name"] == "zuna_lab"
+    assert checks["groups"] == {f"sub-{i:02d}_task-rest": ["control", "patient"][(i - 1) % 2] for i in range(1, 13)}
+    assert checks["ages"] == {f"sub-{i:02d}_task-rest": 25 + 3 * (i - 1) for i in range(1, 13)}
     model = zuna_lab.load_model(checkpoint, device="cpu")
-    for name in ("sub-01_raw", "sub-04", "sub-06", "sub-08"):      # FIF, EDF, BrainVision, CSV
+    for name in ("sub-01_task-rest", "sub-03_task-rest", "sub-05_task-rest"):      # BrainVision, EDF, EEGLAB
         emb = zuna_lab.embed(checks["sources"][name], model=model, progress=False, verbose="error")
         visible = ~(emb["mask"].values | emb["padding"].values)
         np.testing.assert_allclose(checks["features"][name], emb.embedding.values.astype(np.float64)[visible].mean(0),

@@ -261,7 +261,10 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, verb
     ``montage`` by cleaned channel name (see :func:`clean_channel_name`: case-insensitive,
     ``EEG`` prefixes and reference suffixes such as ``-REF``/``-A1`` removed). Channels that still
     have no position are dropped with a :class:`~zuna_lab.errors.ZunaLabWarning` naming them.
-    Channel names are kept as they are. The input is never modified.
+    Channel names are kept as they are. The input is never modified. A recording file of a BIDS
+    dataset (``<root>/sub-…/[ses-…/]eeg/sub-…_eeg.<ext>``) is read through mne-bids, so its
+    ``channels.tsv`` (types, bad channels), ``electrodes.tsv`` (measured positions, used before
+    ``montage``) and ``events.tsv`` (annotations) count.
 
     Parameters
     ----------

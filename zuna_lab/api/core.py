@@ -25,12 +25,13 @@ from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
 from ..io.export import check_sample, eeg_only, save_fif, splice
 from ..pipeline.batching import auto_batch_size, prefetched, to_host_later
 from ..pipeline.preprocessing import HIGHPASS_HZ, preprocess, preprocess_trials
-from ..io.read import find_source, read_raw, recording_fingerprint, remember_source, trials_as_raw
+from ..io.read import find_source, read_raw, recording_fingerprint, remember_source, source_name, trials_as_raw
 from ..pipeline.seams import joined_epochs, seam_correct, stitched_hybrid
 from ..pipeline.events import Trials, check_event_arguments, epochs_trials, event_trials
 from ..pipeline.embedding import empty_grid, hidden_grid, length_batches, place_latents, tokenize_epochs
 from ..pipeline.tokens import detokenize, epoch_masks
-from ..validation import check_arguments
+from ..validation import check_arguments, check_bool
+from .streaming import check_fits_in_memory, embed_to_zarr
 from ..io.write import check_reconstruct_dataset, output_target
 
 __all__ = ["embed", "reconstruct", "to_raw", "write_fif", "prepare", "reconstruct_prepared", "Prepared"]
@@ -89,7 +90,7 @@ def prepare(data, variant, *, bad_channels=None, segment_duration=None, events=N
     work.info["bads"] = list(bads)      # ZUNA keeps channels named bad out of the average reference
     pre = preprocess(work, variant, segment_duration=segment_duration, windows=trials,          # preprocess
                      samples_checked=True, verbose=verbose)
-    return Prepared(raw=raw, pre=pre, bads=bads, source=_source_name(data), fingerprint=recording_fingerprint(raw),
+    return Prepared(raw=raw, pre=pre, bads=bads, source=source_name(data), fingerprint=recording_fingerprint(raw),
                     source_ref=remember_source(data), trials=trials)
 
 
@@ -113,8 +114,8 @@ def _prepare_epochs(epochs, variant, bad_channels, verbose):
 
 
 def embed(data, model=None, *, events=None, event_id=None, tmin=None, tmax=None, segment_duration=None,
-          bad_channels=None, use_annotations=True, mask=None, batch_size=None, sfreq=None, ch_names=None,
-          progress=None, verbose=None):
+          bad_channels=None, use_annotations=True, mask=None, batch_size=None, sfreq=None, ch_names=None, out=None,
+          overwrite=False, progress=None, verbose=None):
     """Embed a recording: one 32-d ZUNA latent per channel and 0.125 s token.
 
     Parameters
@@ -146,6 +147,15 @@ def embed(data, model=None, *, events=None, event_id=None, tmin=None, tmax=None,
         Epochs per forward pass; None picks one from the device's free memory.
     sfreq, ch_names : float, list of str
         For NumPy input.
+    out : path-like | None
+        A zarr folder (``"night.zarr"``) to stream the result into, for recordings of any length:
+        the file is read, preprocessed, encoded and written a chunk of 64 epochs at a time, so
+        memory does not grow with the recording's duration, and the result is returned opened
+        lazily (dask-backed) from ``out`` — the same values as in memory. Not with ``events``.
+        Without ``out``, a recording whose result would not fit in the available memory is
+        refused before any work, with this advice.
+    overwrite : bool
+        Replace an existing ``out``.
     progress : bool | None
         Progress bar (tqdm: a widget in Jupyter, a bar on stderr); None shows it for more than 50 epochs.
     verbose : bool | None
@@ -169,12 +179,23 @@ def embed(data, model=None, *, events=None, event_id=None, tmin=None, tmax=None,
     >>> trials = zl.embed(raw, events=mne.find_events(raw), event_id={"left": 1, "right": 2},
     ...                   tmin=-0.5, tmax=1.5)                       # doctest: +SKIP
     >>> trials.embedding.mean(["channel", "token"]).groupby("event").mean()   # doctest: +SKIP
+    >>> night = zl.embed("night.edf", out="night.zarr")          # 24 h in bounded memory  # doctest: +SKIP
     """
     check_arguments(data=data, segment_duration=segment_duration, bad_channels=bad_channels,   # before any work
                     use_annotations=use_annotations, mask=mask, batch_size=batch_size, sfreq=sfreq,
                     ch_names=ch_names, progress=progress, verbose=verbose, epochs_allowed=True)
+    check_bool(overwrite, "overwrite")
     model = get_model(model)
     _check_events(model.variant, events, event_id, tmin, tmax, segment_duration, isinstance(data, mne.BaseEpochs))
+    if out is not None:
+        if events is not None or isinstance(data, mne.BaseEpochs):
+            raise ZunaValueError("out= streams a continuous recording in fixed segments; trials (events=, "
+                                 "mne.Epochs) are embedded in memory: leave out= out.")
+        return embed_to_zarr(data, model, out, overwrite=overwrite, segment_duration=segment_duration,
+                             bad_channels=bad_channels, use_annotations=use_annotations, mask=mask,
+                             batch_size=batch_size, sfreq=sfreq, ch_names=ch_names, progress=progress,
+                             verbose=verbose)
+    check_fits_in_memory(data, "embed", sfreq=sfreq)
     prepared = prepare(data, model.variant, bad_channels=bad_channels, segment_duration=segment_duration,
                        events=events, event_id=event_id, tmin=tmin, tmax=tmax, sfreq=sfreq, ch_names=ch_names,
                        verbose=verbose)
@@ -280,6 +301,7 @@ def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=
                     callback=callback, verbose=verbose, epochs_allowed=True)
     model = get_model(model)
     _check_events(model.variant, events, event_id, tmin, tmax, segment_duration, isinstance(data, mne.BaseEpochs))
+    check_fits_in_memory(data, "reconstruct", sfreq=sfreq, n_samples=n_samples, streams=False)
     prepared = prepare(data, model.variant, bad_channels=bad_channels, segment_duration=segment_duration,
                        events=events, event_id=event_id, tmin=tmin, tmax=tmax, sfreq=sfreq, ch_names=ch_names,
                        verbose=verbose)
@@ -549,11 +571,3 @@ def _check_epochs(epochs, n_epochs):
 
 def _noise_seed(seed, sample, epoch):
     return int(np.random.SeedSequence([seed, sample, epoch]).generate_state(1)[0])
-
-
-def _source_name(data):
-    if isinstance(data, (str,)) or hasattr(data, "__fspath__"):
-        return str(data)
-    if isinstance(data, mne.io.BaseRaw) and data.filenames and data.filenames[0]:
-        return str(data.filenames[0])
-    return ""

@@ -72,8 +72,8 @@ def bids_root_of(path):
     return None
 
 
-def read_bids_raw(path, root, *, verbose):
-    """Read one recording of a BIDS dataset with :func:`mne_bids.read_raw_bids` (preloaded).
+def read_bids_raw(path, root, *, verbose, preload=True):
+    """Read one recording of a BIDS dataset with :func:`mne_bids.read_raw_bids` (preloaded unless ``preload=False``).
 
     Positions of ``electrodes.tsv`` are kept when mne-bids places them in MNE's head frame (the
     coordinate systems it can convert, e.g. CapTrak); otherwise a warning says so and the
@@ -89,7 +89,8 @@ def read_bids_raw(path, root, *, verbose):
         # participants.tsv's own columns (group, …) are the study's, not the recording's: not a problem
         warnings.filterwarnings("ignore", message="Unable to map the following column")
         raw = mne_bids.read_raw_bids(bids_path, verbose=verbose)
-    raw.load_data(verbose=verbose)
+    if preload:
+        raw.load_data(verbose=verbose)
     montage = raw.get_montage()
     if montage is not None:
         frame = montage.get_positions()["coord_frame"]

@@ -46,6 +46,62 @@ def _units_hint(amplitude):
     return f"1e{power}", units.get(power, f"units 1e{-power} V")
 
 
+#: (samples, count) of the blocks spread over a recording that its amplitude statistics use.
+SAMPLED_BLOCKS = (4096, 64)
+
+
+class SpanReader:
+    """The samples of a Raw that is not loaded, as far as :func:`check_signal` uses them: per-channel
+    reductions (``sum``, ``max``, ``min``, ``isfinite(...).all``) computed span by span, and slices
+    ``[rows, start:stop]`` read on demand — never the whole recording in memory at once (a whole
+    channel at most)."""
+
+    VALUES = 1 << 22     # values (channels x samples) read at a time: 32 MB of float64
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.SPAN = max(1 << 12, self.VALUES // max(1, len(raw.ch_names)))
+
+    def _spans(self, rows=None):
+        for start in range(0, self.raw.n_times, self.SPAN):
+            yield self.raw.get_data(picks=rows, start=start, stop=min(start + self.SPAN, self.raw.n_times))
+
+    def _reduce(self, function, combine):
+        result = None
+        for span in self._spans():
+            part = function(span)
+            result = part if result is None else combine(result, part)
+        return result
+
+    def sum(self, axis):
+        return self._reduce(lambda x: x.sum(axis=1), np.add)
+
+    def max(self, axis):
+        return self._reduce(lambda x: x.max(axis=1), np.maximum)
+
+    def min(self, axis):
+        return self._reduce(lambda x: x.min(axis=1), np.minimum)
+
+    def finite_rows(self):
+        return self._reduce(lambda x: np.isfinite(x).all(axis=1), np.logical_and)
+
+    def __getitem__(self, key):
+        rows, times = key if isinstance(key, tuple) else (key, slice(None))
+        picks = np.arange(len(self.raw.ch_names))[rows]
+        start, stop, _ = times.indices(self.raw.n_times)
+        if stop - start > self.SPAN:
+            return np.concatenate(list(_limited(self._spans(picks), start, stop, self.SPAN)), axis=1)
+        return self.raw.get_data(picks=picks, start=start, stop=stop)
+
+
+def _limited(spans, start, stop, size):
+    for index, span in enumerate(spans):
+        first = index * size
+        if first + span.shape[1] <= start or first >= stop:
+            continue
+        yield span[:, max(0, start - first):stop - first]
+
+
 def check_signal(raw, *, warn=False):
     """The variant-free checks: length, finite samples, plausible volts; returns the flat channels.
 
@@ -59,23 +115,26 @@ def check_signal(raw, *, warn=False):
         raise RecordingError(
             f"The recording lasts {duration:.3f} s, shorter than one ZUNA token (0.125 s); use a longer recording."
         )
-    # The preloaded buffer itself, no float64 copy: long recordings are hundreds of MB.
-    data = raw._data if raw.preload else raw.get_data()
+    # The preloaded buffer itself, no float64 copy: long recordings are hundreds of MB. A Raw that
+    # is not loaded is read span by span (SpanReader), never whole.
+    data = raw._data if raw.preload else SpanReader(raw)
     # One pass: a NaN or Inf makes its channel's sum non-finite (volts never overflow a float64 sum).
     if not np.isfinite(data.sum(axis=1)).all():
-        bad = [raw.ch_names[i] for i in np.flatnonzero(~np.isfinite(data).all(axis=1))]
+        finite = data.finite_rows() if isinstance(data, SpanReader) else np.isfinite(data).all(axis=1)
+        bad = [raw.ch_names[i] for i in np.flatnonzero(~finite)]
         raise RecordingError(
             f"The data contain NaN or Inf samples (channels {preview(bad)}); "
             "interpolate or crop them, e.g. with raw.interpolate_bads() or raw.crop()."
         )
     # Amplitude statistics from at most 64 blocks of 4096 samples spread over the recording.
-    block, n_blocks = 4096, 64
+    block, n_blocks = SAMPLED_BLOCKS
     if raw.n_times > block * n_blocks:
         starts = np.linspace(0, raw.n_times - block, n_blocks).astype(int)
-        sample = np.concatenate([data[:, s:s + block] for s in starts], axis=1).astype(np.float64)
-        steps = np.concatenate([np.diff(data[:, s:s + block], axis=1) for s in starts], axis=1)
+        blocks = [np.asarray(data[:, s:s + block]) for s in starts]
+        sample = np.concatenate(blocks, axis=1).astype(np.float64)
+        steps = np.concatenate([np.diff(b, axis=1) for b in blocks], axis=1)
     else:
-        sample = np.asarray(data, dtype=np.float64)
+        sample = np.asarray(data[:, :], dtype=np.float64)
         steps = np.diff(sample, axis=1) if raw.n_times > 1 else np.zeros((len(sample), 1))
     # Flat only if the whole recording is: the sampled blocks settle the usual case.
     if not (sample.max(axis=1) > sample.min(axis=1)).any() and not (data.max(axis=1) > data.min(axis=1)).any():

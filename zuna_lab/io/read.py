@@ -25,9 +25,9 @@ from .bids import bids_root_of, read_bids_raw
 from .diagnosis import montage_warning
 from .montage import apply_positions, has_position, warn_shared_positions, standard_positions
 from .quality import check_signal
-from ..validation import check_names, check_number, check_verbose, log_level
+from ..validation import check_bool, check_names, check_number, check_verbose, log_level
 
-__all__ = ["read_raw", "find_source", "remember_source", "recording_fingerprint"]
+__all__ = ["read_raw", "find_source", "remember_source", "recording_fingerprint", "source_name"]
 
 
 def read_csv_file(path, *, sfreq, ch_names, verbose):
@@ -199,7 +199,7 @@ def _check_brainvision_length(path):
         )
 
 
-def read_recording_file(path, *, verbose):
+def read_recording_file(path, *, verbose, preload=True):
     path = Path(path).expanduser()
     if not path.exists():
         raise RecordingFileError(f"File {str(path)!r} does not exist; check the path.")
@@ -219,9 +219,9 @@ def read_recording_file(path, *, verbose):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             if bids_root is not None:      # channels.tsv, electrodes.tsv and events.tsv count (zuna_lab.io.bids)
-                raw = read_bids_raw(path, bids_root, verbose=min(level, logging.WARNING))
+                raw = read_bids_raw(path, bids_root, verbose=min(level, logging.WARNING), preload=preload)
             else:
-                raw = mne.io.read_raw(path, preload=True, verbose=min(level, logging.WARNING))
+                raw = mne.io.read_raw(path, preload=preload, verbose=min(level, logging.WARNING))
     except (MemoryError, KeyboardInterrupt):
         raise
     except Exception as err:
@@ -254,8 +254,8 @@ def read_recording_file(path, *, verbose):
     return raw
 
 
-def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, verbose=None):
-    """Load a recording as a preloaded ``mne.io.Raw`` with EEG channels that have a 3-D position.
+def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, preload=True, verbose=None):
+    """Load a recording as an ``mne.io.Raw`` with EEG channels that have a 3-D position.
 
     Positions come from the file when every EEG channel has one; otherwise they are looked up in
     ``montage`` by cleaned channel name (see :func:`clean_channel_name`: case-insensitive,
@@ -280,13 +280,18 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, verb
         Sampling frequency in Hz of an array, or of a CSV without a time column.
     ch_names : list of str | None
         Channel names of an array (or to rename CSV columns).
+    preload : bool
+        False reads a file's samples only when asked (``raw.get_data(start=, stop=)``), for
+        recordings longer than memory: the checks then read the file once, span by span
+        (:func:`zuna_lab.embed` with ``out=`` does this). Arrays, CSV files and Raws given
+        already loaded are always loaded.
     verbose : bool | str | int | None
         MNE verbosity.
 
     Returns
     -------
     raw : mne.io.Raw
-        A new, preloaded Raw.
+        A new Raw (preloaded unless ``preload=False`` for a file).
 
     Raises
     ------
@@ -305,6 +310,7 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, verb
     ['Cz', 'EEG Pz-REF']
     """
     check_verbose(verbose)
+    check_bool(preload, "preload")
     if isinstance(montage, str):
         try:
             standard_positions(montage)
@@ -319,7 +325,9 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, verb
     if isinstance(source, mne.io.BaseRaw):
         if sfreq is not None or ch_names is not None:
             raise ZunaValueError("sfreq= and ch_names= are only for NumPy or CSV input; a Raw already has them.")
-        raw = source.copy().load_data(verbose=verbose if verbose is not None else "error")
+        raw = source.copy()
+        if preload or raw.preload:
+            raw.load_data(verbose=verbose if verbose is not None else "error")
     elif isinstance(source, np.ndarray):
         raw = raw_from_array(source, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
     elif isinstance(source, (str, os.PathLike)):
@@ -331,7 +339,7 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, verb
         else:
             if sfreq is not None or ch_names is not None:
                 raise ZunaValueError("sfreq= and ch_names= are only for NumPy or CSV input; the file already has them.")
-            raw = read_recording_file(path, verbose=verbose)
+            raw = read_recording_file(path, verbose=verbose, preload=preload)
     else:
         raise ZunaTypeError(
             f"Cannot read a recording from {type(source).__name__}; pass a file path, a NumPy array "
@@ -472,3 +480,12 @@ def find_source(attrs, raw=None):
                 f"{what} does not hold the EEG this result was reconstructed from (it differs in channels, length "
                 "or samples); pass raw= the very recording you gave to reconstruct.")
     return full
+
+
+def source_name(data):
+    """The file a recording came from (a path, or the file an MNE Raw was read from), else ""."""
+    if isinstance(data, (str,)) or hasattr(data, "__fspath__"):
+        return str(data)
+    if isinstance(data, mne.io.BaseRaw) and data.filenames and data.filenames[0]:
+        return str(data.filenames[0])
+    return ""

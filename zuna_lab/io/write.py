@@ -20,7 +20,7 @@ from ..errors import ZunaTypeError, ZunaValueError
 from .montage import channel_positions
 from ..validation import check_writable
 
-__all__ = ["write_netcdf", "write_zarr", "write_safetensors"]
+__all__ = ["write_netcdf", "write_zarr", "write_safetensors", "ZarrRegions"]
 
 
 def sample_rate_of(ds):
@@ -257,3 +257,31 @@ def write_safetensors(ds, fname, *, kind="reconstruction", overwrite=False):
         n_epochs = signal.shape[0]
     tensors["n_samples"] = np.array([n_epochs], dtype=np.float32)
     return replace_atomically(lambda tmp: save_file(tensors, str(tmp), metadata=metadata), path, ".safetensors")
+
+
+class ZarrRegions:
+    """A result written to a zarr folder chunk by chunk along ``epoch``: the template's metadata and
+    coordinates first (:func:`zuna_lab.pipeline.results.embedding_template`), then each chunk's values
+    as they are computed, so that the whole result is never in memory. Used inside
+    :func:`replace_atomically`, so that a reader never sees a half-written result.
+
+    Parameters
+    ----------
+    folder : path-like
+        The (temporary) zarr folder.
+    template : xarray.Dataset
+        Lazy variables chunked along ``epoch`` as the writes will be.
+    """
+
+    def __init__(self, folder, template):
+        import zarr
+
+        encoding = {name: {"chunks": template[name].data.chunksize} for name in template.data_vars}
+        netcdf_ready(template).to_zarr(folder, mode="w", zarr_format=2, consolidated=True, compute=False,
+                                       encoding=encoding)
+        self.group = zarr.open_group(str(folder), mode="r+", zarr_format=2)
+
+    def write(self, first, **arrays):
+        """Values of epochs ``first …`` for the named variables (their first axis is ``epoch``)."""
+        for name, values in arrays.items():
+            self.group[name][first:first + len(values)] = values

@@ -39,7 +39,8 @@ from ..errors import RecordingError, ZunaTypeError, ZunaValueError, preview
 from ..io.montage import has_position, channel_positions
 from ..io.quality import check_signal
 
-__all__ = ["Preprocessed", "preprocess", "preprocess_trials", "check_recording", "HIGHPASS_HZ"]
+__all__ = ["Preprocessed", "preprocess", "preprocess_trials", "check_recording", "HIGHPASS_HZ", "highpass",
+           "assemble_epochs", "resolve_segment_duration", "zuna11_segments"]
 
 #: High-pass cut-off of both official pipelines, in Hz.
 HIGHPASS_HZ = 0.5
@@ -82,7 +83,8 @@ class Preprocessed:
     scale, offset : ndarray, shape (n_epochs, n_channels)
         ``volts = data * data_norm * scale + offset + reference`` (before clipping).
     reference : tuple of ndarray
-        Per epoch (n_samples,): the average reference subtracted at each sample, in volts.
+        Per epoch (n_samples,): the average reference subtracted at each sample, in volts (ZUNA:
+        from the channels not in ``bads`` only, which keep their own reference as in MNE).
     data_norm, data_clip : float
         10 and 1.
     params : dict
@@ -170,7 +172,13 @@ class Preprocessed:
             offset = np.r_[offset, np.zeros(n_rows - n_channels)]
         volts = values * self.data_norm * scale[:, None] + offset[:, None]
         if reference == "original":
-            volts = volts + self.reference[index][:width]
+            removed = self.reference[index][:width]
+            if self.variant == "ZUNA" and self.bads:
+                # ZUNA's average reference (MNE's) leaves the channels in info["bads"] as they were
+                good = [i for i, name in enumerate(self.ch_names) if name not in self.bads]
+                volts[..., good + list(range(n_channels, n_rows)), :] += removed
+            else:
+                volts = volts + removed
         return volts
 
     def original(self, epoch_index, n_rows=None):
@@ -185,7 +193,7 @@ class Preprocessed:
         return np.abs(self.data[index]) >= np.float32(self.data_clip)
 
 
-def _resolve_segment_duration(variant, segment_duration):
+def resolve_segment_duration(variant, segment_duration):
     constants = VARIANT_CONSTANTS[variant]
     if segment_duration is None:
         return float(constants["segment_duration"])
@@ -239,7 +247,7 @@ def preprocess(raw, variant="ZUNA", *, segment_duration=None, windows=None, samp
     (2, (12, 2560))
     """
     check_variant(variant)
-    duration = _resolve_segment_duration(variant, segment_duration)
+    duration = resolve_segment_duration(variant, segment_duration)
     check_recording(raw, variant, samples=not samples_checked)
     if variant == "ZUNA" and set(raw.info["bads"]) >= set(raw.ch_names):
         # Checked before any work: MNE's average reference would fail first, with its own words.
@@ -261,7 +269,7 @@ def preprocess(raw, variant="ZUNA", *, segment_duration=None, windows=None, samp
         filtered = raw.get_data()
         if np.shares_memory(filtered, raw._data):
             filtered = filtered.copy()
-        filtered = _highpass(filtered, source_sfreq, mne_verbose)
+        filtered = highpass(filtered, source_sfreq, mne_verbose)
     else:
         work = raw.copy()
         if needs_resample:
@@ -298,12 +306,12 @@ def preprocess(raw, variant="ZUNA", *, segment_duration=None, windows=None, samp
         parts = _zuna_epochs(work, duration, mne_verbose)
         provenance.update(reference=REFERENCE_PIPELINES[variant], segment_duration=duration)
     else:
-        parts = _zuna11_segments(work.get_data() if filtered is None else filtered, float(work.info["sfreq"]), duration)
+        parts = zuna11_segments(work.get_data() if filtered is None else filtered, float(work.info["sfreq"]), duration)
         provenance.update(reference=REFERENCE_PIPELINES[variant], segment_duration=duration)
-    return _assembled(variant, parts, common, provenance)
+    return assemble_epochs(variant, parts, common, provenance)
 
 
-def _assembled(variant, parts, common, provenance) -> Preprocessed:
+def assemble_epochs(variant, parts, common, provenance) -> Preprocessed:
     """The Preprocessed of normalised epochs: ÷ data_norm, clipped, float32, read-only."""
     provenance.update(parts.pop("stats"))
     clip = common["data_clip"]
@@ -372,10 +380,10 @@ def preprocess_trials(raw, n_trials, tmin, variant, *, event_time, verbose=None)
                       data_norm=common["data_norm"], data_clip=common["data_clip"],
                       reference=REFERENCE_PIPELINES[variant] + ", on trials (mne.Epochs)",
                       segment_duration=seconds, trial_tmin=first * TOKEN_SECONDS)
-    return _assembled(variant, parts, common, provenance), first * TOKEN_SECONDS
+    return assemble_epochs(variant, parts, common, provenance), first * TOKEN_SECONDS
 
 
-def _highpass(data, sfreq, verbose, *, channels_per_job=4):
+def highpass(data, sfreq, verbose, *, channels_per_job=4):
     """``mne.filter.filter_data(data, sfreq, 0.5, None, method="fir")`` in place, in groups of channels.
 
     MNE filters channel by channel; handing it a few channels at a time keeps each group's
@@ -402,10 +410,11 @@ def _zuna_epochs(raw, duration, verbose):
     before_reference = raw.get_data()
     raw.set_eeg_reference("average", projection=False, verbose=verbose)
     referenced = raw.get_data()
-    # The same value is subtracted from every channel; averaging guards against rounding.
-    reference = (before_reference - referenced).mean(axis=0)
-
     good = mne.pick_types(raw.info, eeg=True, exclude="bads")    # not empty: preprocess checked
+    # MNE subtracts the mean of the good channels from the good channels only (the bad ones keep
+    # their own reference); averaging over the good ones guards against rounding.
+    reference = (before_reference - referenced)[good].mean(axis=0)
+
     global_mean = float(referenced[good].mean())
     global_std = float(referenced[good].std())
     if global_std == 0:
@@ -449,7 +458,7 @@ def _zuna_epochs(raw, duration, verbose):
     )
 
 
-def _zuna11_segments(filtered, sfreq, duration, *, per_job=32):
+def zuna11_segments(filtered, sfreq, duration, *, per_job=32):
     """ZUNA1.1 (1.1.6 v4 loader): per segment, average reference and per-channel z-score.
 
     The whole segments as one (segment, channel, sample) view of ``filtered`` (which the caller
@@ -547,7 +556,7 @@ def check_recording(raw, variant="ZUNA", *, samples=True):
     if not isinstance(raw, mne.io.BaseRaw):
         raise ZunaTypeError(f"Expected an mne.io.Raw (e.g. from zuna_lab.read_raw), got {type(raw).__name__}.")
     check_variant(variant)
-    if not raw.preload:
+    if not raw.preload and samples:
         raise RecordingError("The Raw is not loaded; call raw.load_data() or read it with zuna_lab.read_raw.")
     non_eeg = [raw.ch_names[i] for i in range(len(raw.ch_names)) if i not in set(mne.pick_types(raw.info, eeg=True, exclude=()))]
     if non_eeg:

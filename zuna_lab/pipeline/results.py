@@ -113,3 +113,29 @@ def reconstruction_dataset(original, reconstruction, hybrid, mask, *, ch_names, 
         data_vars["reconstruction_std"] = (("epoch", "channel", "time"), reconstruction.std(axis=0, ddof=1),
                                            dict(volts, long_name="spread over samples"))
     return xr.Dataset(data_vars, coords=coords, attrs=dict(attrs, result="reconstruction"))
+
+
+def embedding_template(n_epochs, n_channels, n_tokens, n_latent, *, chunk_epochs, ch_names, ch_pos, epoch_start,
+                       samples_per_token, sfreq, attrs, added=None) -> xr.Dataset:
+    """The ``embed`` result of a recording too long for memory, before any value: the same variables,
+    coordinates and attrs as :func:`embedding_dataset`, its variables lazy (dask, ``chunk_epochs`` epochs
+    a chunk), so that it can be written to zarr first and filled chunk by chunk (``zl.embed(..., out=)``)."""
+    import dask.array as da
+
+    coords = _coords(ch_names, ch_pos, epoch_start, added)
+    coords.update(token=np.arange(n_tokens), latent=np.arange(n_latent))
+    coords["token_time"] = ("token", np.arange(n_tokens) * samples_per_token / sfreq, {"units": "s"})
+    shape, chunks = (n_epochs, n_channels, n_tokens), (chunk_epochs, n_channels, n_tokens)
+    return xr.Dataset(
+        {
+            "embedding": (("epoch", "channel", "token", "latent"),
+                          da.full(shape + (n_latent,), np.nan, dtype=np.float32, chunks=chunks + (n_latent,)),
+                          {"long_name": "ZUNA latent", "units": "1"}),
+            "mask": (("epoch", "channel", "token"), da.zeros(shape, bool, chunks=chunks),
+                     {"long_name": "token hidden from the encoder"}),
+            "padding": (("epoch", "channel", "token"), da.zeros(shape, bool, chunks=chunks),
+                        {"long_name": "token beyond the end of the segment"}),
+        },
+        coords=coords,
+        attrs=dict(attrs, result="embedding"),
+    )

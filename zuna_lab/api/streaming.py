@@ -1,0 +1,155 @@
+"""Recordings longer than memory: ``zl.embed(..., out=PATH)`` streamed to zarr, and the check that
+refuses an in-memory request that would not fit.
+
+The stages are those of :func:`zuna_lab.embed`, chunk by chunk: read lazily
+(:func:`~zuna_lab.io.read.read_raw` with ``preload=False``) → masks → preprocess
+(:func:`~zuna_lab.pipeline.stream.stream_preprocessed`: the same epochs as the in-memory pipeline)
+→ tokens → model → each chunk's values written into the result's zarr folder
+(:class:`~zuna_lab.io.write.ZarrRegions`), which is then moved into place atomically and opened
+lazily. Memory holds a chunk of epochs (64) and their latents, whatever the recording's length.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from types import SimpleNamespace
+
+import mne
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import ZunaValueError
+from ..io.read import read_raw, source_name
+from ..io.write import ZarrRegions, output_target, replace_atomically
+from ..pipeline import masks, results
+from ..pipeline.batching import auto_batch_size, prefetched, to_host_later
+from ..pipeline.embedding import empty_grid, hidden_grid, length_batches, place_latents, tokenize_epochs
+from ..pipeline.stream import stream_preprocessed
+from ..pipeline.tokens import epoch_masks
+
+__all__ = ["embed_to_zarr", "check_fits_in_memory", "available_memory", "in_memory_bytes"]
+
+#: Bytes held per channel and 256 Hz sample by the in-memory paths, besides the recording itself
+#: (its copy, the filtered signal, the model input, the result; reconstruct: three signals per
+#: sample drawn and their working copies). Measured: 60 min x 64 ch reconstructed peaked at 4.5 GB.
+BYTES_PER_SAMPLE = {"embed": 40, "reconstruct": 80}
+
+
+def available_memory():
+    """Bytes of memory available to this process now (what the OS could give without swapping)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def _recording_size(data, sfreq):
+    """(n_channels, n_times, sfreq) of ``data`` without reading its samples, or None when unknown."""
+    if isinstance(data, mne.io.BaseRaw):
+        return len(data.ch_names), data.n_times, float(data.info["sfreq"])
+    if isinstance(data, np.ndarray) and data.ndim == 2 and sfreq:
+        return data.shape[0], data.shape[1], float(sfreq)
+    if isinstance(data, (str, os.PathLike)) and not str(data).lower().endswith((".csv", ".tsv")):
+        try:
+            header = mne.io.read_raw(data, preload=False, verbose="error")
+        except Exception:       # unreadable: read_raw says why, in its own words
+            return None
+        n_eeg = len(mne.pick_types(header.info, eeg=True, exclude=())) or len(header.ch_names)
+        return n_eeg, header.n_times, float(header.info["sfreq"])
+    return None
+
+
+def in_memory_bytes(data, task, *, sfreq=None, n_samples=1):
+    """About how many bytes ``zl.embed``/``zl.reconstruct`` (``task``) of ``data`` hold at their peak, or 0."""
+    size = _recording_size(data, sfreq)
+    if size is None:
+        return 0
+    n_channels, n_times, rate = size
+    per_sample = BYTES_PER_SAMPLE[task] + (48 * (n_samples - 1) if task == "reconstruct" else 0)
+    return int(n_channels * n_times * (8 + per_sample * 256.0 / rate))
+
+
+def check_fits_in_memory(data, task, *, sfreq=None, n_samples=1, streams=True):
+    """Refuse, before any work, an in-memory ``task`` whose peak would exceed the available memory."""
+    need, have = in_memory_bytes(data, task, sfreq=sfreq, n_samples=n_samples), available_memory()
+    if need > have:
+        fix = (f"pass out='{_suggested_name(data)}' to stream it to disk in bounded memory" if streams else
+               "cut it into shorter recordings (raw.crop) or use a machine with more memory")
+        raise ZunaValueError(f"{'Embedding' if task == 'embed' else 'Reconstructing'} this recording in memory needs "
+                             f"about {need / 1e9:.1f} GB but {have / 1e9:.1f} GB are available; {fix}.")
+
+
+def _suggested_name(data):
+    if isinstance(data, (str, os.PathLike)):
+        return os.path.splitext(os.path.basename(os.fspath(data)))[0] + "_embedding.zarr"
+    return "embedding.zarr"
+
+
+def embed_to_zarr(data, model, out, *, overwrite=False, segment_duration=None, bad_channels=None,
+                  use_annotations=True, mask=None, batch_size=None, sfreq=None, ch_names=None, progress=None,
+                  verbose=None):
+    """:func:`zuna_lab.embed` streamed into the zarr folder ``out`` (arguments checked by the caller).
+
+    Returns the result opened lazily (dask-backed) from ``out``: the same variables, coordinates
+    and values as the in-memory result.
+    """
+    import xarray as xr
+
+    path = output_target(out, overwrite)                   # before any work
+    raw = read_raw(data, sfreq=sfreq, ch_names=ch_names, preload=False, verbose=verbose)      # read
+    bads = masks.hidden_channels(raw, bad_channels)                                           # masks
+    request = masks.request(raw, bads=bads, use_annotations=use_annotations, mask=mask)
+    work = raw.copy()
+    work.set_annotations(None)      # BAD_ spans are masks (as in prepare)
+    work.info["bads"] = list(bads)
+
+    def write(folder):
+        chunks = stream_preprocessed(work, model.variant, path.parent, segment_duration=segment_duration,
+                                     verbose=verbose)                                          # preprocess
+        plan = next(chunks)
+        _check_mask(mask, plan, len(raw.ch_names))
+        described = SimpleNamespace(source_sfreq=plan.common["source_sfreq"], sfreq=plan.common["sfreq"],
+                                    params=plan.provenance, data_norm=plan.common["data_norm"],
+                                    data_clip=plan.common["data_clip"])
+        spt = model.config.constants["samples_per_token"]
+        template = results.embedding_template(
+            plan.n_epochs, len(raw.ch_names), plan.max_tokens, model.config.latent_dim,
+            chunk_epochs=plan.chunks[0][1] - plan.chunks[0][0],
+            ch_names=plan.common["ch_names"], ch_pos=plan.common["ch_pos"], epoch_start=plan.epoch_start,
+            samples_per_token=spt, sfreq=plan.common["sfreq"],
+            attrs=results.provenance(model, described, source=source_name(data)))
+        regions = ZarrRegions(folder, template)
+        size = batch_size or auto_batch_size(model, len(raw.ch_names) * plan.max_tokens)
+        with tqdm(total=plan.n_epochs, desc="embed", unit="epoch",
+                  disable=not (progress if progress is not None else plan.n_epochs > 50)) as bar:
+            # the next chunk is read and preprocessed on a thread while this one is encoded
+            for first, pre in prefetched(chunks, 1):
+                layout = epoch_masks(pre, _chunk_request(request, first, pre))                # tokens
+                grid = empty_grid(pre.n_epochs, len(layout.ch_names), plan.max_tokens, model.config.latent_dim)
+                for indices in length_batches(pre, None, size):
+                    tokens, tok_idx, batch_masks = tokenize_epochs(pre, layout, indices, model.variant)
+                    latents = to_host_later(model.encode(torch.from_numpy(tokens), torch.from_numpy(tok_idx)))
+                    place_latents(grid, indices, latents(), batch_masks.shape[-1], model.variant)
+                regions.write(first, embedding=grid, mask=hidden_grid(pre, layout, plan.max_tokens),
+                              padding=np.isnan(grid).all(axis=-1))                             # Dataset
+                bar.update(pre.n_epochs)
+
+    replace_atomically(write, path, ".zarr")
+    return xr.open_zarr(path, consolidated=True)
+
+
+def _check_mask(mask, plan, n_channels):
+    if mask is None:
+        return
+    expected = (plan.n_epochs, n_channels, plan.max_tokens)
+    if np.shape(mask) != expected:
+        raise ZunaValueError(f"mask must have shape (n_epochs, n_channels, n_tokens) = {expected} for this "
+                             f"recording, got {np.shape(mask)}.")
+
+
+def _chunk_request(request, first, pre):
+    """The mask request of one chunk: a user mask cut to its epochs (and their tokens)."""
+    if request.mask is None:
+        return request
+    n_tokens = max(pre.n_samples(i) for i in range(pre.n_epochs)) // 32
+    return dataclasses.replace(request, mask=np.asarray(request.mask)[first:first + pre.n_epochs, :, :n_tokens])

@@ -12,13 +12,14 @@ from .api.core import embed, reconstruct, to_raw, write_fif
 from .trust.health import mmd_health
 from .trust.evaluation import evaluate_dropout
 from .trust.doctor import check_montage
+from .trust.screen import screen
 from .study.api import embed_many, reconstruct_many
 from .study.reading import open_embeddings
 from .trust import evaluation, health      # zl.evaluation.summary, zl.health.compare_recordings
 
 __all__ += ["read_raw", "to_raw", "write_fif", "write_netcdf", "write_zarr", "write_safetensors",
             "embed", "reconstruct", "mmd_health", "dashboard", "embed_many", "reconstruct_many",
-            "open_embeddings", "evaluate_dropout", "check_montage"]
+            "open_embeddings", "evaluate_dropout", "check_montage", "screen"]
 
 
 def dashboard(data=None, model=None, **kwargs):

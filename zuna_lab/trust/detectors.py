@@ -1,0 +1,126 @@
+"""Other bad-channel detectors run on the same recording, for :func:`zuna_lab.screen`'s table.
+
+pyprep's ``NoisyChannels`` (the PREP pipeline's criteria: deviation, correlation, high-frequency
+noise, SNR, dropout, flat, and RANSAC) when pyprep is installed (``pip install zuna_lab[screen]``),
+and MNE's local outlier factor (:func:`mne.preprocessing.find_bad_channels_lof`). Each returns,
+per channel, one short text: the criteria that flagged it, ``""`` when none did, ``"not
+installed"`` or ``"failed: …"`` (the other detectors and the screening go on).
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+
+import mne
+import numpy as np
+
+__all__ = ["DETECTORS", "pyprep_verdicts", "ransac_verdicts", "lof_verdicts", "run_detectors"]
+
+#: The detectors :func:`run_detectors` knows.
+DETECTORS = ("pyprep", "lof")
+#: High-pass (Hz) applied before LOF, as MNE's example does (pyprep detrends at 1 Hz itself).
+LOF_HIGHPASS = 1.0
+
+
+def _one_line(err):
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _quiet():
+    """MNE's and pyprep's loggers at error level (pyprep logs through MNE's filters and its own logger)."""
+    logging.getLogger("pyprep").setLevel(logging.ERROR)
+    return mne.utils.use_log_level("error")
+
+
+def _eeg_copy(raw):
+    out = raw.copy().load_data(verbose="error")
+    out.info["bads"] = []          # every channel judged, as the screening judges every channel
+    return out
+
+
+def pyprep_verdicts(raw, *, seed=0):
+    """pyprep's ``NoisyChannels.find_all_bads(ransac=True)``: per channel, the criteria that flagged it.
+
+    Returns
+    -------
+    verdicts : dict of str -> str
+        ``"ransac, hf_noise"``, ``""``, ``"not installed"`` or ``"failed: …"`` for every channel.
+
+    Examples
+    --------
+    >>> pyprep_verdicts(raw)["T7"]      # doctest: +SKIP
+    'deviation, ransac'
+    """
+    try:
+        from pyprep import NoisyChannels
+    except ImportError:
+        return dict.fromkeys(raw.ch_names, "not installed")
+    try:
+        with _quiet(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            finder = NoisyChannels(_eeg_copy(raw), do_detrend=True, random_state=int(seed))
+            finder.find_all_bads(ransac=True)
+            found = finder.get_bads(as_dict=True)
+    except Exception as err:      # noqa: BLE001 - a detector that fails is reported, not fatal
+        return dict.fromkeys(raw.ch_names, f"failed: {_one_line(err)}")
+    out = {}
+    for name in raw.ch_names:
+        kinds = [key[len("bad_by_"):] for key, names in found.items()
+                 if key.startswith("bad_by_") and name in [str(n) for n in names]]
+        out[name] = ", ".join(kinds)
+    return out
+
+
+def ransac_verdicts(raw, *, seed=0):
+    """pyprep's RANSAC alone (``NoisyChannels.find_bad_by_ransac``, its defaults): ``"ransac"`` or ``""`` per channel.
+
+    RANSAC predicts each channel from random quarters of the others with spherical splines and
+    flags those whose correlation with the prediction stays below 0.75 in 40 % of 5 s windows.
+    """
+    try:
+        from pyprep import NoisyChannels
+    except ImportError:
+        return dict.fromkeys(raw.ch_names, "not installed")
+    try:
+        with _quiet(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            finder = NoisyChannels(_eeg_copy(raw), do_detrend=True, random_state=int(seed))
+            finder.find_bad_by_ransac()
+            found = {str(n) for n in finder.bad_by_ransac}
+    except Exception as err:      # noqa: BLE001
+        return dict.fromkeys(raw.ch_names, f"failed: {_one_line(err)}")
+    return {name: "ransac" if name in found else "" for name in raw.ch_names}
+
+
+def lof_verdicts(raw):
+    """MNE's ``find_bad_channels_lof`` (its defaults) on the recording high-passed at 1 Hz.
+
+    Returns
+    -------
+    verdicts : dict of str -> str
+        ``"lof"`` or ``""`` per channel (or ``"failed: …"``).
+    scores : dict of str -> float
+        The local outlier factor of each channel (NaN when it failed).
+    """
+    try:
+        with _quiet(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            filtered = _eeg_copy(raw).filter(LOF_HIGHPASS, None, verbose="error")
+            n_neighbors = min(20, len(raw.ch_names) - 1)
+            bads, scores = mne.preprocessing.find_bad_channels_lof(filtered, n_neighbors=n_neighbors,
+                                                                   return_scores=True, verbose="error")
+    except Exception as err:      # noqa: BLE001
+        return dict.fromkeys(raw.ch_names, f"failed: {_one_line(err)}"), dict.fromkeys(raw.ch_names, np.nan)
+    return ({name: "lof" if name in bads else "" for name in raw.ch_names},
+            {name: float(score) for name, score in zip(raw.ch_names, scores)})
+
+
+def run_detectors(raw, detectors, *, seed=0):
+    """The table columns of ``detectors`` (a subset of :data:`DETECTORS`): name -> {channel: text or number}."""
+    columns = {}
+    if "pyprep" in detectors:
+        columns["pyprep"] = pyprep_verdicts(raw, seed=seed)
+    if "lof" in detectors:
+        columns["lof"], columns["lof_score"] = lof_verdicts(raw)
+    return columns

@@ -269,3 +269,65 @@ def test_embed_event_options_are_checked(env, with_events, recording, capsys):
             (["--events", "STI 014", "--event-id", "left", "--tmin", "0", "--tmax", "5"], "NAME=CODE pairs")):
         assert main(["embed", str(with_events), "-o", str(env / "x.nc"), *argv]) == 2
         assert message.replace("\\", "") in capsys.readouterr().err, message
+
+
+def test_screen_apply_changes_only_bads_and_annotations(env, with_events, capsys):
+    """zuna-lab screen --apply: the whole recording (EEG, a stim channel, its annotations, meas_date) written back
+    with only info['bads'] and BAD_screen annotations added; a dead channel and a burst are what it finds."""
+    from zuna_lab.trust.faults import inject_faults
+
+    source = mne.io.read_raw_fif(with_events, preload=True, verbose="error")
+    eeg = source.copy().pick("eeg")
+    faulty, truth = inject_faults(eeg, {"dead": ["P3"], "burst": ["F4"]}, seed=1)
+    source._data[mne.pick_types(source.info, eeg=True)] = faulty.get_data()
+    source.info["bads"] = ["T8"]
+    path = env / "faulty_raw.fif"
+    source.save(path, fmt="double", verbose="error")
+    out = env / "screened_raw.fif"
+    assert main(["screen", str(path), "--estimators", "spline", "--compare", "none", "--apply", str(out),
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "P3: flat or dead" in printed and "BAD_screen on F4" in printed and f"wrote {out.resolve()}" in printed
+    before, after = mne.io.read_raw_fif(path, preload=True, verbose="error"), mne.io.read_raw_fif(out, verbose="error")
+    assert after.info["bads"] == ["T8", "P3"]
+    np.testing.assert_array_equal(after.get_data(), before.get_data())              # every channel, stim too
+    assert after.ch_names == before.ch_names and after.get_channel_types() == before.get_channel_types()
+    assert after.info["meas_date"] == before.info["meas_date"] and after.first_samp == before.first_samp
+    for key in ("sfreq", "highpass", "lowpass", "line_freq"):
+        assert after.info[key] == before.info[key], key
+    np.testing.assert_array_equal([c["loc"] for c in after.info["chs"]], [c["loc"] for c in before.info["chs"]])
+    new = after.annotations.description == "BAD_screen"
+    assert after.annotations[np.flatnonzero(~new)] == before.annotations
+    start, stop = truth["bursts"]["F4"]
+    spans = [(a["onset"] - after.first_time, a["onset"] - after.first_time + a["duration"])
+             for a in after.annotations[np.flatnonzero(new)] if a["ch_names"] == ("F4",)]
+    assert sum(max(0.0, min(b, stop) - max(a, start)) for a, b in spans) == pytest.approx(stop - start)
+    # the same report as the library's, and an existing output is kept
+    report = zl.screen(path, estimators=("spline",), compare=(), verbose="error")
+    assert report.bad_channels == ["P3"] and report.marked == ["T8"]
+    assert main(["screen", str(path), "--estimators", "spline", "--compare", "none", "--apply", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["screen", "missing.fif"], "does not exist"),
+    (["screen", "{rec}", "--apply", "out.edf"], "must end in .fif"),
+    (["screen", "{rec}", "--apply", "nowhere/out_raw.fif"], "does not exist"),
+    (["screen", "{rec}", "--bad-channels", "XX", "--apply", "out_raw.fif"], "'XX', which is not a channel"),
+    (["screen", "{rec}", "--compare", "none", "lof"], "--compare none runs no other detector"),
+    (["screen", "{rec}", "--threshold", "-1"], "argument --threshold: must be a positive number"),
+    (["screen", "{rec}", "--model", "/no/such/checkpoint", "--apply", "out_raw.fif"], "neither an existing directory"),
+])
+def test_screen_errors_exit_2_with_one_line(env, recording, capsys, argv, message):
+    argv = [a.replace("{rec}", str(recording)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("zuna-lab ") and ": error: " in last and message in last and "Traceback" not in err
+    assert not any(p.name.startswith(("out", ".out")) for p in env.iterdir())
+
+
+def test_screen_with_zuna_says_random_weights(env, recording, capsys):
+    assert main(["screen", str(recording), "--groups", "3", "--steps", "1", "--compare", "none", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1].startswith("zuna-lab screen: ") and "RANDOM weights" in out

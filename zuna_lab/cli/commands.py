@@ -10,6 +10,7 @@
     zuna-lab embed-many SOURCES... -o STUDY.zarr [--scheduler ADDRESS]      (zuna_lab.cli.study)
     zuna-lab reconstruct-many SOURCES... -o DIR [--scheduler ADDRESS]
     zuna-lab doctor FILE [--variant ZUNA1.1] [--fix OUT_raw.fif]             (the montage doctor)
+    zuna-lab screen FILE [--apply OUT_raw.fif] [--estimators zuna spline]    (zuna_lab.cli.screen)
 
 Progress goes to stderr, the summary to stdout. A problem with the input (a zuna_lab error:
 missing file, unknown channel, unavailable weights, existing output, …) prints one line to
@@ -29,6 +30,7 @@ from ..config import VERSION
 from ..errors import WeightsUnavailableError, ZunaLabError, ZunaLabWarning
 from .options import UsageError, float_option, int_option, segment
 from .study import add_study_commands, cmd_embed_many, cmd_reconstruct_many
+from .screen import add_screen_command, cmd_screen
 from ..validation import (
     CFG_RANGE,
     MAX_STEPS,
@@ -155,6 +157,7 @@ def build_parser():
                    help="whose position bins to check: ZUNA (50 per axis, the default) or ZUNA1.1 (100)")
     p.add_argument("--fix", metavar="OUT", default=None, help="write the corrected copy to OUT (.fif)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --fix output")
+    add_screen_command(sub)     # screen
     return parser
 
 
@@ -460,7 +463,8 @@ def cmd_doctor(args):
 
 
 COMMANDS = {"embed": cmd_embed, "reconstruct": cmd_reconstruct, "demo": cmd_demo,
-            "embed-many": cmd_embed_many, "reconstruct-many": cmd_reconstruct_many, "doctor": cmd_doctor}
+            "embed-many": cmd_embed_many, "reconstruct-many": cmd_reconstruct_many, "doctor": cmd_doctor,
+            "screen": cmd_screen}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

@@ -371,7 +371,7 @@ def test_notebook_runs(path, tmp_path, checkpoints):
         assert "ZUNA_infilled" in added and added <= {"ZUNA_infilled", "ZUNA_unprocessed"}
     elif name == "dashboard":
         assert checks["app"] == "Dashboard" and checks["banner"] == 0
-        assert checks["n_tabs"] == 3
+        assert checks["n_tabs"] == 4       # reconstruction, latent health, embeddings, screening
 
 
 @pytest.mark.parametrize("setup", ["ZUNA1.1 via ZUNA_LAB_MODEL", "no weights: random fallback"])

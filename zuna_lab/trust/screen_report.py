@@ -89,9 +89,10 @@ class ScreenReport:
         return out
 
     def __repr__(self):
-        return "\n".join(self._lines())
+        return "\n".join(self.summary_lines())
 
-    def _lines(self):
+    def summary_lines(self):
+        """The report in lines: the verdict, one line per suggestion, the other detectors' verdicts."""
         scores = self.scores
         head = (f"ScreenReport ({self.decided_by} decides; {scores.sizes['channel']} channels, "
                 f"{scores.sizes['epoch']} epochs): ")
@@ -118,7 +119,7 @@ class ScreenReport:
         return lines
 
     def _repr_html_(self):
-        lines = self._lines()
+        lines = self.summary_lines()
         items = "".join(f"<li>{html.escape(line.strip())}</li>" for line in lines[1:])
         return (f"<p><b>{html.escape(lines[0])}</b></p>" + (f"<ul>{items}</ul>" if items else "")
                 + self.table.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.2f}"))

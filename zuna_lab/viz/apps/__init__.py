@@ -21,5 +21,7 @@ from .dashboard import Dashboard, dashboard, serve
 from .embedding import EmbeddingExplorer
 from .health import HealthPanel
 from .reconstruction import ReconstructionExplorer
+from .screening import ScreeningPanel
 
-__all__ = ["ReconstructionExplorer", "HealthPanel", "EmbeddingExplorer", "Dashboard", "dashboard", "serve"]
+__all__ = ["ReconstructionExplorer", "HealthPanel", "EmbeddingExplorer", "ScreeningPanel", "Dashboard", "dashboard",
+           "serve"]

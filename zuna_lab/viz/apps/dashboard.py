@@ -1,4 +1,4 @@
-"""The dashboard: the three apps in tabs, one state each per call (one per browser session when served)."""
+"""The dashboard: the apps in tabs, one state each per call (one per browser session when served)."""
 
 from __future__ import annotations
 
@@ -13,22 +13,25 @@ from ._common import model_arg
 from .embedding import EmbeddingExplorer
 from .health import HealthPanel
 from .reconstruction import ReconstructionExplorer
+from .screening import ScreeningPanel
 
 __all__ = ["Dashboard", "dashboard", "serve"]
 
 
 class Dashboard(pn.viewable.Viewer):
-    """The three apps in tabs; each computes what it shows when its tab is first opened. See :func:`dashboard`."""
+    """The apps in tabs; each computes what it shows when its tab is first opened. See :func:`dashboard`."""
 
-    def __init__(self, reconstruction, health, embeddings, *, title="ZUNA lab", **params):
+    def __init__(self, reconstruction, health, embeddings, screening=None, *, title="ZUNA lab", **params):
         super().__init__(**params)
         self.reconstruction, self.health, self.embeddings = reconstruction, health, embeddings
-        self._apps = (reconstruction, health, embeddings)
+        self.screening = screening
+        self._apps = tuple(app for app in (reconstruction, health, embeddings, screening) if app is not None)
         # dynamic: only the open tab is rendered. Plots rendered inside a hidden tab get a zero-size
         # frame, and when the dashboard sits in another stretching Column (as in the notebook) the
         # plots that later appear in the open tab were laid out collapsed too (Bokeh 3.9 / Panel 1.9).
-        self.tabs = pn.Tabs(("Reconstruction", reconstruction), ("Latent health", health),
-                            ("Embeddings", embeddings), dynamic=True, sizing_mode="stretch_width")
+        tabs = [("Reconstruction", reconstruction), ("Latent health", health), ("Embeddings", embeddings)]
+        tabs += [("Screening", screening)] if screening is not None else []
+        self.tabs = pn.Tabs(*tabs, dynamic=True, sizing_mode="stretch_width")
         self.tabs.param.watch(self._on_tab, "active")
         self._layout = pn.Column(f"## {title}", self.tabs, sizing_mode="stretch_width")
         pn.state.onload(self.activate)
@@ -73,14 +76,15 @@ def _as_raw(obj):
 
 def dashboard(data, model=None, *, model_source=None, embeddings=None, segment_duration=None, title="ZUNA lab",
               verbose=None):
-    """Reconstruction explorer, latent health and embedding explorer in one tabbed app.
+    """Reconstruction explorer, latent health, embedding explorer and screening in one tabbed app.
 
     Works inline in JupyterLab (after ``pn.extension(inline=True)``), as
     ``dashboard(raw).servable()`` under ``panel serve``, or through
     :func:`serve`.  Each call builds new state objects (one per browser
     session when served).  Every number comes from the library: a
     reconstructed epoch equals that epoch of ``zuna_lab.reconstruct(raw, ...)``
-    with the same seed and masks, health is ``zuna_lab.mmd_health(zuna_lab.embed(raw))``.
+    with the same seed and masks, health is ``zuna_lab.mmd_health(zuna_lab.embed(raw))``, the
+    screening tab's report is ``zuna_lab.screen(raw, ...)``.
     Each tab computes what it shows when first opened.
 
     Parameters
@@ -105,8 +109,8 @@ def dashboard(data, model=None, *, model_source=None, embeddings=None, segment_d
     Returns
     -------
     Dashboard
-        A ``pn.viewable.Viewer``; ``.reconstruction``, ``.health`` and
-        ``.embeddings`` hold the three apps (and their ``.state``).
+        A ``pn.viewable.Viewer``; ``.reconstruction``, ``.health``,
+        ``.embeddings`` and ``.screening`` hold the apps (and their ``.state``).
 
     Examples
     --------
@@ -123,13 +127,14 @@ def dashboard(data, model=None, *, model_source=None, embeddings=None, segment_d
     rexp = ReconstructionExplorer(recording=recs[main], model=m, autostart=False)
     hp = HealthPanel(embeddings, recordings=recs, model=m, autostart=False)
     ee = EmbeddingExplorer(embeddings.get(main), recording=recs[main], model=m, autostart=False)
+    sp = ScreeningPanel(recording=recs[main], model=m, autostart=False)
 
     def share(embeddings):  # embeddings computed in the health tab feed the explorer at once
         if ee.state.embedding is None and not ee.state.running and main in embeddings:
             ee.state.embedding = embeddings[main]
 
     pn.bind(share, hp.state.param.embeddings, watch=True)
-    return Dashboard(rexp, hp, ee, title=title)
+    return Dashboard(rexp, hp, ee, sp, title=title)
 
 
 def serve(data, model=None, *, port=5006, address="127.0.0.1", show=False, threaded=False, websocket_origin=None,

@@ -45,3 +45,8 @@ __all__ = [
 from .trust import dropout_curve, montage_map, reliability_diagram, winners_map  # noqa: E402
 
 __all__ += ["dropout_curve", "winners_map", "reliability_diagram", "montage_map"]
+
+# Screening (issue O): zl.screen's report as a channels x time map.
+from .screening import screen_map  # noqa: E402
+
+__all__ += ["screen_map"]

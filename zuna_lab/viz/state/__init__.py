@@ -12,7 +12,8 @@ Every number the apps show comes from the library functions a user calls:
 epoch of ``zuna_lab.reconstruct(raw, ...)`` with the same seed and masks.
 
 - :class:`Recording` (:mod:`.recording`): one recording, read and preprocessed once, shared by the apps.
-- :class:`ReconstructionState`, :class:`HealthState`, :class:`EmbeddingState`: one per app, each a
+- :class:`ReconstructionState`, :class:`HealthState`, :class:`EmbeddingState`, :class:`ScreeningState`
+  (``zuna_lab.screen``): one per app, each a
   :class:`~._task.Task` (one long computation at a time: ``work`` in a thread, ``apply`` after,
   ``compute`` for both; ``running``/``progress``/``status``/``error`` report it).
 """
@@ -21,5 +22,6 @@ from .embedding import EmbeddingState
 from .health import HealthState
 from .recording import Recording
 from .reconstruction import ReconstructionState
+from .screening import ScreeningState
 
-__all__ = ["Recording", "ReconstructionState", "HealthState", "EmbeddingState"]
+__all__ = ["Recording", "ReconstructionState", "HealthState", "EmbeddingState", "ScreeningState"]

@@ -58,6 +58,20 @@ print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
     baseline=[float(s) for s in mne_scores], cache=cache_info(), n_trials=len(epochs), variant=model.variant,
     riemann=None if riemann_scores is None else [float(s) for s in riemann_scores])))
 """,
+    # What the screening found on the planted faults, its table and the recording it wrote back.
+    "09_screening": """
+import json
+_t = compared.table.set_index("channel")
+print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
+    clean=clean.bad_channels, clean_segments=clean.segments, found=report.bad_channels,
+    reasons={c: report.reasons[c] for c in report.bad_channels}, segments=report.segments, burst=list(burst),
+    annotations=sorted(set(report.bad_segments.description)), pyprep={c: str(_t.loc[c, "pyprep"]) for c in _t.index},
+    lof=sorted(set(_t["lof"].astype(str))), zuna_estimators=[str(e) for e in with_zuna.scores.estimator.values],
+    zuna_random=bool(with_zuna.scores.attrs["model_random"]), zuna_groups=with_zuna.scores.attrs["held_out"],
+    bads=fixed.info["bads"], hidden=sorted(hidden[hidden].index), fz_tokens=int(rec["mask"].sel(channel="Fz").sum()),
+    same_samples=bool(np.array_equal(fixed.get_data(), faulty.get_data())),
+    written=Path("outputs/screened_repaired_raw.fif").is_file())))
+""",
     "03_mmd_health": """
 import json
 import numpy as np
@@ -362,6 +376,24 @@ def test_notebook_runs(path, tmp_path, checkpoints):
         assert checks["variant"] == "ZUNA" and checks["cache"]["misses"] == 5 * checks["n_trials"]
     elif name == "06_many_recordings":
         check_many_recordings(checks, checkpoints["ZUNA"])
+    elif name == "09_screening":
+        # the clean crop gets nothing; every planted fault is found, with its reason, and the burst is covered
+        assert checks["clean"] == [] and checks["clean_segments"] == []
+        assert sorted(checks["found"]) == ["C3", "Cz", "P3", "T8"]
+        assert checks["reasons"]["P3"].startswith("flat or dead") and checks["reasons"]["C3"].startswith("bridged with Cz")
+        assert checks["reasons"]["T8"].startswith(("high-frequency noise", "noisy"))
+        start, stop = checks["burst"]
+        on_fz = [(a, b) for a, b, c in checks["segments"] if c == "Fz"]
+        assert sum(max(0.0, min(b, stop) - max(a, start)) for a, b in on_fz) == pytest.approx(stop - start)
+        assert checks["annotations"] == ["BAD_screen"]
+        # pyprep (a dev dependency) ran and flagged the noisy and the dead channel; LOF ran
+        assert not any(v.startswith(("failed", "not installed")) for v in checks["pyprep"].values())
+        assert checks["pyprep"]["T8"] and checks["pyprep"]["P3"] and set(checks["lof"]) <= {"", "lof"}
+        # ZUNA ran (random weights, said so), and the suggestions went back into the recording and were infilled
+        assert checks["zuna_estimators"] == ["zuna", "spline"] and checks["zuna_random"]
+        assert checks["zuna_groups"] == "4 groups"
+        assert checks["bads"] == checks["found"] and checks["same_samples"] and checks["written"]
+        assert checks["hidden"] == sorted(checks["found"] + ["Fz"]) and 0 < checks["fz_tokens"] < 6 * 40
     elif name == "blink_repair":
         assert checks["n_blinks"] > 0 and checks["n_ptp"] == checks["n_blinks"]
         assert checks["masked_frontal"] > 0 and checks["masked_other"] == 0    # channel-specific BAD_ spans

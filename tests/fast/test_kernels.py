@@ -349,24 +349,116 @@ def test_fp16_overflow_turns_the_model_to_bf16():
         latents = fast.encode(tokens, tok_idx)
     assert torch.isfinite(latents).all() and fast.precision == "bf16"
     assert {p.dtype for p in fast.parameters()} == {torch.float32, torch.bfloat16} and fast.n_parameters() == n_params
-    assert fast.decoder.heads_dtype == torch.bfloat16
+    assert set(fast.decoder.heads_dtypes()) == {torch.bfloat16}
     with warnings.catch_warnings():
         warnings.simplefilter("error", ZunaLabWarning)      # in bf16 now: no second warning
         fast.encode(tokens, tok_idx)
 
 
+def _decoder_block_dtypes(fast) -> list:
+    """Per decoder block, the one dtype of all its 16-bit operands (weights and K/V heads), or a set of them."""
+    found = []
+    for block, heads in zip(fast.decoder.blocks, fast.decoder.heads_dtypes()):
+        dtypes = {heads, *(w.dtype for w in (block.cross_attention.wq, block.cross_attention.wo, block.attention.wqkv,
+                                             block.attention.wo, block.feed_forward.w13, block.feed_forward.w2))}
+        found.append(dtypes.pop() if len(dtypes) == 1 else dtypes)
+    return found
+
+
 def test_default_policy_is_fp16_encoder_and_bf16_decoder():
-    """The default ("mixed"): fp16 operands in the encoder (its attention projections too), bf16 in
-    the decoder, fp32 norms, residual and token projections (accuracy on the GPU: tests/fast/test_gpu.py)."""
-    config = ModelConfig.from_hf({"dim": 64, "n_layers": 2, "head_dim": 16, "n_heads": 4}, variant="ZUNA1.1")
+    """The default ("mixed"): fp16 operands in the encoder (its attention projections too) and in the
+    first ``decoder_fp16_blocks`` decoder blocks, bf16 in the others, the cross-attention K/V weights
+    in fp16, fp32 norms, residual and token projections (accuracy on the GPU: tests/fast/test_gpu.py)."""
+    n = FastOptions().decoder_fp16_blocks
+    config = ModelConfig.from_hf({"dim": 64, "n_layers": n + 2, "head_dim": 16, "n_heads": 4}, variant="ZUNA1.1")
     fast = build(random_model(config, seed=1).to(DEVICE), FastOptions(cuda_graphs=False))
     assert FastOptions().precision == "mixed" and fast.precision == "mixed"
     block = fast.encoder.blocks[0]
     assert block.attention.wqkv.dtype == block.feed_forward.w13.dtype == torch.float16
-    block = fast.decoder.blocks[0]
-    assert block.attention.wqkv.dtype == block.feed_forward.w13.dtype == block.cross_attention.wq.dtype == torch.bfloat16
-    assert fast.decoder.heads_dtype == torch.bfloat16
+    assert _decoder_block_dtypes(fast) == [torch.float16] * n + [torch.bfloat16] * 2
+    assert fast.decoder.cross_wkv.dtype == torch.float16
     assert fast.encoder.embed.weight.dtype == fast.decoder.out.weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize("head_dim", [8, 16])
+def test_first_decoder_blocks_in_fp16(head_dim):
+    """FastOptions(decoder_fp16_blocks=n) in "mixed": the first n decoder blocks take fp16 operands
+    (cross-attention with its keys and values, self-attention, SwiGLU), the others bf16; each
+    block's keys and values of a step come out in its dtype, the exact ones up to that rounding;
+    the samples stay close to exact, closer with every block in fp16 than with none. The other
+    precisions ignore the option."""
+    dim = 64 if head_dim == 16 else 32      # the K/V kernel (one launch per dtype), or its per-block fallback
+    config = ModelConfig.from_hf({"dim": dim, "n_layers": 3, "head_dim": head_dim, "n_heads": 4}, variant="ZUNA1.1")
+    reference = random_model(config, seed=1).to(DEVICE)
+    tokens, noise = (0.3 * randn(2, 24, 32, seed=2)).clamp(-1, 1), randn(2, 24, 32, seed=4)
+    tok_idx = (randn(2, 24, 4, seed=3).abs() * 8).long().clamp(0, 40)
+    latents = reference.encode(tokens, tok_idx)
+    samples = reference.sample(latents, tok_idx, noise=noise, steps=2)
+    exact = build(reference, EXACT)
+    models = {n: build(reference, FastOptions(cuda_graphs=False, decoder_fp16_blocks=n)) for n in (0, 2, 5)}
+    fp16, bf16 = torch.float16, torch.bfloat16
+    assert _decoder_block_dtypes(models[0]) == [bf16] * 3
+    assert _decoder_block_dtypes(models[2]) == [fp16, fp16, bf16]
+    assert _decoder_block_dtypes(models[5]) == [fp16] * 3                   # more than there are: all
+    assert all(m.decoder.cross_wkv.dtype == fp16 and m.precision == "mixed" for m in models.values())
+    for precision, dtype in (("bf16", bf16), ("fp16", fp16), ("fp32", torch.float32)):
+        other = build(reference, FastOptions(precision=precision, cuda_graphs=False, decoder_fp16_blocks=2))
+        assert _decoder_block_dtypes(other) == [dtype] * 3
+    # one step's keys and values, from the same fp32 factor and weights
+    decoder, positions = models[2].decoder, exact.decoder.positions(tok_idx)
+    factor = exact.decoder.context_factor(latents)
+    weights = exact.decoder.cross_kv_weights(exact.decoder.conditioning(torch.tensor([0.5], device=DEVICE)))[0]
+    for layer, (ours, theirs) in enumerate(zip(decoder.cross_kv(factor, weights, positions),
+                                               exact.decoder.cross_kv(factor, weights, positions))):
+        for mine, exact_heads in zip(ours, theirs):
+            assert mine.dtype == (fp16 if layer < 2 else bf16) and mine.shape == exact_heads.shape
+            # one rounding of each element: fp16's, or bf16's (which the interpreter truncates)
+            bound = 2 ** -11 if layer < 2 else 2 ** -7
+            assert ((mine.float() - exact_heads).abs() <= bound * exact_heads.abs() + 1e-5).all()
+    rel = lambda a, b: float((a - b).norm() / b.norm())   # noqa: E731
+    # the whole model through the twins (the interpreter's bf16 products are not the GPU's: the
+    # kernels' bf16 accuracy is measured there), and with every block in fp16 through the kernels
+    errors = {}
+    with kernels.eager():
+        for n, model in models.items():
+            ours = model.encode(tokens, tok_idx)
+            # the encoder as it was
+            torch.testing.assert_close(ours, models[0].encode(tokens, tok_idx), rtol=0, atol=0)
+            errors[n] = rel(model.sample(ours, tok_idx, noise=noise, steps=2), samples)
+    assert all(1e-5 < e < 8e-3 for e in errors.values()) and errors[5] < errors[0], errors
+    if head_dim == 16:
+        ours = models[5].encode(tokens, tok_idx)
+        assert 1e-5 < rel(models[5].sample(ours, tok_idx, noise=noise, steps=2), samples) < 2e-3
+
+
+def test_options_refuse_a_wrong_number_of_fp16_blocks():
+    for wrong in (-1, 1.5, True, "2"):
+        with pytest.raises(ZunaValueError, match="decoder_fp16_blocks must be a whole number"):
+            FastOptions(decoder_fp16_blocks=wrong)
+
+
+def test_fp16_decoder_overflow_turns_the_model_to_bf16():
+    """An fp16 decoder block (decoder_fp16_blocks) that overflows: the sampling is run again in bf16,
+    with one warning; no fp16 weight is left."""
+    from zuna_lab.errors import ZunaLabWarning
+
+    config = ModelConfig.from_hf({"dim": 64, "n_layers": 2, "head_dim": 16, "n_heads": 4}, variant="ZUNA")
+    reference = random_model(config, seed=1).to(DEVICE)
+    with torch.no_grad():
+        reference.decoder.blocks[0].feed_forward.w1.weight.mul_(3e3)     # silu(a) * b far beyond 65504
+        reference.decoder.blocks[0].feed_forward.w3.weight.mul_(3e3)
+    tokens, noise = (0.3 * randn(1, 16, 32, seed=2)).clamp(-1, 1), randn(1, 16, 32, seed=3)
+    tok_idx = torch.zeros(1, 16, 4, dtype=torch.long, device=DEVICE)
+    latents = reference.encode(tokens, tok_idx)
+    assert torch.isfinite(reference.sample(latents, tok_idx, noise=noise, steps=1)).all()
+    fast = build(reference, FastOptions(cuda_graphs=False, decoder_fp16_blocks=1))
+    latents = fast.encode(tokens, tok_idx)
+    assert fast.precision == "mixed"
+    with pytest.warns(ZunaLabWarning, match="overflowed fp16's range"):
+        out = fast.sample(latents, tok_idx, noise=noise, steps=1)
+    assert torch.isfinite(out).all() and fast.precision == "bf16"
+    assert torch.float16 not in {p.dtype for p in fast.parameters()}
+    assert set(fast.decoder.heads_dtypes()) == {torch.bfloat16}
 
 
 def fake_capture(fn, warmup=None):

@@ -168,21 +168,22 @@ def test_precompile_writes_the_marker_that_start_looks_for(tmp_path, monkeypatch
     launched = []
 
     class FakeModel:
-        config, precision, device = fast.config, fast.precision, torch.device("cuda", 0)
+        config, precision, device, decoder = fast.config, fast.precision, torch.device("cuda", 0), fast.decoder
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     sleeper = Sleeper()
     monkeypatch.setattr(warmup.subprocess, "Popen", lambda argv, **kw: launched.append(argv) or sleeper.process)
     job = warmup.start(FakeModel)
     assert launched and launched[0][:3] == [sys.executable, "-m", "zuna_lab.fast.precompile"]
-    config_json, precision, device = launched[0][3:]
-    assert ModelConfig(**json.loads(config_json)) == fast.config and (precision, device) == ("fp32", "cuda:0")
+    config_json, precision, device, fp16_blocks = launched[0][3:]
+    assert ModelConfig(**json.loads(config_json)) == fast.config
+    assert (precision, device, fp16_blocks) == ("fp32", "cuda:0", "0")
     assert not job.ready()
     sleeper.finish()
     assert job.wait(30) and job.ready()
     # the child's work, on this device (small shapes: the interpreter is slow), for the GPU's marker
-    monkeypatch.setattr(precompile, "marker", lambda config, precision, device: warmup.marker(config, precision,
-                                                                                            FakeModel.device))
+    monkeypatch.setattr(precompile, "marker", lambda config, precision, device, blocks: warmup.marker(
+        config, precision, FakeModel.device, blocks))
     path = precompile.compile_kernels(ModelConfig(**json.loads(config_json)), precision, DEVICE, shapes=((1, 2),))
     assert path.parent == tmp_path and path.exists()
     launched.clear()
@@ -190,6 +191,36 @@ def test_precompile_writes_the_marker_that_start_looks_for(tmp_path, monkeypatch
     # another precision or architecture is another marker
     assert warmup.marker(fast.config, "mixed", FakeModel.device) != path
     assert warmup.marker(fast.config.replace(n_layers=3), "fp32", FakeModel.device) != path
+    assert warmup.marker(fast.config, "fp32", FakeModel.device, 1) != path
+
+
+def test_precompile_builds_the_same_fp16_decoder_blocks(tmp_path, monkeypatch):
+    """A "mixed" model with fp16 decoder blocks: start() passes their number, and the child's random
+    model has the same blocks in fp16 (their kernels compiled) and writes the marker that start() reads."""
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    reference, *_ = _tiny()
+    fast = build(reference, FastOptions(cuda_graphs=False, decoder_fp16_blocks=1))
+    assert warmup.fp16_blocks(fast) == 1
+    launched = []
+
+    class FakeModel:
+        config, precision, device, decoder = fast.config, fast.precision, torch.device("cuda", 0), fast.decoder
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    sleeper = Sleeper()
+    monkeypatch.setattr(warmup.subprocess, "Popen", lambda argv, **kw: launched.append(argv) or sleeper.process)
+    warmup.start(FakeModel)
+    sleeper.finish()
+    assert launched[0][4:] == ["mixed", "cuda:0", "1"]
+    built = []
+    real = precompile.FastZunaModel
+    monkeypatch.setattr(precompile, "FastZunaModel", lambda *a, **kw: built.append(real(*a, **kw)) or built[-1])
+    monkeypatch.setattr(precompile, "marker", lambda config, precision, device, blocks: warmup.marker(
+        config, precision, FakeModel.device, blocks))
+    path = precompile.compile_kernels(fast.config, "mixed", DEVICE, shapes=((1, 2),), decoder_fp16_blocks=1)
+    assert warmup.fp16_blocks(built[0]) == 1 and path == warmup.marker(fast.config, "mixed", FakeModel.device, 1)
+    launched.clear()
+    assert warmup.start(FakeModel).ready() and not launched
 
 
 def test_a_failed_compilation_warns_once_and_lets_the_kernels_compile_on_their_first_call(tmp_path):

@@ -65,17 +65,20 @@ class FastDecoder(nn.Module):
     with ``r = 1 / rms(context)``. Block l's keys and values at a step are then the 33-wide factor
     ``r * [latents, 1]`` (zero-padded to 64) times ``P = W_kv @ (g * [W, b])`` — a K = 64 product
     per step instead of re-projecting the 1024-wide context (K = 1024), the same numbers in exact
-    arithmetic, and all blocks' K/V come out of one launch (:func:`kernels.lowrank_kv`).
+    arithmetic, and all blocks' K/V come out of one launch per dtype (:func:`kernels.lowrank_kv`;
+    in "mixed" the first ``fp16_blocks`` blocks are fp16, the others bf16).
     """
 
-    def __init__(self, decoder: Decoder, dtype: torch.dtype):
+    def __init__(self, decoder: Decoder, dtype: torch.dtype, *, fp16_blocks: int = 0,
+                 kv_weight_dtype: torch.dtype | None = None):
         super().__init__()
         self.config = c = decoder.config
         self.embed = copy.deepcopy(decoder.embed)
         self.time = copy.deepcopy(decoder.time)
         self.latent_proj = copy.deepcopy(decoder.latent_proj)
         self.cross_y_eps = decoder.blocks[0].cross_y_norm.eps
-        self.blocks = nn.ModuleList(FastDecoderBlock(block, dtype) for block in decoder.blocks)
+        self.blocks = nn.ModuleList(FastDecoderBlock(block, torch.float16 if layer < fp16_blocks else dtype)
+                                    for layer, block in enumerate(decoder.blocks))
         self.norm_eps = decoder.norm.eps
         self.out = copy.deepcopy(decoder.out)
         # every AdaRMSNorm gain layer as one [(4 n_layers + 1) dim, t_dim] GEMM
@@ -84,10 +87,11 @@ class FastDecoder(nn.Module):
         self.gain_bias = frozen(*(linear.bias for linear in layers), dtype=torch.float32)
         # every block's cross-attention [wk; wv], [n_layers, 2 kv_width, dim], and key QK-norm gain
         cross = [block.cross_attention for block in decoder.blocks]
-        self.cross_wkv = frozen(*(torch.cat([a.wk.weight, a.wv.weight])[None] for a in cross), dtype=dtype)
+        # (only ever used in fp32, once per CROSS_KV_CHUNK steps: its storage dtype is its rounding)
+        self.cross_wkv = frozen(*(torch.cat([a.wk.weight, a.wv.weight])[None] for a in cross),
+                                dtype=kv_weight_dtype or dtype)
         self.cross_k_gain = (None if cross[0].k_norm is None
                              else frozen(*(a.k_norm.weight[None] for a in cross), dtype=torch.float32))
-        self.heads_dtype = dtype
         self.factor_width = max(16, 1 << c.latent_dim.bit_length())    # latents + bias column, a power of 2
 
     def positions(self, tok_idx: torch.Tensor) -> dict:
@@ -129,22 +133,35 @@ class FastDecoder(nn.Module):
         out = torch.bmm(wkv, scaled)                                             # [L, 2 kv, steps * width]
         return out.view(n_layers, wkv.shape[1], steps, -1).permute(2, 0, 1, 3).contiguous()
 
+    def heads_dtypes(self) -> list:
+        """Each block's dtype of its cross-attention keys and values: that of its query projection."""
+        return [block.cross_attention.wq.dtype for block in self.blocks]
+
     def cross_kv(self, factor: torch.Tensor, weights: torch.Tensor, positions: dict) -> list:
         """Every block's cross-attention (k, v), each [B, S, kv_heads, D], of one step: ``factor``
         [B, S, width] times that step's ``weights`` [n_layers, 2 * kv_width, width], then QK-norm and
-        RoPE of the keys, in one kernel."""
+        RoPE of the keys, in one kernel per run of blocks of one dtype (fp16 blocks first, then bf16)."""
         c = self.config
         rope = positions["rope"]
+        dtypes = self.heads_dtypes()
+        gains = self.cross_k_gain
         if kernels.head_fits(c.head_dim):
-            keys, values = kernels.lowrank_kv(factor, weights, *rope, n_kv=c.n_kv_heads, head_dim=c.head_dim,
-                                              k_gain=self.cross_k_gain, out_dtype=self.heads_dtype)
-            return list(zip(keys, values))
+            pairs, first = [], 0
+            while first < len(dtypes):
+                stop = first + 1
+                while stop < len(dtypes) and dtypes[stop] == dtypes[first]:
+                    stop += 1
+                keys, values = kernels.lowrank_kv(factor, weights[first:stop], *rope, n_kv=c.n_kv_heads,
+                                                  head_dim=c.head_dim, out_dtype=dtypes[first],
+                                                  k_gain=None if gains is None else gains[first:stop])
+                pairs += zip(keys, values)
+                first = stop
+            return pairs
         # sizes the kernel does not take (head_dim < 16): the product, then the per-block rope kernel
         projected = torch.matmul(factor, weights.transpose(1, 2).unsqueeze(1))   # [L, B, S, 2 kv]
-        gains = self.cross_k_gain
         return [tuple(kernels.rope_heads(projected[layer], *rope, n_q=0, n_k=c.n_kv_heads, n_v=c.n_kv_heads,
                                          head_dim=c.head_dim, k_gain=None if gains is None else gains[layer],
-                                         out_dtype=self.heads_dtype))
+                                         out_dtype=dtypes[layer]))
                 for layer in range(len(self.blocks))]
 
     def velocity(self, z: torch.Tensor, gains: torch.Tensor, positions: dict, cross_kv: list) -> torch.Tensor:
@@ -179,8 +196,12 @@ class FastZunaModel(ZunaModel):
         # bf16 keeps the encoder's attention projections in fp32 (run as TF32: bf16's rounding
         # there costs the latents too much); fp16 rounds as finely as TF32 at twice its speed
         attention_dtype = torch.float32 if encoder_dtype == torch.bfloat16 else encoder_dtype
+        fp16_blocks = options.decoder_fp16_blocks if options.precision == "mixed" else 0
+        kv_weight_dtype = torch.float16 if options.precision in ("mixed", "fp16") else decoder_dtype
+        decoder = FastDecoder(reference.decoder, decoder_dtype, fp16_blocks=fp16_blocks,
+                              kv_weight_dtype=kv_weight_dtype)
         super().__init__(reference.config, encoder=FastEncoder(reference.encoder, encoder_dtype, attention_dtype),
-                         decoder=FastDecoder(reference.decoder, decoder_dtype))
+                         decoder=decoder)
         self.options = options
         self.precision = options.precision
         self.source, self.revision, self.is_random = reference.source, reference.revision, reference.is_random
@@ -211,8 +232,9 @@ class FastZunaModel(ZunaModel):
             return self.encoder(tokens, tok_idx)
 
     def _sample(self, latents, tok_idx, z, steps: int, cfg: float, callback=None) -> torch.Tensor:
-        # in "mixed" the decoder is bf16: nothing to check (and no device sync)
-        return self._without_overflow(self._sample_once, latents, tok_idx, z, fp16=self.precision == "fp16",
+        # a decoder without fp16 blocks (bf16 "mixed"): nothing to check (and no device sync)
+        fp16 = torch.float16 in self.decoder.heads_dtypes()
+        return self._without_overflow(self._sample_once, latents, tok_idx, z, fp16=fp16,
                                       steps=steps, cfg=cfg, callback=callback)
 
     def _sample_once(self, latents, tok_idx, z, *, steps: int, cfg: float, callback=None) -> torch.Tensor:

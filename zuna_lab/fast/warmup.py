@@ -37,12 +37,14 @@ def cache_dir() -> Path:
         return Path(os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
 
 
-def marker(config: ModelConfig, precision: str, device: torch.device) -> Path:
+def marker(config: ModelConfig, precision: str, device: torch.device, decoder_fp16_blocks: int = 0) -> Path:
     """The file that says this model's kernels are in the cache: one per kernel source, Triton and
-    torch version, GPU kind, architecture and precision."""
+    torch version, GPU kind, architecture and precision (with its fp16 decoder blocks)."""
     import triton
     parts = [VERSION, triton.__version__, torch.__version__, precision, json.dumps(dataclasses.asdict(config)),
              hashlib.sha256(Path(kernels.__file__).read_bytes()).hexdigest()]
+    if decoder_fp16_blocks:
+        parts.append(f"decoder_fp16_blocks={decoder_fp16_blocks}")
     if device.type == "cuda":
         parts.append(str(torch.cuda.get_device_capability(device)))
     key = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
@@ -80,7 +82,8 @@ def start(model) -> Warmup:
     device = model.device
     if device.type != "cuda":
         return Warmup()
-    done = marker(model.config, model.precision, device)
+    blocks = fp16_blocks(model)
+    done = marker(model.config, model.precision, device, blocks)
     if done.exists():
         return Warmup()
     done.parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +94,14 @@ def start(model) -> Warmup:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     with log.open("w") as stderr:
         process = subprocess.Popen([sys.executable, "-m", "zuna_lab.fast.precompile", config, model.precision,
-                                    str(device)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
-                                   env=env)
+                                    str(device), str(blocks)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=stderr, env=env)
     return Warmup(process, log)
+
+
+def fp16_blocks(model) -> int:
+    """How many of a "mixed" ``model``'s decoder blocks compute in fp16 (``FastOptions.decoder_fp16_blocks``:
+    their kernels are compiled for fp16 too); 0 for the other precisions."""
+    if model.precision != "mixed":
+        return 0
+    return [block.cross_attention.wq.dtype for block in model.decoder.blocks].count(torch.float16)

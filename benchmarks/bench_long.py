@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bench_long.py make  DIR              # 32-ch synthetic recordings of 1 h, 6 h, 24 h (FIF, EDF)
-    python benchmarks/bench_long.py run   DIR [--model stub|tiny] [--out results.json]
+    python benchmarks/bench_long.py run   DIR [--task embed|reconstruct] [--model stub|tiny] [--hours 1 6 24] [--out F]
     python benchmarks/bench_long.py one   FILE --model stub|tiny     # one measurement, in a fresh process
 
 ``make`` writes one hour of ``make_synthetic_raw`` (32 channels of the 10-20/10-10 cap, 256 Hz) as
@@ -75,8 +75,8 @@ def _repeat_edf(source, target, times):
             out.write(data)
 
 
-def one(path, model_kind):
-    """Embed one file with out=; print a JSON line with the peak RSS and the times."""
+def one(path, model_kind, task="embed"):
+    """Embed or reconstruct one file with out=; print a JSON line with the peak RSS and the times."""
     import numpy as np
     import torch
 
@@ -86,16 +86,21 @@ def one(path, model_kind):
     folder = Path(tempfile.mkdtemp(prefix="bench_long_"))
     try:
         model = zl.load_model(make_random_checkpoint(folder / "ckpt", variant="ZUNA1.1"), device="cpu")
-        if model_kind == "stub":
+        if model_kind == "stub":     # the identity: tokens as latents, latents as the sampled output
             model.encode = lambda tokens, tok_idx: torch.as_tensor(np.ascontiguousarray(tokens[..., :32]))
+            model.sample = lambda latents, tok_idx, **kwargs: latents
         baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            emb = zl.embed(path, model=model, out=folder / "out.zarr", progress=False, verbose="error")
+            if task == "embed":
+                emb = zl.embed(path, model=model, out=folder / "out.zarr", progress=False, verbose="error")
+            else:
+                emb = zl.reconstruct(path, model=model, out=folder / "out.zarr", steps=2, seed=0,
+                                     bad_channels=["T7"], progress=False, verbose="error")
         seconds = time.perf_counter() - start
         size = sum(f.stat().st_size for f in (folder / "out.zarr").rglob("*") if f.is_file())
-        print(json.dumps(dict(file=Path(path).name, model=model_kind, seconds=round(seconds, 1),
+        print(json.dumps(dict(file=Path(path).name, task=task, model=model_kind, seconds=round(seconds, 1),
                               peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3),
                               rss_before_gb=round(baseline, 3), epochs=int(emb.sizes["epoch"]),
                               channels=int(emb.sizes["channel"]), result_gb=round(size / 1e9, 3),
@@ -104,14 +109,14 @@ def one(path, model_kind):
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run(folder, model_kind, out):
+def run(folder, model_kind, out, hours_list=HOURS, task="embed"):
     rows = []
-    for hours in HOURS:
+    for hours in hours_list:
         for name in (f"h{hours}_raw.fif", f"h{hours}.edf"):
             path = Path(folder) / name
             if not path.exists():
                 continue
-            done = subprocess.run([sys.executable, __file__, "one", str(path), "--model", model_kind],
+            done = subprocess.run([sys.executable, __file__, "one", str(path), "--model", model_kind, "--task", task],
                                   capture_output=True, text=True)
             line = [text for text in done.stdout.splitlines() if text.startswith("{")]
             if done.returncode or not line:
@@ -138,13 +143,15 @@ def main(argv=None):
     parser.add_argument("path")
     parser.add_argument("--model", choices=("stub", "tiny"), default="stub")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--hours", type=int, nargs="+", default=list(HOURS), help="which lengths to run")
+    parser.add_argument("--task", choices=("embed", "reconstruct"), default="embed")
     args = parser.parse_args(argv)
     if args.action == "make":
         make(args.path)
     elif args.action == "one":
-        one(args.path, args.model)
+        one(args.path, args.model, args.task)
     else:
-        run(args.path, args.model, args.out)
+        run(args.path, args.model, args.out, args.hours, args.task)
 
 
 if __name__ == "__main__":

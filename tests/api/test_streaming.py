@@ -92,6 +92,30 @@ def test_streamed_embedding_equals_the_in_memory_one(model, files, small_chunks,
     assert not list(tmp_path.glob(".*"))                   # no temporary file or folder left
 
 
+def test_streamed_reconstruction_equals_the_in_memory_one(model, files, small_chunks, tmp_path):
+    """30 min: runs that cross chunks (a BAD_ span, a bad segment on one channel, whole bad channels),
+    an added channel, two draws; then the repaired FIF equals the in-memory one."""
+    n_samples = 1 if model.variant == "ZUNA" else 2           # one draw, and a sample dim with its spread
+    options = dict(model=model, steps=1, seed=7, bad_channels=["Fz"], bad_segments=[(100.0, 141.0, "Cz")],
+                   add_channels=["FCz"], n_samples=n_samples, progress=False, verbose="error")
+    in_memory = quiet(zuna_lab.reconstruct, files["fif"], **options)
+    streamed = quiet(zuna_lab.reconstruct, files["fif"], out=tmp_path / "r.zarr", **options)
+    loaded = streamed.load()
+    assert loaded.sizes == in_memory.sizes and set(loaded.coords) == set(in_memory.coords)
+    np.testing.assert_array_equal(loaded["mask"].values, in_memory["mask"].values)
+    for name in in_memory.data_vars:
+        if name != "mask":
+            a, b = loaded[name].values, in_memory[name].values
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+            assert np.nanmax(np.abs(a - b)) <= 1e-6 * np.nanmax(np.abs(b)), name
+    zuna_lab.write_fif(in_memory, tmp_path / "memory_raw.fif")
+    zuna_lab.write_fif(streamed, tmp_path / "streamed_raw.fif")
+    a, b = (mne.io.read_raw_fif(tmp_path / f"{name}_raw.fif", preload=True, verbose="error")
+            for name in ("memory", "streamed"))
+    np.testing.assert_array_equal(a.get_data(), b.get_data())
+    assert list(a.annotations.description) == list(b.annotations.description)
+
+
 def test_a_user_mask_streams_too(model, files, small_chunks, tmp_path):
     header = mne.io.read_raw(files["edf"], verbose="error")
     probe = quiet(zuna_lab.embed, header.copy().crop(0, 20), model=model, progress=False)
@@ -107,7 +131,7 @@ def test_a_user_mask_streams_too(model, files, small_chunks, tmp_path):
     assert not (tmp_path / "bad.zarr").exists()
 
 
-def test_memory_does_not_grow_with_the_duration(model, tmp_path, monkeypatch):
+def test_memory_does_not_grow_with_the_duration(random_checkpoint, tmp_path, monkeypatch):
     """Peak traced memory (NumPy's allocations) of a streamed embed: 8 min and 32 min alike (spans of
     64k values, so that both recordings are many spans long)."""
     from zuna_lab.io import quality
@@ -116,6 +140,7 @@ def test_memory_does_not_grow_with_the_duration(model, tmp_path, monkeypatch):
     monkeypatch.setattr(quality.SpanReader, "VALUES", 1 << 16)
     monkeypatch.setattr(quality, "SAMPLED_BLOCKS", (4096, 16))     # the checks' sample: 16 blocks of 4096
     monkeypatch.setattr(stream, "CHUNK_EPOCHS", 8)
+    model = zuna_lab.load_model(random_checkpoint("ZUNA1.1", seed=3), device="cpu")
     peaks = {}
     for minutes in (8, 32):
         path = tmp_path / f"{minutes}_raw.fif"
@@ -125,6 +150,13 @@ def test_memory_does_not_grow_with_the_duration(model, tmp_path, monkeypatch):
         peaks[minutes] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert peaks[32] <= 1.2 * peaks[8], peaks
+    for minutes in (8, 32):           # reconstruct too: three signals per epoch, runs across chunks
+        tracemalloc.start()
+        quiet(zuna_lab.reconstruct, tmp_path / f"{minutes}_raw.fif", model=model, steps=1, seed=0, bad_channels=["C3"],
+              out=tmp_path / f"{minutes}r.zarr", progress=False, verbose="error")
+        peaks[f"{minutes}r"] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks["32r"] <= 1.2 * peaks["8r"], peaks
     tracemalloc.start()
     quiet(zuna_lab.embed, path, model=model, progress=False, verbose="error")
     in_memory = tracemalloc.get_traced_memory()[1]

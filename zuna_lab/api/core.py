@@ -29,9 +29,10 @@ from ..io.read import find_source, read_raw, recording_fingerprint, remember_sou
 from ..pipeline.seams import joined_epochs, seam_correct, stitched_hybrid
 from ..pipeline.events import Trials, check_event_arguments, epochs_trials, event_trials
 from ..pipeline.embedding import empty_grid, hidden_grid, length_batches, place_latents, tokenize_epochs
-from ..pipeline.tokens import detokenize, epoch_masks
+from ..pipeline.tokens import epoch_masks
 from ..validation import check_arguments, check_bool
-from .streaming import check_fits_in_memory, embed_to_zarr
+from .infill import reconstruct_epochs
+from .streaming import check_fits_in_memory, embed_to_zarr, reconstruct_to_zarr
 from ..io.write import check_reconstruct_dataset, output_target
 
 __all__ = ["embed", "reconstruct", "to_raw", "write_fif", "prepare", "reconstruct_prepared", "Prepared"]
@@ -240,8 +241,8 @@ def embed(data, model=None, *, events=None, event_id=None, tmin=None, tmax=None,
 
 def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=None, bad_segments=None,
                 use_annotations=True, mask=None, add_channels=None, n_samples=1, events=None, event_id=None,
-                tmin=None, tmax=None, segment_duration=None, batch_size=None, sfreq=None, ch_names=None,
-                progress=None, callback=None, verbose=None):
+                tmin=None, tmax=None, segment_duration=None, batch_size=None, sfreq=None, ch_names=None, out=None,
+                overwrite=False, progress=None, callback=None, verbose=None):
     """Reconstruct, repair or upsample a recording with ZUNA.
 
     Hidden tokens (bad channels, bad segments, ``BAD_`` annotations, a mask, added channels) are
@@ -279,6 +280,13 @@ def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=
         :func:`to_raw` does not put them back into the recording).
     batch_size, sfreq, ch_names, progress, verbose
         As in :func:`embed`.
+    out : path-like | None
+        A zarr folder to stream the result into (as in :func:`embed`): chunk by chunk, in memory that
+        does not grow with the recording's duration, the hybrid seam-corrected on the stitched
+        recording as in memory; returned opened lazily. Not with ``events``. Without ``out``, a
+        recording whose result would not fit in the available memory is refused before any work.
+    overwrite : bool
+        Replace an existing ``out``.
     callback : callable | None
         ``callback(done, total)`` after every sampler step of every batch and sample (for widgets).
 
@@ -293,6 +301,7 @@ def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=
     --------
     >>> rec = zl.reconstruct("data/sample_synthetic_raw.fif", bad_channels=["T7"], seed=0)   # doctest: +SKIP
     >>> fixed = zl.to_raw(rec)                 # your recording, T7 repaired, all else kept   # doctest: +SKIP
+    >>> night = zl.reconstruct("night.edf", bad_channels=["T7"], out="night_rec.zarr")     # doctest: +SKIP
     """
     check_arguments(data=data, steps=steps, cfg=cfg, seed=seed, bad_channels=bad_channels,   # before any work
                     bad_segments=bad_segments, use_annotations=use_annotations, mask=mask,
@@ -301,7 +310,18 @@ def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=
                     callback=callback, verbose=verbose, epochs_allowed=True)
     model = get_model(model)
     _check_events(model.variant, events, event_id, tmin, tmax, segment_duration, isinstance(data, mne.BaseEpochs))
-    check_fits_in_memory(data, "reconstruct", sfreq=sfreq, n_samples=n_samples, streams=False)
+    check_bool(overwrite, "overwrite")
+    if out is not None:
+        if events is not None or isinstance(data, mne.BaseEpochs):
+            raise ZunaValueError("out= streams a continuous recording in fixed segments; trials (events=, "
+                                 "mne.Epochs) are reconstructed in memory: leave out= out.")
+        return reconstruct_to_zarr(data, model, out, overwrite=overwrite, steps=steps, cfg=cfg, seed=seed,
+                                   bad_channels=bad_channels, bad_segments=bad_segments,
+                                   use_annotations=use_annotations, mask=mask, add_channels=add_channels,
+                                   n_samples=n_samples, segment_duration=segment_duration, batch_size=batch_size,
+                                   sfreq=sfreq, ch_names=ch_names, progress=progress, callback=callback,
+                                   verbose=verbose)
+    check_fits_in_memory(data, "reconstruct", sfreq=sfreq, n_samples=n_samples)
     prepared = prepare(data, model.variant, bad_channels=bad_channels, segment_duration=segment_duration,
                        events=events, event_id=event_id, tmin=tmin, tmax=tmax, sfreq=sfreq, ch_names=ch_names,
                        verbose=verbose)
@@ -361,32 +381,10 @@ def reconstruct_prepared(prepared, model, *, epochs=None, steps=50, cfg=1.0, see
     needed = list(chosen) if prepared.trials is not None else joined_epochs(pre, layout, chosen)
     n_times = max(pre.n_samples(i) for i in range(pre.n_epochs))
     batch_size = batch_size or auto_batch_size(model, n_channels * (n_times // spt))
-    batches = list(length_batches(pre, needed, batch_size))
     bar = _progress(len(needed) * n_samples, "reconstruct",
                     progress if progress is not None else len(needed) * n_samples > 20)
-    done, total = 0, len(batches) * n_samples
-    volts = {}      # epoch -> (n_samples, channel, time) reconstruction in volts
-    for indices in batches:
-        tokens, tok_idx, batch_masks = tokenize_epochs(pre, layout, indices, model.variant)
-        tok_idx_t = torch.from_numpy(tok_idx)
-        latents = model.encode(torch.from_numpy(tokens), tok_idx_t)                              # model
-        width = pre.n_samples(indices[0])
-        for index in indices:
-            volts[index] = np.empty((n_samples, n_channels, width))
-        for sample in range(n_samples):
-            # Noise per (seed, sample, epoch): results do not depend on batching or on which epochs run.
-            noise = torch.stack([torch.randn(tokens.shape[1:], generator=torch.Generator().manual_seed(
-                _noise_seed(seed, sample, i))) for i in indices])
-            # progress at every sampler step: the batches done, then this one's steps
-            step_callback = None if callback is None else (
-                lambda step, n_steps, done=done: callback(done * n_steps + step, total * n_steps))
-            out = model.sample(latents, tok_idx_t, noise=noise, steps=int(steps), cfg=cfg,
-                               callback=step_callback).cpu().numpy()
-            normalised = detokenize(out, n_channels, width, variant=model.variant)
-            for row, index in enumerate(indices):
-                volts[index][sample] = pre.to_volts(normalised[row], index)
-            done += 1
-            bar.update(len(indices))
+    volts = reconstruct_epochs(pre, layout, model, needed, steps=steps, cfg=cfg, seed=seed, n_samples=n_samples,
+                               batch_size=batch_size, callback=callback, progress=bar)      # model
     bar.close()
 
     return _reconstruction(prepared, model, layout, chosen, volts, n_samples, n_times,                # Datasets
@@ -567,7 +565,3 @@ def _check_epochs(epochs, n_epochs):
     if len(set(chosen)) != len(chosen):
         raise ZunaValueError("epochs lists an epoch twice; give each index once.")
     return sorted(chosen)
-
-
-def _noise_seed(seed, sample, epoch):
-    return int(np.random.SeedSequence([seed, sample, epoch]).generate_state(1)[0])

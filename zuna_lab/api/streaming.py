@@ -28,7 +28,7 @@ from ..pipeline.embedding import empty_grid, hidden_grid, length_batches, place_
 from ..pipeline.stream import stream_preprocessed
 from ..pipeline.tokens import epoch_masks
 
-__all__ = ["embed_to_zarr", "check_fits_in_memory", "available_memory", "in_memory_bytes"]
+__all__ = ["embed_to_zarr", "reconstruct_to_zarr", "check_fits_in_memory", "available_memory", "in_memory_bytes"]
 
 #: Bytes held per channel and 256 Hz sample by the in-memory paths, besides the recording itself
 #: (its copy, the filtered signal, the model input, the result; reconstruct: three signals per
@@ -69,20 +69,20 @@ def in_memory_bytes(data, task, *, sfreq=None, n_samples=1):
     return int(n_channels * n_times * (8 + per_sample * 256.0 / rate))
 
 
-def check_fits_in_memory(data, task, *, sfreq=None, n_samples=1, streams=True):
+def check_fits_in_memory(data, task, *, sfreq=None, n_samples=1):
     """Refuse, before any work, an in-memory ``task`` whose peak would exceed the available memory."""
     need, have = in_memory_bytes(data, task, sfreq=sfreq, n_samples=n_samples), available_memory()
     if need > have:
-        fix = (f"pass out='{_suggested_name(data)}' to stream it to disk in bounded memory" if streams else
-               "cut it into shorter recordings (raw.crop) or use a machine with more memory")
+        fix = f"pass out='{_suggested_name(data, task)}' to stream it to disk in bounded memory"
         raise ZunaValueError(f"{'Embedding' if task == 'embed' else 'Reconstructing'} this recording in memory needs "
                              f"about {need / 1e9:.1f} GB but {have / 1e9:.1f} GB are available; {fix}.")
 
 
-def _suggested_name(data):
+def _suggested_name(data, task):
+    result = "embedding" if task == "embed" else "reconstruction"
     if isinstance(data, (str, os.PathLike)):
-        return os.path.splitext(os.path.basename(os.fspath(data)))[0] + "_embedding.zarr"
-    return "embedding.zarr"
+        return f"{os.path.splitext(os.path.basename(os.fspath(data)))[0]}_{result}.zarr"
+    return f"{result}.zarr"
 
 
 def embed_to_zarr(data, model, out, *, overwrite=False, segment_duration=None, bad_channels=None,
@@ -108,16 +108,13 @@ def embed_to_zarr(data, model, out, *, overwrite=False, segment_duration=None, b
                                      verbose=verbose)                                          # preprocess
         plan = next(chunks)
         _check_mask(mask, plan, len(raw.ch_names))
-        described = SimpleNamespace(source_sfreq=plan.common["source_sfreq"], sfreq=plan.common["sfreq"],
-                                    params=plan.provenance, data_norm=plan.common["data_norm"],
-                                    data_clip=plan.common["data_clip"])
         spt = model.config.constants["samples_per_token"]
         template = results.embedding_template(
             plan.n_epochs, len(raw.ch_names), plan.max_tokens, model.config.latent_dim,
             chunk_epochs=plan.chunks[0][1] - plan.chunks[0][0],
             ch_names=plan.common["ch_names"], ch_pos=plan.common["ch_pos"], epoch_start=plan.epoch_start,
             samples_per_token=spt, sfreq=plan.common["sfreq"],
-            attrs=results.provenance(model, described, source=source_name(data)))
+            attrs=results.provenance(model, _described(plan), source=source_name(data)))
         regions = ZarrRegions(folder, template)
         size = batch_size or auto_batch_size(model, len(raw.ch_names) * plan.max_tokens)
         with tqdm(total=plan.n_epochs, desc="embed", unit="epoch",
@@ -153,3 +150,135 @@ def _chunk_request(request, first, pre):
         return request
     n_tokens = max(pre.n_samples(i) for i in range(pre.n_epochs)) // 32
     return dataclasses.replace(request, mask=np.asarray(request.mask)[first:first + pre.n_epochs, :, :n_tokens])
+
+
+def reconstruct_to_zarr(data, model, out, *, overwrite=False, steps=50, cfg=1.0, seed=None, bad_channels=None,
+                        bad_segments=None, use_annotations=True, mask=None, add_channels=None, n_samples=1,
+                        segment_duration=None, batch_size=None, sfreq=None, ch_names=None, progress=None,
+                        callback=None, verbose=None):
+    """:func:`zuna_lab.reconstruct` streamed into the zarr folder ``out`` (arguments checked by the caller).
+
+    Chunk by chunk: the epochs' reconstructions (noise per (seed, sample, epoch), as in memory), the
+    originals, and the hybrid seam-corrected on the stitched recording
+    (:class:`~zuna_lab.pipeline.seams.StreamedSeams`: a run that crosses chunks is corrected when it
+    ends, its earlier part in place). Returns the result opened lazily from ``out``.
+    """
+    import xarray as xr
+
+    from ..io.read import recording_fingerprint, remember_source
+    from ..pipeline.seams import StreamedSeams
+    from .infill import reconstruct_epochs
+
+    path = output_target(out, overwrite)
+    raw = read_raw(data, sfreq=sfreq, ch_names=ch_names, preload=False, verbose=verbose)       # read
+    bads = masks.hidden_channels(raw, bad_channels)                                            # masks
+    request = masks.request(raw, bads=bads, bad_segments=bad_segments, use_annotations=use_annotations, mask=mask,
+                            add_channels=add_channels)
+    work = raw.copy()
+    work.set_annotations(None)
+    work.info["bads"] = list(bads)
+    seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
+    run = dict(steps=int(steps), cfg=float(cfg), seed=seed, n_samples=int(n_samples))
+    extra = dict(run, seam_correction="linear ramp on the stitched recording (as zuna 1.1.6 reconstruct_fif)",
+                 source_fingerprint=recording_fingerprint(raw), source_ref=remember_source(data))
+
+    def write(folder):
+        chunks = stream_preprocessed(work, model.variant, path.parent, segment_duration=segment_duration,
+                                     verbose=verbose)                                          # preprocess
+        plan = next(chunks)
+        _check_mask(mask, plan, len(raw.ch_names))
+        spt = model.config.constants["samples_per_token"]
+        n_rows = len(raw.ch_names) + len(request.added_names)
+        n_times = int(plan.n_samples.max())
+        template = results.reconstruction_template(
+            n_samples, plan.n_epochs, n_rows, n_times, chunk_epochs=plan.chunks[0][1] - plan.chunks[0][0],
+            ch_names=list(plan.common["ch_names"]) + list(request.added_names),
+            ch_pos=np.vstack([plan.common["ch_pos"], np.asarray(request.added_positions).reshape(-1, 3)]),
+            epoch_start=plan.epoch_start, sfreq=plan.common["sfreq"], samples_per_token=spt,
+            attrs=results.provenance(model, _described(plan), source=source_name(data),
+                                     extra=dict(extra, model_n_times=int(plan.common["n_times"]))),
+            added=np.r_[np.zeros(len(raw.ch_names), bool), np.ones(len(request.added_names), bool)])
+        regions = ZarrRegions(folder, template)
+        seams = StreamedSeams(n_rows, n_samples)
+        size = batch_size or auto_batch_size(model, n_rows * (n_times // spt))
+        total = sum(len(list(length_batches(_Lengths(plan, a, b), None, size))) for a, b in plan.chunks) * n_samples
+        done = 0
+        with tqdm(total=plan.n_epochs * n_samples, desc="reconstruct", unit="epoch",
+                  disable=not (progress if progress is not None else plan.n_epochs * n_samples > 20)) as bar:
+            for first, pre in prefetched(chunks, 1):
+                layout = epoch_masks(pre, _chunk_request(request, first, pre))                 # tokens
+                volts = reconstruct_epochs(pre, layout, model, list(range(pre.n_epochs)), steps=steps, cfg=cfg,
+                                           seed=seed, n_samples=n_samples, batch_size=size, first=first,
+                                           callback=callback, progress=bar, done=done, total=total)  # model
+                done += len(list(length_batches(pre, None, size))) * n_samples
+                final = first + pre.n_epochs == plan.n_epochs
+                _write_chunk(regions, seams, plan, pre, layout, volts, first, n_rows, n_times, n_samples, final)
+
+    replace_atomically(write, path, ".zarr")
+    return xr.open_zarr(path, consolidated=True)
+
+
+class _Lengths:
+    """Epoch lengths of a chunk, as ``length_batches`` reads them (to count the batches ahead)."""
+
+    def __init__(self, plan, first, stop):
+        self.lengths = plan.n_samples[first:stop]
+        self.n_epochs = len(self.lengths)
+
+    def n_samples(self, index):
+        return int(self.lengths[index])
+
+
+def _described(plan):
+    return SimpleNamespace(source_sfreq=plan.common["source_sfreq"], sfreq=plan.common["sfreq"],
+                           params=plan.provenance, data_norm=plan.common["data_norm"],
+                           data_clip=plan.common["data_clip"])
+
+
+def _write_chunk(regions, seams, plan, pre, layout, volts, first, n_rows, n_times, n_samples, final):
+    """One chunk's original, reconstruction, mask and seam-corrected hybrid, and the corrections of runs
+    that began in earlier chunks."""
+    spt, n_epochs = 32, pre.n_epochs
+    shape = (n_samples, n_epochs, n_rows, n_times)
+    reconstruction, original = np.full(shape, np.nan), np.full(shape[1:], np.nan)
+    hidden = np.zeros((n_epochs, n_rows, n_times // spt), bool)
+    cells = np.zeros((n_rows, sum(pre.n_samples(i) for i in range(n_epochs))), bool)
+    stitched = np.empty((n_samples,) + cells.shape)
+    offset = 0
+    for index in range(n_epochs):
+        width = pre.n_samples(index)
+        reconstruction[:, index, :, :width] = volts[index]
+        original[index, :, :width] = pre.original(index, n_rows)
+        hidden[index, :, :width // spt] = layout.masks[index]
+        cells[:, offset:offset + width] = layout.sample_mask(pre, index)
+        stitched[:, :, offset:offset + width] = np.where(cells[:, offset:offset + width], volts[index],
+                                                         original[index, :, :width])
+        offset += width
+    start = first * plan.segment
+    fixes = seams.correct(start, stitched, cells, final=final)
+    hybrid = np.full(shape, np.nan)
+    offset = 0
+    for index in range(n_epochs):
+        width = pre.n_samples(index)
+        hybrid[:, index, :, :width] = stitched[:, :, offset:offset + width]
+        offset += width
+    arrays = dict(original=original, mask=hidden,
+                  reconstruction=reconstruction[0] if n_samples == 1 else reconstruction,
+                  hybrid=hybrid[0] if n_samples == 1 else hybrid)
+    if n_samples > 1:
+        arrays["reconstruction_std"] = reconstruction.std(axis=0, ddof=1)
+    regions.write(first, **arrays)
+    for row, begin, stop, add in fixes:
+        _apply_fix(regions, plan, row, begin, stop, add, n_samples)
+
+
+def _apply_fix(regions, plan, row, begin, stop, add, n_samples):
+    """Add a run's correction to its part in chunks already written, epoch by epoch."""
+    for epoch in range(begin // plan.segment, (stop - 1) // plan.segment + 1):
+        lo, hi = max(begin, epoch * plan.segment), min(stop, (epoch + 1) * plan.segment)
+        values = add(np.arange(lo, hi))
+        times = slice(lo - epoch * plan.segment, hi - epoch * plan.segment)
+        if n_samples == 1:
+            regions.add("hybrid", (epoch, row, times), values[0])
+        else:
+            regions.add("hybrid", (slice(None), epoch, row, times), values)

@@ -24,7 +24,7 @@ from ..errors import RecordingError, RecordingFileError, ZunaLabWarning, ZunaTyp
 from .bids import bids_root_of, read_bids_raw
 from .diagnosis import montage_warning
 from .montage import apply_positions, has_position, warn_shared_positions, standard_positions
-from .quality import check_signal
+from .quality import SpanReader, check_signal
 from ..validation import check_bool, check_names, check_number, check_verbose, log_level
 
 __all__ = ["read_raw", "find_source", "remember_source", "recording_fingerprint", "source_name"]
@@ -422,9 +422,14 @@ def recording_fingerprint(raw):
     >>> recording_fingerprint(zl.read_raw("data/sample_synthetic_raw.fif"))  # doctest: +SKIP
     '19x30720@256:5d0f3c2a'
     """
-    data = raw._data if raw.preload else raw.get_data()
-    step = max(1, data.shape[1] // 65536)
-    digest = zlib.crc32(np.ascontiguousarray(data[:, ::step], dtype=np.float64).tobytes())
+    step = max(1, raw.n_times // 65536)
+    if raw.preload:
+        strided = raw._data[:, ::step]
+    else:       # the same samples, read span by span (a recording longer than memory)
+        span = max(step, SpanReader(raw).SPAN // step * step)
+        strided = np.concatenate([raw.get_data(start=start, stop=min(start + span, raw.n_times))[:, ::step].copy()
+                                  for start in range(0, raw.n_times, span)], axis=1)     # copies: spans freed
+    digest = zlib.crc32(np.ascontiguousarray(strided, dtype=np.float64).tobytes())
     digest = zlib.crc32("|".join(raw.ch_names).encode(), digest)
     return f"{len(raw.ch_names)}x{raw.n_times}@{raw.info['sfreq']:g}:{digest:08x}"
 

@@ -282,6 +282,15 @@ class ZarrRegions:
         self.group = zarr.open_group(str(folder), mode="r+", zarr_format=2)
 
     def write(self, first, **arrays):
-        """Values of epochs ``first …`` for the named variables (their first axis is ``epoch``)."""
+        """Values of epochs ``first …`` for the named variables (on their ``epoch`` axis, wherever it is)."""
         for name, values in arrays.items():
-            self.group[name][first:first + len(values)] = values
+            target = self.group[name]
+            index = [slice(None)] * target.ndim
+            axis = list(target.attrs["_ARRAY_DIMENSIONS"]).index("epoch")
+            index[axis] = slice(first, first + values.shape[axis])
+            target[tuple(index)] = values
+
+    def add(self, name, index, values):
+        """Add ``values`` to the cells ``index`` of a variable already written (a later correction)."""
+        target = self.group[name]
+        target[index] = target[index] + values

@@ -139,3 +139,40 @@ def embedding_template(n_epochs, n_channels, n_tokens, n_latent, *, chunk_epochs
         coords=coords,
         attrs=dict(attrs, result="embedding"),
     )
+
+
+def reconstruction_template(n_draws, n_epochs, n_channels, n_times, *, chunk_epochs, ch_names, ch_pos, epoch_start,
+                            sfreq, samples_per_token, attrs, added=None) -> xr.Dataset:
+    """The ``reconstruct`` result of a recording too long for memory, before any value: the variables,
+    coordinates and attrs of :func:`reconstruction_dataset`, lazy (dask, ``chunk_epochs`` epochs a chunk),
+    to be written to zarr first and filled chunk by chunk (``zl.reconstruct(..., out=)``)."""
+    import dask.array as da
+
+    n_tokens = n_times // samples_per_token
+    coords = _coords(ch_names, ch_pos, epoch_start, added)
+    coords.update(time=("time", np.arange(n_times) / sfreq, {"units": "s"}), token=np.arange(n_tokens))
+    coords["token_time"] = ("token", np.arange(n_tokens) * samples_per_token / sfreq, {"units": "s"})
+    shape, chunks = (n_epochs, n_channels, n_times), (chunk_epochs, n_channels, n_times)
+
+    def lazy(draws=None):
+        full = shape if draws is None else (draws,) + shape
+        return da.full(full, np.nan, chunks=chunks if draws is None else (draws,) + chunks)
+
+    volts = {"units": "V"}
+    signal = ("epoch", "channel", "time")
+    data_vars = {
+        "original": (signal, lazy(), dict(volts, long_name="original (filtered)")),
+        "mask": (("epoch", "channel", "token"), da.zeros((n_epochs, n_channels, n_tokens), bool,
+                                                          chunks=(chunk_epochs, n_channels, n_tokens)),
+                 {"long_name": "token hidden and infilled"}),
+    }
+    if n_draws == 1:
+        data_vars["reconstruction"] = (signal, lazy(), dict(volts, long_name="ZUNA reconstruction"))
+        data_vars["hybrid"] = (signal, lazy(), dict(volts, long_name="original with masked cells infilled"))
+    else:
+        coords["sample"] = np.arange(n_draws)
+        data_vars["reconstruction"] = (("sample",) + signal, lazy(n_draws), dict(volts, long_name="ZUNA reconstruction"))
+        data_vars["hybrid"] = (("sample",) + signal, lazy(n_draws),
+                               dict(volts, long_name="original with masked cells infilled"))
+        data_vars["reconstruction_std"] = (signal, lazy(), dict(volts, long_name="spread over samples"))
+    return xr.Dataset(data_vars, coords=coords, attrs=dict(attrs, result="reconstruction"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["seam_correct", "stitched_hybrid", "joined_epochs"]
+__all__ = ["seam_correct", "stitched_hybrid", "joined_epochs", "StreamedSeams"]
 
 
 def seam_correct(signal, mask):
@@ -117,3 +117,81 @@ def stitched_hybrid(pre, layout, volts, sample):
         filled = volts[index][sample] if index in volts else np.nan
         hybrid[:, start:start + width] = np.where(mask[:, start:start + width], filled, pre.original(index, n_rows))
     return seam_correct(hybrid, mask)
+
+
+class StreamedSeams:
+    """:func:`seam_correct` on a stitched recording that arrives block by block (a streamed
+    reconstruction): the same corrections, whatever the blocks.
+
+    A run that ends in the current block is corrected there; the part of it that lay in earlier
+    blocks (already written) comes back from :meth:`correct` as a fix to add to those samples. A run
+    still open at a block's end waits for the block where it ends (or the recording's end, where it
+    has no right neighbour). Values have a leading sample axis (draws); masks are shared.
+
+    Parameters
+    ----------
+    n_rows : int
+        Channels (added ones included).
+    n_draws : int
+        Samples drawn per epoch (``n_samples``).
+    """
+
+    def __init__(self, n_rows, n_draws):
+        self.open = {}                                   # row -> (global start, left values, first values)
+        self.before = np.full((n_draws, n_rows), np.nan)  # the sample before the current block
+
+    def correct(self, start, hybrid, hidden, *, final=False):
+        """Correct ``hybrid`` (draw, row, width) in place; return fixes ``(row, begin, stop, add)`` for
+        global samples ``[begin, stop)`` of earlier blocks, ``add`` a function of the global sample index
+        giving the (draw, n) values to add."""
+        fixes = []
+        width = hidden.shape[1]
+        for row in [row for row in self.open if not hidden[row, 0]]:     # runs that ended with the last block
+            run_start, left, first = self.open.pop(row)
+            add = _run_correction(run_start, start - run_start, left, first, hybrid[:, row, 0].copy(),
+                                  self.before[:, row].copy())
+            if add is not None:
+                fixes.append((row, run_start, start, add))
+        for row in range(hidden.shape[0]):
+            mask = hidden[row]
+            if not mask.any():
+                continue
+            edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
+            for begin, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+                if begin == 0 and row in self.open:
+                    run_start, left, first = self.open.pop(row)
+                else:
+                    run_start, first = start + begin, hybrid[:, row, begin].copy()
+                    left = hybrid[:, row, begin - 1].copy() if begin > 0 else self.before[:, row].copy()
+                if stop == width and not final:
+                    self.open[row] = (run_start, left, first)
+                    continue
+                right = hybrid[:, row, stop] if stop < width else np.full(len(first), np.nan)
+                add = _run_correction(run_start, start + stop - run_start, left, first, right,
+                                      hybrid[:, row, stop - 1].copy())
+                if add is None:
+                    continue
+                hybrid[:, row, begin:stop] += add(np.arange(start + begin, start + stop))
+                if run_start < start:
+                    fixes.append((row, run_start, start, add))
+        self.before = hybrid[:, :, -1].copy()
+        return fixes
+
+
+def _run_correction(run_start, length, left, first, right, last):
+    """The values seam_correct adds along one run, as a function of the global sample index (None: none)."""
+    has_left, has_right = np.isfinite(left), np.isfinite(right)
+    if not (has_left.any() or has_right.any()):
+        return None
+    d_left = np.where(has_left, left - first, 0.0)
+    d_right = np.where(has_right, right - last, 0.0)
+    both = has_left & has_right
+    only_right = has_right & ~has_left
+
+    def add(index):
+        ramp = (index - run_start) / (length - 1) if length > 1 else np.full(len(index), 0.5)
+        linear = d_left[:, None] + (d_right - d_left)[:, None] * ramp[None, :]
+        shift = np.where(only_right, d_right, d_left)[:, None] * np.ones((1, len(index)))
+        return np.where(both[:, None], linear, shift)
+
+    return add

@@ -173,6 +173,16 @@ def test_scores_dataset_and_both_estimators(model):
     assert "<table" in report._repr_html_()
 
 
+def test_scores_go_to_netcdf(tmp_path):
+    require_module("netCDF4")
+    faulty, _ = inject_faults(recording(13), {"noise": ["Cz"]}, seed=13)
+    report = zl.screen(faulty, **SPLINE)
+    report.scores.to_netcdf(tmp_path / "screen.nc")
+    with xr.open_dataset(tmp_path / "screen.nc") as back:
+        xr.testing.assert_allclose(back.load(), report.scores)
+        assert back.attrs["decided_by"] == "spline" and back.attrs["model_random"] == 0
+
+
 def test_zuna_prediction_is_zl_reconstruct_of_the_spline_filled_recording(model):
     raw = zl.read_raw(recording(9), verbose="error")
     pre = zl.api.core.prepare(raw, model.variant).pre

@@ -108,7 +108,7 @@ def _predict(name, ctx, excluded, bad_cells, on_set):
 def _run_estimator(name, ctx, options, bar):
     """Passes of predict → score → decide, each predicting from the channels and cells not found bad before."""
     known, known_cells = ctx["known"], ctx["known_cells"]
-    excluded, bad_cells = known.copy(), known_cells.copy()
+    excluded, bad_cells = known | ctx["flat"], known_cells.copy()       # a flat channel predicts nothing
     scored = ~known_cells & ~known[None, :]
     for n_passes in range(1, options["max_passes"] + 1):
         if name == "zuna":

@@ -276,7 +276,7 @@ def build_report(ctx, results, bridged, others, *, known, flat, data, model, opt
                  seed=int(options["seed"]), line_freqs=list(ctx["line_freqs"]), source_file=source,
                  truth="256 Hz, 0.5 Hz high-pass, recording's own reference, volts (zl.reconstruct's original)",
                  model_source=str(getattr(model, "source", "") or "") if "zuna" in results else "",
-                 model_variant=ctx["pre"].variant, model_random=bool(_is_random(model)) if "zuna" in results else False)
+                 model_variant=ctx["pre"].variant, model_random=int("zuna" in results and _is_random(model)))
     scores = _dataset(ctx, results, bridge_ratio, attrs)
     table = _table(ctx, results, suggested, reasons, found, segments, others)
     return ScreenReport(bad_channels=suggested, reasons=reasons, segments=segments, table=table, scores=scores,

@@ -36,7 +36,6 @@ class ScreeningPanel(TaskApp):
 
     state = param.ClassSelector(class_=ScreeningState)
 
-    MAP_HEIGHT = None   # the plot's own: 14 px per channel
 
     def __init__(self, raw=None, *, recording=None, model=None, model_source=None, state=None, autostart=True,
                  **params):

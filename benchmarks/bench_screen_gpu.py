@@ -5,8 +5,12 @@ time, not its weights, so the verdicts are meaningless and only the time counts.
 ``make_synthetic_raw`` (64 channels of the 10-10 cap, 256 Hz). ZUNA reconstructs the whole recording
 once per held-out set and pass: with ``--groups 8`` that is 8 reconstructions of 120 epochs per pass
 (about 1000 epoch-reconstructions: ~3 min on one H100 at the 5.9 epochs/s of 8 x 64 in README's
-table); ``--groups 0`` holds out each channel alone (64 per pass). Prints one JSON object (and
-writes it with ``--out``): the total, ZUNA's and the spline's seconds, the passes, the device.
+table); ``--groups 0`` holds out each channel alone (64 per pass). zl.screen predicts again when a
+pass finds something (at most ``--max-passes``, default 3 as zl.screen's): with random weights that
+may happen, so ``--max-passes 1`` times one pass where a command's time is limited. Each held-out set
+also preprocesses the whole recording again on the CPU (its channels are replaced by the spline's
+estimate first). Prints one JSON object (and writes it with ``--out``): the total, ZUNA's and the
+spline's seconds, the passes, the device.
 
     python benchmarks/bench_screen_gpu.py                          # the GPU run: 600 s x 64 ch, groups 8, 50 steps
     python benchmarks/bench_screen_gpu.py --tiny                   # CPU rehearsal: tiny model, 30 s x 16 ch

@@ -75,7 +75,7 @@ def _repeat_edf(source, target, times):
             out.write(data)
 
 
-def one(path, model_kind, task="embed"):
+def one(path, model_kind, task="embed", in_memory=False):
     """Embed or reconstruct one file with out=; print a JSON line with the peak RSS and the times."""
     import numpy as np
     import torch
@@ -93,14 +93,16 @@ def one(path, model_kind, task="embed"):
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            out = None if in_memory else folder / "out.zarr"
             if task == "embed":
-                emb = zl.embed(path, model=model, out=folder / "out.zarr", progress=False, verbose="error")
+                emb = zl.embed(path, model=model, out=out, progress=False, verbose="error")
             else:
-                emb = zl.reconstruct(path, model=model, out=folder / "out.zarr", steps=2, seed=0,
+                emb = zl.reconstruct(path, model=model, out=out, steps=2, seed=0,
                                      bad_channels=["T7"], progress=False, verbose="error")
         seconds = time.perf_counter() - start
-        size = sum(f.stat().st_size for f in (folder / "out.zarr").rglob("*") if f.is_file())
-        print(json.dumps(dict(file=Path(path).name, task=task, model=model_kind, seconds=round(seconds, 1),
+        size = sum(f.stat().st_size for f in (folder / "out.zarr").rglob("*") if f.is_file()) if out else emb.nbytes
+        print(json.dumps(dict(file=Path(path).name, task=task, where="memory" if in_memory else "out=",
+                              model=model_kind, seconds=round(seconds, 1),
                               peak_rss_gb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3),
                               rss_before_gb=round(baseline, 3), epochs=int(emb.sizes["epoch"]),
                               channels=int(emb.sizes["channel"]), result_gb=round(size / 1e9, 3),
@@ -145,11 +147,12 @@ def main(argv=None):
     parser.add_argument("--out", default=None)
     parser.add_argument("--hours", type=int, nargs="+", default=list(HOURS), help="which lengths to run")
     parser.add_argument("--task", choices=("embed", "reconstruct"), default="embed")
+    parser.add_argument("--in-memory", action="store_true", help="one: without out= (the in-memory path)")
     args = parser.parse_args(argv)
     if args.action == "make":
         make(args.path)
     elif args.action == "one":
-        one(args.path, args.model, args.task)
+        one(args.path, args.model, args.task, args.in_memory)
     else:
         run(args.path, args.model, args.out, args.hours, args.task)
 

@@ -15,7 +15,7 @@ The recording: the bundled synthetic sample cropped to 15 s (three 5 s segments)
 * T8 in ``info["bads"]`` (masked throughout, left as the model made it).
 
 Both sides use the same random ZUNA1.1 checkpoint (built by the official code) and the same
-sampler noise: zuna_lab draws epoch i's noise from ``_noise_seed(seed, 0, i)``; the test draws
+sampler noise: zuna_lab draws epoch i's noise from ``noise_seed(seed, 0, i)`` (zuna_lab.api.infill); the test draws
 exactly that and hands it to the official run (tests/oracle/official_reconstruct.py), whose
 token order for ZUNA1.1 is zuna_lab's (tests/pipeline/test_parity_tokens.py).
 
@@ -35,7 +35,7 @@ import pytest
 import torch
 
 import zuna_lab
-from zuna_lab.api.core import _noise_seed
+from zuna_lab.api.infill import noise_seed
 from zuna_lab.pipeline.tokens import mask_to_sequence, tokenize
 
 from oracle_support import run_oracle
@@ -76,7 +76,7 @@ def case(tmp_path_factory):
     noise = {}
     for i in range(rec.sizes["epoch"]):
         n_tokens = int(np.isfinite(rec.original.values[i, 0]).sum()) // 32
-        generator = torch.Generator().manual_seed(_noise_seed(SEED, 0, i))
+        generator = torch.Generator().manual_seed(noise_seed(SEED, 0, i))
         noise[f"noise_{i}"] = torch.randn((n_channels * n_tokens, 32), generator=generator).numpy()
     np.savez(work / "noise.npz", **noise)
     run_oracle("ZUNA1.1", "official_reconstruct.py", "--fif", fif, "--ckpt", ckpt, "--noise", work / "noise.npz",

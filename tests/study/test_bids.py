@@ -56,18 +56,6 @@ def without_created(ds):
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address="127.0.0.1:0", silence_logs=40)
-    client = Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
-
-
-@pytest.fixture(scope="module")
 def dataset(tmp_path_factory, random_checkpoint):
     root = make_bids_dataset(tmp_path_factory.mktemp("bids") / "ds")
     return dict(root=root, before=checksums(root), ckpt=random_checkpoint("ZUNA1.1"))

@@ -103,18 +103,11 @@ def embed_to_zarr(data, model, out, *, overwrite=False, segment_duration=None, b
     import xarray as xr
 
     path = output_target(out, overwrite)                   # before any work
-    raw = read_raw(data, sfreq=sfreq, ch_names=ch_names, preload=False, verbose=verbose)      # read
-    bads = masks.hidden_channels(raw, bad_channels)                                           # masks
-    request = masks.request(raw, bads=bads, use_annotations=use_annotations, mask=mask)
-    work = raw.copy()
-    work.set_annotations(None)      # BAD_ spans are masks (as in prepare)
-    work.info["bads"] = list(bads)
+    raw, request, work = _read_lazily(data, sfreq, ch_names, bad_channels, verbose,                # read, masks
+                                      use_annotations=use_annotations, mask=mask)
 
     def write(folder):
-        chunks = stream_preprocessed(work, model.variant, path.parent, segment_duration=segment_duration,
-                                     verbose=verbose)                                          # preprocess
-        plan = next(chunks)
-        _check_mask(mask, plan, len(raw.ch_names))
+        chunks, plan = _stream(work, model, path, segment_duration, mask, len(raw.ch_names), verbose)   # preprocess
         spt = model.config.constants["samples_per_token"]
         template = results.embedding_template(
             plan.n_epochs, len(raw.ch_names), plan.max_tokens, model.config.latent_dim,
@@ -140,6 +133,26 @@ def embed_to_zarr(data, model, out, *, overwrite=False, segment_duration=None, b
 
     replace_atomically(write, path, ".zarr")
     return xr.open_zarr(path, consolidated=True)
+
+
+def _read_lazily(data, sfreq, ch_names, bad_channels, verbose, **mask_options):
+    """The recording read lazily, its mask request, and the copy the preprocessing reads (BAD_ spans are
+    masks, not dropped epochs; the hidden channels are its bads, as in :func:`zuna_lab.api.core.prepare`)."""
+    raw = read_raw(data, sfreq=sfreq, ch_names=ch_names, preload=False, verbose=verbose)
+    bads = masks.hidden_channels(raw, bad_channels)
+    request = masks.request(raw, bads=bads, **mask_options)
+    work = raw.copy()
+    work.set_annotations(None)
+    work.info["bads"] = list(bads)
+    return raw, request, work
+
+
+def _stream(work, model, path, segment_duration, mask, n_channels, verbose):
+    """The chunks of the preprocessed recording (spilled beside ``path``) and their plan, the mask checked."""
+    chunks = stream_preprocessed(work, model.variant, path.parent, segment_duration=segment_duration, verbose=verbose)
+    plan = next(chunks)
+    _check_mask(mask, plan, n_channels)
+    return chunks, plan
 
 
 def _check_mask(mask, plan, n_channels):
@@ -177,23 +190,16 @@ def reconstruct_to_zarr(data, model, out, *, overwrite=False, steps=50, cfg=1.0,
     from .infill import reconstruct_epochs
 
     path = output_target(out, overwrite)
-    raw = read_raw(data, sfreq=sfreq, ch_names=ch_names, preload=False, verbose=verbose)       # read
-    bads = masks.hidden_channels(raw, bad_channels)                                            # masks
-    request = masks.request(raw, bads=bads, bad_segments=bad_segments, use_annotations=use_annotations, mask=mask,
-                            add_channels=add_channels)
-    work = raw.copy()
-    work.set_annotations(None)
-    work.info["bads"] = list(bads)
+    raw, request, work = _read_lazily(data, sfreq, ch_names, bad_channels, verbose,                 # read, masks
+                                      bad_segments=bad_segments, use_annotations=use_annotations, mask=mask,
+                                      add_channels=add_channels)
     seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
     run = dict(steps=int(steps), cfg=float(cfg), seed=seed, n_samples=int(n_samples))
     extra = dict(run, seam_correction="linear ramp on the stitched recording (as zuna 1.1.6 reconstruct_fif)",
                  source_fingerprint=recording_fingerprint(raw), source_ref=remember_source(data))
 
     def write(folder):
-        chunks = stream_preprocessed(work, model.variant, path.parent, segment_duration=segment_duration,
-                                     verbose=verbose)                                          # preprocess
-        plan = next(chunks)
-        _check_mask(mask, plan, len(raw.ch_names))
+        chunks, plan = _stream(work, model, path, segment_duration, mask, len(raw.ch_names), verbose)   # preprocess
         spt = model.config.constants["samples_per_token"]
         n_rows = len(raw.ch_names) + len(request.added_names)
         n_times = int(plan.n_samples.max())

@@ -52,18 +52,10 @@ def pyprep_verdicts(raw, *, seed=0):
     >>> pyprep_verdicts(raw)["T7"]      # doctest: +SKIP
     'deviation, ransac'
     """
-    try:
-        from pyprep import NoisyChannels
-    except ImportError:
-        return dict.fromkeys(raw.ch_names, "not installed")
-    try:
-        with _quiet(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            finder = NoisyChannels(_eeg_copy(raw), do_detrend=True, random_state=int(seed))
-            finder.find_all_bads(ransac=True)
-            found = finder.get_bads(as_dict=True)
-    except Exception as err:      # noqa: BLE001 - a detector that fails is reported, not fatal
-        return dict.fromkeys(raw.ch_names, f"failed: {_one_line(err)}")
+    found = _noisy_channels(raw, seed, lambda finder: (finder.find_all_bads(ransac=True),
+                                                       finder.get_bads(as_dict=True))[1])
+    if isinstance(found, str):
+        return dict.fromkeys(raw.ch_names, found)
     out = {}
     for name in raw.ch_names:
         kinds = [key[len("bad_by_"):] for key, names in found.items()
@@ -78,19 +70,26 @@ def ransac_verdicts(raw, *, seed=0):
     RANSAC predicts each channel from random quarters of the others with spherical splines and
     flags those whose correlation with the prediction stays below 0.75 in 40 % of 5 s windows.
     """
+    found = _noisy_channels(raw, seed, lambda finder: (finder.find_bad_by_ransac(),
+                                                       {str(n) for n in finder.bad_by_ransac})[1])
+    if isinstance(found, str):
+        return dict.fromkeys(raw.ch_names, found)
+    return {name: "ransac" if name in found else "" for name in raw.ch_names}
+
+
+def _noisy_channels(raw, seed, find):
+    """``find(finder)`` on pyprep's ``NoisyChannels`` of the EEG of ``raw``; a string instead when pyprep is
+    not installed or fails (a detector that fails is reported in the table, not fatal)."""
     try:
         from pyprep import NoisyChannels
     except ImportError:
-        return dict.fromkeys(raw.ch_names, "not installed")
+        return "not installed"
     try:
         with _quiet(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            finder = NoisyChannels(_eeg_copy(raw), do_detrend=True, random_state=int(seed))
-            finder.find_bad_by_ransac()
-            found = {str(n) for n in finder.bad_by_ransac}
-    except Exception as err:      # noqa: BLE001
-        return dict.fromkeys(raw.ch_names, f"failed: {_one_line(err)}")
-    return {name: "ransac" if name in found else "" for name in raw.ch_names}
+            return find(NoisyChannels(_eeg_copy(raw), do_detrend=True, random_state=int(seed)))
+    except Exception as err:      # noqa: BLE001 - a detector that fails is reported, not fatal
+        return f"failed: {_one_line(err)}"
 
 
 def lof_verdicts(raw):

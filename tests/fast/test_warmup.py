@@ -158,13 +158,9 @@ def test_twins_keep_the_mixed_precision_within_its_margins():
     assert 1e-5 < rel(ours, latents) < 2e-3 and 1e-5 < rel(ours_samples, samples) < 8e-3
 
 
-def test_precompile_writes_the_marker_that_start_looks_for(tmp_path, monkeypatch):
-    """start() on a GPU model without its marker launches ``python -m zuna_lab.fast.precompile``
-    with arguments that rebuild the same architecture; the child's work leaves the marker, after
-    which start() launches nothing."""
-    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
-    reference, *_ = _tiny()
-    fast = build(reference, EXACT)
+def _fake_gpu_launch(fast, monkeypatch):
+    """A stand-in of ``fast`` on a CUDA device (capability 9.0), and the precompile processes start()
+    launches recorded instead of run: (model, launched argvs, the Sleeper standing for the process)."""
     launched = []
 
     class FakeModel:
@@ -173,6 +169,17 @@ def test_precompile_writes_the_marker_that_start_looks_for(tmp_path, monkeypatch
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     sleeper = Sleeper()
     monkeypatch.setattr(warmup.subprocess, "Popen", lambda argv, **kw: launched.append(argv) or sleeper.process)
+    return FakeModel, launched, sleeper
+
+
+def test_precompile_writes_the_marker_that_start_looks_for(tmp_path, monkeypatch):
+    """start() on a GPU model without its marker launches ``python -m zuna_lab.fast.precompile``
+    with arguments that rebuild the same architecture; the child's work leaves the marker, after
+    which start() launches nothing."""
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    reference, *_ = _tiny()
+    fast = build(reference, EXACT)
+    FakeModel, launched, sleeper = _fake_gpu_launch(fast, monkeypatch)
     job = warmup.start(FakeModel)
     assert launched and launched[0][:3] == [sys.executable, "-m", "zuna_lab.fast.precompile"]
     config_json, precision, device, fp16_blocks = launched[0][3:]
@@ -201,14 +208,7 @@ def test_precompile_builds_the_same_fp16_decoder_blocks(tmp_path, monkeypatch):
     reference, *_ = _tiny()
     fast = build(reference, FastOptions(cuda_graphs=False, decoder_fp16_blocks=1))
     assert warmup.fp16_blocks(fast) == 1
-    launched = []
-
-    class FakeModel:
-        config, precision, device, decoder = fast.config, fast.precision, torch.device("cuda", 0), fast.decoder
-
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    sleeper = Sleeper()
-    monkeypatch.setattr(warmup.subprocess, "Popen", lambda argv, **kw: launched.append(argv) or sleeper.process)
+    FakeModel, launched, sleeper = _fake_gpu_launch(fast, monkeypatch)
     warmup.start(FakeModel)
     sleeper.finish()
     assert launched[0][4:] == ["mixed", "cuda:0", "1"]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from zuna_lab.config import ModelConfig
-from zuna_lab.fast import FastOptions, build, eager, kernels, precompile, warmup
+from zuna_lab.fast import FastOptions, build, eager, kernels, precompile, runner, warmup
 from zuna_lab.testing import random_model
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -142,6 +142,33 @@ def test_model_runs_the_twins_until_the_kernels_are_compiled(variant, monkeypatc
     launched.clear()
     torch.testing.assert_close(fast.encode(tokens, tok_idx), latents, rtol=1e-4, atol=1e-5)
     assert not launched
+
+
+def test_prime_runs_what_a_first_call_runs_and_keeps_nothing(monkeypatch):
+    """prime() (load_model's, on CUDA) runs the encoder and one sampler step through the twins while the
+    kernels compile: no kernel launched, no graph captured, later results unchanged."""
+    reference, tokens, tok_idx, noise = _tiny()
+    latents = reference.encode(tokens, tok_idx)
+    fast = build(reference, EXACT)
+    fast.kernels_ready(wait=True)
+    sleeper = Sleeper()
+    fast._warmup = warmup.Warmup(sleeper.process)
+    launched, encoded, sampled = [], [], []
+    for name in TWINS:
+        monkeypatch.setattr(kernels, f"_{name}_kernel", object())     # a launch would fail
+        monkeypatch.setattr(eager, name, (lambda fn: lambda *a, **kw: launched.append(1) or fn(*a, **kw))(
+            getattr(eager, name)))
+    monkeypatch.setattr(fast.encoder, "forward", (lambda fn: lambda *a: encoded.append(a[0].shape) or fn(*a))(
+        fast.encoder.forward))
+    real_sample = runner.sample
+    monkeypatch.setattr(runner, "sample", lambda *a, **kw: sampled.append(kw["steps"]) or real_sample(*a, **kw))
+    try:
+        assert fast.prime() is fast
+    finally:
+        sleeper.finish()
+    assert launched and encoded == [(1, 480, 32)] and sampled == [1] and len(fast._graphs) == 0
+    monkeypatch.undo()
+    torch.testing.assert_close(fast.encode(tokens, tok_idx), latents, rtol=1e-4, atol=1e-5)
 
 
 def test_twins_keep_the_mixed_precision_within_its_margins():

@@ -124,6 +124,7 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
 
         if fast_path.available(device):
             model = fast_path.build(model, fast_path.FastOptions(precision=precision))
+            model.prime()       # a first call's one-time costs, while MNE imports on its thread
         else:       # no Triton: the plain model in bf16 (_precision refused fp16 and mixed before loading)
             model.set_precision(precision)
     model.source, model.revision = resolved.source, resolved.revision or revision

@@ -221,6 +221,27 @@ class FastZunaModel(ZunaModel):
             self._warmup.wait()
         return self._warmup.ready()
 
+    @torch.no_grad()
+    def prime(self, *, channels: int = 12, tokens_per_channel: int = 40) -> "FastZunaModel":
+        """Run the encoder and one sampler step once on zeros (``channels`` x ``tokens_per_channel``
+        tokens: one 5 s epoch of 12 channels), eagerly and without CUDA graphs, through the kernels if
+        they are compiled, else their twins: what a process's first call would pay once (cuBLAS and
+        cuDNN handles, SDPA's backends, torch's lazily imported modules, kernels loaded from Triton's
+        cache) is paid here, where :func:`zuna_lab.load_model` calls it while MNE imports on its
+        thread. Nothing is kept. Returns the model."""
+        seqlen = channels * tokens_per_channel
+        tokens = torch.zeros(1, seqlen, self.config.input_dim, device=self.device)
+        tok_idx = torch.zeros(1, seqlen, 4, dtype=torch.long, device=self.device)
+        tok_idx[0, :, 3] = torch.arange(seqlen, device=self.device) % tokens_per_channel
+        tf32 = self.precision != "fp32"
+        with runner.gemm_flags(tf32=tf32), self._kernels_or_twins():
+            latents = self.encoder(tokens, tok_idx)
+            runner.sample(self.decoder, latents.float(), tok_idx, torch.zeros_like(tokens), steps=1, cfg=1.0,
+                          tf32=tf32)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return self
+
     def _encode(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
         return self._without_overflow(self._encode_once, tokens, tok_idx, fp16=self.precision in ("mixed", "fp16"))
 

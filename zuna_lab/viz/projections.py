@@ -144,6 +144,20 @@ def nearest_channel(xy, x, y, *, radius=0.15):
     return str(xy.channel.values[i]) if d[i] <= radius else None
 
 
+#: What to install for ``method="umap"`` (a sentence for messages and tooltips).
+UMAP_HINT = "UMAP needs the umap-learn package: pip install umap-learn (or zuna_lab[notebook])"
+
+
+def umap_available():
+    """Whether umap-learn can be imported, without importing it (its first import takes ~11 s)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("umap") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def embedding_coords(emb, *, method="pca", max_points=5000, seed=0, include_masked=False, verbose=None):
     """2-D coordinates of token latents by PCA (numpy SVD) or UMAP.
 
@@ -191,18 +205,15 @@ def embedding_coords(emb, *, method="pca", max_points=5000, seed=0, include_mask
     use = method
     if method in ("umap", "auto"):
         try:
-            import umap  # noqa: F401  (lazy: ~11 s import)
+            import umap  # lazy: ~11 s the first time
         except ImportError:
             if method == "umap":
-                raise ZunaValueError("method='umap' needs the umap-learn package (pip install umap-learn); "
-                                     "use method='pca'.") from None
+                raise ZunaValueError(f"{UMAP_HINT}; use method='pca'.") from None
             use = "pca"
         else:
             use = "umap"
     if use == "umap":
-        import umap
-
-        xy = umap.UMAP(n_components=2, random_state=int(seed)).fit_transform(v)
+        xy = umap.UMAP(n_components=2, random_state=int(seed), n_jobs=1).fit_transform(v)   # seeded: one job
     else:
         c = v - v.mean(axis=0)
         u, s, vt = np.linalg.svd(c, full_matrices=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 
 import holoviews as hv
 import panel as pn
@@ -79,11 +81,45 @@ class TaskApp(pn.viewable.Viewer):
         st = self.state
         return pn.pane.Markdown(pn.bind(status_md, st.param.status, st.param.error), sizing_mode="stretch_width")
 
+    def guard(self, action, *, reset=None):
+        """``action`` (sync or async) as a control's callback: an error it raises is said in one sentence
+        in the app (the state's ``error``), never raised into the page or the notebook's output;
+        ``reset()`` then puts the control back."""
+        st = self.state
+
+        def failed(exc):
+            st.report_error(exc)
+            if reset is not None:
+                try:
+                    reset()
+                except Exception as again:  # noqa: BLE001 - a reset that fails is said too
+                    st.report_error(again)
+
+        if inspect.iscoroutinefunction(action):
+            @functools.wraps(action)
+            async def guarded(*args, **kwargs):
+                try:
+                    return await action(*args, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - shown to the user
+                    failed(exc)
+        else:
+            @functools.wraps(action)
+            def guarded(*args, **kwargs):
+                try:
+                    return action(*args, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - shown to the user
+                    failed(exc)
+        return guarded
+
+    def view(self, draw):
+        """``draw`` as a view: when it fails the plot is left out and the state's ``error`` says why."""
+        return self.guard(draw)
+
     def button(self, label, on_click, **kwargs):
-        """A primary button, disabled while the state computes, running ``on_click`` (may be async)."""
+        """A primary button, disabled while the state computes, running ``on_click`` (may be async) guarded."""
         kwargs.setdefault("disabled", self.state.param.running)
         button = pn.widgets.Button(label=label, color="primary", sizing_mode="stretch_width", **kwargs)
-        button.on_click(on_click)
+        button.on_click(self.guard(on_click))
         return button
 
     def sidebar(self, title, *controls, main):
@@ -96,7 +132,11 @@ class TaskApp(pn.viewable.Viewer):
         st = self.state
         if st.running:
             return None
-        return st.apply(await asyncio.to_thread(st.work, raise_errors=False))
+        try:
+            return st.apply(await asyncio.to_thread(st.work, raise_errors=False))
+        except Exception as exc:  # noqa: BLE001 - applying a result failed: said in the app
+            st.fail(exc)
+            return None
 
     def needs_compute(self):
         """Whether opening the app should compute what it shows."""
@@ -104,8 +144,11 @@ class TaskApp(pn.viewable.Viewer):
 
     async def activate(self):
         """Compute what the app shows, unless done already (called when it is first viewed)."""
-        if self.needs_compute():
-            await self.compute()
+        try:
+            if self.needs_compute():
+                await self.compute()
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            self.state.fail(exc)
 
     def __panel__(self):
         return self._layout

@@ -7,6 +7,7 @@ import panel as pn
 import param
 
 from .. import plots
+from ..projections import UMAP_HINT
 from ..state import EmbeddingState
 from ._common import SCALP_SIZE, TaskApp, epoch_title, model_arg, plot_pane, waiting_md
 
@@ -53,29 +54,41 @@ class EmbeddingExplorer(TaskApp):
         st = self.state
         # one selection stream; it follows the map drawn (a new plot when the coords or the colouring change)
         self.selection = hv.streams.Selection1D()
-        self.selection.add_subscriber(st.select)
+        self.selection.add_subscriber(self.guard(st.select))
         can_embed, shown = st.recording is not None, st.param.coords.rx.is_not(None)
         # views: functions of the state, each redrawn when what it shows changes
-        self.map = plot_pane(pn.bind(self._map_view, st.param.coords, st.param.color_by), name="embedding map")
-        self.scalp = plot_pane(pn.bind(self._scalp_view, st.param.embedding, st.param.selection), width=SCALP_SIZE,
-                               height=SCALP_SIZE, name="selection scalp")
-        self.traces = plot_pane(pn.bind(self._traces_view, st.param.embedding, st.param.selection),
+        self.map = plot_pane(pn.bind(self.view(self._map_view), st.param.coords, st.param.color_by),
+                             name="embedding map")
+        self.scalp = plot_pane(pn.bind(self.view(self._scalp_view), st.param.embedding, st.param.selection),
+                               width=SCALP_SIZE, height=SCALP_SIZE, name="selection scalp")
+        self.traces = plot_pane(pn.bind(self.view(self._traces_view), st.param.embedding, st.param.selection),
                                 sizing_mode="stretch_width", min_height=300, name="traces", visible=can_embed)
         self._layout = self.sidebar(
             "Embedding map",
             self.button(pn.bind(lambda emb: "Compute embedding" if emb is None else "Embed again", st.param.embedding),
                         self.embed_again, visible=can_embed),
             self.progress_bar(visible=can_embed),
-            pn.widgets.RadioButtonGroup.from_param(st.param.method, label="method"),
+            self._method_control(),
             pn.widgets.Select.from_param(st.param.color_by, label="colour by"),
             pn.widgets.IntInput.from_param(st.param.max_points, label="max tokens"),
             pn.pane.Markdown(pn.bind(self._info_md, st.param.coords, st.param.selection), sizing_mode="stretch_width"),
+            self.status_pane(),
             main=[pn.pane.Markdown(pn.bind(self._placeholder_md, st.param.status, st.param.error, st.param.running),
                                    visible=shown.rx.not_(), sizing_mode="stretch_width"),
                   pn.Column(pn.Row(self.map, self.scalp), self.traces, visible=shown, sizing_mode="stretch_width")],
         )
         if autostart:
             pn.state.onload(self.activate)
+
+    def _method_control(self):
+        """PCA / UMAP; without umap-learn the choice is disabled and a tooltip says what to install."""
+        st = self.state
+        method = pn.widgets.RadioButtonGroup.from_param(st.param.method, label="method")
+        if st.umap_available:
+            return method
+        method.disabled = True
+        return pn.Row(method, pn.widgets.TooltipIcon(value=f"{UMAP_HINT}."),
+                      name="method")
 
     def needs_compute(self):
         st = self.state

@@ -81,11 +81,10 @@ class HealthPanel(TaskApp):
         st = self.state
         return not st.complete and not st.running and bool(st.names)
 
-    @staticmethod
-    def _fixed(view, size, visible, *params, name):
+    def _fixed(self, view, size, visible, *params, name):
         """A pane of fixed ``size`` showing ``view(*params)`` (re-drawn when they change) while ``visible``."""
         w, h = size
-        return plot_pane(pn.bind(view, *params), width=w, height=h, visible=visible, name=name)
+        return plot_pane(pn.bind(self.view(view), *params), width=w, height=h, visible=visible, name=name)
 
     # ---------------------------------------------------------------- views: functions of the state
     def _verdict_md(self, results, selected, running, status, error):

@@ -61,7 +61,7 @@ class ReconstructionExplorer(TaskApp):
             state = ReconstructionState(raw, recording=recording, model=model_arg(model, model_source))
         super().__init__(state=state, **params)
         st = self.state
-        download = pn.widgets.FileDownload(callback=self._fif_bytes, filename="repaired_raw.fif",
+        download = pn.widgets.FileDownload(callback=self.guard(self._fif_bytes), filename="repaired_raw.fif",
                                            label="Download repaired FIF", color="success",
                                            disabled=st.param.result.rx.is_(None), sizing_mode="stretch_width")
         number = functools.partial(pn.widgets.IntInput.from_param, sizing_mode="stretch_width")
@@ -74,7 +74,8 @@ class ReconstructionExplorer(TaskApp):
                                               sizing_mode="stretch_width"),
             pn.pane.Markdown(pn.bind(self._span_md, st.param.masked_span, st.param.epoch, st.param.ready),
                              sizing_mode="stretch_width"),
-            pn.widgets.Button(label="Clear masks", sizing_mode="stretch_width", on_click=lambda e: st.clear_mask()),
+            pn.widgets.Button(label="Clear masks", sizing_mode="stretch_width",
+                              on_click=self.guard(lambda event: st.clear_mask())),
             number(st.param.steps, label="steps"),
             pn.widgets.FloatInput.from_param(st.param.cfg, label="cfg", step=0.1, sizing_mode="stretch_width"),
             number(st.param.seed, label="seed"),
@@ -122,7 +123,7 @@ class ReconstructionExplorer(TaskApp):
         Dragging with x-box-select on them masks that span (a BoundsX stream)."""
         st = self.state
         drag = hv.streams.BoundsX(boundsx=None)
-        drag.add_subscriber(st.select_span)
+        drag.add_subscriber(self.guard(st.select_span))
         return dynamic(self._traces_view, st.param.epoch, st.param.masked_channels, st.param.masked_span,
                        st.param.result, self.param.kinds, stream=drag)
 
@@ -131,7 +132,7 @@ class ReconstructionExplorer(TaskApp):
         """The electrodes, masked ones in red (``hv.DynamicMap``); a click toggles one (a Tap stream)."""
         st = self.state
         tap = hv.streams.Tap(x=None, y=None)
-        tap.add_subscriber(st.toggle_at)
+        tap.add_subscriber(self.guard(st.toggle_at))
         return dynamic(self._scalp_view, st.param.masked_channels, stream=tap)
 
     def _traces_view(self, epoch, masked_channels, masked_span, result, kinds):
@@ -170,8 +171,11 @@ class ReconstructionExplorer(TaskApp):
 
     def _span_md(self, masked_span, epoch, ready):
         span = self.state.span() if ready else None
-        return ("**time span:** drag with x-box-select on the traces" if span is None
-                else f"**time span:** {span[0]:.2f}–{span[1]:.2f} s of the epoch")
+        if span is None:
+            return "**time span:** drag with x-box-select on the traces"
+        where = (f"only inside it for {', '.join(self.state.masked_channels)}" if self.state.masked_channels
+                 else "on every channel")
+        return f"**time span:** {span[0]:.2f}–{span[1]:.2f} s of the epoch, masked {where}"
 
     def _fif_bytes(self):
         path = Path(self.state.export_fif())

@@ -44,12 +44,12 @@ class ScreeningPanel(TaskApp):
         super().__init__(state=state, **params)
         st = self.state
         shown = st.param.report.rx.is_not(None)
-        self.map = plot_pane(pn.bind(self._map_view, st.param.report, st.param.shown, st.param.kind),
+        self.map = plot_pane(pn.bind(self.view(self._map_view), st.param.report, st.param.shown, st.param.kind),
                              sizing_mode="stretch_width", visible=shown, name="screening map")
         self.table = pn.pane.DataFrame(pn.bind(self._table_view, st.param.report), index=False,
                                        float_format="{:.2f}".format, sizing_mode="stretch_width", visible=shown)
         groups = pn.widgets.IntInput(label="held-out groups (0: each channel alone)", value=0, start=0, end=256)
-        groups.param.watch(self._set_groups, "value")
+        groups.param.watch(self.guard(self._set_groups), "value")
         self._layout = self.sidebar(
             "Screening",
             pn.widgets.CheckButtonGroup.from_param(st.param.estimators, label="estimators (ZUNA decides when on)"),
@@ -75,7 +75,7 @@ class ScreeningPanel(TaskApp):
         try:
             self.state.groups = None if value < 2 else int(value)
         except ValueError as err:                     # outside the parameter's bounds
-            self.state.error = str(err).split("\n")[0]
+            self.state.report_error(err)
             event.obj.value = 0
 
     def needs_compute(self):

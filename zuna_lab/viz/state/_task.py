@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 
 import param
 
-from ...errors import ZunaValueError
+from ...errors import ZunaLabError, ZunaValueError
+
+log = logging.getLogger("zuna_lab.viz")
 
 
 def loaded(model):
@@ -21,6 +25,22 @@ def resolve_model(model):
     from ...api.core import get_model
 
     return get_model(model)
+
+
+def plain_message(exc):
+    """One plain sentence for an app's status line: the message, without a class name or a traceback.
+
+    zuna_lab's own errors are one sentence already; anything else is said to be unexpected.  The
+    whole traceback goes to the ``zuna_lab.viz`` logger (debug level: silent unless asked for).
+    """
+    log.debug("an app's action failed", exc_info=exc)
+    text = str(exc).strip().splitlines()[0].strip() if str(exc).strip() else ""
+    text = re.sub(r"^(\w+(Error|Exception|Warning)):\s*", "", text)      # a class name the message repeats
+    if not text:
+        return "The action failed unexpectedly; nothing was changed."
+    if not text.endswith((".", "!", "?")):
+        text += "."
+    return text if isinstance(exc, (ZunaLabError, ValueError, TypeError)) else f"The action failed: {text}"
 
 
 class Task(param.Parameterized):
@@ -51,7 +71,12 @@ class Task(param.Parameterized):
         return self.model
 
     def fail(self, exc):
-        self.param.update(running=False, error=f"{type(exc).__name__}: {exc}", status="failed")
+        """A computation failed: stop, and say why in one sentence (``error``)."""
+        self.param.update(running=False, error=plain_message(exc), status="failed")
+
+    def report_error(self, exc):
+        """A control's action failed: say why in one sentence (``error``); a computation in progress goes on."""
+        self.error = plain_message(exc)
 
     def work(self, *, raise_errors=True):
         """Compute (blocking, one call at a time); sets only ``running``/``progress``/``status``/``error``.

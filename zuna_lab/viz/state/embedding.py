@@ -7,7 +7,7 @@ import param
 import xarray as xr
 
 from ...errors import ZunaValueError
-from ..projections import coords_frame, embedding_coords
+from ..projections import coords_frame, embedding_coords, umap_available
 from ._task import Task, resolve_model
 from .recording import Recording, as_recording
 
@@ -48,18 +48,33 @@ class EmbeddingState(Task):
     def __init__(self, embedding=None, *, raw=None, recording=None, **params):
         super().__init__(embedding=embedding, recording=as_recording(raw, recording), **params)
         self._recompute()
+        self.param.watch(self._options_changed, ["embedding", "method", "max_points", "seed"])
 
     @property
     def raw(self):
         return None if self.recording is None else self.recording.raw
 
-    @param.depends("embedding", "method", "max_points", "seed", watch=True)
+    @property
+    def umap_available(self):
+        """Whether ``method="umap"`` can run (umap-learn is installed; not imported here)."""
+        return umap_available()
+
     def _recompute(self):
         if self.embedding is None:
             self.param.update(coords=None, selection=[])
             return
         coords = embedding_coords(self.embedding, method=self.method, max_points=self.max_points, seed=self.seed)
-        self.param.update(coords=coords, selection=[], progress=1.0)   # an embedding given or shared is done
+        self.param.update(coords=coords, selection=[], progress=1.0, error="")   # a given or shared one is done
+
+    def _options_changed(self, *events):
+        """Map again; options the map cannot use are put back as they were, and ``error`` says why."""
+        try:
+            self._recompute()
+        except Exception as exc:  # noqa: BLE001 - shown to the user
+            undo = {e.name: e.old for e in events if e.name != "embedding"}
+            if undo:
+                self.param.update(**undo)                 # maps again with the options that worked
+            self.report_error(exc)
 
     # ---------------------------------------------------------------- embedding
     def _work(self):

@@ -279,9 +279,9 @@ class _Pipeline:
 
     def commit(self, row):
         source, stamp = self.sources[row["recording"]]
-        written = row.pop("written", None)
+        written, pooled = row.pop("written", None), row.pop("pooled", None)
         self.store.commit({**row, "source": source, "source_stamp": stamp, "run_id": self.id, "computed_at": _now()},
-                          written=written)
+                          written=written, pooled=pooled)
         self.active -= 1
         self.epochs += int(row.get("n_epochs", 0)) if row["status"] == "done" else 0
         self.failed += row["status"] == "failed"
@@ -306,6 +306,6 @@ def _result(future, rec_id):
 
 
 def _now():
-    from .store import now
+    from .journal import now
 
     return now()

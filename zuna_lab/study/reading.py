@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import ZunaTypeError, ZunaValueError
 from .store import StudyStore
 
@@ -41,6 +43,12 @@ def open_embeddings(store):
     return Study(store)
 
 
+def _names(recordings):
+    if isinstance(recordings, str) or not hasattr(recordings, "__iter__"):
+        raise ZunaTypeError(f"recordings must be a list of recording ids or None, got {recordings!r}.")
+    return list(recordings)
+
+
 class Study:
     """The recordings of a study store: index, lazy per-recording Datasets, pooled views.
 
@@ -68,9 +76,15 @@ class Study:
 
     def refresh(self):
         """Read the index again (a run may have committed more recordings since)."""
-        content = self._store._read_index()
-        self.settings = content.get("settings", {})
-        self._rows = {row["recording"]: row for row in content.get("rows", [])}
+        state = self._store.read()
+        if state is None:
+            raise ZunaValueError(f"{str(self.path)!r} has no index any more (was it deleted?); check the path.")
+        self.settings = state.settings
+        self._rows = state.rows
+        self._state = state
+        self._recordings = sorted(rec for rec, row in self._rows.items() if row.get("status") == "done")
+        self._done = set(self._recordings)
+        self._frame = None
         return self
 
     @property
@@ -78,35 +92,47 @@ class Study:
         """One row per recording (see :func:`embed_many`), as a pandas DataFrame."""
         from .store import index_frame
 
-        return index_frame(sorted(self._rows.values(), key=lambda row: row["recording"]))
+        if self._frame is None:
+            self._frame = index_frame(sorted(self._rows.values(), key=lambda row: row["recording"]))
+        return self._frame.copy()
 
     @property
     def recordings(self):
         """The ids of the complete recordings, sorted."""
-        return sorted(rec for rec, row in self._rows.items() if row.get("status") == "done")
+        return list(self._recordings)
 
     def __len__(self):
-        return len(self.recordings)
+        return len(self._recordings)
 
     def __iter__(self):
         return iter(self.recordings)
 
     def __contains__(self, recording):
-        return recording in self.recordings
+        return recording in self._done
 
     def __getitem__(self, recording):
-        import xarray as xr
+        from .archive import open_recording
 
+        row = self._row(recording)
+        return open_recording(self.path / row["output"])
+
+    def _row(self, recording):
+        """The row of a complete recording; else one sentence."""
         row = self._rows.get(recording)
         if row is None:
             raise ZunaValueError(f"The study has no recording {recording!r}; its recordings are "
-                                 f"{', '.join(self.recordings[:8])}{' …' if len(self) > 8 else ''}.")
+                                 f"{', '.join(self._recordings[:8])}{' …' if len(self) > 8 else ''}.")
         if row.get("status") != "done":
             raise ZunaValueError(f"Recording {recording!r} failed and has no embedding: {row.get('error')}")
-        return xr.open_zarr(self.path / row["output"], consolidated=True)
+        return row
 
     def pooled(self, per="recording", *, include_masked=False, recordings=None):
         """Mean latents over channels and tokens, per recording or per epoch, as one tidy DataFrame.
+
+        Per recording, the means come from the store's pooled table (sums written with each
+        recording, one file for the whole study); per epoch, from the small per-epoch sums kept
+        in each recording's file. Recordings of stores written before these sums existed are
+        pooled from their embeddings, as before; both ways agree to float64 rounding.
 
         Parameters
         ----------
@@ -124,44 +150,108 @@ class Study:
             ``recording`` (and ``epoch``, ``epoch_start``), for a BIDS study its entities
             (``subject``, ``session``, ``task``, ``acquisition``, ``run``) and the columns of
             ``participants.tsv`` (one already taken gets a ``participant_`` prefix), then
-            ``n_tokens`` (tokens averaged) and ``latent_0`` … ``latent_31``. Computed with dask
-            (on the current client, if any).
+            ``n_tokens`` (tokens averaged) and ``latent_0`` … ``latent_31``.
 
         Examples
         --------
         >>> features = study.pooled().merge(groups, on="recording")      # doctest: +SKIP
         >>> zl.open_embeddings(bids_root).pooled().groupby("group").latent_0.mean()   # doctest: +SKIP
         """
-        import dask
-        import numpy as np
         import pandas as pd
+
+        from ..validation import check_bool
 
         if per not in ("recording", "epoch"):
             raise ZunaValueError(f"per must be 'recording' or 'epoch', got {per!r}.")
-        names = self.recordings if recordings is None else [str(r) for r in recordings]
-        lazy = []
+        check_bool(include_masked, "include_masked")
+        names = self._recordings if recordings is None else list(dict.fromkeys(str(r) for r in _names(recordings)))
         for name in names:
-            ds = self[name]
-            visible = ~ds["padding"] if include_masked else ~(ds["mask"] | ds["padding"])
-            dims = ("channel", "token") if per == "epoch" else ("epoch", "channel", "token")
-            total = ds["embedding"].astype("float64").where(visible).sum(dims)
-            lazy.append((total.data, visible.sum(dims).data, ds["epoch_start"].values))
-        computed = dask.compute(*[(total, count) for total, count, _ in lazy])
-        frames = []
-        for name, (total, count), (_, _, starts) in zip(names, computed, lazy):
-            total, count = np.atleast_2d(np.asarray(total, np.float64)), np.atleast_1d(np.asarray(count))
-            with np.errstate(invalid="ignore", divide="ignore"):
-                means = total / count[:, None]
-            frame = pd.DataFrame(means, columns=[f"latent_{i}" for i in range(means.shape[1])])
-            frame.insert(0, "n_tokens", count.astype(np.int64))
-            if per == "epoch":
-                frame.insert(0, "epoch_start", starts)
-                frame.insert(0, "epoch", np.arange(len(starts)))
-            frame.insert(0, "recording", name)
-            frames.append(frame)
+            self._row(name)                 # every name is a complete recording, before any reading
+        suffix = "_all" if include_masked else ""
+        if per == "recording":
+            frames, rest = self._from_table(names, suffix)
+        else:
+            frames, rest = self._from_epoch_sums(names, suffix)
+        if rest:
+            frames.append(self._from_embeddings(rest, per, include_masked))
+        frames = [frame for frame in frames if len(frame)]
         if not frames:
             return pd.DataFrame(columns=["recording", "n_tokens"])
-        return self._labelled(pd.concat(frames, ignore_index=True))
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        if len(frames) > 1 or rest:         # back in the order asked for
+            order = pd.Series(range(len(names)), index=names)
+            keys = [order.reindex(frame["recording"]).to_numpy()]
+            if per == "epoch":
+                keys.insert(0, frame["epoch"].to_numpy())
+            frame = frame.iloc[np.lexsort(keys)].reset_index(drop=True)
+        return self._labelled(frame)
+
+    def _from_table(self, names, suffix):
+        """Per-recording means of ``names`` from the pooled table and the journal; the names not there."""
+        from .pooled import from_payload, means_frame, read_table
+
+        for _ in range(3):
+            try:
+                table = read_table(self.path / self._state.table) if self._state.table else None
+                break
+            except FileNotFoundError:       # compacted since the index was read: read it again
+                self.refresh()
+        else:
+            table = None
+        recordings, outputs, sums, counts = [], [], [], []
+        if table is not None:
+            recordings.append(table["recording"])
+            outputs.append(table["output"])
+            sums.append(table["sum" + suffix])
+            counts.append(table["n" + suffix])
+        if self._state.pooled:
+            entries = list(self._state.pooled.items())
+            decoded = [from_payload(entry) for _, (_, entry) in entries]
+            recordings.append(np.array([rec for rec, _ in entries], dtype=object))
+            outputs.append(np.array([output for _, (output, _) in entries], dtype=object))
+            sums.append(np.stack([d["sum" + suffix] for d in decoded]))
+            counts.append(np.array([d["n" + suffix] for d in decoded], np.int64))
+        if not recordings:
+            return [], list(names)
+        where = {}                  # the last entry of each recording that belongs to its current output
+        for position, (rec, output) in enumerate(zip(np.concatenate(recordings).tolist(),
+                                                      np.concatenate(outputs).tolist())):
+            row = self._rows.get(rec)
+            if row is not None and row.get("output") == output:
+                where[rec] = position
+        found = [name for name in names if name in where]
+        rows = np.fromiter((where[name] for name in found), dtype=np.int64, count=len(found))
+        frame = means_frame(found, np.concatenate(sums)[rows], np.concatenate(counts)[rows])
+        return [frame], [name for name in names if name not in where]
+
+    def _from_epoch_sums(self, names, suffix):
+        """Per-epoch means of ``names`` from each recording's per-epoch sums; the names without them."""
+        from .archive import read_epoch_sums
+        from .pooled import means_frame
+
+        frames, rest = [], []
+        for name in names:
+            sums = read_epoch_sums(self.path / self._rows[name]["output"])
+            if sums is None:
+                rest.append(name)
+                continue
+            starts = sums["epoch_start"]
+            frames.append(means_frame([name] * len(starts), sums["sum" + suffix], sums["n" + suffix],
+                                      epoch=np.arange(len(starts)), epoch_start=starts))
+        return frames, rest
+
+    def _from_embeddings(self, names, per, include_masked):
+        """Means of ``names`` computed from their embeddings (recordings of older stores)."""
+        import pandas as pd
+
+        from .pooled import means_frame, sums_from_datasets
+
+        frames = []
+        for name, total, count, starts in sums_from_datasets({name: self[name] for name in names}, per,
+                                                              include_masked):
+            epochs = dict(epoch=np.arange(len(starts)), epoch_start=starts) if per == "epoch" else {}
+            frames.append(means_frame([name] * len(count), total, count, **epochs))
+        return pd.concat(frames, ignore_index=True)
 
     def _labelled(self, frame):
         """``frame`` with the BIDS entities of its recordings and the participants' columns, after ``recording``."""

@@ -4,22 +4,29 @@ A study store (``embed_many``) is a folder::
 
     study.zarr/
       .zgroup, .zattrs          a zarr group, so zarr tools open it (attrs: format, kind)
-      index.json                THE index: settings + one row per recording (the single source of truth)
-      recordings/<id>@<run>/    one zarr group per complete recording: exactly zl.embed's Dataset
-      .tmp/                     groups being written (removed by the next run)
+      index.json                the index's snapshot: settings + one row per recording
+      journal-<g>.jsonl         the rows committed since that snapshot, one line per commit
+      pooled-<token>.zarr.zip   the pooled features of every recording (one table, :mod:`.pooled`)
+      recordings/<id>@<run>.zarr.zip   one file per complete recording: its zarr group, exactly
+                                zl.embed's Dataset, in a zip (:mod:`.archive`), with its per-epoch sums
+      .tmp/                     recordings being written (removed by the next run)
       .lock                     held by the running driver (host, pid)
 
-A recording is committed in two steps by the driver alone: its group, written by a worker under
-``.tmp/``, is renamed into ``recordings/`` (a new name: ``<id>@<run>``), then ``index.json`` is
-replaced atomically (written beside it, ``os.replace``d) with the row pointing at it. Readers go
-through the index, so they never see a half-written recording; a killed run leaves at most
-unreferenced groups, which the next run removes. ``reconstruct_many`` keeps the same index as
-``zuna_lab_index.json`` beside its FIF files (each written atomically by :func:`zuna_lab.write_fif`).
+A recording is committed by the driver alone: its zip, written (and fsynced) by a worker under
+``.tmp/``, is renamed into ``recordings/`` (a new name: ``<id>@<run>``), then its row is appended to
+the journal as one fsynced line (:mod:`.journal`): a commit costs the same at 100 or 100,000
+recordings, and the snapshot is rewritten only when the journal is compacted (end of a run, or
+when the journal has grown). Readers go through the index, so they never see a half-written
+recording; a killed run leaves at most an unfinished journal line and unreferenced files, which
+the next run removes. Stores of the older formats (``/1``, ``/2``: one zarr folder per recording,
+the whole ``index.json`` rewritten per commit) are read as they are and rewritten in this format
+by the next run (their recordings stay folders). ``reconstruct_many`` keeps the same index as
+``zuna_lab_index.json`` + ``zuna_lab_journal-<g>.jsonl`` beside its FIF files (each written
+atomically by :func:`zuna_lab.write_fif`).
 """
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import json
 import os
 import re
@@ -29,12 +36,11 @@ import uuid
 from pathlib import Path
 
 from ..errors import ZunaTypeError, ZunaValueError
+from .journal import IndexWriter, now, read_index
+from .layout import COMPACT_MIN_LINES, COMPACT_RATIO, FORMAT, INDEX_NAMES, JOURNAL_NAMES, POOLED_TABLE
 
 __all__ = ["StudyStore", "INDEX_COLUMNS", "source_stamp", "recording_id", "index_frame"]
 
-FORMAT = "zuna_lab.study.api/2"
-#: Earlier formats this version reads (and rewrites in its own on the next run).
-_OLD_FORMATS = ("zuna_lab.study.api/1",)
 #: Columns of the index, in order (the DataFrame ``embed_many`` returns and ``Study.index``); a BIDS
 #: study adds its entities after ``source`` (:data:`zuna_lab.study.bids.BIDS_COLUMNS`).
 INDEX_COLUMNS = ("recording", "source", "status", "n_epochs", "n_channels", "seconds", "error", "warnings",
@@ -124,10 +130,6 @@ def index_frame(rows):
                          "compute_seconds": "float64"}).reset_index(drop=True)
 
 
-def now():
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
 class StudyStore:
     """A study folder: its index, lock, temporary area and atomic commits (driver side only).
 
@@ -141,7 +143,7 @@ class StudyStore:
     def __init__(self, path, kind):
         self.path = Path(path).expanduser().resolve()
         self.kind = kind
-        self.index_path = self.path / ("index.json" if kind == "embeddings" else "zuna_lab_index.json")
+        self.index_path = self.path / INDEX_NAMES[kind]
         self.tmp = self.path / ".tmp"
         self.groups = self.path / "recordings"
         self.lock_path = self.path / ".lock"
@@ -149,11 +151,20 @@ class StudyStore:
         self.rows = {}
         #: Columns that name a recording beyond its id (its BIDS entities), added to its row at commit.
         self.labels = {}
+        #: Pooled totals committed since the table was written: recording id -> (output, totals).
+        self.pending = {}
+        #: The pooled table's file name (embeddings), None before the first.
+        self.table = None
+        self._log = None
         self._locked = False
 
     # ------------------------------------------------------------------ opening
     def is_store(self):
         return self.index_path.is_file()
+
+    def read(self):
+        """The index as it is now (for readers: no lock taken, nothing changed), or None."""
+        return read_index(self.path, self.kind)
 
     def check_target(self, overwrite):
         """Before any work: the folder can be a store of this kind (new, empty, or one of ours)."""
@@ -173,41 +184,57 @@ class StudyStore:
                                  "choose a new path for the store.")
 
     def open(self, settings, *, overwrite=False):
-        """Take the lock, read (or create) the index, check the settings, clean up after a killed run."""
+        """Take the lock, read (or create) the index, check the settings, clean up after a killed run.
+
+        The journal a killed run left is folded into a new snapshot here; an unchanged store whose
+        last run ended cleanly is only reopened for appending (no rewrite).
+        """
+        from .pooled import from_payload
+
         self.path.mkdir(exist_ok=True)
         self._lock()
         try:
             if overwrite:
                 self._clear()
-            stored = self._read_index()
-            if stored is not None:
-                old = stored.get("settings", {})
+            state = read_index(self.path, self.kind, repair=True)
+            self._log = IndexWriter(self.path, self.kind)
+            if state is not None:
+                old = state.settings
                 if old and old != settings:
                     changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
                     raise ZunaValueError(
                         f"{str(self.path)!r} was made with other settings ({', '.join(changed)} differ: "
                         f"{', '.join(f'{k}={old.get(k)!r}' for k in changed)}); pass overwrite=True to start it "
                         "again, or use another store.")
-                self.rows = {row["recording"]: row for row in stored.get("rows", [])}
+                self.rows, self.table = state.rows, state.table
+                self.pending = {rec: (output, from_payload(entry)) for rec, (output, entry) in state.pooled.items()}
             self.settings = settings
-            self._write_index()
+            if state is None or state.format != FORMAT or state.lines or state.settings != settings:
+                self.compact(generation=state.generation if state is not None else 0)
+            else:
+                self._log.resume(state)
             if self.kind == "embeddings":
                 self._zarr_metadata()
             self._collect_garbage()
         except BaseException:
-            self.close()
+            self.close(compact=False)
             raise
         return self
 
-    def close(self):
-        with contextlib.suppress(OSError):
-            self.tmp.rmdir()          # only when empty: a finished run leaves no temporary folder
-        if self._locked:
-            try:
-                self.lock_path.unlink()
-            except FileNotFoundError:
-                pass
-            self._locked = False
+    def close(self, *, compact=True):
+        """Fold the journal into the snapshot (``compact``), release the lock."""
+        try:
+            if self._log is not None and compact and self._log.lines:
+                self.compact()
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+            with contextlib.suppress(OSError):
+                self.tmp.rmdir()          # only when empty: a finished run leaves no temporary folder
+            if self._locked:
+                self.lock_path.unlink(missing_ok=True)
+                self._locked = False
 
     def __enter__(self):
         return self
@@ -244,34 +271,47 @@ class StudyStore:
             return None
 
     # ------------------------------------------------------------------ index
-    def _read_index(self):
-        if not self.index_path.is_file():
-            return None
-        try:
-            content = json.loads(self.index_path.read_text())
-        except (OSError, ValueError) as err:
-            raise ZunaValueError(f"{str(self.index_path)!r} is unreadable ({err}); the store is damaged.") from None
-        if not isinstance(content, dict) or content.get("format") not in (FORMAT, *_OLD_FORMATS) \
-                or content.get("kind") != self.kind:
-            raise ZunaValueError(f"{str(self.index_path)!r} is not the index of zuna_lab {self.kind}; "
-                                 "choose another path.")
-        if content["format"] == "zuna_lab.study.api/1":     # its run counter was "run", now a BIDS entity's name
-            content["rows"] = [{("run_id" if k == "run" else k): v for k, v in row.items()}
-                               for row in content.get("rows", [])]
-        return content
+    def compact(self, *, generation=None):
+        """Fold the journal into a new snapshot (and the pending pooled totals into a new table)."""
+        table = self.table
+        if self.kind == "embeddings" and self.pending:
+            table = self._write_table()
+        self._log.rewrite(self.settings, self.rows, table=table, generation=generation)
+        if self.table and table != self.table:
+            (self.path / self.table).unlink(missing_ok=True)
+        self.table, self.pending = table, {}
 
-    def _write_index(self):
-        content = {"format": FORMAT, "kind": self.kind, "settings": self.settings, "updated": now(),
-                   "rows": sorted(self.rows.values(), key=lambda row: row["recording"])}
-        tmp = self.index_path.with_name(f".{self.index_path.name}.{uuid.uuid4().hex[:8]}")
-        with open(tmp, "w") as handle:
-            json.dump(content, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.index_path)
+    def _write_table(self):
+        """The pooled table of every done recording: the current table's rows still valid, then the pending ones."""
+        import numpy as np
+
+        from .pooled import SUM_NAMES, read_table, write_table
+
+        parts = []
+        if self.table:
+            old = read_table(self.path / self.table)
+            parts.append((list(old["recording"]), list(old["output"]), {name: old[name] for name in SUM_NAMES}))
+        if self.pending:
+            names = list(self.pending)
+            parts.append((names, [self.pending[rec][0] for rec in names],
+                          {name: np.stack([np.asarray(self.pending[rec][1][name]) for rec in names])
+                           for name in SUM_NAMES}))
+        recordings = [rec for part in parts for rec in part[0]]
+        outputs = [output for part in parts for output in part[1]]
+        totals = {name: np.concatenate([part[2][name] for part in parts]) for name in SUM_NAMES}
+        last = {}                  # a recording's last valid entry: its current output, done
+        for position, (rec, output) in enumerate(zip(recordings, outputs)):
+            row = self.rows.get(rec)
+            if row is not None and row.get("status") == "done" and row.get("output") == output:
+                last[rec] = position
+        keep = np.fromiter(sorted(last.values()), dtype=np.int64, count=len(last))
+        name = POOLED_TABLE.format(uuid.uuid4().hex[:8])
+        write_table(self.path / name, [recordings[i] for i in keep], [outputs[i] for i in keep],
+                    {key: values[keep] for key, values in totals.items()})
+        return name
 
     def _zarr_metadata(self):
-        for folder, attrs in ((self.path, {"zuna_lab": FORMAT, "kind": self.kind, "index": "index.json"}),
+        for folder, attrs in ((self.path, {"zuna_lab": FORMAT, "kind": self.kind, "index": self.index_path.name}),
                               (self.groups, None)):
             folder.mkdir(exist_ok=True)
             if not (folder / ".zgroup").exists():
@@ -281,32 +321,42 @@ class StudyStore:
 
     def _clear(self):
         """overwrite=True: forget every recording of an earlier run (only in a store of ours)."""
-        for folder in (self.groups, self.tmp):
-            shutil.rmtree(folder, ignore_errors=True)
         if self.kind == "reconstructions":
-            for row in self._read_rows():
+            try:
+                state = read_index(self.path, self.kind)
+            except ZunaValueError:
+                state = None
+            for row in state.rows.values() if state is not None else ():
                 if row.get("output"):
                     (self.path / row["output"]).unlink(missing_ok=True)
+        for folder in (self.groups, self.tmp):
+            shutil.rmtree(folder, ignore_errors=True)
+        for leftover in self._index_files():
+            leftover.unlink(missing_ok=True)
         self.index_path.unlink(missing_ok=True)
 
-    def _read_rows(self):
-        try:
-            return (self._read_index() or {}).get("rows", [])
-        except ZunaValueError:
-            return []
+    def _index_files(self, keep=()):
+        """The store's journals, pooled tables and unfinished snapshots, but ``keep``."""
+        patterns = [JOURNAL_NAMES[self.kind].replace("{:06d}", "*"), f".{self.index_path.name}.*"]
+        if self.kind == "embeddings":
+            patterns.append(POOLED_TABLE.format("*"))
+        return [path for pattern in patterns for path in self.path.glob(pattern) if path.name not in keep]
 
     def _collect_garbage(self):
-        """Remove what a killed run left: temporary groups/files and groups no index row points at."""
+        """Remove what a killed run left: temporary files, journals and tables no snapshot names, recordings
+        no index row points at."""
         shutil.rmtree(self.tmp, ignore_errors=True)
+        for leftover in self._index_files(keep={self._log.journal.name, self.table}):
+            leftover.unlink(missing_ok=True)
         if self.kind == "reconstructions":
             for leftover in self.path.glob(".*.tmp*"):
                 leftover.unlink(missing_ok=True)
             return
         self.tmp.mkdir()
         referenced = {row["output"] for row in self.rows.values() if row.get("status") == "done"}
-        for group in self.groups.iterdir():
-            if group.is_dir() and f"recordings/{group.name}" not in referenced:
-                shutil.rmtree(group, ignore_errors=True)
+        for entry in self.groups.iterdir():
+            if entry.name not in (".zgroup", ".zattrs") and f"recordings/{entry.name}" not in referenced:
+                _remove(entry)
 
     # ------------------------------------------------------------------ rows
     def is_complete(self, rec_id, source, stamp):
@@ -316,26 +366,46 @@ class StudyStore:
                     and row.get("source_stamp") == stamp and row.get("output")
                     and (self.path / row["output"]).exists())
 
-    def temporary(self, rec_id, run):
-        """Where a worker writes the group of ``rec_id`` before its commit."""
-        return self.tmp / f"{rec_id}@{run}"
+    def commit(self, row, written=None, pooled=None):
+        """Record ``row`` (done or failed): a done embedding's file moves from .tmp/ first, then the row (and
+        the recording's pooled totals, ``pooled``) is appended to the journal as one fsynced line.
 
-    def commit(self, row, written=None):
-        """Record ``row`` (done or failed) atomically; a done embedding's group moves from .tmp/ first."""
+        The cost does not depend on the number of rows, but for a compaction when the journal has grown
+        to half the snapshot (O(rows), so O(1) per commit on average).
+        """
+        from .pooled import payload
+
         row = {**_EMPTY_ROW, **self.labels.get(row["recording"], {}), **row}
-        previous = self.rows.get(row["recording"], {})
+        rec_id = row["recording"]
+        previous = self.rows.get(rec_id, {})
         if written is not None and row["status"] == "done":
             target = self.groups / Path(written).name
             os.replace(written, target)
             row["output"] = f"recordings/{target.name}"
-        self.rows[row["recording"]] = row
-        self._write_index()
+        entry = {"row": row}
+        if pooled is not None and row["status"] == "done":
+            entry["pooled"] = payload(pooled)
+            self.pending[rec_id] = (row["output"], pooled)
+        else:
+            self.pending.pop(rec_id, None)
+        self.rows[rec_id] = row
+        self._log.append(entry)
         old = previous.get("output")
         if self.kind == "embeddings" and old and old != row.get("output"):
-            shutil.rmtree(self.path / old, ignore_errors=True)      # the version this commit replaced
+            _remove(self.path / old)      # the version this commit replaced
+        if self._log.lines >= max(COMPACT_MIN_LINES, COMPACT_RATIO * len(self.rows)):
+            self.compact()
 
     def frame(self):
         return index_frame(sorted(self.rows.values(), key=lambda row: row["recording"]))
+
+
+def _remove(path):
+    """A recording's output: a zip file, or the zarr folder of an older store."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _alive(pid):

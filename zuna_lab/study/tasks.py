@@ -9,8 +9,10 @@ work changes device:
   by epoch length, and everything needed to build its Dataset), or a :class:`Failed` with one sentence.
 - :func:`encode_bundles` (GPU worker): the epochs of several recordings, batched together by token
   count, through the encoder of the worker's model (loaded once per process, :func:`worker_model`).
-- :func:`write_embedding` (CPU worker): the Dataset, built exactly as ``embed`` builds it, into a
-  zarr group under the store's ``.tmp/``; the driver commits it (:mod:`zuna_lab.study.store`).
+- :func:`write_embedding` (CPU worker): the Dataset, built exactly as ``embed`` builds it, into one
+  zip file (its zarr group, :mod:`~zuna_lab.study.archive`) under the store's ``.tmp/``, with the
+  recording's pooled sums (:mod:`~zuna_lab.study.pooled`); the driver commits it
+  (:mod:`zuna_lab.study.store`).
 
 ``reconstruct_many`` uses :func:`prepare_reconstruction` → :func:`reconstruct_bundles` →
 :func:`write_reconstruction` the same way. Expected failures come back as values, not exceptions.
@@ -263,17 +265,22 @@ def _scatter(latents, chunk, out):
 def _group_path(tmp_dir, rec_id, run):
     from pathlib import Path
 
-    return Path(tmp_dir) / f"{rec_id}@{run}"
+    from .layout import RECORDING_SUFFIX
+
+    return Path(tmp_dir) / f"{rec_id}@{run}{RECORDING_SUFFIX}"
 
 
 def write_embedding(meta, encoded, tmp_dir, run):
-    """Build the recording's Dataset exactly as :func:`zuna_lab.embed` does and write it as a zarr group.
+    """Build the recording's Dataset exactly as :func:`zuna_lab.embed` does and write it, with its per-epoch
+    sums, as one zip file (:func:`zuna_lab.study.archive.write_recording`).
 
-    Returns the recording's index row (status "done", or "failed" with the one-sentence error).
+    Returns the recording's index row (status "done", or "failed" with the one-sentence error); a
+    done row carries ``written`` (the file) and ``pooled`` (the recording's totals) for the commit.
     """
     from ..pipeline import results
     from ..pipeline.embedding import empty_grid, place_latents
-    from ..io.write import netcdf_ready
+    from .archive import write_recording
+    from .pooled import recording_sums
 
     if isinstance(meta, Failed) or isinstance(encoded, Failed):
         failed = meta if isinstance(meta, Failed) else encoded
@@ -291,13 +298,13 @@ def write_embedding(meta, encoded, tmp_dir, run):
         per_chunk = max(1, min(meta.n_epochs, (16 << 20) // max(1, embedding[0].nbytes)))
         encoding = {name: {"chunks": (per_chunk,) + ds[name].shape[1:]} for name in ("embedding", "mask", "padding")}
         path = _group_path(tmp_dir, meta.rec_id, run)
-        netcdf_ready(ds).to_zarr(path, mode="w", zarr_format=2, consolidated=True, encoding=encoding)
+        totals = recording_sums(write_recording(ds, path, encoding=encoding))
     except Exception as err:
         return _failed_row(Failed(meta.rec_id, failure_message(err), meta.warnings, meta.seconds, meta.n_channels))
     compute = meta.prepare_seconds + encode_seconds + time.perf_counter() - start
     return dict(recording=meta.rec_id, status="done", n_epochs=int(meta.n_epochs), n_channels=int(meta.n_channels),
                 seconds=meta.seconds, warnings=meta.warnings, compute_seconds=round(compute, 3),
-                worker=f"{meta.prepared_by} > {encoder}", written=str(path))
+                worker=f"{meta.prepared_by} > {encoder}", written=str(path), pooled=totals)
 
 
 def _failed_row(failed):

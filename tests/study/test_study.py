@@ -24,6 +24,7 @@ from pathlib import Path
 
 import mne
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -275,6 +276,19 @@ def test_pooled_means_match_numpy(embedded, model):
         np.testing.assert_array_equal(rows.epoch_start, emb.epoch_start.values)
         whole = per_recording[per_recording.recording == name][[f"latent_{i}" for i in range(32)]].to_numpy()[0]
         np.testing.assert_allclose(whole, x[visible].mean(0), rtol=1e-10, atol=1e-12)
+
+
+def test_one_file_per_recording_and_pooled_from_one_table(embedded, monkeypatch):
+    store = embedded["store"]
+    study = zl.open_embeddings(store)
+    files = [p for p in store.rglob("*") if p.is_file()]
+    outputs = {store / output for output in study.index.query("status == 'done'").output}
+    assert outputs == {p for p in files if p.parent.name == "recordings" and not p.name.startswith(".")}
+    # besides one zip per recording: .zgroup/.zattrs, recordings/.zgroup, index.json, the journal, the table
+    assert len(files) - len(outputs) == 6, sorted(p.name for p in files)
+    expected = study._from_embeddings(study.recordings, "recording", False)     # as pooled() computed it before
+    monkeypatch.setattr("zuna_lab.study.archive.open_recording", lambda path: pytest.fail(f"opened {path}"))
+    pd.testing.assert_frame_equal(study.pooled(), expected, check_exact=False, rtol=1e-12, atol=0)
 
 
 def test_rerun_recomputes_only_what_changed(embedded, setup, client):

@@ -50,7 +50,7 @@ def main(out):
     pages = {}
     for name, obj in views().items():
         html = out / f"{name}.html"
-        pn.Column(pn.pane.HoloViews(obj, sizing_mode="stretch_width"), width=COLUMN,
+        pn.Column(pn.pane.HoloViews(obj), width=COLUMN,
                   styles={"border-right": "1px dashed #bbb"}).save(html, resources=INLINE)
         pages[name] = html
     with sync_playwright() as p:

@@ -49,7 +49,8 @@ def _elements(ov, typ):
 def test_traces(rec):
     ov = zp.traces(rec, epoch=1, kinds=("original", "reconstruction", "hybrid"))
     paths = _elements(ov, hv.Path)
-    assert [p.label for p in paths] == ["original", "reconstruction", "hybrid"]
+    assert [p.label for p in paths] == ["reconstruction", "hybrid", "original"]    # the original on top
+    paths = paths[::-1]
     assert len(paths[0].data) == 12
     rects = _elements(ov, hv.Rectangles)[0]
     assert len(rects) == 2  # C3 and T7, each one merged span over the epoch
@@ -179,8 +180,6 @@ def test_latent_plots_have_fixed_readable_sizes(emb):
     assert _figure_size(zp.latent_moments(h)) == (660, 320, "fixed")
     assert _figure_size(zp.latent_moments(h, width=500, height=250)) == (500, 250, "fixed")
     assert _figure_size(zp.latent_histogram(emb)) == (440, 320, "fixed")
-    cmp = health.compare_recordings({"a": emb, "b": make_embedding(seed=4)}, n_permutations=5)
-    assert _figure_size(zp.drift_matrix(cmp)) == (440, 380, "fixed")
     fig = hv.render(zp.latent_moments(h), backend="bokeh")
     lo, hi = fig.y_range.start, fig.y_range.end
     assert lo <= float((h["mean"] - h["std"]).min()) and hi >= float((h["mean"] + h["std"]).max())

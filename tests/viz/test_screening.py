@@ -45,7 +45,7 @@ def test_screen_map_draws_the_report(report):
     assert labels == {"suggested bad channel", "suggested BAD_screen segment", "already marked bad (not scored)"}
     fig = hv.render(overlay, backend="bokeh")
     assert fig.toolbar.active_scroll is None and any(type(t).__name__ == "WheelZoomTool" for t in fig.toolbar.tools)
-    assert fig.sizing_mode == "stretch_width" and fig.max_width == 900
+    assert fig.sizing_mode == "stretch_width" and fig.max_width == plots._style.COLUMN_WIDTH == 860
     assert [item.label.value for item in fig.legend[0].items] == ["already marked bad (not scored)",
                                                                   "suggested bad channel", "suggested BAD_screen segment"]
     assert fig.xaxis.axis_label == "time (s)" and fig.yaxis.axis_label == "channel"

@@ -44,7 +44,7 @@ class EmbeddingExplorer(TaskApp):
 
     state = param.ClassSelector(class_=EmbeddingState)
 
-    MAP_SIZE = 420
+    MAP_SIZE = 400
 
     def __init__(self, embedding=None, *, raw=None, model=None, model_source=None, recording=None, state=None,
                  autostart=True, **params):
@@ -75,7 +75,8 @@ class EmbeddingExplorer(TaskApp):
             self.status_pane(),
             main=[pn.pane.Markdown(pn.bind(self._placeholder_md, st.param.status, st.param.error, st.param.running),
                                    visible=shown.rx.not_(), sizing_mode="stretch_width"),
-                  pn.Column(pn.Row(self.map, self.scalp), self.traces, visible=shown, sizing_mode="stretch_width")],
+                  # the scalp under the map: side by side they overflow a notebook column (~860 px)
+                  pn.Column(self.map, self.scalp, self.traces, visible=shown, sizing_mode="stretch_width")],
         )
         if autostart:
             pn.state.onload(self.activate)

@@ -38,9 +38,9 @@ class HealthPanel(TaskApp):
 
     state = param.ClassSelector(class_=HealthState)
 
-    MOMENTS_SIZE = (620, 320)
-    HISTOGRAM_SIZE = (440, 320)
-    DRIFT_SIZE = (440, 380)
+    # one under the other: beside the 300 px sidebar they fit a notebook column (~860 px)
+    MOMENTS_SIZE = (540, 300)
+    HISTOGRAM_SIZE = (540, 300)
 
     def __init__(self, embeddings=None, *, recordings=None, model=None, model_source=None, state=None,
                  autostart=True, **params):
@@ -55,8 +55,8 @@ class HealthPanel(TaskApp):
         detail = (st.param.results, st.param.selected)
         self.moments = self._fixed(self._moments_view, self.MOMENTS_SIZE, shown, *detail, name="moments")
         self.histogram = self._fixed(self._histogram_view, self.HISTOGRAM_SIZE, shown, *detail, name="histogram")
-        self.drift = self._fixed(self._drift_view, self.DRIFT_SIZE, st.param.comparison.rx.is_not(None),
-                                 st.param.comparison, name="drift")
+        self.drift = plot_pane(pn.bind(self.view(self._drift_view), st.param.comparison),
+                               visible=st.param.comparison.rx.is_not(None), name="drift")
         self._layout = self.sidebar(
             "Latent health",
             pn.widgets.Select.from_param(st.param.reference, label="compare with"),
@@ -72,7 +72,7 @@ class HealthPanel(TaskApp):
                                            st.param.error), sizing_mode="stretch_width"),
                   pn.pane.DataFrame(pn.bind(lambda results: st.summary(), st.param.results), index=False,
                                     float_format="{:.3g}".format, sizing_mode="stretch_width"),
-                  pn.Row(self.moments, self.histogram), self.drift],
+                  self.moments, self.histogram, self.drift],
         )
         if autostart:
             pn.state.onload(self.activate)
@@ -112,5 +112,4 @@ class HealthPanel(TaskApp):
     def _drift_view(self, comparison):
         if comparison is None:
             return None
-        w, h = self.DRIFT_SIZE
-        return plots.drift_matrix(comparison, width=w, height=h)
+        return plots.drift_matrix(comparison)

@@ -8,7 +8,7 @@ import xarray as xr
 import holoviews as hv
 
 from ..projections import scalp_coords
-from ._style import COLORS, mpl_size, with_opts
+from ._style import COLORS, label_points, mpl_size, styled, with_opts
 
 __all__ = ["channel_status", "scalp"]
 
@@ -82,24 +82,23 @@ def scalp(data, *, masked=(), added=None, selected=(), labels=True, size=420, ti
         "color": [COLORS[s] for s in status],
         "line": [COLORS["selected"] if n in sel else "#222222" for n in names],
     })
+    marker, names_layer = label_points(df)
     pts = hv.Points(df, kdims=["x", "y"], vdims=["channel", "status", "color", "line"])
     pts = with_opts(
         pts,
-        common={"color": "color"},
-        bokeh={"size": 16, "line_color": "line", "line_width": 2, "tools": ["tap", "hover"],
-               "nonselection_alpha": 1.0, "selection_alpha": 1.0},
-        mpl={"s": 150, "edgecolors": "line"},
+        common={"color": "color", "alpha": 0.85},
+        bokeh={"size": marker, "line_color": "line", "line_width": 2, "tools": ["tap", "hover"],
+               "nonselection_alpha": 0.85, "selection_alpha": 0.85},
+        mpl={"s": marker ** 2 / 2, "edgecolors": "line"},
     )
     outline = with_opts(hv.Path(_head_outline(), kdims=["x", "y"]), common={"color": "#333333"},
                     bokeh={"line_width": 2}, mpl={"linewidth": 2})
     layers = [outline, pts]
     if labels:
-        lab = hv.Labels(df, kdims=["x", "y"], vdims=["channel"])
-        layers.append(with_opts(lab, bokeh={"text_font_size": "8pt", "yoffset": -0.1, "text_color": "#111111"},
-                            mpl={"size": 7, "yoffset": -0.12, "color": "#111111"}))
+        layers.append(names_layer)
     lim = max(1.25, float(np.nanmax(np.abs(xy.values))) + 0.15) if np.isfinite(xy.values).any() else 1.25
     ov = hv.Overlay(layers)
-    return with_opts(
+    return styled(
         ov,
         common={"xlim": (-lim, lim), "ylim": (-lim, lim), "xaxis": None, "yaxis": None, "title": title},
         bokeh={"width": size, "height": size, "toolbar": "above", "show_legend": False},

@@ -8,7 +8,7 @@ import holoviews as hv
 
 from ...errors import ZunaValueError
 from ..projections import coords_frame, embedding_coords
-from ._style import REGION_COLORS, mpl_size, with_opts
+from ._style import REGION_COLORS, mpl_size, styled
 
 __all__ = ["embedding_map"]
 
@@ -61,7 +61,7 @@ def embedding_map(emb, *, color_by="channel", method="pca", max_points=5000, see
                                            "label_text_font_size": "8pt", "padding": 4}
     opts_common = {"color": col, "cmap": cmap, "title": f"embedding map ({method_name}) by {color_by}",
                    "xlabel": f"{method_name} 1", "ylabel": f"{method_name} 2"}
-    return with_opts(
+    return styled(
         pts, common=opts_common,
         bokeh={"size": 4, "alpha": 0.7, "width": size + (90 * legend_cols + 40 if categorical else 60),
                "height": size, "responsive": False, **({"legend_cols": legend_cols} if legend_cols > 1 else {}),

@@ -8,7 +8,7 @@ import xarray as xr
 import holoviews as hv
 
 from ...errors import ZunaValueError
-from ._style import COLORS, fixed, with_opts
+from ._style import COLORS, fixed, styled, with_opts
 
 __all__ = ["latent_histogram", "latent_moments", "drift_matrix"]
 
@@ -114,8 +114,11 @@ def latent_moments(data, *, width=660, height=320, verbose=None):
                          "xlim": (float(lat.min()) - 1, float(lat.max()) + 1), "ylim": (lo - pad, hi + pad)})
 
 
-def drift_matrix(cmp, *, variable="mmd2", width=440, height=380, verbose=None):
+def drift_matrix(cmp, *, variable="mmd2", size=None, verbose=None):
     """Heat map of pairwise recording drift from :func:`~zuna_lab.trust.health.compare_recordings`.
+
+    The recordings run in the same order along both axes, top to bottom and left to right, so a
+    recording against itself (MMD² 0) is on the diagonal from the top left; each cell is written.
 
     Parameters
     ----------
@@ -123,14 +126,15 @@ def drift_matrix(cmp, *, variable="mmd2", width=440, height=380, verbose=None):
         ``compare_recordings`` result.
     variable : "mmd2" | "p_value"
         What to colour by.
-    width, height : int
-        Fixed plot size in pixels.
+    size : int | None
+        Side of the square of cells in pixels (default: 110 per recording, 260 to 520).
     verbose : bool | str | int | None
         Unused; accepted for MNE-like signatures.
 
     Returns
     -------
-    hv.HeatMap
+    hv.Overlay
+        ``HeatMap`` * ``Labels`` (the values).
 
     Examples
     --------
@@ -138,8 +142,24 @@ def drift_matrix(cmp, *, variable="mmd2", width=440, height=380, verbose=None):
     """
     if not isinstance(cmp, xr.Dataset) or variable not in cmp:
         raise ZunaValueError(f"drift_matrix needs a compare_recordings Dataset with {variable!r}.")
-    df = cmp[variable].to_dataframe().reset_index()
-    hm = hv.HeatMap(df, kdims=["recording", "other"], vdims=[variable])
-    return fixed(hm, width, height, common={"cmap": "viridis", "colorbar": True, "title": f"pairwise {variable}"},
-                 bokeh={"tools": ["hover"], "xrotation": 30})
+    names = [str(n) for n in cmp["recording"].values]
+    values = np.asarray(cmp[variable].transpose("recording", "other").values, float)
+    import pandas as pd
 
+    df = pd.DataFrame([(a, b, values[i, j]) for i, a in enumerate(names) for j, b in enumerate(names)],
+                      columns=["recording", "compared with", variable])
+    top = np.nanmax(values) if np.isfinite(values).any() else 1.0
+    df["text"] = [f"{v:.3g}" for v in df[variable]]
+    df["ink"] = ["white" if v < 0.6 * top else "black" for v in df[variable]]   # readable on viridis
+    label = {"mmd2": "MMD²", "p_value": "p-value"}.get(variable, variable)
+    # HeatMap puts its first category at the bottom: the y axis inverted puts it on top (diagonal from the top left)
+    hm = with_opts(hv.HeatMap(df, kdims=["compared with", "recording"], vdims=[hv.Dimension(variable, label=label)]),
+                   common={"cmap": "viridis", "colorbar": True}, bokeh={"tools": ["hover"], "xrotation": 20})
+    text = with_opts(hv.Labels(df, kdims=["compared with", "recording"], vdims=["text", "ink"]),
+                     bokeh={"text_color": "ink", "text_font_size": "11pt"}, mpl={"color": "ink", "size": 10})
+    side = int(size or min(520, max(260, 110 * len(names))))
+    return styled(hm * text,
+                  common={"title": f"pairwise {label} (0 on the diagonal)",
+                          "invert_yaxis": True, "xlabel": "compared with", "ylabel": "recording"},
+                  bokeh={"frame_width": side, "frame_height": side},
+                  mpl={"fig_inches": (side + 260) / 100, "aspect": "equal"})

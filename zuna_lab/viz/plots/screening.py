@@ -15,7 +15,7 @@ import xarray as xr
 import holoviews as hv
 
 from ...errors import ZunaTypeError, ZunaValueError
-from ._style import with_opts
+from ._style import COLUMN_WIDTH, styled, with_opts
 
 __all__ = ["screen_map", "SCREEN_COLORS"]
 
@@ -62,12 +62,7 @@ def _outlines(rows, label, color, dash, *, line_width):
                      mpl={"facecolor": "none", "edgecolor": color, "linewidth": line_width})
 
 
-def _wheel_zoom_off(plot, element):
-    """Wheel zoom stays in the toolbar but is not active: scrolling the page never zooms the plot."""
-    plot.state.toolbar.active_scroll = None
-
-
-def screen_map(report, *, estimator=None, kind="badness", vmax=None, max_width=900, height=None, title=None,
+def screen_map(report, *, estimator=None, kind="badness", vmax=None, max_width=COLUMN_WIDTH, height=None, title=None,
                verbose=None):
     """Channels × time heat map of a screening, with the suggested bad channels and segments drawn on it.
 
@@ -137,12 +132,11 @@ def screen_map(report, *, estimator=None, kind="badness", vmax=None, max_width=9
     title = title or (f"screening, {estimator}" + (" (decides)" if estimator == decided else "")
                       + f": {label} · threshold {threshold:g}")
     ticks = [(float(row_of[name]), name) for name in names]
-    return with_opts(hv.Overlay(layers), common={"xlabel": "time (s)", "ylabel": "channel",
-                                                 "yticks": ticks, "xlim": (start, stop), "ylim": (-0.5, n - 0.5)},
-                     bokeh={"responsive": True, "max_width": int(max_width), "min_width": 360, "height": height,
-                            "tools": ["hover", "wheel_zoom"], "active_tools": ["pan"], "show_legend": True,
-                            "legend_position": "bottom", "legend_cols": 3, "toolbar": "above",
-                            "hooks": [_wheel_zoom_off], "title": title,
-                            "fontsize": {"yticks": "8pt" if n > 32 else "9pt"}},
-                     mpl={"fig_inches": (int(max_width) / 100, height / 100), "aspect": "auto", "show_legend": True,
-                          "legend_position": "right", "title": f"{title} (colour: 0 to {vmax:g}, YlOrRd)"})
+    return styled(hv.Overlay(layers), common={"xlabel": "time (s)", "ylabel": "channel",
+                                              "yticks": ticks, "xlim": (start, stop), "ylim": (-0.5, n - 0.5)},
+                  bokeh={"responsive": True, "max_width": int(max_width), "min_width": 360, "height": height,
+                         "tools": ["hover", "wheel_zoom"], "show_legend": True,
+                         "legend_position": "bottom", "legend_cols": 3, "toolbar": "above", "title": title,
+                         "fontsize": {"yticks": "8pt" if n > 32 else "9pt"}},
+                  mpl={"fig_inches": (int(max_width) / 100, height / 100), "aspect": "auto", "show_legend": True,
+                       "legend_position": "right", "title": f"{title} (colour: 0 to {vmax:g}, YlOrRd)"})

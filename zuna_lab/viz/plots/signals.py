@@ -9,7 +9,7 @@ import holoviews as hv
 
 from ...config import TOKEN_SECONDS as TOKEN_S
 from ...errors import ZunaTypeError, ZunaValueError
-from ._style import COLORS, mpl_size, with_opts
+from ._style import COLORS, COLUMN_WIDTH, fit_column, mpl_size, styled, with_opts
 
 __all__ = ["TOKEN_S", "minmax_downsample", "traces"]
 
@@ -125,7 +125,7 @@ def _mask_rectangles(mask, epoch, names, offsets, spacing) -> list:
 
 
 def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, max_points=2000,
-           show_mask=True, mask=None, mask_label="masked", highlight=(), width=900, height=None, responsive=False,
+           show_mask=True, mask=None, mask_label="masked", highlight=(), width=COLUMN_WIDTH, height=None, responsive=True,
            title=None, legend=True, verbose=None):
     """Stacked multi-channel traces (µV), original vs reconstruction, masked cells shaded.
 
@@ -139,8 +139,9 @@ def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, 
     channels : list of str | None
         Channels to show, top to bottom (default: all).
     kinds : sequence of str | None
-        Variables to overlay, drawn in this order (the last on top); default
-        ``("original", "reconstruction")`` for a Dataset (those present).
+        Variables to overlay; default ``("original", "reconstruction")`` for a Dataset (those
+        present).  The original is drawn last, thinner, on top: an infill never hides it.  Each
+        kind is named in the legend, in its own colour.
     sample : int | "mean"
         Which sample to draw when there is a ``sample`` dimension.
     spacing : float | None
@@ -158,13 +159,14 @@ def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, 
     highlight : sequence of str
         Channel labels drawn in the highlight colour.
     width, height : int
-        Plot size in pixels (height default: 40 px per channel + 80).
+        Plot size in pixels (height default: 40 px per channel + 80); with ``responsive`` the
+        widest it gets (default: a notebook column).
     responsive : bool
-        Stretch to the container's width (bokeh; ``width`` then only sizes PNGs).
+        Stretch to the container's width up to ``width`` (bokeh); False: exactly ``width``.
     title : str | None
         Plot title.
     legend : bool
-        Show the legend of the shaded cells.  Without it the shading layer is drawn even when
+        Show the legend (every kind drawn, the shaded cells).  Without it the shading layer is drawn even when
         empty, so that every frame of a ``hv.DynamicMap`` of traces has it (a layer, and with it
         a legend, that first appears in a later frame breaks BokehJS 3.9); the app's titles say
         what is shaded instead.
@@ -226,17 +228,22 @@ def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, 
                 common={"alpha": 0.5}, bokeh={"color": COLORS["mask_fill"], "line_alpha": 0},
                 mpl={"facecolor": COLORS["mask_fill"], "edgecolor": "none"},
             ))
-    for kind, da in arrays.items():
-        vals = np.asarray(da.values, dtype=float) * 1e6
+    drawn = sorted(arrays, key=lambda kind: kind == "original")       # the original last: on top
+    for kind in drawn:
+        vals = np.asarray(arrays[kind].values, dtype=float) * 1e6
         tt, vv = minmax_downsample(t, vals, max_points)
         paths = [np.column_stack([tt, vv[i] + offsets[i]]) for i in range(nch)]
         color = COLORS.get(kind, "#555555")
-        lw = 1.0 if kind == "original" else 1.2
+        lw = 0.9 if kind == "original" else 1.4
         layers.append(with_opts(
             hv.Path(paths, kdims=["time", "amplitude"], label=kind),
             common={"color": color},
             bokeh={"line_width": lw}, mpl={"linewidth": lw},
         ))
+    if legend:   # a Path has no legend entry: a one-point curve of each kind (nothing drawn) names it
+        layers += [with_opts(hv.Curve([(float(t[0]), float(offsets[0]))], "time", "amplitude", label=kind),
+                             common={"color": COLORS.get(kind, "#555555")}, bokeh={"line_width": 3},
+                             mpl={"linewidth": 2}) for kind in arrays]
     if highlight:
         hl = [i for i, n in enumerate(names) if n in set(highlight)]
         vals = base[hl]
@@ -250,12 +257,13 @@ def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, 
         title += f" · channel spacing {spacing:.3g} µV"
     height = height or int(40 * nch + 80)
     ov = hv.Overlay(layers)
-    ov = with_opts(
+    ov = styled(
         ov,
-        common={"title": title, "yticks": ticks, "xlabel": "time (s)", "ylabel": "µV (stacked)"},
-        bokeh={**({"responsive": True} if responsive else {"width": width}), "height": height,
-               "show_legend": bool(legend), "legend_position": "top_right", "active_tools": ["wheel_zoom"],
-               "framewise": True, "hooks": [_draw_in_order]},
+        common={"title": title, "yticks": ticks, "xlabel": "time (s)", "ylabel": "µV (stacked)",
+                "padding": (0, 0.05)},          # the epoch edge to edge
+        bokeh={**(fit_column(width, height) if responsive else {"width": int(width), "height": height}),
+               "show_legend": bool(legend), "legend_position": "right", "framewise": True,
+               "hooks": [_draw_in_order]},
         mpl={**mpl_size(width, height), "show_legend": bool(legend)},
     )
     return ov

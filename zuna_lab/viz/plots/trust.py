@@ -15,7 +15,7 @@ import holoviews as hv
 
 from ...errors import ZunaTypeError, ZunaValueError
 from ..projections import scalp_coords
-from ._style import mpl_size, with_opts
+from ._style import label_points, mpl_size, styled, with_opts
 
 __all__ = ["dropout_curve", "winners_map", "reliability_diagram", "montage_map", "METHOD_COLORS", "STATUS_COLORS"]
 
@@ -43,16 +43,17 @@ def _outline():
 def _scalp_overlay(df, *, color, hover, size, title):
     """Outline, points coloured by ``df[color]`` (legend by ``df['label']``), names."""
     layers = [with_opts(_outline(), common={"color": "#333333"}, bokeh={"line_width": 2}, mpl={"linewidth": 2})]
+    marker, labels = label_points(df)
     for label, part in df.groupby("label", sort=False):
         points = hv.Points(part, kdims=["x", "y"], vdims=["channel", *hover, color], label=str(label))
         layers.append(with_opts(points, common={"color": color},
-                                bokeh={"size": 15, "line_color": "#222222", "tools": ["hover"]}, mpl={"s": 120}))
-    layers.append(with_opts(hv.Labels(df, kdims=["x", "y"], vdims=["channel"]),
-                            bokeh={"text_font_size": "8pt", "yoffset": -0.1}, mpl={"size": 7, "yoffset": -0.12}))
-    return with_opts(hv.Overlay(layers), common={"xlim": (-1.3, 1.3), "ylim": (-1.3, 1.3), "xaxis": None,
-                                                 "yaxis": None, "title": title},
-                     bokeh={"width": size, "height": size, "legend_position": "bottom_right", "toolbar": "above"},
-                     mpl={**mpl_size(size, size), "aspect": "equal", "legend_position": "bottom_right"})
+                                bokeh={"size": marker, "line_color": "#222222", "tools": ["hover"]},
+                                mpl={"s": marker ** 2 / 2}))
+    layers.append(labels)
+    return styled(hv.Overlay(layers), common={"xlim": (-1.3, 1.3), "ylim": (-1.3, 1.3), "xaxis": None,
+                                              "yaxis": None, "title": title},
+                  bokeh={"width": size, "height": size, "legend_position": "bottom_right", "toolbar": "above"},
+                  mpl={**mpl_size(size, size), "aspect": "equal", "legend_position": "bottom_right"})
 
 
 def dropout_curve(scores, *, metric="nmse", logy=None, width=520, height=340, title=None, verbose=None):
@@ -102,10 +103,28 @@ def dropout_curve(scores, *, metric="nmse", logy=None, width=520, height=340, ti
             with_opts(hv.Scatter(dots, kdims=["fraction"], vdims=[metric]), common={"color": color},
                       bokeh={"size": 5, "alpha": 0.6}, mpl={"s": 12, "alpha": 0.6}),
         ]
-    return with_opts(hv.Overlay(layers), common={"xlabel": "fraction of channels hidden", "ylabel": label,
-                                                 "logy": logy, "title": title or f"{label} as channels drop"},
-                     bokeh={"width": width, "height": height, "legend_position": "top_left", "show_grid": True},
-                     mpl={**mpl_size(width, height), "legend_position": "top_left", "show_grid": True})
+    fractions = [float(f) for f in scores["fraction"].values]
+    values = per_repeat.values[np.isfinite(per_repeat.values)]
+    ticks = {"xticks": [(f, f"{f:g}") for f in fractions]}
+    if logy and values.size and (values > 0).all():
+        ticks["yticks"] = log_ticks(values.min(), values.max())
+    return styled(hv.Overlay(layers), common={"xlabel": "fraction of channels hidden", "ylabel": label,
+                                              "logy": logy, "title": title or f"{label} as channels drop",
+                                              "padding": 0.08, **ticks},   # end points whole, not cut in half
+                  bokeh={"width": width, "height": height, "legend_position": "top_left", "show_grid": True},
+                  mpl={**mpl_size(width, height), "legend_position": "top_left", "show_grid": True})
+
+
+def log_ticks(low, high):
+    """Labelled ticks of a log axis from ``low`` to ``high``: 1-2-5 per decade, every decade when they would crowd."""
+    lo, hi = np.floor(np.log10(low)), np.ceil(np.log10(high))
+    steps = (1, 2, 5) if hi - lo <= 3 else (1,)
+    ticks = [m * 10.0 ** e for e in np.arange(lo, hi + 1) for m in steps]
+    inside = [t for t in ticks if low / 1.5 <= t <= high * 1.5]
+    if len(inside) < 3:   # less than a decade: finer steps
+        inside = [t for t in (m * 10.0 ** e for e in np.arange(lo, hi + 1) for m in range(1, 10))
+                  if low / 1.2 <= t <= high * 1.2]
+    return [(float(t), f"{t:g}") for t in inside]
 
 
 def winners_map(scores, *, metric="nmse", size=420, title=None, verbose=None):
@@ -193,11 +212,11 @@ def reliability_diagram(scores, *, width=420, height=420, title=None, verbose=No
               with_opts(after, common={"color": "#1f77b4"}, bokeh={"line_width": 2, "line_dash": "dotted"},
                         mpl={"linewidth": 2, "linestyle": ":"})]
     n = scores.attrs.get("n_samples", "?")
-    return with_opts(hv.Overlay(layers), common={"xlim": (0, 1), "ylim": (0, 1), "xlabel": "nominal coverage",
-                                                 "ylabel": "observed coverage",
-                                                 "title": title or f"reliability of ZUNA's spread ({n} draws)"},
-                     bokeh={"width": width, "height": height, "legend_position": "top_left", "show_grid": True},
-                     mpl={**mpl_size(width, height), "legend_position": "top_left", "show_grid": True})
+    return styled(hv.Overlay(layers), common={"xlim": (0, 1), "ylim": (0, 1), "xlabel": "nominal coverage",
+                                              "ylabel": "observed coverage",
+                                              "title": title or f"reliability of ZUNA's spread ({n} draws)"},
+                  bokeh={"width": width, "height": height, "legend_position": "top_left", "show_grid": True},
+                  mpl={**mpl_size(width, height), "legend_position": "top_left", "show_grid": True})
 
 
 def montage_map(report, *, size=420, title=None, verbose=None):

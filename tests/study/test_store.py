@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -293,3 +294,33 @@ def test_older_stores_are_read_and_moved_to_the_journal(tmp_path, datasets, form
         pd.testing.assert_frame_equal(study.pooled(per), legacy_pooled(study, per), check_exact=False,
                                       rtol=1e-12, atol=0)
     shutil.rmtree(path)
+
+
+# ---------------------------------------------------------------------------------------------- source stamps
+def test_source_stamps_list_each_folder_once(tmp_path, monkeypatch):
+    """A study's stamps cost one listing per folder, not one per recording, and are what a glob of the stem gives."""
+    import glob
+
+    from zuna_lab.study.store import source_stamps
+
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    paths = []
+    for i in range(200):
+        for suffix in (".vhdr", ".eeg", ".vmrk") if i % 2 else (".edf",):
+            (folder / f"s.{i:03d}{suffix}").write_bytes(b"x" * (i + len(suffix)))
+        paths.append(folder / (f"s.{i:03d}.vhdr" if i % 2 else f"s.{i:03d}.edf"))
+    (folder / ".s.001.vhdr.swp").write_bytes(b"hidden")           # hidden: not a companion
+    (folder / "s.002.edf.d").mkdir()                               # a folder: not a companion
+    os.utime(folder / "s.003.vmrk", ns=(1, 2 * 10**18))            # the newest file of s.003 decides its mtime
+    listed = []
+    scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda path: listed.append(path) or scandir(path))
+    stamps = source_stamps(paths + [folder / "gone.edf"])
+    assert listed == [str(folder)]                                 # once, for 201 recordings
+    for path, stamp in zip(paths, stamps):
+        stem = path.name.rsplit(".", 1)[0]
+        files = [Path(p) for p in glob.glob(str(folder / f"{glob.escape(stem)}.*")) if Path(p).is_file()]
+        stats = [f.stat() for f in files]
+        assert stamp == f"{sum(s.st_size for s in stats)}:{max(s.st_mtime_ns for s in stats)}"
+    assert stamps[3].endswith(f":{2 * 10**18}") and stamps[-1] == "missing"

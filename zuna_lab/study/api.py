@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ZunaTypeError, ZunaValueError
-from .store import INDEX_COLUMNS, StudyStore, check_id, recording_id, source_stamp  # noqa: F401
+from .store import INDEX_COLUMNS, StudyStore, check_id, recording_id, source_stamps  # noqa: F401
 
 __all__ = ["embed_many", "reconstruct_many", "find_recordings"]
 
@@ -376,7 +376,7 @@ def embed_many(sources, store=None, *, model=None, client=None, subjects=None, s
     pairs, target, spec, variant = plan.pairs, plan.target, plan.spec, plan.variant
     options = dict(embed_options, verbose=verbose)
     with _open(plan, _settings(spec, variant, embed_options), overwrite):
-        jobs = [(rec_id, path, source_stamp(path)) for rec_id, path in pairs]
+        jobs = [(rec_id, path, stamp) for (rec_id, path), stamp in zip(pairs, source_stamps([p for _, p in pairs]))]
         todo = [job for job in jobs if not target.is_complete(*job)]
         if todo:
             stages = Stages(prepare_embedding, encode_bundles, write_embedding, variant, options,
@@ -444,7 +444,7 @@ def reconstruct_many(sources, out_dir=None, *, model=None, client=None, kind="hy
              for rec_id, _ in pairs}
     options = dict(reconstruct_options, verbose=verbose)
     with _open(plan, _settings(spec, variant, dict(reconstruct_options, kind=kind)), overwrite):
-        jobs = [(rec_id, path, source_stamp(path)) for rec_id, path in pairs]
+        jobs = [(rec_id, path, stamp) for (rec_id, path), stamp in zip(pairs, source_stamps([p for _, p in pairs]))]
         todo = [job for job in jobs if not target.is_complete(*job)]
         for rec_id, path, stamp in list(todo):
             output = target.path / names[rec_id]

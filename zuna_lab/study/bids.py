@@ -118,13 +118,14 @@ def _labels(root, key):
     return sorted(p.name[len(key) + 1:] for p in Path(root).glob(f"{key}-*") if p.is_dir())
 
 
-def bids_companions(path):
+def bids_companions(path, *, files=None):
     """The files of one BIDS recording: its data files and every sidecar that applies to it.
 
     By BIDS inheritance a sidecar applies when its entities are a subset of the recording's
     (``sub-01_ses-a_space-CapTrak_electrodes.tsv`` applies to every recording of that session);
     sidecars are looked for in the recording's folder and at the dataset's root. None for a file
-    that is not part of a BIDS dataset.
+    that is not part of a BIDS dataset. ``files`` lists a folder's regular, not hidden files
+    (:meth:`zuna_lab.study.store.Folders.files`: each folder listed once for a whole study).
     """
     from ..io.bids import bids_root_of
 
@@ -132,23 +133,26 @@ def bids_companions(path):
     root = bids_root_of(path)
     if root is None:
         return None
+    if files is None:
+        from .store import Folders
+
+        files = Folders().files
     mine = bids_entities(path.name)
     mine.pop("space", None)
-    files = []
+    found = []
     for folder in (path.parent, root):
-        for candidate in folder.iterdir():
-            if not candidate.is_file() or candidate.name.startswith("."):
-                continue
+        for name in files(folder):
+            candidate = folder / name
             theirs = bids_entities(candidate.name)
             theirs.pop("space", None)
             data_file = candidate.name.split(".")[0] == path.name.split(".")[0]
             if data_file or (candidate.name.endswith((".tsv", ".json")) and theirs
                              and all(mine.get(k) == v for k, v in theirs.items())):
-                files.append(candidate)
+                found.append(candidate)
             elif folder == root and candidate.name.endswith("_eeg.json") and not theirs.get("sub") \
                     and all(mine.get(k) == v for k, v in theirs.items()):
-                files.append(candidate)            # task-rest_eeg.json at the root
-    return sorted(set(files))
+                found.append(candidate)            # task-rest_eeg.json at the root
+    return sorted(set(found))
 
 
 def read_participants(root):

@@ -260,12 +260,19 @@ def run_notebook(path: Path, tmp_path: Path, env: dict) -> tuple[dict, str]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    text = []
+    text, stderr = [], []
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             assert out["output_type"] != "error", f"{path.name}: {out.get('ename')}: {out.get('evalue')}"
             text.append(out.get("text", "") or out.get("data", {}).get("text/plain", ""))
+            if out.get("name") == "stderr":
+                stderr.append(out["text"])
+            # nothing fetched from the internet to render: Panel's stylesheets inline with its JavaScript
+            assert "cdn.holoviz.org" not in json.dumps(out), f"{path.name}: a stylesheet linked to Panel's CDN"
     text = "\n".join(text)
+    # quiet outputs: no MNE reader log, and what the text explains (expected failures too) not on stderr
+    assert "Opening raw data file" not in text and "Ready." not in text.splitlines(), f"{path.name}: MNE's log"
+    assert not stderr, f"{path.name} wrote to stderr: {stderr}"
     line = next(line for line in text.splitlines() if line.startswith(MARK))
     return json.loads(line[len(MARK):]), text
 

@@ -13,6 +13,7 @@ By subject: :mod:`.signals` (``traces``), :mod:`.electrodes` (``scalp``),
 :mod:`zuna_lab.viz.projections`, which needs no HoloViews.
 """
 
+from .._offline import register as _register_offline
 from ..projections import REGIONS, SPHERE_ORIGIN, channel_region, coords_frame, embedding_coords, scalp_coords
 from ._style import COLORS, REGION_COLORS, save_png
 from .electrodes import channel_status, scalp
@@ -50,3 +51,5 @@ __all__ += ["dropout_curve", "winners_map", "reliability_diagram", "montage_map"
 from .screening import screen_map  # noqa: E402
 
 __all__ += ["screen_map"]
+
+_register_offline()   # Panel's stylesheets inlined with its JavaScript (pn.extension(inline=True))

@@ -116,6 +116,25 @@ def test_streamed_reconstruction_equals_the_in_memory_one(model, files, small_ch
     assert list(a.annotations.description) == list(b.annotations.description)
 
 
+def test_the_repair_of_a_streamed_result_is_written_span_by_span(model, files, small_chunks, tmp_path):
+    """to_raw of a streamed result is a Raw that is not loaded, and write_fif of it writes what the
+    in-memory result writes — here at 500 Hz (EDF), where the repair is resampled back span by span.
+    (Its memory: test_memory_does_not_grow_with_the_duration.)"""
+    options = dict(model=model, steps=1, seed=5, bad_channels=["C3"], bad_segments=[(200.0, 230.0)], progress=False,
+                   verbose="error")
+    streamed = quiet(zuna_lab.reconstruct, files["edf"], out=tmp_path / "r.zarr", **options)
+    lazy = zuna_lab.to_raw(streamed)
+    assert not lazy.preload and lazy.info["sfreq"] == 500.0
+    zuna_lab.write_fif(streamed, tmp_path / "streamed_raw.fif")
+    in_memory = quiet(zuna_lab.reconstruct, files["edf"], **options)
+    zuna_lab.write_fif(in_memory, tmp_path / "memory_raw.fif")
+    a, b = (mne.io.read_raw_fif(tmp_path / f"{name}_raw.fif", preload=True, verbose="error")
+            for name in ("memory", "streamed"))
+    np.testing.assert_array_equal(a.get_data(), b.get_data())
+    assert a.annotations == b.annotations and a.info["bads"] == b.info["bads"] == []
+    assert any(d == "ZUNA_infilled" for d in a.annotations.description)
+
+
 def test_a_user_mask_streams_too(model, files, small_chunks, tmp_path):
     header = mne.io.read_raw(files["edf"], verbose="error")
     probe = quiet(zuna_lab.embed, header.copy().crop(0, 20), model=model, progress=False)
@@ -157,6 +176,14 @@ def test_memory_does_not_grow_with_the_duration(random_checkpoint, tmp_path, mon
         peaks[f"{minutes}r"] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
     assert peaks["32r"] <= 1.2 * peaks["8r"], peaks
+    for minutes in (8, 32):           # the repaired recording written from the streamed result, span by span
+        rec = xr.open_zarr(tmp_path / f"{minutes}r.zarr")
+        zuna_lab.to_raw(rec).get_data(start=0, stop=10)       # first use of the readers, not traced
+        tracemalloc.start()
+        zuna_lab.write_fif(rec, tmp_path / f"{minutes}_fixed_raw.fif")
+        peaks[f"{minutes}w"] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks["32w"] <= 1.2 * peaks["8w"], peaks
     tracemalloc.start()
     quiet(zuna_lab.embed, path, model=model, progress=False, verbose="error")
     in_memory = tracemalloc.get_traced_memory()[1]

@@ -464,7 +464,10 @@ def to_raw(ds, kind="hybrid", *, raw=None, sample=0, verbose=None):
     Returns
     -------
     raw : mne.io.Raw
-        A new Raw; the input recording is not modified.
+        A new Raw; the input recording is not modified. For a result opened lazily (``reconstruct(...,
+        out=)``), a Raw that is not loaded (``preload=False``): each span is computed when it is read
+        (``get_data(start=, stop=)``, ``save``), so a day-long repair is written without holding it
+        whole; ``load_data()`` gives the same samples as the in-memory result would.
 
     Examples
     --------
@@ -479,7 +482,8 @@ def to_raw(ds, kind="hybrid", *, raw=None, sample=0, verbose=None):
                              "recording; reconstruct the recording without events= to repair it, or keep the trials "
                              "as they are (write_netcdf).")
     sample = check_sample(ds, sample)
-    recording = find_source(ds.attrs, raw)                                           # read
+    lazy = ds["reconstruction"].chunks is not None         # opened from out=: the recording is read span by span
+    recording = find_source(ds.attrs, raw, preload=not lazy)                         # read
     if recording is None:
         warnings.warn(
             "The recording this result came from is unknown (no raw= and no readable source file), so the Raw "

@@ -434,7 +434,7 @@ def recording_fingerprint(raw):
     return f"{len(raw.ch_names)}x{raw.n_times}@{raw.info['sfreq']:g}:{digest:08x}"
 
 
-def find_source(attrs, raw=None):
+def find_source(attrs, raw=None, *, preload=True):
     """The whole recording (every channel) a result came from, checked to hold the EEG it used; None if unknown.
 
     Parameters
@@ -444,11 +444,14 @@ def find_source(attrs, raw=None):
         ``reconstruct``, while it lives), ``source_file``, ``source_sfreq``.
     raw : mne.io.Raw | path-like | None
         The recording, when the user names it.
+    preload : bool
+        Load the recording (a copy); False leaves a file unloaded (read span by span: a streamed result's
+        recording may not fit in memory).
 
     Returns
     -------
     recording : mne.io.Raw | None
-        A preloaded copy; None when nothing is known.
+        A copy, preloaded if asked; None when nothing is known.
 
     Examples
     --------
@@ -465,19 +468,19 @@ def find_source(attrs, raw=None):
             return None
         raw = source
     if isinstance(raw, mne.io.BaseRaw):
-        full = raw.copy().load_data(verbose="error")
+        full = raw.copy().load_data(verbose="error") if preload else raw.copy()
     elif isinstance(raw, (str, os.PathLike)):
         path = Path(raw).expanduser()
         if path.suffix.lower() in {".csv", ".tsv"}:
             full = read_csv_file(path, sfreq=float(attrs.get("source_sfreq", 0)) or None, ch_names=None, verbose="error")
         else:
-            full = read_recording_file(path, verbose="error")
+            full = read_recording_file(path, verbose="error", preload=preload)
     else:
         raise ZunaTypeError(f"raw must be the mne Raw or the file the result came from, got {type(raw).__name__}.")
     if expected:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            found = recording_fingerprint(read_raw(full, verbose="error"))
+            found = recording_fingerprint(read_raw(full, preload=preload, verbose="error"))
         if found != expected:
             what = "raw=" if given else ("The Raw given to reconstruct (changed since?)" if isinstance(raw, mne.io.BaseRaw)
                                          else f"The source file {str(raw)!r}")

@@ -250,6 +250,15 @@ def test_epoch_sums_match_numpy(datasets):
         np.testing.assert_allclose(sums["sum"][e], x[e][visible[e]].sum(0), rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(sums["n"], visible.sum((1, 2)))
     np.testing.assert_array_equal(sums["n_all"], (~ds["padding"].values).sum((1, 2)))
+    # a NaN latent in a counted token is skipped (as xarray's sum skips it), the other epochs untouched
+    broken = ds.copy(deep=True)
+    e, c, t = np.argwhere(visible)[len(np.argwhere(visible)) // 2]
+    broken.embedding.values[e, c, t, :3] = np.nan
+    again = epoch_sums(broken)
+    x[e, c, t, :3] = np.nan
+    np.testing.assert_allclose(again["sum"][e], np.nansum(x[e][visible[e]], 0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(np.delete(again["sum"], e, 0), np.delete(sums["sum"], e, 0))
+    assert not np.isnan(again["sum"]).any() and again["n"][e] == sums["n"][e]
 
 
 # ---------------------------------------------------------------------------------------------- old stores

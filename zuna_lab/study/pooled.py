@@ -54,12 +54,19 @@ def epoch_sums(ds):
     n_epochs, n_latent = embedding.shape[0], embedding.shape[-1]
     sums = {"sum": np.zeros((n_epochs, n_latent)), "n": np.zeros(n_epochs, np.int64),
             "sum_all": np.zeros((n_epochs, n_latent)), "n_all": np.zeros(n_epochs, np.int64)}
-    step = max(1, _EPOCH_BLOCK_BYTES // max(1, embedding[:1].size * 16))
+    step = max(1, _EPOCH_BLOCK_BYTES // max(1, embedding[:1].size * 8))
+    zero = np.zeros((), embedding.dtype)
     for begin in range(0, n_epochs, step):
         block = slice(begin, begin + step)
-        values = embedding[block].astype(np.float64)
+        values = embedding[block]
         for suffix, visible in (("", ~(hidden[block] | padding[block])), ("_all", ~padding[block])):
-            sums["sum" + suffix][block] = np.nansum(np.where(visible[..., None], values, np.nan), axis=(1, 2))
+            # summed in float64 without a float64 copy; a NaN among the tokens counted (never seen) is skipped
+            total = np.where(visible[..., None], values, zero).sum(axis=(1, 2), dtype=np.float64)
+            broken = np.isnan(total).any(axis=1)
+            if broken.any():
+                picked = np.where(visible[broken][..., None], values[broken].astype(np.float64), np.nan)
+                total[broken] = np.nansum(picked, axis=(1, 2))
+            sums["sum" + suffix][block] = total
             sums["n" + suffix][block] = visible.sum(axis=(1, 2))
     return sums
 

@@ -76,7 +76,8 @@ class EmbeddingExplorer(TaskApp):
             main=[pn.pane.Markdown(pn.bind(self._placeholder_md, st.param.status, st.param.error, st.param.running),
                                    visible=shown.rx.not_(), sizing_mode="stretch_width"),
                   # the scalp under the map: side by side they overflow a notebook column (~860 px)
-                  pn.Column(self.map, self.scalp, self.traces, visible=shown, sizing_mode="stretch_width")],
+                  pn.Column(pn.Row(self.map), pn.Row(self.scalp), self.traces, visible=shown,
+                            sizing_mode="stretch_width")],
         )
         if autostart:
             pn.state.onload(self.activate)

@@ -156,6 +156,11 @@ def test_compaction_when_the_journal_grows(tmp_path, monkeypatch):
     old = target.rows["r03"]["output"]
     sums["r03"] = fake_commit(target, "r03", run="r2", seed=99)
     assert not (path / old).exists() and target.rows["r03"]["output"].endswith(f"r03@r2{RECORDING_SUFFIX}")
+    mid_run = zl.open_embeddings(path).pooled().set_index("recording")       # the table still has r03's old sums
+    np.testing.assert_array_equal(mid_run.loc["r03", "latent_0"], sums["r03"]["sum"][0] / sums["r03"]["n"])
+    target.commit({"recording": "r05", "status": "failed", "error": "Broken now."})    # done before, failed now
+    del sums["r05"]
+    assert "r05" not in set(zl.open_embeddings(path).pooled().recording)
     target.close()
     assert len(list(path.glob("pooled-*"))) == 1 and len(list(path.glob("journal-*"))) == 1
     pooled = zl.open_embeddings(path).pooled().set_index("recording")

@@ -353,8 +353,9 @@ def embed_many(sources, store=None, *, model=None, client=None, subjects=None, s
         One row per recording of the store: ``recording``, ``source`` (then, for a BIDS dataset,
         ``subject``, ``session``, ``task``, ``acquisition``, ``run``), ``status`` ("done" or
         "failed"), ``n_epochs``, ``n_channels``, ``seconds`` (recording length), ``error`` (one
-        sentence, else empty), ``warnings``, ``output`` (its group), ``source_stamp``, ``run_id``
-        (the run that computed it), ``computed_at``, ``compute_seconds``, ``worker``.
+        sentence, else empty), ``warnings``, ``output`` (its file in the store: one zip per
+        recording), ``source_stamp``, ``run_id`` (the run that computed it), ``computed_at``,
+        ``compute_seconds``, ``worker``.
 
     Examples
     --------

@@ -187,42 +187,45 @@ class Study:
         return self._labelled(frame)
 
     def _from_table(self, names, suffix):
-        """Per-recording means of ``names`` from the pooled table and the journal; the names not there."""
-        from .pooled import from_payload, means_frame, read_table
+        """Per-recording means of ``names`` from the pooled table and the journal; the names not there.
 
+        The table's rows hold for the snapshot it was written with; the recordings committed since
+        (in the journal) take their totals from their journal line instead.
+        """
+        import pandas as pd
+
+        from .journal import bulk
+        from .pooled import from_payloads, means_frame, read_table
+
+        state = self._state
         for _ in range(3):
             try:
-                table = read_table(self.path / self._state.table) if self._state.table else None
+                table = read_table(self.path / state.table) if state.table else None
                 break
             except FileNotFoundError:       # compacted since the index was read: read it again
-                self.refresh()
+                state = self.refresh()._state
         else:
             table = None
-        recordings, outputs, sums, counts = [], [], [], []
+        recordings, sums, counts = [], [], []
         if table is not None:
-            recordings.append(table["recording"])
-            outputs.append(table["output"])
-            sums.append(table["sum" + suffix])
-            counts.append(table["n" + suffix])
-        if self._state.pooled:
-            entries = list(self._state.pooled.items())
-            decoded = [from_payload(entry) for _, (_, entry) in entries]
-            recordings.append(np.array([rec for rec, _ in entries], dtype=object))
-            outputs.append(np.array([output for _, (output, _) in entries], dtype=object))
-            sums.append(np.stack([d["sum" + suffix] for d in decoded]))
-            counts.append(np.array([d["n" + suffix] for d in decoded], np.int64))
+            keep = ~pd.Index(table["recording"]).isin(list(state.changed))
+            recordings.append(table["recording"][keep])
+            sums.append(table["sum" + suffix][keep])
+            counts.append(table["n" + suffix][keep])
+        if state.pooled:
+            totals = from_payloads(state.pooled.values())
+            recordings.append(np.array(list(state.pooled), dtype=object))
+            sums.append(totals["sum" + suffix])
+            counts.append(totals["n" + suffix])
         if not recordings:
             return [], list(names)
-        where = {}                  # the last entry of each recording that belongs to its current output
-        for position, (rec, output) in enumerate(zip(np.concatenate(recordings).tolist(),
-                                                      np.concatenate(outputs).tolist())):
-            row = self._rows.get(rec)
-            if row is not None and row.get("output") == output:
-                where[rec] = position
-        found = [name for name in names if name in where]
-        rows = np.fromiter((where[name] for name in found), dtype=np.int64, count=len(found))
-        frame = means_frame(found, np.concatenate(sums)[rows], np.concatenate(counts)[rows])
-        return [frame], [name for name in names if name not in where]
+        with bulk():
+            position = pd.Index(np.concatenate(recordings)).get_indexer(names)
+        found = position >= 0
+        rows = position[found]
+        frame = means_frame(np.asarray(names, dtype=object)[found], np.concatenate(sums)[rows],
+                            np.concatenate(counts)[rows])
+        return [frame], [name for name, ok in zip(names, found) if not ok]
 
     def _from_epoch_sums(self, names, suffix):
         """Per-epoch means of ``names`` from each recording's per-epoch sums; the names without them."""

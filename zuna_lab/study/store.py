@@ -166,13 +166,16 @@ def index_frame(rows):
     import pandas as pd
 
     from .bids import BIDS_COLUMNS
+    from .journal import bulk
 
-    columns = list(INDEX_COLUMNS)
+    columns, defaults = list(INDEX_COLUMNS), dict(_EMPTY_ROW)
     if any(row.get("subject") for row in rows):
         entities = [column for column, _ in BIDS_COLUMNS]
         columns[2:2] = entities
-        rows = [{**dict.fromkeys(entities, ""), **row} for row in rows]
-    frame = pd.DataFrame([{**_EMPTY_ROW, **row} for row in rows], columns=columns)
+        defaults.update(dict.fromkeys(entities, ""))
+    with bulk():
+        frame = pd.DataFrame({column: [row.get(column, defaults[column]) for row in rows] for column in columns},
+                             columns=columns)
     return frame.astype({"n_epochs": "int64", "n_channels": "int64", "seconds": "float64",
                          "compute_seconds": "float64"}).reset_index(drop=True)
 
@@ -198,8 +201,10 @@ class StudyStore:
         self.rows = {}
         #: Columns that name a recording beyond its id (its BIDS entities), added to its row at commit.
         self.labels = {}
-        #: Pooled totals committed since the table was written: recording id -> (output, totals).
+        #: Pooled totals committed since the table was written: recording id -> totals (of its current row).
         self.pending = {}
+        #: The recordings committed since the table was written (their table rows, if any, are stale).
+        self.touched = set()
         #: The pooled table's file name (embeddings), None before the first.
         self.table = None
         self._log = None
@@ -236,7 +241,7 @@ class StudyStore:
         The journal a killed run left is folded into a new snapshot here; an unchanged store whose
         last run ended cleanly is only reopened for appending (no rewrite).
         """
-        from .pooled import from_payload
+        from .pooled import SUM_NAMES, from_payloads
 
         self.path.mkdir(exist_ok=True)
         self._lock()
@@ -253,8 +258,10 @@ class StudyStore:
                         f"{str(self.path)!r} was made with other settings ({', '.join(changed)} differ: "
                         f"{', '.join(f'{k}={old.get(k)!r}' for k in changed)}); pass overwrite=True to start it "
                         "again, or use another store.")
-                self.rows, self.table = state.rows, state.table
-                self.pending = {rec: (output, from_payload(entry)) for rec, (output, entry) in state.pooled.items()}
+                self.rows, self.table, self.touched = state.rows, state.table, set(state.changed)
+                totals = from_payloads(state.pooled.values())
+                self.pending = {rec: {name: totals[name][i] for name in SUM_NAMES}
+                                for i, rec in enumerate(state.pooled)}
             self.settings = settings
             if state is None or state.format != FORMAT or state.lines or state.settings != settings:
                 self.compact(generation=state.generation if state is not None else 0)
@@ -321,15 +328,16 @@ class StudyStore:
     def compact(self, *, generation=None):
         """Fold the journal into a new snapshot (and the pending pooled totals into a new table)."""
         table = self.table
-        if self.kind == "embeddings" and self.pending:
+        if self.kind == "embeddings" and self.touched:
             table = self._write_table()
         self._log.rewrite(self.settings, self.rows, table=table, generation=generation)
         if self.table and table != self.table:
             (self.path / self.table).unlink(missing_ok=True)
-        self.table, self.pending = table, {}
+        self.table, self.pending, self.touched = table, {}, set()
 
     def _write_table(self):
-        """The pooled table of every done recording: the current table's rows still valid, then the pending ones."""
+        """The pooled table of every done recording: the current table's rows of the recordings not committed
+        since, then the pending totals. Its rows hold for the snapshot written with it (readers rely on it)."""
         import numpy as np
 
         from .pooled import SUM_NAMES, read_table, write_table
@@ -337,24 +345,19 @@ class StudyStore:
         parts = []
         if self.table:
             old = read_table(self.path / self.table)
-            parts.append((list(old["recording"]), list(old["output"]), {name: old[name] for name in SUM_NAMES}))
+            keep = np.array([rec not in self.touched for rec in old["recording"]], dtype=bool)
+            parts.append((old["recording"][keep], old["output"][keep], {name: old[name][keep] for name in SUM_NAMES}))
         if self.pending:
             names = list(self.pending)
-            parts.append((names, [self.pending[rec][0] for rec in names],
-                          {name: np.stack([np.asarray(self.pending[rec][1][name]) for rec in names])
+            parts.append((np.array(names, dtype=object), np.array([self.rows[rec]["output"] for rec in names], object),
+                          {name: np.stack([np.asarray(self.pending[rec][name]) for rec in names])
                            for name in SUM_NAMES}))
-        recordings = [rec for part in parts for rec in part[0]]
-        outputs = [output for part in parts for output in part[1]]
-        totals = {name: np.concatenate([part[2][name] for part in parts]) for name in SUM_NAMES}
-        last = {}                  # a recording's last valid entry: its current output, done
-        for position, (rec, output) in enumerate(zip(recordings, outputs)):
-            row = self.rows.get(rec)
-            if row is not None and row.get("status") == "done" and row.get("output") == output:
-                last[rec] = position
-        keep = np.fromiter(sorted(last.values()), dtype=np.int64, count=len(last))
+        if not parts:
+            return None
         name = POOLED_TABLE.format(uuid.uuid4().hex[:8])
-        write_table(self.path / name, [recordings[i] for i in keep], [outputs[i] for i in keep],
-                    {key: values[keep] for key, values in totals.items()})
+        write_table(self.path / name, np.concatenate([part[0] for part in parts]),
+                    np.concatenate([part[1] for part in parts]),
+                    {key: np.concatenate([part[2][key] for part in parts]) for key in SUM_NAMES})
         return name
 
     def _zarr_metadata(self):
@@ -432,9 +435,10 @@ class StudyStore:
         entry = {"row": row}
         if pooled is not None and row["status"] == "done":
             entry["pooled"] = payload(pooled)
-            self.pending[rec_id] = (row["output"], pooled)
+            self.pending[rec_id] = pooled
         else:
             self.pending.pop(rec_id, None)
+        self.touched.add(rec_id)
         self.rows[rec_id] = row
         self._log.append(entry)
         old = previous.get("output")

@@ -19,7 +19,9 @@ temporary file beside the output:
    statistics are per segment, computed where the segment is.
 3. **Epochs, chunk by chunk** (:func:`stream_preprocessed`): :class:`Preprocessed` objects of
    ``chunk_epochs`` consecutive epochs each, with the recording's epoch starts, ready for the
-   token masks, the tokens and the model.
+   token masks, the tokens and the model. Where nothing spans the recording (ZUNA1.1 without
+   resampling), steps 1 and 3 interleave: a chunk comes as soon as the spans it needs are filtered,
+   so a consumer on another thread (the GPU's) works while the rest is read.
 """
 from __future__ import annotations
 
@@ -128,20 +130,27 @@ def filtered_spill(raw, variant, folder, *, verbose=None, span=None):
 
 
 def _filtered_spans(raw, folder, sfreq, verbose, span):
-    n_channels, n_times = len(raw.ch_names), raw.n_times
-    margin = _filter_margin(sfreq)
-    spill = Spill(folder, n_channels, n_times)
+    spill = Spill(folder, len(raw.ch_names), raw.n_times)
     try:
-        for start in range(0, n_times, span):
-            stop = min(start + span, n_times)
-            first, last = max(0, start - margin), min(n_times, stop + margin)
-            block = raw.get_data(start=first, stop=last)
-            block = highpass(block, sfreq, verbose)
-            spill.write(start, block[:, start - first:stop - first])
+        for _ in _filter_into(spill, raw, sfreq, verbose, span):
+            pass
     except BaseException:
         spill.close()
         raise
     return spill
+
+
+def _filter_into(spill, raw, sfreq, verbose, span):
+    """High-pass ``raw`` span by span into ``spill`` (spans overlapping by the filter's length); yields
+    how many samples are written after each span."""
+    n_times = raw.n_times
+    margin = _filter_margin(sfreq)
+    for start in range(0, n_times, span):
+        stop = min(start + span, n_times)
+        first, last = max(0, start - margin), min(n_times, stop + margin)
+        block = highpass(raw.get_data(start=first, stop=last), sfreq, verbose)
+        spill.write(start, block[:, start - first:stop - first])
+        yield stop
 
 
 def _resampled_channels(raw, variant, folder, verbose, span):
@@ -289,16 +298,28 @@ def stream_preprocessed(raw, variant, folder, *, segment_duration=None, chunk_ep
     check_recording(raw, variant, samples=False)
     resolve_segment_duration(variant, segment_duration)
     chunk_epochs = CHUNK_EPOCHS if chunk_epochs is None else int(chunk_epochs)
-    spill, sfreq, resampled = filtered_spill(raw, variant, folder, verbose=verbose)
+    good = [i for i, name in enumerate(raw.ch_names) if name not in raw.info["bads"]]
+    if variant == "ZUNA1.1" and not _needs_resample(variant, float(raw.info["sfreq"])):
+        # no statistic spans the recording: each chunk comes as soon as its spans are filtered, so that
+        # the model works on one chunk while the next is read and filtered
+        sfreq, mne_verbose = float(raw.info["sfreq"]), verbose if verbose is not None else "error"
+        spill = Spill(folder, len(raw.ch_names), raw.n_times)
+        spans = _filter_into(spill, raw, sfreq, mne_verbose, max(1 << 12, SPAN_VALUES // len(raw.ch_names)))
+        written = 0
+    else:
+        spill, sfreq, resampled = filtered_spill(raw, variant, folder, verbose=verbose)
+        spans, written = None, spill.n_times
     try:
-        good = [i for i, name in enumerate(raw.ch_names) if name not in raw.info["bads"]]
         stats = None
         if variant == "ZUNA":
             stats = zuna_statistics(spill, good, int(round(5.0 * sfreq)), span_epochs=chunk_epochs)
-        plan = stream_plan(raw, spill, sfreq, resampled, variant, segment_duration=segment_duration,
+        plan = stream_plan(raw, spill, sfreq, spans is None and resampled, variant, segment_duration=segment_duration,
                            chunk_epochs=chunk_epochs, stats=stats)
         yield plan
         for first, stop in plan.chunks:
+            end = spill.n_times if stop == plan.n_epochs else stop * plan.segment
+            while written < end:
+                written = next(spans)
             yield first, _chunk(spill, plan, good, first, stop, stats)
     finally:
         spill.close()

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "zuna_lab"
 LAYERS = [
     ("base", ["zuna_lab.errors", "zuna_lab.config", "zuna_lab.synthetic"]),
     ("positions", ["zuna_lab.io.montage", "zuna_lab.io.quality"]),
-    ("validation", ["zuna_lab.validation"]),
+    ("validation", ["zuna_lab.validation", "zuna_lab.logs"]),
     ("readers", ["zuna_lab.io.diagnosis", "zuna_lab.io.read", "zuna_lab.io"]),
     ("pipeline", ["zuna_lab.pipeline"]),
     ("writers", ["zuna_lab.io.write", "zuna_lab.io.export"]),

@@ -165,7 +165,7 @@ def test_variant_bins(clean):
     # 2 mm apart in x: one bin of ZUNA's 4.8 mm, two of ZUNA1.1's 2.4 mm
     raw = _extra(clean, ["X2", "X3"], positions=[np.array([0.0101, 0.0, 0.10]), np.array([0.0121, 0.0, 0.10])])
     assert "bin" in check_montage(raw).table.set_index("channel").loc["X2", "issue"]
-    assert check_montage(raw, variant="ZUNA1.1").ok
+    assert check_montage(raw, model="ZUNA1.1").ok
 
 
 def test_read_raw_warns_once_in_one_sentence(clean):
@@ -187,11 +187,11 @@ def test_paths_and_arrays(clean, tmp_path):
 
 
 def test_bad_arguments(clean):
-    with pytest.raises(ZunaValueError, match="variant must be one of"):
-        check_montage(clean, variant="ZUNA2")
+    with pytest.raises(ZunaValueError, match="model must be a ZunaModel, a variant name"):
+        check_montage(clean, model="ZUNA2")
     with pytest.raises(ZunaTypeError, match="fix must be True or False"):
         check_montage(clean, fix="yes")
-    with pytest.raises(ZunaTypeError, match="Cannot check a montage"):
+    with pytest.raises(ZunaTypeError, match="Cannot read a recording from int"):
         check_montage(42)
 
 
@@ -204,7 +204,7 @@ def test_cli_doctor(clean, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and "millimetres" in lines[0] and "EOG: named like an EOG channel" in lines[1]
     assert "need attention" in lines[-1] and not out.exists()
-    assert main(["doctor", str(path), "--fix", str(out), "--variant", "ZUNA1.1"]) == 0
+    assert main(["doctor", str(path), "--fix", str(out), "--model", "ZUNA1.1"]) == 0
     assert "fixed: scaled the positions" in capsys.readouterr().out and out.is_file()
     assert main(["doctor", str(out)]) == 0 and "OK for ZUNA" in capsys.readouterr().out
     assert main(["doctor", str(tmp_path / "missing.edf")]) == 2

@@ -57,9 +57,9 @@ def small():
 
 
 def test_spline_recovers_a_smooth_field(field):
-    scores = zuna_lab.evaluate_dropout(field, methods=("spline",))      # no model needed, none loaded
-    nmse = scores["nmse"].sel({"method": "spline"}).squeeze("repeat")
-    assert set(scores.dims) == {"method", "repeat", "channel", "level"} and nmse.notnull().all()
+    scores = zuna_lab.evaluate_dropout(field, estimators=("spline",))      # no model needed, none loaded
+    nmse = scores["nmse"].sel(estimator="spline").squeeze("repeat")
+    assert set(scores.dims) == {"estimator", "repeat", "channel", "level"} and nmse.notnull().all()
     assert float(nmse.max()) < 0.05 and float(nmse.median()) < 0.005      # measured: max 0.029, mean 0.0039
     assert float(scores["correlation"].min()) > 0.98
     # units: the truth is 20 µV RMS in volts, so an NMSE of ~0.004 is an RMSE of ~1 µV
@@ -78,22 +78,22 @@ def test_spline_recovers_a_smooth_field(field):
 
 def test_dropout_curve_rises_with_the_fraction_hidden(field):
     fractions = [0.1, 0.3, 0.5, 0.7]
-    scores = zuna_lab.evaluate_dropout(field, methods=("spline",), fraction=fractions, n_repeats=20)
-    assert scores["nmse"].dims == ("method", "fraction", "repeat", "channel")
+    scores = zuna_lab.evaluate_dropout(field, estimators=("spline",), fraction=fractions, n_repeats=20)
+    assert scores["nmse"].dims == ("estimator", "fraction", "repeat", "channel")
     hidden = scores["hidden"].sum("channel")
     assert (hidden == xr.DataArray([3, 10, 16, 22], dims="fraction")).all()           # round(f · 32)
-    per_repeat = scores["nmse"].sel({"method": "spline"}).mean("channel")             # 20 draws per fraction
+    per_repeat = scores["nmse"].sel(estimator="spline").mean("channel")             # 20 draws per fraction
     # rising in the mean and in the median over repeats (measured: 0.008, 0.022, 0.036, 0.125 / 0.004, 0.009,
     # 0.038, 0.098)
     assert (np.diff(per_repeat.mean("repeat").values) > 0).all() and (np.diff(per_repeat.median("repeat").values) > 0).all()
     table = ev.summary(scores)
-    assert list(table.index.names) == ["method", "fraction"] and len(table) == 4
-    np.testing.assert_allclose(table["nmse"].values, scores["nmse"].sel({"method": "spline"}).mean(["repeat", "channel"]))
+    assert list(table.index.names) == ["estimator", "fraction"] and len(table) == 4
+    np.testing.assert_allclose(table["nmse"].values, scores["nmse"].sel(estimator="spline").mean(["repeat", "channel"]))
 
 
 def test_zuna_and_spline_are_scored_on_the_same_cells(model, small):
     scores = zuna_lab.evaluate_dropout(small, model, fraction=0.25, n_repeats=2, steps=1, n_samples=2, seed=3)
-    assert list(scores["method"].values) == ["zuna", "spline"]
+    assert list(scores["estimator"].values) == ["zuna", "spline"]
     for r in range(2):
         hidden = [str(c) for c in scores.channel.values[scores["hidden"].isel(fraction=0, repeat=r).values]]
         assert len(hidden) == 2
@@ -108,24 +108,24 @@ def test_zuna_and_spline_are_scored_on_the_same_cells(model, small):
         for i, name in enumerate(hidden):
             cell = scores.isel(fraction=0, repeat=r).sel(channel=name)
             assert int(cell["n_cells"]) == 1280
-            for method, estimate in (("zuna", zuna), ("spline", spline)):
+            for estimator, estimate in (("zuna", zuna), ("spline", spline)):
                 expected = np.mean((estimate[:, i] - truth[:, i]) ** 2) / np.mean(truth[:, i] ** 2)
-                assert float(cell["nmse"].sel({"method": method})) == pytest.approx(expected, rel=1e-9)
+                assert float(cell["nmse"].sel(estimator=estimator)) == pytest.approx(expected, rel=1e-9)
             std = rec["reconstruction_std"].sel(channel=name).values
             inside = np.abs(truth[:, i] - zuna[:, i]) <= std
-            assert float(cell["coverage_1sd"].sel({"method": "zuna"})) == pytest.approx(inside.mean())
-    assert scores["coverage_1sd"].sel({"method": "spline"}).isnull().all()
+            assert float(cell["coverage_1sd"].sel(estimator="zuna")) == pytest.approx(inside.mean())
+    assert scores["coverage_1sd"].sel(estimator="spline").isnull().all()
     # random weights lose to the spline, as the tutorial says
-    assert float(scores["nmse"].sel({"method": "zuna"}).mean()) > float(scores["nmse"].sel({"method": "spline"}).mean())
+    assert float(scores["nmse"].sel(estimator="zuna").mean()) > float(scores["nmse"].sel(estimator="spline").mean())
     assert set(ev.winner(scores).values) <= {"zuna", "spline", ""}
 
 
 def test_segments_score_only_the_hidden_span(model, small):
-    scores = zuna_lab.evaluate_dropout(small, model, channels=["Cz", "O1"], segments=[(1.0, 2.0)], steps=1)
+    scores = zuna_lab.evaluate_dropout(small, model, bad_channels=["Cz", "O1"], bad_segments=[(1.0, 2.0)], steps=1)
     assert scores.attrs["segments"] == "1-2 s"
     assert list(scores["n_cells"].sel(channel=["Cz", "O1"]).values.ravel()) == [256, 256]   # tokens 8-15
     assert scores["nmse"].sel(channel=["Cz", "O1"]).notnull().all()
-    middle = zuna_lab.evaluate_dropout(small, model, channels=["Cz"], segments=0.5, steps=1, methods=("spline",))
+    middle = zuna_lab.evaluate_dropout(small, model, bad_channels=["Cz"], bad_segments=0.5, steps=1, estimators=("spline",))
     assert middle["n_cells"].sel(channel="Cz").item() == 128                                   # 2.25-2.75 s
 
 
@@ -139,7 +139,7 @@ def test_spline_input_hides_the_truth_from_zuna(model, small):
         rec = zuna_lab.reconstruct(filled, model=model, bad_channels=["Cz"], steps=1, seed=0)
         outputs.append(rec["reconstruction"].sel(channel="Cz").values)
     np.testing.assert_array_equal(outputs[0], outputs[1])
-    scores = zuna_lab.evaluate_dropout(changed, model, channels=["Cz"], hidden_input="spline", steps=1, seed=0)
+    scores = zuna_lab.evaluate_dropout(changed, model, bad_channels=["Cz"], hidden_input="spline", steps=1, seed=0)
     assert scores.attrs["hidden_input"] == "spline" and scores["nmse"].notnull().sum() == 2
 
 
@@ -193,20 +193,20 @@ def test_dropout_scores_formulas():
 
 
 def test_bad_arguments(field):
-    with pytest.raises(ZunaValueError, match="methods must be a tuple"):
-        zuna_lab.evaluate_dropout(field, methods="spline")
+    with pytest.raises(ZunaValueError, match="estimators must be a tuple"):
+        zuna_lab.evaluate_dropout(field, estimators="spline")
     with pytest.raises(ZunaValueError, match="strictly between 0 and 1"):
-        zuna_lab.evaluate_dropout(field, methods=("spline",), fraction=[0.2, 1.0])
+        zuna_lab.evaluate_dropout(field, estimators=("spline",), fraction=[0.2, 1.0])
     with pytest.raises(ZunaValueError, match="keep at least 3 visible"):
-        zuna_lab.evaluate_dropout(field, methods=("spline",), fraction=0.95)
+        zuna_lab.evaluate_dropout(field, estimators=("spline",), fraction=0.95)
     with pytest.raises(ZunaValueError, match="not a channel of the recording"):
-        zuna_lab.evaluate_dropout(field, methods=("spline",), channels=["Xx"])
+        zuna_lab.evaluate_dropout(field, estimators=("spline",), bad_channels=["Xx"])
     with pytest.raises(ZunaValueError, match="hidden_input"):
-        zuna_lab.evaluate_dropout(field, methods=("spline",), hidden_input="zeros")
+        zuna_lab.evaluate_dropout(field, estimators=("spline",), hidden_input="zeros")
     bad = field.copy()
     bad.info["bads"] = ["Cz"]
     with pytest.raises(ZunaValueError, match="in info\\['bads'\\]"):
-        zuna_lab.evaluate_dropout(bad, methods=("spline",), channels=["Cz"])
+        zuna_lab.evaluate_dropout(bad, estimators=("spline",), bad_channels=["Cz"])
     with pytest.raises(ZunaTypeError):
         ev.summary(xr.Dataset())
 
@@ -215,14 +215,14 @@ def test_trust_plots(field):
     hv = require_module("holoviews")
     from zuna_lab.viz import plots
 
-    scores = zuna_lab.evaluate_dropout(field, methods=("spline",), fraction=[0.1, 0.5], n_repeats=3)
+    scores = zuna_lab.evaluate_dropout(field, estimators=("spline",), fraction=[0.1, 0.5], n_repeats=3)
     curve = plots.dropout_curve(scores, metric="rmse")
     hv.render(curve, backend="bokeh")
     curves = [layer for layer in curve if type(layer) is hv.Curve]
     assert [c.label for c in curves] == ["spline"] and curves[0].vdims[0].name == "mean"
-    expected = scores["rmse"].mean("channel").mean("repeat").sel({"method": "spline"}).values * 1e6      # µV
+    expected = scores["rmse"].mean("channel").mean("repeat").sel(estimator="spline").values * 1e6      # µV
     np.testing.assert_allclose(curves[0].dimension_values("mean"), expected)
-    one = zuna_lab.evaluate_dropout(field, methods=("spline",), channels=["Cz", "O1"])
+    one = zuna_lab.evaluate_dropout(field, estimators=("spline",), bad_channels=["Cz", "O1"])
     hv.render(plots.winners_map(one), backend="bokeh")
     with pytest.raises(ZunaValueError, match="fraction"):
         plots.dropout_curve(one)
@@ -230,6 +230,6 @@ def test_trust_plots(field):
         plots.reliability_diagram(scores)
     toy = scores.copy()
     toy["reliability"] = toy["reliability"].copy(data=np.array([ev.LEVELS]) * 0.5)
-    toy = toy.assign_coords(method=["zuna"])
+    toy = toy.assign_coords(estimator=["zuna"])
     points = [layer for layer in plots.reliability_diagram(toy) if type(layer) is hv.Scatter][0]
     np.testing.assert_allclose(points.dimension_values("observed"), np.array(ev.LEVELS) * 0.5)

@@ -35,9 +35,9 @@ def views(rec, emb, field):
     """Every plot function's view, as a tutorial draws it."""
     h = health.mmd_health(emb, n_permutations=5)
     cmp = health.compare_recordings({"a": emb, "b": make_embedding(seed=4)}, n_permutations=5)
-    scores = zuna_lab.evaluate_dropout(field, methods=("spline",), fraction=[0.1, 0.25, 0.5], n_repeats=2,
+    scores = zuna_lab.evaluate_dropout(field, estimators=("spline",), fraction=[0.1, 0.25, 0.5], n_repeats=2,
                                        verbose="error")
-    one = zuna_lab.evaluate_dropout(field, methods=("spline",), channels=["Cz", "O1", "Pz"], verbose="error")
+    one = zuna_lab.evaluate_dropout(field, estimators=("spline",), bad_channels=["Cz", "O1", "Pz"], verbose="error")
     return {
         "traces": zp.traces(rec, kinds=("original", "hybrid")),
         "scalp": zp.scalp(rec),
@@ -109,7 +109,7 @@ def test_drift_matrix_zeros_on_the_diagonal_from_the_top_left(emb):
 
 
 def test_dropout_curve_end_points_whole_and_log_ticks_labelled(field):
-    scores = zuna_lab.evaluate_dropout(field, methods=("spline",), fraction=[0.1, 0.25, 0.5], n_repeats=2,
+    scores = zuna_lab.evaluate_dropout(field, estimators=("spline",), fraction=[0.1, 0.25, 0.5], n_repeats=2,
                                        verbose="error")
     view = zp.dropout_curve(scores)
     opts = hv.Store.lookup_options("bokeh", view, "plot").kwargs

@@ -11,6 +11,7 @@ the way back: find the recording (:mod:`~zuna_lab.io.read`) → splice the repai
 """
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 from ..pipeline import results, masks
 from .cache import cached_model, clear_model_cache, get_model  # noqa: F401  (public through core too)
 from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
+from ..logs import logger, verbose
 from ..io.export import check_sample, eeg_only, save_fif, splice
 from ..pipeline.batching import auto_batch_size, prefetched, to_host_later
 from ..pipeline.preprocessing import HIGHPASS_HZ, preprocess, preprocess_trials
@@ -114,6 +116,7 @@ def _prepare_epochs(epochs, variant, bad_channels, verbose):
                     trials=epochs_trials(epochs, first_token, pre.sfreq))
 
 
+@verbose
 def embed(data, model=None, *, events=None, event_id=None, tmin=None, tmax=None, segment_duration=None,
           bad_channels=None, use_annotations=True, mask=None, batch_size=None, sfreq=None, ch_names=None, out=None,
           overwrite=False, progress=None, verbose=None):
@@ -186,16 +189,20 @@ def embed(data, model=None, *, events=None, event_id=None, tmin=None, tmax=None,
                     use_annotations=use_annotations, mask=mask, batch_size=batch_size, sfreq=sfreq,
                     ch_names=ch_names, progress=progress, verbose=verbose, epochs_allowed=True)
     check_bool(overwrite, "overwrite")
+    started = time.perf_counter()
     model = get_model(model)
     _check_events(model.variant, events, event_id, tmin, tmax, segment_duration, isinstance(data, mne.BaseEpochs))
     if out is not None:
         if events is not None or isinstance(data, mne.BaseEpochs):
             raise ZunaValueError("out= streams a continuous recording in fixed segments; trials (events=, "
                                  "mne.Epochs) are embedded in memory: leave out= out.")
-        return embed_to_zarr(data, model, out, overwrite=overwrite, segment_duration=segment_duration,
+        streamed = embed_to_zarr(data, model, out, overwrite=overwrite, segment_duration=segment_duration,
                              bad_channels=bad_channels, use_annotations=use_annotations, mask=mask,
                              batch_size=batch_size, sfreq=sfreq, ch_names=ch_names, progress=progress,
                              verbose=verbose)
+        logger.info("embed: streamed %d epochs into %s in %.1f s.", streamed.sizes["epoch"], out,
+                    time.perf_counter() - started)
+        return streamed
     check_fits_in_memory(data, "embed", sfreq=sfreq)
     prepared = prepare(data, model.variant, bad_channels=bad_channels, segment_duration=segment_duration,
                        events=events, event_id=event_id, tmin=tmin, tmax=tmax, sfreq=sfreq, ch_names=ch_names,
@@ -232,6 +239,8 @@ def embed(data, model=None, *, events=None, event_id=None, tmin=None, tmax=None,
     bar.close()
     attrs = results.provenance(model, pre, source=prepared.source)                 # Datasets
     trials = prepared.trials
+    logger.info("embed: %d epochs x %d channels x %d tokens with %s in %.1f s.", n_epochs, n_channels, max_tokens,
+                model.variant, time.perf_counter() - started)
     return results.embedding_dataset(embedding, hidden, ch_names=layout.ch_names, ch_pos=layout.ch_pos,
                                       epoch_start=pre.epoch_start, samples_per_token=spt, sfreq=pre.sfreq,
                                       attrs=attrs, added=layout.added,
@@ -239,7 +248,8 @@ def embed(data, model=None, *, events=None, event_id=None, tmin=None, tmax=None,
                                       token_t0=0.0 if trials is None else trials.tmin)
 
 
-def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=None, bad_segments=None,
+@verbose
+def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=0, bad_channels=None, bad_segments=None,
                 use_annotations=True, mask=None, add_channels=None, n_samples=1, events=None, event_id=None,
                 tmin=None, tmax=None, segment_duration=None, batch_size=None, sfreq=None, ch_names=None, out=None,
                 overwrite=False, progress=None, callback=None, verbose=None):
@@ -259,7 +269,8 @@ def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=
     cfg : float
         Classifier-free guidance; 1.0 disables it.
     seed : int | None
-        Seeds the noise: the same seed gives the identical result. None draws one (stored in attrs).
+        Seeds the noise: the same seed gives the identical result (default 0, as everywhere in
+        zuna_lab). None draws a fresh one (stored in attrs).
     bad_channels : list of str | None
         Channels to infill everywhere (added to ``info["bads"]``).
     bad_segments : list of tuple | None
@@ -311,27 +322,36 @@ def reconstruct(data, model=None, *, steps=50, cfg=1.0, seed=None, bad_channels=
     model = get_model(model)
     _check_events(model.variant, events, event_id, tmin, tmax, segment_duration, isinstance(data, mne.BaseEpochs))
     check_bool(overwrite, "overwrite")
+    started = time.perf_counter()
     if out is not None:
         if events is not None or isinstance(data, mne.BaseEpochs):
             raise ZunaValueError("out= streams a continuous recording in fixed segments; trials (events=, "
                                  "mne.Epochs) are reconstructed in memory: leave out= out.")
-        return reconstruct_to_zarr(data, model, out, overwrite=overwrite, steps=steps, cfg=cfg, seed=seed,
+        streamed = reconstruct_to_zarr(data, model, out, overwrite=overwrite, steps=steps, cfg=cfg, seed=seed,
                                    bad_channels=bad_channels, bad_segments=bad_segments,
                                    use_annotations=use_annotations, mask=mask, add_channels=add_channels,
                                    n_samples=n_samples, segment_duration=segment_duration, batch_size=batch_size,
                                    sfreq=sfreq, ch_names=ch_names, progress=progress, callback=callback,
                                    verbose=verbose)
+        logger.info("reconstruct: streamed %d epochs into %s in %.1f s.", streamed.sizes["epoch"], out,
+                    time.perf_counter() - started)
+        return streamed
     check_fits_in_memory(data, "reconstruct", sfreq=sfreq, n_samples=n_samples)
     prepared = prepare(data, model.variant, bad_channels=bad_channels, segment_duration=segment_duration,
                        events=events, event_id=event_id, tmin=tmin, tmax=tmax, sfreq=sfreq, ch_names=ch_names,
                        verbose=verbose)
-    return reconstruct_prepared(prepared, model, steps=steps, cfg=cfg, seed=seed, bad_segments=bad_segments,
-                                use_annotations=use_annotations, mask=mask, add_channels=add_channels,
-                                n_samples=n_samples, batch_size=batch_size, progress=progress, callback=callback,
-                                verbose=verbose)
+    rec = reconstruct_prepared(prepared, model, steps=steps, cfg=cfg, seed=seed, bad_segments=bad_segments,
+                               use_annotations=use_annotations, mask=mask, add_channels=add_channels,
+                               n_samples=n_samples, batch_size=batch_size, progress=progress, callback=callback,
+                               verbose=verbose)
+    logger.info("reconstruct: %d epochs x %d channels, %d of %d tokens infilled, %d draw(s) of %d steps (seed %s) "
+                "with %s in %.1f s.", rec.sizes["epoch"], rec.sizes["channel"], int(rec["mask"].sum()),
+                rec["mask"].size, n_samples, steps, rec.attrs.get("seed"), model.variant,
+                time.perf_counter() - started)
+    return rec
 
 
-def reconstruct_prepared(prepared, model, *, epochs=None, steps=50, cfg=1.0, seed=None, bad_segments=None,
+def reconstruct_prepared(prepared, model, *, epochs=None, steps=50, cfg=1.0, seed=0, bad_segments=None,
                          use_annotations=True, mask=None, add_channels=None, n_samples=1, batch_size=None,
                          progress=None, callback=None, verbose=None):
     """:func:`reconstruct` on a :class:`Prepared` recording, for all epochs or some of them.
@@ -428,6 +448,7 @@ def _reconstruction(prepared, model, layout, chosen, volts, n_samples, n_times, 
                                            t0=0.0 if trials is None else trials.tmin)
 
 
+@verbose
 def to_raw(ds, kind="hybrid", *, raw=None, sample=0, verbose=None):
     """Put a ``reconstruct`` result back into the user's recording: the EEG repaired, nothing else lost.
 
@@ -490,11 +511,14 @@ def to_raw(ds, kind="hybrid", *, raw=None, sample=0, verbose=None):
             "holds only its EEG at the model's rate, without other channels, annotations or meas_date; pass raw= "
             "to put the repair into your recording.", ZunaLabWarning, stacklevel=2)
         return eeg_only(ds, kind, sample, verbose)
-    if kind == "original":
-        return recording
-    return splice(ds, recording, kind=kind, sample=sample)                           # export
+    if kind != "original":
+        recording = splice(ds, recording, kind=kind, sample=sample)                  # export
+    logger.info("to_raw: the %s in a Raw of %d channels, %g s at %g Hz.", kind, len(recording.ch_names),
+                recording.n_times / recording.info["sfreq"], recording.info["sfreq"])
+    return recording
 
 
+@verbose
 def write_fif(inst, fname, *, kind="hybrid", raw=None, overwrite=False, verbose=None):
     """Write a Raw, or a ``reconstruct`` Dataset (through :func:`to_raw`), to a FIF file atomically.
 
@@ -526,7 +550,9 @@ def write_fif(inst, fname, *, kind="hybrid", raw=None, overwrite=False, verbose=
     """
     output_target(fname, overwrite)      # refuse an unwritable target before the work
     out = inst if isinstance(inst, mne.io.BaseRaw) else to_raw(inst, kind=kind, raw=raw, verbose=verbose)
-    return save_fif(out, fname, overwrite=overwrite, verbose=verbose)
+    path = save_fif(out, fname, overwrite=overwrite, verbose=verbose)
+    logger.info("write_fif: wrote %s.", path)
+    return path
 
 
 def _check_events(variant, events, event_id, tmin, tmax, segment_duration, epochs):

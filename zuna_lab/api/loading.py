@@ -12,6 +12,7 @@ import threading
 import torch
 
 from ..errors import ZunaValueError
+from ..logs import logger, verbose
 from ..model import ZunaModel, load_checkpoint
 
 __all__ = ["load_model", "resolve_device"]
@@ -60,6 +61,7 @@ def resolve_device(device) -> torch.device:
     return device
 
 
+@verbose
 def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_dir=None,
                local_files_only=None, verbose=None) -> ZunaModel:
     """Load a ZUNA checkpoint.
@@ -88,8 +90,9 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
         Hub cache directory (default: huggingface_hub's).
     local_files_only : bool | None
         Never touch the network (default: ``HF_HUB_OFFLINE``).
-    verbose : bool | None
-        Print where the weights came from.
+    verbose : bool | str | int | None
+        The log level of this call, as in MNE (None: the current level, see
+        :func:`zuna_lab.set_log_level`); at "info" it logs where the weights came from.
 
     Returns
     -------
@@ -130,9 +133,8 @@ def load_model(source=None, *, device="auto", dtype=None, revision=None, cache_d
     model.source, model.revision = resolved.source, resolved.revision or revision
     if importing is not None:
         importing.join()          # what the weights' loading did not hide is paid here, not in the first call
-    if verbose:
-        print(f"Loaded {model.variant} ({model.n_parameters():,} parameters) from {resolved.source} "
-              f"on {device} in {precision}.")
+    logger.info("load_model: %s (%s parameters) from %s on %s in %s.", model.variant, f"{model.n_parameters():,}",
+                resolved.source, device, precision)
     return model
 
 

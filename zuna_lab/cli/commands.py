@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..config import VERSION
 from ..errors import WeightsUnavailableError, ZunaLabError, ZunaLabWarning
-from .options import UsageError, float_option, int_option, segment
+from .options import VERBOSE_HELP, UsageError, cli_verbose, float_option, int_option, segment
 from .study import add_study_commands, cmd_embed_many, cmd_reconstruct_many
 from .screen import add_screen_command, cmd_screen
 from ..validation import (
@@ -81,7 +81,7 @@ def _add_common(parser):
     parser.add_argument("--no-annotations", action="store_true", help="ignore BAD_ annotations in the recording")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-    parser.add_argument("--verbose", action="store_true", help="show MNE's log messages")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     _add_model_options(parser)
 
 
@@ -153,10 +153,12 @@ def build_parser():
                                    "problem, then the verdict; --fix writes a corrected copy. Exit status 0 when the "
                                    "check ran (whatever it found), 2 when the file cannot be read.")
     p.add_argument("file", metavar="FILE", help="recording: any MNE-readable file or CSV")
-    p.add_argument("--variant", choices=("ZUNA", "ZUNA1.1"), default=None,
-                   help="whose position bins to check: ZUNA (50 per axis, the default) or ZUNA1.1 (100)")
+    p.add_argument("--model", metavar="SRC", default=None,
+                   help="whose position bins to check: ZUNA (50 per axis, the default) or ZUNA1.1 (100), "
+                        "a repo id (Zyphra/ZUNA1.1) or a local checkpoint folder")
     p.add_argument("--fix", metavar="OUT", default=None, help="write the corrected copy to OUT (.fif)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --fix output")
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     add_screen_command(sub)     # screen
     return parser
 
@@ -248,7 +250,7 @@ def cmd_embed(args):
 
     out = _check_output(args.output, EMBED_SUFFIXES, args.overwrite)
     check_names(args.bad_channels, "--bad-channels")
-    verbose = None if args.verbose else "error"
+    verbose = cli_verbose(args)
     events, event_id = _read_events(args)
     raw = read_raw(args.file, verbose=verbose)
     resolve_bad_channels(args.bad_channels, raw, "--bad-channels")   # before a slow model load
@@ -317,7 +319,7 @@ def cmd_reconstruct(args):
     check_names(args.bad_channels, "--bad-channels")
     check_segments(args.bad_segments, "--bad-segments")
     add_channels = check_add_channels(args.add_channels, "--add-channels")
-    verbose = None if args.verbose else "error"
+    verbose = cli_verbose(args)
     raw = read_raw(args.file, verbose=verbose)
     # Everything that needs the recording, before a slow model load.
     resolve_bad_channels(args.bad_channels, raw, "--bad-channels")
@@ -454,7 +456,7 @@ def cmd_doctor(args):
     from ..trust.doctor import check_montage
 
     out = _check_output(args.fix, (".fif",), args.overwrite) if args.fix else None
-    report = check_montage(args.file, variant=args.variant, fix=out is not None, verbose="error")
+    report = check_montage(args.file, model=args.model, fix=out is not None, verbose=cli_verbose(args))
     for line in [*report.problems, report.verdict, *[f"fixed: {fix}" for fix in report.fixes]]:
         print(f"{PROG} doctor: {line}")
     if out is not None:

@@ -62,3 +62,12 @@ def float_option(low, high=None, low_inclusive=True):
 
     parse.__name__ = "number"
     return parse
+
+
+#: The help of every command's ``--verbose``.
+VERBOSE_HELP = "log what each step did (zuna_lab's and MNE's messages at info level)"
+
+
+def cli_verbose(args):
+    """The ``verbose`` a command passes on: "info" with --verbose, else "error" (a command prints its own summary)."""
+    return "info" if getattr(args, "verbose", False) else "error"

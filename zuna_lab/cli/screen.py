@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from .options import UsageError, float_option, int_option, segment
+from .options import VERBOSE_HELP, UsageError, cli_verbose, float_option, int_option, segment
 
 __all__ = ["add_screen_command", "cmd_screen"]
 
@@ -58,7 +58,7 @@ def add_screen_command(sub):
     p.add_argument("--seed", type=int_option(0), default=0, help="seeds ZUNA's noise and pyprep's RANSAC (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --apply output")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--verbose", action="store_true", help="show MNE's log messages")
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     group = p.add_argument_group("model")
     group.add_argument("--model", metavar="SRC", default=None,
                        help="Hugging Face repo id or a local checkpoint folder (default: $ZUNA_LAB_MODEL, else Zyphra/ZUNA)")
@@ -130,7 +130,7 @@ def cmd_screen(args):
     out = _output(args)
     compare = _compare(args)
     check_names(args.bad_channels, "--bad-channels")
-    verbose = None if args.verbose else "error"
+    verbose = cli_verbose(args)
     raw = read_raw(args.file, verbose=verbose)                  # its warnings: once, here
     resolve_bad_channels(args.bad_channels, raw, "--bad-channels")      # before a slow model load
     resolve_segments(args.bad_segments, raw.ch_names, raw.n_times / raw.info["sfreq"], "--bad-segments")

@@ -88,8 +88,8 @@ def check_variant(variant):
         return "ZUNA"
     variant = getattr(variant, "variant", variant)
     if variant not in VARIANTS:
-        raise ZunaValueError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, a ZunaModel or None, "
-                             f"got {variant!r}.")
+        raise ZunaValueError(f"model must be a ZunaModel, a variant name ({', '.join(map(repr, VARIANTS))}), "
+                             f"a model source or None, got {variant!r}.")
     return variant
 
 

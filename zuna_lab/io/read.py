@@ -25,6 +25,7 @@ from .bids import bids_root_of, read_bids_raw
 from .diagnosis import montage_warning
 from .montage import apply_positions, has_position, warn_shared_positions, standard_positions
 from .quality import SpanReader, check_signal
+from ..logs import logger, verbose
 from ..validation import check_bool, check_names, check_number, check_verbose, log_level
 
 __all__ = ["read_raw", "find_source", "remember_source", "recording_fingerprint", "source_name"]
@@ -254,6 +255,39 @@ def read_recording_file(path, *, verbose, preload=True):
     return raw
 
 
+def load_source(source, *, sfreq=None, ch_names=None, preload=True, verbose=None):
+    """The one dispatch on what a recording was given as: a Raw (copied), an array, a CSV or another file.
+
+    Returns the recording as it is (every channel, positions only from the file); :func:`read_raw`
+    then picks and places the EEG channels, :func:`zuna_lab.check_montage` diagnoses them.
+    """
+    if isinstance(source, mne.io.BaseRaw):
+        if sfreq is not None or ch_names is not None:
+            raise ZunaValueError("sfreq= and ch_names= are only for NumPy or CSV input; a Raw already has them.")
+        raw = source.copy()
+        if preload or raw.preload:
+            raw.load_data(verbose=verbose if verbose is not None else "error")
+    elif isinstance(source, np.ndarray):
+        raw = raw_from_array(source, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        if path.suffix.lower() in {".csv", ".tsv"}:
+            if not path.exists():
+                raise RecordingFileError(f"File {str(path)!r} does not exist; check the path.")
+            raw = read_csv_file(path, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
+        else:
+            if sfreq is not None or ch_names is not None:
+                raise ZunaValueError("sfreq= and ch_names= are only for NumPy or CSV input; the file already has them.")
+            raw = read_recording_file(path, verbose=verbose, preload=preload)
+    else:
+        raise ZunaTypeError(
+            f"Cannot read a recording from {type(source).__name__}; pass a file path, a NumPy array "
+            "(n_channels, n_times) with ch_names and sfreq, or an mne.io.Raw."
+        )
+    return raw
+
+
+@verbose
 def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, preload=True, verbose=None):
     """Load a recording as an ``mne.io.Raw`` with EEG channels that have a 3-D position.
 
@@ -322,30 +356,7 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, prel
         raise ZunaTypeError(f"montage must be a montage name, a DigMontage or None, got {type(montage).__name__}.")
     sfreq = check_number(sfreq, "sfreq", low=0, low_inclusive=False, allow_none=True, unit="of Hz")
     ch_names = check_names(ch_names, "ch_names", allow_empty=False, ordered=True)
-    if isinstance(source, mne.io.BaseRaw):
-        if sfreq is not None or ch_names is not None:
-            raise ZunaValueError("sfreq= and ch_names= are only for NumPy or CSV input; a Raw already has them.")
-        raw = source.copy()
-        if preload or raw.preload:
-            raw.load_data(verbose=verbose if verbose is not None else "error")
-    elif isinstance(source, np.ndarray):
-        raw = raw_from_array(source, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
-    elif isinstance(source, (str, os.PathLike)):
-        path = Path(source).expanduser()
-        if path.suffix.lower() in {".csv", ".tsv"}:
-            if not path.exists():
-                raise RecordingFileError(f"File {str(path)!r} does not exist; check the path.")
-            raw = read_csv_file(path, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
-        else:
-            if sfreq is not None or ch_names is not None:
-                raise ZunaValueError("sfreq= and ch_names= are only for NumPy or CSV input; the file already has them.")
-            raw = read_recording_file(path, verbose=verbose, preload=preload)
-    else:
-        raise ZunaTypeError(
-            f"Cannot read a recording from {type(source).__name__}; pass a file path, a NumPy array "
-            "(n_channels, n_times) with ch_names and sfreq, or an mne.io.Raw."
-        )
-
+    raw = load_source(source, sfreq=sfreq, ch_names=ch_names, preload=preload, verbose=verbose)
     eeg_names = [raw.ch_names[i] for i in mne.pick_types(raw.info, eeg=True, exclude=())]
     if not eeg_names:
         raise RecordingError(
@@ -384,6 +395,8 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, prel
             ZunaLabWarning,
             stacklevel=2,
         )
+    logger.info("read_raw: %d EEG channels, %g s at %g Hz, from %s.", len(raw.ch_names), raw.times[-1] + 1 / raw.info["sfreq"],
+                raw.info["sfreq"], source_name(source) or type(source).__name__)
     return raw
 
 

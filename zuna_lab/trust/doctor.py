@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import mne
 import numpy as np
 
-from ..errors import ZunaTypeError, ZunaValueError, preview
+from ..errors import ZunaTypeError, preview
 from ..io import read
+from ..logs import logger, verbose
 from ..io.diagnosis import check_variant, diagnose, montage_warning, repair, verdict
 
 __all__ = ["check_montage", "MontageReport", "montage_warning"]
@@ -80,7 +80,8 @@ class MontageReport:
                 + self.table.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4f}"))
 
 
-def check_montage(data, *, variant=None, fix=False, montage="standard_1005", sfreq=None, ch_names=None, verbose=None):
+@verbose
+def check_montage(data, *, model=None, fix=False, montage="standard_1005", sfreq=None, ch_names=None, verbose=None):
     """Check a recording's channel names and positions for ZUNA, say what is wrong, and repair what can be.
 
     Parameters
@@ -88,9 +89,11 @@ def check_montage(data, *, variant=None, fix=False, montage="standard_1005", sfr
     data : path-like | mne.io.Raw | ndarray
         A recording as :func:`zuna_lab.read_raw` takes it, checked as it is — before read_raw
         looks positions up by name. Never modified.
-    variant : {"ZUNA", "ZUNA1.1"} | ZunaModel | None
-        Whose position bins to check: ZUNA's 50 per axis or ZUNA1.1's 100. None checks ZUNA's,
-        the coarser (channels apart at 50 bins are apart at 100).
+    model : ZunaModel | str | None
+        Whose position bins to check: ZUNA's 50 per axis or ZUNA1.1's 100. A loaded model, a
+        variant name (``"ZUNA"``, ``"ZUNA1.1"``) or a source as in :func:`zuna_lab.embed`
+        (``"Zyphra/ZUNA1.1"`` is read from its name; another source is loaded, once, as embed
+        loads it). None checks ZUNA's, the coarser (channels apart at 50 bins are apart at 100).
     fix : bool
         Return a corrected copy in ``report.fixed``: non-EEG names get their type; positions
         scaled to metres, moved into the head frame by a rigid fit to the standard cap, missing
@@ -116,39 +119,35 @@ def check_montage(data, *, variant=None, fix=False, montage="standard_1005", sfr
     >>> report.table.query("problem != ''")                      # doctest: +SKIP
     >>> rec = zl.reconstruct(report.fixed, bad_channels=["T7"])  # doctest: +SKIP
     """
-    variant = check_variant(variant)
     if not isinstance(fix, (bool, np.bool_)):
         raise ZunaTypeError(f"fix must be True or False, got {fix!r}.")
     if not isinstance(montage, str):
         raise ZunaTypeError(f"montage must be the name of a standard montage, got {type(montage).__name__}.")
-    raw = _load(data, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
+    variant = _variant_of(model)
+    raw = read.load_source(data, sfreq=sfreq, ch_names=ch_names, verbose=verbose)    # as it is: no montage yet
     diagnosis = diagnose(raw, variant, montage)
     fixed, fixes, remaining = None, (), 0
     if fix:
         fixed, fixes = repair(raw, diagnosis, montage, verbose)
         remaining = int(diagnose(fixed, variant, montage).table["problem"].astype(bool).sum())
-    return MontageReport(table=diagnosis.table, verdict=verdict(diagnosis, fix, fixes, remaining), fixed=fixed,
-                         fixes=tuple(fixes), variant=variant, remaining=remaining)
+    report = MontageReport(table=diagnosis.table, verdict=verdict(diagnosis, fix, fixes, remaining), fixed=fixed,
+                           fixes=tuple(fixes), variant=variant, remaining=remaining)
+    logger.info("check_montage (%s bins): %s", variant, report.verdict)
+    return report
 
 
-def _load(data, *, sfreq, ch_names, verbose):
-    """The recording as it is: every channel, positions only from the file (no montage fallback)."""
-    from pathlib import Path
+def _variant_of(model):
+    """The variant whose bins to check: a model's, a variant name (or a hub id ending in one), else the loaded source's."""
+    from pathlib import Path, PurePosixPath
 
-    if isinstance(data, mne.io.BaseRaw):
-        if sfreq is not None or ch_names is not None:
-            raise ZunaValueError("sfreq= and ch_names= are only for NumPy or CSV input; a Raw already has them.")
-        return data.copy()
-    if isinstance(data, np.ndarray):
-        return read.raw_from_array(data, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
-    if isinstance(data, (str, Path)) or hasattr(data, "__fspath__"):
-        path = Path(data).expanduser()
-        if path.suffix.lower() in {".csv", ".tsv"}:
-            if not path.exists():
-                raise read.RecordingFileError(f"File {str(path)!r} does not exist; check the path.")
-            return read.read_csv_file(path, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
-        return read.read_recording_file(path, verbose=verbose)
-    raise ZunaTypeError(f"Cannot check a montage from {type(data).__name__}; pass a file path, an mne Raw, "
-                        "or a NumPy array with ch_names and sfreq.")
+    from ..api.cache import get_model
+    from ..config import VARIANTS
+
+    if model is None or getattr(model, "variant", None) is not None:
+        return check_variant(model)
+    if isinstance(model, str) and not Path(model).expanduser().exists():
+        name = PurePosixPath(model).name
+        return name if name in VARIANTS and "/" in model else check_variant(model)   # "Zyphra/ZUNA1.1", "ZUNA1.1"
+    return get_model(model).variant      # a checkpoint folder or another source: loaded (and cached) as embed does
 
 

@@ -3,14 +3,14 @@
 :func:`evaluate_dropout` hides channels of the user's recording (one at a time, a random fraction
 of the montage per repeat, or only within time segments), reconstructs them with ZUNA (the
 :func:`zuna_lab.reconstruct` path) and with MNE's spherical-spline interpolation
-(:meth:`mne.io.Raw.interpolate_bads`, MNE's own code), and scores both against the hidden truth
-on the same cells. The scores (:func:`dropout_scores`) and the calibration helpers
-(:func:`spread_coverage`, :func:`expected_coverage`, :func:`calibration_scale`,
-:func:`reliability`, :func:`calibrated_interval`) are pure functions on arrays; :func:`summary`
-and :func:`winner` read a result. Plots: :mod:`zuna_lab.viz.plots.trust`.
+(:meth:`mne.io.Raw.interpolate_bads`, MNE's own code), and scores both estimators against the hidden
+truth on the same cells. The scores (:func:`dropout_scores`) and the calibration helpers (:func:`spread_coverage`,
+:func:`expected_coverage`, :func:`calibration_scale`, :func:`reliability`, :func:`calibrated_interval`) are pure
+functions on arrays; :func:`summary` and :func:`winner` read a result. Plots: :mod:`zuna_lab.viz.plots.trust`.
 """
 from __future__ import annotations
 
+import time
 import warnings
 
 import mne
@@ -21,14 +21,15 @@ from tqdm.auto import tqdm
 
 from ..config import SAMPLES_PER_TOKEN
 from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError, preview
-from ..validation import check_int, check_names, check_number, check_sampler, check_segments, check_verbose, resolve_names
+from ..logs import logger, verbose
+from ..validation import check_arguments, check_int, check_names, check_number, check_sampler, check_segments, resolve_names
 from ..pipeline.tokens import epoch_sample_masks
 
 __all__ = ["evaluate_dropout", "dropout_scores", "spread_coverage", "expected_coverage", "calibration_scale",
-           "reliability", "calibrated_interval", "summary", "winner", "METHODS", "LEVELS"]
+           "reliability", "calibrated_interval", "summary", "winner", "ESTIMATORS", "LEVELS"]
 
-#: The reconstruction methods :func:`evaluate_dropout` compares.
-METHODS = ("zuna", "spline")
+#: The estimators of the hidden signal :func:`evaluate_dropout` compares (as :func:`zuna_lab.screen` names them).
+ESTIMATORS = ("zuna", "spline")
 #: Nominal levels of the reliability diagram (central intervals of the sample spread).
 LEVELS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 #: Visible channels :func:`evaluate_dropout` keeps at the least (the spline needs a few to fit).
@@ -201,7 +202,7 @@ def calibrated_interval(rec, scale, *, level=0.95):
     if isinstance(scale, xr.Dataset):
         if "calibration_scale" not in scale:
             raise ZunaValueError("scale must be a number or the result of evaluate_dropout (with calibration_scale).")
-        scale = float(scale["calibration_scale"].sel({"method": "zuna"}))
+        scale = float(scale["calibration_scale"].sel(estimator="zuna"))
     scale = check_number(scale, "scale", low=0, low_inclusive=False)
     level = check_number(level, "level", low=0, high=1)
     if not isinstance(rec, xr.Dataset) or "reconstruction_std" not in rec or "sample" not in rec.dims:
@@ -217,9 +218,11 @@ def calibrated_interval(rec, scale, *, level=0.95):
 
 
 # ----------------------------------------------------------------------------------- the harness
-def evaluate_dropout(data, model=None, *, channels="all", fraction=None, n_repeats=None, segments=None,
-                     methods=METHODS, hidden_input="recorded", n_samples=1, steps=50, cfg=1.0, seed=0,
-                     segment_duration=None, batch_size=None, progress=None, verbose=None):
+@verbose
+def evaluate_dropout(data, model=None, *, bad_channels=None, fraction=None, n_repeats=None, bad_segments=None,
+                     estimators=ESTIMATORS, hidden_input="recorded", n_samples=1, steps=50, cfg=1.0, seed=0,
+                     segment_duration=None, batch_size=None, sfreq=None, ch_names=None, progress=None,
+                     verbose=None):
     """Hide channels of your recording, fill them with ZUNA and with MNE's spherical spline, and score both.
 
     **What is compared.** The truth is your recording as ZUNA's preprocessing sees it before
@@ -232,7 +235,7 @@ def evaluate_dropout(data, model=None, *, channels="all", fraction=None, n_repea
     evaluation calls it) on that same truth with the hidden channels marked bad, at the positions
     ZUNA gets. Both are scored on the same cells (``n_cells``): the hidden (channel, sample) cells,
     minus tokens under ``BAD_`` annotations. Channels in ``info["bads"]`` are hidden from both
-    methods and never scored.
+    estimators and never scored.
 
     **A leak to know of.** With ``hidden_input="recorded"`` (default: what ``zl.reconstruct``
     does on your recording) the official preprocessing still computes statistics from the hidden
@@ -245,48 +248,49 @@ def evaluate_dropout(data, model=None, *, channels="all", fraction=None, n_repea
     Parameters
     ----------
     data : path | mne.io.Raw | ndarray
-        Anything :func:`zuna_lab.read_raw` takes. Every condition reconstructs the whole
-        recording: crop a long one (``raw.copy().crop(0, 60)``).
+        Anything :func:`zuna_lab.read_raw` takes (a NumPy array needs ``sfreq`` and ``ch_names``).
+        Every condition reconstructs the whole recording: crop a long one (``raw.copy().crop(0, 60)``).
     model : ZunaModel | str | None
-        As in :func:`zuna_lab.reconstruct`; not loaded when ``methods`` leaves ZUNA out.
-    channels : "all" | list of str
-        The channels that may be hidden (and scored).
+        As in :func:`zuna_lab.reconstruct`; not loaded when ``estimators`` leaves ZUNA out.
+    bad_channels : list of str | None
+        The channels to hide (and score), in turn or drawn from; None: every good channel.
     fraction : float | list of float | None
-        None: each channel of ``channels`` hidden alone, in turn. Else, for each fraction, a
-        random ``round(fraction · n)`` of the recording's n good channels (drawn from ``channels``)
-        hidden together, ``n_repeats`` times.
+        None: each channel of ``bad_channels`` hidden alone, in turn. Else, for each fraction, a
+        random ``round(fraction · n)`` of the recording's n good channels (drawn from
+        ``bad_channels``) hidden together, ``n_repeats`` times.
     n_repeats : int | None
         Repeats per fraction (default 5), or per channel in the one-at-a-time mode (default 1,
         ZUNA's noise seed changes per repeat; the spline gives the same result).
-    segments : float | list of tuple | None
+    bad_segments : float | list of tuple | None
         None: whole channels are hidden. Spans ``(start, stop)`` in seconds: the chosen channels
         are hidden only there. A number of seconds: one span of that length in the middle of each
         epoch. The spline always fills whole channels (it has no time context); both are scored
         on the hidden spans only.
-    methods : tuple of {"zuna", "spline"}
+    estimators : tuple of {"zuna", "spline"}
+        Which fills to score (the ``estimator`` dim of the result).
     hidden_input : {"recorded", "spline"}
         What ZUNA's preprocessing reads on the hidden cells (see *A leak to know of*).
     n_samples : int
         ZUNA draws per condition; with 2 or more, the coverage of the truth by their spread.
-    steps, cfg, seed, segment_duration, batch_size
+    steps, cfg, seed, segment_duration, batch_size, sfreq, ch_names
         As in :func:`zuna_lab.reconstruct` (``seed`` also draws the random subsets).
     progress : bool | None
         A bar over conditions; None shows it for more than 10.
     verbose : bool | str | int | None
-        MNE verbosity.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------
     scores : xarray.Dataset
         ``nmse``, ``correlation``, ``rmse`` (V), ``coverage_1sd``, ``coverage_2sd`` along
-        (method, [fraction,] repeat, channel) — NaN for channels not hidden in a condition, and
+        (estimator, [fraction,] repeat, channel) — NaN for channels not hidden in a condition, and
         the coverages NaN for the spline and for ``n_samples=1``; ``n_cells`` and ``hidden``
-        ([fraction,] repeat, channel), the same cells for every method; ``seed`` of ZUNA's draws
-        per condition; ``reliability`` and ``reliability_calibrated`` (method, level): observed
-        coverage of central intervals at each nominal ``level``; ``calibration_scale`` (method):
+        ([fraction,] repeat, channel), the same cells for every estimator; ``seed`` of ZUNA's draws
+        per condition; ``reliability`` and ``reliability_calibrated`` (estimator, level): observed
+        coverage of central intervals at each nominal ``level``; ``calibration_scale`` (estimator):
         see :func:`calibration_scale`, fitted on all held-out cells (so ``reliability_calibrated``
-        is in-sample, optimistic). Electrode positions as coordinates; see :func:`summary`. Pick a
-        method with ``scores.sel({"method": "zuna"})``: ``sel(method=...)`` is xarray's own keyword.
+        is in-sample, optimistic). Electrode positions as coordinates; see :func:`summary`. Pick an
+        estimator with ``scores.sel(estimator="zuna")``.
 
     Examples
     --------
@@ -298,16 +302,17 @@ def evaluate_dropout(data, model=None, *, channels="all", fraction=None, n_repea
     from ..pipeline.masks import bad_annotation_spans
     from ..io.read import read_raw
 
-    methods, fractions, spans_given = _check_options(methods, hidden_input, fraction, segments)
+    estimators, fractions, spans_given = _check_options(estimators, hidden_input, fraction, bad_segments)
     check_sampler(steps=steps, cfg=cfg, seed=seed, n_samples=n_samples)
     n_repeats = check_int(n_repeats, "n_repeats", minimum=1, allow_none=True) or (1 if fractions is None else 5)
-    check_verbose(verbose)
-    if not (isinstance(channels, str) and channels == "all"):
-        check_names(channels, "channels", allow_none=False, allow_empty=False)
+    check_arguments(data=data, bad_channels=bad_channels, segment_duration=segment_duration, batch_size=batch_size,
+                    sfreq=sfreq, ch_names=ch_names, progress=progress, verbose=verbose)
+    check_names(bad_channels, "bad_channels", allow_empty=False)     # None: every good channel
     seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
+    started = time.perf_counter()
 
-    raw = read_raw(data, verbose=verbose)                        # warnings about the recording: once, here
-    if "zuna" in methods:
+    raw = read_raw(data, sfreq=sfreq, ch_names=ch_names, verbose=verbose)   # warnings about the recording: once, here
+    if "zuna" in estimators:
         model = get_model(model)
     variant = getattr(model, "variant", "ZUNA")
     with warnings.catch_warnings():
@@ -315,17 +320,17 @@ def evaluate_dropout(data, model=None, *, channels="all", fraction=None, n_repea
         pre = prepare(raw, variant, segment_duration=segment_duration, verbose=verbose).pre
     names, bads = list(pre.ch_names), set(raw.info["bads"])
     good = [name for name in names if name not in bads]
-    pool = good if isinstance(channels, str) else resolve_names(channels, names, "channels")
+    pool = good if bad_channels is None else resolve_names(bad_channels, names, "bad_channels")
     if bads & set(pool):
-        raise ZunaValueError(f"channels names {preview(sorted(bads & set(pool)))}, in info['bads']: a recording "
+        raise ZunaValueError(f"bad_channels names {preview(sorted(bads & set(pool)))}, in info['bads']: a recording "
                              "marked bad cannot score a reconstruction; leave them out.")
     truth, widths = _epochs_array(pre)
     annotated = epoch_sample_masks(pre, spans=bad_annotation_spans(raw))
     spans = _resolve_spans(spans_given, pre)
     conditions, shape, dims = _conditions(pool, good, fractions, n_repeats, seed)
 
-    n_methods, n_ch = len(methods), len(names)
-    out = {v: np.full((n_methods, *shape, n_ch), np.nan) for v in _SCORE_VARS}
+    n_estimators, n_ch = len(estimators), len(names)
+    out = {v: np.full((n_estimators, *shape, n_ch), np.nan) for v in _SCORE_VARS}
     n_cells, hidden_map = np.zeros((*shape, n_ch), np.int64), np.zeros((*shape, n_ch), bool)
     seeds = np.zeros(shape if fractions is not None else (*shape, n_ch), np.int64)
     abs_z = []
@@ -341,8 +346,8 @@ def evaluate_dropout(data, model=None, *, channels="all", fraction=None, n_repea
         key = index if fractions is not None else (*index, rows[0])
         cond_seed = int(np.random.SeedSequence([seed, *key]).generate_state(1)[0] % (2**31))
         seeds[key] = cond_seed
-        for m, method in enumerate(methods):
-            if method == "spline":
+        for m, estimator in enumerate(estimators):
+            if estimator == "spline":
                 estimate = _spline(truth, widths, names, pre.ch_pos, sorted(set(hidden) | bads), verbose)
                 spread = None
             else:
@@ -367,17 +372,20 @@ def evaluate_dropout(data, model=None, *, channels="all", fraction=None, n_repea
         bar.update(1)
     bar.close()
     abs_z = np.concatenate(abs_z) if abs_z else np.zeros(0, np.float32)
-    return _dataset(out, n_cells, hidden_map, seeds, abs_z, methods=methods, dims=dims, fractions=fractions,
-                    n_repeats=n_repeats, names=names, pre=pre, model=model, spans=spans, data=data,
-                    params=dict(n_samples=int(n_samples), steps=int(steps), cfg=float(cfg), seed=seed,
-                                hidden_input=hidden_input))
+    scores = _dataset(out, n_cells, hidden_map, seeds, abs_z, estimators=estimators, dims=dims, fractions=fractions,
+                      n_repeats=n_repeats, names=names, pre=pre, model=model, spans=spans, data=data,
+                      params=dict(n_samples=int(n_samples), steps=int(steps), cfg=float(cfg), seed=seed,
+                                  hidden_input=hidden_input))
+    logger.info("evaluate_dropout: %d conditions, %s scored on %d channels in %.1f s.", len(conditions), " and ".join(
+        estimators), int(hidden_map.reshape(-1, n_ch).any(0).sum()), time.perf_counter() - started)
+    return scores
 
 
-def _check_options(methods, hidden_input, fraction, segments):
-    """methods (tuple), fractions (list | None), segments (seconds | spans | None), checked."""
-    if isinstance(methods, str) or not all(m in METHODS for m in methods) or not methods \
-            or len(set(methods)) != len(tuple(methods)):
-        raise ZunaValueError(f"methods must be a tuple naming 'zuna' and/or 'spline' once each, got {methods!r}.")
+def _check_options(estimators, hidden_input, fraction, segments):
+    """estimators (tuple), fractions (list | None), bad_segments (seconds | spans | None), checked."""
+    if isinstance(estimators, str) or not all(m in ESTIMATORS for m in estimators) or not estimators \
+            or len(set(estimators)) != len(tuple(estimators)):
+        raise ZunaValueError(f"estimators must be a tuple naming 'zuna' and/or 'spline' once each, got {estimators!r}.")
     if hidden_input not in ("recorded", "spline"):
         raise ZunaValueError(f"hidden_input must be 'recorded' or 'spline', got {hidden_input!r}.")
     fractions = None if fraction is None else [fraction] if np.ndim(fraction) == 0 else list(fraction)
@@ -387,13 +395,14 @@ def _check_options(methods, hidden_input, fraction, segments):
                                   or len(set(fractions)) != len(fractions)):
         raise ZunaValueError(f"fraction must hold distinct numbers strictly between 0 and 1, got {fraction!r}.")
     if segments is not None and np.ndim(segments) == 0 and not isinstance(segments, (tuple, list)):
-        segments = check_number(segments, "segments", low=0.125, unit="of seconds", hint="(one token at least)")
+        segments = check_number(segments, "bad_segments", low=0.125, unit="of seconds", hint="(one token at least)")
     elif segments is not None:
-        check_segments(segments, "segments")
+        check_segments(segments, "bad_segments")
         if any(len(span) != 2 for span in segments):
-            raise ZunaValueError("segments are (start, stop) spans in seconds; channels and fraction say which channels.")
+            raise ZunaValueError("bad_segments are (start, stop) spans in seconds here; bad_channels and fraction say "
+                                 "which channels.")
         segments = [(float(a), float(b)) for a, b in segments]
-    return tuple(methods), fractions and [float(v) for v in fractions], segments
+    return tuple(estimators), fractions and [float(v) for v in fractions], segments
 
 
 def _resolve_spans(segments, pre):
@@ -404,7 +413,7 @@ def _resolve_spans(segments, pre):
     for i in range(pre.n_epochs):
         length = pre.n_samples(i) / pre.sfreq
         if segments > length:
-            raise ZunaValueError(f"segments={segments:g} s is longer than epoch {i} ({length:g} s); use a shorter span.")
+            raise ZunaValueError(f"bad_segments={segments:g} s is longer than epoch {i} ({length:g} s); use a shorter span.")
         middle = float(pre.epoch_start[i]) + length / 2
         spans.append((middle - segments / 2, middle + segments / 2))
     return spans
@@ -498,29 +507,29 @@ def _check_same_cells(rec, pre, truth, cells, hidden, hidden_input):
     return recon.values, None
 
 
-def _dataset(out, n_cells, hidden, seeds, abs_z, *, methods, dims, fractions, n_repeats, names, pre, model, spans,
+def _dataset(out, n_cells, hidden, seeds, abs_z, *, estimators, dims, fractions, n_repeats, names, pre, model, spans,
              data, params):
     from ..pipeline.results import POSITION_COORDS
 
-    n, zuna = params["n_samples"], [m == "zuna" for m in methods]
+    n, zuna = params["n_samples"], [m == "zuna" for m in estimators]
     scale = _scale_from_z(abs_z, n)
     reliable = np.array([_reliability_from_z(abs_z if z else abs_z[:0], n, LEVELS) for z in zuna])
     calibrated = np.array([_reliability_from_z(abs_z if z else abs_z[:0], n, LEVELS, scale) for z in zuna])
-    coords = {"method": list(methods), "repeat": np.arange(n_repeats), "channel": names,
+    coords = {"estimator": list(estimators), "repeat": np.arange(n_repeats), "channel": names,
               "level": ("level", np.asarray(LEVELS), {"long_name": "nominal coverage"})}
     if fractions is not None:
         coords["fraction"] = ("fraction", np.asarray(fractions), {"long_name": "fraction of channels hidden"})
     for axis, name in enumerate(POSITION_COORDS):
         coords[name] = ("channel", pre.ch_pos[:, axis], {"units": "m", "frame": "MNE head"})
     cond = (*dims, "channel")
-    data_vars = {var: (("method", *cond), out[var], {"units": "V" if var == "rmse" else "1"}) for var in _SCORE_VARS}
+    data_vars = {var: (("estimator", *cond), out[var], {"units": "V" if var == "rmse" else "1"}) for var in _SCORE_VARS}
     data_vars.update(
-        n_cells=(cond, n_cells, {"long_name": "samples scored (the same for every method)"}),
+        n_cells=(cond, n_cells, {"long_name": "samples scored (the same for every estimator)"}),
         hidden=(cond, hidden, {"long_name": "channel hidden in this condition"}),
         seed=(dims if fractions is not None else cond, seeds, {"long_name": "ZUNA's noise seed"}),
-        reliability=(("method", "level"), reliable, {"long_name": "observed coverage of the level's interval"}),
-        reliability_calibrated=(("method", "level"), calibrated, {"long_name": "after calibration_scale (in-sample)"}),
-        calibration_scale=(("method",), np.where(zuna, scale, np.nan), {"long_name": "calibrates ZUNA's spread"}))
+        reliability=(("estimator", "level"), reliable, {"long_name": "observed coverage of the level's interval"}),
+        reliability_calibrated=(("estimator", "level"), calibrated, {"long_name": "after calibration_scale (in-sample)"}),
+        calibration_scale=(("estimator",), np.where(zuna, scale, np.nan), {"long_name": "calibrates ZUNA's spread"}))
     attrs = dict(result="dropout evaluation", mode="fraction" if fractions is not None else "one channel at a time",
                  segments="whole channels" if spans is None else "; ".join(f"{a:g}-{b:g} s" for a, b in spans),
                  truth="256 Hz, 0.5 Hz high-pass, recording's own reference, volts (rec.original)",
@@ -535,7 +544,7 @@ def _dataset(out, n_cells, hidden, seeds, abs_z, *, methods, dims, fractions, n_
 
 # ----------------------------------------------------------------------------------- reading a result
 def summary(scores):
-    """One row per method (and fraction) of :func:`evaluate_dropout`'s scores, averaged over hidden channels and repeats.
+    """One row per estimator (and fraction) of :func:`evaluate_dropout`'s scores, averaged over hidden channels and repeats.
 
     Columns: ``nmse`` and ``nmse_sd`` (over conditions), ``correlation``, ``rmse_uV`` (µV, for
     reading), ``coverage_1sd`` / ``coverage_2sd`` beside ``expected_1sd`` / ``expected_2sd`` (a
@@ -547,17 +556,17 @@ def summary(scores):
     """
     import pandas as pd
 
-    if not isinstance(scores, xr.Dataset) or "nmse" not in scores or "method" not in scores.dims:
+    if not isinstance(scores, xr.Dataset) or "nmse" not in scores or "estimator" not in scores.dims:
         raise ZunaTypeError("summary needs the Dataset returned by zuna_lab.evaluate_dropout.")
     by = ["fraction"] if "fraction" in scores.dims else []
-    over = [d for d in scores["nmse"].dims if d not in ("method", *by)]
-    best = scores["nmse"].idxmin("method") if scores.sizes["method"] > 1 else None
+    over = [d for d in scores["nmse"].dims if d not in ("estimator", *by)]
+    best = scores["nmse"].idxmin("estimator") if scores.sizes["estimator"] > 1 else None
     rows = []
-    for method in scores["method"].values:
+    for estimator in scores["estimator"].values:
         for value in (scores["fraction"].values if by else [None]):
-            part = scores.sel({"method": method, **({"fraction": value} if by else {})})
+            part = scores.sel(estimator=estimator, **({"fraction": value} if by else {}))
             scored = part["nmse"].notnull()
-            row = {"method": str(method), **({"fraction": float(value)} if by else {}),
+            row = {"estimator": str(estimator), **({"fraction": float(value)} if by else {}),
                    "nmse": float(part["nmse"].mean(over)), "nmse_sd": float(part["nmse"].std(over)),
                    "correlation": float(part["correlation"].mean(over)), "rmse_uV": float(part["rmse"].mean(over)) * 1e6}
             for k in ("1sd", "2sd"):
@@ -565,19 +574,19 @@ def summary(scores):
                 row[f"expected_{k}"] = float(scores.attrs.get(f"expected_coverage_{k}", np.nan))
             row["n"] = int(scored.sum())
             if best is not None:
-                won = (best.sel(fraction=value) if by else best) == method
+                won = (best.sel(fraction=value) if by else best) == estimator
                 row["wins"] = float((won & scored).sum() / max(row["n"], 1))
             rows.append(row)
-    return pd.DataFrame(rows).set_index(["method", *by])
+    return pd.DataFrame(rows).set_index(["estimator", *by])
 
 
 def winner(scores, *, metric="nmse"):
-    """Per channel, the method with the better mean score (lower NMSE / RMSE, higher correlation).
+    """Per channel, the estimator with the better mean score (lower NMSE / RMSE, higher correlation).
 
     Returns
     -------
     best : xarray.DataArray of str
-        Along ``channel``, with the positions; ``""`` where a method did not score the channel.
+        Along ``channel``, with the positions; ``""`` where an estimator did not score the channel.
 
     Examples
     --------
@@ -585,7 +594,7 @@ def winner(scores, *, metric="nmse"):
     """
     if metric not in ("nmse", "rmse", "correlation"):
         raise ZunaValueError(f"metric must be 'nmse', 'rmse' or 'correlation', got {metric!r}.")
-    mean = scores[metric].mean([d for d in scores[metric].dims if d not in ("method", "channel")])
-    scored = mean.notnull().all("method")
-    pick = (mean.fillna(-np.inf).idxmax("method") if metric == "correlation" else mean.fillna(np.inf).idxmin("method"))
+    mean = scores[metric].mean([d for d in scores[metric].dims if d not in ("estimator", "channel")])
+    scored = mean.notnull().all("estimator")
+    pick = (mean.fillna(-np.inf).idxmax("estimator") if metric == "correlation" else mean.fillna(np.inf).idxmin("estimator"))
     return pick.where(scored, "").astype(str).rename("winner").assign_attrs(metric=metric)

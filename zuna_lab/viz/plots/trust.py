@@ -1,4 +1,4 @@
-"""Trust on your own recording: the dropout curve, which method wins where, the reliability diagram, the montage map.
+"""Trust on your own recording: the dropout curve, which estimator wins where, the reliability diagram, the montage map.
 
 Views of :func:`zuna_lab.evaluate_dropout` scores and of a :func:`zuna_lab.check_montage` report;
 pure functions of their input, returning HoloViews objects (bokeh and matplotlib options). RMSE
@@ -17,17 +17,17 @@ from ...errors import ZunaTypeError, ZunaValueError
 from ..projections import scalp_coords
 from ._style import label_points, mpl_size, styled, with_opts
 
-__all__ = ["dropout_curve", "winners_map", "reliability_diagram", "montage_map", "METHOD_COLORS", "STATUS_COLORS"]
+__all__ = ["dropout_curve", "winners_map", "reliability_diagram", "montage_map", "ESTIMATOR_COLORS", "STATUS_COLORS"]
 
 #: ZUNA in red and the spline in magenta, as in the ZUNA paper's figures.
-METHOD_COLORS = {"zuna": "#d62728", "spline": "#c218c2", "not scored": "#dddddd"}
+ESTIMATOR_COLORS = {"zuna": "#d62728", "spline": "#c218c2", "not scored": "#dddddd"}
 #: Colours of the montage doctor's channel status.
 STATUS_COLORS = {"ok": "#2ca02c", "cleaned": "#1f77b4", "problem": "#ff7f0e", "dropped": "#d62728"}
 _METRICS = {"nmse": ("NMSE", 1.0), "correlation": ("correlation", 1.0), "rmse": ("RMSE (µV)", 1e6)}
 
 
 def _check_scores(scores, metric):
-    if not isinstance(scores, xr.Dataset) or "nmse" not in scores or "method" not in scores.dims:
+    if not isinstance(scores, xr.Dataset) or "nmse" not in scores or "estimator" not in scores.dims:
         raise ZunaTypeError("Pass the Dataset returned by zuna_lab.evaluate_dropout.")
     if metric not in _METRICS:
         raise ZunaValueError(f"metric must be one of {', '.join(map(repr, _METRICS))}, got {metric!r}.")
@@ -76,7 +76,7 @@ def dropout_curve(scores, *, metric="nmse", logy=None, width=520, height=340, ti
     Returns
     -------
     hv.Overlay
-        Per method a line through the mean over repeats (each repeat: the mean over its hidden
+        Per estimator a line through the mean over repeats (each repeat: the mean over its hidden
         channels), a band from the lowest to the highest repeat, and the repeats as dots.
 
     Examples
@@ -86,19 +86,19 @@ def dropout_curve(scores, *, metric="nmse", logy=None, width=520, height=340, ti
     label, factor = _check_scores(scores, metric)
     if "fraction" not in scores.dims:
         raise ZunaValueError("A dropout curve needs scores over fractions; run evaluate_dropout with fraction=[...].")
-    per_repeat = scores[metric].mean("channel") * factor                 # (method, fraction, repeat)
+    per_repeat = scores[metric].mean("channel") * factor                 # (estimator, fraction, repeat)
     logy = metric != "correlation" if logy is None else bool(logy)
     layers = []
-    for method in scores["method"].values:
-        one = per_repeat.sel({"method": method})
-        color = METHOD_COLORS.get(str(method), "#444444")
+    for estimator in scores["estimator"].values:
+        one = per_repeat.sel(estimator=estimator)
+        color = ESTIMATOR_COLORS.get(str(estimator), "#444444")
         frame = pd.DataFrame({"fraction": one["fraction"].values, "mean": one.mean("repeat").values,
                               "low": one.min("repeat").values, "high": one.max("repeat").values})
         dots = one.to_dataframe(name=metric).reset_index()[["fraction", metric]].dropna()
         layers += [
             with_opts(hv.Area(frame, kdims=["fraction"], vdims=["low", "high"]),
                       common={"color": color, "alpha": 0.2}, bokeh={"line_alpha": 0}),
-            with_opts(hv.Curve(frame, kdims=["fraction"], vdims=["mean"], label=str(method)),
+            with_opts(hv.Curve(frame, kdims=["fraction"], vdims=["mean"], label=str(estimator)),
                       common={"color": color}, bokeh={"line_width": 3, "tools": ["hover"]}, mpl={"linewidth": 3}),
             with_opts(hv.Scatter(dots, kdims=["fraction"], vdims=[metric]), common={"color": color},
                       bokeh={"size": 5, "alpha": 0.6}, mpl={"s": 12, "alpha": 0.6}),
@@ -128,12 +128,12 @@ def log_ticks(low, high):
 
 
 def winners_map(scores, *, metric="nmse", size=420, title=None, verbose=None):
-    """Electrodes on the scalp coloured by the method with the better mean score there (grey: not scored).
+    """Electrodes on the scalp coloured by the estimator with the better mean score there (grey: not scored).
 
     Parameters
     ----------
     scores : xarray.Dataset
-        From :func:`zuna_lab.evaluate_dropout` with both methods (one channel at a time shows every channel).
+        From :func:`zuna_lab.evaluate_dropout` with both estimators (one channel at a time shows every channel).
     metric : {"nmse", "correlation", "rmse"}
         Lower NMSE / RMSE, higher correlation wins.
     size : int
@@ -145,7 +145,7 @@ def winners_map(scores, *, metric="nmse", size=420, title=None, verbose=None):
     Returns
     -------
     hv.Overlay
-        Head outline, points (hover: both methods' mean scores), names.
+        Head outline, points (hover: both estimators' mean scores), names.
 
     Examples
     --------
@@ -155,18 +155,18 @@ def winners_map(scores, *, metric="nmse", size=420, title=None, verbose=None):
 
     label, factor = _check_scores(scores, metric)
     best = winner(scores, metric=metric)
-    mean = scores[metric].mean([d for d in scores[metric].dims if d not in ("method", "channel")]) * factor
+    mean = scores[metric].mean([d for d in scores[metric].dims if d not in ("estimator", "channel")]) * factor
     xy = scalp_coords(scores)
     won = [str(b) or "not scored" for b in best.values]
     df = pd.DataFrame({"x": xy.sel(axis="x").values, "y": xy.sel(axis="y").values,
                        "channel": [str(c) for c in scores["channel"].values], "label": won,
-                       "color": [METHOD_COLORS.get(w, "#444444") for w in won]})
+                       "color": [ESTIMATOR_COLORS.get(w, "#444444") for w in won]})
     hover = []
-    for method in scores["method"].values:
-        df[f"{method} {label}"] = mean.sel({"method": method}).values
-        hover.append(f"{method} {label}")
+    for estimator in scores["estimator"].values:
+        df[f"{estimator} {label}"] = mean.sel(estimator=estimator).values
+        hover.append(f"{estimator} {label}")
     counts = pd.Series(won).value_counts()
-    text = ", ".join(f"{m} {counts.get(m, 0)}" for m in scores["method"].values)
+    text = ", ".join(f"{m} {counts.get(m, 0)}" for m in scores["estimator"].values)
     return _scalp_overlay(df, color="color", hover=hover, size=size,
                           title=title or f"lower {label} wins: {text}" if metric != "correlation"
                           else title or f"higher correlation wins: {text}")
@@ -195,19 +195,19 @@ def reliability_diagram(scores, *, width=420, height=420, title=None, verbose=No
     >>> reliability_diagram(zl.evaluate_dropout(raw, model, fraction=0.2, n_samples=4))   # doctest: +SKIP
     """
     _check_scores(scores, "nmse")
-    if "zuna" not in scores["method"].values or scores["reliability"].sel({"method": "zuna"}).isnull().all():
+    if "zuna" not in scores["estimator"].values or scores["reliability"].sel(estimator="zuna").isnull().all():
         raise ZunaValueError("A reliability diagram needs ZUNA's spread; run evaluate_dropout with n_samples >= 2.")
     levels = scores["level"].values
-    raw = scores["reliability"].sel({"method": "zuna"}).values
-    calibrated = scores["reliability_calibrated"].sel({"method": "zuna"}).values
-    scale = float(scores["calibration_scale"].sel({"method": "zuna"}))
+    raw = scores["reliability"].sel(estimator="zuna").values
+    calibrated = scores["reliability_calibrated"].sel(estimator="zuna").values
+    scale = float(scores["calibration_scale"].sel(estimator="zuna"))
     diagonal = with_opts(hv.Curve(([0, 1], [0, 1]), "nominal", "observed", label="calibrated"),
                          common={"color": "#888888"}, bokeh={"line_dash": "dashed"}, mpl={"linestyle": "--"})
     observed = hv.Curve((levels, raw), "nominal", "observed", label="ZUNA's spread")
     after = hv.Curve((levels, calibrated), "nominal", "observed", label=f"× {scale:.2f} (in-sample)")
     layers = [diagonal,
-              with_opts(observed, common={"color": METHOD_COLORS["zuna"]}, bokeh={"line_width": 3}, mpl={"linewidth": 3}),
-              with_opts(hv.Scatter((levels, raw), "nominal", "observed"), common={"color": METHOD_COLORS["zuna"]},
+              with_opts(observed, common={"color": ESTIMATOR_COLORS["zuna"]}, bokeh={"line_width": 3}, mpl={"linewidth": 3}),
+              with_opts(hv.Scatter((levels, raw), "nominal", "observed"), common={"color": ESTIMATOR_COLORS["zuna"]},
                         bokeh={"size": 7}, mpl={"s": 25}),
               with_opts(after, common={"color": "#1f77b4"}, bokeh={"line_width": 2, "line_dash": "dotted"},
                         mpl={"linewidth": 2, "linestyle": ":"})]

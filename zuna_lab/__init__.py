@@ -1,10 +1,11 @@
 """zuna_lab: a Jupyter-first toolkit for ZUNA, Zyphra's EEG foundation model."""
 from .config import VERSION as __version__
 from .errors import CheckpointError, WeightsUnavailableError, ZunaLabError, ZunaTypeError, ZunaValueError
+from .logs import set_log_level
 from .api.loading import load_model
 from .model import ZunaModel
 
-__all__ = ["__version__", "load_model", "ZunaModel", "ZunaLabError", "ZunaValueError", "ZunaTypeError",
+__all__ = ["__version__", "set_log_level", "load_model", "ZunaModel", "ZunaLabError", "ZunaValueError", "ZunaTypeError",
            "CheckpointError", "WeightsUnavailableError"]
 from .io.read import read_raw
 from .io.write import write_netcdf, write_zarr, write_safetensors

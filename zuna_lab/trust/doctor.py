@@ -132,7 +132,7 @@ def check_montage(data, *, model=None, fix=False, montage="standard_1005", sfreq
         remaining = int(diagnose(fixed, variant, montage).table["problem"].astype(bool).sum())
     report = MontageReport(table=diagnosis.table, verdict=verdict(diagnosis, fix, fixes, remaining), fixed=fixed,
                            fixes=tuple(fixes), variant=variant, remaining=remaining)
-    logger.info("check_montage (%s bins): %s", variant, report.verdict)
+    logger.info("check_montage: %s (%s's position bins)", report.verdict, variant)
     return report
 
 

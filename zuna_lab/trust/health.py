@@ -23,6 +23,7 @@ import xarray as xr
 from ..errors import ZunaTypeError, ZunaValueError
 from .mmd import check_kernel, mmd_core, subsample_rows
 from .metrics import reconstruction_errors  # noqa: F401  (where the dashboard has always found it)
+from ..logs import logger, verbose
 
 __all__ = [
     "latent_samples",
@@ -50,6 +51,7 @@ HEALTH_THRESHOLDS = {
 
 
 # --------------------------------------------------------------------------- input
+@verbose
 def latent_samples(emb, *, include_masked=False, verbose=None):
     """Stack the token latents of an embedding into a 2-D ``(point, latent)`` array.
 
@@ -62,7 +64,7 @@ def latent_samples(emb, *, include_masked=False, verbose=None):
         Keep tokens that were hidden from the encoder (``mask`` True).  By
         default they are dropped: their latents describe zeros, not EEG.
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------
@@ -143,6 +145,7 @@ def _as_points(emb, include_masked=False):
 
 
 # --------------------------------------------------------------------------- moments
+@verbose
 def latent_stats(emb, *, include_masked=False, verbose=None):
     """Per-latent-dimension moments of the visible token latents.
 
@@ -153,7 +156,7 @@ def latent_stats(emb, *, include_masked=False, verbose=None):
     include_masked : bool
         Also use tokens hidden from the encoder (default False).
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------
@@ -223,6 +226,7 @@ def gaussian_kl(mean, std, *, ref_mean=0.0, ref_std=1.0):
 # --------------------------------------------------------------------------- MMD
 
 
+@verbose
 def mmd(x, y=None, *, kernel="imq", bandwidth="median", n_permutations=200, max_points=1000,
         seed=0, include_masked=False, verbose=None):
     """Maximum mean discrepancy between two latent sets, with a permutation p-value.
@@ -247,7 +251,7 @@ def mmd(x, y=None, *, kernel="imq", bandwidth="median", n_permutations=200, max_
     include_masked : bool
         Also use tokens hidden from the encoder (default False).
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------
@@ -305,6 +309,7 @@ def mmd(x, y=None, *, kernel="imq", bandwidth="median", n_permutations=200, max_
 
 
 # --------------------------------------------------------------------------- verdict
+@verbose
 def mmd_health(emb, *, reference=None, n_permutations=200, max_points=1000, seed=0,
                kernel="imq", bandwidth="median", include_masked=False, thresholds=None,
                verbose=None):
@@ -346,7 +351,7 @@ def mmd_health(emb, *, reference=None, n_permutations=200, max_points=1000, seed
     thresholds : dict | None
         Overrides of :data:`HEALTH_THRESHOLDS`.
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------
@@ -436,6 +441,7 @@ def mmd_health(emb, *, reference=None, n_permutations=200, max_points=1000, seed
         **test.attrs,
         "n_points_moments": int(x.sizes["point"]),
     }
+    logger.info("mmd_health: %s", summary)
     return ds
 
 
@@ -448,6 +454,7 @@ def _fmt(dims):
 
 
 # --------------------------------------------------------------------------- drift
+@verbose
 def embedding_drift(emb_a, emb_b, *, n_permutations=200, max_points=1000, seed=0,
                     kernel="imq", bandwidth="median", include_masked=False, verbose=None):
     """Drift between two recordings' embeddings: MMD test and per-dimension shift.
@@ -459,7 +466,7 @@ def embedding_drift(emb_a, emb_b, *, n_permutations=200, max_points=1000, seed=0
     n_permutations, max_points, seed, kernel, bandwidth, include_masked
         As in :func:`mmd`.
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------
@@ -491,6 +498,7 @@ def embedding_drift(emb_a, emb_b, *, n_permutations=200, max_points=1000, seed=0
     return ds
 
 
+@verbose
 def compare_recordings(embeddings, *, n_permutations=100, max_points=500, seed=0,
                        kernel="imq", bandwidth="median", include_masked=False, verbose=None):
     """Pairwise drift and per-recording latent moments for several recordings.
@@ -502,7 +510,7 @@ def compare_recordings(embeddings, *, n_permutations=100, max_points=500, seed=0
     n_permutations, max_points, seed, kernel, bandwidth, include_masked
         As in :func:`mmd` (defaults smaller: there are n^2/2 pairs).
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------

@@ -10,6 +10,7 @@ import xarray as xr
 
 from ..config import TOKEN_SECONDS
 from ..errors import ZunaTypeError, ZunaValueError
+from ..logs import verbose
 
 __all__ = ["reconstruction_errors"]
 
@@ -30,6 +31,7 @@ def _time_mask(rec):
     return tm.assign_coords(time=rec["time"])
 
 
+@verbose
 def reconstruction_errors(rec, *, kind="reconstruction", masked_only=True, verbose=None):
     """Per-channel RMSE and correlation of a reconstruction against the original.
 
@@ -44,7 +46,7 @@ def reconstruction_errors(rec, *, kind="reconstruction", masked_only=True, verbo
     masked_only : bool
         Score only the masked (infilled) cells (default); False scores every sample.
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------

@@ -24,6 +24,7 @@ from ..validation import check_arguments, check_int, check_number, resolve_names
 from . import prediction
 from .detectors import DETECTORS, run_detectors
 from .screen_report import ScreenReport, build_report
+from ..logs import logger, verbose
 
 __all__ = ["screen", "ScreenReport", "ESTIMATORS", "CRITERIA"]
 
@@ -180,6 +181,7 @@ def _bridged(truth, names, usable, bridge_threshold):
 
 
 # ----------------------------------------------------------------------------------- public
+@verbose
 def screen(data, model=None, *, estimators=ESTIMATORS, compare=DETECTORS, groups=None, threshold=4.0,
            bad_fraction=0.5, segment_threshold=6.0, segment_window=0.5, bridge_threshold=0.02, max_passes=3,
            bad_channels=None, bad_segments=None, steps=50, seed=0, segment_duration=None, batch_size=None,
@@ -292,8 +294,10 @@ def screen(data, model=None, *, estimators=ESTIMATORS, compare=DETECTORS, groups
     usable = ~(ctx["known"] | ctx["flat"])
     bridged = _bridged(ctx["truth"], ctx["names"], usable, bridge_threshold)
     others = run_detectors(raw, compare, seed=seed) if compare else {}
-    return build_report(ctx, results, bridged, others, known=known, flat=flat, data=data, model=model,
-                        options=dict(options, segment_threshold=segment_threshold, segment_window=segment_window,
-                                     bridge_threshold=bridge_threshold, groups=groups, steps=steps, seed=seed,
-                                     estimators=estimators, compare=compare))
+    report = build_report(ctx, results, bridged, others, known=known, flat=flat, data=data, model=model,
+                          options=dict(options, segment_threshold=segment_threshold, segment_window=segment_window,
+                                       bridge_threshold=bridge_threshold, groups=groups, steps=steps, seed=seed,
+                                       estimators=estimators, compare=compare))
+    logger.info("screen: %s", report.summary_lines()[0])
+    return report
 

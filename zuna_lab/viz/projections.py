@@ -12,6 +12,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ZunaTypeError, ZunaValueError
+from ..logs import verbose
 
 __all__ = ["REGIONS", "SPHERE_ORIGIN", "channel_region", "scalp_coords", "nearest_channel", "embedding_coords",
            "coords_frame"]
@@ -87,6 +88,7 @@ def positions_from(data):
     )
 
 
+@verbose
 def scalp_coords(data, *, origin=None, verbose=None):
     """Top-view 2-D electrode coordinates (azimuthal equidistant projection).
 
@@ -97,7 +99,7 @@ def scalp_coords(data, *, origin=None, verbose=None):
     origin : array-like of 3 floats | None
         Projection centre (default :data:`SPHERE_ORIGIN`).
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------
@@ -158,6 +160,7 @@ def umap_available():
         return False
 
 
+@verbose
 def embedding_coords(emb, *, method="pca", max_points=5000, seed=0, include_masked=False, verbose=None):
     """2-D coordinates of token latents by PCA (numpy SVD) or UMAP.
 
@@ -175,7 +178,7 @@ def embedding_coords(emb, *, method="pca", max_points=5000, seed=0, include_mask
     include_masked : bool
         Also map tokens hidden from the encoder.
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------

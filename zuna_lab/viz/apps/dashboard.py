@@ -14,6 +14,7 @@ from .embedding import EmbeddingExplorer
 from .health import HealthPanel
 from .reconstruction import ReconstructionExplorer
 from .screening import ScreeningPanel
+from ...logs import verbose
 
 __all__ = ["Dashboard", "dashboard", "serve"]
 
@@ -74,6 +75,7 @@ def _as_raw(obj):
     raise ZunaTypeError(f"dashboard needs an mne Raw, a file path or a dict of them, got {type(obj).__name__}.")
 
 
+@verbose
 def dashboard(data, model=None, *, model_source=None, embeddings=None, segment_duration=None, title="ZUNA lab",
               verbose=None):
     """Reconstruction explorer, latent health, embedding explorer and screening in one tabbed app.
@@ -104,7 +106,7 @@ def dashboard(data, model=None, *, model_source=None, embeddings=None, segment_d
     title : str
         Heading.
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------
@@ -137,6 +139,7 @@ def dashboard(data, model=None, *, model_source=None, embeddings=None, segment_d
     return Dashboard(rexp, hp, ee, sp, title=title)
 
 
+@verbose
 def serve(data, model=None, *, port=5006, address="127.0.0.1", show=False, threaded=False, websocket_origin=None,
           verbose=None, **kwargs):
     """Serve :func:`dashboard` on ``address:port`` (127.0.0.1 by default: not reachable from other machines).
@@ -157,7 +160,7 @@ def serve(data, model=None, *, port=5006, address="127.0.0.1", show=False, threa
     websocket_origin : list of str | None
         Allowed origins; default ``address:port`` (plus ``localhost:port`` for 127.0.0.1).
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
     **kwargs
         Passed to :func:`dashboard` (``model_source``, ``embeddings``, ``segment_duration``, ``title``).
 

@@ -9,6 +9,7 @@ import holoviews.plotting.bokeh  # noqa: F401  (registers the bokeh backend firs
 
 from ...errors import ZunaTypeError
 from ..projections import REGIONS
+from ...logs import verbose
 
 # the matplotlib backend is registered too (for save_png); bokeh stays the current backend
 _current = hv.Store.current_backend
@@ -93,6 +94,7 @@ def fixed(obj, width, height, *, common=None, bokeh=None, mpl=None):
                   mpl={**mpl_size(int(width), int(height)), **(mpl or {})})
 
 
+@verbose
 def save_png(obj, path, *, dpi=100, verbose=None):
     """Save a HoloViews object as a PNG, rendered with the matplotlib backend.
 
@@ -110,7 +112,7 @@ def save_png(obj, path, *, dpi=100, verbose=None):
     dpi : int
         Resolution (dots per inch).
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------

@@ -9,6 +9,7 @@ import holoviews as hv
 
 from ..projections import scalp_coords
 from ._style import COLORS, label_points, mpl_size, styled, with_opts
+from ...logs import verbose
 
 __all__ = ["channel_status", "scalp"]
 
@@ -29,6 +30,7 @@ def channel_status(names, *, masked=(), added=None, selected=()):
     return ["masked" if n in masked else "added" if n in added else "visible" for n in names]
 
 
+@verbose
 def scalp(data, *, masked=(), added=None, selected=(), labels=True, size=420, title="electrodes",
           verbose=None):
     """Electrode positions on a top-view scalp: head circle, nose, ears, labels.
@@ -52,7 +54,7 @@ def scalp(data, *, masked=(), added=None, selected=(), labels=True, size=420, ti
     title : str
         Plot title.
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------

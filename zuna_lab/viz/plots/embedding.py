@@ -9,10 +9,12 @@ import holoviews as hv
 from ...errors import ZunaValueError
 from ..projections import coords_frame, embedding_coords
 from ._style import REGION_COLORS, mpl_size, styled
+from ...logs import verbose
 
 __all__ = ["embedding_map"]
 
 
+@verbose
 def embedding_map(emb, *, color_by="channel", method="pca", max_points=5000, seed=0, size=500,
                   verbose=None):
     """Scatter of token latents in 2-D (PCA or UMAP), coloured by channel/epoch/time/region.
@@ -28,7 +30,7 @@ def embedding_map(emb, *, color_by="channel", method="pca", max_points=5000, see
     size : int
         Plot width/height in pixels.
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------

@@ -9,10 +9,12 @@ import holoviews as hv
 
 from ...errors import ZunaValueError
 from ._style import COLORS, fixed, styled, with_opts
+from ...logs import verbose
 
 __all__ = ["latent_histogram", "latent_moments", "drift_matrix"]
 
 
+@verbose
 def latent_histogram(emb, *, latent=None, bins=60, include_masked=False, width=440, height=320, verbose=None):
     """Histogram of visible-token latents against the N(0, 1) density.
 
@@ -29,7 +31,7 @@ def latent_histogram(emb, *, latent=None, bins=60, include_masked=False, width=4
     width, height : int
         Plot size in pixels (fixed: the bars stay visible in any layout).
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------
@@ -59,6 +61,7 @@ def latent_histogram(emb, *, latent=None, bins=60, include_masked=False, width=4
                          "ylabel": "density"}, bokeh={"xlim": (-5, 5), "legend_position": "top_right"})
 
 
+@verbose
 def latent_moments(data, *, width=660, height=320, verbose=None):
     """Per-dimension mean ± std of the latents, with the N(0, 1) targets.
 
@@ -70,7 +73,7 @@ def latent_moments(data, *, width=660, height=320, verbose=None):
     width, height : int
         Plot size in pixels (fixed).
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------
@@ -114,6 +117,7 @@ def latent_moments(data, *, width=660, height=320, verbose=None):
                          "xlim": (float(lat.min()) - 1, float(lat.max()) + 1), "ylim": (lo - pad, hi + pad)})
 
 
+@verbose
 def drift_matrix(cmp, *, variable="mmd2", size=None, verbose=None):
     """Heat map of pairwise recording drift from :func:`~zuna_lab.trust.health.compare_recordings`.
 
@@ -129,7 +133,7 @@ def drift_matrix(cmp, *, variable="mmd2", size=None, verbose=None):
     size : int | None
         Side of the square of cells in pixels (default: 110 per recording, 260 to 520).
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------

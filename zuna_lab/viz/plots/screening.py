@@ -16,6 +16,7 @@ import holoviews as hv
 
 from ...errors import ZunaTypeError, ZunaValueError
 from ._style import COLUMN_WIDTH, styled, with_opts
+from ...logs import verbose
 
 __all__ = ["screen_map", "SCREEN_COLORS"]
 
@@ -62,6 +63,7 @@ def _outlines(rows, label, color, dash, *, line_width):
                      mpl={"facecolor": "none", "edgecolor": color, "linewidth": line_width})
 
 
+@verbose
 def screen_map(report, *, estimator=None, kind="badness", vmax=None, max_width=COLUMN_WIDTH, height=None, title=None,
                verbose=None):
     """Channels × time heat map of a screening, with the suggested bad channels and segments drawn on it.
@@ -84,7 +86,7 @@ def screen_map(report, *, estimator=None, kind="badness", vmax=None, max_width=C
         Pixels (default: 13 per channel + 130, at least 320).
     title : str | None
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------

@@ -10,6 +10,7 @@ import holoviews as hv
 from ...config import TOKEN_SECONDS as TOKEN_S
 from ...errors import ZunaTypeError, ZunaValueError
 from ._style import COLORS, COLUMN_WIDTH, fit_column, mpl_size, styled, with_opts
+from ...logs import verbose
 
 __all__ = ["TOKEN_S", "minmax_downsample", "traces"]
 
@@ -124,6 +125,7 @@ def _mask_rectangles(mask, epoch, names, offsets, spacing) -> list:
             for i in range(len(names)) for t0, t1 in _mask_spans(mv[i], tstart, TOKEN_S)]
 
 
+@verbose
 def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, max_points=2000,
            show_mask=True, mask=None, mask_label="masked", highlight=(), width=COLUMN_WIDTH, height=None, responsive=True,
            title=None, legend=True, verbose=None):
@@ -171,7 +173,7 @@ def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, 
         a legend, that first appears in a later frame breaks BokehJS 3.9); the app's titles say
         what is shaded instead.
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------

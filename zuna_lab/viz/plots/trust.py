@@ -16,6 +16,7 @@ import holoviews as hv
 from ...errors import ZunaTypeError, ZunaValueError
 from ..projections import scalp_coords
 from ._style import label_points, mpl_size, styled, with_opts
+from ...logs import verbose
 
 __all__ = ["dropout_curve", "winners_map", "reliability_diagram", "montage_map", "ESTIMATOR_COLORS", "STATUS_COLORS"]
 
@@ -56,6 +57,7 @@ def _scalp_overlay(df, *, color, hover, size, title):
                   mpl={**mpl_size(size, size), "aspect": "equal", "legend_position": "bottom_right"})
 
 
+@verbose
 def dropout_curve(scores, *, metric="nmse", logy=None, width=520, height=340, title=None, verbose=None):
     """Error against the fraction of channels hidden, ZUNA and the spline, with the spread over repeats.
 
@@ -71,7 +73,7 @@ def dropout_curve(scores, *, metric="nmse", logy=None, width=520, height=340, ti
         Pixels.
     title : str | None
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------
@@ -127,6 +129,7 @@ def log_ticks(low, high):
     return [(float(t), f"{t:g}") for t in inside]
 
 
+@verbose
 def winners_map(scores, *, metric="nmse", size=420, title=None, verbose=None):
     """Electrodes on the scalp coloured by the estimator with the better mean score there (grey: not scored).
 
@@ -140,7 +143,7 @@ def winners_map(scores, *, metric="nmse", size=420, title=None, verbose=None):
         Width and height in pixels.
     title : str | None
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------
@@ -172,6 +175,7 @@ def winners_map(scores, *, metric="nmse", size=420, title=None, verbose=None):
                           else title or f"higher correlation wins: {text}")
 
 
+@verbose
 def reliability_diagram(scores, *, width=420, height=420, title=None, verbose=None):
     """Observed coverage of ZUNA's intervals against their nominal level; calibrated draws lie on the diagonal.
 
@@ -182,7 +186,7 @@ def reliability_diagram(scores, *, width=420, height=420, title=None, verbose=No
     width, height : int
     title : str | None
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------
@@ -219,6 +223,7 @@ def reliability_diagram(scores, *, width=420, height=420, title=None, verbose=No
                   mpl={**mpl_size(width, height), "legend_position": "top_left", "show_grid": True})
 
 
+@verbose
 def montage_map(report, *, size=420, title=None, verbose=None):
     """The montage doctor's view: EEG electrodes on the scalp coloured by status (ok, cleaned, problem).
 
@@ -232,7 +237,7 @@ def montage_map(report, *, size=420, title=None, verbose=None):
     size : int
     title : str | None
     verbose : bool | str | int | None
-        Unused; accepted for MNE-like signatures.
+        The log level of this call, as in MNE (None: the current level; see :func:`zuna_lab.set_log_level`).
 
     Returns
     -------

@@ -29,6 +29,10 @@ class RecordingFileError(RecordingError, FileNotFoundError):
     """A recording file that does not exist or whose type zuna_lab cannot read."""
 
 
+class UnguardedScriptError(ZunaLabError, RuntimeError):
+    """A study started at a script's top level, where the workers it spawns would run the script again."""
+
+
 class ZunaLabWarning(UserWarning):
     """zuna_lab changed or dropped something on the user's behalf (e.g. channels without a position)."""
 

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from .options import UsageError, float_option, int_option, segment
+from .options import VERBOSE_HELP, UsageError, cli_verbose, float_option, int_option, segment
 
 __all__ = ["add_study_commands", "cmd_embed_many", "cmd_reconstruct_many"]
 
@@ -50,7 +50,7 @@ def add_study_commands(sub):
         p.add_argument("--no-annotations", action="store_true", help="ignore BAD_ annotations in the recordings")
         p.add_argument("--overwrite", action="store_true", help="start again: forget every recording done before")
         p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
-        p.add_argument("--verbose", action="store_true", help="show MNE's log messages (in the workers)")
+        p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP + " (in the workers too)")
 
     p = sub.add_parser("embed-many", help="embed many recordings into one resumable zarr store (dask.distributed)",
                        description="Embed every recording into one zarr store: reading and preprocessing on CPU "
@@ -67,6 +67,9 @@ def add_study_commands(sub):
     p.add_argument("--steps", type=int_option(1, MAX_STEPS), default=50, help="sampler steps (default 50)")
     p.add_argument("--cfg", type=float_option(*CFG_RANGE), default=1.0, help="classifier-free guidance (default 1.0)")
     p.add_argument("--seed", type=int_option(0), default=0, help="noise seed (default 0)")
+    p.add_argument("--n-samples", type=int_option(1), default=1, metavar="N", help="draws per epoch (default 1)")
+    p.add_argument("--add-channels", nargs="+", default=None, metavar="CH",
+                   help="new electrodes (standard 10-05 names) to generate in every recording, e.g. FCz CPz")
     p.add_argument("--kind", choices=("hybrid", "reconstruction", "original"), default="hybrid",
                    help="signal written (default: hybrid)")
 
@@ -121,7 +124,7 @@ def cmd_embed_many(args):
     try:
         index = embed_many(_sources(args), args.output, model=args.model, client=client, overwrite=args.overwrite,
                            **_filters(args),
-                           progress=not args.quiet, verbose=True if args.verbose else None, **_options(args))
+                           progress=not args.quiet, verbose=cli_verbose(args), **_options(args))
     finally:
         if client is not None:
             client.close()
@@ -134,13 +137,15 @@ def cmd_reconstruct_many(args):
     options = _options(args)
     if args.bad_segments:
         options["bad_segments"] = list(args.bad_segments)
+    if args.add_channels:
+        options["add_channels"] = list(args.add_channels)
     client, start = _client(args), time.perf_counter()
     try:
         index = reconstruct_many(_sources(args), args.output, model=args.model, client=client, kind=args.kind,
                                  **_filters(args),
                                  overwrite=args.overwrite, progress=not args.quiet,
-                                 verbose=True if args.verbose else None, steps=args.steps, cfg=args.cfg,
-                                 seed=args.seed, **options)
+                                 verbose=cli_verbose(args), steps=args.steps, cfg=args.cfg, seed=args.seed,
+                                 n_samples=args.n_samples, **options)
     finally:
         if client is not None:
             client.close()

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ZunaTypeError, ZunaValueError
+from ..logs import logger, verbose
+from .guard import check_main_guard
 from .store import INDEX_COLUMNS, StudyStore, check_id, recording_id, source_stamps  # noqa: F401
 
 __all__ = ["embed_many", "reconstruct_many", "find_recordings"]
@@ -178,7 +180,7 @@ def _check_options(options, allowed, function):
                              "bad_channels= or spans with BAD_ annotations.")
     if unknown:
         raise ZunaTypeError(f"{function} got an unexpected option {unknown[0]!r}; it takes {', '.join(allowed)}.")
-    sampler = dict(steps=50, cfg=1.0, seed=None, n_samples=1) if "steps" in allowed else {}
+    sampler = dict(steps=50, cfg=1.0, seed=0, n_samples=1) if "steps" in allowed else {}
     check_arguments(**{**sampler, **options})      # types and ranges, before any work
 
 
@@ -297,8 +299,9 @@ def _open(plan, settings, overwrite):
     return opened
 
 
+@verbose
 def embed_many(sources, store=None, *, model=None, client=None, subjects=None, sessions=None, tasks=None, runs=None,
-               overwrite=False, progress=True, verbose=None, **embed_options):
+               overwrite=False, progress=None, verbose=None, **embed_options):
     """Embed many recordings, or a BIDS dataset, into one resumable zarr store, on dask.distributed.
 
     Each recording is read, preprocessed and tokenised on a CPU worker, encoded on a GPU worker
@@ -339,10 +342,13 @@ def embed_many(sources, store=None, *, model=None, client=None, subjects=None, s
         filters adds to the same store.
     overwrite : bool
         Start the store again, forgetting every recording in it.
-    progress : bool
-        Progress bar (recordings, epochs, rate), the dashboard link and a summary on stderr.
+    progress : bool | None
+        Progress bar (recordings, epochs, rate), the dashboard link and a summary on stderr
+        (None, the default, shows them).
     verbose : bool | str | int | None
-        MNE verbosity in the workers (None: errors only).
+        The log level of this call, as in MNE (None: the current level), and MNE's in the workers
+        (None: errors only). A script must make the call under ``if __name__ == "__main__":`` (the
+        local cluster's workers re-run the script); a notebook needs nothing.
     **embed_options
         ``segment_duration``, ``bad_channels``, ``use_annotations``, ``batch_size``, ``sfreq``,
         ``ch_names``: as in :func:`zuna_lab.embed`, the same for every recording.
@@ -371,7 +377,9 @@ def embed_many(sources, store=None, *, model=None, client=None, subjects=None, s
     from ..validation import check_bool
 
     _check_options(embed_options, _EMBED_OPTIONS, "embed_many")
-    check_bool(progress, "progress")
+    progress = check_bool(progress, "progress", allow_none=True) is not False
+    if client is None:
+        check_main_guard("embed_many")       # before any worker starts
     plan = _begin(sources, store, "embeddings", model, client, overwrite,
                   dict(subjects=subjects, sessions=sessions, tasks=tasks, runs=runs))
     pairs, target, spec, variant = plan.pairs, plan.target, plan.spec, plan.variant
@@ -388,8 +396,9 @@ def embed_many(sources, store=None, *, model=None, client=None, subjects=None, s
     return _finish(frame, "embed_many", len(jobs) - len(todo), progress)
 
 
+@verbose
 def reconstruct_many(sources, out_dir=None, *, model=None, client=None, kind="hybrid", subjects=None, sessions=None,
-                     tasks=None, runs=None, overwrite=False, progress=True, verbose=None, **reconstruct_options):
+                     tasks=None, runs=None, overwrite=False, progress=None, verbose=None, **reconstruct_options):
     """Repair many recordings: one FIF per recording, written atomically, on dask.distributed.
 
     Every recording is reconstructed as :func:`zuna_lab.reconstruct` does (``info["bads"]``,
@@ -433,9 +442,11 @@ def reconstruct_many(sources, out_dir=None, *, model=None, client=None, kind="hy
     from ..validation import check_bool
 
     _check_options(reconstruct_options, _RECONSTRUCT_OPTIONS, "reconstruct_many")
-    check_bool(progress, "progress")
+    progress = check_bool(progress, "progress", allow_none=True) is not False
     if kind not in ("hybrid", "reconstruction", "original"):
         raise ZunaValueError(f"kind must be 'hybrid', 'reconstruction' or 'original', got {kind!r}.")
+    if client is None:
+        check_main_guard("reconstruct_many")       # before any worker starts
     from .bids import derivative_name
 
     plan = _begin(sources, out_dir, "reconstructions", model, client, overwrite,
@@ -476,4 +487,6 @@ def _finish(frame, label, n_skipped, progress):
     """The study's index, after a summary line when progress is shown."""
     if progress:
         _summary(frame, label, n_skipped)
+    logger.info("%s: %d recordings done, %d failed.", label, int((frame.status == "done").sum()),
+                int((frame.status == "failed").sum()))
     return frame

@@ -128,7 +128,7 @@ print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
     "07_trust_on_your_data": """
 import json
 _t = report.table.set_index("channel")
-_nmse = {m: float(dropout["nmse"].sel({"method": m}).mean()) for m in ("zuna", "spline")}
+_nmse = {m: float(dropout["nmse"].sel(estimator=m).mean()) for m in ("zuna", "spline")}
 print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
     issues=sorted({c for v in report.table["issue"] for c in v.split(",") if c}), verdict=report.verdict,
     problem_channels=sorted(_t.index[_t["problem"] != ""]), cleaned=sorted(_t.index[_t["name"] == "cleaned"]),
@@ -138,7 +138,7 @@ print("ZUNA_LAB_CHECKS=" + json.dumps(dict(
     loo_dims=list(one_at_a_time["nmse"].dims), curve_dims=list(dropout["nmse"].dims),
     loo_scored=int(one_at_a_time["nmse"].notnull().sum()), zuna_nmse=_nmse["zuna"], spline_nmse=_nmse["spline"],
     summary_nmse=zl.evaluation.summary(dropout)["nmse"].tolist(),
-    recomputed=[float(dropout["nmse"].sel({"method": m, "fraction": f}).mean()) for m in ("zuna", "spline")
+    recomputed=[float(dropout["nmse"].sel(estimator=m, fraction=f).mean()) for m in ("zuna", "spline")
                 for f in (0.1, 0.25, 0.5)],
     n_hidden=dropout["hidden"].sum("channel").values.tolist(), n_cells=sorted(set(
         dropout["n_cells"].where(dropout["hidden"]).values[dropout["hidden"].values].tolist())),
@@ -360,8 +360,8 @@ def test_notebook_runs(path, tmp_path, checkpoints):
         assert any("millimetres to metres" in fix for fix in checks["fixes"])
         assert checks["input_scale"] > 1      # the input still holds its millimetres: never modified
         # one channel at a time: all 19 scored once; fractions: round(f * 19) hidden per repeat, whole 5 s epochs
-        assert checks["loo_dims"] == ["method", "repeat", "channel"] and checks["loo_scored"] == 2 * 19
-        assert checks["curve_dims"] == ["method", "fraction", "repeat", "channel"]
+        assert checks["loo_dims"] == ["estimator", "repeat", "channel"] and checks["loo_scored"] == 2 * 19
+        assert checks["curve_dims"] == ["estimator", "fraction", "repeat", "channel"]
         assert checks["n_hidden"] == [[2, 2], [5, 5], [10, 10]] and checks["n_cells"] == [1280]
         np.testing.assert_allclose(checks["summary_nmse"], checks["recomputed"], rtol=1e-12)
         # random weights lose to the spline, as the notebook says plainly

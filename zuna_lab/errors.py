@@ -29,6 +29,10 @@ class RecordingFileError(RecordingError, FileNotFoundError):
     """A recording file that does not exist or whose type zuna_lab cannot read."""
 
 
+class ModelOutputError(ZunaLabError, RuntimeError):
+    """The model returned NaN or infinite values from finite input (damaged weights, or an overflow)."""
+
+
 class UnguardedScriptError(ZunaLabError, RuntimeError):
     """A study started at a script's top level, where the workers it spawns would run the script again."""
 

@@ -92,6 +92,42 @@ def test_wrong_shape_is_named(tmp_path, tiny):
         zuna_lab.load_model(path, device="cpu")
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_at_load(tmp_path, tiny, bad):
+    """One NaN (or Inf) in one encoder tensor would make every embedding NaN: refused when loading, the
+    tensor named (issue R)."""
+    path = _copy(tiny, tmp_path / "nan")
+    state = load_file(str(path / WEIGHTS_NAME))
+    name = next(k for k in state if k.startswith("encoder.") and k.endswith(".weight"))
+    state[name] = state[name].clone()
+    state[name].view(-1)[3] = bad
+    save_file(state, str(path / WEIGHTS_NAME))
+    with pytest.raises(CheckpointError, match=rf"'{name}' holds 1 NaN or infinite value\(s\)"):
+        zuna_lab.load_model(path, device="cpu")
+
+
+def test_non_finite_model_output_is_never_passed_on(tmp_path, tiny, monkeypatch):
+    """Latents or samples that come out NaN from finite input (an overflow, weights damaged in memory)
+    raise one sentence instead of passing for padding; no output folder is left behind."""
+    from zuna_lab.errors import ModelOutputError
+    from zuna_lab.synthetic import make_synthetic_raw
+
+    model = zuna_lab.load_model(tiny, device="cpu")
+    raw = make_synthetic_raw(duration=12.0, seed=0, verbose=False)
+    honest = model._encode
+    monkeypatch.setattr(model, "_encode", lambda tokens, tok_idx: honest(tokens, tok_idx) * float("nan"))
+    with pytest.raises(ModelOutputError, match="NaN or infinite latents from finite input"):
+        zuna_lab.embed(raw, model=model, progress=False)
+    with pytest.raises(ModelOutputError, match="NaN or infinite latents"):
+        zuna_lab.embed(raw, model=model, out=tmp_path / "e.zarr", progress=False)
+    assert not any(tmp_path.iterdir())
+    monkeypatch.undo()
+    honest_sample = model._sample
+    monkeypatch.setattr(model, "_sample", lambda *a, **k: honest_sample(*a, **k) + float("inf"))
+    with pytest.raises(ModelOutputError, match="NaN or infinite samples"):
+        zuna_lab.reconstruct(raw, model=model, bad_channels=["Cz"], steps=1, seed=0, progress=False)
+
+
 def test_truncated_file(tmp_path, tiny):
     path = _copy(tiny, tmp_path / "truncated")
     data = (path / WEIGHTS_NAME).read_bytes()

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..config import ModelConfig, read_config_json
-from ..errors import CheckpointError, ZunaTypeError, ZunaValueError
+from ..errors import CheckpointError, ModelOutputError, ZunaTypeError, ZunaValueError
 from .sampling import euler_sample, flow_times
 from . import checkpoint as ckpt
 from .decoder import Decoder
@@ -132,6 +132,7 @@ class ZunaModel(nn.Module):
         tok_idx = _to_device(tok_idx, self.device, torch.long)
         latents = self._encode(tokens, tok_idx).float()
         check_range()
+        _finite_or_raise(latents, tokens, "latents")
         return latents
 
     @_one_call_at_a_time
@@ -160,6 +161,7 @@ class ZunaModel(nn.Module):
         z = self.config.sigma * _to_device(noise, self.device, torch.float32)
         out = self._sample(latents, tok_idx, z, steps, float(cfg), callback)
         check_range()
+        _finite_or_raise(out, latents, "samples")
         return out
 
     def _encode(self, tokens: torch.Tensor, tok_idx: torch.Tensor) -> torch.Tensor:
@@ -178,6 +180,14 @@ class ZunaModel(nn.Module):
             return decoder.velocity(state, gains[k], contexts[conditional], positions)
 
         return euler_sample(velocity, z, steps=steps, cfg=cfg, callback=callback).float()
+
+
+def _finite_or_raise(out: torch.Tensor, given: torch.Tensor, what: str):
+    """Non-finite model output of finite input is never passed on (NaN latents would pass for padding)."""
+    if not bool(torch.isfinite(out).all()) and bool(torch.isfinite(given).all()):
+        raise ModelOutputError(
+            f"The model returned NaN or infinite {what} from finite input, so no result is given; its weights are "
+            "damaged or an activation overflowed — load the checkpoint again, with dtype='fp32' to rule out precision.")
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -238,7 +248,13 @@ def load_checkpoint(config_path: str | Path, weights_path: str | Path, *, device
                         "config.json and the weights do not belong together.")
                 if not tensor.dtype.is_floating_point:
                     raise CheckpointError(f"Checkpoint tensor {theirs!r} has dtype {tensor.dtype}; expected float32 or bfloat16.")
-                state[ours] = tensor.to(torch.float32)
+                tensor = tensor.to(torch.float32)
+                if not bool(torch.isfinite(tensor).all()):
+                    bad = int((~torch.isfinite(tensor)).sum())
+                    raise CheckpointError(
+                        f"Checkpoint tensor {theirs!r} holds {bad} NaN or infinite value(s), so every result would be "
+                        "NaN; the file is damaged or was saved from a diverged training run — download it again.")
+                state[ours] = tensor
     except SafetensorError as err:
         raise CheckpointError(
             f"{weights_path} is not a readable safetensors file ({err}); it is probably truncated — download it again.") from None

@@ -250,3 +250,42 @@ def test_writers_refuse_missing_folder_and_wrong_type(tmp_path):
     with pytest.raises(ZunaTypeError, match="Expected an xarray Dataset"):
         write_netcdf(ds["hybrid"], tmp_path / "rec.nc")
     assert os.listdir(tmp_path) == []
+
+
+def test_overwrite_never_replaces_a_folder_by_a_file_or_a_file_by_a_folder(tmp_path):
+    """overwrite=True onto a folder (netCDF, FIF, safetensors) or a zarr store onto a file: one sentence
+    before any work, nothing changed (issue R: was IsADirectoryError)."""
+    ds = _reconstruct_dataset()
+    folder = tmp_path / "taken"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    for write, target in ((write_netcdf, folder), (write_safetensors, folder)):
+        with pytest.raises(ZunaValueError, match="is a folder; give the name of a file"):
+            write(ds, target, overwrite=True)
+    with pytest.raises(ZunaValueError, match="is a folder; give the name of a file"):
+        write_fif(ds, folder, overwrite=True)
+    a_file = tmp_path / "taken.zarr"
+    a_file.write_text("not a store")
+    with pytest.raises(ZunaValueError, match="is a file, not a folder"):
+        write_zarr(_embed_dataset(), a_file, overwrite=True)
+    assert (folder / "keep.txt").read_text() == "mine" and a_file.read_text() == "not a store"
+    assert sorted(os.listdir(tmp_path)) == ["taken", "taken.zarr"]
+
+
+def test_attrs_netcdf_cannot_hold_are_written_as_text(tmp_path):
+    """Dates, complex numbers, sets, dicts with tuple keys and arbitrary objects in attrs: written as JSON or
+    their text (was xarray's or json's TypeError); numbers, strings and 1-D arrays stay as they are."""
+    import datetime
+
+    ds = _reconstruct_dataset()
+    ds.attrs.update(when=datetime.datetime(2024, 5, 6, 7, 8, 9), z=1 + 2j, tags={"a"}, grid={(1, 2): 3},
+                    thing=object(), n=7, gain=0.5, name="s01", levels=np.array([1.0, 2.0]))
+    ds["hybrid"].attrs["flag"] = True
+    path = write_netcdf(ds, tmp_path / "rec.nc")
+    with xr.open_dataset(path) as back:
+        attrs, flag = dict(back.attrs), back["hybrid"].attrs["flag"]
+    assert attrs["when"] == '"2024-05-06 07:08:09"' and attrs["z"] == '"(1+2j)"' and attrs["tags"] == "\"{'a'}\""
+    assert attrs["grid"] == "{(1, 2): 3}" and attrs["thing"].startswith("\"<object object")
+    assert attrs["n"] == 7 and attrs["gain"] == 0.5 and attrs["name"] == "s01" and flag == "true"
+    np.testing.assert_array_equal(attrs["levels"], [1.0, 2.0])
+    assert isinstance(ds.attrs["z"], complex)          # the input is untouched

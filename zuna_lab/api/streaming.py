@@ -102,7 +102,7 @@ def embed_to_zarr(data, model, out, *, overwrite=False, segment_duration=None, b
     """
     import xarray as xr
 
-    path = output_target(out, overwrite)                   # before any work
+    path = output_target(out, overwrite, folder=True)      # before any work
     raw, request, work = _read_lazily(data, sfreq, ch_names, bad_channels, verbose,                # read, masks
                                       use_annotations=use_annotations, mask=mask)
 
@@ -189,7 +189,7 @@ def reconstruct_to_zarr(data, model, out, *, overwrite=False, steps=50, cfg=1.0,
     from ..pipeline.seams import StreamedSeams
     from .infill import reconstruct_epochs
 
-    path = output_target(out, overwrite)
+    path = output_target(out, overwrite, folder=True)
     raw, request, work = _read_lazily(data, sfreq, ch_names, bad_channels, verbose,                 # read, masks
                                       bad_segments=bad_segments, use_annotations=use_annotations, mask=mask,
                                       add_channels=add_channels)

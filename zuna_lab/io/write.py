@@ -50,12 +50,21 @@ def check_reconstruct_dataset(ds, kind):
             raise ZunaValueError(f"The Dataset lacks the {name!r} coordinate of a zuna_lab.reconstruct result.")
 
 
-def output_target(fname, overwrite):
+def output_target(fname, overwrite, *, folder=False):
+    """The target path of a writer, checked before any work: its folder exists and is writable, nothing
+    is there unless ``overwrite``, and what is there is of the kind written (a file, or a ``folder``
+    such as a zarr store) — ``overwrite=True`` never replaces a folder by a file or a file by a folder."""
     path = Path(fname).expanduser()
     if not path.parent.exists():
         raise ZunaValueError(f"Folder {str(path.parent)!r} does not exist; create it first.")
     if path.exists() and not overwrite:
         raise ZunaValueError(f"{str(path)!r} already exists; pass overwrite=True to replace it.")
+    if path.is_dir() and not folder:
+        raise ZunaValueError(f"{str(path)!r} is a folder; give the name of a file to write (overwrite=True replaces "
+                             "files, never folders).")
+    if path.exists() and folder and not path.is_dir():
+        raise ZunaValueError(f"{str(path)!r} is a file, not a folder; give another name for the zarr store "
+                             "(overwrite=True replaces stores, never other files).")
     return check_writable(path, overwrite)     # a read-only folder fails here, before any work
 
 
@@ -101,20 +110,30 @@ def netcdf_ready(ds):
     out = ds.copy(deep=False)
 
     def fix(attrs):
-        fixed = {}
-        for key, value in attrs.items():
-            if isinstance(value, (dict, list, tuple, bool, type(None))) or isinstance(value, np.bool_):
-                fixed[key] = json.dumps(value, default=_json_default)
-            elif isinstance(value, Path):
-                fixed[key] = str(value)
-            else:
-                fixed[key] = value
-        return fixed
+        return {str(key): _storable(value) for key, value in attrs.items()}
 
     out.attrs = fix(out.attrs)
     for name in out.variables:
         out[name].attrs = fix(out[name].attrs)
     return out
+
+
+def _storable(value):
+    """An attribute value as netCDF (and zarr) can store it: strings, real numbers and 1-D real arrays as
+    they are; paths as strings; anything else (dicts, lists, bools, None, dates, complex numbers, sets,
+    objects) as JSON text, or its ``str`` where JSON has no form for it."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+        return value
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iuf":
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    try:
+        return json.dumps(value, default=_json_default)
+    except (TypeError, ValueError):          # e.g. a dict with tuple keys, a circular structure
+        return str(value)
 
 
 def _json_default(value):
@@ -171,7 +190,7 @@ def write_zarr(ds, store, *, overwrite=False):
 def _write_xarray(ds, target, overwrite, suffix, write):
     """Check ``ds`` and the target, then ``write(ready, tmp)`` the netCDF-ready copy atomically."""
     _require_dataset(ds)
-    path = output_target(target, overwrite)
+    path = output_target(target, overwrite, folder=suffix == ".zarr")
     ready = netcdf_ready(ds)
     return replace_atomically(lambda tmp: write(ready, tmp), path, suffix)
 

@@ -265,3 +265,24 @@ def test_the_keyword_sel_picks_one_estimator(model, recording):
     assert float(spline.mean()) == pytest.approx(float(np.nanmean(nmse.values[index])))
     assert float(spline.mean()) != pytest.approx(float(zuna.mean()))          # the two really differ
     assert float(scores["calibration_scale"].sel(estimator="spline").isnull())
+
+
+# ------------------------------------------------------------------------------- the command line
+#: Each command and the function it runs: the options they share must have the function's defaults.
+COMMANDS = {"embed": "embed", "reconstruct": "reconstruct", "reconstruct-many": "reconstruct",
+            "embed-many": "embed", "doctor": "check_montage", "screen": "screen"}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_cli_options_are_the_functions_with_their_defaults(command):
+    from zuna_lab.cli.commands import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    options = {a.dest: a for a in sub._actions if a.option_strings}
+    function = inspect.signature(getattr(zl, COMMANDS[command])).parameters
+    shared = {"steps", "cfg", "seed", "n_samples", "add_channels", "bad_segments", "bad_channels", "segment_duration",
+              "batch_size", "model", "verbose"} & set(function)
+    assert shared <= set(options), f"{command} lacks {sorted(shared - set(options))}"
+    for name in shared & {"steps", "cfg", "seed", "n_samples", "batch_size", "segment_duration", "model"}:
+        assert options[name].default == function[name].default, f"{command} --{name}"

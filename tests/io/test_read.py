@@ -122,6 +122,30 @@ def test_csv_with_time_column(tmp_path):
     np.testing.assert_allclose(raw.get_data(), data, rtol=1e-9)
 
 
+def test_csv_time_in_milliseconds(tmp_path):
+    """A time column in ms: read as ms when its name says so ('time_ms'); under 'time' it would read as
+    0.256 Hz and ~10,000 s — refused with the fix named instead (issue R)."""
+    data = _noise(3, seconds=10.0)
+    ms = np.arange(data.shape[1]) * 1000.0 / 256.0
+    for header in ("time_ms", "time"):
+        path = tmp_path / f"{header}.csv"
+        np.savetxt(path, np.column_stack([ms, data.T]), delimiter=",", header=f"{header},Cz,Pz,Oz", comments="",
+                   fmt="%.6f")
+    raw = read_raw(tmp_path / "time_ms.csv", verbose="error")
+    assert raw.info["sfreq"] == 256.0 and raw.n_times == data.shape[1] and raw.times[-1] < 10.0
+    np.testing.assert_allclose(raw.get_data(), data, atol=1e-6)
+    with pytest.raises(RecordingError, match=r"in seconds is 0\.256 Hz — no EEG rate; if its times are in "
+                                             "milliseconds, name the column 'time_ms'"):
+        read_raw(tmp_path / "time.csv")
+
+
+def test_complex_raw_is_refused():
+    raw = _raw()
+    complex_raw = mne.io.RawArray(raw.get_data() + 1j * raw.get_data(), raw.info, verbose="error")
+    with pytest.raises(RecordingError, match="holds complex samples"):
+        read_raw(complex_raw)
+
+
 def test_csv_without_time_column_needs_sfreq(tmp_path):
     path = tmp_path / "rec.csv"
     np.savetxt(path, _noise(2, seconds=1.0).T, delimiter=",", header="Cz,Pz", comments="")

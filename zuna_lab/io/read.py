@@ -31,6 +31,11 @@ from ..validation import check_bool, check_names, check_number, check_verbose, l
 __all__ = ["read_raw", "find_source", "remember_source", "recording_fingerprint", "source_name"]
 
 
+#: First-column names of a CSV that hold the time in seconds, and in milliseconds.
+CSV_TIME_SECONDS = {"time", "times", "t", "time_s", "time (s)", "seconds", "timestamp", "timestamps"}
+CSV_TIME_MS = {"time_ms", "time (ms)", "ms", "milliseconds", "timestamp_ms"}
+
+
 def read_csv_file(path, *, sfreq, ch_names, verbose):
     with open(path, newline="") as handle:
         sample = handle.read(4096)
@@ -52,7 +57,9 @@ def read_csv_file(path, *, sfreq, ch_names, verbose):
         ) from None
     if values.ndim != 2 or values.shape[1] != len(header):
         raise RecordingError(f"CSV file {path} has rows of different lengths; every row needs {len(header)} cells.")
-    has_time = header[0].lower() in {"time", "times", "t", "time_s", "time (s)", "seconds", "timestamp", "timestamps"}
+    first = header[0].lower()
+    in_ms = first in CSV_TIME_MS
+    has_time = in_ms or first in CSV_TIME_SECONDS
     names = header[1:] if has_time else header
     data = values[:, 1:].T if has_time else values.T
     if ch_names is not None:
@@ -60,7 +67,13 @@ def read_csv_file(path, *, sfreq, ch_names, verbose):
             raise ZunaValueError(f"ch_names has {len(ch_names)} names but the CSV has {data.shape[0]} channel columns.")
         names = list(ch_names)
     if has_time:
-        file_sfreq = _csv_rate(path, values[:, 0], [row[0] for row in rows[1:]])
+        unit = 1e-3 if in_ms else 1.0
+        file_sfreq = _csv_rate(path, values[:, 0] * unit, [row[0] for row in rows[1:]], unit=unit)
+        if file_sfreq < 1.0 and not in_ms:
+            raise RecordingError(
+                f"The time column {header[0]!r} of {path} steps by {np.median(np.diff(values[:, 0])):.6g}, which in "
+                f"seconds is {file_sfreq:.4g} Hz — no EEG rate; if its times are in milliseconds, name the column "
+                "'time_ms'.")
         if sfreq is not None and abs(file_sfreq - sfreq) > 0.01 * sfreq:
             raise ZunaValueError(
                 f"sfreq={sfreq} disagrees with the CSV time column ({file_sfreq:.3f} Hz); drop sfreq or fix the file."
@@ -82,11 +95,12 @@ def _decimal_quantum(cell):
     return 10.0 ** exponent if isinstance(exponent, int) else 0.0
 
 
-def _csv_rate(path, times, cells):
+def _csv_rate(path, times, cells, *, unit=1.0):
     """Sampling rate from a CSV time column: from its whole span, snapped to a whole Hz within 0.1 %.
 
     Steps that differ from the rate by more than the column's rounding (e.g. 6 decimals) are
     jitter: a warning; a step off by half a sample or more (a gap, a repeated time) is refused.
+    ``times`` in seconds; ``unit`` the seconds of the written cells' unit (1e-3 for milliseconds).
     """
     step = np.diff(times)
     if len(step) == 0 or not np.all(step > 0):
@@ -99,7 +113,7 @@ def _csv_rate(path, times, cells):
     rate = snapped((len(times) - 1) / float(times[-1] - times[0]))
     nominal = 1.0 / rate
     written = cells[:2000] + cells[-2000:]
-    quantum = max(_decimal_quantum(cell) for cell in written)
+    quantum = max(_decimal_quantum(cell) for cell in written) * unit       # the cells' rounding, in seconds
     tolerance = quantum + 1e-12 * max(abs(float(times[0])), abs(float(times[-1])), 1.0)
     deviation = np.abs(step - nominal)
     worst = int(deviation.argmax())
@@ -264,6 +278,9 @@ def load_source(source, *, sfreq=None, ch_names=None, preload=True, verbose=None
     if isinstance(source, mne.io.BaseRaw):
         if sfreq is not None or ch_names is not None:
             raise ZunaValueError("sfreq= and ch_names= are only for NumPy or CSV input; a Raw already has them.")
+        if source.preload and np.iscomplexobj(source._data):
+            raise RecordingError("The Raw holds complex samples (e.g. from a Hilbert transform); pass the real "
+                                 "signal, or its real part: raw.copy().apply_function(np.real).")
         raw = source.copy()
         if preload or raw.preload:
             raw.load_data(verbose=verbose if verbose is not None else "error")

@@ -17,7 +17,7 @@ LAYERS = [
     ("validation", ["zuna_lab.validation", "zuna_lab.logs"]),
     ("readers", ["zuna_lab.io.diagnosis", "zuna_lab.io.read", "zuna_lab.io"]),
     ("pipeline", ["zuna_lab.pipeline"]),
-    ("writers", ["zuna_lab.io.write", "zuna_lab.io.export"]),
+    ("writers", ["zuna_lab.io.write", "zuna_lab.io.splice", "zuna_lab.io.export"]),
     ("model", ["zuna_lab.model", "zuna_lab.testing"]),
     ("fast", ["zuna_lab.fast"]),
     ("api", ["zuna_lab.api"]),

@@ -125,6 +125,41 @@ def _mask_rectangles(mask, epoch, names, offsets, spacing) -> list:
             for i in range(len(names)) for t0, t1 in _mask_spans(mv[i], tstart, TOKEN_S)]
 
 
+def _trace_arrays(data, kinds, mask, show_mask, epoch, sample, channels):
+    """:func:`traces`' inputs checked: ({kind: (channel, time) DataArray}, channel names, the first kind as
+    given, the mask to shade)."""
+    if isinstance(data, xr.Dataset):
+        if kinds is None:
+            kinds = tuple(k for k in ("original", "reconstruction") if k in data)
+        missing = [k for k in kinds if k not in data]
+        if missing or not kinds:
+            raise ZunaValueError(
+                f"The Dataset has no variable(s) {missing or list(kinds)}; it has {list(data.data_vars)}."
+            )
+        arrays = {k: data[k] for k in kinds}
+        if mask is None and show_mask and "mask" in data:
+            mask = data["mask"]
+    elif isinstance(data, xr.DataArray):
+        arrays = {data.name or "original": data}
+    else:
+        raise ZunaTypeError(f"traces needs an xarray Dataset or DataArray, got {type(data).__name__}.")
+    first = next(iter(arrays.values()))
+    for da in arrays.values():
+        if "channel" not in da.dims or "time" not in da.dims:
+            raise ZunaValueError(f"traces needs 'channel' and 'time' dimensions, got {tuple(da.dims)}.")
+    if "epoch" in first.dims and not 0 <= int(epoch) < first.sizes["epoch"]:
+        raise ZunaValueError(f"epoch {epoch} is out of range: there are {first.sizes['epoch']} epochs.")
+    arrays = {k: _select_epoch(v, epoch, sample).transpose("channel", "time") for k, v in arrays.items()}
+    names = [str(c) for c in first["channel"].values]
+    if channels is not None:
+        unknown = [c for c in channels if c not in names]
+        if unknown:
+            raise ZunaValueError(f"Unknown channel(s) {unknown}; the data has {names}.")
+        names = list(channels)
+        arrays = {k: v.sel(channel=names) for k, v in arrays.items()}
+    return arrays, names, first, mask
+
+
 @verbose
 def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, max_points=2000,
            show_mask=True, mask=None, mask_label="masked", highlight=(), width=COLUMN_WIDTH, height=None, responsive=True,
@@ -185,35 +220,7 @@ def traces(data, *, epoch=0, channels=None, kinds=None, sample=0, spacing=None, 
     >>> import zuna_lab.viz.plots as zp
     >>> zp.traces(rec, epoch=0, kinds=("original", "hybrid"))   # doctest: +SKIP
     """
-    if isinstance(data, xr.Dataset):
-        if kinds is None:
-            kinds = tuple(k for k in ("original", "reconstruction") if k in data)
-        missing = [k for k in kinds if k not in data]
-        if missing or not kinds:
-            raise ZunaValueError(
-                f"The Dataset has no variable(s) {missing or list(kinds)}; it has {list(data.data_vars)}."
-            )
-        arrays = {k: data[k] for k in kinds}
-        if mask is None and show_mask and "mask" in data:
-            mask = data["mask"]
-    elif isinstance(data, xr.DataArray):
-        arrays = {data.name or "original": data}
-    else:
-        raise ZunaTypeError(f"traces needs an xarray Dataset or DataArray, got {type(data).__name__}.")
-    first = next(iter(arrays.values()))
-    for da in arrays.values():
-        if "channel" not in da.dims or "time" not in da.dims:
-            raise ZunaValueError(f"traces needs 'channel' and 'time' dimensions, got {tuple(da.dims)}.")
-    if "epoch" in first.dims and not 0 <= int(epoch) < first.sizes["epoch"]:
-        raise ZunaValueError(f"epoch {epoch} is out of range: there are {first.sizes['epoch']} epochs.")
-    arrays = {k: _select_epoch(v, epoch, sample).transpose("channel", "time") for k, v in arrays.items()}
-    names = [str(c) for c in first["channel"].values]
-    if channels is not None:
-        unknown = [c for c in channels if c not in names]
-        if unknown:
-            raise ZunaValueError(f"Unknown channel(s) {unknown}; the data has {names}.")
-        names = list(channels)
-        arrays = {k: v.sel(channel=names) for k, v in arrays.items()}
+    arrays, names, first, mask = _trace_arrays(data, kinds, mask, show_mask, epoch, sample, channels)
     t = np.asarray(first["time"].values, dtype=float)
     ref = arrays.get("original", next(iter(arrays.values())))  # spacing and highlight follow the original
     base = np.asarray(ref.values, dtype=float) * 1e6

@@ -13,13 +13,15 @@ real code, without a cluster or a model:
   stamps + ``is_complete``: nothing to do).
 
 The runs go side by side (each commits its share of every step, so they start and end
-together under the same disk and load). Per-commit times: at each size (after the N commits, rounds of 100 more commits into each
-store, the sizes taking turns, so that every size sees the same disk and the same neighbours'
-load: a commit is an fsync, whose latency varies with them) and amortised over the whole run
-(compactions included). Then ``open_embeddings(store).index`` and ``pooled()`` at N rows,
-mid-run (the journal at its longest, just before the end-of-run compaction) and after the run. For comparison, the cost of a /2 commit (``index.json`` rewritten whole, as
-before this store) at the same sizes. Files per recording and per-epoch pooling are measured
-on real recordings (20 min x 32 ch, tiny random ZUNA weights: the store does not care).
+together under the same disk and load). Per-commit times: at each size (after the N commits,
+rounds of 100 more commits into each store, the sizes taking turns, so that every size sees the
+same disk and the same neighbours' load: a commit is an fsync, whose latency varies with them)
+and amortised over the whole run (compactions included). Then ``open_embeddings(store).index``
+and ``pooled()`` at N rows, mid-run (the journal at its longest, just before the end-of-run
+compaction) and after the run. For comparison, the cost of a /2 commit (``index.json``
+rewritten whole, as before this store) at the same sizes. Files per recording and per-epoch
+pooling are measured on real recordings (20 min x 32 ch, tiny random ZUNA weights: the store
+does not care).
 
     python benchmarks/bench_store.py [--sizes 1000 10000 100000] [--work /tmp]
     # writes benchmarks/results/store.json and store.md
@@ -143,6 +145,21 @@ def commit_block(ctx, count):
     return times
 
 
+def fsync_block(path, count):
+    """``count`` appends of a 1 kB line, each fsynced: what a commit cannot go below on this disk."""
+    times = []
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        for _ in range(count):
+            begin = time.perf_counter()
+            os.write(fd, b"x" * 1023 + b"\n")
+            os.fsync(fd)
+            times.append(time.perf_counter() - begin)
+    finally:
+        os.close(fd)
+    return times
+
+
 def finish_study(ctx):
     """The end of the run (frame, compaction), then readers of the finished store and a rerun's start."""
     out, store, target, pairs = ctx["out"], ctx["store"], ctx["target"], ctx["pairs"]
@@ -214,7 +231,7 @@ def real_recordings(work, count):
     """Files per recording (this store vs /2's zarr folder) and pooling, on ``count`` real 20-min x 32-ch recordings."""
     from zuna_lab.io.write import netcdf_ready
     from zuna_lab.study.archive import write_recording
-    from zuna_lab.study.pooled import recording_sums
+    from zuna_lab.study.pooled import epoch_sums, recording_sums
     from zuna_lab.synthetic import make_synthetic_raw
     from zuna_lab.testing import make_random_checkpoint
 
@@ -235,7 +252,9 @@ def real_recordings(work, count):
     for i in range(count):
         written = target.tmp / f"rec-{i:03d}@run{RECORDING_SUFFIX}"
         begin = time.perf_counter()
-        totals = recording_sums(write_recording(ds, written, encoding=encoding))    # the worker's write
+        sums = epoch_sums(ds)                                      # the worker's write
+        write_recording(ds, written, sums=sums, encoding=encoding)
+        totals = recording_sums(sums)
         writes.append(time.perf_counter() - begin)
         target.commit({"recording": f"rec-{i:03d}", "status": "done", "run_id": "run"}, written=str(written),
                       pooled=totals)
@@ -285,7 +304,9 @@ def markdown(result):
             f"{r['open_and_pooled_mid_run_s']:.3f} s | {r['rerun_start_s']:.2f} s |")
     first, last = sizes[0], sizes[-1]
     real = result["real"]
-    lines += ["", "## Must show", "",
+    lines += ["", f"A bare 1 kB append + fsync on this disk, in the same rounds: {1e3 * result['fsync_1kb_append_mean_s']:.3f} "
+              f"ms mean, {1e3 * result['fsync_1kb_append_median_s']:.3f} ms median (a commit is one of them, plus a "
+              "rename and the row's JSON).", "", "## Must show", "",
               f"- Per-commit time from {first['recordings']:,} to {last['recordings']:,} rows: "
               f"x{last['commit_at_size_mean_s'] / first['commit_at_size_mean_s']:.2f} (mean), "
               f"x{last['commit_at_size_median_s'] / first['commit_at_size_median_s']:.2f} (median) at that size, "
@@ -348,9 +369,13 @@ def main():
             end_of_commits(ctx)
         # per-commit time at each size, the sizes taking turns (the same disk, the same neighbours' load)
         blocks = {ctx["n"]: [] for ctx in studies}
+        fsyncs = []
         for _ in range(args.rounds):
             for ctx in studies:
                 blocks[ctx["n"]] += commit_block(ctx, 100)
+            fsyncs += fsync_block(work / "fsync.bin", 100)
+        result["fsync_1kb_append_median_s"] = round(statistics.median(fsyncs), 6)
+        result["fsync_1kb_append_mean_s"] = round(statistics.fmean(fsyncs), 6)
         for ctx in studies:
             timings = finish_study(ctx)
             times = blocks[ctx["n"]]

@@ -58,7 +58,9 @@ def datasets(tmp_path_factory):
 def commit_recording(target, name, ds, run="r1"):
     """What a worker and the driver do for one recording: its zip under .tmp/, then the commit."""
     written = target.tmp / f"{name}@{run}{RECORDING_SUFFIX}"
-    totals = recording_sums(write_recording(ds, written))
+    sums = epoch_sums(ds)
+    write_recording(ds, written, sums=sums)
+    totals = recording_sums(sums)
     target.commit({"recording": name, "status": "done", "source": f"/data/{name}.fif", "source_stamp": "1:1",
                    "run_id": run, "n_epochs": ds.sizes["epoch"]}, written=str(written), pooled=totals)
 

@@ -9,7 +9,7 @@ and one ``os.replace`` commits it. The group is built in memory and written to t
 
 - :func:`write_zip`: a zarr ``MemoryStore`` into one zip file, fsynced.
 - :func:`write_recording`: a recording's Dataset (exactly :func:`zuna_lab.embed`'s) and its per-epoch
-  sums (:mod:`zuna_lab.study.pooled`) into one zip; returns the sums.
+  sums (:mod:`zuna_lab.study.pooled`) into one zip.
 - :func:`open_recording`: the Dataset back, lazily, from a zip or from a folder of an older store.
 """
 from __future__ import annotations
@@ -47,8 +47,8 @@ def open_zip(path):
     return zarr.storage.ZipStore(Path(path), mode="r")
 
 
-def write_recording(ds, path, *, encoding=None):
-    """Write the embedding Dataset ``ds`` and its per-epoch sums into the zip ``path``; return the sums.
+def write_recording(ds, path, *, sums, encoding=None):
+    """Write the embedding Dataset ``ds`` and its per-epoch sums into the zip ``path``.
 
     Parameters
     ----------
@@ -56,29 +56,31 @@ def write_recording(ds, path, *, encoding=None):
         :func:`zuna_lab.embed`'s result for one recording (in memory).
     path : path-like
         The zip file to write (replaced if it exists).
+    sums : dict
+        Its :func:`zuna_lab.study.pooled.epoch_sums`, kept beside the Dataset in a group of their own.
     encoding : dict | None
         Passed to ``Dataset.to_zarr`` (chunks of the big arrays).
 
     Returns
     -------
-    sums : dict
-        :func:`zuna_lab.study.pooled.epoch_sums` of ``ds``.
+    path : pathlib.Path
+
+    Examples
+    --------
+    >>> write_recording(ds, "sub-01@run.zarr.zip", sums=epoch_sums(ds))      # doctest: +SKIP
     """
     import zarr
 
     from ..io.write import netcdf_ready
     from .layout import POOLED_GROUP
-    from .pooled import epoch_sums
 
-    sums = epoch_sums(ds)
     store = memory_store()
     netcdf_ready(ds).to_zarr(store, mode="w", zarr_format=2, consolidated=True, encoding=encoding or {})
     group = zarr.open_group(store, path=POOLED_GROUP, mode="w", zarr_format=2)
     for name, values in sums.items():
         group.create_array(name, data=values, chunks=values.shape)
     zarr.consolidate_metadata(store, zarr_format=2)
-    write_zip(store, path)
-    return sums
+    return write_zip(store, path)
 
 
 def open_recording(path):

@@ -118,7 +118,7 @@ def _labels(root, key):
     return sorted(p.name[len(key) + 1:] for p in Path(root).glob(f"{key}-*") if p.is_dir())
 
 
-def bids_companions(path, *, files=None):
+def bids_companions(path, *, files):
     """The files of one BIDS recording: its data files and every sidecar that applies to it.
 
     By BIDS inheritance a sidecar applies when its entities are a subset of the recording's
@@ -133,10 +133,6 @@ def bids_companions(path, *, files=None):
     root = bids_root_of(path)
     if root is None:
         return None
-    if files is None:
-        from .store import Folders
-
-        files = Folders().files
     mine = bids_entities(path.name)
     mine.pop("space", None)
     found = []

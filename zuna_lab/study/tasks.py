@@ -280,7 +280,7 @@ def write_embedding(meta, encoded, tmp_dir, run):
     from ..pipeline import results
     from ..pipeline.embedding import empty_grid, place_latents
     from .archive import write_recording
-    from .pooled import recording_sums
+    from .pooled import epoch_sums, recording_sums
 
     if isinstance(meta, Failed) or isinstance(encoded, Failed):
         failed = meta if isinstance(meta, Failed) else encoded
@@ -298,7 +298,9 @@ def write_embedding(meta, encoded, tmp_dir, run):
         per_chunk = max(1, min(meta.n_epochs, (16 << 20) // max(1, embedding[0].nbytes)))
         encoding = {name: {"chunks": (per_chunk,) + ds[name].shape[1:]} for name in ("embedding", "mask", "padding")}
         path = _group_path(tmp_dir, meta.rec_id, run)
-        totals = recording_sums(write_recording(ds, path, encoding=encoding))
+        sums = epoch_sums(ds)
+        write_recording(ds, path, sums=sums, encoding=encoding)
+        totals = recording_sums(sums)
     except Exception as err:
         return _failed_row(Failed(meta.rec_id, failure_message(err), meta.warnings, meta.seconds, meta.n_channels))
     compute = meta.prepare_seconds + encode_seconds + time.perf_counter() - start

@@ -142,6 +142,11 @@ def allocated_by(load) -> tuple:
     def requested():
         return torch.cuda.memory_stats().get("requested_bytes.all.current", float("nan"))
 
+    # cuBLAS's workspace (32 MiB on an H100), taken from the caching allocator by a process's first GEMM
+    # on a stream — the first model's load_model now runs one (FastZunaModel.prime) — is the process's,
+    # not the model's: taken here first
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        torch.ones(16, 16, device="cuda", dtype=dtype) @ torch.ones(16, 16, device="cuda", dtype=dtype)
     gc.collect()
     torch.cuda.synchronize()
     before, before_requested = torch.cuda.memory_allocated(), requested()

@@ -1,4 +1,7 @@
 """The errors zuna_lab raises for bad input: one clear sentence each, what is wrong and how to fix it."""
+import os
+import sys
+import warnings
 
 
 class ZunaLabError(Exception):
@@ -39,6 +42,16 @@ class UnguardedScriptError(ZunaLabError, RuntimeError):
 
 class ZunaLabWarning(UserWarning):
     """zuna_lab changed or dropped something on the user's behalf (e.g. channels without a position)."""
+
+
+def warn(message, category=ZunaLabWarning):
+    """``warnings.warn`` at the first frame outside zuna_lab (the user's line, as MNE does), however deep
+    in the library, and through the ``verbose`` decorator's wrapper, the call is."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 def preview(names, limit=8):

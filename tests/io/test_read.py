@@ -52,6 +52,16 @@ def test_clean_channel_name(label, expected):
     assert clean_channel_name(label) == expected
 
 
+def test_warnings_point_at_the_users_line():
+    """A ZunaLabWarning names the caller's file and line, not the library's (nor the verbose decorator's)."""
+    import zuna_lab
+
+    raw = _raw(names=NAMES + ["X1"])
+    with pytest.warns(ZunaLabWarning, match="Dropped 1 EEG channel") as caught:
+        zuna_lab.read_raw(raw, verbose="error")
+    assert caught[0].filename == __file__
+
+
 def test_positions_by_cleaned_name_case_insensitive():
     raw = read_raw(_noise(3), ch_names=["EEG FP1-REF", "c3-le", "o2."], sfreq=256, verbose="error")
     assert raw.ch_names == ["EEG FP1-REF", "c3-le", "o2."]  # names are kept as they are

@@ -12,7 +12,6 @@ the way back: find the recording (:mod:`~zuna_lab.io.read`) → splice the repai
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass
 
 import mne
@@ -22,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..pipeline import results, masks
 from .cache import cached_model, clear_model_cache, get_model  # noqa: F401  (public through core too)
-from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
+from ..errors import ZunaTypeError, ZunaValueError, warn
 from ..logs import logger, verbose
 from ..io.export import check_sample, eeg_only, save_fif, splice
 from ..pipeline.batching import auto_batch_size, prefetched, to_host_later
@@ -108,10 +107,9 @@ def _prepare_epochs(epochs, variant, bad_channels, verbose):
     pre, first_token = preprocess_trials(work, len(epochs), float(epochs.tmin), variant,      # preprocess
                                          event_time=event_time, verbose=verbose)
     if epochs.info["highpass"] < HIGHPASS_HZ - 0.05:
-        warnings.warn(f"The trials were high-passed at {epochs.info['highpass']:g} Hz, below the 0.5 Hz of ZUNA's "
+        warn(f"The trials were high-passed at {epochs.info['highpass']:g} Hz, below the 0.5 Hz of ZUNA's "
                       "preprocessing, which a trial is too short to apply; filter the continuous recording at 0.5 Hz "
-                      "before epoching, or embed the Raw with events=... (zuna_lab filters it).", ZunaLabWarning,
-                      stacklevel=3)
+                      "before epoching, or embed the Raw with events=... (zuna_lab filters it).")
     return Prepared(raw=raw, pre=pre, bads=bads, source="mne.Epochs", fingerprint=recording_fingerprint(raw),
                     trials=epochs_trials(epochs, first_token, pre.sfreq))
 
@@ -506,10 +504,9 @@ def to_raw(ds, kind="hybrid", *, raw=None, sample=0, verbose=None):
     lazy = ds["reconstruction"].chunks is not None         # opened from out=: the recording is read span by span
     recording = find_source(ds.attrs, raw, preload=not lazy)                         # read
     if recording is None:
-        warnings.warn(
-            "The recording this result came from is unknown (no raw= and no readable source file), so the Raw "
+        warn("The recording this result came from is unknown (no raw= and no readable source file), so the Raw "
             "holds only its EEG at the model's rate, without other channels, annotations or meas_date; pass raw= "
-            "to put the repair into your recording.", ZunaLabWarning, stacklevel=2)
+            "to put the repair into your recording.")
         return eeg_only(ds, kind, sample, verbose)
     if kind != "original":
         recording = splice(ds, recording, kind=kind, sample=sample)                  # export

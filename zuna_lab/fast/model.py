@@ -4,13 +4,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
+from ..errors import ZunaTypeError, ZunaValueError, warn
 from ..model import encoder as reference_encoder
 from ..model.decoder import Decoder
 from ..model.encoder import Encoder
@@ -306,9 +305,9 @@ class FastZunaModel(ZunaModel):
         activation overflowed fp16's range: the model turns to bf16 (with a warning) and runs the call again."""
         out = run(values, *args, **kwargs)
         if fp16 and not bool(torch.isfinite(out).all()) and bool(torch.isfinite(values).all()):
-            warnings.warn("An activation overflowed fp16's range (beyond 65504) on this input: the model now computes "
+            warn("An activation overflowed fp16's range (beyond 65504) on this input: the model now computes "
                           "in bf16, and this call was run again in it. Load the model with dtype='bf16' to start "
-                          "there, or dtype='fp32' for the exact path.", ZunaLabWarning, stacklevel=4)
+                          "there, or dtype='fp32' for the exact path.")
             self._retype(torch.float16, torch.bfloat16)
             self.precision = "bf16"
             out = run(values, *args, **kwargs)

@@ -18,13 +18,12 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import torch
 
 from ..config import VERSION, ModelConfig
-from ..errors import ZunaLabWarning
+from ..errors import warn
 from . import kernels
 
 
@@ -65,8 +64,8 @@ class Warmup:
         if self.process is not None and self.process.poll() is not None:
             self.returncode, self.process = self.process.returncode, None
             if self.returncode:
-                warnings.warn(f"Compiling the fast path's kernels in the background failed (log: {self.log}); they "
-                              "compile on their first call instead.", ZunaLabWarning, stacklevel=4)
+                warn(f"Compiling the fast path's kernels in the background failed (log: {self.log}); they "
+                              "compile on their first call instead.")
         return self.process is None
 
     def wait(self, timeout: float | None = None) -> bool:

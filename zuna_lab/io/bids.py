@@ -14,7 +14,7 @@ import re
 import warnings
 from pathlib import Path
 
-from ..errors import RecordingError, ZunaLabWarning
+from ..errors import RecordingError, warn
 
 __all__ = ["BIDS_EEG_EXTENSIONS", "bids_entities", "bids_root_of", "read_bids_raw", "is_bids_root"]
 
@@ -95,8 +95,8 @@ def read_bids_raw(path, root, *, verbose, preload=True):
     if montage is not None:
         frame = montage.get_positions()["coord_frame"]
         if frame != "head":
-            warnings.warn(f"The electrode positions of {Path(path).name!r} (electrodes.tsv) are in a coordinate system "
+            warn(f"The electrode positions of {Path(path).name!r} (electrodes.tsv) are in a coordinate system "
                           f"MNE cannot place in its head frame ({frame!r}); the standard cap's positions are used "
-                          "instead, by channel name.", ZunaLabWarning, stacklevel=3)
+                          "instead, by channel name.")
             raw.set_montage(None, verbose="error")
     return raw

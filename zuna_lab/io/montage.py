@@ -14,7 +14,7 @@ import mne
 import numpy as np
 
 from ..config import VARIANT_CONSTANTS, check_variant
-from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
+from ..errors import ZunaTypeError, ZunaValueError, warn
 
 __all__ = ["clean_channel_name", "channel_positions", "standard_positions", "position_bins"]
 
@@ -174,12 +174,8 @@ def warn_shared_positions(raw):
         electrodes = {clean_channel_name(name).lower() for name in names}
         same = f" (all {clean_channel_name(names[0])})" if len(electrodes) == 1 else ""
         described.append(f"{', '.join(names)}{same}")
-    warnings.warn(
-        f"Channels {'; '.join(described)} get the same electrode position, so ZUNA cannot tell them apart; "
-        "drop the duplicates with raw.drop_channels([...]) or rename them.",
-        ZunaLabWarning,
-        stacklevel=3,
-    )
+    warn(f"Channels {'; '.join(described)} get the same electrode position, so ZUNA cannot tell them apart; "
+        "drop the duplicates with raw.drop_channels([...]) or rename them.")
 
 
 #: Metres from the head origin beyond which a position cannot be an electrode (wrong units).
@@ -226,11 +222,7 @@ def position_bins(ch_pos, *, variant):
     # the top bin, exactly as in the official code; only positions no head has are worth a warning.
     far = np.abs(pos) > _IMPLAUSIBLE_POSITION
     if far.any():
-        warnings.warn(
-            f"{int(far.any(axis=1).sum())} channel position(s) lie more than {_IMPLAUSIBLE_POSITION} m from the "
-            "head origin and are put in the edge bins; are the positions in metres, MNE head frame?",
-            ZunaLabWarning,
-            stacklevel=2,
-        )
+        warn(f"{int(far.any(axis=1).sum())} channel position(s) lie more than {_IMPLAUSIBLE_POSITION} m from the "
+            "head origin and are put in the edge bins; are the positions in metres, MNE head frame?")
     scaled = (pos - lo) / (hi - lo) * np.float32(n_bins)
     return np.clip(np.trunc(scaled).astype(np.int64), 0, n_bins - 1)

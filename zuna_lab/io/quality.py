@@ -6,12 +6,12 @@ it is given.
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 
 from ..config import TOKEN_SECONDS
-from ..errors import RecordingError, ZunaLabWarning, preview
+from ..errors import RecordingError, preview
+from ..errors import warn as warn_user
 
 __all__ = ["check_signal"]
 
@@ -169,10 +169,6 @@ def check_signal(raw, *, warn=False):
         )
     if warn and not _AMPLITUDE_WARNED[0] <= level <= _AMPLITUDE_WARNED[1]:
         size = "small" if level < _AMPLITUDE_WARNED[0] else "large"
-        warnings.warn(
-            f"Amplitudes are unusually {size} for scalp EEG in volts (median channel std {level * 1e6:.3g} µV, "
-            "typically 5-100 µV); check that the data are in volts and were not scaled twice.",
-            ZunaLabWarning,
-            stacklevel=3,
-        )
+        warn_user(f"Amplitudes are unusually {size} for scalp EEG in volts (median channel std {level * 1e6:.3g} µV, "
+            "typically 5-100 µV); check that the data are in volts and were not scaled twice.")
     return [raw.ch_names[i] for i in np.flatnonzero(flat)]

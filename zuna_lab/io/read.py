@@ -20,7 +20,7 @@ from pathlib import Path
 import mne
 import numpy as np
 
-from ..errors import RecordingError, RecordingFileError, ZunaLabWarning, ZunaTypeError, ZunaValueError, preview
+from ..errors import RecordingError, RecordingFileError, ZunaTypeError, ZunaValueError, preview, warn
 from .bids import bids_root_of, read_bids_raw
 from .diagnosis import montage_warning
 from .montage import apply_positions, has_position, warn_shared_positions, standard_positions
@@ -126,12 +126,8 @@ def _csv_rate(path, times, cells, *, unit=1.0):
             "gap or split the file there."
         )
     if deviation[worst] > tolerance:
-        warnings.warn(
-            f"The time column of {path} is irregular (steps from {step.min():.6g} to {step.max():.6g} s, more than "
-            f"its rounding); zuna_lab reads the samples as evenly spaced at {rate:g} Hz.",
-            ZunaLabWarning,
-            stacklevel=4,
-        )
+        warn(f"The time column of {path} is irregular (steps from {step.min():.6g} to {step.max():.6g} s, more than "
+            f"its rounding); zuna_lab reads the samples as evenly spaced at {rate:g} Hz.")
     return rate
 
 
@@ -257,12 +253,8 @@ def read_recording_file(path, *, verbose, preload=True):
             "copy or export the complete recording again."
         )
     if path.suffix.lower() == ".vhdr" and any("outside data range" in str(w.message) for w in caught):
-        warnings.warn(
-            f"{path.name!r} has markers after the end of its data, so its data file may be cut short; "
-            "check that the recording is complete.",
-            ZunaLabWarning,
-            stacklevel=3,
-        )
+        warn(f"{path.name!r} has markers after the end of its data, so its data file may be cut short; "
+            "check that the recording is complete.")
     for w in caught:
         if not issubclass(w.category, RuntimeWarning) or level <= logging.WARNING:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -381,7 +373,7 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, prel
         )
     note = montage_warning(raw, montage)    # one sentence when names or positions look off (zuna_lab.io.diagnosis)
     if note:
-        warnings.warn(note, ZunaLabWarning, stacklevel=2)
+        warn(note)
     raw.pick(eeg_names, verbose="error")
 
     apply_positions(raw, montage, verbose)
@@ -394,24 +386,16 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, prel
             f"{montage!r} montage); set one with raw.set_montage(...) or rename the channels to 10-05 names."
         )
     if dropped:
-        warnings.warn(
-            f"Dropped {len(dropped)} EEG channel(s) without a 3-D position: {', '.join(dropped)}.",
-            ZunaLabWarning,
-            stacklevel=2,
-        )
+        warn(f"Dropped {len(dropped)} EEG channel(s) without a 3-D position: {', '.join(dropped)}.")
         raw.pick(kept, verbose="error")
     warn_shared_positions(raw)
     flat = [name for name in check_signal(raw, warn=True) if name not in raw.info["bads"]]
     if flat:
         raw.info["bads"] = list(raw.info["bads"]) + flat
         many = len(flat) > 1
-        warnings.warn(
-            f"Channel{'s' if many else ''} {', '.join(flat)} {'are' if many else 'is'} flat (no signal), so "
+        warn(f"Channel{'s' if many else ''} {', '.join(flat)} {'are' if many else 'is'} flat (no signal), so "
             f"{'they are' if many else 'it is'} marked bad (info['bads']) and ZUNA infills {'them' if many else 'it'}; "
-            "drop flat channels with raw.drop_channels([...]) to leave them out instead.",
-            ZunaLabWarning,
-            stacklevel=2,
-        )
+            "drop flat channels with raw.drop_channels([...]) to leave them out instead.")
     logger.info("read_raw: %d EEG channels, %g s at %g Hz, from %s.", len(raw.ch_names), raw.times[-1] + 1 / raw.info["sfreq"],
                 raw.info["sfreq"], source_name(source) or type(source).__name__)
     return raw

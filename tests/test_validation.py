@@ -560,3 +560,50 @@ def test_read_raw_montage_checked():
         read_raw(_noise(), ch_names=NAMES, sfreq=256.0, montage="standard_9999")
     with pytest.raises(ZunaTypeError, match=r"montage must be a montage name, a DigMontage or None, got int\."):
         read_raw(_noise(), ch_names=NAMES, sfreq=256.0, montage=5)
+
+
+# ---------------------------------------------------------------- issue R: the second sweep's cases
+
+def test_a_generator_of_bad_channels_masks_what_a_list_masks(model, recording):
+    """Checking bad_channels used to consume a generator, so nothing was masked."""
+    as_list = zl.reconstruct(recording, model=model, bad_channels=["C3"], steps=1, progress=False)
+    as_generator = zl.reconstruct(recording, model=model, bad_channels=(c for c in ["C3"]), steps=1, progress=False)
+    assert as_generator.mask.sel(channel="C3").all() and int(as_generator.mask.sum()) == int(as_list.mask.sum()) > 0
+
+
+@pytest.mark.parametrize("how", ["segments", "mask"])
+def test_hiding_every_cell_is_refused_like_hiding_every_channel(model, recording, monkeypatch, how):
+    """Refused before the encoder runs (as every channel in bad_channels is)."""
+    monkeypatch.setattr(model, "encode", lambda *a, **k: pytest.fail("the encoder ran"))
+    options = (dict(bad_segments=[(0.0, math.inf)]) if how == "segments"
+               else dict(mask=np.ones((2, 19, 40), bool)))
+    with pytest.raises(ZunaValueError, match="Every cell would be hidden .* nothing to infill from"):
+        zl.reconstruct(recording, model=model, steps=1, progress=False, **options)
+
+
+def test_an_epoch_hidden_on_every_channel_is_named(model, recording):
+    with pytest.warns(ZunaLabWarning, match=r"epoch\(s\) starting at 5 s are hidden on every channel"):
+        rec = zl.reconstruct(recording, model=model, bad_segments=[(5.0, 10.0)], steps=1, progress=False)
+    assert rec.mask.isel(epoch=1).all() and not rec.mask.isel(epoch=0).any()
+
+
+def test_a_bad_annotation_of_negative_duration_is_refused(model, recording):
+    raw = mne.io.read_raw_fif(recording, preload=True, verbose="error")
+    raw.annotations.append(3.0, 1.0, "BAD_jump")
+    raw.annotations.duration[list(raw.annotations.description).index("BAD_jump")] = -1.0
+    with pytest.raises(ZunaValueError, match="'BAD_jump' at 3 s has a negative or undefined duration"):
+        zl.reconstruct(raw, model=model, steps=1, progress=False)
+
+
+def test_a_segment_in_the_last_sample_hides_the_last_token(model, recording):
+    """(9.999, inf) on a 10 s recording touches the last token: hidden (was: nothing masked)."""
+    rec = zl.reconstruct(recording, model=model, bad_segments=[(9.999, math.inf)], steps=1, progress=False)
+    hidden = rec.mask.values
+    assert hidden[1, :, -1].all() and int(hidden.sum()) == hidden.shape[1]
+    assert not token_mask(["Cz"], 1280, bad_spans=[(1.0, 1.25)])[0, 10]     # an exact edge hides no extra token
+
+
+def test_the_spline_on_too_few_channels_is_refused(model, recording):
+    raw = mne.io.read_raw_fif(recording, preload=True, verbose="error").pick(["Cz", "Pz"])
+    with pytest.raises(ZunaValueError, match="spline needs 4 EEG channels with positions, this recording has 2"):
+        zl.evaluate_dropout(raw, model=model, steps=1, progress=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Iterator
 import inspect
 import logging
 import os
@@ -90,7 +91,8 @@ def verbose(function):
     """Give ``function``'s keyword ``verbose`` MNE's meaning: the log level for the call (None: the current one).
 
     The value is checked before the function runs (a bad one is one sentence, nothing done) and
-    still passed on, so the function can hand it to MNE calls of its own.
+    still passed on, so the function can hand it to MNE calls of its own. Keyword options given as
+    one-shot iterators (e.g. a generator of channel names) are read into lists first.
 
     Examples
     --------
@@ -103,6 +105,9 @@ def verbose(function):
 
     @functools.wraps(function)
     def call(*args, **kwargs):
+        # an option given as a one-shot iterator (a generator of channel names) is read once here, so
+        # that checking it does not consume what the function then uses
+        kwargs = {key: list(value) if isinstance(value, Iterator) else value for key, value in kwargs.items()}
         with use_log_level(kwargs.get("verbose")):
             return function(*args, **kwargs)
 

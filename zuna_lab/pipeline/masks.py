@@ -71,11 +71,26 @@ def request(raw, *, bads, bad_segments=None, use_annotations=True, mask=None, ad
     >>> req.spans  # doctest: +SKIP
     [(2.0, 3.5)]
     """
-    spans = resolve_segments(bad_segments, raw.ch_names, raw.n_times / raw.info["sfreq"])
+    duration = raw.n_times / raw.info["sfreq"]
+    spans = resolve_segments(bad_segments, raw.ch_names, duration)
     if use_annotations:
         spans += list(bad_annotation_spans(raw))
+    if _covers([span for span in spans if len(span) == 2], duration) or (mask is not None and np.all(mask)):
+        raise ZunaValueError("Every cell would be hidden (bad_segments, BAD_ annotations or mask cover the whole "
+                             "recording on every channel), so ZUNA has nothing to infill from; keep part of the "
+                             "recording visible.")
     names, positions = added_channels(raw, add_channels)
     return MaskRequest(bads=tuple(bads), spans=spans, mask=mask, added_names=tuple(names), added_positions=positions)
+
+
+def _covers(spans, duration):
+    """Whether the (start, stop) spans together cover [0, duration)."""
+    reached = 0.0
+    for start, stop in sorted(spans):
+        if start > reached:
+            return False
+        reached = max(reached, stop)
+    return reached >= duration
 
 
 def bad_annotation_spans(raw):
@@ -107,6 +122,10 @@ def bad_annotation_spans(raw):
         if not str(annotation["description"]).upper().startswith("BAD"):
             continue
         onset = float(annotation["onset"])
+        if not float(annotation["duration"]) >= 0:
+            raise ZunaValueError(
+                f"The annotation {annotation['description']!r} at {onset:g} s has a negative or undefined duration "
+                f"({annotation['duration']:g} s); fix it in raw.annotations (a span runs forward from its onset).")
         shift = raw.first_time if (absolute or onset >= duration) else 0.0
         start, stop = onset - shift, onset - shift + float(annotation["duration"])
         channels = tuple(annotation.get("ch_names", ()) or ())

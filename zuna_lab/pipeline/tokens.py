@@ -20,12 +20,14 @@ the official code drops channels and time spans from the encoder input.
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..config import SAMPLES_PER_TOKEN, VARIANT_CONSTANTS, check_variant
-from ..errors import ZunaTypeError, ZunaValueError
+from ..errors import ZunaTypeError, ZunaValueError, preview, warn
 from ..io.montage import position_bins
 
 __all__ = [
@@ -389,8 +391,10 @@ def token_mask(ch_names, n_samples, *, bad_channels=None, bad_spans=None, sfreq=
     for span in bad_spans or ():
         if len(span) not in (2, 3):
             raise ZunaValueError(f"A bad span is (start, stop) or (start, stop, channel) in seconds, got {span!r}.")
-        start = int(round(float(span[0]) * sfreq))
-        stop = int(round(float(span[1]) * sfreq))
+        # every sample the span touches (a millionth of a sample of rounding in the times forgiven):
+        # a span that ends inside the last sample still hides that sample's token
+        start = max(0, math.floor(float(span[0]) * sfreq + 1e-6))
+        stop = math.ceil(min(float(span[1]), n_samples / sfreq + 1.0) * sfreq - 1e-6)
         if stop <= start:
             continue
         covered = np.minimum(stop, token_start + SAMPLES_PER_TOKEN) - np.maximum(start, token_start)
@@ -503,6 +507,11 @@ def epoch_masks(pre, request):
             raise ZunaValueError(f"mask must have shape (n_epochs, n_channels, n_tokens) = {expected} for this "
                                  f"recording, got {user.shape}.")
         per_epoch = [m | user[i, :, : m.shape[1]] for i, m in enumerate(per_epoch)]
+    blind = [f"{float(pre.epoch_start[i]):g} s" for i, m in enumerate(per_epoch) if m.all()]
+    if blind:
+        warn(f"The epoch(s) starting at {preview(blind)} are hidden on every channel, so ZUNA has nothing of them "
+             "to work from: their results come from the model alone, not from your data; hide fewer cells there or "
+             "leave those epochs out.")
     n_added = len(request.added_names)
     if n_added:
         per_epoch = [np.vstack([m, np.ones((n_added, m.shape[1]), bool)]) for m in per_epoch]

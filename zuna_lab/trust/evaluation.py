@@ -1,12 +1,11 @@
 """Trust on your own recording: how well ZUNA fills a missing channel against MNE's spherical spline, and how sure it is.
 
-:func:`evaluate_dropout` hides channels of the user's recording (one at a time, a random fraction
-of the montage per repeat, or only within time segments), reconstructs them with ZUNA (the
-:func:`zuna_lab.reconstruct` path) and with MNE's spherical-spline interpolation
-(:meth:`mne.io.Raw.interpolate_bads`, MNE's own code), and scores both estimators against the hidden
-truth on the same cells. The scores (:func:`dropout_scores`) and the calibration helpers (:func:`spread_coverage`,
-:func:`expected_coverage`, :func:`calibration_scale`, :func:`reliability`, :func:`calibrated_interval`) are pure
-functions on arrays; :func:`summary` and :func:`winner` read a result. Plots: :mod:`zuna_lab.viz.plots.trust`.
+:func:`evaluate_dropout` hides channels of the user's recording (one at a time, a random fraction of the montage per
+repeat, or only within time segments), reconstructs them with ZUNA (the :func:`zuna_lab.reconstruct` path) and with
+MNE's spherical-spline interpolation (:meth:`mne.io.Raw.interpolate_bads`, MNE's own code), and scores both estimators
+against the hidden truth on the same cells. The scores (:func:`dropout_scores`) and the calibration helpers
+(:func:`spread_coverage`, :func:`expected_coverage`, :func:`calibration_scale`, :func:`reliability`,
+:func:`calibrated_interval`) are pure functions on arrays; :func:`summary` and :func:`winner` read a result.
 """
 from __future__ import annotations
 
@@ -70,8 +69,7 @@ def dropout_scores(truth, estimate, *, dim=("epoch", "time")):
         "nmse": nmse.assign_attrs(units="1", long_name="NMSE: mean squared error / mean squared truth"),
         "correlation": corr.assign_attrs(units="1", long_name="Pearson r with the truth"),
         "rmse": rmse.assign_attrs(units="V", long_name="root mean squared error"),
-        "n_cells": n.assign_attrs(long_name="samples scored"),
-    })
+        "n_cells": n.assign_attrs(long_name="samples scored")})
 
 
 def expected_coverage(k, n_samples):
@@ -310,7 +308,6 @@ def evaluate_dropout(data, model=None, *, bad_channels=None, fraction=None, n_re
     check_names(bad_channels, "bad_channels", allow_empty=False)     # None: every good channel
     seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
     started = time.perf_counter()
-
     raw = read_raw(data, sfreq=sfreq, ch_names=ch_names, verbose=verbose)   # warnings about the recording: once, here
     if "zuna" in estimators:
         model = get_model(model)
@@ -319,6 +316,9 @@ def evaluate_dropout(data, model=None, *, bad_channels=None, fraction=None, n_re
         warnings.simplefilter("ignore", ZunaLabWarning)            # read_raw said it once, just above
         pre = prepare(raw, variant, segment_duration=segment_duration, verbose=verbose).pre
     names, bads = list(pre.ch_names), set(raw.info["bads"])
+    if "spline" in estimators and len(names) < 4:      # (MNE's spline fits a sphere to the positions)
+        raise ZunaValueError(f"MNE's spline needs 4 EEG channels with positions, this recording has {len(names)}; "
+                             "score ZUNA alone with estimators=('zuna',).")
     good = [name for name in names if name not in bads]
     pool = good if bad_channels is None else resolve_names(bad_channels, names, "bad_channels")
     if bads & set(pool):

@@ -11,7 +11,7 @@ import pytest
 
 import zuna_lab
 from zuna_lab.trust.doctor import check_montage, montage_warning
-from zuna_lab.errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
+from zuna_lab.errors import RecordingError, ZunaLabWarning, ZunaTypeError, ZunaValueError
 from zuna_lab.synthetic import make_synthetic_raw
 
 from oracle_support import require_module
@@ -224,3 +224,13 @@ def test_montage_map(clean):
     assert set(points) == {"ok", "problem"}
     assert sorted(points["problem"].dimension_values("channel")) == ["Cz", "Cz2"]
     assert "not drawn (no position): X1" in view.opts.get().kwargs["title"]
+
+
+def test_fix_that_would_drop_every_channel_is_refused():
+    """No channel with a position or a 10-05 name: fix=True would drop them all (was MNE's 'All channels would be
+    dropped'): one sentence, the input unchanged."""
+    raw = mne.io.RawArray(np.random.default_rng(0).normal(0, 2e-5, (4, 2560)),
+                          mne.create_info(["X1", "X2", "X3", "X4"], 256.0, "eeg"), verbose="error")
+    with pytest.raises(RecordingError, match="fix=True would drop them all; rename the channels to 10-05 names"):
+        check_montage(raw, fix=True)
+    assert raw.ch_names == ["X1", "X2", "X3", "X4"]

@@ -12,7 +12,7 @@ import mne
 import numpy as np
 
 from ..config import VARIANT_CONSTANTS, VARIANTS
-from ..errors import ZunaValueError, preview
+from ..errors import RecordingError, ZunaValueError, preview
 from .montage import apply_positions, clean_channel_name, has_position, position_bins, standard_positions
 
 __all__ = ["Diagnosis", "diagnose", "repair", "verdict", "problem_labels", "check_variant", "montage_warning"]
@@ -302,6 +302,10 @@ def repair(raw, d, montage, verbose):
         fixes.append(f"dropped {preview(drop)} (no usable position)")
     if repeats:
         fixes.append(f"dropped {preview(repeats)} (the same electrode again)")
+    if len(set(drop + repeats)) == len(fixed.ch_names):
+        raise RecordingError(f"No channel of the recording has a usable position or a standard 10-05 name "
+                             f"({preview(names)}), so fix=True would drop them all; rename the channels to 10-05 "
+                             "names or set their positions with raw.set_montage(...).")
     if drop or repeats:
         fixed.drop_channels(drop + repeats)
     keep = {names[i]: positions[i] for i in brain if names[i] in fixed.ch_names}

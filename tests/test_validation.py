@@ -605,5 +605,6 @@ def test_a_segment_in_the_last_sample_hides_the_last_token(model, recording):
 
 def test_the_spline_on_too_few_channels_is_refused(model, recording):
     raw = mne.io.read_raw_fif(recording, preload=True, verbose="error").pick(["Cz", "Pz"])
-    with pytest.raises(ZunaValueError, match="spline needs 4 EEG channels with positions, this recording has 2"):
+    with pytest.raises(ZunaValueError, match="Hiding one of 2 good channels leaves fewer than 3 visible; "
+                                             "evaluate_dropout needs at least 4 good EEG channels"):
         zl.evaluate_dropout(raw, model=model, steps=1, progress=False)

@@ -316,9 +316,6 @@ def evaluate_dropout(data, model=None, *, bad_channels=None, fraction=None, n_re
         warnings.simplefilter("ignore", ZunaLabWarning)            # read_raw said it once, just above
         pre = prepare(raw, variant, segment_duration=segment_duration, verbose=verbose).pre
     names, bads = list(pre.ch_names), set(raw.info["bads"])
-    if "spline" in estimators and len(names) < 4:      # (MNE's spline fits a sphere to the positions)
-        raise ZunaValueError(f"MNE's spline needs 4 EEG channels with positions, this recording has {len(names)}; "
-                             "score ZUNA alone with estimators=('zuna',).")
     good = [name for name in names if name not in bads]
     pool = good if bad_channels is None else resolve_names(bad_channels, names, "bad_channels")
     if bads & set(pool):
@@ -423,6 +420,9 @@ def _conditions(pool, good, fractions, n_repeats, seed):
     """[(index, hidden channels)], the shape of the condition dims and their names."""
     if fractions is None:
         # each channel alone: the channel is the condition, so the condition dims are (repeat,) + channel
+        if len(good) - 1 < MIN_VISIBLE:     # (MNE's spline fits a sphere to the visible channels' positions)
+            raise ZunaValueError(f"Hiding one of {len(good)} good channels leaves fewer than {MIN_VISIBLE} visible; "
+                                 "evaluate_dropout needs at least 4 good EEG channels with positions.")
         return [((r,), (name,)) for r in range(n_repeats) for name in pool], (n_repeats,), ("repeat",)
     conditions = []
     for f_index, value in enumerate(fractions):

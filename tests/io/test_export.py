@@ -289,3 +289,19 @@ def test_attrs_netcdf_cannot_hold_are_written_as_text(tmp_path):
     assert attrs["n"] == 7 and attrs["gain"] == 0.5 and attrs["name"] == "s01" and flag == "true"
     np.testing.assert_array_equal(attrs["levels"], [1.0, 2.0])
     assert isinstance(ds.attrs["z"], complex)          # the input is untouched
+
+
+def test_overwrite_replaces_zarr_stores_only(tmp_path):
+    """write_zarr(..., overwrite=True) onto a folder of other files (the working folder, by a slip of the
+    name) is refused; it used to move the folder aside and delete it (found by tests/test_fuzz.py)."""
+    require_module("zarr")
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / "notes.txt").write_text("mine")
+    with pytest.raises(ZunaValueError, match="is a folder but not a zarr store"):
+        write_zarr(_embed_dataset(), work, overwrite=True)
+    assert (work / "notes.txt").read_text() == "mine"
+    store = write_zarr(_embed_dataset(), tmp_path / "emb.zarr")
+    write_zarr(_embed_dataset().isel(epoch=[0]), store, overwrite=True)      # a store is replaced
+    with xr.open_zarr(store) as back:
+        assert back.sizes["epoch"] == 1

@@ -296,6 +296,19 @@ def load_source(source, *, sfreq=None, ch_names=None, preload=True, verbose=None
     return raw
 
 
+def check_montage_name(montage):
+    """A standard montage's name (known to MNE), a DigMontage or None; one sentence otherwise."""
+    if isinstance(montage, str):
+        try:
+            standard_positions(montage)
+        except ValueError as err:
+            raise ZunaValueError(
+                f"Unknown montage {montage!r}; pass a name from mne.channels.get_builtin_montages() or a DigMontage."
+            ) from err
+    elif montage is not None and not isinstance(montage, mne.channels.DigMontage):
+        raise ZunaTypeError(f"montage must be a montage name, a DigMontage or None, got {type(montage).__name__}.")
+
+
 @verbose
 def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, preload=True, verbose=None):
     """Load a recording as an ``mne.io.Raw`` with EEG channels that have a 3-D position.
@@ -354,15 +367,7 @@ def read_raw(source, *, montage="standard_1005", sfreq=None, ch_names=None, prel
     """
     check_verbose(verbose)
     check_bool(preload, "preload")
-    if isinstance(montage, str):
-        try:
-            standard_positions(montage)
-        except ValueError as err:
-            raise ZunaValueError(
-                f"Unknown montage {montage!r}; pass a name from mne.channels.get_builtin_montages() or a DigMontage."
-            ) from err
-    elif montage is not None and not isinstance(montage, mne.channels.DigMontage):
-        raise ZunaTypeError(f"montage must be a montage name, a DigMontage or None, got {type(montage).__name__}.")
+    check_montage_name(montage)
     sfreq = check_number(sfreq, "sfreq", low=0, low_inclusive=False, allow_none=True, unit="of Hz")
     ch_names = check_names(ch_names, "ch_names", allow_empty=False, ordered=True)
     raw = load_source(source, sfreq=sfreq, ch_names=ch_names, preload=preload, verbose=verbose)

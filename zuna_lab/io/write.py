@@ -50,6 +50,10 @@ def check_reconstruct_dataset(ds, kind):
             raise ZunaValueError(f"The Dataset lacks the {name!r} coordinate of a zuna_lab.reconstruct result.")
 
 
+#: What marks a folder as a zarr store (v3, v2, consolidated v2): the only folders overwrite=True replaces.
+ZARR_MARKERS = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata")
+
+
 def output_target(fname, overwrite, *, folder=False):
     """The target path of a writer, checked before any work: its folder exists and is writable, nothing
     is there unless ``overwrite``, and what is there is of the kind written (a file, or a ``folder``
@@ -65,6 +69,9 @@ def output_target(fname, overwrite, *, folder=False):
     if path.exists() and folder and not path.is_dir():
         raise ZunaValueError(f"{str(path)!r} is a file, not a folder; give another name for the zarr store "
                              "(overwrite=True replaces stores, never other files).")
+    if path.is_dir() and folder and not any((path / name).exists() for name in ZARR_MARKERS):
+        raise ZunaValueError(f"{str(path)!r} is a folder but not a zarr store, and overwrite=True replaces stores "
+                             "only (never a folder of other files); give the store a name of its own.")
     return check_writable(path, overwrite)     # a read-only folder fails here, before any work
 
 

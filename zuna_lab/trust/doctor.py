@@ -123,6 +123,7 @@ def check_montage(data, *, model=None, fix=False, montage="standard_1005", sfreq
         raise ZunaTypeError(f"fix must be True or False, got {fix!r}.")
     if not isinstance(montage, str):
         raise ZunaTypeError(f"montage must be the name of a standard montage, got {type(montage).__name__}.")
+    read.check_montage_name(montage)
     variant = _variant_of(model)
     raw = read.load_source(data, sfreq=sfreq, ch_names=ch_names, verbose=verbose)    # as it is: no montage yet
     diagnosis = diagnose(raw, variant, montage)

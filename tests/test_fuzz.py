@@ -219,3 +219,42 @@ def test_check_montage(raw, tmp_path, fix, model_given, montage, rename, verbose
                      tmp_path)
     if result is not None and result.fixed is not None:
         assert result.fixed is not data and len(result.fixed.ch_names) >= 1
+
+
+@pytest.fixture(scope="module")
+def emb(model, raw):
+    return zl.embed(raw, model=model, progress=False)
+
+
+@FUZZ
+@given(n_permutations=st.one_of(st.integers(-2, 50), st.sampled_from([10**9, 1.5, "20", None])),
+       max_points=st.one_of(st.integers(-2, 2000), st.sampled_from([0, 10**12, 2.5, None])),
+       kernel=st.sampled_from(["imq", "rbf", "gaussian", "nope", None, 3]),
+       bandwidth=st.one_of(st.sampled_from(["median", "nope", None]), st.floats(-1, 10),
+                           st.sampled_from([math.nan, math.inf])),
+       include_masked=st.one_of(st.booleans(), st.sampled_from([None, "yes"])),
+       seed=option["seed"], verbose=option["verbose"])
+def test_mmd_health(emb, tmp_path, n_permutations, max_points, kernel, bandwidth, include_masked, seed, verbose):
+    if isinstance(n_permutations, int) and n_permutations > 500:      # valid but long: not this test's business
+        n_permutations = 500
+    result = outcome(lambda: zl.mmd_health(emb, n_permutations=n_permutations, max_points=max_points, kernel=kernel,
+                                           bandwidth=bandwidth, include_masked=include_masked, seed=seed,
+                                           verbose=verbose), tmp_path)
+    if result is not None:
+        assert isinstance(result, xr.Dataset)
+        finite(result, [name for name in result.data_vars if result[name].dtype.kind == "f"])
+
+
+@settings(FUZZ, max_examples=max(10, EXAMPLES // 5))
+@given(kwargs=options("bad_channels", "bad_segments", "n_samples", "seed", "verbose", "progress"),
+       fraction=st.one_of(st.none(), st.floats(-0.5, 1.5), st.lists(st.floats(0, 1), max_size=3), JUNK),
+       estimators=st.one_of(st.sampled_from([("zuna", "spline"), ("spline",), ("zuna",), (), ("spline", "spline"),
+                                             ("nope",), "spline", None])),
+       n_repeats=st.one_of(st.none(), st.integers(-1, 2), st.sampled_from([1.5, "2"])))
+def test_evaluate_dropout(model, raw, tmp_path, kwargs, fraction, estimators, n_repeats):
+    if isinstance(kwargs.get("n_samples"), int) and kwargs["n_samples"] > 3:
+        kwargs["n_samples"] = 3                     # valid but long
+    result = outcome(lambda: zl.evaluate_dropout(raw, model=model, steps=1, fraction=fraction, estimators=estimators,
+                                                 n_repeats=n_repeats, **kwargs), tmp_path)
+    if result is not None:
+        assert "estimator" in result.dims and np.isfinite(result["nmse"].values[~np.isnan(result["nmse"].values)]).all()

@@ -380,7 +380,7 @@ def evaluate_dropout(data, model=None, *, bad_channels=None, fraction=None, n_re
 
 def _check_options(estimators, hidden_input, fraction, segments):
     """estimators (tuple), fractions (list | None), bad_segments (seconds | spans | None), checked."""
-    if isinstance(estimators, str) or not all(m in ESTIMATORS for m in estimators) or not estimators \
+    if not isinstance(estimators, (tuple, list)) or not all(m in ESTIMATORS for m in estimators) or not estimators \
             or len(set(estimators)) != len(tuple(estimators)):
         raise ZunaValueError(f"estimators must be a tuple naming 'zuna' and/or 'spline' once each, got {estimators!r}.")
     if hidden_input not in ("recorded", "spline"):

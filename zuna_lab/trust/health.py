@@ -24,6 +24,7 @@ from ..errors import ZunaTypeError, ZunaValueError
 from .mmd import check_kernel, mmd_core, subsample_rows
 from .metrics import reconstruction_errors  # noqa: F401  (where the dashboard has always found it)
 from ..logs import logger, verbose
+from ..validation import check_bool, check_int
 
 __all__ = [
     "latent_samples",
@@ -226,6 +227,17 @@ def gaussian_kl(mean, std, *, ref_mean=0.0, ref_std=1.0):
 # --------------------------------------------------------------------------- MMD
 
 
+def _test_options(kernel, bandwidth, n_permutations, max_points, seed, include_masked):
+    """The MMD test's options checked (one sentence each); returns (n_permutations, max_points, seed)."""
+    check_kernel(kernel)
+    if not (bandwidth in (None, "median") or isinstance(bandwidth, (int, float, np.integer, np.floating))):
+        raise ZunaTypeError(f"bandwidth must be 'median' or a positive number, got {bandwidth!r}.")
+    check_bool(include_masked, "include_masked")
+    return (check_int(n_permutations, "n_permutations", minimum=0, maximum=100_000, allow_none=True) or 0,
+            check_int(max_points, "max_points", minimum=2, allow_none=True),
+            check_int(seed, "seed", minimum=0))
+
+
 @verbose
 def mmd(x, y=None, *, kernel="imq", bandwidth="median", n_permutations=200, max_points=1000,
         seed=0, include_masked=False, verbose=None):
@@ -265,7 +277,8 @@ def mmd(x, y=None, *, kernel="imq", bandwidth="median", n_permutations=200, max_
     >>> float(res.p_value) < 0.01                       # doctest: +SKIP
     True
     """
-    check_kernel(kernel)
+    n_permutations, max_points, seed = _test_options(kernel, bandwidth, n_permutations, max_points, seed,
+                                                     include_masked)
     rng = np.random.default_rng(seed)
     xa = _as_points(x, include_masked)
     xv = subsample_rows(xa.values, max_points, rng)
@@ -281,9 +294,6 @@ def mmd(x, y=None, *, kernel="imq", bandwidth="median", n_permutations=200, max_
             )
         yv = subsample_rows(ya.values, max_points, rng)
         ref = "embedding"
-    n_permutations = int(n_permutations or 0)
-    if n_permutations < 0:
-        raise ZunaValueError(f"n_permutations must be >= 0, got {n_permutations}.")
     observed, null, bw = mmd_core(xv, yv, kernel=kernel, bandwidth=bandwidth,
                                    n_permutations=n_permutations, rng=rng)
     p = float((1 + np.sum(null >= observed)) / (1 + len(null))) if len(null) else np.nan
@@ -369,6 +379,7 @@ def mmd_health(emb, *, reference=None, n_permutations=200, max_points=1000, seed
     >>> health.attrs["verdict"], float(health.p_value)   # doctest: +SKIP
     ('healthy', 0.43)
     """
+    _test_options(kernel, bandwidth, n_permutations, max_points, seed, include_masked)   # before any work
     th = dict(HEALTH_THRESHOLDS)
     if thresholds:
         unknown = set(thresholds) - set(th)

@@ -340,3 +340,15 @@ def test_source_stamps_list_each_folder_once(tmp_path, monkeypatch):
         stats = [f.stat() for f in files]
         assert stamp == f"{sum(s.st_size for s in stats)}:{max(s.st_mtime_ns for s in stats)}"
     assert stamps[3].endswith(f":{2 * 10**18}") and stamps[-1] == "missing"
+
+
+def test_a_snapshot_that_cannot_be_written_leaves_nothing(tmp_path, monkeypatch):
+    """Settings JSON cannot hold (a set of names from a careless call) used to leave .index.json.XXXX behind
+    (issue R); embed_many now stores names given as a set in one order, and a failed snapshot is removed."""
+    from zuna_lab.study.api import _settings
+
+    assert _settings({"source": "ckpt"}, "ZUNA1.1", {"bad_channels": {"Pz", "Cz"}})["bad_channels"] == ["Cz", "Pz"]
+    path = tmp_path / "s.zarr"
+    with pytest.raises(TypeError):
+        StudyStore(path, "embeddings").open(dict(SETTINGS, bad_channels={"Pz"}))
+    assert [p.name for p in path.iterdir() if p.name.startswith(".index")] == []

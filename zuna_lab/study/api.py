@@ -189,6 +189,8 @@ def _settings(spec, variant, options):
     for key in _RESULT_OPTIONS:
         if key in options and options[key] is not None:
             value = options[key]
+            if isinstance(value, (set, frozenset)):      # names given as a set: stored in one order (JSON has no set)
+                value = sorted(value)
             values[key] = [list(v) if isinstance(v, tuple) else v for v in value] if isinstance(value, (list, tuple)) \
                 else value
     return values

@@ -214,12 +214,12 @@ class IndexWriter:
         generation = (self.generation if generation is None else generation) + 1
         journal = self.journal_path(generation)
         fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
+        tmp = self.snapshot.with_name(f".{self.snapshot.name}.{uuid.uuid4().hex[:8]}")
         try:
             os.fsync(fd)
             content = {"format": FORMAT, "kind": self.kind, "settings": settings, "updated": now(),
                        "generation": generation, "journal": journal.name, "pooled": table,
                        "rows": sorted(rows.values(), key=lambda row: row["recording"])}
-            tmp = self.snapshot.with_name(f".{self.snapshot.name}.{uuid.uuid4().hex[:8]}")
             with open(tmp, "w") as handle:
                 json.dump(content, handle, separators=(",", ":"))
                 handle.flush()
@@ -228,6 +228,7 @@ class IndexWriter:
         except BaseException:
             os.close(fd)
             journal.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)          # a snapshot that could not be written leaves nothing behind
             raise
         old, self._journal = self._journal, journal
         if self._fd is not None:

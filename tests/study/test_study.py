@@ -453,3 +453,22 @@ def test_cli_embed_many(setup, tmp_path, client, capsys):
     assert zl.open_embeddings(store).recordings == ["sub-03"]
     status = main(["embed-many", files[0], "-o", str(store), "--scheduler", "nonsense://x", "--quiet"])
     assert status == 2 and "Cannot reach the dask scheduler" in capsys.readouterr().err
+
+
+def test_cli_interrupted_study_says_what_it_kept(setup, tmp_path, client, capsys, monkeypatch):
+    """Ctrl-C in embed-many: exit 130 and the number of recordings the store kept (was 'no output was written',
+    false once some were committed — issue R)."""
+    from zuna_lab.cli.commands import main
+    from zuna_lab.study import api as study_api
+
+    store = tmp_path / "cut.zarr"
+    zl.embed_many([str(setup["folder"] / "sub-03.edf")], store, model=setup["ckpt"], client=client, progress=False)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study_api, "embed_many", interrupted)
+    status = main(["embed-many", str(setup["folder"] / "sub-03.edf"), "-o", str(store), "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 130 and f"interrupted; 1 recording(s) committed to {store} are kept" in err
+    assert "no output was written" not in err

@@ -113,8 +113,26 @@ def _report(args, index, label, elapsed):
         done = index[index.status == "done"]
         print(f"zuna-lab {label}: {len(done)} of {len(index)} recordings done, {len(failed)} failed "
               f"({done.seconds.sum() / 3600:.2f} recording-hours, {elapsed:.1f} s) -> "
-              f"{args.output or os.path.join(args.sources[0], 'derivatives', 'zuna_lab')}")
+              f"{_where(args)}")
     return 1 if len(failed) else 0
+
+
+def _where(args):
+    return args.output or os.path.join(args.sources[0], "derivatives", "zuna_lab")
+
+
+def _interrupted(args, kind, label):
+    """Ctrl-C during a study: say how many recordings the store kept (committed ones are never lost)."""
+    from ..study.journal import read_index
+
+    try:
+        state = read_index(_where(args), kind)
+    except Exception:      # noqa: BLE001 — a store that cannot be read must not hide the interruption
+        state = None
+    done = 0 if state is None else sum(row.get("status") == "done" for row in state.rows.values())
+    print(f"zuna-lab {label}: interrupted; {done} recording(s) committed to {_where(args)} are kept — run the same "
+          "command again to do the rest.", file=sys.stderr)
+    return 130
 
 
 def cmd_embed_many(args):
@@ -125,6 +143,8 @@ def cmd_embed_many(args):
         index = embed_many(_sources(args), args.output, model=args.model, client=client, overwrite=args.overwrite,
                            **_filters(args),
                            progress=not args.quiet, verbose=cli_verbose(args), **_options(args))
+    except KeyboardInterrupt:
+        return _interrupted(args, "embeddings", "embed-many")
     finally:
         if client is not None:
             client.close()
@@ -146,6 +166,8 @@ def cmd_reconstruct_many(args):
                                  overwrite=args.overwrite, progress=not args.quiet,
                                  verbose=cli_verbose(args), steps=args.steps, cfg=args.cfg, seed=args.seed,
                                  n_samples=args.n_samples, **options)
+    except KeyboardInterrupt:
+        return _interrupted(args, "reconstructions", "reconstruct-many")
     finally:
         if client is not None:
             client.close()

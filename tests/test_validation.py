@@ -608,3 +608,10 @@ def test_the_spline_on_too_few_channels_is_refused(model, recording):
     with pytest.raises(ZunaValueError, match="Hiding one of 2 good channels leaves fewer than 3 visible; "
                                              "evaluate_dropout needs at least 4 good EEG channels"):
         zl.evaluate_dropout(raw, model=model, steps=1, progress=False)
+
+
+def test_a_sample_count_no_memory_holds_is_refused_before_the_encoder(model, recording, monkeypatch):
+    """n_samples=10**12 used to reach a MemoryError after the encoder had run (issue R)."""
+    monkeypatch.setattr(model, "encode", lambda *a, **k: pytest.fail("the encoder ran"))
+    with pytest.raises(ZunaValueError, match="in memory needs about .* GB but .* GB are available"):
+        zl.reconstruct(recording, model=model, bad_channels=["C3"], n_samples=10**12, steps=1, progress=False)

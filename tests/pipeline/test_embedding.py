@@ -4,8 +4,8 @@ import pytest
 
 import zuna_lab
 from zuna_lab.pipeline import masks
-from zuna_lab.pipeline.embedding import (empty_grid, hidden_grid, length_batches, length_groups, place_latents,
-                                         tokenize_epochs)
+from zuna_lab.pipeline.embedding import (empty_grid, hidden_grid, length_batches, length_groups, padding_grid,
+                                         place_latents, tokenize_epochs)
 from zuna_lab.pipeline.preprocessing import preprocess
 from zuna_lab.pipeline.tokens import epoch_masks
 from zuna_lab.synthetic import make_synthetic_raw
@@ -40,3 +40,6 @@ def test_tokens_placed_back_on_the_grid_are_the_epochs(variant):
         np.testing.assert_array_equal(grid[index, :, :n_tokens][visible], expected[visible])
         assert hidden[index, 1, :n_tokens].all() and not hidden[index, 0, :n_tokens].any()
         assert np.isnan(grid[index, :, n_tokens:]).all() and not hidden[index, :, n_tokens:].any()
+    padding = padding_grid(pre, layout, max_tokens)      # from the epochs' lengths, not from NaN in the grid
+    np.testing.assert_array_equal(padding, np.isnan(grid).all(axis=-1))
+    assert padding.any() == (variant == "ZUNA1.1")

@@ -29,7 +29,8 @@ from ..pipeline.preprocessing import HIGHPASS_HZ, preprocess, preprocess_trials
 from ..io.read import find_source, read_raw, recording_fingerprint, remember_source, source_name, trials_as_raw
 from ..pipeline.seams import joined_epochs, seam_correct, stitched_hybrid
 from ..pipeline.events import Trials, check_event_arguments, epochs_trials, event_trials
-from ..pipeline.embedding import empty_grid, hidden_grid, length_batches, place_latents, tokenize_epochs
+from ..pipeline.embedding import (empty_grid, hidden_grid, length_batches, padding_grid, place_latents,
+                                  tokenize_epochs)
 from ..pipeline.tokens import epoch_masks
 from ..validation import check_arguments, check_bool
 from .infill import reconstruct_epochs
@@ -239,7 +240,8 @@ def embed(data, model=None, *, events=None, event_id=None, tmin=None, tmax=None,
     trials = prepared.trials
     logger.info("embed: %d epochs x %d channels x %d tokens with %s in %.1f s.", n_epochs, n_channels, max_tokens,
                 model.variant, time.perf_counter() - started)
-    return results.embedding_dataset(embedding, hidden, ch_names=layout.ch_names, ch_pos=layout.ch_pos,
+    return results.embedding_dataset(embedding, hidden, padding=padding_grid(pre, layout, max_tokens),
+                                      ch_names=layout.ch_names, ch_pos=layout.ch_pos,
                                       epoch_start=pre.epoch_start, samples_per_token=spt, sfreq=pre.sfreq,
                                       attrs=attrs, added=layout.added,
                                       epoch_coords=None if trials is None else trials.coords(),

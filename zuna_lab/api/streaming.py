@@ -24,7 +24,8 @@ from ..io.read import read_raw, source_name
 from ..io.write import ZarrRegions, output_target, replace_atomically
 from ..pipeline import masks, results
 from ..pipeline.batching import auto_batch_size, prefetched, to_host_later
-from ..pipeline.embedding import empty_grid, hidden_grid, length_batches, place_latents, tokenize_epochs
+from ..pipeline.embedding import (empty_grid, hidden_grid, length_batches, padding_grid, place_latents,
+                                  tokenize_epochs)
 from ..pipeline.stream import stream_preprocessed
 from ..pipeline.tokens import epoch_masks
 
@@ -128,7 +129,7 @@ def embed_to_zarr(data, model, out, *, overwrite=False, segment_duration=None, b
                     latents = to_host_later(model.encode(torch.from_numpy(tokens), torch.from_numpy(tok_idx)))
                     place_latents(grid, indices, latents(), batch_masks.shape[-1], model.variant)
                 regions.write(first, embedding=grid, mask=hidden_grid(pre, layout, plan.max_tokens),
-                              padding=np.isnan(grid).all(axis=-1))                             # Dataset
+                              padding=padding_grid(pre, layout, plan.max_tokens))             # Dataset
                 bar.update(pre.n_epochs)
 
     replace_atomically(write, path, ".zarr")

@@ -48,6 +48,15 @@ def hidden_grid(pre, layout, max_tokens: int) -> np.ndarray:
     return hidden
 
 
+def padding_grid(pre, layout, max_tokens: int) -> np.ndarray:
+    """Boolean (epoch, channel, token): the tokens past an epoch's end — from the epochs' lengths (the input),
+    never from the model's output (a NaN latent must not pass for padding)."""
+    padding = np.ones((pre.n_epochs, len(layout.ch_names), max_tokens), bool)
+    for index in range(pre.n_epochs):
+        padding[index, :, :layout.masks[index].shape[1]] = False
+    return padding
+
+
 def empty_grid(n_epochs: int, n_channels: int, max_tokens: int, latent_dim: int) -> np.ndarray:
     """The (epoch, channel, token, latent) float32 grid, NaN where no token is (past an epoch's end)."""
     return np.full((n_epochs, n_channels, max_tokens, latent_dim), np.nan, np.float32)

@@ -56,11 +56,12 @@ def _coords(ch_names, ch_pos, epoch_start, added=None, epoch_index=None, epoch_c
     return coords
 
 
-def embedding_dataset(embedding, mask, *, ch_names, ch_pos, epoch_start, samples_per_token, sfreq, attrs,
+def embedding_dataset(embedding, mask, *, padding, ch_names, ch_pos, epoch_start, samples_per_token, sfreq, attrs,
                       added=None, epoch_coords=None, token_t0=0.0) -> xr.Dataset:
     """``embed`` result: embedding (epoch, channel, token, latent) float32 and mask (epoch, channel, token).
 
-    Tokens past the end of a short last segment are NaN in ``embedding`` and True in ``padding``.
+    Tokens past the end of a short last segment are NaN in ``embedding`` and True in ``padding`` (from the
+    epochs' lengths: :func:`zuna_lab.pipeline.embedding.padding_grid`).
     ``epoch_coords``: further coordinates along ``epoch`` (an event-locked trial's event);
     ``token_t0``: the time of the first token (a trial's start relative to its event).
     """
@@ -68,14 +69,14 @@ def embedding_dataset(embedding, mask, *, ch_names, ch_pos, epoch_start, samples
     coords = _coords(ch_names, ch_pos, epoch_start, added, epoch_coords=epoch_coords)
     coords.update(token=np.arange(n_tokens), latent=np.arange(n_latent))
     coords["token_time"] = ("token", token_t0 + np.arange(n_tokens) * samples_per_token / sfreq, {"units": "s"})
-    padding = np.isnan(embedding).all(axis=-1)
     ds = xr.Dataset(
         {
             "embedding": (("epoch", "channel", "token", "latent"), embedding.astype(np.float32),
                           {"long_name": "ZUNA latent", "units": "1"}),
             "mask": (("epoch", "channel", "token"), np.asarray(mask, bool),
                      {"long_name": "token hidden from the encoder"}),
-            "padding": (("epoch", "channel", "token"), padding, {"long_name": "token beyond the end of the segment"}),
+            "padding": (("epoch", "channel", "token"), np.asarray(padding, bool),
+                        {"long_name": "token beyond the end of the segment"}),
         },
         coords=coords,
         attrs=dict(attrs, result="embedding"),

@@ -145,7 +145,7 @@ def prepare_embedding(rec_id, path, variant, options):
     """
     from ..pipeline import masks
     from ..config import VARIANT_CONSTANTS
-    from ..pipeline.embedding import hidden_grid, length_groups, tokenize_epochs
+    from ..pipeline.embedding import hidden_grid, length_groups, padding_grid, tokenize_epochs
     from ..pipeline.tokens import epoch_masks
 
     start = time.perf_counter()
@@ -160,7 +160,7 @@ def prepare_embedding(rec_id, path, variant, options):
             layout = epoch_masks(pre, request)
             n_epochs, n_channels = pre.n_epochs, len(layout.ch_names)
             max_tokens = max(pre.n_samples(i) for i in range(n_epochs)) // spt
-            hidden = hidden_grid(pre, layout, max_tokens)
+            hidden, padding = hidden_grid(pre, layout, max_tokens), padding_grid(pre, layout, max_tokens)
             groups = []
             for indices in length_groups(pre):
                 tokens, tok_idx, _ = tokenize_epochs(pre, layout, indices, variant)
@@ -172,6 +172,7 @@ def prepare_embedding(rec_id, path, variant, options):
     meta = SimpleNamespace(
         rec_id=rec_id, source=prepared.source, variant=variant, spt=spt, ch_names=list(layout.ch_names),
         ch_pos=layout.ch_pos, added=layout.added, epoch_start=np.asarray(pre.epoch_start), hidden=hidden,
+        padding=padding,
         max_tokens=max_tokens, n_epochs=n_epochs, n_channels=n_channels, seconds=float(seconds),
         groups=[(indices, tokens.shape[1] // n_channels) for indices, tokens, _ in groups],
         pre=SimpleNamespace(source_sfreq=pre.source_sfreq, sfreq=pre.sfreq, data_norm=pre.data_norm,
@@ -292,7 +293,8 @@ def write_embedding(meta, encoded, tmp_dir, run):
         for (indices, n_tokens), latents in zip(meta.groups, groups):
             place_latents(embedding, indices, latents, n_tokens, meta.variant)
         attrs = results.provenance(model, meta.pre, source=meta.source)
-        ds = results.embedding_dataset(embedding, meta.hidden, ch_names=meta.ch_names, ch_pos=meta.ch_pos,
+        ds = results.embedding_dataset(embedding, meta.hidden, padding=meta.padding, ch_names=meta.ch_names,
+                                        ch_pos=meta.ch_pos,
                                         epoch_start=meta.epoch_start, samples_per_token=meta.spt,
                                         sfreq=meta.pre.sfreq, attrs=attrs, added=meta.added)
         per_chunk = max(1, min(meta.n_epochs, (16 << 20) // max(1, embedding[0].nbytes)))

@@ -100,6 +100,14 @@ WHEEL_ACTIVE_JS = """() => { const out = [];
   for (const d of Bokeh.documents) for (const m of d._all_models.values())
     if ((m.type === 'WheelZoomTool' || m.type === 'WheelPanTool') && m.active) out.push(m.type);
   return out; }"""
+# models whose stylesheets link outside the page's server (Panel's CDN): type, text, URL
+CDN_MODELS_JS = """() => { const out = [];
+  if (typeof Bokeh === 'undefined') return out;
+  for (const d of Bokeh.documents) for (const m of d._all_models.values())
+    for (const s of (m.stylesheets ?? [])) if (s && typeof s.url === 'string' && /^https?:/.test(s.url)
+        && !s.url.startsWith(location.origin)) {
+      out.push(`${m.type} ${m.id} (${String(m.text ?? m.name ?? '').slice(0, 80)}): ${s.url}`); break; }
+  return out; }"""
 BUSY_JS = f"""() => typeof Bokeh !== 'undefined' && ({MODELS_JS})('panel.models.widgets.Progress').some(m => m.active)"""
 # the visible, enabled buttons of the dashboard (push buttons, check and radio toggles), by label
 BUTTONS_JS = """() => { const out = [];
@@ -202,6 +210,7 @@ class Watch:
 
         def request(r):
             if not r.url.startswith(local):
+                print(f"  request outside the server: {r.url}")
                 self.problems.append(f"request outside the server: {r.url}")
 
         def failed(r):
@@ -275,6 +284,8 @@ def _read_back(page, where):
         for line in text.splitlines():
             if PROGRESS_RE.search(line):
                 problems.append(f"{where}: text progress bar: {line[:200]}")
+    for model in page.evaluate(CDN_MODELS_JS):
+        problems.append(f"{where}: a {model} links a stylesheet outside the server")
     for tool in page.evaluate(WHEEL_ACTIVE_JS):
         problems.append(f"{where}: {tool} active")
     plots = page.evaluate(PLOTS_JS)
@@ -316,11 +327,18 @@ CENTRE_JS = """(i) => { const views = [], seen = new Set();
 
 
 
+SEEN_CDN = []
+
+
 def _wait_idle(page, timeout=300_000):
     """Until no progress bar of the app is active and the kernel is idle, twice 0.3 s apart."""
     deadline = time.time() + timeout / 1000
     quiet = 0
     while quiet < 2:
+        for model in page.evaluate(CDN_MODELS_JS):      # transient ones too (a view shown while computing)
+            if model not in SEEN_CDN:
+                SEEN_CDN.append(model)
+                print(f"  linked outside the server: {model}")
         busy = page.evaluate(BUSY_JS) or page.evaluate(
             "() => document.querySelector('.jp-Notebook-ExecutionIndicator')?.dataset.status !== 'idle'")
         quiet = 0 if busy else quiet + 1

@@ -9,9 +9,12 @@ whatever renders the model (Panel's own ``patch_inline_stylesheets``).
 
 Models made after the first render (a tab opened, a view redrawn by ``pn.bind``, a table
 replaced) reach the notebook as patches sent over the kernel's comm, past those hooks: Panel's
-notebook ``push`` builds each patch with ``panel.io.notebook.diff``, which :func:`register`
-wraps so the document's stylesheets are inlined first (tests/viz/test_jupyterlab.py caught the
-dashboard fetching ``cdn.holoviz.org`` on every tab).
+notebook ``push`` builds each patch with ``panel.io.model.diff``, whose events step
+(``monkeypatch_events``, given exactly the events it serializes) :func:`register` wraps so that
+every model they reach has its stylesheets inlined first (tests/viz/test_jupyterlab.py caught the
+dashboard fetching ``cdn.holoviz.org`` on every tab; a first version that patched the document's
+models before ``diff`` still let a model through now and then, when a worker thread's update
+raced the patch).
 """
 
 from __future__ import annotations
@@ -31,35 +34,35 @@ def inline_stylesheets(viewable, root, changed=None, old_models=None):
         patch_inline_stylesheets(model)
 
 
-def _inlined_diff(diff):
-    """Panel's notebook ``diff`` with the CDN stylesheets of the document's models inlined before the patch is made."""
+def _inlined_events(monkeypatch_events):
+    """Panel's ``monkeypatch_events`` (run by its notebook ``diff`` on exactly the events it is about to
+    serialize) with the CDN stylesheets of every model those events reach inlined first."""
 
-    @functools.wraps(diff)
-    def inlined(doc, *args, **kwargs):
+    @functools.wraps(monkeypatch_events)
+    def inlined(events, *args, **kwargs):
         import panel as pn
         from bokeh.models import UIElement
         from panel.io.notebook import patch_inline_stylesheets
 
         if pn.config.inline:
-            models = set(doc.models)       # while the document is frozen, the new models are only in the events
-            for event in list(getattr(doc.callbacks, "_held_events", ())):
-                if getattr(event, "model", None) is not None:
-                    models |= event.model.references()
-            for model in models:
-                if isinstance(model, UIElement):
-                    patch_inline_stylesheets(model)
-        return diff(doc, *args, **kwargs)
+            for event in list(events):
+                model = getattr(event, "model", None)
+                for ref in (model.references() if model is not None else ()):
+                    if isinstance(ref, UIElement):
+                        patch_inline_stylesheets(ref)
+        return monkeypatch_events(events, *args, **kwargs)
 
     inlined.zuna_lab_inline = True
     return inlined
 
 
 def register():
-    """Add :func:`inline_stylesheets` to Panel's preprocessing hooks and wrap its notebook ``diff`` (once)."""
-    from panel.io import notebook
+    """Add :func:`inline_stylesheets` to Panel's preprocessing hooks and wrap the events step of its
+    notebook ``diff`` (once)."""
+    from panel.io import model
     from panel.viewable import Viewable
 
     if inline_stylesheets not in Viewable._preprocessing_hooks:
         Viewable._preprocessing_hooks.append(inline_stylesheets)
-    if not getattr(notebook.diff, "zuna_lab_inline", False):
-        notebook.diff = _inlined_diff(notebook.diff)
+    if not getattr(model.monkeypatch_events, "zuna_lab_inline", False):
+        model.monkeypatch_events = _inlined_events(model.monkeypatch_events)

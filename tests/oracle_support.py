@@ -37,6 +37,19 @@ def missing(message: str, *require: str):
     pytest.skip(message, allow_module_level=True)
 
 
+#: The browser the Playwright tests drive (Debian's chromium).
+CHROMIUM = "/usr/bin/chromium"
+
+
+def need_browser(*modules: str):
+    """Chromium and ``modules`` (e.g. playwright): skip without them, fail for Chromium under
+    ``ZUNA_LAB_REQUIRE_BROWSER=1`` (apt-get install -y chromium)."""
+    if not os.path.exists(CHROMIUM):
+        missing(f"{CHROMIUM} is missing (apt-get install -y chromium)", "ZUNA_LAB_REQUIRE_BROWSER")
+    for name in modules:
+        pytest.importorskip(name)
+
+
 def require_module(name: str):
     """``pytest.importorskip`` that fails instead under ``ZUNA_LAB_REQUIRE_DEPS=1`` (tests/run_tests.sh)."""
     try:

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from oracle_support import CHROMIUM, need_browser
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # noise Chromium prints on GPU-less machines, not errors of the page
@@ -86,14 +87,6 @@ MAP_POINT_JS = """() => { const seen = new Set(); let map = null;
   return null; }"""
 
 
-def _need_browser():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("ZUNA_LAB_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing and ZUNA_LAB_REQUIRE_BROWSER=1 (apt-get install -y chromium).")
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    pytest.importorskip("playwright")
-
-
 def _free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -105,7 +98,7 @@ def _free_port():
 @pytest.fixture
 def served(tmp_path, monkeypatch):
     """notebooks/dashboard.ipynb served by Panel (as `panel serve` does) with a tiny random ZUNA checkpoint."""
-    _need_browser()
+    need_browser("playwright")
     import panel as pn
 
     from zuna_lab.api.core import clear_model_cache

@@ -40,10 +40,11 @@ from pathlib import Path
 
 import pytest
 
+from oracle_support import CHROMIUM, need_browser
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 NOTEBOOKS = sorted(ROOT.glob("tutorials/*.ipynb")) + sorted(ROOT.glob("notebooks/*.ipynb"))
@@ -118,15 +119,6 @@ BUTTONS_JS = """() => { const out = [];
   walk(document); return out; }"""
 
 
-def _need_browser():
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("ZUNA_LAB_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} is missing and ZUNA_LAB_REQUIRE_BROWSER=1 (apt-get install -y chromium).")
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    pytest.importorskip("playwright")
-    pytest.importorskip("jupyterlab")
-
-
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -148,7 +140,7 @@ class Lab:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """``jupyter lab`` on a free loopback port, serving copies of the notebooks, offline, with a random checkpoint."""
-    _need_browser()
+    need_browser("playwright", "jupyterlab")
     from zuna_lab.testing import make_random_checkpoint
 
     tmp = tmp_path_factory.mktemp("jupyterlab")

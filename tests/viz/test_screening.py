@@ -1,18 +1,21 @@
 """The screening map and the dashboard's Screening tab: the library's report drawn, and computed with the
 library's function (a tab's numbers are zuna_lab.screen's)."""
 import asyncio
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import zuna_lab as zl
-from zuna_lab.errors import ZunaTypeError, ZunaValueError
+from zuna_lab.errors import ZunaLabWarning, ZunaTypeError, ZunaValueError
 from zuna_lab.synthetic import make_synthetic_raw
 from zuna_lab.trust.faults import inject_faults
 
 from oracle_support import require_module
 
 hv = require_module("holoviews")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +106,54 @@ def test_screening_tab_computes_on_first_view(faulty, random_checkpoint):
     np.testing.assert_array_equal(panel.state.report.scores["badness"].values, expected.scores["badness"].values)
     panel.state.shown = "spline"
     assert "spline" in hv.render(panel.map.object, backend="bokeh").title.text
+
+
+def test_pyprep_says_why_ransac_cannot_run(faulty):
+    """pyprep's RANSAC raised an IndexError on the project's recording (its other criteria flag every channel
+    of that independent noise) and an OSError on 12 channels: now the other criteria's verdicts stand and one
+    plain sentence says why RANSAC was skipped."""
+    require_module("pyprep")
+    from zuna_lab.trust import detectors
+
+    raw = zl.read_raw(ROOT / "data" / "sample_synthetic_raw.fif", verbose="error")
+    with pytest.warns(ZunaLabWarning, match=r"^pyprep's RANSAC was skipped: its other criteria flagged 19 of 19 "
+                                            r"channels, leaving 0 to predict from \(it needs 6\)\.$"):
+        verdicts = detectors.pyprep_verdicts(raw)
+    assert set(verdicts.values()) == {"correlation"}
+    few = faulty.copy().pick(faulty.ch_names[:12])
+    with pytest.warns(ZunaLabWarning, match="it needs at least 14 usable channels and the recording has 12"):
+        verdicts = detectors.pyprep_verdicts(few)
+    assert not any(v.startswith("failed") for v in verdicts.values())
+    assert set(detectors.ransac_verdicts(few).values()) == {
+        "failed: RANSAC cannot run: it needs at least 14 usable channels and the recording has 12."}
+    with warnings.catch_warnings():                       # where it can run, it runs (no warning)
+        warnings.simplefilter("error", ZunaLabWarning)
+        assert set(detectors.ransac_verdicts(faulty).values()) <= {"", "ransac"}
+        assert detectors.pyprep_verdicts(faulty)["C3"]                 # the dead channel
+
+
+def test_screening_tab_says_ransac_was_skipped():
+    """The screening tab with pyprep on the project's whole recording: the sentence in the summary, no
+    "failed", no class name; the table the tab shows fits a notebook column (fewer, shorter columns)."""
+    require_module("pyprep")
+    require_module("panel")
+    from zuna_lab.viz import apps
+
+    raw = zl.read_raw(ROOT / "data" / "sample_synthetic_raw.fif", verbose="error")
+    panel = apps.ScreeningPanel(raw=raw, autostart=False)
+    panel.state.compare = ["pyprep", "lof"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ZunaLabWarning)   # said in the tab, not warned into the notebook
+        asyncio.run(panel.compute())
+    st = panel.state
+    assert st.error == "" and st.status.startswith("done")
+    assert st.notes == ["pyprep's RANSAC was skipped: its other criteria flagged 19 of 19 channels, leaving 0 "
+                        "to predict from (it needs 6)."]
+    text = panel._summary_md(st.report, False, st.status, st.error)
+    assert st.notes[0] in text and "failed" not in text
+    assert not any(name in text for name in ("IndexError", "OSError", "Traceback"))
+    table = panel.table.object
+    assert list(table.columns) == ["channel", "status", "spline z", "spline bad epochs", "pyprep", "lof"]
+    assert len(table) == 19 and set(table["pyprep"]) == {"correlation"}
+    assert set(st.report.table.columns) - set(table.columns) >= {"lof_score", "spline", "spline_badness"}
+    np.testing.assert_allclose(table["spline z"], st.report.table["spline_badness"])

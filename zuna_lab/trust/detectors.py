@@ -14,6 +14,8 @@ import warnings
 import mne
 import numpy as np
 
+from ..errors import warn
+
 __all__ = ["DETECTORS", "pyprep_verdicts", "ransac_verdicts", "lof_verdicts", "run_detectors"]
 
 #: The detectors :func:`run_detectors` knows.
@@ -42,6 +44,12 @@ def _eeg_copy(raw):
 def pyprep_verdicts(raw, *, seed=0):
     """pyprep's ``NoisyChannels.find_all_bads(ransac=True)``: per channel, the criteria that flagged it.
 
+    RANSAC runs only where pyprep can run it: on at least 14 usable channels with positions, over
+    more than one 5 s window, with enough channels left once its other criteria have flagged theirs
+    (a recording of independent noise has none). Otherwise the other criteria's verdicts are
+    returned and a :class:`~zuna_lab.errors.ZunaLabWarning` says in one sentence why RANSAC was
+    skipped.
+
     Returns
     -------
     verdicts : dict of str -> str
@@ -52,10 +60,22 @@ def pyprep_verdicts(raw, *, seed=0):
     >>> pyprep_verdicts(raw)["T7"]      # doctest: +SKIP
     'deviation, ransac'
     """
-    found = _noisy_channels(raw, seed, lambda finder: (finder.find_all_bads(ransac=True),
-                                                       finder.get_bads(as_dict=True))[1])
+    def find(finder):
+        finder.find_all_bads(ransac=False)
+        why = ransac_obstacle(finder)
+        if why is None:
+            try:
+                finder.find_bad_by_ransac()
+            except Exception as err:  # noqa: BLE001 - the other criteria stand
+                why = _one_line(err).rstrip(".")
+        return finder.get_bads(as_dict=True), why and f"pyprep's RANSAC was skipped: {why}."
+
+    found = _noisy_channels(raw, seed, find)
     if isinstance(found, str):
         return dict.fromkeys(raw.ch_names, found)
+    found, why = found
+    if why:
+        warn(why)
     out = {}
     for name in raw.ch_names:
         kinds = [key[len("bad_by_"):] for key, names in found.items()
@@ -70,11 +90,45 @@ def ransac_verdicts(raw, *, seed=0):
     RANSAC predicts each channel from random quarters of the others with spherical splines and
     flags those whose correlation with the prediction stays below 0.75 in 40 % of 5 s windows.
     """
-    found = _noisy_channels(raw, seed, lambda finder: (finder.find_bad_by_ransac(),
-                                                       {str(n) for n in finder.bad_by_ransac})[1])
+    def find(finder):
+        why = ransac_obstacle(finder)
+        if why is not None:
+            return f"failed: RANSAC cannot run: {why}."
+        finder.find_bad_by_ransac()
+        return {str(n) for n in finder.bad_by_ransac}
+
+    found = _noisy_channels(raw, seed, find)
     if isinstance(found, str):
         return dict.fromkeys(raw.ch_names, found)
     return {name: "ransac" if name in found else "" for name in raw.ch_names}
+
+
+#: pyprep's RANSAC defaults: the share of channels each prediction uses, the correlation window (s).
+RANSAC_SAMPLE_PROP, RANSAC_WINDOW_S = 0.25, 5.0
+
+
+def ransac_obstacle(finder):
+    """Why pyprep's RANSAC cannot run on ``finder`` (a ``NoisyChannels``), as a clause; None when it can.
+
+    pyprep's own checks (pyprep 0.9, ``ransac.find_bad_by_ransac``) fail with an ``OSError`` or, when its
+    other criteria flagged every channel, an ``IndexError``; these are said in plain words instead.
+    """
+    names = list(finder.ch_names_new)
+    n = len(names)
+    if int(np.around(RANSAC_SAMPLE_PROP * n)) <= 3:
+        need = next(k for k in range(1, 1000) if int(np.around(RANSAC_SAMPLE_PROP * k)) > 3)
+        return f"it needs at least {need} usable channels and the recording has {n}"
+    positions = finder.raw_mne._get_channel_positions(finder.raw_mne.ch_names)[finder.usable_idx, :]
+    if np.isnan(positions).any() or not np.abs(positions).sum():
+        return "the channels have no positions (set a montage)"
+    excluded = set(finder.bad_by_correlation) | set(finder.bad_by_deviation) | set(finder.bad_by_dropout)
+    left, used = n - len(excluded & set(names)), int(np.around(RANSAC_SAMPLE_PROP * n))
+    if left < used + 1:
+        return (f"its other criteria flagged {n - left} of {n} channels, leaving {left} to predict from "
+                f"(it needs {used + 1})")
+    if finder.raw_mne.n_times <= RANSAC_WINDOW_S * finder.sample_rate:
+        return f"the recording is not longer than its {RANSAC_WINDOW_S:g} s window"
+    return None
 
 
 def _noisy_channels(raw, seed, find):

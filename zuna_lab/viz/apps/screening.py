@@ -9,7 +9,45 @@ from .. import plots
 from ..state import ScreeningState
 from ._common import TaskApp, model_arg, plot_pane, waiting_md
 
-__all__ = ["ScreeningPanel"]
+__all__ = ["ScreeningPanel", "compact_table"]
+
+#: The table in a notebook column: headers wrap, cells stay small, a scroll bar rather than an overflow.
+TABLE_CSS = """
+:host { overflow-x: auto; }
+table { font-size: 12px; border-collapse: collapse; }
+th { white-space: normal; vertical-align: bottom; text-align: left; }
+td, th { padding: 2px 6px; }
+"""
+
+
+def compact_table(table):
+    """The report's table (``ScreenReport.table``) as the panel shows it, narrow enough for a notebook column.
+
+    The same rows and numbers, fewer and shorter columns: per estimator its median robust z
+    (``<estimator> z``) and the share of bad epochs; ``reason``, ``bridged with`` and ``bad s`` only
+    when a channel has one; pyprep's and LOF's verdicts, ``failed`` when the detector failed (the
+    summary above the map says why); the "bad" flags repeated by ``status`` and LOF's raw score are
+    left out (both are in ``report.table``).
+    """
+    import pandas as pd
+
+    out = pd.DataFrame({"channel": table["channel"], "status": table["status"]})
+    if table["reason"].astype(bool).any():
+        out["reason"] = table["reason"]
+    for column in table.columns:
+        if column.endswith("_badness"):
+            name = column[:-len("_badness")]
+            out[f"{name} z"] = table[column]
+            out[f"{name} bad epochs"] = [f"{v:.0%}" if v == v else "" for v in table[f"{name}_bad_epochs"]]
+    if "bridged_with" in table and table["bridged_with"].astype(bool).any():
+        out["bridged with"] = table["bridged_with"]
+    if "segments_s" in table and (table["segments_s"] > 0).any():
+        out["bad s"] = table["segments_s"]
+    for name in ("pyprep", "lof"):
+        if name in table:
+            values = table[name].astype(str)
+            out[name] = values.where(~values.str.startswith("failed"), "failed")
+    return out
 
 
 class ScreeningPanel(TaskApp):
@@ -47,7 +85,8 @@ class ScreeningPanel(TaskApp):
         self.map = plot_pane(pn.bind(self.view(self._map_view), st.param.report, st.param.shown, st.param.kind),
                              sizing_mode="stretch_width", visible=shown, name="screening map")
         self.table = pn.pane.DataFrame(pn.bind(self._table_view, st.param.report), index=False,
-                                       float_format="{:.2f}".format, sizing_mode="stretch_width", visible=shown)
+                                       float_format="{:.2f}".format, sizing_mode="stretch_width", visible=shown,
+                                       stylesheets=[TABLE_CSS], name="screening table")
         groups = pn.widgets.IntInput(label="held-out groups (0: each channel alone)", value=0, start=0, end=256)
         groups.param.watch(self.guard(self._set_groups), "value")
         self._layout = self.sidebar(
@@ -62,8 +101,9 @@ class ScreeningPanel(TaskApp):
             pn.widgets.Select.from_param(st.param.shown, label="map of"),
             pn.widgets.RadioButtonGroup.from_param(st.param.kind, label="cells"),
             self.button("Screen", self.compute), self.progress_bar(), self.status_pane(),
-            main=[pn.pane.Markdown(pn.bind(self._summary_md, st.param.report, st.param.running, st.param.status,
-                                           st.param.error), sizing_mode="stretch_width"),
+            main=[pn.pane.Markdown(pn.bind(self._summary_md, st.param.report, self.live.param.running,
+                                           self.live.param.status, self.live.param.error),
+                                   sizing_mode="stretch_width"),
                   self.map, self.table],
         )
         if autostart:
@@ -101,4 +141,4 @@ class ScreeningPanel(TaskApp):
     def _table_view(report):
         if report is None:
             return None
-        return report.table
+        return compact_table(report.table)

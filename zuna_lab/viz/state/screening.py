@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
+import warnings
 
 import param
 
-from ...errors import ZunaValueError
+from ...errors import ZunaLabWarning, ZunaValueError
 from ._task import Task
 from .recording import Recording, as_recording
 
@@ -47,6 +48,8 @@ class ScreeningState(Task):
     kind = param.Selector(default="badness", objects=["badness", "window"], doc="What the map shows.")
     shown = param.Selector(default=None, objects=[], allow_None=True, doc="The estimator whose scores are drawn.")
     report = param.Parameter(default=None, doc="The last ScreenReport (zuna_lab.screen).")
+    notes = param.List(default=[], item_type=str, doc="What zuna_lab.screen warned of in the last run (e.g. "
+                                                      "pyprep's RANSAC skipped), one sentence each.")
 
     busy_message = "The recording is already being screened; wait for it to finish."
 
@@ -75,16 +78,19 @@ class ScreeningState(Task):
         model = self._model() if "zuna" in self.estimators else None
         self.status = f"screening {self.recording.name} with {' and '.join(self.ordered_estimators)}…"
         start = time.perf_counter()
-        report = screen(self.recording.raw, model=model, segment_duration=self.recording.segment_duration,
-                        **self.options())
-        return report, f"done in {time.perf_counter() - start:.1f} s"
+        with warnings.catch_warnings(record=True) as caught:     # said in the panel, not printed
+            warnings.simplefilter("always", ZunaLabWarning)
+            report = screen(self.recording.raw, model=model, segment_duration=self.recording.segment_duration,
+                            **self.options())
+        notes = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, ZunaLabWarning)))
+        return report, f"done in {time.perf_counter() - start:.1f} s", notes
 
     def _apply(self, out):
-        report, status = out
+        report, status, notes = out
         names = [str(e) for e in report.scores["estimator"].values]
         self.param.shown.objects = names
         shown = self.shown if self.shown in names else names[0]
-        self.param.update(report=report, shown=shown, running=False, progress=1.0, status=status)
+        self.param.update(report=report, notes=notes, shown=shown, running=False, progress=1.0, status=status)
         return report
 
     def compute(self, *, raise_errors=True):
@@ -99,4 +105,5 @@ class ScreeningState(Task):
         lines = [f"**{report.summary_lines()[0]}**"]
         lines += [f"- **{name}**: {report.reasons[name]}" for name in report.bad_channels]
         lines += [f"- {line.strip()}" for line in report.summary_lines()[1 + len(report.bad_channels):]]
+        lines += [f"- {note}" for note in self.notes]
         return "\n".join(lines)

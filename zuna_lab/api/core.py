@@ -34,7 +34,9 @@ from ..pipeline.embedding import (empty_grid, hidden_grid, length_batches, paddi
 from ..pipeline.tokens import epoch_masks
 from ..validation import check_arguments, check_bool
 from .infill import reconstruct_epochs
-from .streaming import check_fits_in_memory, embed_to_zarr, reconstruct_to_zarr
+from .streaming import (check_epochs, check_fits_in_memory, embed_to_zarr, prepare_spans, reconstruct_spans,
+                        reconstruct_to_zarr)
+from ..pipeline.stream import EpochSpans
 from ..io.write import check_reconstruct_dataset, output_target
 
 __all__ = ["embed", "reconstruct", "to_raw", "write_fif", "prepare", "reconstruct_prepared", "Prepared"]
@@ -58,7 +60,7 @@ class Prepared:
 
 
 def prepare(data, variant, *, bad_channels=None, segment_duration=None, events=None, event_id=None, tmin=None,
-            tmax=None, sfreq=None, ch_names=None, verbose=None):
+            tmax=None, sfreq=None, ch_names=None, preload=True, verbose=None):
     """Read a recording and run the official preprocessing of ``variant`` once.
 
     Parameters
@@ -72,6 +74,12 @@ def prepare(data, variant, *, bad_channels=None, segment_duration=None, events=N
         average reference and statistics, so they are part of the preprocessing).
     segment_duration, events, event_id, tmin, tmax, sfreq, ch_names, verbose
         As in :func:`embed`.
+    preload : bool
+        False: read the recording lazily and prepare each epoch only when it is used
+        (``prepared.pre`` is then a :class:`~zuna_lab.pipeline.stream.EpochSpans`: what spans the
+        recording — ZUNA's global statistics, resampling — is done once, in bounded memory, and
+        :func:`reconstruct_prepared` prepares and reconstructs only the epochs asked for, with the
+        same values as in memory). For recordings longer than memory; not with ``events``.
 
     Returns
     -------
@@ -84,6 +92,11 @@ def prepare(data, variant, *, bad_channels=None, segment_duration=None, events=N
     """
     if isinstance(data, mne.BaseEpochs):
         return _prepare_epochs(data, variant, bad_channels, verbose)
+    if not preload:         # read lazily: epochs are prepared when used
+        raw, spans, bads = prepare_spans(data, variant, bad_channels=bad_channels, segment_duration=segment_duration,
+                                         events=events, sfreq=sfreq, ch_names=ch_names, verbose=verbose)
+        return Prepared(raw=raw, pre=spans, bads=bads, source=source_name(data), fingerprint=recording_fingerprint(raw),
+                        source_ref=remember_source(data))
     raw = read_raw(data, sfreq=sfreq, ch_names=ch_names, verbose=verbose)           # read
     trials = None if events is None else event_trials(raw, events, event_id, tmin, tmax, variant)
     bads = masks.hidden_channels(raw, bad_channels)                                  # masks
@@ -395,8 +408,12 @@ def reconstruct_prepared(prepared, model, *, epochs=None, steps=50, cfg=1.0, see
                             use_annotations=use_annotations, mask=mask, add_channels=add_channels)
     pre, spt = prepared.pre, model.config.constants["samples_per_token"]
     layout = epoch_masks(pre, request)                                                           # tokens
-    chosen = _check_epochs(epochs, pre.n_epochs)
+    chosen = check_epochs(epochs, pre.n_epochs)
     seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
+    run = dict(steps=int(steps), cfg=float(cfg), seed=seed, n_samples=int(n_samples))
+    if isinstance(pre, EpochSpans):       # read lazily: only these epochs (and their runs' ends) are prepared
+        return reconstruct_spans(prepared, model, layout, chosen, run, batch_size=batch_size, progress=progress,
+                                 callback=callback)
     n_channels = len(layout.ch_names)
     needed = list(chosen) if prepared.trials is not None else joined_epochs(pre, layout, chosen)
     n_times = max(pre.n_samples(i) for i in range(pre.n_epochs))
@@ -407,8 +424,7 @@ def reconstruct_prepared(prepared, model, *, epochs=None, steps=50, cfg=1.0, see
                                batch_size=batch_size, callback=callback, progress=bar)      # model
     bar.close()
 
-    return _reconstruction(prepared, model, layout, chosen, volts, n_samples, n_times,                # Datasets
-                           dict(steps=int(steps), cfg=float(cfg), seed=seed, n_samples=int(n_samples)))
+    return _reconstruction(prepared, model, layout, chosen, volts, n_samples, n_times, run)           # Datasets
 
 
 def _reconstruction(prepared, model, layout, chosen, volts, n_samples, n_times, run):
@@ -573,24 +589,3 @@ def _check_events(variant, events, event_id, tmin, tmax, segment_duration, epoch
 def _progress(total, label, enabled):
     """A tqdm bar (a widget in Jupyter, a bar on stderr) of ``total`` epochs."""
     return tqdm(total=total, desc=label, unit="epoch", disable=not enabled)
-
-
-def _check_epochs(epochs, n_epochs):
-    if epochs is None:
-        return list(range(n_epochs))
-    if isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool):
-        epochs = [epochs]
-    if isinstance(epochs, (str, bytes)) or not hasattr(epochs, "__iter__"):
-        raise ZunaTypeError(f"epochs must be a list of epoch indices, got {type(epochs).__name__}.")
-    chosen = []
-    for index in epochs:
-        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
-            raise ZunaTypeError(f"epochs must be integer indices, got {index!r}.")
-        if not 0 <= index < n_epochs:
-            raise ZunaValueError(f"epoch {index} does not exist; the recording has epochs 0 to {n_epochs - 1}.")
-        chosen.append(int(index))
-    if not chosen:
-        raise ZunaValueError("epochs is empty; pass at least one epoch index, or None for all.")
-    if len(set(chosen)) != len(chosen):
-        raise ZunaValueError("epochs lists an epoch twice; give each index once.")
-    return sorted(chosen)

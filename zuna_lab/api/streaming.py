@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import mne
@@ -19,17 +20,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import ZunaValueError
+from ..errors import ZunaTypeError, ZunaValueError
 from ..io.read import read_raw, source_name
 from ..io.write import ZarrRegions, output_target, replace_atomically
 from ..pipeline import masks, results
 from ..pipeline.batching import auto_batch_size, prefetched, to_host_later
 from ..pipeline.embedding import (empty_grid, hidden_grid, length_batches, padding_grid, place_latents,
                                   tokenize_epochs)
-from ..pipeline.stream import stream_preprocessed
+from ..pipeline.results import reconstruction_dataset
+from ..pipeline.seams import run_correction, span_runs
+from ..pipeline.stream import EpochSpans, stream_preprocessed
 from ..pipeline.tokens import epoch_masks
 
-__all__ = ["embed_to_zarr", "reconstruct_to_zarr", "check_fits_in_memory", "available_memory", "in_memory_bytes"]
+__all__ = ["embed_to_zarr", "reconstruct_to_zarr", "check_fits_in_memory", "available_memory", "in_memory_bytes",
+           "prepare_spans", "reconstruct_spans", "check_epochs"]
 
 #: Bytes held per channel and 256 Hz sample by the in-memory paths, besides the recording itself
 #: (its copy, the filtered signal, the model input, the result; reconstruct: three signals per
@@ -77,11 +81,12 @@ def in_memory_bytes(data, task, *, sfreq=None, n_samples=1):
     return int(n_channels * n_times * (8 + per_sample * 256.0 / rate))
 
 
-def check_fits_in_memory(data, task, *, sfreq=None, n_samples=1):
-    """Refuse, before any work, an in-memory ``task`` whose peak would exceed the available memory."""
+def check_fits_in_memory(data, task, *, sfreq=None, n_samples=1, fix=None):
+    """Refuse, before any work, an in-memory ``task`` whose peak would exceed the available memory (``fix``:
+    the advice, by default to pass ``out=``)."""
     need, have = in_memory_bytes(data, task, sfreq=sfreq, n_samples=n_samples), available_memory()
     if need > have:
-        fix = f"pass out='{_suggested_name(data, task)}' to stream it to disk in bounded memory"
+        fix = fix or f"pass out='{_suggested_name(data, task)}' to stream it to disk in bounded memory"
         raise ZunaValueError(f"{'Embedding' if task == 'embed' else 'Reconstructing'} this recording in memory needs "
                              f"about {need / 1e9:.1f} GB but {have / 1e9:.1f} GB are available; {fix}.")
 
@@ -120,20 +125,45 @@ def embed_to_zarr(data, model, out, *, overwrite=False, segment_duration=None, b
         size = batch_size or auto_batch_size(model, len(raw.ch_names) * plan.max_tokens)
         with tqdm(total=plan.n_epochs, desc="embed", unit="epoch",
                   disable=not (progress if progress is not None else plan.n_epochs > 50)) as bar:
-            # the next chunk is read and preprocessed on a thread while this one is encoded
-            for first, pre in prefetched(chunks, 1):
-                layout = epoch_masks(pre, _chunk_request(request, first, pre))                # tokens
-                grid = empty_grid(pre.n_epochs, len(layout.ch_names), plan.max_tokens, model.config.latent_dim)
-                for indices in length_batches(pre, None, size):
-                    tokens, tok_idx, batch_masks = tokenize_epochs(pre, layout, indices, model.variant)
-                    latents = to_host_later(model.encode(torch.from_numpy(tokens), torch.from_numpy(tok_idx)))
-                    place_latents(grid, indices, latents(), batch_masks.shape[-1], model.variant)
-                regions.write(first, embedding=grid, mask=hidden_grid(pre, layout, plan.max_tokens),
-                              padding=padding_grid(pre, layout, plan.max_tokens))             # Dataset
-                bar.update(pre.n_epochs)
+            _encode_chunks(model, chunks, request, plan, size, regions, bar)
 
     replace_atomically(write, path, ".zarr")
     return xr.open_zarr(path, consolidated=True)
+
+
+def _encode_chunks(model, chunks, request, plan, size, regions, bar):
+    """Encode the preprocessed ``chunks`` into ``regions``. On a GPU three things run at once: the next
+    chunks are read, preprocessed and tokenised on a thread (two ahead), this one is encoded, and the
+    previous one's latents are put on their grid and written to zarr on another thread; on a CPU the
+    stages take turns (they would compete for the same cores)."""
+    on_gpu = model.device.type == "cuda"
+
+    def tokenised():
+        for first, pre in chunks:
+            layout = epoch_masks(pre, _chunk_request(request, first, pre))                       # tokens
+            yield first, pre, layout, [(indices, *tokenize_epochs(pre, layout, indices, model.variant))
+                                       for indices in length_batches(pre, None, size)]
+
+    def finish(first, pre, layout, encoded):
+        grid = empty_grid(pre.n_epochs, len(layout.ch_names), plan.max_tokens, model.config.latent_dim)
+        for indices, latents, n_tokens in encoded:
+            place_latents(grid, indices, latents(), n_tokens, model.variant)
+        regions.write(first, embedding=grid, mask=hidden_grid(pre, layout, plan.max_tokens),      # Dataset
+                      padding=padding_grid(pre, layout, plan.max_tokens))
+        bar.update(pre.n_epochs)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="zuna_lab-write") as writer:
+        written = None
+        for first, pre, layout, batches in prefetched(tokenised(), 2 if on_gpu else 1):
+            encoded = [(indices, to_host_later(model.encode(torch.from_numpy(tokens), torch.from_numpy(tok_idx))),
+                        batch_masks.shape[-1]) for indices, tokens, tok_idx, batch_masks in batches]      # model
+            if written is not None:
+                written.result()                  # at most one chunk waits to be written
+            written = writer.submit(finish, first, pre, layout, encoded) if on_gpu else None
+            if not on_gpu:
+                finish(first, pre, layout, encoded)
+        if written is not None:
+            written.result()
 
 
 def _read_lazily(data, sfreq, ch_names, bad_channels, verbose, **mask_options):
@@ -296,3 +326,114 @@ def _apply_fix(regions, plan, row, begin, stop, add, n_samples):
             regions.add("hybrid", (epoch, row, times), values[0])
         else:
             regions.add("hybrid", (slice(None), epoch, row, times), values)
+
+
+def prepare_spans(data, variant, *, bad_channels=None, segment_duration=None, events=None, sfreq=None, ch_names=None,
+                  verbose=None):
+    """What :func:`zuna_lab.api.core.prepare` holds, for a recording read lazily: ``(raw, spans, bads)``, with
+    ``spans`` an :class:`~zuna_lab.pipeline.stream.EpochSpans` that prepares any span of epochs on request."""
+    if events is not None:
+        raise ZunaValueError("preload=False prepares fixed segments; trials around events are prepared in memory: "
+                             "leave preload out.")
+    raw, request, work = _read_lazily(data, sfreq, ch_names, bad_channels, verbose)
+    return raw, EpochSpans(work, variant, segment_duration=segment_duration, verbose=verbose), request.bads
+
+
+def reconstruct_spans(prepared, model, layout, chosen, run, *, batch_size=None, progress=None, callback=None):
+    """:func:`zuna_lab.api.core.reconstruct_prepared` of epochs ``chosen`` of a recording prepared lazily
+    (``prepared.pre`` an :class:`~zuna_lab.pipeline.stream.EpochSpans`), in bounded memory.
+
+    Only the chosen epochs are reconstructed, and those holding the ends of a hidden run that reaches
+    them (:func:`~zuna_lab.pipeline.seams.span_runs`): the seam correction of a run depends on its ends
+    alone, so the hybrid equals the whole recording's. Each epoch is prepared with its window.
+    """
+    pre, n_samples, spt = prepared.pre, run["n_samples"], model.config.constants["samples_per_token"]
+    starts = np.rint(np.asarray(pre.epoch_start) * pre.sfreq).astype(int)
+    runs, needed = span_runs(starts, pre.plan.n_samples, layout.masks, chosen, spt)
+    n_rows, n_times = len(layout.ch_names), int(pre.plan.n_samples.max())
+    size = batch_size or auto_batch_size(model, n_rows * (n_times // spt))
+    groups = {}
+    for index in needed:
+        groups.setdefault(index // pre.window_epochs * pre.window_epochs, []).append(index)
+    total = sum(len(list(length_batches(_Lengths(pre.plan, a, a + pre.window_epochs), [i - a for i in group],
+                                        size))) for a, group in groups.items()) * n_samples
+    volts, done = {}, 0
+    with tqdm(total=len(needed) * n_samples, desc="reconstruct", unit="epoch",
+              disable=not (progress if progress is not None else len(needed) * n_samples > 20)) as bar:
+        for first, group in groups.items():
+            window = pre.window(first)[1]
+            part = dataclasses.replace(layout, masks=layout.masks[first:first + window.n_epochs])
+            local = [index - first for index in group]
+            out = _reconstruct_window(window, part, model, local, run, size, first, callback, bar, done, total)
+            done += len(list(length_batches(window, local, size))) * n_samples
+            volts.update({first + index: values for index, values in out.items()})
+    return _span_dataset(prepared, model, layout, chosen, volts, runs, starts, run)
+
+
+def _reconstruct_window(pre, layout, model, indices, run, size, first, callback, bar, done, total):
+    """:func:`~zuna_lab.api.infill.reconstruct_epochs` of a window whose first epoch is the recording's ``first``."""
+    from .infill import reconstruct_epochs
+
+    return reconstruct_epochs(pre, layout, model, indices, steps=run["steps"], cfg=run["cfg"], seed=run["seed"],
+                              n_samples=run["n_samples"], batch_size=size, first=first, callback=callback,
+                              progress=bar, done=done, total=total)
+
+
+def _span_dataset(prepared, model, layout, chosen, volts, runs, starts, run):
+    """The reconstruct Dataset of epochs ``chosen``, the hybrid seam-corrected as on the stitched recording."""
+    pre, n_samples, spt = prepared.pre, run["n_samples"], model.config.constants["samples_per_token"]
+    n_rows, n_times = len(layout.ch_names), int(pre.plan.n_samples.max())
+    shape = (n_samples, len(chosen), n_rows, n_times)
+    reconstruction, hybrid, original = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape[1:], np.nan)
+    hidden = np.zeros((len(chosen), n_rows, n_times // spt), bool)
+
+    def value(signal, row, sample):          # (draw,) values of the original or a reconstruction at one sample
+        epoch = int(np.searchsorted(starts, sample, "right") - 1)
+        if signal == "original":
+            return np.full(n_samples, pre.original(epoch, n_rows)[row, sample - starts[epoch]])
+        return volts[epoch][:, row, sample - starts[epoch]]
+
+    for k, epoch in enumerate(chosen):
+        width, start = pre.n_samples(epoch), starts[epoch]
+        cells = layout.sample_mask(pre, epoch)
+        original[k, :, :width] = pre.original(epoch, n_rows)
+        reconstruction[:, k, :, :width] = volts[epoch]
+        hybrid[:, k, :, :width] = np.where(cells, volts[epoch], original[k, :, :width])
+        hidden[k, :, :width // spt] = layout.masks[epoch]
+        for row, begin, stop, left, right in runs:
+            lo, hi = max(begin, start), min(stop, start + width)
+            add = None if lo >= hi else run_correction(
+                begin, stop - begin, value("original", row, begin - 1) if left else np.full(n_samples, np.nan),
+                value("volts", row, begin), value("original", row, stop) if right else np.full(n_samples, np.nan),
+                value("volts", row, stop - 1))
+            if add is not None:
+                hybrid[:, k, row, lo - start:hi - start] += add(np.arange(lo, hi))
+    attrs = results.provenance(model, pre, source=prepared.source, extra=dict(
+        run, seam_correction="linear ramp on the stitched recording (as zuna 1.1.6 reconstruct_fif)",
+        model_n_times=int(pre.n_times), source_fingerprint=prepared.fingerprint, source_ref=prepared.source_ref))
+    chosen = np.asarray(chosen)
+    return reconstruction_dataset(original, reconstruction, hybrid, hidden, ch_names=layout.ch_names,
+                                  ch_pos=layout.ch_pos, epoch_start=pre.epoch_start[chosen], sfreq=pre.sfreq,
+                                  samples_per_token=spt, attrs=attrs, added=layout.added, epoch_index=chosen)
+
+
+def check_epochs(epochs, n_epochs):
+    """``epochs`` checked: distinct indices of the recording's epochs, sorted (None: all)."""
+    if epochs is None:
+        return list(range(n_epochs))
+    if isinstance(epochs, (int, np.integer)) and not isinstance(epochs, bool):
+        epochs = [epochs]
+    if isinstance(epochs, (str, bytes)) or not hasattr(epochs, "__iter__"):
+        raise ZunaTypeError(f"epochs must be a list of epoch indices, got {type(epochs).__name__}.")
+    chosen = []
+    for index in epochs:
+        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+            raise ZunaTypeError(f"epochs must be integer indices, got {index!r}.")
+        if not 0 <= index < n_epochs:
+            raise ZunaValueError(f"epoch {index} does not exist; the recording has epochs 0 to {n_epochs - 1}.")
+        chosen.append(int(index))
+    if not chosen:
+        raise ZunaValueError("epochs is empty; pass at least one epoch index, or None for all.")
+    if len(set(chosen)) != len(chosen):
+        raise ZunaValueError("epochs lists an epoch twice; give each index once.")
+    return sorted(chosen)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["seam_correct", "stitched_hybrid", "joined_epochs", "StreamedSeams"]
+__all__ = ["seam_correct", "stitched_hybrid", "joined_epochs", "StreamedSeams", "span_runs", "run_correction"]
 
 
 def seam_correct(signal, mask):
@@ -119,6 +119,64 @@ def stitched_hybrid(pre, layout, volts, sample):
     return seam_correct(hybrid, mask)
 
 
+def span_runs(starts, widths, masks, chosen, samples_per_token=32):
+    """The hidden runs of the stitched recording that reach epochs ``chosen``, found without stitching it.
+
+    What :func:`seam_correct` on the whole stitched recording does to the chosen epochs depends, for
+    each run that reaches them, on the run's two ends (its first and last samples and the original
+    samples bordering it): this finds those runs by walking the token masks of the neighbouring epochs,
+    whose length is all it holds.
+
+    Parameters
+    ----------
+    starts, widths : ndarray of int
+        Every epoch's first sample in the stitched recording and its samples (contiguous epochs).
+    masks : list of ndarray
+        Every epoch's (row, token) hidden tokens (``EpochMasks.masks``).
+    chosen : list of int
+    samples_per_token : int
+
+    Returns
+    -------
+    runs : list of tuple
+        ``(row, start, stop, bordered_left, bordered_right)`` in samples of the stitched recording.
+    needed : list of int
+        ``chosen`` plus the epochs that hold the first or last sample of a run that is corrected.
+
+    Examples
+    --------
+    >>> m = [np.array([[False, True]]), np.array([[True, False]])]
+    >>> span_runs(np.array([0, 64]), np.array([64, 64]), m, [0])
+    ([(0, 32, 96, True, True)], [0, 1])
+    """
+    starts, widths = np.asarray(starts, int), np.asarray(widths, int)
+    whole = np.array([np.asarray(m).all(axis=1) for m in masks])          # (epoch, row): hidden throughout
+    end = int(starts[-1] + widths[-1])
+
+    def hidden(epoch, row):
+        return np.repeat(masks[epoch][row], samples_per_token)[:widths[epoch]]
+
+    runs = set()
+    for epoch in chosen:
+        for row in range(len(masks[epoch])):
+            edges = np.diff(np.r_[0, hidden(epoch, row).astype(np.int8), 0])
+            for begin, stop in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+                start = starts[epoch] + begin
+                if begin == 0:
+                    before = np.flatnonzero(~whole[:epoch, row])
+                    start = 0 if not len(before) else starts[before[-1]] + np.flatnonzero(~hidden(before[-1], row))[-1] + 1
+                stop = starts[epoch] + stop
+                if stop == starts[epoch] + widths[epoch]:
+                    after = np.flatnonzero(~whole[epoch + 1:, row]) + epoch + 1
+                    stop = end if not len(after) else starts[after[0]] + np.flatnonzero(~hidden(after[0], row))[0]
+                runs.add((int(row), int(start), int(stop), bool(start > 0), bool(stop < end)))
+    needed = set(chosen)
+    for _, start, stop, left, right in runs:
+        if left or right:
+            needed |= {int(np.searchsorted(starts, start, "right") - 1), int(np.searchsorted(starts, stop - 1, "right") - 1)}
+    return sorted(runs), sorted(needed)
+
+
 class StreamedSeams:
     """:func:`seam_correct` on a stitched recording that arrives block by block (a streamed
     reconstruction): the same corrections, whatever the blocks.
@@ -148,7 +206,7 @@ class StreamedSeams:
         width = hidden.shape[1]
         for row in [row for row in self.open if not hidden[row, 0]]:     # runs that ended with the last block
             run_start, left, first = self.open.pop(row)
-            add = _run_correction(run_start, start - run_start, left, first, hybrid[:, row, 0].copy(),
+            add = run_correction(run_start, start - run_start, left, first, hybrid[:, row, 0].copy(),
                                   self.before[:, row].copy())
             if add is not None:
                 fixes.append((row, run_start, start, add))
@@ -167,7 +225,7 @@ class StreamedSeams:
                     self.open[row] = (run_start, left, first)
                     continue
                 right = hybrid[:, row, stop] if stop < width else np.full(len(first), np.nan)
-                add = _run_correction(run_start, start + stop - run_start, left, first, right,
+                add = run_correction(run_start, start + stop - run_start, left, first, right,
                                       hybrid[:, row, stop - 1].copy())
                 if add is None:
                     continue
@@ -178,8 +236,12 @@ class StreamedSeams:
         return fixes
 
 
-def _run_correction(run_start, length, left, first, right, last):
-    """The values seam_correct adds along one run, as a function of the global sample index (None: none)."""
+def run_correction(run_start, length, left, first, right, last):
+    """The values :func:`seam_correct` adds along one run, as a function of the global sample index (None: none).
+
+    ``left``/``right`` are the (draw,) samples bordering the run (NaN: none), ``first``/``last`` its own
+    first and last samples; the run is ``[run_start, run_start + length)``.
+    """
     has_left, has_right = np.isfinite(left), np.isfinite(right)
     if not (has_left.any() or has_right.any()):
         return None

@@ -27,7 +27,11 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
+import threading
 import uuid
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,17 +39,20 @@ import mne
 import numpy as np
 
 from ..config import VARIANT_CONSTANTS
+from ..errors import ZunaTypeError, ZunaValueError
 from ..io.montage import channel_positions
 from .preprocessing import (HIGHPASS_HZ, REFERENCE_PIPELINES, assemble_epochs, highpass, resolve_segment_duration,
                             zuna11_segments, check_recording)
 
-__all__ = ["Spill", "StreamPlan", "filtered_spill", "zuna_statistics", "stream_plan", "stream_preprocessed",
-           "CHUNK_EPOCHS", "SPAN_VALUES"]
+__all__ = ["Spill", "FilteredReader", "StreamPlan", "EpochSpans", "filtered_spill", "zuna_statistics", "stream_plan",
+           "stream_preprocessed", "CHUNK_EPOCHS", "SPAN_VALUES", "WINDOW_EPOCHS"]
 
 #: Epochs per chunk (64 epochs of 5 s: about 20 MB of signal for 32 channels).
 CHUNK_EPOCHS = 64
 #: Values (channels x samples) read from the source at a time: 32 MB of float64, whatever the channel count.
 SPAN_VALUES = 1 << 22
+#: Epochs per window that :class:`EpochSpans` prepares and caches for a viewer (16 epochs of 5 s).
+WINDOW_EPOCHS = 16
 
 
 class Spill:
@@ -89,6 +96,31 @@ class Spill:
         if not self._file.closed:
             self._file.close()
         self.path.unlink(missing_ok=True)
+
+
+class FilteredReader:
+    """The 0.5 Hz high-passed samples of a Raw read lazily, any span on request (no resampling).
+
+    :meth:`read` filters ``[start - margin, stop + margin)`` (clipped at the recording's ends, which
+    MNE pads as in one call on the whole recording) and keeps ``[start, stop)``: the margin is a whole
+    filter length, so every kept sample sees the inputs it sees in one call on the whole recording.
+    Nothing is held between reads. The same interface as :class:`Spill` (``read``, ``n_times``).
+    """
+
+    def __init__(self, raw, sfreq, *, verbose=None):
+        self.raw, self.sfreq = raw, float(sfreq)
+        self.verbose = verbose if verbose is not None else "error"
+        self.n_channels, self.n_times = len(raw.ch_names), int(raw.n_times)
+        self.margin = _filter_margin(self.sfreq)
+
+    def read(self, start, stop):
+        """Samples ``[start, stop)`` of every channel, high-passed: a new (n_channels, stop - start) array."""
+        first, last = max(0, start - self.margin), min(self.n_times, stop + self.margin)
+        block = highpass(self.raw.get_data(start=first, stop=last), self.sfreq, self.verbose)
+        return np.array(block[:, start - first:stop - first])
+
+    def close(self):
+        """Nothing to release (the interface of :class:`Spill`)."""
 
 
 def _needs_resample(variant, source_sfreq):
@@ -143,13 +175,10 @@ def _filtered_spans(raw, folder, sfreq, verbose, span):
 def _filter_into(spill, raw, sfreq, verbose, span):
     """High-pass ``raw`` span by span into ``spill`` (spans overlapping by the filter's length); yields
     how many samples are written after each span."""
-    n_times = raw.n_times
-    margin = _filter_margin(sfreq)
-    for start in range(0, n_times, span):
-        stop = min(start + span, n_times)
-        first, last = max(0, start - margin), min(n_times, stop + margin)
-        block = highpass(raw.get_data(start=first, stop=last), sfreq, verbose)
-        spill.write(start, block[:, start - first:stop - first])
+    reader = FilteredReader(raw, sfreq, verbose=verbose)
+    for start in range(0, raw.n_times, span):
+        stop = min(start + span, raw.n_times)
+        spill.write(start, reader.read(start, stop))
         yield stop
 
 
@@ -266,6 +295,136 @@ def stream_plan(raw, spill, sfreq, resampled, variant, *, segment_duration=None,
                       common, provenance)
 
 
+class EpochSpans:
+    """Any span of epochs of a recording read lazily, preprocessed exactly as the whole recording is.
+
+    What spans the recording is done once, when it is made: with resampling, the resampled and
+    high-passed signal is spilled to a file in ``folder`` (:func:`filtered_spill`); ZUNA's global
+    statistics come from one streamed pass (:func:`zuna_statistics`). Without resampling nothing is
+    spilled: each span is read and high-passed when asked for, with a filter length of context each
+    side (:class:`FilteredReader`). :meth:`epochs` then gives the :class:`Preprocessed` of any span —
+    the same epochs, to rounding, as :func:`preprocess` of the whole recording; ZUNA1.1's statistics
+    are per segment, so they come with the span.
+
+    It also reads as the whole recording's :class:`Preprocessed` wherever no sample is needed
+    (``n_epochs``, ``epoch_start``, ``n_samples(i)``, ``ch_names``, ``ch_pos``, ``sfreq``, ``params``…),
+    so the token masks (:func:`~zuna_lab.pipeline.tokens.epoch_masks`) work on it; :meth:`window`
+    gives the epochs around one, a few windows cached (thread-safe), for a viewer.
+
+    Parameters
+    ----------
+    raw : mne.io.Raw
+        From :func:`zuna_lab.read_raw` (``preload=False`` for a file), masks applied as for
+        :func:`preprocess` (``info["bads"]``, no annotations); not modified.
+    variant : {"ZUNA", "ZUNA1.1"}
+    folder : path-like | None
+        Where a resampled recording's signal is spilled (None: the system's temporary folder);
+        the file is removed by :meth:`close` or when the object is collected.
+    segment_duration, verbose
+        As in :func:`preprocess`.
+    chunk_epochs : int | None
+        Epochs per chunk of :attr:`plan` (None: :data:`CHUNK_EPOCHS`).
+    spill : bool
+        Spill the filtered signal even without resampling (a stream that reads every span once
+        after the statistics' pass).
+    window_epochs : int | None
+        Epochs per :meth:`window` (None: :data:`WINDOW_EPOCHS`).
+    max_windows : int
+        Windows kept by :meth:`window`.
+
+    Examples
+    --------
+    >>> spans = EpochSpans(zl.read_raw("night.edf", preload=False), "ZUNA")      # doctest: +SKIP
+    >>> spans.n_epochs, spans.epochs(5000, 5016).volts[0].shape                  # doctest: +SKIP
+    """
+
+    def __init__(self, raw, variant, folder=None, *, segment_duration=None, chunk_epochs=None, spill=False,
+                 window_epochs=None, max_windows=4, verbose=None):
+        check_recording(raw, variant, samples=False)
+        resolve_segment_duration(variant, segment_duration)
+        self.good = [i for i, name in enumerate(raw.ch_names) if name not in raw.info["bads"]]
+        if variant == "ZUNA" and not self.good:
+            raise ZunaValueError("Every channel is in info['bads']; ZUNA needs at least one good channel for its "
+                                 "average reference and statistics, so remove some from info['bads'] (or bad_channels).")
+        folder = tempfile.gettempdir() if folder is None else folder
+        source_sfreq = float(raw.info["sfreq"])
+        if spill or _needs_resample(variant, source_sfreq):
+            self.signal, sfreq, resampled = filtered_spill(raw, variant, folder, verbose=verbose)
+        else:
+            self.signal, sfreq, resampled = FilteredReader(raw, source_sfreq, verbose=verbose), source_sfreq, False
+        self._finalizer = weakref.finalize(self, self.signal.close)
+        chunk_epochs = CHUNK_EPOCHS if chunk_epochs is None else int(chunk_epochs)
+        self.stats = None
+        if variant == "ZUNA":
+            self.stats = zuna_statistics(self.signal, self.good, int(round(5.0 * sfreq)), span_epochs=chunk_epochs)
+        self.plan = stream_plan(raw, self.signal, sfreq, resampled, variant, segment_duration=segment_duration,
+                                chunk_epochs=chunk_epochs, stats=self.stats)
+        for name, value in self.plan.common.items():
+            setattr(self, name, value)
+        self.variant, self.params, self.epoch_start = variant, dict(self.plan.provenance), self.plan.epoch_start
+        self.window_epochs = WINDOW_EPOCHS if window_epochs is None else max(1, int(window_epochs))
+        self.max_windows = max(1, int(max_windows))
+        self._windows = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self):
+        return (f"EpochSpans({self.variant}, {self.n_epochs} epochs x {self.n_channels} channels at "
+                f"{self.sfreq:g} Hz, {len(self._windows)} window(s) prepared)")
+
+    @property
+    def n_epochs(self):
+        """Epochs of the whole recording."""
+        return self.plan.n_epochs
+
+    @property
+    def n_channels(self):
+        return len(self.ch_names)
+
+    def resolve_epoch(self, epoch_index):
+        """``epoch_index`` checked (an int in [-n_epochs, n_epochs)) and made non-negative."""
+        if not isinstance(epoch_index, (int, np.integer)) or isinstance(epoch_index, bool):
+            raise ZunaTypeError(f"epoch_index must be an int, got {type(epoch_index).__name__}.")
+        if not -self.n_epochs <= epoch_index < self.n_epochs:
+            raise ZunaValueError(f"epoch_index must be in [0, {self.n_epochs}), got {epoch_index}.")
+        return int(epoch_index) % self.n_epochs
+
+    def n_samples(self, epoch_index):
+        """Samples in one epoch (from the plan: nothing is read)."""
+        return int(self.plan.n_samples[self.resolve_epoch(epoch_index)])
+
+    def epochs(self, first, stop):
+        """The :class:`Preprocessed` of epochs ``first … stop - 1`` (``epoch_start`` the recording's)."""
+        if not (isinstance(first, (int, np.integer)) and isinstance(stop, (int, np.integer))
+                and 0 <= first < stop <= self.n_epochs):
+            raise ZunaValueError(f"The span of epochs must be 0 <= first < stop <= {self.n_epochs}, "
+                                 f"got {first!r}, {stop!r}.")
+        return _chunk(self.signal, self.plan, self.good, int(first), int(stop), self.stats)
+
+    def window(self, epoch_index):
+        """``(first, pre)``: the cached window of :attr:`window_epochs` epochs that holds ``epoch_index``."""
+        index = self.resolve_epoch(epoch_index)
+        first = index // self.window_epochs * self.window_epochs
+        with self._lock:
+            if first in self._windows:
+                self._windows.move_to_end(first)
+                return first, self._windows[first]
+        pre = self.epochs(first, min(first + self.window_epochs, self.n_epochs))
+        with self._lock:
+            self._windows[first] = pre
+            while len(self._windows) > self.max_windows:
+                self._windows.popitem(last=False)
+        return first, pre
+
+    def original(self, epoch_index, n_rows=None):
+        """:meth:`Preprocessed.original` of one epoch of the recording (its window prepared if needed)."""
+        first, pre = self.window(epoch_index)
+        return pre.original(self.resolve_epoch(epoch_index) - first, n_rows)
+
+    def close(self):
+        """Remove the spilled signal, if any (the object then prepares nothing more)."""
+        self._finalizer()
+
+
 def stream_preprocessed(raw, variant, folder, *, segment_duration=None, chunk_epochs=None, verbose=None):
     """The official preprocessing of ``raw``, chunk by chunk, in bounded memory.
 
@@ -298,29 +457,35 @@ def stream_preprocessed(raw, variant, folder, *, segment_duration=None, chunk_ep
     check_recording(raw, variant, samples=False)
     resolve_segment_duration(variant, segment_duration)
     chunk_epochs = CHUNK_EPOCHS if chunk_epochs is None else int(chunk_epochs)
-    good = [i for i, name in enumerate(raw.ch_names) if name not in raw.info["bads"]]
     if variant == "ZUNA1.1" and not _needs_resample(variant, float(raw.info["sfreq"])):
-        # no statistic spans the recording: each chunk comes as soon as its spans are filtered, so that
-        # the model works on one chunk while the next is read and filtered
-        sfreq, mne_verbose = float(raw.info["sfreq"]), verbose if verbose is not None else "error"
-        spill = Spill(folder, len(raw.ch_names), raw.n_times)
-        spans = _filter_into(spill, raw, sfreq, mne_verbose, max(1 << 12, SPAN_VALUES // len(raw.ch_names)))
-        written = 0
-    else:
-        spill, sfreq, resampled = filtered_spill(raw, variant, folder, verbose=verbose)
-        spans, written = None, spill.n_times
+        yield from _interleaved(raw, folder, segment_duration, chunk_epochs, verbose)
+        return
+    spans = EpochSpans(raw, variant, folder, segment_duration=segment_duration, chunk_epochs=chunk_epochs,
+                       spill=True, verbose=verbose)
     try:
-        stats = None
-        if variant == "ZUNA":
-            stats = zuna_statistics(spill, good, int(round(5.0 * sfreq)), span_epochs=chunk_epochs)
-        plan = stream_plan(raw, spill, sfreq, spans is None and resampled, variant, segment_duration=segment_duration,
-                           chunk_epochs=chunk_epochs, stats=stats)
+        yield spans.plan
+        for first, stop in spans.plan.chunks:
+            yield first, spans.epochs(first, stop)
+    finally:
+        spans.close()
+
+
+def _interleaved(raw, folder, segment_duration, chunk_epochs, verbose):
+    """ZUNA1.1 without resampling: no statistic spans the recording, so each chunk comes as soon as its spans
+    are filtered, and the model works on one chunk while the next is read and filtered."""
+    sfreq = float(raw.info["sfreq"])
+    spill = Spill(folder, len(raw.ch_names), raw.n_times)
+    spans = _filter_into(spill, raw, sfreq, verbose, max(1 << 12, SPAN_VALUES // len(raw.ch_names)))
+    written = 0
+    try:
+        plan = stream_plan(raw, spill, sfreq, False, "ZUNA1.1", segment_duration=segment_duration,
+                           chunk_epochs=chunk_epochs)
         yield plan
         for first, stop in plan.chunks:
             end = spill.n_times if stop == plan.n_epochs else stop * plan.segment
             while written < end:
                 written = next(spans)
-            yield first, _chunk(spill, plan, good, first, stop, stats)
+            yield first, _chunk(spill, plan, None, first, stop, None)
     finally:
         spill.close()
 

@@ -10,19 +10,17 @@ against the hidden truth on the same cells. The scores (:func:`dropout_scores`) 
 from __future__ import annotations
 
 import time
-import warnings
 
-import mne
 import numpy as np
 import xarray as xr
 from scipy import stats
 from tqdm.auto import tqdm
 
 from ..config import SAMPLES_PER_TOKEN
-from ..errors import ZunaLabWarning, ZunaTypeError, ZunaValueError, preview
+from ..errors import ZunaTypeError, ZunaValueError, preview
 from ..logs import logger, verbose
 from ..validation import check_arguments, check_int, check_names, check_number, check_sampler, check_segments, resolve_names
-from ..pipeline.tokens import epoch_sample_masks
+from .dropout_data import check_span, read_dropout, sample_masks, spline_estimate, zuna_fill
 
 __all__ = ["evaluate_dropout", "dropout_scores", "spread_coverage", "expected_coverage", "calibration_scale",
            "reliability", "calibrated_interval", "summary", "winner", "ESTIMATORS", "LEVELS"]
@@ -219,7 +217,7 @@ def calibrated_interval(rec, scale, *, level=0.95):
 @verbose
 def evaluate_dropout(data, model=None, *, bad_channels=None, fraction=None, n_repeats=None, bad_segments=None,
                      estimators=ESTIMATORS, hidden_input="recorded", n_samples=1, steps=50, cfg=1.0, seed=0,
-                     segment_duration=None, batch_size=None, sfreq=None, ch_names=None, progress=None,
+                     segment_duration=None, epochs=None, batch_size=None, sfreq=None, ch_names=None, progress=None,
                      verbose=None):
     """Hide channels of your recording, fill them with ZUNA and with MNE's spherical spline, and score both.
 
@@ -247,7 +245,8 @@ def evaluate_dropout(data, model=None, *, bad_channels=None, fraction=None, n_re
     ----------
     data : path | mne.io.Raw | ndarray
         Anything :func:`zuna_lab.read_raw` takes (a NumPy array needs ``sfreq`` and ``ch_names``).
-        Every condition reconstructs the whole recording: crop a long one (``raw.copy().crop(0, 60)``).
+        Every condition reconstructs the whole recording, unless ``epochs`` names some; a recording
+        too long to reconstruct in memory is refused before any work, with that advice.
     model : ZunaModel | str | None
         As in :func:`zuna_lab.reconstruct`; not loaded when ``estimators`` leaves ZUNA out.
     bad_channels : list of str | None
@@ -272,6 +271,12 @@ def evaluate_dropout(data, model=None, *, bad_channels=None, fraction=None, n_re
         ZUNA draws per condition; with 2 or more, the coverage of the truth by their spread.
     steps, cfg, seed, segment_duration, batch_size, sfreq, ch_names
         As in :func:`zuna_lab.reconstruct` (``seed`` also draws the random subsets).
+    epochs : list of int | None
+        Evaluate only these epochs (indices of the recording's epochs, as ``rec.epoch``): the file is
+        read lazily and only these epochs are preprocessed (as in the whole recording: ZUNA's global
+        statistics from one streamed pass per set of hidden channels), reconstructed and scored, in
+        memory that does not grow with the recording — the scores equal those of the whole
+        recording's reconstruction restricted to these epochs. With ``hidden_input="recorded"`` only.
     progress : bool | None
         A bar over conditions; None shows it for more than 10.
     verbose : bool | str | int | None
@@ -295,10 +300,9 @@ def evaluate_dropout(data, model=None, *, bad_channels=None, fraction=None, n_re
     >>> scores = zl.evaluate_dropout(raw, model, fraction=[0.1, 0.3, 0.5], n_repeats=5, n_samples=4)  # doctest: +SKIP
     >>> zl.evaluation.summary(scores)                                                                  # doctest: +SKIP
     >>> scores.nmse.mean(["repeat", "channel"]).to_pandas()                                           # doctest: +SKIP
+    >>> night = zl.evaluate_dropout("night.edf", model, epochs=list(range(720, 760)))     # 24 h file  # doctest: +SKIP
     """
-    from ..api.core import get_model, prepare, reconstruct
     from ..pipeline.masks import bad_annotation_spans
-    from ..io.read import read_raw
 
     estimators, fractions, spans_given = _check_options(estimators, hidden_input, fraction, bad_segments)
     check_sampler(steps=steps, cfg=cfg, seed=seed, n_samples=n_samples)
@@ -306,24 +310,19 @@ def evaluate_dropout(data, model=None, *, bad_channels=None, fraction=None, n_re
     check_arguments(data=data, bad_channels=bad_channels, segment_duration=segment_duration, batch_size=batch_size,
                     sfreq=sfreq, ch_names=ch_names, progress=progress, verbose=verbose)
     check_names(bad_channels, "bad_channels", allow_empty=False)     # None: every good channel
+    check_span(epochs, hidden_input, data, sfreq, n_samples)
     seed = int(np.random.SeedSequence().entropy % (2**31)) if seed is None else int(seed)
     started = time.perf_counter()
-    raw = read_raw(data, sfreq=sfreq, ch_names=ch_names, verbose=verbose)   # warnings about the recording: once, here
-    if "zuna" in estimators:
-        model = get_model(model)
-    variant = getattr(model, "variant", "ZUNA")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ZunaLabWarning)            # read_raw said it once, just above
-        pre = prepare(raw, variant, segment_duration=segment_duration, verbose=verbose).pre
+    raw, pre, chosen, model = read_dropout(data, model, estimators, epochs, segment_duration, sfreq, ch_names, verbose)
     names, bads = list(pre.ch_names), set(raw.info["bads"])
     good = [name for name in names if name not in bads]
     pool = good if bad_channels is None else resolve_names(bad_channels, names, "bad_channels")
     if bads & set(pool):
         raise ZunaValueError(f"bad_channels names {preview(sorted(bads & set(pool)))}, in info['bads']: a recording "
                              "marked bad cannot score a reconstruction; leave them out.")
-    truth, widths = _epochs_array(pre)
-    annotated = epoch_sample_masks(pre, spans=bad_annotation_spans(raw))
-    spans = _resolve_spans(spans_given, pre)
+    truth, widths = _epochs_array(pre, chosen)
+    annotated = sample_masks(pre, chosen, spans=bad_annotation_spans(raw))
+    spans = _resolve_spans(spans_given, pre, chosen)
     conditions, shape, dims = _conditions(pool, good, fractions, n_repeats, seed)
 
     n_estimators, n_ch = len(estimators), len(names)
@@ -331,12 +330,14 @@ def evaluate_dropout(data, model=None, *, bad_channels=None, fraction=None, n_re
     n_cells, hidden_map = np.zeros((*shape, n_ch), np.int64), np.zeros((*shape, n_ch), bool)
     seeds = np.zeros(shape if fractions is not None else (*shape, n_ch), np.int64)
     abs_z = []
+    prepared = {}           # with epochs: the lazily read recording prepared for the hidden channels of a condition
     bar = tqdm(total=len(conditions), desc="evaluate_dropout", unit="condition",
                disable=not (progress if progress is not None else len(conditions) > 10))
     for index, hidden in conditions:
         rows = [names.index(name) for name in hidden]
         cond_spans = None if spans is None else [(a, b, name) for name in hidden for a, b in spans]
-        cells = epoch_sample_masks(pre, bad_channels=None if spans is not None else hidden, spans=cond_spans) & ~annotated
+        cells = sample_masks(pre, chosen, bad_channels=None if spans is not None else hidden, spans=cond_spans)
+        cells &= ~annotated
         cells &= np.isfinite(truth)
         target = xr.DataArray(np.where(cells, truth, np.nan), dims=("epoch", "channel", "time"))
         hidden_map[index][rows] = True
@@ -348,14 +349,12 @@ def evaluate_dropout(data, model=None, *, bad_channels=None, fraction=None, n_re
                 estimate = _spline(truth, widths, names, pre.ch_pos, sorted(set(hidden) | bads), verbose)
                 spread = None
             else:
-                source = raw if hidden_input == "recorded" else _spline_filled(raw, hidden, bads, cond_spans, verbose)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ZunaLabWarning)     # said once by read_raw above
-                    rec = reconstruct(source, model=model, bad_channels=None if spans is not None else list(hidden),
-                                      bad_segments=cond_spans, n_samples=n_samples, steps=steps, cfg=cfg, seed=cond_seed,
-                                      segment_duration=segment_duration, batch_size=batch_size, progress=False,
-                                      verbose=verbose)
-                estimate, spread = _check_same_cells(rec, pre, truth, cells, hidden, hidden_input)
+                rec = zuna_fill(raw, model, hidden, spans, cond_spans, chosen, epochs is not None, hidden_input,
+                            dict(n_samples=n_samples, steps=steps, cfg=cfg, seed=cond_seed,
+                                 segment_duration=segment_duration, batch_size=batch_size, progress=False,
+                                 verbose=verbose), prepared)
+                estimate, spread = _check_same_cells(rec, pre.epoch_start[chosen], pre.ch_names, truth, cells, hidden,
+                                                     hidden_input)
             scores = dropout_scores(target, xr.DataArray(estimate, dims=target.dims))
             for var in ("nmse", "correlation", "rmse"):
                 out[var][(m, *index)][rows] = scores[var].values[rows]
@@ -372,7 +371,8 @@ def evaluate_dropout(data, model=None, *, bad_channels=None, fraction=None, n_re
     scores = _dataset(out, n_cells, hidden_map, seeds, abs_z, estimators=estimators, dims=dims, fractions=fractions,
                       n_repeats=n_repeats, names=names, pre=pre, model=model, spans=spans, data=data,
                       params=dict(n_samples=int(n_samples), steps=int(steps), cfg=float(cfg), seed=seed,
-                                  hidden_input=hidden_input))
+                                  hidden_input=hidden_input,
+                                  epochs="all" if epochs is None else ", ".join(str(i) for i in chosen)))
     logger.info("evaluate_dropout: %d conditions, %s scored on %d channels in %.1f s.", len(conditions), " and ".join(
         estimators), int(hidden_map.reshape(-1, n_ch).any(0).sum()), time.perf_counter() - started)
     return scores
@@ -402,12 +402,12 @@ def _check_options(estimators, hidden_input, fraction, segments):
     return tuple(estimators), fractions and [float(v) for v in fractions], segments
 
 
-def _resolve_spans(segments, pre):
-    """Spans in seconds: as given, or one of ``segments`` seconds in the middle of each epoch."""
+def _resolve_spans(segments, pre, chosen):
+    """Spans in seconds: as given, or one of ``segments`` seconds in the middle of each chosen epoch."""
     if segments is None or isinstance(segments, list):
         return segments
     spans = []
-    for i in range(pre.n_epochs):
+    for i in chosen:
         length = pre.n_samples(i) / pre.sfreq
         if segments > length:
             raise ZunaValueError(f"bad_segments={segments:g} s is longer than epoch {i} ({length:g} s); use a shorter span.")
@@ -438,32 +438,19 @@ def _conditions(pool, good, fractions, n_repeats, seed):
     return conditions, (len(fractions), n_repeats), ("fraction", "repeat")
 
 
-def _epochs_array(pre):
-    """The truth (epoch, channel, time), NaN past a short last segment, and each epoch's width."""
-    widths = [pre.n_samples(i) for i in range(pre.n_epochs)]
-    truth = np.full((pre.n_epochs, pre.n_channels, max(widths)), np.nan)
-    for i, width in enumerate(widths):
-        truth[i, :, :width] = pre.volts[i]
+def _epochs_array(pre, chosen):
+    """The truth (epoch, channel, time) of epochs ``chosen``, NaN past a short last segment, and their widths."""
+    widths = [pre.n_samples(i) for i in chosen]
+    truth = np.full((len(chosen), pre.n_channels, max(widths)), np.nan)
+    for k, i in enumerate(chosen):
+        truth[k, :, :widths[k]] = pre.original(i)
     return truth, widths
-
-
-def _spline_estimate(data, names, positions, bads, sfreq, verbose):
-    """MNE's spherical-spline fill of ``bads`` (``interpolate_bads``) on (channel, time) data."""
-    info = mne.create_info(list(names), float(sfreq), "eeg")
-    montage = mne.channels.make_dig_montage(ch_pos=dict(zip(names, np.asarray(positions, float))), coord_frame="head")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        info.set_montage(montage, verbose="error")
-        inst = mne.io.RawArray(np.where(np.isin(names, list(bads))[:, None], 0.0, data), info, verbose="error")
-        inst.info["bads"] = list(bads)
-        inst.interpolate_bads(reset_bads=True, origin="auto", verbose=verbose if verbose is not None else "error")
-    return inst.get_data()
 
 
 def _spline(truth, widths, names, positions, bads, verbose):
     """The spline's estimate of every channel, epoch by epoch (it is instantaneous: one fit for all)."""
     flat = np.concatenate([truth[i, :, :w] for i, w in enumerate(widths)], axis=1)
-    filled = _spline_estimate(flat, names, positions, bads, 256.0, verbose)
+    filled = spline_estimate(flat, names, positions, bads, 256.0, verbose)
     out, start = np.full(truth.shape, np.nan), 0
     for i, width in enumerate(widths):
         out[i, :, :width] = filled[:, start:start + width]
@@ -471,31 +458,12 @@ def _spline(truth, widths, names, positions, bads, verbose):
     return out
 
 
-def _spline_filled(raw, hidden, bads, spans, verbose):
-    """A copy of the read recording with the hidden cells replaced by the spline's estimate (no truth left)."""
-    from ..io.montage import channel_positions
-
-    filled = _spline_estimate(raw.get_data(), raw.ch_names, channel_positions(raw), sorted(set(hidden) | bads),
-                              raw.info["sfreq"], verbose)
-    out = raw.copy()
-    rows = [raw.ch_names.index(name) for name in hidden]
-    if spans is None:
-        out._data[rows] = filled[rows]
-        return out
-    sfreq = raw.info["sfreq"]
-    for start, stop, name in spans:
-        row = raw.ch_names.index(name)
-        a, b = max(0, int(np.floor(start * sfreq))), min(raw.n_times, int(np.ceil(stop * sfreq)) + 1)
-        out._data[row, a:b] = filled[row, a:b]
-    return out
-
-
-def _check_same_cells(rec, pre, truth, cells, hidden, hidden_input):
+def _check_same_cells(rec, epoch_start, ch_names, truth, cells, hidden, hidden_input):
     """ZUNA's estimate and spread as arrays, after checking it hid the scored cells of the same truth."""
-    if not np.allclose(rec["epoch_start"].values, pre.epoch_start):
+    if not np.allclose(rec["epoch_start"].values, epoch_start):
         raise ZunaValueError("ZUNA's epochs differ from the evaluation's; this is a bug in zuna_lab.")
     original = rec["original"].values
-    keep = ~np.isin(pre.ch_names, list(hidden)) if hidden_input == "spline" else slice(None)
+    keep = ~np.isin(ch_names, list(hidden)) if hidden_input == "spline" else slice(None)
     if not np.allclose(original[:, keep], truth[:, keep], rtol=1e-9, atol=1e-15, equal_nan=True):
         raise ZunaValueError("ZUNA's original differs from the evaluation's truth; this is a bug in zuna_lab.")
     masked = np.repeat(rec["mask"].values, SAMPLES_PER_TOKEN, axis=2)[:, :, : truth.shape[2]]

@@ -14,7 +14,10 @@ notebook ``push`` builds each patch with ``panel.io.model.diff``, whose events s
 every model they reach has its stylesheets inlined first (tests/viz/test_jupyterlab.py caught the
 dashboard fetching ``cdn.holoviz.org`` on every tab; a first version that patched the document's
 models before ``diff`` still let a model through now and then, when a worker thread's update
-raced the patch).
+raced the patch). An HTML pane whose text changes gets its stylesheets set again, as links
+(Panel's ``_update`` sends every property): the event of that change is given the inlined list it
+serializes. The apps' status lines and progress bars change on the event loop only
+(:class:`zuna_lab.viz.apps._common.Live`), so that no worker thread's change races this patch.
 """
 
 from __future__ import annotations
@@ -50,6 +53,10 @@ def _inlined_events(monkeypatch_events):
                 for ref in (model.references() if model is not None else ()):
                     if isinstance(ref, UIElement):
                         patch_inline_stylesheets(ref)
+                # a change of the stylesheets themselves (Panel re-sends them with every text change of an
+                # HTML pane) carries its value: the patched one, not the links it was made with
+                if getattr(event, "attr", None) == "stylesheets" and isinstance(model, UIElement):
+                    event.new = list(model.stylesheets)
         return monkeypatch_events(events, *args, **kwargs)
 
     inlined.zuna_lab_inline = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import threading
 
 import holoviews as hv
 import panel as pn
@@ -61,25 +62,79 @@ def dynamic(view, *params, stream=None):
     return hv.DynamicMap(draw, streams=[] if stream is None else [stream])
 
 
+class Live(param.Parameterized):
+    """What a page shows of a state's progress — its ``running``, ``progress``, ``status``, ``error``
+    (and ``ready``, ``n_epochs`` where it has them) — copied on the page's event loop.
+
+    The state's computation runs in a worker thread and sets these there. Views bound to the state
+    itself would then change their Bokeh models from that thread, racing the event loop's own
+    changes of the same document: Panel re-sends an HTML pane's stylesheets with every text change,
+    and a stylesheet change from the thread could undo the inlining of :mod:`zuna_lab.viz._offline`
+    between its patch and the message (tests/viz/test_jupyterlab.py saw the status line fetch
+    ``cdn.holoviz.org`` during a reconstruction). So the views that follow a computation are bound
+    to this copy; a change made in another thread than the loop's is applied there with
+    ``loop.call_soon_threadsafe``, in order, before the computation's result (which comes back through
+    the same loop); one made on the loop (or with no loop: a script, a test) is copied at once.
+    """
+
+    running = param.Boolean(default=False)
+    progress = param.Number(default=0.0)
+    status = param.String(default="ready")
+    error = param.String(default="")
+    ready = param.Boolean(default=True)
+    n_epochs = param.Integer(default=0)
+
+    def __init__(self, state, **params):
+        self._names = [n for n in ("running", "progress", "status", "error", "ready", "n_epochs") if n in state.param]
+        super().__init__(**{n: getattr(state, n) for n in self._names}, **params)
+        self._loop, self._loop_thread = None, None
+        self.attach()
+        state.param.watch(self._copy, self._names)
+
+    def attach(self):
+        """Remember the running event loop (called on it: an app's coroutines call this before they compute)."""
+        try:
+            self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
+        except RuntimeError:              # no loop running here (a script): copied at once
+            pass
+
+    def _copy(self, *events):
+        values = {e.name: e.new for e in events}
+        loop = self._loop
+        if (loop is not None and threading.get_ident() != self._loop_thread and loop.is_running()
+                and not loop.is_closed()):
+            loop.call_soon_threadsafe(self.param.update, values)
+        else:
+            self.param.update(values)
+
+
 class TaskApp(pn.viewable.Viewer):
     """A Panel app over a :class:`~zuna_lab.viz.state._task.Task` state.
 
     Its widgets and views are bound to the state's parameters; the state's computation runs in a
     worker thread (``asyncio.to_thread``) with a progress bar so the page stays responsive, and
-    its result is applied back on the session's event loop.
+    its result is applied back on the session's event loop. What the page shows of the
+    computation's progress (the status line, the progress bar, the buttons' ``disabled``) is bound
+    to :attr:`live`, the state's progress as copied on the event loop (:class:`Live`).
     """
 
     state = param.ClassSelector(class_=Task)
 
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.live = Live(self.state)
+
     def progress_bar(self, **kwargs):
-        st = self.state
-        return pn.indicators.Progress(value=pn.bind(progress_value, st.param.progress, st.param.running), max=100,
-                                      active=st.param.running, sizing_mode="stretch_width", bar_color="primary",
+        lv = self.live
+        return pn.indicators.Progress(value=pn.bind(progress_value, lv.param.progress, lv.param.running), max=100,
+                                      active=lv.param.running, sizing_mode="stretch_width", bar_color="primary",
                                       **kwargs)
 
     def status_pane(self):
-        st = self.state
-        return pn.pane.Markdown(pn.bind(status_md, st.param.status, st.param.error), sizing_mode="stretch_width")
+        """The status line: one Markdown pane for the app's life whose text follows :attr:`live`."""
+        lv = self.live
+        return pn.pane.Markdown(pn.bind(status_md, lv.param.status, lv.param.error), sizing_mode="stretch_width",
+                                name="status")
 
     def guard(self, action, *, reset=None):
         """``action`` (sync or async) as a control's callback: an error it raises is said in one sentence
@@ -117,7 +172,7 @@ class TaskApp(pn.viewable.Viewer):
 
     def button(self, label, on_click, **kwargs):
         """A primary button, disabled while the state computes, running ``on_click`` (may be async) guarded."""
-        kwargs.setdefault("disabled", self.state.param.running)
+        kwargs.setdefault("disabled", self.live.param.running)
         button = pn.widgets.Button(label=label, color="primary", sizing_mode="stretch_width", **kwargs)
         button.on_click(self.guard(on_click))
         return button
@@ -132,6 +187,7 @@ class TaskApp(pn.viewable.Viewer):
         st = self.state
         if st.running:
             return None
+        self.live.attach()
         try:
             return st.apply(await asyncio.to_thread(st.work, raise_errors=False))
         except Exception as exc:  # noqa: BLE001 - applying a result failed: said in the app
@@ -144,6 +200,7 @@ class TaskApp(pn.viewable.Viewer):
 
     async def activate(self):
         """Compute what the app shows, unless done already (called when it is first viewed)."""
+        self.live.attach()
         try:
             if self.needs_compute():
                 await self.compute()

@@ -73,7 +73,8 @@ class EmbeddingExplorer(TaskApp):
             pn.widgets.IntInput.from_param(st.param.max_points, label="max tokens"),
             pn.pane.Markdown(pn.bind(self._info_md, st.param.coords, st.param.selection), sizing_mode="stretch_width"),
             self.status_pane(),
-            main=[pn.pane.Markdown(pn.bind(self._placeholder_md, st.param.status, st.param.error, st.param.running),
+            main=[pn.pane.Markdown(pn.bind(self._placeholder_md, self.live.param.status, self.live.param.error,
+                                           self.live.param.running),
                                    visible=shown.rx.not_(), sizing_mode="stretch_width"),
                   # the scalp under the map: side by side they overflow a notebook column (~860 px)
                   pn.Column(pn.Row(self.map), pn.Row(self.scalp), self.traces, visible=shown,

@@ -68,8 +68,8 @@ class HealthPanel(TaskApp):
             self.button("Compute health", self.compute), self.progress_bar(), self.status_pane(),
             # plain Rows/Columns of fixed-size plots: a FlexBox lays plots out collapsed when a
             # dynamic tab renders it (Panel 1.9)
-            main=[pn.pane.Markdown(pn.bind(self._verdict_md, *detail, st.param.running, st.param.status,
-                                           st.param.error), sizing_mode="stretch_width"),
+            main=[pn.pane.Markdown(pn.bind(self._verdict_md, *detail, self.live.param.running, self.live.param.status,
+                                           self.live.param.error), sizing_mode="stretch_width"),
                   pn.pane.DataFrame(pn.bind(lambda results: st.summary(), st.param.results), index=False,
                                     float_format="{:.3g}".format, sizing_mode="stretch_width"),
                   self.moments, self.histogram, self.drift],

@@ -67,12 +67,12 @@ class ReconstructionExplorer(TaskApp):
         number = functools.partial(pn.widgets.IntInput.from_param, sizing_mode="stretch_width")
         self._layout = self.sidebar(
             "Mask and reconstruct",
-            pn.panel(pn.bind(self._epoch_control, st.param.n_epochs), sizing_mode="stretch_width"),
-            pn.pane.Markdown(pn.bind(self._epoch_md, st.param.epoch, st.param.ready), sizing_mode="stretch_width",
-                             margin=(0, 10)),
+            pn.panel(pn.bind(self._epoch_control, self.live.param.n_epochs), sizing_mode="stretch_width"),
+            pn.pane.Markdown(pn.bind(self._epoch_md, st.param.epoch, self.live.param.ready),
+                             sizing_mode="stretch_width", margin=(0, 10)),
             pn.widgets.MultiChoice.from_param(st.param.masked_channels, label="masked channels",
                                               sizing_mode="stretch_width"),
-            pn.pane.Markdown(pn.bind(self._span_md, st.param.masked_span, st.param.epoch, st.param.ready),
+            pn.pane.Markdown(pn.bind(self._span_md, st.param.masked_span, st.param.epoch, self.live.param.ready),
                              sizing_mode="stretch_width"),
             pn.widgets.Button(label="Clear masks", sizing_mode="stretch_width",
                               on_click=self.guard(lambda event: st.clear_mask())),
@@ -81,12 +81,12 @@ class ReconstructionExplorer(TaskApp):
             number(st.param.seed, label="seed"),
             number(st.param.n_samples, label="samples"),
             self.button("Run reconstruction", self.compute,
-                        disabled=pn.bind(lambda running, ready: running or not ready, st.param.running,
-                                         st.param.ready)),
+                        disabled=pn.bind(lambda running, ready: running or not ready,
+                                         self.live.param.running, self.live.param.ready)),
             self.progress_bar(), self.status_pane(),
             pn.widgets.CheckButtonGroup.from_param(self.param.kinds, label="show"),
             download,
-            main=[pn.panel(pn.bind(self._views, st.param.ready), sizing_mode="stretch_width")],
+            main=[pn.panel(pn.bind(self._views, self.live.param.ready), sizing_mode="stretch_width")],
         )
         if autostart:
             pn.state.onload(self.activate)
@@ -104,8 +104,8 @@ class ReconstructionExplorer(TaskApp):
     # ---------------------------------------------------------------- views: functions of the state
     def _views(self, ready):
         if not ready:
-            st = self.state
-            return pn.pane.Markdown(pn.bind(self._waiting_md, st.param.status, st.param.error),
+            lv = self.live
+            return pn.pane.Markdown(pn.bind(self._waiting_md, lv.param.status, lv.param.error),
                                     sizing_mode="stretch_width")
         table = pn.pane.DataFrame(pn.bind(lambda metrics: self.state.error_table(), self.state.param.metrics),
                                   index=False, float_format="{:.3g}".format, name="errors",

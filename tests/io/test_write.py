@@ -155,3 +155,27 @@ def test_kind_reconstruction_and_original(model, tmp_path):
     # every processed EEG sample is the model's output; the stim channel is untouched
     np.testing.assert_allclose(full.get_data()[pz, :n], rec.reconstruction.sel(channel="Pz").values.reshape(-1)[:n])
     np.testing.assert_array_equal(full.get_data(picks=["STI 014"]), source.get_data(picks=["STI 014"]))
+
+
+
+def test_streamed_templates_keep_boolean_masks_boolean(tmp_path):
+    """A result streamed to zarr keeps its masks boolean, as in memory (dask ignores a positional dtype:
+    ``da.zeros(shape, bool)`` was float64, so a streamed ``~emb.mask`` failed)."""
+    import xarray as xr
+
+    from zuna_lab.io.write import ZarrRegions
+    from zuna_lab.pipeline.results import embedding_template, reconstruction_template
+
+    common = dict(chunk_epochs=2, ch_names=["Cz", "Pz"], ch_pos=np.zeros((2, 3)), epoch_start=np.arange(4) * 5.0,
+                  samples_per_token=32, sfreq=256.0, attrs={})
+    embedding = embedding_template(4, 2, 3, 32, **common)
+    regions = ZarrRegions(tmp_path / "e.zarr", embedding)
+    for first in (0, 2):
+        regions.write(first, mask=np.full((2, 2, 3), first == 2), padding=np.zeros((2, 2, 3), bool),
+                      embedding=np.zeros((2, 2, 3, 32), np.float32))
+    back = xr.open_zarr(tmp_path / "e.zarr", consolidated=True)
+    assert back.mask.dtype == bool and back.padding.dtype == bool and back.embedding.dtype == np.float32
+    assert (~back.mask).values[:2].all() and not (~back.mask).values[2:].any()
+    reconstruction = reconstruction_template(1, 4, 2, 96, **common)
+    assert all(reconstruction[name].dtype == bool for name in reconstruction.data_vars if "mask" in name)
+    assert any("mask" in name for name in reconstruction.data_vars)

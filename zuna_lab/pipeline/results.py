@@ -132,9 +132,9 @@ def embedding_template(n_epochs, n_channels, n_tokens, n_latent, *, chunk_epochs
             "embedding": (("epoch", "channel", "token", "latent"),
                           da.full(shape + (n_latent,), np.nan, dtype=np.float32, chunks=chunks + (n_latent,)),
                           {"long_name": "ZUNA latent", "units": "1"}),
-            "mask": (("epoch", "channel", "token"), da.zeros(shape, bool, chunks=chunks),
+            "mask": (("epoch", "channel", "token"), da.zeros(shape, dtype=bool, chunks=chunks),
                      {"long_name": "token hidden from the encoder"}),
-            "padding": (("epoch", "channel", "token"), da.zeros(shape, bool, chunks=chunks),
+            "padding": (("epoch", "channel", "token"), da.zeros(shape, dtype=bool, chunks=chunks),
                         {"long_name": "token beyond the end of the segment"}),
         },
         coords=coords,
@@ -163,7 +163,7 @@ def reconstruction_template(n_draws, n_epochs, n_channels, n_times, *, chunk_epo
     signal = ("epoch", "channel", "time")
     data_vars = {
         "original": (signal, lazy(), dict(volts, long_name="original (filtered)")),
-        "mask": (("epoch", "channel", "token"), da.zeros((n_epochs, n_channels, n_tokens), bool,
+        "mask": (("epoch", "channel", "token"), da.zeros((n_epochs, n_channels, n_tokens), dtype=bool,
                                                           chunks=(chunk_epochs, n_channels, n_tokens)),
                  {"long_name": "token hidden and infilled"}),
     }

@@ -34,8 +34,8 @@ from ..pipeline.embedding import (empty_grid, hidden_grid, length_batches, paddi
 from ..pipeline.tokens import epoch_masks
 from ..validation import check_arguments, check_bool
 from .infill import reconstruct_epochs
-from .streaming import (check_epochs, check_fits_in_memory, embed_to_zarr, prepare_spans, reconstruct_spans,
-                        reconstruct_to_zarr)
+from .streaming import (check_epochs, check_fits_in_memory, embed_overlapped, embed_to_zarr, overlaps,
+                        prepare_spans, reconstruct_spans, reconstruct_to_zarr)
 from ..pipeline.stream import EpochSpans
 from ..io.write import check_reconstruct_dataset, output_target
 
@@ -216,6 +216,10 @@ def embed(data, model=None, *, events=None, event_id=None, tmin=None, tmax=None,
                     time.perf_counter() - started)
         return streamed
     check_fits_in_memory(data, "embed", sfreq=sfreq)
+    if overlaps(data, model, events=events):        # a long file on a GPU: read and preprocessed under the encoding
+        return embed_overlapped(data, model, segment_duration=segment_duration, bad_channels=bad_channels,
+                                use_annotations=use_annotations, mask=mask, batch_size=batch_size,
+                                progress=progress, verbose=verbose)
     prepared = prepare(data, model.variant, bad_channels=bad_channels, segment_duration=segment_duration,
                        events=events, event_id=event_id, tmin=tmin, tmax=tmax, sfreq=sfreq, ch_names=ch_names,
                        verbose=verbose)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from types import SimpleNamespace
 
 import mne
@@ -20,25 +21,28 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..config import VARIANT_CONSTANTS
 from ..errors import ZunaTypeError, ZunaValueError
 from ..io.read import read_raw, source_name
-from ..io.write import ZarrRegions, output_target, replace_atomically
+from ..io.write import MemoryRegions, ZarrRegions, output_target, replace_atomically
 from ..pipeline import masks, results
 from ..pipeline.batching import auto_batch_size, prefetched, to_host_later
 from ..pipeline.embedding import (empty_grid, hidden_grid, length_batches, padding_grid, place_latents,
                                   tokenize_epochs)
 from ..pipeline.results import reconstruction_dataset
 from ..pipeline.seams import run_correction, span_runs
-from ..pipeline.stream import EpochSpans, stream_preprocessed
+from ..pipeline.stream import CHUNK_EPOCHS, EpochSpans, stream_preprocessed
 from ..pipeline.tokens import epoch_masks
 
-__all__ = ["embed_to_zarr", "reconstruct_to_zarr", "check_fits_in_memory", "available_memory", "in_memory_bytes",
-           "prepare_spans", "reconstruct_spans", "check_epochs"]
+__all__ = ["embed_to_zarr", "embed_overlapped", "overlaps", "reconstruct_to_zarr", "check_fits_in_memory",
+           "available_memory", "in_memory_bytes", "prepare_spans", "reconstruct_spans", "check_epochs"]
 
 #: Bytes held per channel and 256 Hz sample by the in-memory paths, besides the recording itself
 #: (its copy, the filtered signal, the model input, the result; reconstruct: three signals per
 #: sample drawn and their working copies). Measured: 60 min x 64 ch reconstructed peaked at 4.5 GB.
 BYTES_PER_SAMPLE = {"embed": 40, "reconstruct": 80}
+#: Epochs from which ``zl.embed`` of a file on a GPU reads and preprocesses under the encoding (two chunks)
+OVERLAP_EPOCHS = 2 * CHUNK_EPOCHS
 
 
 def available_memory():
@@ -109,26 +113,62 @@ def embed_to_zarr(data, model, out, *, overwrite=False, segment_duration=None, b
     import xarray as xr
 
     path = output_target(out, overwrite, folder=True)      # before any work
-    raw, request, work = _read_lazily(data, sfreq, ch_names, bad_channels, verbose,                # read, masks
-                                      use_annotations=use_annotations, mask=mask)
-
-    def write(folder):
-        chunks, plan = _stream(work, model, path, segment_duration, mask, len(raw.ch_names), verbose)   # preprocess
-        spt = model.config.constants["samples_per_token"]
-        template = results.embedding_template(
-            plan.n_epochs, len(raw.ch_names), plan.max_tokens, model.config.latent_dim,
-            chunk_epochs=plan.chunks[0][1] - plan.chunks[0][0],
-            ch_names=plan.common["ch_names"], ch_pos=plan.common["ch_pos"], epoch_start=plan.epoch_start,
-            samples_per_token=spt, sfreq=plan.common["sfreq"],
-            attrs=results.provenance(model, _described(plan), source=source_name(data)))
-        regions = ZarrRegions(folder, template)
-        size = batch_size or auto_batch_size(model, len(raw.ch_names) * plan.max_tokens)
-        with tqdm(total=plan.n_epochs, desc="embed", unit="epoch",
-                  disable=not (progress if progress is not None else plan.n_epochs > 50)) as bar:
-            _encode_chunks(model, chunks, request, plan, size, regions, bar)
-
-    replace_atomically(write, path, ".zarr")
+    read = _read_lazily(data, sfreq, ch_names, bad_channels, verbose,                               # read, masks
+                        use_annotations=use_annotations, mask=mask)
+    replace_atomically(lambda folder: _embed_chunks(data, model, read, path.parent, partial(ZarrRegions, folder),
+                                                    segment_duration, mask, batch_size, progress, verbose),
+                       path, ".zarr")
     return xr.open_zarr(path, consolidated=True)
+
+
+def embed_overlapped(data, model, *, segment_duration=None, bad_channels=None, use_annotations=True, mask=None,
+                     batch_size=None, sfreq=None, ch_names=None, progress=None, verbose=None):
+    """:func:`zuna_lab.embed` in memory through the streamed stages (arguments checked by the caller): the
+    file is read and preprocessed chunk by chunk on a thread while the GPU encodes, the signal spilled to a
+    temporary folder. The same result as the in-memory pipeline's (see :func:`overlaps`)."""
+    import tempfile
+
+    read = _read_lazily(data, sfreq, ch_names, bad_channels, verbose, use_annotations=use_annotations, mask=mask)
+    with tempfile.TemporaryDirectory(prefix="zuna_lab-embed-") as folder:
+        regions = _embed_chunks(data, model, read, folder, MemoryRegions, segment_duration, mask, batch_size,
+                                progress, verbose)
+    return regions.dataset
+
+
+def overlaps(data, model, *, events=None, sfreq=None):
+    """Whether ``zl.embed(data)`` in memory is faster through the streamed stages: a file of at least
+    :data:`OVERLAP_EPOCHS` epochs, on a GPU, where the chunks can come while the file is read (ZUNA1.1 at its
+    own rate: nothing spans the recording) — reading and preprocessing then run under the encoding."""
+    if model.device.type != "cuda" or events is not None or model.variant != "ZUNA1.1":
+        return False
+    if not isinstance(data, (str, os.PathLike)) or not os.path.isfile(data):
+        return False
+    try:
+        header = mne.io.read_raw(data, preload=False, verbose="error")
+    except Exception:            # noqa: BLE001 — the reader of the in-memory path says what is wrong
+        return False
+    rate = float(header.info["sfreq"])
+    return int(round(rate)) == int(VARIANT_CONSTANTS["ZUNA1.1"]["sfreq"]) and header.n_times / rate >= OVERLAP_EPOCHS * 5.0
+
+
+def _embed_chunks(data, model, read, spill_folder, regions_for, segment_duration, mask, batch_size, progress,
+                  verbose):
+    """Preprocess (spilled in ``spill_folder``), tokenise and encode the lazily read recording chunk by chunk
+    into ``regions_for(template)``; returns the regions."""
+    raw, request, work = read
+    chunks, plan = _stream(work, model, spill_folder, segment_duration, mask, len(raw.ch_names), verbose)  # preprocess
+    template = results.embedding_template(
+        plan.n_epochs, len(raw.ch_names), plan.max_tokens, model.config.latent_dim,
+        chunk_epochs=plan.chunks[0][1] - plan.chunks[0][0],
+        ch_names=plan.common["ch_names"], ch_pos=plan.common["ch_pos"], epoch_start=plan.epoch_start,
+        samples_per_token=model.config.constants["samples_per_token"], sfreq=plan.common["sfreq"],
+        attrs=results.provenance(model, _described(plan), source=source_name(data)))
+    regions = regions_for(template)
+    size = batch_size or auto_batch_size(model, len(raw.ch_names) * plan.max_tokens)
+    with tqdm(total=plan.n_epochs, desc="embed", unit="epoch",
+              disable=not (progress if progress is not None else plan.n_epochs > 50)) as bar:
+        _encode_chunks(model, chunks, request, plan, size, regions, bar)
+    return regions
 
 
 def _encode_chunks(model, chunks, request, plan, size, regions, bar):
@@ -178,9 +218,9 @@ def _read_lazily(data, sfreq, ch_names, bad_channels, verbose, **mask_options):
     return raw, request, work
 
 
-def _stream(work, model, path, segment_duration, mask, n_channels, verbose):
-    """The chunks of the preprocessed recording (spilled beside ``path``) and their plan, the mask checked."""
-    chunks = stream_preprocessed(work, model.variant, path.parent, segment_duration=segment_duration, verbose=verbose)
+def _stream(work, model, folder, segment_duration, mask, n_channels, verbose):
+    """The chunks of the preprocessed recording (spilled in ``folder``) and their plan, the mask checked."""
+    chunks = stream_preprocessed(work, model.variant, folder, segment_duration=segment_duration, verbose=verbose)
     plan = next(chunks)
     _check_mask(mask, plan, n_channels)
     return chunks, plan
@@ -230,7 +270,7 @@ def reconstruct_to_zarr(data, model, out, *, overwrite=False, steps=50, cfg=1.0,
                  source_fingerprint=recording_fingerprint(raw), source_ref=remember_source(data))
 
     def write(folder):
-        chunks, plan = _stream(work, model, path, segment_duration, mask, len(raw.ch_names), verbose)   # preprocess
+        chunks, plan = _stream(work, model, path.parent, segment_duration, mask, len(raw.ch_names), verbose)  # preprocess
         spt = model.config.constants["samples_per_token"]
         n_rows = len(raw.ch_names) + len(request.added_names)
         n_times = int(plan.n_samples.max())

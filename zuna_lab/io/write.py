@@ -20,7 +20,7 @@ from ..errors import ZunaTypeError, ZunaValueError
 from .montage import channel_positions
 from ..validation import check_writable
 
-__all__ = ["write_netcdf", "write_zarr", "write_safetensors", "ZarrRegions"]
+__all__ = ["write_netcdf", "write_zarr", "write_safetensors", "ZarrRegions", "MemoryRegions"]
 
 
 def sample_rate_of(ds):
@@ -320,3 +320,24 @@ class ZarrRegions:
         """Add ``values`` to the cells ``index`` of a variable already written (a later correction)."""
         target = self.group[name]
         target[index] = target[index] + values
+
+
+class MemoryRegions:
+    """:class:`ZarrRegions`' twin in memory: the template's variables as NumPy arrays, filled chunk by chunk
+    (``zl.embed`` of a long file on a GPU runs the streamed stages into it); ``dataset`` is the result."""
+
+    def __init__(self, template):
+        # writable arrays of their own (a computed dask.array.zeros is a read-only broadcast view)
+        self.dataset = template.copy(data={name: np.array(template[name].data) for name in template.data_vars})
+
+    def write(self, first, **arrays):
+        """Values of epochs ``first …`` for the named variables (on their ``epoch`` axis, wherever it is)."""
+        for name, values in arrays.items():
+            target = self.dataset[name].variable
+            index = [slice(None)] * target.ndim
+            index[target.dims.index("epoch")] = slice(first, first + values.shape[target.dims.index("epoch")])
+            target.values[tuple(index)] = values
+
+    def add(self, name, index, values):
+        """Add ``values`` to the cells ``index`` of a variable already written (a later correction)."""
+        self.dataset[name].variable.values[index] += values

@@ -145,3 +145,52 @@ def test_evaluate_dropout_refuses_a_recording_too_long_and_names_epochs(files, m
     assert str(error.value).count(". ") == 0
     with pytest.raises(ZunaValueError, match="hidden_input='spline'"):
         quiet(zuna_lab.evaluate_dropout, files["fif"], "unused", epochs=[0], hidden_input="spline")
+
+
+def traced_peaks(model, path):
+    """Traced peaks (tracemalloc) of the dashboard's state reconstructing epoch 60 with C3 hidden, and of
+    evaluate_dropout on epochs 60 and 61, on ``path`` read lazily."""
+    from zuna_lab.viz.state.reconstruction import ReconstructionState
+    from zuna_lab.viz.state.recording import Recording
+
+    tracemalloc.start()
+    try:
+        shared = quiet(Recording, str(path))
+        state = quiet(ReconstructionState, recording=shared, model=model, steps=2, seed=0)
+        state.param.update(epoch=60, masked_channels=["C3"])
+        result = quiet(state.run)
+        assert int(result["epoch"][0]) == 60 and state.original().shape == (len(CHANNELS), 1280)
+        assert shared.lazy and isinstance(shared.prepared(model.variant).pre, EpochSpans)
+        _, dashboard = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        scores = quiet(zuna_lab.evaluate_dropout, path, model, bad_channels=["C3"], epochs=[60, 61], steps=2,
+                       progress=False)
+        assert np.isfinite(float(scores["nmse"].sel(estimator="zuna", repeat=0, channel="C3")))
+        _, evaluation = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return dashboard, evaluation
+
+
+def test_the_dashboard_and_evaluate_dropout_hold_the_epochs_shown_not_the_recording(model, tmp_path, monkeypatch):
+    """The same peaks for 8 and 32 minutes (within 15 %): the spans read, filtered and prepared do not grow with
+    the recording; the whole 32-min recording as float64 would add 39 MB. The spans read at a time (the sample
+    checks', the statistics') and the sample checks' blocks are made smaller than 8 minutes, so that both
+    recordings hold several (with the defaults, read_raw's checks alone reach their fixed size only past 17 min)."""
+    from zuna_lab.io import quality
+
+    monkeypatch.setattr(quality.SpanReader, "VALUES", 1 << 18)        # 26,214 samples of 10 channels
+    monkeypatch.setattr(quality, "SAMPLED_BLOCKS", (1024, 16))
+    monkeypatch.setattr(stream, "SPAN_VALUES", 1 << 18)
+    monkeypatch.setattr(stream, "CHUNK_EPOCHS", 8)
+    peaks = {}
+    for minutes in (8, 32):
+        path = tmp_path / f"{minutes}_raw.fif"
+        recording(minutes).save(path, verbose="error")
+        peaks[minutes] = traced_peaks(model, path)
+    whole = len(CHANNELS) * 32 * 60 * 256 * 8
+    print(f"{model.variant}: traced peaks (dashboard, evaluate_dropout) 8 min {peaks[8][0] / 1e6:.1f}, "
+          f"{peaks[8][1] / 1e6:.1f} MB; 32 min {peaks[32][0] / 1e6:.1f}, {peaks[32][1] / 1e6:.1f} MB; "
+          f"the 32-min recording {whole / 1e6:.0f} MB")
+    for short, long in zip(peaks[8], peaks[32]):
+        assert long < 1.15 * short and long - short < whole / 4

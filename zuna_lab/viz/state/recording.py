@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 
@@ -28,10 +29,16 @@ class Recording:
     its average reference, so a :class:`~zuna_lab.api.core.Prepared` is kept per set of bad channels
     (the last ``max_prepared`` sets).  The embedding is :func:`zuna_lab.embed`, once per model.
 
+    A long recording — a file path, or a Raw read with ``preload=False`` — is read lazily and
+    prepared with ``preload=False``: only the epochs shown are preprocessed (a window of 16 epochs
+    around the one selected, the last 4 windows kept; what spans the recording — ZUNA's global
+    statistics — in one streamed pass), with the same values as the whole recording's, so memory
+    does not grow with its length; the reconstruction app reconstructs those epochs.
+
     Parameters
     ----------
-    raw : mne.io.Raw
-        The recording (never modified).
+    raw : mne.io.Raw | path-like
+        The recording (never modified); a path is read lazily (``zuna_lab.read_raw(path, preload=False)``).
     name : str
         Shown in the apps.
     segment_duration : float | None
@@ -46,7 +53,12 @@ class Recording:
     """
 
     def __init__(self, raw, *, name="recording", segment_duration=None, max_prepared=3):
+        if isinstance(raw, (str, os.PathLike)):
+            from ...io.read import read_raw
+
+            raw = read_raw(raw, preload=False)
         check_raw(raw)
+        self.lazy = not getattr(raw, "preload", True)      # a long recording: epochs prepared when shown
         self.raw, self.name, self.segment_duration = raw, str(name), segment_duration
         self.max_prepared = max(2, int(max_prepared))
         self._prepared = OrderedDict()
@@ -55,7 +67,8 @@ class Recording:
         self._embed_lock = threading.Lock()
 
     def __repr__(self):
-        return f"Recording({self.name!r}, {len(self.raw.ch_names)} channels, {self.raw.times[-1]:.1f} s)"
+        seconds = (self.raw.n_times - 1) / self.raw.info["sfreq"]     # (raw.times of a lazy Raw is a whole array)
+        return f"Recording({self.name!r}, {len(self.raw.ch_names)} channels, {seconds:.1f} s)"
 
     @staticmethod
     def key(bad_channels=()):
@@ -73,7 +86,8 @@ class Recording:
             if key in self._prepared:
                 self._prepared.move_to_end(key)
                 return self._prepared[key]
-            prepared = prepare(self.raw, variant, bad_channels=list(key[1]), segment_duration=self.segment_duration)
+            prepared = prepare(self.raw, variant, bad_channels=list(key[1]), segment_duration=self.segment_duration,
+                               preload=not self.lazy)
             self._prepared[key] = prepared
             base = (variant, ())
             while len(self._prepared) > self.max_prepared:
@@ -105,7 +119,7 @@ class Recording:
         pre = self.prepared(variant).pre
         if not 0 <= int(epoch) < pre.n_epochs:
             raise ZunaValueError(f"epoch {epoch} does not exist; the recording has epochs 0 to {pre.n_epochs - 1}.")
-        data = np.asarray(pre.volts[int(epoch)], np.float64)
+        data = np.asarray(pre.original(int(epoch)), np.float64)       # a lazy recording prepares its window
         return xr.DataArray(
             data, dims=("channel", "time"), name="original",
             coords={"channel": list(pre.ch_names), "time": np.arange(data.shape[1]) / pre.sfreq},

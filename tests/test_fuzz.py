@@ -83,8 +83,9 @@ def one_sentence(error):
     assert text.rstrip(")").endswith((".", "?")) or text.endswith(".'"), text
 
 
-def outcome(call, folder):
-    """Run ``call``: a result, or our one-sentence error; nothing left in ``folder`` either way."""
+def outcome(call, folder, output=None):
+    """Run ``call``: a result, or our one-sentence error; nothing left in ``folder`` either way (but ``output``,
+    the name asked for, after a result)."""
     before = set(os.listdir(folder))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -98,7 +99,8 @@ def outcome(call, folder):
             pytest.fail(f"{type(error).__name__} escaped: {error}")
         else:
             event("a result")
-    assert set(os.listdir(folder)) == before, sorted(set(os.listdir(folder)) ^ before)
+    new = set(os.listdir(folder)) ^ before
+    assert new <= ({output} if result is not None else set()), sorted(new)
     return result
 
 
@@ -258,3 +260,386 @@ def test_evaluate_dropout(model, raw, tmp_path, kwargs, fraction, estimators, n_
                                                  n_repeats=n_repeats, **kwargs), tmp_path)
     if result is not None:
         assert "estimator" in result.dims and np.isfinite(result["nmse"].values[~np.isnan(result["nmse"].values)]).all()
+
+
+# ----------------------------------------------------------------------------------------- the command line
+# Each example runs `zuna-lab ...` in-process (zuna_lab.cli.main) in a folder of its own, with the temp folder
+# pointed at an empty one: exit 0 with the command's summary and the output asked for, or exit 2 with one
+# line "zuna-lab COMMAND: error: ..." on stderr (1 for the study commands: some recordings failed, each listed),
+# no traceback, and no other file or temp file, written or left.
+
+CLI_EXAMPLES = max(10, EXAMPLES // 3)
+CLI = settings(FUZZ, max_examples=CLI_EXAMPLES)
+TAKEN = ("taken.nc", "taken.fif", "taken_raw.fif", "taken.zarr")
+
+
+def flag(name, good, bad=()):
+    """``[name, value]``, the value one of ``good`` (three times in four) or of ``bad``."""
+    values = st.sampled_from(good) if not bad else st.one_of(st.sampled_from(good), st.sampled_from(good),
+                                                             st.sampled_from(good), st.sampled_from(bad))
+    return st.tuples(st.just(name), values).map(list)
+
+
+def many(name, good, bad=(), max_size=3):
+    """``[name, *values]``, 0 to ``max_size`` of them (none: argparse's usage error), mostly from ``good``."""
+    return st.lists(flag("", good, bad).map(lambda pair: pair[1]), max_size=max_size).map(lambda items: [name, *items])
+
+
+def argv_of(command, positional, pool, max_options=5):
+    """``[command, *positional, *options]``: positional a strategy of token lists, options drawn from ``pool``."""
+    return st.tuples(positional, st.lists(st.one_of(*pool), max_size=max_options)).map(
+        lambda parts: [command, *parts[0], *[token for option in parts[1] for token in option]])
+
+
+CLI_NAMES = (CHANNELS, ("cz", "XYZ", "", "Cz ", "FCz"))
+FILES = ("{rec}", "{csv}", "{events}"), ("{junk}", "{empty}", "{inputs}", "{inputs}/missing.fif", "", "-")
+MODEL_OPTIONS = [flag("--model", ("{ckpt}", "{ckpt_zuna}"), ("{inputs}/missing", "{rec}", "Zyphra/ZUNA", "", "{inputs}")),
+                 flag("--device", ("cpu", "auto"), ("cuda", "cuda:3", "tpu", "", "meta")),
+                 flag("--dtype", ("fp32",), ("bf16", "mixed", "fp16", "fp64")),
+                 flag("--batch-size", ("1", "2", "64"), ("0", "-1", "1.5", "x", "10000000000"))]
+COMMON = MODEL_OPTIONS + [
+    flag("--segment-duration", ("5", "2.5", "0.5", "30"), ("0", "-1", "nan", "inf", "abc", "1e9", "0.001")),
+    many("--bad-channels", *CLI_NAMES), st.just(["--no-annotations"]), st.just(["--overwrite"]),
+    st.just(["--quiet"]), st.just(["--verbose"])]
+TIMES = ("-1", "0", "0.5", "4"), ("nan", "inf", "-inf", "1e9", "-1e9", "x")
+SEGMENTS = (("2:3", "0:inf", "9.999:inf", "2:3:Cz", "0:1e300", "9:12"),
+            ("2:3:XX", "3:2", "-1:2", "x", "1:2:", "0:0", "100:200", "nan:1"))
+OUTPUTS = ("out.nc", "out.zarr", "out.safetensors"), ("out.fif", "out", "missing/out.nc", "taken.nc", "folder.nc", "",
+                                                     ".")
+
+
+def out(good, bad):
+    return flag("-o", good, bad)
+
+
+def positional(outputs, *defaults):
+    """FILE -o OUT, then ``defaults`` (options a drawn one overrides: argparse keeps the last)."""
+    return st.tuples(flag("", *FILES).map(lambda pair: pair[1:]), out(*outputs)).map(
+        lambda p: p[0] + p[1] + list(defaults))
+
+
+CLI_ARGV = {
+    "embed": argv_of("embed", positional(OUTPUTS), COMMON + [
+        flag("--events", ("annotations", "stim", "STI 014"), ("Cz", "nope")),
+        many("--event-id", ("left", "right", "left=1", "right=2"), ("=", "a=b", "1")),
+        flag("--tmin", *TIMES), flag("--tmax", *TIMES)]),
+    "reconstruct": argv_of("reconstruct", positional((("out.fif", "out_raw.fif", *OUTPUTS[0]),
+                                                      ("out.edf", "missing/out.fif", "taken.fif", "folder.nc", "")), "--steps", "1"),
+                           COMMON + [
+        many("--bad-segments", *SEGMENTS), many("--add-channels", ("FCz", "CPz"), ("Cz", "XYZ", "fcz", "")),
+        flag("--steps", ("1",), ("0", "-3", "1001", "x", "1.5")),
+        flag("--cfg", ("1", "0", "2.5"), ("-1", "nan", "21")),
+        flag("--seed", ("0", "5"), ("-1", "x", "99999999999999999999")),
+        flag("--n-samples", ("1",), ("2", "0", "1000000000000", "x")),
+        flag("--kind", ("hybrid", "reconstruction", "original"), ("nope",))]),
+    "demo": argv_of("demo", st.just(["--duration", "6", "--steps", "1"]), MODEL_OPTIONS + [
+        st.just(["--random-weights"]), st.just(["--overwrite"]), st.just(["--quiet"]),
+        flag("--output-dir", ("demo_out", "missing/deeper", "."), ("taken.nc", "folder.nc", "")),
+        flag("--duration", ("5", "10"), ("1", "0.01", "0", "-1", "nan", "inf", "x", "1e9")),
+        flag("--steps", ("1",), ("2", "0", "-1", "x", "100000"))], max_options=6),
+    "doctor": argv_of("doctor", flag("", *FILES).map(lambda pair: pair[1:]), [
+        flag("--model", ("ZUNA", "ZUNA1.1", "{ckpt}", "Zyphra/ZUNA1.1"), ("zuna", "{inputs}/missing", "", "3")),
+        flag("--fix", ("out_raw.fif", "out.fif"), ("out.edf", "missing/out_raw.fif", "taken_raw.fif", "folder.nc", "")),
+        st.just(["--overwrite"]), st.just(["--verbose"])]),
+    "screen": argv_of("screen", flag("", *FILES).map(lambda pair: pair[1:] + ["--steps", "1"]), MODEL_OPTIONS + [
+        flag("--apply", ("out_raw.fif",), ("out.edf", "missing/out_raw.fif", "taken_raw.fif", "folder.nc", "")),
+        many("--estimators", ("spline", "zuna"), ("nope",)), many("--compare", ("lof", "none", "pyprep"), ("x",)),
+        flag("--groups", ("2", "3"), ("1", "0", "100", "x")),
+        flag("--threshold", ("4", "1e-300", "2"), ("0", "-1", "nan", "inf")),
+        flag("--bad-fraction", ("0.5", "0", "1"), ("1.5", "-0.1", "nan")),
+        flag("--segment-threshold", ("6", "1"), ("0", "nan", "inf")), many("--bad-channels", *CLI_NAMES),
+        many("--bad-segments", *SEGMENTS), flag("--segment-duration", ("5", "2.5"), ("0", "nan", "1e9", "0.001")),
+        flag("--steps", ("1",), ("0", "1001")), flag("--seed", ("0", "3"), ("-1", "x")), st.just(["--overwrite"]),
+        st.just(["--quiet"]), st.just(["--verbose"])], max_options=6),
+}
+
+
+@pytest.fixture(scope="module")
+def cli_inputs(tmp_path_factory, raw):
+    """The files a command line names: recordings (FIF, CSV, with events), junk, an empty file, checkpoints."""
+    folder = tmp_path_factory.mktemp("cli_inputs")
+    raw.save(folder / "rec_raw.fif", verbose="error")
+    table = np.column_stack([raw.times, raw.get_data().T])
+    np.savetxt(folder / "rec.csv", table, delimiter=",", header="time," + ",".join(raw.ch_names), comments="")
+    events = raw.copy()
+    stim = np.zeros((1, events.n_times))
+    stim[0, [512, 1536]] = [1, 2]
+    events.add_channels([mne.io.RawArray(stim, mne.create_info(["STI 014"], events.info["sfreq"], "stim"),
+                                         verbose="error")], force_update_info=True)
+    events.set_annotations(mne.Annotations([2.0, 6.0], [0.0, 0.0], ["left", "right"]))
+    events.save(folder / "events_raw.fif", verbose="error")
+    (folder / "junk.fif").write_text("not a recording")
+    (folder / "empty.edf").write_bytes(b"")
+    return {"rec": folder / "rec_raw.fif", "csv": folder / "rec.csv", "events": folder / "events_raw.fif",
+            "junk": folder / "junk.fif", "empty": folder / "empty.edf", "inputs": folder,
+            "ckpt": make_random_checkpoint(folder / "ZUNA1.1", variant="ZUNA1.1"),
+            "ckpt_zuna": make_random_checkpoint(folder / "ZUNA", variant="ZUNA")}
+
+
+@pytest.fixture
+def cli_env(monkeypatch, cli_inputs):
+    """The default model (``$ZUNA_LAB_MODEL``) a random checkpoint; the hub never asked (offline)."""
+    monkeypatch.setenv("ZUNA_LAB_MODEL", str(cli_inputs["ckpt"]))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cli_inputs
+
+
+def tree(folder):
+    """{relative path: modification time} of everything under ``folder``."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+def cli_outputs(argv):
+    """The paths a command line asks to write (relative to its folder), and its --overwrite."""
+    wanted = [argv[i + 1] for i, token in enumerate(argv[:-1]) if token in ("-o", "--fix", "--apply")]
+    if argv[0] == "demo":
+        wanted.append(next((argv[i + 1] for i, t in enumerate(argv[:-1]) if t == "--output-dir"), "zuna_lab_demo"))
+    return [os.path.normpath(w) for w in wanted if w], "--overwrite" in argv
+
+
+def cli_outcome(argv, inputs, folder, capsys, codes=(0, 2)):
+    """Run the command line ``argv`` in ``folder``; check the contract; return (code, stdout, stderr)."""
+    import contextlib
+    import tempfile
+
+    from zuna_lab.cli import main
+
+    places = {key: str(value) for key, value in inputs.items()}
+    argv = [token.format(**places) if "{" in token else token for token in argv]
+    (folder / "folder.nc").mkdir(exist_ok=True)
+    for name in TAKEN:
+        (folder / name).write_text("mine")
+    scratch = folder.parent / (folder.name + "_tmp")
+    scratch.mkdir()
+    before, before_inputs = tree(folder), tree(inputs["inputs"])
+    capsys.readouterr()
+    with contextlib.chdir(folder), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", str(scratch))
+        try:
+            code = main(argv)
+        except BaseException as error:      # noqa: BLE001 — the point: anything raised out of main is a hole
+            pytest.fail(f"zuna-lab {' '.join(argv)}: {type(error).__name__} escaped: {error}")
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err, captured.err[-2000:]
+    assert code in codes, (argv, code, captured.err[-1000:])
+    errors = [line for line in captured.err.splitlines() if ": error: " in line]
+    if code == 2:
+        assert len(errors) == 1 and captured.err.strip().splitlines()[-1] == errors[0], (argv, captured.err)
+        assert errors[0].startswith("zuna-lab"), errors[0]
+        event(f"{argv[0]}: exit 2")
+    else:
+        assert not errors, (argv, captured.err)
+        event(f"{argv[0]}: exit {code}")
+    assert list(scratch.iterdir()) == [], (argv, list(scratch.iterdir()))        # no temp file left
+    assert tree(inputs["inputs"]) == before_inputs, argv                          # nothing written beside the input
+    wanted, overwrite = cli_outputs(argv)
+    after = tree(folder)
+    changed = {p for p in after if before.get(p) != after[p]} | (set(before) - set(after))
+    inside = {p for p in changed if any(p == w or p.startswith(w + os.sep) or w == "." for w in wanted)}
+    if argv[0] == "demo":       # --output-dir is created with its parents
+        inside |= {p for p in changed if any(w.startswith(p + os.sep) for w in wanted)}
+    assert changed == (inside if code != 2 else set()), (argv, code, sorted(changed), captured.err[-500:])
+    if code != 2 and not overwrite:
+        assert all(before.get(p) is None or p == "." for p in inside), (argv, sorted(inside))
+    return code, captured.out, captured.err, argv
+
+
+@CLI
+@given(argv=CLI_ARGV["embed"])
+def test_cli_embed(cli_env, tmp_path_factory, capsys, argv):
+    folder = tmp_path_factory.mktemp("embed")
+    code, stdout, _, argv = cli_outcome(argv, cli_env, folder, capsys)
+    if code == 0:
+        target = folder / argv[argv.index("-o") + 1]
+        assert target.exists() and ("--quiet" in argv or f"zuna-lab embed: {argv[1]} -> " in stdout), stdout
+        if target.suffix == ".nc":
+            with xr.open_dataset(target) as emb:
+                assert emb["embedding"].dims == ("epoch", "channel", "token", "latent")
+
+
+@CLI
+@given(argv=CLI_ARGV["reconstruct"])
+def test_cli_reconstruct(cli_env, tmp_path_factory, capsys, argv):
+    folder = tmp_path_factory.mktemp("reconstruct")
+    code, stdout, _, argv = cli_outcome(argv, cli_env, folder, capsys)
+    if code == 0:
+        target = folder / argv[argv.index("-o") + 1]
+        assert target.exists() and ("--quiet" in argv or f"zuna-lab reconstruct: {argv[1]} -> " in stdout), stdout
+        if target.suffix == ".fif":
+            assert np.isfinite(mne.io.read_raw_fif(target, preload=True, verbose="error").get_data()).all()
+
+
+@settings(CLI, max_examples=max(5, CLI_EXAMPLES // 5))
+@given(argv=CLI_ARGV["demo"])
+def test_cli_demo(cli_env, tmp_path_factory, capsys, monkeypatch, argv):
+    monkeypatch.setenv("ZUNA_LAB_MODEL", str(cli_env["ckpt_zuna"]))
+    folder = tmp_path_factory.mktemp("demo")
+    code, stdout, _, argv = cli_outcome(argv, cli_env, folder, capsys)
+    if code == 0:
+        outdir = folder / cli_outputs(argv)[0][-1]
+        assert {"sample_repaired_raw.fif", "sample_reconstruction.nc", "sample_embedding.nc"} <= set(os.listdir(outdir))
+        assert "zuna-lab demo: " in stdout
+
+
+@CLI
+@given(argv=CLI_ARGV["doctor"])
+def test_cli_doctor(cli_env, tmp_path_factory, capsys, argv):
+    folder = tmp_path_factory.mktemp("doctor")
+    code, stdout, _, argv = cli_outcome(argv, cli_env, folder, capsys)
+    if code == 0:
+        lines = stdout.strip().splitlines()
+        assert lines and all(line.startswith("zuna-lab doctor: ") for line in lines), stdout
+        if "--fix" in argv:
+            assert (folder / argv[argv.index("--fix") + 1]).is_file()
+
+
+@CLI
+@given(argv=CLI_ARGV["screen"])
+def test_cli_screen(cli_env, tmp_path_factory, capsys, argv):
+    folder = tmp_path_factory.mktemp("screen")
+    code, stdout, _, argv = cli_outcome(argv, cli_env, folder, capsys)
+    if code == 0:
+        lines = stdout.strip().splitlines()
+        assert lines and lines[-1].startswith("zuna-lab screen: "), stdout
+        if "--apply" in argv:
+            assert (folder / argv[argv.index("--apply") + 1]).is_file()
+
+
+# ----------------------------------------------------------------------------------------- screening and studies
+
+@settings(FUZZ, max_examples=max(10, EXAMPLES // 5))
+@given(kwargs=options("bad_channels", "bad_segments", "seed", "segment_duration", "batch_size", "progress", "verbose"),
+       estimators=st.sampled_from([("spline",), ("spline",), ("zuna", "spline"), ("zuna",), ["spline"], (),
+                                   ("spline", "spline"), ("nope",), "spline", None]),
+       compare=st.sampled_from([(), (), ("lof",), ["lof"], ("pyprep",), ("lof", "lof"), "lof", None, ("x",)]),
+       groups=st.one_of(st.none(), st.integers(-1, 9), st.sampled_from([10**9, 1.5, "2", True])),
+       numbers=st.fixed_dictionaries({}, optional={
+           "threshold": st.one_of(st.floats(-1, 10), st.sampled_from([math.nan, math.inf, 1e-300, "4"])),
+           "bad_fraction": st.one_of(st.floats(-0.5, 1.5), st.sampled_from([math.nan, None])),
+           "segment_threshold": st.one_of(st.floats(-1, 10), st.sampled_from([math.nan, math.inf])),
+           "segment_window": st.sampled_from([0.5, 0.125, 0.3, 0, -1, math.nan, math.inf, 1e6, 20.0, "0.5"]),
+           "bridge_threshold": st.one_of(st.floats(-0.5, 1.5), st.sampled_from([math.nan, None])),
+           "max_passes": st.one_of(st.integers(-1, 4), st.sampled_from([10**9, 1.5, None]))}),
+       steps=st.sampled_from([1, 1, 1, 0, -1, 10**6, 1.5, None, "1"]),
+       data_given=st.sampled_from(["raw", "raw", "raw", "file", "missing", "array", "junk"]))
+def test_screen(model, raw, cli_inputs, tmp_path, kwargs, estimators, compare, groups, numbers, steps, data_given):
+    data = {"raw": raw, "file": cli_inputs["rec"], "missing": tmp_path / "nope.fif", "array": raw.get_data(),
+            "junk": 3}[data_given]
+    if data_given == "array":
+        kwargs.update(sfreq=raw.info["sfreq"], ch_names=raw.ch_names)
+    report = outcome(lambda: zl.screen(data, model=model, estimators=estimators, compare=compare, groups=groups,
+                                       steps=steps, **numbers, **kwargs), tmp_path)
+    if report is not None:
+        assert set(report.bad_channels) <= set(raw.ch_names) and list(report.table["channel"]) == raw.ch_names
+        assert all(raw.ch_names.count(c) for _, _, c in report.segments)
+        scores = report.scores.to_array().values if hasattr(report.scores, "to_array") else report.scores.values
+        assert not np.isinf(np.asarray(scores, dtype=float)).any()
+
+
+@pytest.fixture(scope="module")
+def client():
+    """One dask worker process (2 threads), loopback only, shared by the study examples."""
+    distributed = require_module("distributed")
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
+                                       dashboard_address="127.0.0.1:0", silence_logs=40)
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def study_inputs(tmp_path_factory, raw, cli_inputs):
+    """Recordings to study: a folder of two (FIF, CSV), a folder with a junk one, an empty folder."""
+    folder = tmp_path_factory.mktemp("study_inputs")
+    (folder / "two").mkdir()
+    raw.save(folder / "two" / "a_raw.fif", verbose="error")
+    (folder / "two" / "b.csv").write_bytes(cli_inputs["csv"].read_bytes())
+    (folder / "junk").mkdir()
+    (folder / "junk" / "x_raw.fif").write_text("not a recording")
+    (folder / "empty").mkdir()
+    return folder
+
+
+def study_sources(inputs, choice):
+    a, b = inputs / "two" / "a_raw.fif", inputs / "two" / "b.csv"
+    return {"folder": inputs / "two", "file": str(a), "list": [a, b], "pairs": [("s1", a), ("s2", b)],
+            "dict": {"s1": a}, "generator": (p for p in [a, b]), "glob": str(inputs / "two" / "*.fif"),
+            "missing file": inputs / "nope.fif", "no match": str(inputs / "*.edf"), "empty folder": inputs / "empty",
+            "junk folder": inputs / "junk", "same id twice": [("s", a), ("s", b)], "bad id": [("a/b", a)],
+            "none": None, "number": 3, "empty string": "", "empty list": []}[choice]
+
+
+STUDY = settings(FUZZ, max_examples=max(10, EXAMPLES // 5))
+study_choices = dict(
+    source=st.sampled_from(["folder", "folder", "folder", "file", "list", "list", "pairs", "dict", "generator", "glob", "missing file",
+                            "no match", "empty folder", "junk folder", "same id twice", "bad id", "none", "number",
+                            "empty string", "empty list"]),
+    target=st.sampled_from(["new", "new", "new", "new", "new", "taken.nc", "missing/x", "stuff", None, 3, ""]),
+    model_given=st.sampled_from(["checkpoint", "checkpoint", "loaded", None, "missing", 3]),
+    client_given=st.sampled_from(["client", "client", "client", "client", "junk"]),
+    overwrite=st.sampled_from([False, False, False, True, None, "yes"]),
+    filters=st.one_of(st.just({}), st.just({}), st.just({}), st.fixed_dictionaries({}, optional={
+        "subjects": st.sampled_from(["01", ["01"], [], 3]), "tasks": st.sampled_from(["rest", None, one_shot(["rest"])])})),
+)
+
+
+def study_call(function, inputs, folder, model, client, cli_env, source, target, model_given, client_given, **kwargs):
+    """``function`` (embed_many / reconstruct_many) called as drawn, in ``folder``: (index or None, target path)."""
+    import contextlib
+
+    (folder / "taken.nc").write_text("mine")
+    (folder / "stuff").mkdir(exist_ok=True)
+    (folder / "stuff" / "keep.txt").write_text("mine")
+    name = {"new": "study.zarr" if function is zl.embed_many else "repaired"}.get(target, target)
+    model = {"checkpoint": str(cli_env["ckpt"]), "loaded": model, "missing": str(folder / "nope")}.get(
+        model_given, model_given)
+    client = client if client_given == "client" else "tcp://nowhere"
+    before, before_inputs = tree(folder), tree(inputs)
+    with contextlib.chdir(folder):
+        index = outcome(lambda: function(study_sources(inputs, source), name, model=model, client=client,
+                                         progress=False, **kwargs), folder, output=os.path.normpath(str(name)))
+    assert tree(inputs) == before_inputs
+    after = tree(folder)
+    changed = {p for p in after if before.get(p) != after[p]}
+    if index is None:
+        assert not changed, sorted(changed)
+        return None, None
+    path = folder / os.path.normpath(name)
+    assert all((folder / p).resolve().is_relative_to(path.resolve()) for p in changed), sorted(changed)
+    assert set(index.status) <= {"done", "failed"} and len(index) >= 1
+    assert not [p for p in path.rglob("*") if ".tmp" in p.name], "a temporary file left in the store"
+    return index, path
+
+
+@STUDY
+@given(**study_choices, kwargs=options("bad_channels", "segment_duration", "batch_size", "use_annotations", "verbose"),
+       unknown=st.sampled_from([{}, {}, {}, {"mask": None}, {"steps": 1}]))
+def test_embed_many(model, client, study_inputs, cli_env, tmp_path_factory, source, target, model_given,
+                    client_given, overwrite, filters, kwargs, unknown):
+    folder = tmp_path_factory.mktemp("embed_many")
+    index, path = study_call(zl.embed_many, study_inputs, folder, model, client, cli_env, source, target, model_given,
+                             client_given, overwrite=overwrite, **filters, **kwargs, **unknown)
+    if index is not None:
+        study = zl.open_embeddings(path)
+        for rec_id in index.recording[index.status == "done"]:
+            emb = study[rec_id]
+            assert emb["embedding"].dims == ("epoch", "channel", "token", "latent")
+            assert np.isfinite(emb["embedding"].values[~emb["padding"].values]).all()
+
+
+@STUDY
+@given(**study_choices, kwargs=options("bad_channels", "bad_segments", "add_channels", "cfg", "seed", "n_samples",
+                                       "segment_duration", "use_annotations", "verbose"),
+       kind=st.sampled_from(["hybrid", "hybrid", "reconstruction", "original", "nope", None]))
+def test_reconstruct_many(model, client, study_inputs, cli_env, tmp_path_factory, source, target, model_given,
+                          client_given, overwrite, filters, kwargs, kind):
+    if isinstance(kwargs.get("n_samples"), int) and kwargs["n_samples"] > 2:
+        kwargs["n_samples"] = 2                     # valid but long
+    folder = tmp_path_factory.mktemp("reconstruct_many")
+    index, path = study_call(zl.reconstruct_many, study_inputs, folder, model, client, cli_env, source, target,
+                             model_given, client_given, overwrite=overwrite, kind=kind, steps=1, **filters, **kwargs)
+    if index is not None:
+        for output in index.output[index.status == "done"]:
+            back = mne.io.read_raw_fif(path / output, preload=True, verbose="error")
+            assert np.isfinite(back.get_data()).all()

@@ -331,3 +331,28 @@ def test_screen_with_zuna_says_random_weights(env, recording, capsys):
     assert main(["screen", str(recording), "--groups", "3", "--steps", "1", "--compare", "none", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert out.strip().splitlines()[-1].startswith("zuna-lab screen: ") and "RANDOM weights" in out
+
+
+def test_demo_refused_leaves_no_folder(monkeypatch, tmp_path, capsys):
+    """Found by test_fuzz (issue R): a demo refused once its model was loaded (1 s is shorter than ZUNA's 5 s
+    epoch) left an empty zuna_lab_demo/ behind; the folder is now made only when there is something to write."""
+    monkeypatch.delenv("ZUNA_LAB_MODEL", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--random-weights", "--duration", "1", "--steps", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("zuna-lab demo: error: ") and "at least 5 s" in err[-1] and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verbose_log_on_stderr_the_summary_alone_on_stdout(env, recording, capsys):
+    """Found by test_fuzz (issue R): with --verbose, MNE's log lines ("Opening raw data file ...") went to stdout
+    among the summary; they go to stderr with the progress, as the module says."""
+    assert main(["doctor", str(recording), "--verbose"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert lines and all(line.startswith("zuna-lab doctor: ") for line in lines), captured.out
+    assert "Opening raw data file" in captured.err
+    assert main(["embed", str(recording), "-o", "emb.nc", "--verbose"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("zuna-lab embed: ") and "Opening raw data file" not in captured.out

@@ -472,3 +472,17 @@ def test_cli_interrupted_study_says_what_it_kept(setup, tmp_path, client, capsys
     err = capsys.readouterr().err
     assert status == 130 and f"interrupted; 1 recording(s) committed to {store} are kept" in err
     assert "no output was written" not in err
+
+
+@pytest.mark.parametrize("function, name", [(zl.embed_many, "store"), (zl.reconstruct_many, "out_dir")])
+@pytest.mark.parametrize("where", [3, ""])
+def test_target_that_is_not_a_path_is_refused(function, name, where, tmp_path, monkeypatch):
+    """Found by test_fuzz (issue R): a number as the store gave pathlib's TypeError, and "" meant the current folder
+    (reconstruct_many would write its files there); both are refused in one sentence, before any work."""
+    source = tmp_path / "a_raw.fif"
+    synthetic(6.0, CH8, 1).save(source, verbose="error")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ZunaTypeError, match=f"{name} must be a folder path") as info:
+        function(str(source), where, model="no/such-model", progress=False)
+    assert "\n" not in str(info.value) and str(info.value).endswith(".")
+    assert [p.name for p in tmp_path.iterdir()] == ["a_raw.fif"]

@@ -183,6 +183,17 @@ def test_scores_go_to_netcdf(tmp_path):
         assert back.attrs["decided_by"] == "spline" and back.attrs["model_random"] == 0
 
 
+def test_every_channel_found_bad_ends_the_passes_without_a_crash(model, tmp_path):
+    """Found by test_fuzz (issue R): a threshold every cell passes made the next ZUNA pass predict from no channel at
+    all (numpy's LinAlgError "Singular matrix"); now a set with fewer than 3 channels left is not predicted, as the
+    spline does, and the report says every channel is bad."""
+    before = set(tmp_path.iterdir())
+    report = zl.screen(recording(3, duration=10.0), model=model, estimators=("zuna",), threshold=1e-300,
+                       bad_fraction=1e-9, groups=3, steps=1, compare=(), verbose="error")
+    assert report.bad_channels == report.table["channel"].tolist() and len(report.bad_channels) == 19
+    assert set(tmp_path.iterdir()) == before
+
+
 def test_zuna_prediction_is_zl_reconstruct_of_the_spline_filled_recording(model):
     raw = zl.read_raw(recording(9), verbose="error")
     pre = zl.api.core.prepare(raw, model.variant).pre
@@ -258,6 +269,7 @@ def test_other_detectors_beside_ours(monkeypatch):
     (dict(compare=("autoreject",)), ZunaValueError, "compare must be a tuple"),
     (dict(threshold=0), ZunaValueError, "threshold must be a positive number"),
     (dict(bad_fraction=1.5), ZunaValueError, "bad_fraction must be a finite number from 0 to 1"),
+    (dict(bad_fraction=0), ZunaValueError, "bad_fraction must be above 0 .*0 would suggest every channel"),
     (dict(segment_window=0.3), ZunaValueError, "whole number of 0.125 s tokens"),
     (dict(groups=1), ZunaValueError, "groups must be an integer of at least 2"),
     (dict(bad_channels="O1"), ZunaTypeError, "write bad_channels=\\['O1'\\]"),

@@ -412,7 +412,6 @@ def cmd_demo(args):
     steps = args.steps if args.steps is not None else (50 if on_gpu else 10)
     raw, sample_name = _sample_recording(verbose)
     raw.crop(0, min(duration, raw.times[-1]))
-    outdir.mkdir(parents=True, exist_ok=True)
     if not on_gpu and (args.duration is None or args.steps is None):
         _say(args, f"On the CPU the demo uses the first {duration:g} s and {steps} sampler steps to finish quickly; "
                    f"'--duration 120 --steps 50' runs it in full.")
@@ -431,6 +430,7 @@ def cmd_demo(args):
     fixed = to_raw(rec, kind="hybrid", raw=raw)
     if note:
         fixed.info["description"] = note
+    outdir.mkdir(parents=True, exist_ok=True)        # only now: a refused run leaves no folder behind
     paths = [write_fif(fixed, outputs[0], overwrite=args.overwrite),
              write_netcdf(rec, outputs[1], overwrite=args.overwrite),
              write_netcdf(emb, outputs[2], overwrite=args.overwrite)]
@@ -469,6 +469,27 @@ COMMANDS = {"embed": cmd_embed, "reconstruct": cmd_reconstruct, "demo": cmd_demo
             "screen": cmd_screen}
 
 
+@contextlib.contextmanager
+def _mne_log_on_stderr():
+    """MNE's log lines (shown with --verbose) on stderr beside the progress: stdout holds the summary alone."""
+    import logging
+
+    from mne.utils import logger as mne_logger
+
+    handlers = list(mne_logger.handlers)
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logging.Formatter("%(message)s"))
+    for handler in handlers:
+        mne_logger.removeHandler(handler)
+    mne_logger.addHandler(stderr)
+    try:
+        yield
+    finally:
+        mne_logger.removeHandler(stderr)
+        for handler in handlers:
+            mne_logger.addHandler(handler)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"{PROG}: warning: {message}", file=sys.stderr)
 
@@ -480,7 +501,7 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as exit_:   # --help, --version, argparse usage errors (status 2)
         return exit_.code if isinstance(exit_.code, int) else 2
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _mne_log_on_stderr():
         warnings.showwarning = _show_warning
         warnings.filterwarnings("ignore", category=FutureWarning, message=".*[Mm]ontage name")
         warnings.simplefilter("always", ZunaLabWarning)

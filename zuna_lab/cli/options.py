@@ -47,7 +47,8 @@ def int_option(minimum, maximum=None):
 
 def float_option(low, high=None, low_inclusive=True):
     """An argparse type: a finite number in the range (low exclusive when not low_inclusive)."""
-    describe = (f"a number from {low:g} to {high:g}" if high is not None else
+    describe = (f"a number from {low:g} to {high:g}" if high is not None and low_inclusive else
+                f"a number above {low:g} and at most {high:g}" if high is not None else
                 "a positive number" if low == 0 and not low_inclusive else f"a number of at least {low:g}")
 
     def parse(text):

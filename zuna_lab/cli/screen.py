@@ -45,7 +45,7 @@ def add_screen_command(sub):
                    help="hold out N spread-out groups of channels instead of each channel alone (N ZUNA reconstructions)")
     p.add_argument("--threshold", type=float_option(0, low_inclusive=False), default=4.0, metavar="Z",
                    help="robust z-score above which an epoch of a channel is bad (default 4)")
-    p.add_argument("--bad-fraction", type=float_option(0, 1), default=0.5, metavar="F",
+    p.add_argument("--bad-fraction", type=float_option(0, 1, low_inclusive=False), default=0.5, metavar="F",
                    help="share of its epochs that must be bad for a channel to be suggested (default 0.5)")
     p.add_argument("--segment-threshold", type=float_option(0, low_inclusive=False), default=6.0, metavar="Z",
                    help="robust z-score of a window's error above which it is a bad segment (default 6)")

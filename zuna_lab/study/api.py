@@ -254,11 +254,19 @@ def _bids_root(sources):
     return None
 
 
+def _check_target_path(where, name):
+    """``where`` (the store or output folder) is a path or None: not a number, not ``""`` (the current folder)."""
+    if where is not None and (not isinstance(where, (str, os.PathLike)) or not os.fspath(where)):
+        raise ZunaTypeError(f"{name} must be a folder path (e.g. {'study.zarr' if name == 'store' else 'repaired/'!r}) "
+                            f"or None for a BIDS dataset, got {where!r}.")
+
+
 def _begin(sources, where, kind, model, client, overwrite, filters):
     """The checks every study run makes before any work: client, sources, target, model."""
     from .bids import check_derivative_target, check_filters, derivative_folder, find_bids_recordings
 
     _check_client(client)
+    _check_target_path(where, "store" if kind == "embeddings" else "out_dir")
     root = _bids_root(sources)
     chosen = check_filters(filters)
     if root is not None:

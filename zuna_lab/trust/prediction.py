@@ -208,6 +208,10 @@ def zuna_predictions(raw, truth, epoch_start, model, *, hidden_sets, excluded, b
     prediction = np.full(truth.shape, np.nan)
     for index, group in enumerate(hidden_sets):
         hidden = sorted(set(group) | set(np.flatnonzero(excluded).tolist()))
+        if len(names) - len(hidden) < 3:        # as the spline: too few channels left to predict from, no prediction
+            if on_set is not None:
+                on_set(index + 1)
+            continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ZunaLabWarning)          # said once, when the recording was read
             prepared = prepare(_filled(raw, hidden, np.asarray(excluded, bool), origin), model.variant,

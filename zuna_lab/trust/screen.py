@@ -51,7 +51,9 @@ def _check_options(estimators, compare, groups, threshold, bad_fraction, segment
                              f"got {compare!r}.")
     check_int(groups, "groups", minimum=2, allow_none=True, hint="(channels held out together, in that many sets)")
     check_number(threshold, "threshold", low=0, low_inclusive=False, hint="(a robust z-score)")
-    check_number(bad_fraction, "bad_fraction", low=0, high=1, hint="(of a channel's epochs)")
+    if check_number(bad_fraction, "bad_fraction", low=0, high=1, hint="(of a channel's epochs)") == 0:
+        raise ZunaValueError("bad_fraction must be above 0 (the share of a channel's epochs that must be bad; "
+                             "0 would suggest every channel), got 0.")
     check_number(segment_threshold, "segment_threshold", low=0, low_inclusive=False, hint="(a robust z-score)")
     window = check_number(segment_window, "segment_window", low=TOKEN_SECONDS, unit="of seconds",
                           hint="(whole 0.125 s tokens)")

@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 
 import zuna_lab
-from zuna_lab.trust import evaluation as ev
+from zuna_lab.trust import dropout_data, evaluation as ev
 from zuna_lab.errors import ZunaTypeError, ZunaValueError
 from zuna_lab.io.montage import standard_positions
 from zuna_lab.synthetic import make_synthetic_raw
@@ -102,7 +102,7 @@ def test_zuna_and_spline_are_scored_on_the_same_cells(model, small):
                                    seed=int(scores["seed"].isel(fraction=0, repeat=r)))
         truth = rec["original"].sel(channel=hidden).values
         zuna = rec["reconstruction"].mean("sample").sel(channel=hidden).values
-        spline = ev._spline_estimate(rec["original"].values[0], list(rec.channel.values),
+        spline = dropout_data.spline_estimate(rec["original"].values[0], list(rec.channel.values),
                                      zuna_lab.pipeline.results.channel_positions(rec), hidden, 256.0, "error")
         spline = spline[[list(rec.channel.values).index(h) for h in hidden]][None]
         for i, name in enumerate(hidden):
@@ -135,7 +135,7 @@ def test_spline_input_hides_the_truth_from_zuna(model, small):
     changed._data[changed.ch_names.index("Cz")] *= -3.0
     outputs = []
     for raw in (small, changed):
-        filled = ev._spline_filled(zuna_lab.read_raw(raw, verbose="error"), ("Cz",), set(), None, "error")
+        filled = dropout_data.spline_filled(zuna_lab.read_raw(raw, verbose="error"), ("Cz",), set(), None, "error")
         rec = zuna_lab.reconstruct(filled, model=model, bad_channels=["Cz"], steps=1, seed=0)
         outputs.append(rec["reconstruction"].sel(channel="Cz").values)
     np.testing.assert_array_equal(outputs[0], outputs[1])

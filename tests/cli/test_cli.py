@@ -356,3 +356,17 @@ def test_verbose_log_on_stderr_the_summary_alone_on_stdout(env, recording, capsy
     assert main(["embed", str(recording), "-o", "emb.nc", "--verbose"]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("zuna-lab embed: ") and "Opening raw data file" not in captured.out
+
+
+def test_scheduler_of_an_unknown_scheme_is_refused_at_once(tmp_path, monkeypatch, capsys):
+    """Found by test_fuzz (issue R): --scheduler nonsense://x was refused only after distributed's 20 s connect
+    timeout; an address whose scheme dask does not know is refused before any connection is tried."""
+    monkeypatch.chdir(tmp_path)
+    pytest.importorskip("distributed")              # imported before the clock starts
+
+    start = time.perf_counter()
+    assert main(["embed-many", str(tmp_path), "-o", "s.zarr", "--scheduler", "nonsense://x"]) == 2
+    assert time.perf_counter() - start < 5
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Cannot reach the dask scheduler at 'nonsense://x'" in err[0] and "unknown address" in err[0]
+    assert list(tmp_path.iterdir()) == []

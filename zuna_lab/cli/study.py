@@ -78,9 +78,11 @@ def _client(args):
     if not args.scheduler:
         return None
     from distributed import Client
-
+    from distributed.comm import parse_address
+    from distributed.comm.registry import get_backend
 
     try:
+        get_backend(parse_address(args.scheduler)[0])         # an unknown scheme: at once, not after the timeout
         # not the process default: a client that fails to connect would leave dask pointing at it
         return Client(args.scheduler, timeout=20, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as err:

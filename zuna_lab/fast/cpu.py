@@ -42,15 +42,17 @@ __all__ = ["CpuPolicy", "Bf16SwiGLU", "CpuSwiGLU", "CpuAttention", "CpuRMSNorm",
 class CpuPolicy:
     """What runs in bf16: the SwiGLU of encoder blocks from ``encoder_ffn_from`` on and of decoder
     blocks from ``decoder_ffn_from`` on; the attention (projections, RoPE'd heads, SDPA) of encoder
-    blocks from ``encoder_attention_from`` on and, with ``decoder_attention_bf16``, of every decoder
-    block. A number >= n_layers keeps those blocks fp32. The defaults are the fastest measured
-    policy with the latents within 5e-3 and 10-step samples within 1e-2 relative L2 of the exact
-    path on perturbed full-size weights (benchmarks/results/cpu.md)."""
+    blocks from ``encoder_attention_from`` on and, with ``decoder_attention_bf16``, of the decoder
+    blocks from ``decoder_attention_from`` on. A number >= n_layers keeps those blocks fp32. The
+    defaults are the fastest measured policy with the latents within 5e-3 and 10-step samples within
+    1e-2 relative L2 of the exact path on perturbed full-size weights (benchmarks/results/cpu.md);
+    issue #21's tighter margins and what they would cost: benchmarks/cpu_notes.md, fourth round."""
 
     encoder_ffn_from: int = 4
     encoder_attention_from: int = 8
     decoder_ffn_from: int = 0
     decoder_attention_bf16: bool = True
+    decoder_attention_from: int = 0
 
 
 def native_bf16() -> bool:
@@ -215,7 +217,8 @@ def build_cpu(model: ZunaModel, policy: CpuPolicy | None = None, *, copy_model: 
     attentions = [block.attention for index, block in enumerate(fast.encoder.blocks)
                   if index >= policy.encoder_attention_from]
     if policy.decoder_attention_bf16:
-        attentions += [a for block in fast.decoder.blocks for a in (block.cross_attention, block.attention)]
+        attentions += [a for index, block in enumerate(fast.decoder.blocks) if index >= policy.decoder_attention_from
+                       for a in (block.cross_attention, block.attention)]
     for attention in attentions:
         for name in ("wq", "wk", "wv", "wo"):
             getattr(attention, name).to(torch.bfloat16)

@@ -442,7 +442,7 @@ def _span_dataset(prepared, model, layout, chosen, volts, runs, starts, run):
         hidden[k, :, :width // spt] = layout.masks[epoch]
         for row, begin, stop, left, right in runs:
             lo, hi = max(begin, start), min(stop, start + width)
-            add = None if lo >= hi else run_correction(
+            add = None if lo >= hi or not (left or right) else run_correction(
                 begin, stop - begin, value("original", row, begin - 1) if left else np.full(n_samples, np.nan),
                 value("volts", row, begin), value("original", row, stop) if right else np.full(n_samples, np.nan),
                 value("volts", row, stop - 1))

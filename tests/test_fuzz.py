@@ -4,8 +4,24 @@ and repeated collections, one-shot generators, paths to folders, files and missi
 either give a finite result of the documented kind or raise one of zuna_lab's own errors in one sentence — and
 leave no file behind that it was not asked to write.
 
-Bounded for CI: a tiny random model, a 10 s recording, 150 examples per entry point (about a minute on
-2 cores, derandomised: the same examples every run); ``ZUNA_LAB_FUZZ_EXAMPLES`` raises the count for a longer hunt.
+Covered: reconstruct, embed, read_raw of arrays, the writers, to_raw, check_montage, mmd_health,
+evaluate_dropout, screen, embed_many and reconstruct_many (on one shared dask worker process), and every
+``zuna-lab`` command run in-process (embed, reconstruct, demo, doctor, screen, embed-many, reconstruct-many:
+exit 0 with its summary and output, or exit 2 with one ``error:`` line on stderr — 1 for a study with failed
+recordings, each listed —, no traceback, no other file and no temp file).
+
+Bounded for CI: a tiny random model, a 10 s recording, derandomised (the same examples every run); 150 examples
+per library entry point (30 for evaluate_dropout, screen, embed_many and reconstruct_many), 50 per command (30
+for screen, 10 for demo, 30 for the two study commands together). The whole file: about 2 minutes on 2 free cores (7.8
+minutes measured on 2 cores shared with three other test runs, load average 10). ``ZUNA_LAB_FUZZ_EXAMPLES``
+raises the counts for a longer hunt.
+
+What it found in the commands, screen and the studies (each fixed, with a regression test beside the related
+tests): a refused ``zuna-lab demo`` left an empty output folder; ``--verbose`` put MNE's log lines on stdout
+among the summary; ``embed_many``/``reconstruct_many`` with a number as the store (pathlib's TypeError) or
+``""`` (the current folder); ``screen`` crashing with numpy's LinAlgError once every channel was found bad in a
+ZUNA pass, and suggesting every channel with ``bad_fraction=0``; ``--scheduler`` of an unknown scheme refused
+only after a 20 s timeout.
 """
 from __future__ import annotations
 
@@ -268,7 +284,7 @@ def test_evaluate_dropout(model, raw, tmp_path, kwargs, fraction, estimators, n_
 # line "zuna-lab COMMAND: error: ..." on stderr (1 for the study commands: some recordings failed, each listed),
 # no traceback, and no other file or temp file, written or left.
 
-CLI_EXAMPLES = max(10, EXAMPLES // 3)
+CLI_EXAMPLES = max(10, EXAMPLES // 3)             # 50 by default
 CLI = settings(FUZZ, max_examples=CLI_EXAMPLES)
 TAKEN = ("taken.nc", "taken.fif", "taken_raw.fif", "taken.zarr")
 
@@ -341,7 +357,8 @@ CLI_ARGV = {
         flag("--model", ("ZUNA", "ZUNA1.1", "{ckpt}", "Zyphra/ZUNA1.1"), ("zuna", "{inputs}/missing", "", "3")),
         flag("--fix", ("out_raw.fif", "out.fif"), ("out.edf", "missing/out_raw.fif", "taken_raw.fif", "folder.nc", "")),
         st.just(["--overwrite"]), st.just(["--verbose"])]),
-    "screen": argv_of("screen", flag("", *FILES).map(lambda pair: pair[1:] + ["--steps", "1"]), MODEL_OPTIONS + [
+    "screen": argv_of("screen", flag("", *FILES).map(lambda pair: pair[1:] + ["--steps", "1", "--groups", "2",
+                                                                               "--compare", "none"]), MODEL_OPTIONS + [
         flag("--apply", ("out_raw.fif",), ("out.edf", "missing/out_raw.fif", "taken_raw.fif", "folder.nc", "")),
         many("--estimators", ("spline", "zuna"), ("nope",)), many("--compare", ("lof", "none", "pyprep"), ("x",)),
         flag("--groups", ("2", "3"), ("1", "0", "100", "x")),
@@ -493,7 +510,7 @@ def test_cli_doctor(cli_env, tmp_path_factory, capsys, argv):
             assert (folder / argv[argv.index("--fix") + 1]).is_file()
 
 
-@CLI
+@settings(CLI, max_examples=max(10, EXAMPLES // 5))
 @given(argv=CLI_ARGV["screen"])
 def test_cli_screen(cli_env, tmp_path_factory, capsys, argv):
     folder = tmp_path_factory.mktemp("screen")
@@ -507,21 +524,29 @@ def test_cli_screen(cli_env, tmp_path_factory, capsys, argv):
 
 # ----------------------------------------------------------------------------------------- screening and studies
 
+def mostly(good, bad):
+    """A value of the strategy ``good`` three times in four, else of ``bad``."""
+    return st.one_of(good, good, good, bad)
+
+
 @settings(FUZZ, max_examples=max(10, EXAMPLES // 5))
-@given(kwargs=options("bad_channels", "bad_segments", "seed", "segment_duration", "batch_size", "progress", "verbose"),
-       estimators=st.sampled_from([("spline",), ("spline",), ("zuna", "spline"), ("zuna",), ["spline"], (),
-                                   ("spline", "spline"), ("nope",), "spline", None]),
-       compare=st.sampled_from([(), (), ("lof",), ["lof"], ("pyprep",), ("lof", "lof"), "lof", None, ("x",)]),
-       groups=st.one_of(st.none(), st.integers(-1, 9), st.sampled_from([10**9, 1.5, "2", True])),
-       numbers=st.fixed_dictionaries({}, optional={
+@given(kwargs=st.one_of(st.just({}), options("bad_channels", "bad_segments", "seed", "segment_duration", "batch_size",
+                                              "progress", "verbose")),
+       estimators=mostly(st.sampled_from([("spline",), ("zuna", "spline"), ("zuna",), ["spline"]]),
+                         st.sampled_from([(), ("spline", "spline"), ("nope",), "spline", None])),
+       compare=mostly(st.sampled_from([(), ("lof",), ["lof"]]), st.sampled_from([("pyprep",), ("lof", "lof"), "lof",
+                                                                               None, ("x",)])),
+       groups=mostly(st.sampled_from([None, 2, 3]), st.one_of(st.integers(-1, 9), st.sampled_from([10**9, 1.5, "2",
+                                                                                                   True]))),
+       numbers=st.one_of(st.just({}), st.fixed_dictionaries({}, optional={
            "threshold": st.one_of(st.floats(-1, 10), st.sampled_from([math.nan, math.inf, 1e-300, "4"])),
            "bad_fraction": st.one_of(st.floats(-0.5, 1.5), st.sampled_from([math.nan, None])),
            "segment_threshold": st.one_of(st.floats(-1, 10), st.sampled_from([math.nan, math.inf])),
            "segment_window": st.sampled_from([0.5, 0.125, 0.3, 0, -1, math.nan, math.inf, 1e6, 20.0, "0.5"]),
            "bridge_threshold": st.one_of(st.floats(-0.5, 1.5), st.sampled_from([math.nan, None])),
-           "max_passes": st.one_of(st.integers(-1, 4), st.sampled_from([10**9, 1.5, None]))}),
-       steps=st.sampled_from([1, 1, 1, 0, -1, 10**6, 1.5, None, "1"]),
-       data_given=st.sampled_from(["raw", "raw", "raw", "file", "missing", "array", "junk"]))
+           "max_passes": st.one_of(st.integers(-1, 4), st.sampled_from([10**9, 1.5, None]))})),
+       steps=mostly(st.just(1), st.sampled_from([0, -1, 10**6, 1.5, None, "1"])),
+       data_given=st.sampled_from(["raw", "raw", "raw", "raw", "file", "missing", "array", "junk"]))
 def test_screen(model, raw, cli_inputs, tmp_path, kwargs, estimators, compare, groups, numbers, steps, data_given):
     data = {"raw": raw, "file": cli_inputs["rec"], "missing": tmp_path / "nope.fif", "array": raw.get_data(),
             "junk": 3}[data_given]
@@ -643,3 +668,47 @@ def test_reconstruct_many(model, client, study_inputs, cli_env, tmp_path_factory
         for output in index.output[index.status == "done"]:
             back = mne.io.read_raw_fif(path / output, preload=True, verbose="error")
             assert np.isfinite(back.get_data()).all()
+
+
+STUDY_OPTIONS = [
+    flag("--model", ("{ckpt}",), ("{inputs}/missing", "{rec}", "")), flag("--batch-size", ("1", "8"), ("0", "x")),
+    flag("--segment-duration", ("5", "2.5"), ("0", "nan", "1e9")), many("--bad-channels", *CLI_NAMES),
+    many("--subjects", ("01",), ("",)), st.just(["--no-annotations"]), st.just(["--overwrite"]), st.just(["--quiet"]),
+    st.just(["--verbose"]), flag("--scheduler", ("{scheduler}",), ("nonsense://x",))]
+STUDY_SOURCES = ("{two}", "{two}/a_raw.fif", "{two}/*.fif", "{junkdir}"), ("{empty_dir}", "{inputs}/missing.fif",
+                                                                          "{inputs}/*.nothing", "")
+
+
+def study_argv(command, outputs, extra=()):
+    positional = st.tuples(many("", *STUDY_SOURCES, max_size=2).map(lambda items: items[1:]), flag("-o", *outputs))
+    return argv_of(command, positional.map(lambda p: p[0] + p[1] + ["--scheduler", "{scheduler}"]),
+                   STUDY_OPTIONS + list(extra))
+
+
+CLI_ARGV["embed-many"] = study_argv("embed-many", (("study.zarr", "s"), ("taken.nc", "missing/s.zarr", "")))
+CLI_ARGV["reconstruct-many"] = study_argv("reconstruct-many", (("repaired", "."), ("taken.nc", "missing/r", "")), [
+    many("--bad-segments", *SEGMENTS), flag("--steps", ("1",), ("0", "1001")), flag("--cfg", ("1",), ("-1", "nan")),
+    flag("--seed", ("0", "3"), ("-1",)), flag("--n-samples", ("1",), ("0",)),
+    many("--add-channels", ("FCz",), ("Cz", "XYZ")), flag("--kind", ("hybrid", "original"), ("nope",))])
+
+
+@pytest.fixture
+def study_env(cli_env, study_inputs, client):
+    return dict(cli_env, two=study_inputs / "two", junkdir=study_inputs / "junk", empty_dir=study_inputs / "empty",
+                scheduler=client.scheduler.address)
+
+
+@settings(CLI, max_examples=max(10, EXAMPLES // 5))
+@given(command=st.sampled_from(["embed-many", "reconstruct-many"]), data=st.data())
+def test_cli_studies(study_env, study_inputs, tmp_path_factory, capsys, command, data):
+    argv = data.draw(CLI_ARGV[command])
+    if "--steps" not in argv:
+        argv += ["--steps", "1"] if command == "reconstruct-many" else []
+    folder = tmp_path_factory.mktemp("studies")
+    before = tree(study_inputs)
+    code, stdout, stderr, argv = cli_outcome(argv, study_env, folder, capsys, codes=(0, 1, 2))
+    assert tree(study_inputs) == before
+    if code in (0, 1):
+        target = folder / argv[argv.index("-o") + 1]
+        assert target.is_dir() and ("--quiet" in argv or f"zuna-lab {command}: " in stdout), stdout
+        assert (code == 1) == (" failed: " in stderr), stderr

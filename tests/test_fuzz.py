@@ -309,7 +309,8 @@ def argv_of(command, positional, pool, max_options=5):
 
 CLI_NAMES = (CHANNELS, ("cz", "XYZ", "", "Cz ", "FCz"))
 FILES = ("{rec}", "{csv}", "{events}"), ("{junk}", "{empty}", "{inputs}", "{inputs}/missing.fif", "", "-")
-MODEL_OPTIONS = [flag("--model", ("{ckpt}", "{ckpt_zuna}"), ("{inputs}/missing", "{rec}", "Zyphra/ZUNA", "", "{inputs}")),
+MODEL_OPTIONS = [flag("--model", ("{ckpt}", "{ckpt_zuna}"),
+                      ("{inputs}/missing", "{rec}", "Zyphra/ZUNA", "", "{inputs}")),
                  flag("--device", ("cpu", "auto"), ("cuda", "cuda:3", "tpu", "", "meta")),
                  flag("--dtype", ("fp32",), ("bf16", "mixed", "fp16", "fp64")),
                  flag("--batch-size", ("1", "2", "64"), ("0", "-1", "1.5", "x", "10000000000"))]
@@ -340,7 +341,8 @@ CLI_ARGV = {
         many("--event-id", ("left", "right", "left=1", "right=2"), ("=", "a=b", "1")),
         flag("--tmin", *TIMES), flag("--tmax", *TIMES)]),
     "reconstruct": argv_of("reconstruct", positional((("out.fif", "out_raw.fif", *OUTPUTS[0]),
-                                                      ("out.edf", "missing/out.fif", "taken.fif", "folder.nc", "")), "--steps", "1"),
+                                                      ("out.edf", "missing/out.fif", "taken.fif", "folder.nc", "")),
+                                                     "--steps", "1"),
                            COMMON + [
         many("--bad-segments", *SEGMENTS), many("--add-channels", ("FCz", "CPz"), ("Cz", "XYZ", "fcz", "")),
         flag("--steps", ("1",), ("0", "-3", "1001", "x", "1.5")),
@@ -597,7 +599,8 @@ def study_sources(inputs, choice):
 
 STUDY = settings(FUZZ, max_examples=max(10, EXAMPLES // 5))
 study_choices = dict(
-    source=st.sampled_from(["folder", "folder", "folder", "file", "list", "list", "pairs", "dict", "generator", "glob", "missing file",
+    source=st.sampled_from(["folder", "folder", "folder", "file", "list", "list", "pairs", "dict", "generator", "glob",
+                            "missing file",
                             "no match", "empty folder", "junk folder", "same id twice", "bad id", "none", "number",
                             "empty string", "empty list"]),
     target=st.sampled_from(["new", "new", "new", "new", "new", "taken.nc", "missing/x", "stuff", None, 3, ""]),
@@ -605,7 +608,8 @@ study_choices = dict(
     client_given=st.sampled_from(["client", "client", "client", "client", "junk"]),
     overwrite=st.sampled_from([False, False, False, True, None, "yes"]),
     filters=st.one_of(st.just({}), st.just({}), st.just({}), st.fixed_dictionaries({}, optional={
-        "subjects": st.sampled_from(["01", ["01"], [], 3]), "tasks": st.sampled_from(["rest", None, one_shot(["rest"])])})),
+        "subjects": st.sampled_from(["01", ["01"], [], 3]),
+        "tasks": st.sampled_from(["rest", None, one_shot(["rest"])])})),
 )
 
 

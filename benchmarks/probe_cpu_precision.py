@@ -1,6 +1,12 @@
 """Where a bf16 encoder block's error enters on the CPU: one rounding site at a time, one block at a time.
 
     python benchmarks/probe_cpu_precision.py CKPT --blocks 0,4,8 [--threads 2]
+    python benchmarks/probe_cpu_precision.py CKPT --margins '{"decoder_ffn_from": 2}' [--steps 50]
+
+``--margins POLICY`` (a JSON dict of :class:`zuna_lab.fast.cpu.CpuPolicy` fields, ``{}`` for the
+default) instead prints that policy's errors against the exact path (issue #21's margins): the
+latents of the 15 s sample (3 epochs) and of its first epoch (1 x 12 channels, 5 s), and the
+``--steps``-step samples of that epoch, the same noise (seed 0) on both sides.
 
 Runs the exact fp32 encoder of the checkpoint on the 15 s, 12-channel sample (tokens [3, 480, 32]),
 then, for each block in ``--blocks``, that block alone with bf16 rounding at one site (all other
@@ -107,11 +113,30 @@ def probe(model, tokens, tok_idx, blocks):
     return result
 
 
+def margins(ckpt, policy, steps, tokens, tok_idx):
+    """(latents 3 epochs, latents 1 epoch, samples 1 epoch) relative L2 of ``policy`` against exact."""
+    import zuna_lab as zl
+    from zuna_lab.fast.cpu import CpuPolicy, build_cpu
+
+    noise = torch.randn(tokens[:1].shape, generator=torch.Generator().manual_seed(0))
+    errors = []
+    for make in (lambda m: m, lambda m: build_cpu(m, CpuPolicy(**policy), copy_model=False)):
+        model = make(zl.load_model(ckpt, device="cpu", dtype="fp32"))     # one full-size model at a time
+        latents = model.encode(tokens[:1], tok_idx[:1])
+        errors.append((model.encode(tokens, tok_idx), latents,
+                       model.sample(latents, tok_idx[:1], noise=noise, steps=steps)))
+        del model
+    (a, b, c), (x, y, z) = errors
+    return rel(x, a), rel(y, b), rel(z, c)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("ckpt")
     parser.add_argument("--blocks", default="0,4,8")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--margins", help="a CpuPolicy as JSON: print its latents and samples errors")
+    parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     torch.set_num_threads(args.threads)
@@ -122,6 +147,16 @@ def main():
     model = zl.load_model(args.ckpt, device="cpu", dtype="fp32")
     pre = preprocess(zl.read_raw(SAMPLE, verbose=False), model.variant)
     tokens, tok_idx = tokenize(np.stack(pre.data), pre.ch_pos, variant=model.variant)
+    if args.margins is not None:
+        import json
+
+        del model
+        with torch.no_grad():
+            errors = margins(args.ckpt, json.loads(args.margins), args.steps, torch.from_numpy(tokens),
+                             torch.from_numpy(tok_idx))
+        print("latents (3 epochs) {:.2f}, latents (1 epoch) {:.2f}, {}-step samples {:.2f} (x 1e-3)".format(
+            errors[0] * 1e3, errors[1] * 1e3, args.steps, errors[2] * 1e3))
+        return
     with torch.no_grad():
         probe(model, torch.from_numpy(tokens), torch.from_numpy(tok_idx), [int(b) for b in args.blocks.split(",")])
 

@@ -21,7 +21,7 @@ tests): a refused ``zuna-lab demo`` left an empty output folder; ``--verbose`` p
 among the summary; ``embed_many``/``reconstruct_many`` with a number as the store (pathlib's TypeError) or
 ``""`` (the current folder); ``screen`` crashing with numpy's LinAlgError once every channel was found bad in a
 ZUNA pass, and suggesting every channel with ``bad_fraction=0``; ``--scheduler`` of an unknown scheme refused
-only after a 20 s timeout.
+only after a 20 s timeout; ``zuna-lab doctor FILE --fix ""`` exiting 0 without writing anything.
 """
 from __future__ import annotations
 
@@ -408,11 +408,17 @@ def tree(folder):
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
 
 
+def last(argv, name, default=None):
+    """The value of option ``name`` in ``argv`` as argparse takes it (the last one given), or ``default``."""
+    values = [argv[i + 1] for i, token in enumerate(argv[:-1]) if token == name]
+    return values[-1] if values else default
+
+
 def cli_outputs(argv):
     """The paths a command line asks to write (relative to its folder), and its --overwrite."""
-    wanted = [argv[i + 1] for i, token in enumerate(argv[:-1]) if token in ("-o", "--fix", "--apply")]
+    wanted = [last(argv, name) for name in ("-o", "--fix", "--apply")]
     if argv[0] == "demo":
-        wanted.append(next((argv[i + 1] for i, t in enumerate(argv[:-1]) if t == "--output-dir"), "zuna_lab_demo"))
+        wanted.append(last(argv, "--output-dir", "zuna_lab_demo"))
     return [os.path.normpath(w) for w in wanted if w], "--overwrite" in argv
 
 
@@ -469,7 +475,7 @@ def test_cli_embed(cli_env, tmp_path_factory, capsys, argv):
     folder = tmp_path_factory.mktemp("embed")
     code, stdout, _, argv = cli_outcome(argv, cli_env, folder, capsys)
     if code == 0:
-        target = folder / argv[argv.index("-o") + 1]
+        target = folder / last(argv, "-o")
         assert target.exists() and ("--quiet" in argv or f"zuna-lab embed: {argv[1]} -> " in stdout), stdout
         if target.suffix == ".nc":
             with xr.open_dataset(target) as emb:
@@ -482,7 +488,7 @@ def test_cli_reconstruct(cli_env, tmp_path_factory, capsys, argv):
     folder = tmp_path_factory.mktemp("reconstruct")
     code, stdout, _, argv = cli_outcome(argv, cli_env, folder, capsys)
     if code == 0:
-        target = folder / argv[argv.index("-o") + 1]
+        target = folder / last(argv, "-o")
         assert target.exists() and ("--quiet" in argv or f"zuna-lab reconstruct: {argv[1]} -> " in stdout), stdout
         if target.suffix == ".fif":
             assert np.isfinite(mne.io.read_raw_fif(target, preload=True, verbose="error").get_data()).all()
@@ -509,7 +515,7 @@ def test_cli_doctor(cli_env, tmp_path_factory, capsys, argv):
         lines = stdout.strip().splitlines()
         assert lines and all(line.startswith("zuna-lab doctor: ") for line in lines), stdout
         if "--fix" in argv:
-            assert (folder / argv[argv.index("--fix") + 1]).is_file()
+            assert (folder / last(argv, "--fix")).is_file()
 
 
 @settings(CLI, max_examples=max(10, EXAMPLES // 5))
@@ -521,7 +527,7 @@ def test_cli_screen(cli_env, tmp_path_factory, capsys, argv):
         lines = stdout.strip().splitlines()
         assert lines and lines[-1].startswith("zuna-lab screen: "), stdout
         if "--apply" in argv:
-            assert (folder / argv[argv.index("--apply") + 1]).is_file()
+            assert (folder / last(argv, "--apply")).is_file()
 
 
 # ----------------------------------------------------------------------------------------- screening and studies
@@ -713,6 +719,6 @@ def test_cli_studies(study_env, study_inputs, tmp_path_factory, capsys, command,
     code, stdout, stderr, argv = cli_outcome(argv, study_env, folder, capsys, codes=(0, 1, 2))
     assert tree(study_inputs) == before
     if code in (0, 1):
-        target = folder / argv[argv.index("-o") + 1]
+        target = folder / last(argv, "-o")
         assert target.is_dir() and ("--quiet" in argv or f"zuna-lab {command}: " in stdout), stdout
         assert (code == 1) == (" failed: " in stderr), stderr

@@ -184,6 +184,7 @@ def test_demo_keeps_earlier_results(monkeypatch, tmp_path, capsys):
     (["embed", "{rec}", "-o", "out.fif"], "must end in .nc"),
     (["embed", "{rec}", "-o", "nowhere/out.nc"], "does not exist"),
     (["embed", "{rec}", "-o", "out.nc", "--model", "/no/such/checkpoint"], "neither an existing directory"),
+    (["doctor", "{rec}", "--fix", ""], "must end in .fif"),      # found by test_fuzz: was exit 0, nothing written
 ])
 def test_errors_exit_2_with_one_line(env, recording, capsys, argv, message):
     argv = [a.replace("{rec}", str(recording)) for a in argv]

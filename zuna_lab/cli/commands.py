@@ -455,7 +455,7 @@ def cmd_doctor(args):
     from ..api.core import write_fif
     from ..trust.doctor import check_montage
 
-    out = _check_output(args.fix, (".fif",), args.overwrite) if args.fix else None
+    out = _check_output(args.fix, (".fif",), args.overwrite) if args.fix is not None else None   # --fix "": refused
     report = check_montage(args.file, model=args.model, fix=out is not None, verbose=cli_verbose(args))
     for line in [*report.problems, report.verdict, *[f"fixed: {fix}" for fix in report.fixes]]:
         print(f"{PROG} doctor: {line}")

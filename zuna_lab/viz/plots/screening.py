@@ -131,8 +131,10 @@ def screen_map(report, *, estimator=None, kind="badness", vmax=None, max_width=C
                                 "suggested BAD_screen segment", SCREEN_COLORS["segment"], "dashed", line_width=2))
     height = int(height or max(320, 13 * n + 130))
     decided = scores.attrs.get("decided_by", estimator)
-    title = title or (f"screening, {estimator}" + (" (decides)" if estimator == decided else "")
-                      + f": {label} · threshold {threshold:g}")
+    # the Bokeh title short enough for the plot's width (the colour bar's title spells the scale out)
+    head = f"screening, {estimator}" + (" (decides)" if estimator == decided else "")
+    short = {"badness": "badness", "window": "window error z"}[kind]
+    given, title = title, title or f"{head}: {short} · threshold {threshold:g}"
     ticks = [(float(row_of[name]), name) for name in names]
     return styled(hv.Overlay(layers), common={"xlabel": "time (s)", "ylabel": "channel",
                                               "yticks": ticks, "xlim": (start, stop), "ylim": (-0.5, n - 0.5)},
@@ -141,4 +143,5 @@ def screen_map(report, *, estimator=None, kind="badness", vmax=None, max_width=C
                          "legend_position": "bottom", "legend_cols": 3, "toolbar": "above", "title": title,
                          "fontsize": {"yticks": "8pt" if n > 32 else "9pt"}},
                   mpl={"fig_inches": (int(max_width) / 100, height / 100), "aspect": "auto", "show_legend": True,
-                       "legend_position": "right", "title": f"{title} (colour: 0 to {vmax:g}, YlOrRd)"})
+                       "legend_position": "right",
+                       "title": given or f"{head}: {label} · threshold {threshold:g} (colour: 0 to {vmax:g}, YlOrRd)"})

@@ -39,7 +39,7 @@ from ..errors import RecordingError, ZunaTypeError, ZunaValueError, preview
 from ..io.montage import has_position, channel_positions
 from ..io.quality import check_signal
 
-__all__ = ["Preprocessed", "preprocess", "preprocess_trials", "check_recording", "HIGHPASS_HZ", "highpass",
+__all__ = ["Preprocessed", "preprocess", "resolve_epoch", "preprocess_trials", "check_recording", "HIGHPASS_HZ", "highpass",
            "assemble_epochs", "resolve_segment_duration", "zuna11_segments"]
 
 #: High-pass cut-off of both official pipelines, in Hz.
@@ -49,6 +49,15 @@ REFERENCE_PIPELINES = {"ZUNA": "zuna==0.1.1 EEGProcessor.process",
                        "ZUNA1.1": "zuna==1.1.6 EEGDataset_v4 (reconstruct_fif)"}
 #: Added to the per-channel std (in volts) by the official ZUNA1.1 loader.
 _ZUNA11_STD_EPSILON = 1e-6
+
+
+def resolve_epoch(epoch_index, n_epochs):
+    """``epoch_index`` checked (an int in [-n_epochs, n_epochs)) and made non-negative."""
+    if not isinstance(epoch_index, (int, np.integer)) or isinstance(epoch_index, bool):
+        raise ZunaTypeError(f"epoch_index must be an int, got {type(epoch_index).__name__}.")
+    if not -n_epochs <= epoch_index < n_epochs:
+        raise ZunaValueError(f"epoch_index must be in [0, {n_epochs}), got {epoch_index}.")
+    return int(epoch_index) % n_epochs
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,11 +135,7 @@ class Preprocessed:
 
     def resolve_epoch(self, epoch_index):
         """``epoch_index`` checked (an int in [-n_epochs, n_epochs)) and made non-negative."""
-        if not isinstance(epoch_index, (int, np.integer)) or isinstance(epoch_index, bool):
-            raise ZunaTypeError(f"epoch_index must be an int, got {type(epoch_index).__name__}.")
-        if not -self.n_epochs <= epoch_index < self.n_epochs:
-            raise ZunaValueError(f"epoch_index must be in [0, {self.n_epochs}), got {epoch_index}.")
-        return int(epoch_index) % self.n_epochs
+        return resolve_epoch(epoch_index, self.n_epochs)
 
     def to_volts(self, epoch_array, epoch_index, *, reference="original"):
         """Return a model-domain epoch (normalised, ÷ data_norm) to volts.

@@ -39,10 +39,10 @@ import mne
 import numpy as np
 
 from ..config import VARIANT_CONSTANTS
-from ..errors import ZunaTypeError, ZunaValueError
+from ..errors import ZunaValueError
 from ..io.montage import channel_positions
-from .preprocessing import (HIGHPASS_HZ, REFERENCE_PIPELINES, assemble_epochs, highpass, resolve_segment_duration,
-                            zuna11_segments, check_recording)
+from .preprocessing import (HIGHPASS_HZ, REFERENCE_PIPELINES, assemble_epochs, highpass, resolve_epoch,
+                            resolve_segment_duration, zuna11_segments, check_recording)
 
 __all__ = ["Spill", "FilteredReader", "StreamPlan", "EpochSpans", "filtered_spill", "zuna_statistics", "stream_plan",
            "stream_preprocessed", "CHUNK_EPOCHS", "SPAN_VALUES", "WINDOW_EPOCHS"]
@@ -382,11 +382,7 @@ class EpochSpans:
 
     def resolve_epoch(self, epoch_index):
         """``epoch_index`` checked (an int in [-n_epochs, n_epochs)) and made non-negative."""
-        if not isinstance(epoch_index, (int, np.integer)) or isinstance(epoch_index, bool):
-            raise ZunaTypeError(f"epoch_index must be an int, got {type(epoch_index).__name__}.")
-        if not -self.n_epochs <= epoch_index < self.n_epochs:
-            raise ZunaValueError(f"epoch_index must be in [0, {self.n_epochs}), got {epoch_index}.")
-        return int(epoch_index) % self.n_epochs
+        return resolve_epoch(epoch_index, self.n_epochs)
 
     def n_samples(self, epoch_index):
         """Samples in one epoch (from the plan: nothing is read)."""

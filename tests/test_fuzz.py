@@ -21,7 +21,8 @@ tests): a refused ``zuna-lab demo`` left an empty output folder; ``--verbose`` p
 among the summary; ``embed_many``/``reconstruct_many`` with a number as the store (pathlib's TypeError) or
 ``""`` (the current folder); ``screen`` crashing with numpy's LinAlgError once every channel was found bad in a
 ZUNA pass, and suggesting every channel with ``bad_fraction=0``; ``--scheduler`` of an unknown scheme refused
-only after a 20 s timeout; ``zuna-lab doctor FILE --fix ""`` exiting 0 without writing anything.
+only after a 20 s timeout; ``zuna-lab doctor FILE --fix ""`` exiting 0 without writing anything; ``--device meta`` (so
+``load_model(device="meta")``) failing in the first forward pass with torch's RuntimeError.
 """
 from __future__ import annotations
 

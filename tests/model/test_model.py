@@ -305,3 +305,12 @@ def test_rope_angles_on_cpu_are_correctly_rounded():
     angles = (tok_idx.float().unsqueeze(-1) * inv_freq).flatten(-2).double()
     assert cos.dtype == sin.dtype == torch.float32 and cos.shape == (8, 1520, 8)
     assert torch.equal(cos, angles.cos().float()) and torch.equal(sin, angles.sin().float())
+
+
+@pytest.mark.parametrize("device", ["meta", "tpu", ""])
+def test_unusable_device_is_one_sentence(device, random_checkpoint, tmp_path):
+    """Found by test_fuzz (issue R): device="meta" loaded the model and failed in the first forward pass with
+    torch's "Tensor.item() cannot be called on meta tensors"; it is refused at load, as an unknown name is."""
+    with pytest.raises(ZunaValueError, match="device must be 'auto', 'cpu', 'cuda' or 'cuda:N'") as info:
+        zuna_lab.load_model(random_checkpoint("ZUNA"), device=device)
+    assert "\n" not in str(info.value) and str(info.value).endswith(".")

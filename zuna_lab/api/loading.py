@@ -56,6 +56,8 @@ def resolve_device(device) -> torch.device:
         device = torch.device(device)
     except (RuntimeError, TypeError):
         raise ZunaValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', not {device!r}.") from None
+    if device.type not in ("cpu", "cuda"):       # 'meta' holds no values, other backends are not supported
+        raise ZunaValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', not {str(device)!r}.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ZunaValueError("device='cuda' was asked for but torch sees no CUDA GPU; use device='auto' or 'cpu'.")
     return device

@@ -12,9 +12,9 @@ recordings, each listed —, no traceback, no other file and no temp file).
 
 Bounded for CI: a tiny random model, a 10 s recording, derandomised (the same examples every run); 150 examples
 per library entry point (30 for evaluate_dropout, screen, embed_many and reconstruct_many), 50 per command (30
-for screen, 10 for demo, 30 for the two study commands together). The whole file: 8 minutes measured on 2 cores
-shared with other test runs (load average about 10; the library part alone took 4 of them), a few minutes on 2
-free cores. ``ZUNA_LAB_FUZZ_EXAMPLES`` raises the counts for a longer hunt.
+for screen, 10 for demo, 30 for the two study commands together). The whole file: 41 s measured on 2 cores with little else
+running (load average 1.9), 8 minutes on 2 cores shared with other test runs (load average about 10; the
+library part alone took 4 of them). ``ZUNA_LAB_FUZZ_EXAMPLES`` raises the counts for a longer hunt.
 
 What it found in the commands, screen and the studies (each fixed, with a regression test beside the related
 tests): a refused ``zuna-lab demo`` left an empty output folder; ``--verbose`` put MNE's log lines on stdout

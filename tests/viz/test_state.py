@@ -339,3 +339,17 @@ def test_recording_prepares_once_per_set_of_masked_channels(raw, model, monkeypa
     st.run()
     assert calls == [(), ("T7",), ("O1", "T7")]
     assert st.recording.is_prepared("ZUNA", ["T7", "O1"])
+
+
+def test_dashboard_reads_a_file_too_long_for_memory_lazily(tmp_path, monkeypatch):
+    """zl.dashboard("night.edf"): a file whose reconstruction would not fit is read lazily (its apps prepare the
+    epochs they show); one that fits is loaded as before."""
+    from zuna_lab.api import streaming
+    from zuna_lab.viz.apps.dashboard import _as_raw
+
+    path = tmp_path / "r_raw.fif"
+    make_raw(duration=30.0).save(path, verbose="error")
+    assert _as_raw(path).preload and _as_raw(str(path)).preload
+    monkeypatch.setattr(streaming, "available_memory", lambda: 1000)          # a machine with 1 kB free
+    lazy = _as_raw(path)
+    assert not lazy.preload and Recording(lazy).lazy

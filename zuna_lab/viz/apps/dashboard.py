@@ -70,8 +70,11 @@ def _as_raw(obj):
         return obj
     if isinstance(obj, (str, Path)):
         import zuna_lab
+        from ...api.streaming import available_memory, in_memory_bytes
 
-        return zuna_lab.read_raw(obj)
+        raw = zuna_lab.read_raw(obj, preload=False)
+        # a recording whose reconstruction would not fit stays lazy: the apps prepare the epochs they show
+        return raw if in_memory_bytes(raw, "reconstruct") > available_memory() else raw.load_data(verbose="error")
     raise ZunaTypeError(f"dashboard needs an mne Raw, a file path or a dict of them, got {type(obj).__name__}.")
 
 

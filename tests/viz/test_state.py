@@ -353,3 +353,41 @@ def test_dashboard_reads_a_file_too_long_for_memory_lazily(tmp_path, monkeypatch
     monkeypatch.setattr(streaming, "available_memory", lambda: 1000)          # a machine with 1 kB free
     lazy = _as_raw(path)
     assert not lazy.preload and Recording(lazy).lazy
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_a_long_recordings_embedding_is_streamed_and_shown_in_part(models, variant, tmp_path, monkeypatch):
+    """A lazy recording is embedded with out= (bounded memory) into a folder removed with the recording; the
+    apps hold SHOWN_EPOCHS evenly spaced epochs, the same values as the in-memory embedding's."""
+    import gc
+
+    import mne
+
+    from zuna_lab.viz.state import recording as recording_module
+
+    model = models[variant]
+    path = tmp_path / "r_raw.fif"
+    make_raw(duration=61.0).save(path, verbose="error")
+    expected = zl.embed(path, model=model, progress=False, verbose="error")
+    monkeypatch.setattr(recording_module, "SHOWN_EPOCHS", 4)
+    rec = Recording(mne.io.read_raw_fif(path, preload=False, verbose="error"))
+    emb = rec.embedding(model)
+    n = expected.sizes["epoch"]
+    shown = np.unique(np.linspace(0, n - 1, 4).round().astype(int))
+    assert emb.sizes["epoch"] == 4 and emb["epoch"].values.tolist() == expected["epoch"].values[shown].tolist()
+    assert emb.embedding.chunks is None and emb.mask.dtype == bool                       # held in memory
+    assert emb.attrs["shown_epochs"].startswith(f"4 of {n} epochs, evenly spaced")       # said, not silent
+    _same(emb.embedding, expected.embedding.isel(epoch=shown))
+    _same(emb.epoch_start, expected.epoch_start.isel(epoch=shown))
+    assert rec.embedding(model) is emb                                                    # cached
+    folder = rec._folder
+    assert folder.is_dir() and any(folder.iterdir())
+    hs = HealthState(recordings={"r": rec}, model=model, n_permutations=10, max_points=100, seed=1)
+    hs.compute()                                                                          # on the epochs shown
+    assert hs.complete and hs.embeddings["r"] is emb
+    ref = zl.mmd_health(emb, n_permutations=10, max_points=100, seed=1)
+    for name in ref.data_vars:
+        _same(hs.results["r"][name].values, ref[name].values)
+    del rec, emb, hs
+    gc.collect()
+    assert not folder.exists()                                                            # removed with the recording

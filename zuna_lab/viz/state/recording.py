@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
+import weakref
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from ...errors import ZunaTypeError, ZunaValueError
 
-__all__ = ["Recording", "as_recording"]
+__all__ = ["Recording", "as_recording", "SHOWN_EPOCHS"]
+
+#: Epochs of a long recording's embedding that the embedding and health apps hold (evenly spaced): an hour of 5 s
+SHOWN_EPOCHS = 720
 
 
 def check_raw(raw):
@@ -63,6 +70,7 @@ class Recording:
         self.max_prepared = max(2, int(max_prepared))
         self._prepared = OrderedDict()
         self._embeddings = {}
+        self._folder = None
         self._prepare_lock = threading.Lock()
         self._embed_lock = threading.Lock()
 
@@ -104,15 +112,34 @@ class Recording:
             self._embeddings.pop(id(model), None)
 
     def embedding(self, model):
-        """``zuna_lab.embed(raw, model=model)`` (cached per model)."""
+        """``zuna_lab.embed(raw, model=model)`` (cached per model). A long (lazy) recording is embedded with
+        ``out=`` into a temporary folder, in bounded memory, and the apps hold :data:`SHOWN_EPOCHS` evenly
+        spaced epochs of it (their ``epoch`` labels the recording's)."""
         import zuna_lab
 
         with self._embed_lock:
             hit = self._embeddings.get(id(model))
             if hit is None or hit[0] is not model:
-                emb = zuna_lab.embed(self.raw, model=model, segment_duration=self.segment_duration)
+                if not self.lazy:
+                    emb = zuna_lab.embed(self.raw, model=model, segment_duration=self.segment_duration)
+                else:
+                    out = self._scratch() / f"embedding-{id(model)}.zarr"
+                    whole = zuna_lab.embed(self.raw, model=model, segment_duration=self.segment_duration, out=out,
+                                           overwrite=True)
+                    n = whole.sizes["epoch"]
+                    shown = np.unique(np.linspace(0, n - 1, min(n, SHOWN_EPOCHS)).round().astype(int))
+                    emb = whole.isel(epoch=shown).load()
+                    emb.attrs["shown_epochs"] = (f"{len(shown)} of {n} epochs, evenly spaced; the whole embedding "
+                                                 f"is in {out} while the recording is open")
                 self._embeddings[id(model)] = hit = (model, emb)
             return hit[1]
+
+    def _scratch(self):
+        """A temporary folder for this recording's streamed results, removed with the recording."""
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="zuna_lab-dashboard-"))
+            weakref.finalize(self, shutil.rmtree, self._folder, True)
+        return self._folder
 
     def original(self, variant, epoch):
         """The library's ``original`` of one epoch: preprocessed volts, ``(channel, time)`` at the model rate."""

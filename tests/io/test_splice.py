@@ -95,6 +95,28 @@ def test_a_lazy_result_gives_a_raw_that_is_not_loaded_with_the_same_samples(mode
     np.testing.assert_array_equal(a.info["chs"][-1]["loc"], b.info["chs"][-1]["loc"])     # Pz's position
 
 
+@pytest.mark.parametrize("sfreq", [256.0, 500.0])
+def test_a_recording_given_not_loaded_gives_a_raw_that_is_not_loaded(model, sfreq, tmp_path):
+    """An in-memory result (the dashboard's epoch) put back into a long recording read lazily: a SplicedRaw,
+    the recording never loaded whole, the same samples and file as with the recording in memory."""
+    raw, rec = repaired(model, sfreq)
+    raw.save(tmp_path / "r_raw.fif", fmt="double", verbose="error")                 # the samples reconstructed
+    lazy_raw = mne.io.read_raw_fif(tmp_path / "r_raw.fif", preload=False, verbose="error")
+    loaded = mne.io.read_raw_fif(tmp_path / "r_raw.fif", preload=True, verbose="error")
+    fixed = zuna_lab.to_raw(rec, raw=loaded)
+    spliced = zuna_lab.to_raw(rec, raw=lazy_raw)
+    assert isinstance(spliced, SplicedRaw) and not spliced.preload and not lazy_raw.preload
+    assert spliced.ch_names == fixed.ch_names and spliced.info["bads"] == fixed.info["bads"]
+    assert spliced.annotations == fixed.annotations
+    np.testing.assert_array_equal(spliced.get_data(), fixed.get_data())
+    zuna_lab.write_fif(rec, tmp_path / "lazy_raw.fif", raw=lazy_raw)
+    zuna_lab.write_fif(rec, tmp_path / "memory_raw.fif", raw=loaded)
+    a, b = (mne.io.read_raw_fif(tmp_path / f"{name}_raw.fif", preload=True, verbose="error")
+            for name in ("lazy", "memory"))
+    np.testing.assert_array_equal(a.get_data(), b.get_data())
+    assert a.annotations == b.annotations and a.info["bads"] == b.info["bads"]
+
+
 def test_an_odd_rate_is_refused_span_by_span(model):
     """A rate with no small whole-number ratio to 256 Hz cannot be resampled by spans: one sentence."""
     raw, rec = repaired(model, 256.0)

@@ -299,3 +299,20 @@ def test_bad_data_is_one_sentence(tmp_path):
         zl.screen(few, bad_channels=["Cz", "Pz"], **SPLINE)
     with pytest.raises(ZunaTypeError, match="apply needs the mne Raw"):
         zl.screen(recording(0, duration=10.0), **SPLINE).apply("file.fif")
+
+
+def test_a_recording_too_long_to_screen_in_memory_is_refused_before_any_work(tmp_path, monkeypatch):
+    """Screening holds the whole recording: what would not fit is refused in one sentence that says how to
+    screen a part, before reading the samples (a 24 h file used to run out of memory without a word)."""
+    from zuna_lab.api import streaming
+
+    path = tmp_path / "r_raw.fif"
+    make_synthetic_raw(duration=20.0, seed=1, verbose=False).save(path, verbose="error")
+    read = []
+    monkeypatch.setattr(streaming, "available_memory", lambda: 1000)            # a machine with 1 kB free
+    monkeypatch.setattr(mne.io.BaseRaw, "get_data", lambda *a, **k: read.append(1))
+    with pytest.raises(ZunaValueError, match=r"^Screening this recording in memory needs about .* GB but .* are "
+                                             r"available; screen a part of it \(zl.read_raw\(path, preload=False\)"
+                                             r"\.crop\(tmin, tmax\)\)\.$") as info:
+        zl.screen(path, compare=(), estimators=("spline",))
+    assert not read and info.value.args[0].count(". ") == 0

@@ -391,3 +391,28 @@ def test_a_long_recordings_embedding_is_streamed_and_shown_in_part(models, varia
     del rec, emb, hs
     gc.collect()
     assert not folder.exists()                                                            # removed with the recording
+
+
+def test_the_reconstruction_app_exports_a_long_recording_without_loading_it(model, tmp_path):
+    """On a lazy recording the reconstruction app puts its epoch back span by span (a SplicedRaw): the same
+    FIF as with the recording loaded, the recording never loaded whole."""
+    import mne
+
+    from zuna_lab.io.splice import SplicedRaw
+
+    path = tmp_path / "r_raw.fif"
+    make_raw(duration=40.0).save(path, fmt="double", verbose="error")
+    files = {}
+    for label, preload in (("lazy", False), ("loaded", True)):
+        raw = mne.io.read_raw_fif(path, preload=preload, verbose="error")
+        st = ReconstructionState(raw=raw, model=model, epoch=5, steps=2, seed=3, masked_channels=["C3"])
+        st.run()
+        if not preload:
+            assert isinstance(st.to_raw(), SplicedRaw) and not raw.preload
+        files[label] = mne.io.read_raw_fif(st.export_fif(tmp_path / f"{label}_raw.fif"), preload=True,
+                                           verbose="error")
+    np.testing.assert_array_equal(files["lazy"].get_data(), files["loaded"].get_data())
+    assert files["lazy"].annotations == files["loaded"].annotations
+    c3 = files["lazy"].ch_names.index("C3")
+    assert not np.allclose(files["lazy"].get_data()[c3, 25 * 256:30 * 256],
+                           mne.io.read_raw_fif(path, verbose="error").get_data()[c3, 25 * 256:30 * 256])

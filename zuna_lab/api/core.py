@@ -523,7 +523,8 @@ def to_raw(ds, kind="hybrid", *, raw=None, sample=0, verbose=None):
                              "recording; reconstruct the recording without events= to repair it, or keep the trials "
                              "as they are (write_netcdf).")
     sample = check_sample(ds, sample)
-    lazy = ds["reconstruction"].chunks is not None         # opened from out=: the recording is read span by span
+    # opened from out=, or a recording given not loaded (a long one): the recording is read span by span
+    lazy = ds["reconstruction"].chunks is not None or (isinstance(raw, mne.io.BaseRaw) and not raw.preload)
     recording = find_source(ds.attrs, raw, preload=not lazy)                         # read
     if recording is None:
         warn("The recording this result came from is unknown (no raw= and no readable source file), so the Raw "

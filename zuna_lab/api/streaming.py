@@ -85,13 +85,14 @@ def in_memory_bytes(data, task, *, sfreq=None, n_samples=1):
     return int(n_channels * n_times * (8 + per_sample * 256.0 / rate))
 
 
-def check_fits_in_memory(data, task, *, sfreq=None, n_samples=1, fix=None):
+def check_fits_in_memory(data, task, *, sfreq=None, n_samples=1, fix=None, doing=None):
     """Refuse, before any work, an in-memory ``task`` whose peak would exceed the available memory (``fix``:
-    the advice, by default to pass ``out=``)."""
+    the advice, by default to pass ``out=``; ``doing``: what the sentence says is done, by default the task's)."""
     need, have = in_memory_bytes(data, task, sfreq=sfreq, n_samples=n_samples), available_memory()
     if need > have:
         fix = fix or f"pass out='{_suggested_name(data, task)}' to stream it to disk in bounded memory"
-        raise ZunaValueError(f"{'Embedding' if task == 'embed' else 'Reconstructing'} this recording in memory needs "
+        doing = doing or ("Embedding" if task == "embed" else "Reconstructing")
+        raise ZunaValueError(f"{doing} this recording in memory needs "
                              f"about {need / 1e9:.1f} GB but {have / 1e9:.1f} GB are available; {fix}.")
 
 

@@ -71,16 +71,17 @@ def splice(ds, full, *, kind="hybrid", sample=None):
     Returns
     -------
     raw : mne.io.Raw
-        A preloaded copy of ``full`` repaired when ``ds`` is in memory; for a lazy ``ds`` a
-        :class:`~zuna_lab.io.splice.SplicedRaw`, which computes each span when MNE reads it (its
-        memory does not grow with the recording's length) — the same samples either way.
+        A preloaded copy of ``full`` repaired when ``ds`` and ``full`` are in memory; for a lazy ``ds``
+        or a ``full`` that is not loaded, a :class:`~zuna_lab.io.splice.SplicedRaw`, which computes each
+        span when MNE reads it (its memory does not grow with the recording's length) — the same samples
+        either way.
 
     Examples
     --------
     >>> fixed = splice(rec, mne.io.read_raw_fif("rec_raw.fif", preload=True))  # doctest: +SKIP
     """
     splicer = Splicer(ds, full, kind=kind, sample=sample)
-    if splicer.lazy:
+    if splicer.lazy or not full.preload:            # a lazy result or recording: spans computed when read
         out = SplicedRaw(splicer, ds)
     else:
         data = splicer.read(0, full.n_times)

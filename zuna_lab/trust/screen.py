@@ -279,6 +279,10 @@ def screen(data, model=None, *, estimators=ESTIMATORS, compare=DETECTORS, groups
         raise ZunaTypeError("seed must be a non-negative integer for screen (its results are reproducible), got None.")
     estimators, compare = _check_options(estimators, compare, groups, threshold, bad_fraction, segment_threshold,
                                          segment_window, bridge_threshold, max_passes)
+    from ..api.streaming import check_fits_in_memory
+
+    check_fits_in_memory(data, "reconstruct", sfreq=sfreq, doing="Screening",
+                         fix="screen a part of it (zl.read_raw(path, preload=False).crop(tmin, tmax))")
     raw, known, flat, spans = _read(data, bad_channels, bad_segments, sfreq, ch_names, verbose)
     if "zuna" in estimators:
         from ..api.core import get_model

@@ -74,6 +74,17 @@ def test_in_memory_splice_is_the_dense_rule(model):
     assert hidden[names.index("O2")].sum() > 0 and hidden[names.index("T7")].any() and not hidden[names.index("T7")].all()
 
 
+def written_alike(folder, lazy, memory):
+    """``write_fif`` of the two (result, recording) pairs gives the same samples, annotations and bads; the files
+    read back."""
+    for name, (ds, raw) in (("lazy", lazy), ("memory", memory)):
+        zuna_lab.write_fif(ds, folder / f"{name}_raw.fif", raw=raw)
+    a, b = (mne.io.read_raw_fif(folder / f"{name}_raw.fif", preload=True, verbose="error") for name in ("lazy", "memory"))
+    np.testing.assert_array_equal(a.get_data(), b.get_data())
+    assert a.annotations == b.annotations and a.info["bads"] == b.info["bads"]
+    return a, b
+
+
 @pytest.mark.parametrize("sfreq", [256.0, 500.0])
 def test_a_lazy_result_gives_a_raw_that_is_not_loaded_with_the_same_samples(model, sfreq, tmp_path):
     require_module("zarr")
@@ -86,12 +97,7 @@ def test_a_lazy_result_gives_a_raw_that_is_not_loaded_with_the_same_samples(mode
     assert isinstance(spliced, SplicedRaw) and not spliced.preload and spliced.ch_names == fixed.ch_names
     assert spliced.info["bads"] == fixed.info["bads"] and spliced.annotations == fixed.annotations
     np.testing.assert_array_equal(spliced.get_data(start=1234, stop=5678), fixed.get_data(start=1234, stop=5678))
-    zuna_lab.write_fif(lazy, tmp_path / "lazy_raw.fif", raw=raw)
-    zuna_lab.write_fif(rec, tmp_path / "memory_raw.fif", raw=raw)
-    a, b = (mne.io.read_raw_fif(tmp_path / f"{name}_raw.fif", preload=True, verbose="error")
-            for name in ("lazy", "memory"))
-    np.testing.assert_array_equal(a.get_data(), b.get_data())
-    assert a.annotations == b.annotations and a.info["bads"] == b.info["bads"]
+    a, b = written_alike(tmp_path, (lazy, raw), (rec, raw))
     np.testing.assert_array_equal(a.info["chs"][-1]["loc"], b.info["chs"][-1]["loc"])     # Pz's position
 
 
@@ -109,12 +115,7 @@ def test_a_recording_given_not_loaded_gives_a_raw_that_is_not_loaded(model, sfre
     assert spliced.ch_names == fixed.ch_names and spliced.info["bads"] == fixed.info["bads"]
     assert spliced.annotations == fixed.annotations
     np.testing.assert_array_equal(spliced.get_data(), fixed.get_data())
-    zuna_lab.write_fif(rec, tmp_path / "lazy_raw.fif", raw=lazy_raw)
-    zuna_lab.write_fif(rec, tmp_path / "memory_raw.fif", raw=loaded)
-    a, b = (mne.io.read_raw_fif(tmp_path / f"{name}_raw.fif", preload=True, verbose="error")
-            for name in ("lazy", "memory"))
-    np.testing.assert_array_equal(a.get_data(), b.get_data())
-    assert a.annotations == b.annotations and a.info["bads"] == b.info["bads"]
+    written_alike(tmp_path, (rec, lazy_raw), (rec, loaded))
 
 
 def test_an_odd_rate_is_refused_span_by_span(model):

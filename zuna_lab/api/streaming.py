@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import VARIANT_CONSTANTS
 from ..errors import ZunaTypeError, ZunaValueError
 from ..io.read import read_raw, source_name
 from ..io.write import MemoryRegions, ZarrRegions, output_target, replace_atomically
@@ -31,7 +30,7 @@ from ..pipeline.embedding import (empty_grid, hidden_grid, length_batches, paddi
                                   tokenize_epochs)
 from ..pipeline.results import reconstruction_dataset
 from ..pipeline.seams import run_correction, span_runs
-from ..pipeline.stream import CHUNK_EPOCHS, EpochSpans, stream_preprocessed
+from ..pipeline.stream import CHUNK_EPOCHS, EpochSpans, needs_resample, stream_preprocessed
 from ..pipeline.tokens import epoch_masks
 
 __all__ = ["embed_to_zarr", "embed_overlapped", "overlaps", "reconstruct_to_zarr", "check_fits_in_memory",
@@ -136,10 +135,10 @@ def embed_overlapped(data, model, *, segment_duration=None, bad_channels=None, u
     return regions.dataset
 
 
-def overlaps(data, model, *, events=None, sfreq=None):
+def overlaps(data, model, *, events=None):
     """Whether ``zl.embed(data)`` in memory is faster through the streamed stages: a file of at least
-    :data:`OVERLAP_EPOCHS` epochs, on a GPU, where the chunks can come while the file is read (ZUNA1.1 at its
-    own rate: nothing spans the recording) — reading and preprocessing then run under the encoding."""
+    :data:`OVERLAP_EPOCHS` 5 s epochs, on a GPU, where the chunks can come while the file is read (ZUNA1.1 at
+    its own rate: nothing spans the recording) — reading and preprocessing then run under the encoding."""
     if model.device.type != "cuda" or events is not None or model.variant != "ZUNA1.1":
         return False
     if not isinstance(data, (str, os.PathLike)) or not os.path.isfile(data):
@@ -149,7 +148,7 @@ def overlaps(data, model, *, events=None, sfreq=None):
     except Exception:            # noqa: BLE001 — the reader of the in-memory path says what is wrong
         return False
     rate = float(header.info["sfreq"])
-    return int(round(rate)) == int(VARIANT_CONSTANTS["ZUNA1.1"]["sfreq"]) and header.n_times / rate >= OVERLAP_EPOCHS * 5.0
+    return not needs_resample("ZUNA1.1", rate) and header.n_times / rate >= OVERLAP_EPOCHS * 5.0
 
 
 def _embed_chunks(data, model, read, spill_folder, regions_for, segment_duration, mask, batch_size, progress,
@@ -200,8 +199,9 @@ def _encode_chunks(model, chunks, request, plan, size, regions, bar):
                         batch_masks.shape[-1]) for indices, tokens, tok_idx, batch_masks in batches]      # model
             if written is not None:
                 written.result()                  # at most one chunk waits to be written
-            written = writer.submit(finish, first, pre, layout, encoded) if on_gpu else None
-            if not on_gpu:
+            if on_gpu:
+                written = writer.submit(finish, first, pre, layout, encoded)
+            else:
                 finish(first, pre, layout, encoded)
         if written is not None:
             written.result()

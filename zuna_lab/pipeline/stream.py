@@ -44,8 +44,8 @@ from ..io.montage import channel_positions
 from .preprocessing import (HIGHPASS_HZ, REFERENCE_PIPELINES, assemble_epochs, highpass, resolve_epoch,
                             resolve_segment_duration, zuna11_segments, check_recording)
 
-__all__ = ["Spill", "FilteredReader", "StreamPlan", "EpochSpans", "filtered_spill", "zuna_statistics", "stream_plan",
-           "stream_preprocessed", "CHUNK_EPOCHS", "SPAN_VALUES", "WINDOW_EPOCHS"]
+__all__ = ["Spill", "FilteredReader", "StreamPlan", "EpochSpans", "needs_resample", "filtered_spill", "zuna_statistics",
+           "stream_plan", "stream_preprocessed", "CHUNK_EPOCHS", "SPAN_VALUES", "WINDOW_EPOCHS"]
 
 #: Epochs per chunk (64 epochs of 5 s: about 20 MB of signal for 32 channels).
 CHUNK_EPOCHS = 64
@@ -123,7 +123,7 @@ class FilteredReader:
         """Nothing to release (the interface of :class:`Spill`)."""
 
 
-def _needs_resample(variant, source_sfreq):
+def needs_resample(variant, source_sfreq):
     """As :func:`preprocess`: 0.1.1 resamples when the rate differs at all, 1.1.6 when it does after rounding."""
     target = float(VARIANT_CONSTANTS[variant]["sfreq"])
     return source_sfreq != target if variant == "ZUNA" else int(round(source_sfreq)) != int(target)
@@ -156,7 +156,7 @@ def filtered_spill(raw, variant, folder, *, verbose=None, span=None):
     mne_verbose = verbose if verbose is not None else "error"
     span = max(1 << 12, SPAN_VALUES // len(raw.ch_names)) if span is None else int(span)
     source_sfreq = float(raw.info["sfreq"])
-    if not _needs_resample(variant, source_sfreq):
+    if not needs_resample(variant, source_sfreq):
         return _filtered_spans(raw, folder, source_sfreq, mne_verbose, span), source_sfreq, False
     return _resampled_channels(raw, variant, folder, mne_verbose, span), float(VARIANT_CONSTANTS[variant]["sfreq"]), True
 
@@ -348,7 +348,7 @@ class EpochSpans:
                                  "average reference and statistics, so remove some from info['bads'] (or bad_channels).")
         folder = tempfile.gettempdir() if folder is None else folder
         source_sfreq = float(raw.info["sfreq"])
-        if spill or _needs_resample(variant, source_sfreq):
+        if spill or needs_resample(variant, source_sfreq):
             self.signal, sfreq, resampled = filtered_spill(raw, variant, folder, verbose=verbose)
         else:
             self.signal, sfreq, resampled = FilteredReader(raw, source_sfreq, verbose=verbose), source_sfreq, False
@@ -453,7 +453,7 @@ def stream_preprocessed(raw, variant, folder, *, segment_duration=None, chunk_ep
     check_recording(raw, variant, samples=False)
     resolve_segment_duration(variant, segment_duration)
     chunk_epochs = CHUNK_EPOCHS if chunk_epochs is None else int(chunk_epochs)
-    if variant == "ZUNA1.1" and not _needs_resample(variant, float(raw.info["sfreq"])):
+    if variant == "ZUNA1.1" and not needs_resample(variant, float(raw.info["sfreq"])):
         yield from _interleaved(raw, folder, segment_duration, chunk_epochs, verbose)
         return
     spans = EpochSpans(raw, variant, folder, segment_duration=segment_duration, chunk_epochs=chunk_epochs,

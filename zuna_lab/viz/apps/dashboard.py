@@ -72,9 +72,9 @@ def _as_raw(obj):
         import zuna_lab
         from ...api.streaming import available_memory, in_memory_bytes
 
-        raw = zuna_lab.read_raw(obj, preload=False)
-        # a recording whose reconstruction would not fit stays lazy: the apps prepare the epochs they show
-        return raw if in_memory_bytes(raw, "reconstruct") > available_memory() else raw.load_data(verbose="error")
+        # a recording whose reconstruction would not fit (judged from its header) is read lazily: the apps
+        # prepare the epochs they show
+        return zuna_lab.read_raw(obj, preload=in_memory_bytes(obj, "reconstruct") <= available_memory())
     raise ZunaTypeError(f"dashboard needs an mne Raw, a file path or a dict of them, got {type(obj).__name__}.")
 
 

@@ -2,6 +2,7 @@
 SDPA backends and layouts, kernel-level profiles (eager and graphed), GEMM libraries.
 
     python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile profile_graphed shared_values blas
+                                                          # hour encoder_epilogue
 
 The A/B sections of the sessions that built the fast path (epilogue GEMMs per tile shape and per
 part, TF32 encoder parts, low-rank K/V precision and tiles, attention tiles and limits, recomputed
@@ -269,6 +270,53 @@ def section_hour():
     for label in ("embed", "embed again"):
         timed(label, lambda: zuna_lab.embed(path, model=model, progress=False, verbose=False))
     print("hour:", dict(batch_size=size, **{k: round(v, 3) for k, v in times.items()}), flush=True)
+
+
+def section_encoder_epilogue():
+    """The encoder's QKV and SwiGLU GEMMs with their Triton epilogues (default) or through cuBLAS then a
+    kernel ("plain"): encode time at hour-sized batches (A/B/A/B), latents and 1 x 12 samples against the
+    exact fp32 path."""
+    import zuna_lab
+    from zuna_lab.fast import FastOptions, build, kernels
+
+    bench.write_checkpoint_ours()
+    ref = zuna_lab.load_model(bench.CKPT, device="cuda", dtype="fp32")
+    fused = build(ref, FastOptions())
+    fusable = kernels.gemm_fusable
+    kernels.gemm_fusable = lambda *a, **k: False
+    try:
+        plain = build(ref, FastOptions())
+    finally:
+        kernels.gemm_fusable = fusable
+    for m in (fused, plain):
+        m.kernels_ready(wait=True)
+    models = dict(fused=fused, plain=plain)
+    for n_epochs in (32, 52):
+        tokens, tok_idx, _ = (t.cuda() for t in bench.make_inputs(n_epochs, 64))
+        times = {name: [] for name in models}
+        for name in [*models, *models]:
+            models[name].encode(tokens, tok_idx)
+            seconds, _ = bench.timed(lambda: models[name].encode(tokens, tok_idx), repeats=5)
+            times[name].append(round(seconds * 1e3, 2))
+        flops = bench.flops_encode(n_epochs, 64)
+        print(f"encode {n_epochs} x 64 ch, ms (A/B/A/B):", times,
+              {name: round(flops / (min(v) / 1e3) / 1e12) for name, v in times.items()}, "TFLOP/s", flush=True)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+    def rel(a, b):
+        return float((a.float() - b.float()).norm() / b.float().norm())
+
+    for n_epochs, n_channels in ((1, 12), (8, 64)):
+        tokens, tok_idx, noise = (t.cuda() for t in bench.make_inputs(n_epochs, n_channels))
+        exact = ref.encode(tokens, tok_idx)
+        line = {name: dict(latents=round(rel(m.encode(tokens, tok_idx), exact) * 1e3, 3)) for name, m in models.items()}
+        if n_channels == 12:
+            exact_samples = ref.sample(exact, tok_idx, noise=noise, steps=50)
+            for name, m in models.items():
+                line[name]["samples"] = round(rel(m.sample(m.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50),
+                                                  exact_samples) * 1e3, 3)
+        print(f"errors x1e-3 {n_epochs} x {n_channels}:", line, flush=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ and its longest gaps, and the raw timeline.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
+from functools import partial
 import json
 import sys
 import tempfile
@@ -93,6 +95,14 @@ def instrument(model):
     return gpu
 
 
+def first_chunk(plan_of, first, *args, **kwargs):
+    """The plan with a first chunk of ``first`` epochs (the GPU starts sooner), then chunks as before."""
+    plan = plan_of(*args, **kwargs)
+    n, step = plan.n_epochs, plan.chunks[0][1]
+    cuts = sorted({0, min(first, n), *range(first + step, n, step), n})
+    return dataclasses.replace(plan, chunks=tuple(zip(cuts[:-1], cuts[1:])))
+
+
 def summary(gpu, wall, origin):
     torch.cuda.synchronize()
     spans = [(origin.elapsed_time(b) / 1e3, origin.elapsed_time(e) / 1e3, n) for b, e, n in gpu]
@@ -112,7 +122,9 @@ def summary(gpu, wall, origin):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--cpu", type=float, default=None, help="CPU dry run: seconds of a 64-channel file")
-    parser.add_argument("--batch", type=int, nargs="*", default=[0], help="encoder batch sizes to try (0: automatic)")
+    parser.add_argument("--variants", nargs="*", default=["b0f0"],
+                        help="runs as bBATCHfFIRST: the encoder's batch size (0: automatic) and a smaller first "
+                             "chunk of FIRST epochs (0: the plan's)")
     parser.add_argument("--plain-encoder", action="store_true", help="no epilogue GEMMs in the encoder")
     parser.add_argument("--timeline", action="store_true", help="print the raw timeline of the traced runs")
     args = parser.parse_args()
@@ -143,6 +155,7 @@ def main():
     import bench
     from zuna_lab.api import streaming
     from zuna_lab.fast import kernels
+    from zuna_lab.pipeline import stream
     if args.plain_encoder:      # the encoder's QKV and SwiGLU through cuBLAS, then a kernel (no epilogue GEMMs)
         kernels.gemm_fusable = lambda *a, **k: False
     bench.write_checkpoint_ours()
@@ -151,9 +164,11 @@ def main():
     bench.embed_hour(model)                      # writes the file, warms every shape
     path = str(bench.WORK / "hour_64ch_raw.fif")
     gpu = instrument(model)
-    automatic = streaming.auto_batch_size
-    for batch in args.batch:
+    automatic, plan_of = streaming.auto_batch_size, stream.stream_plan
+    for variant in args.variants:
+        batch, first = (int(v) for v in variant[1:].split("f"))
         streaming.auto_batch_size = automatic if batch == 0 else (lambda *a, b=batch: b)
+        stream.stream_plan = plan_of if first == 0 else partial(first_chunk, plan_of, first)
         for run in ("warm", "traced"):
             EVENTS.clear()
             gpu.clear()
@@ -168,7 +183,7 @@ def main():
             if run == "warm" or not args.timeline:
                 result.pop("timeline")
                 result.pop("gpu_spans")
-            print(json.dumps(dict(run=run, batch=batch or "auto", plain_encoder=args.plain_encoder, **result)),
+            print(json.dumps(dict(run=run, variant=variant, plain_encoder=args.plain_encoder, **result)),
                   flush=True)
 
 if __name__ == "__main__":

@@ -200,7 +200,8 @@ def part_ours(out, dtype=None):
     if code_root() == ROOT:
         apply_ab_knobs()
     t0 = time.perf_counter()
-    model = zuna_lab.load_model(CKPT, device="cuda", dtype=dtype or ("bf16" if code_root() != ROOT else None))
+    # each code's own default (a baseline of the bf16 era: ZUNA_BENCH_DTYPE=bf16)
+    model = zuna_lab.load_model(CKPT, device="cuda", dtype=dtype or os.environ.get("ZUNA_BENCH_DTYPE") or None)
     load_s = time.perf_counter() - t0
     if hasattr(model, "kernels_ready"):       # timings of the compiled kernels, not of their twins
         model.kernels_ready(wait=True)

@@ -2,7 +2,7 @@
 SDPA backends and layouts, kernel-level profiles (eager and graphed), GEMM libraries.
 
     python benchmarks/probe_gpu.py SECTION [SECTION ...]   # cold sdpa profile profile_graphed shared_values blas
-                                                          # hour encoder_epilogue
+                                                          # hour encoder_epilogue encoder_memory
 
 The A/B sections of the sessions that built the fast path (epilogue GEMMs per tile shape and per
 part, TF32 encoder parts, low-rank K/V precision and tiles, attention tiles and limits, recomputed
@@ -317,6 +317,30 @@ def section_encoder_epilogue():
                 line[name]["samples"] = round(rel(m.sample(m.encode(tokens, tok_idx), tok_idx, noise=noise, steps=50),
                                                   exact_samples) * 1e3, 3)
         print(f"errors x1e-3 {n_epochs} x {n_channels}:", line, flush=True)
+
+
+def section_encoder_memory():
+    """Peak GPU memory of the default model's encode at hour-sized batches (64 channels), against what
+    ``auto_batch_size`` assumes per epoch."""
+    import zuna_lab
+    from zuna_lab.pipeline.batching import auto_batch_size
+
+    bench.write_checkpoint_ours()
+    model = zuna_lab.load_model(bench.CKPT, device="cuda")
+    model.kernels_ready(wait=True)
+    base = torch.cuda.memory_allocated()
+    free, total = torch.cuda.mem_get_info()
+    print("auto_batch_size(64 ch):", auto_batch_size(model, 64 * 40), f"free {free / 2**30:.1f} of {total / 2**30:.1f} GiB",
+          flush=True)
+    for n_epochs in (16, 32, 64, 128):
+        tokens, tok_idx, _ = (t.cuda() for t in bench.make_inputs(n_epochs, 64))
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        model.encode(tokens, tok_idx)
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+        print(f"encode {n_epochs} x 64 ch: peak {peak / 2**30:.2f} GiB above the weights, "
+              f"{peak / n_epochs / 2**20:.0f} MiB per epoch", flush=True)
 
 
 if __name__ == "__main__":

@@ -147,13 +147,19 @@ class FastCrossAttention(_FastAttention):
 
 
 class FastEncoderBlock(nn.Module):
+    """Self-attention and SwiGLU. With bf16 (or fp32) operands, the QKV and w1/w3 GEMMs apply QK-norm + RoPE
+    and ``silu(a) * b`` in their epilogues, sparing the latents the bf16 rounding of the products; with fp16
+    operands that rounding is 8x finer and cuBLAS then a kernel is faster (an hour's batches: 4-5 %, H100;
+    latents 1.40 against 1.35e-3 from exact, benchmarks/results/precision.md, sixth session)."""
+
     def __init__(self, block: EncoderBlock, dtype: torch.dtype, attention_dtype: torch.dtype):
         super().__init__()
+        epilogue = dtype != torch.float16
         self.attention_norm = norm_copy(block.attention_norm)
-        self.attention = FastSelfAttention(block.attention, attention_dtype, epilogue=True,
+        self.attention = FastSelfAttention(block.attention, attention_dtype, epilogue=epilogue,
                                            heads_dtype=None if attention_dtype == dtype else dtype)
         self.ffn_norm = norm_copy(block.ffn_norm)
-        self.feed_forward = FastSwiGLU(block.feed_forward, dtype, epilogue=True)
+        self.feed_forward = FastSwiGLU(block.feed_forward, dtype, epilogue=epilogue)
         self.attention_post_norm = norm_copy(block.attention_post_norm)
         self.ffn_post_norm = norm_copy(block.ffn_post_norm)
 

@@ -6,6 +6,8 @@ it is given.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -50,6 +52,28 @@ def _units_hint(amplitude):
 SAMPLED_BLOCKS = (4096, 64)
 
 
+#: Threads of the checks' reads and per-channel statistics (at most this many spans in memory at once).
+WORKERS = max(1, min(8, os.cpu_count() or 1))
+
+
+def in_order(function, items):
+    """``[function(item) for item in items]``, on :data:`WORKERS` threads where there are several."""
+    items = list(items)
+    if WORKERS == 1 or len(items) < 2:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="zuna_lab-check") as pool:
+        return list(pool.map(function, items))
+
+
+def by_rows(function, array):
+    """A per-row reduction ``function(array)`` (a 1-D result) computed on groups of rows at once: each row's
+    value is the one of a single call (rows are reduced independently), the groups run on threads."""
+    if WORKERS == 1 or len(array) < 2 or array.size < 1 << 20:
+        return function(array)
+    groups = np.array_split(np.arange(len(array)), min(WORKERS, len(array)))
+    return np.concatenate(in_order(lambda rows: function(array[rows[0]:rows[-1] + 1]), groups))
+
+
 class SpanReader:
     """The samples of a Raw that is not loaded, as far as :func:`check_signal` uses them: per-channel
     reductions (``sum``, ``max``, ``min``, ``isfinite(...).all``) computed span by span, and slices
@@ -64,12 +88,17 @@ class SpanReader:
 
     def _spans(self, rows=None):
         for start in range(0, self.raw.n_times, self.SPAN):
-            yield self.raw.get_data(picks=rows, start=start, stop=min(start + self.SPAN, self.raw.n_times))
+            yield self._read(start, rows)
+
+    def _read(self, start, rows=None):
+        return self.raw.get_data(picks=rows, start=start, stop=min(start + self.SPAN, self.raw.n_times))
 
     def _reduce(self, function, combine):
+        # Spans read and reduced on threads (the reader and NumPy release the GIL), combined in order:
+        # the same result as one span after another, with at most WORKERS spans in memory.
+        parts = in_order(lambda start: function(self._read(start)), range(0, self.raw.n_times, self.SPAN))
         result = None
-        for span in self._spans():
-            part = function(span)
+        for part in parts:
             result = part if result is None else combine(result, part)
         return result
 
@@ -130,7 +159,7 @@ def check_signal(raw, *, warn=False):
     block, n_blocks = SAMPLED_BLOCKS
     if raw.n_times > block * n_blocks:
         starts = np.linspace(0, raw.n_times - block, n_blocks).astype(int)
-        blocks = [np.asarray(data[:, s:s + block]) for s in starts]
+        blocks = in_order(lambda s: np.asarray(data[:, s:s + block]), starts)
         sample = np.concatenate(blocks, axis=1).astype(np.float64)
         steps = np.concatenate([np.diff(b, axis=1) for b in blocks], axis=1)
     else:
@@ -140,7 +169,7 @@ def check_signal(raw, *, warn=False):
     if not (sample.max(axis=1) > sample.min(axis=1)).any() and not (data.max(axis=1) > data.min(axis=1)).any():
         raise RecordingError("The recording is flat (every channel is constant); check the file or the channel selection.")
     sfreq = float(raw.info["sfreq"])
-    amplitude = _window_std(sample, sfreq)
+    amplitude = by_rows(lambda rows: _window_std(rows, sfreq), sample)
     moving = amplitude[amplitude > 0]
     typical = float(np.median(moving)) if moving.size else 0.0
     flat = amplitude <= _FLAT_RATIO * typical
@@ -150,9 +179,9 @@ def check_signal(raw, *, warn=False):
     flat = amplitude <= _FLAT_RATIO * typical
     live = ~flat if (~flat).any() else np.ones_like(flat)
     level = max(float(np.median(amplitude[live])), 1e-30)
-    channel_std = sample.std(axis=1)[live]     # (indexing first would copy the sample)
+    channel_std = by_rows(lambda rows: rows.std(axis=1), sample)[live]     # (indexing first would copy the sample)
     # Differences ignore DC offsets and slow drift, which can be large in DC-coupled systems.
-    step_std = float(np.median(steps.std(axis=1)[live])) if raw.n_times > 1 else 0.0
+    step_std = float(np.median(by_rows(lambda rows: rows.std(axis=1), steps)[live])) if raw.n_times > 1 else 0.0
     if step_std > _MAX_PLAUSIBLE_STD or float(np.median(channel_std)) > 1.0 or level > _AMPLITUDE_REFUSED[1]:
         factor, unit = _units_hint(max(level, float(np.median(channel_std))))
         raise RecordingError(

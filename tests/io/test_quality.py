@@ -1,0 +1,105 @@
+"""read_raw's signal checks on a recording read lazily: the spans are read and reduced on threads, and the
+per-channel statistics computed on groups of rows at once — the same values, verdicts and sentences as one
+thread, and as the loaded recording."""
+from __future__ import annotations
+
+import warnings
+
+import mne
+import numpy as np
+import pytest
+
+from zuna_lab.errors import RecordingError
+from zuna_lab.io import quality
+from zuna_lab.pipeline.preprocessing import highpass
+
+N_CHANNELS, N_TIMES = 16, 300_000         # more than the sampled blocks (64 x 4096 samples)
+
+
+def _write(folder, data):
+    names = mne.channels.make_standard_montage("standard_1005").ch_names[:len(data)]
+    raw = mne.io.RawArray(data, mne.create_info(names, 256.0, "eeg"), verbose="error")
+    raw.set_montage("standard_1005", verbose="error")
+    path = folder / "long_raw.fif"
+    raw.save(path, fmt="single", verbose="error")
+    return path
+
+
+def _signal(seed=0):
+    rng = np.random.default_rng(seed)
+    data = np.cumsum(rng.standard_normal((N_CHANNELS, N_TIMES)), axis=1) * 2e-7
+    data += rng.standard_normal((N_CHANNELS, N_TIMES)) * 2e-5
+    data[5] *= 1e-3                         # a channel a thousand times quieter: flat
+    return data
+
+
+@pytest.fixture(scope="module")
+def path(tmp_path_factory):
+    return _write(tmp_path_factory.mktemp("quality"), _signal())
+
+
+@pytest.fixture
+def small_spans(monkeypatch):
+    """Spans of 4096 samples (73 of them here) instead of 262,144, so that many run on the threads."""
+    monkeypatch.setattr(quality.SpanReader, "VALUES", 1 << 16)
+
+
+def _checked(raw, workers, monkeypatch):
+    monkeypatch.setattr(quality, "WORKERS", workers)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        flat = quality.check_signal(raw, warn=True)
+    return flat, [str(w.message) for w in caught]
+
+
+def test_span_reductions_on_threads_equal_one_thread_and_the_loaded_recording(path, small_spans, monkeypatch):
+    lazy = mne.io.read_raw(path, preload=False, verbose="error")
+    reader = quality.SpanReader(lazy)
+    assert reader.SPAN == 4096
+    results = {}
+    for workers in (1, 4):
+        monkeypatch.setattr(quality, "WORKERS", workers)
+        results[workers] = [reader.sum(axis=1), reader.max(axis=1), reader.min(axis=1), reader.finite_rows()]
+    for one, many in zip(*results.values()):
+        np.testing.assert_array_equal(one, many)          # the same bits: combined in the same order
+    loaded = lazy.get_data()
+    np.testing.assert_allclose(results[4][0], loaded.sum(axis=1), rtol=1e-10)
+    np.testing.assert_array_equal(results[4][1], loaded.max(axis=1))
+    np.testing.assert_array_equal(results[4][2], loaded.min(axis=1))
+    assert results[4][3].all()
+
+
+def test_check_signal_on_threads_gives_the_same_verdict_and_sentences(path, small_spans, monkeypatch):
+    lazy = mne.io.read_raw(path, preload=False, verbose="error")
+    loaded = mne.io.read_raw(path, preload=True, verbose="error")
+    one = _checked(lazy, 1, monkeypatch)
+    many = _checked(lazy, 4, monkeypatch)
+    assert one == many == _checked(loaded, 4, monkeypatch)
+    assert many[0] == [lazy.ch_names[5]]                   # the quiet channel, and only it, is flat
+
+
+def test_nan_in_a_late_span_is_refused_alike(tmp_path, small_spans, monkeypatch):
+    data = _signal(seed=1)
+    data[3, 250_000] = np.nan
+    lazy = mne.io.read_raw(_write(tmp_path, data), preload=False, verbose="error")
+    sentences = []
+    for workers in (1, 4):
+        monkeypatch.setattr(quality, "WORKERS", workers)
+        with pytest.raises(RecordingError, match="NaN or Inf") as error:
+            quality.check_signal(lazy)
+        sentences.append(str(error.value))
+    assert sentences[0] == sentences[1] and lazy.ch_names[3] in sentences[0]
+
+
+def test_row_groups_on_threads_give_every_row_its_own_value(monkeypatch):
+    monkeypatch.setattr(quality, "WORKERS", 4)
+    array = np.random.default_rng(2).standard_normal((61, 40_000))        # > 1 M values: split over threads
+    np.testing.assert_array_equal(quality.by_rows(lambda rows: rows.std(axis=1), array), array.std(axis=1))
+    np.testing.assert_array_equal(quality.by_rows(lambda rows: quality._window_std(rows, 256.0), array),
+                                  quality._window_std(array, 256.0))
+
+
+def test_highpass_of_a_streamed_span_on_threads_is_mnes_single_call():
+    span = np.random.default_rng(3).standard_normal((64, 69_000)) * 1e-5    # 64 channels: 4.4 M values
+    expected = mne.filter.filter_data(span.copy(), 256.0, 0.5, None, method="fir", verbose="error")
+    np.testing.assert_array_equal(highpass(span.copy(), 256.0, "error"), expected)

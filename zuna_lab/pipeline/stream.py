@@ -31,7 +31,8 @@ import tempfile
 import threading
 import uuid
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,8 @@ __all__ = ["Spill", "FilteredReader", "StreamPlan", "EpochSpans", "needs_resampl
 CHUNK_EPOCHS = 64
 #: Values (channels x samples) read from the source at a time: 32 MB of float64, whatever the channel count.
 SPAN_VALUES = 1 << 22
+#: Spans read and high-passed at once (the first chunk of a long file is ready in one span's time, not two).
+SPANS_AT_ONCE = 2
 #: Epochs per window that :class:`EpochSpans` prepares and caches for a viewer (16 epochs of 5 s).
 WINDOW_EPOCHS = 16
 
@@ -174,12 +177,18 @@ def _filtered_spans(raw, folder, sfreq, verbose, span):
 
 def _filter_into(spill, raw, sfreq, verbose, span):
     """High-pass ``raw`` span by span into ``spill`` (spans overlapping by the filter's length); yields
-    how many samples are written after each span."""
+    how many samples are written after each span. :data:`SPANS_AT_ONCE` spans are read and filtered at
+    once on threads (the next one while this one is written and used), written in order."""
     reader = FilteredReader(raw, sfreq, verbose=verbose)
-    for start in range(0, raw.n_times, span):
-        stop = min(start + span, raw.n_times)
-        spill.write(start, reader.read(start, stop))
-        yield stop
+    stops = [min(start + span, raw.n_times) for start in range(0, raw.n_times, span)]
+    with ThreadPoolExecutor(SPANS_AT_ONCE, thread_name_prefix="zuna_lab-filter") as pool:
+        ahead = deque()
+        for index, stop in enumerate(stops):
+            while len(ahead) < SPANS_AT_ONCE and index + len(ahead) < len(stops):
+                first = (index + len(ahead)) * span
+                ahead.append(pool.submit(reader.read, first, stops[index + len(ahead)]))
+            spill.write(index * span, ahead.popleft().result())
+            yield stop
 
 
 def _resampled_channels(raw, variant, folder, verbose, span):

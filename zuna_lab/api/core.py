@@ -230,7 +230,7 @@ def embed(data, model=None, *, events=None, event_id=None, tmin=None, tmax=None,
     max_tokens = max(pre.n_samples(i) for i in range(n_epochs)) // spt
     embedding = empty_grid(n_epochs, n_channels, max_tokens, model.config.latent_dim)
     hidden = hidden_grid(pre, layout, max_tokens)
-    batch_size = batch_size or auto_batch_size(model, n_channels * max_tokens)
+    batch_size = batch_size or auto_batch_size(model, n_channels * max_tokens, task="embed")
     bar = _progress(n_epochs, "embed", progress if progress is not None else n_epochs > 50)
 
     def store(indices, latents, n_tokens):

@@ -164,7 +164,7 @@ def _embed_chunks(data, model, read, spill_folder, regions_for, segment_duration
         samples_per_token=model.config.constants["samples_per_token"], sfreq=plan.common["sfreq"],
         attrs=results.provenance(model, _described(plan), source=source_name(data)))
     regions = regions_for(template)
-    size = batch_size or auto_batch_size(model, len(raw.ch_names) * plan.max_tokens)
+    size = batch_size or auto_batch_size(model, len(raw.ch_names) * plan.max_tokens, task="embed")
     with tqdm(total=plan.n_epochs, desc="embed", unit="epoch",
               disable=not (progress if progress is not None else plan.n_epochs > 50)) as bar:
         _encode_chunks(model, chunks, request, plan, size, regions, bar)

@@ -212,6 +212,15 @@ class FastZunaModel(ZunaModel):
     def _graphed(self) -> bool:
         return self.options.cuda_graphs and self.device.type == "cuda"
 
+    @property
+    def encode_bytes_per_token(self) -> int:
+        """GPU memory the encoder holds per input token at its peak, a third to spare (what
+        :func:`~zuna_lab.pipeline.batching.auto_batch_size` sizes embedding batches by). Measured on an
+        H100, full-size ZUNA1.1, 16-bit operands: 124 MiB per epoch of 64 channels (2,560 tokens and as
+        many registers), i.e. 24 bytes per position and model dimension (benchmarks/results/precision.md,
+        sixth session); fp32 activations take twice that."""
+        return 2 * self.config.dim * (64 if self.precision == "fp32" else 32)
+
     def kernels_ready(self, *, wait: bool = False) -> bool:
         """Whether calls run the Triton kernels, not their PyTorch twins (which stand in while the
         kernels compile in the background on a machine's first use, :mod:`zuna_lab.fast.warmup`);

@@ -12,13 +12,21 @@ import torch
 __all__ = ["auto_batch_size", "prefetched", "to_host_later"]
 
 
-def auto_batch_size(model, n_tokens):
-    """Epochs per forward pass: bounded by a memory budget on GPU, small on CPU."""
+def auto_batch_size(model, n_tokens, *, task="reconstruct"):
+    """Epochs per forward pass: bounded by a memory budget on GPU, small on CPU.
+
+    ``task="embed"`` with a model that says what its encoder holds per token at its peak
+    (``encode_bytes_per_token``, measured: the CUDA fast path) sizes the batch by that; otherwise a
+    generous estimate: a few dim-wide fp32 tensors per token plus attention scores for SDPA fallbacks.
+    """
     if model.device.type != "cuda":
         return max(1, min(16, 4096 // max(n_tokens, 1)))
     free, _ = torch.cuda.mem_get_info(model.device)
-    # activations ~ a few dim-wide fp32 tensors per token plus attention scores for SDPA fallbacks
-    per_epoch = n_tokens * model.config.dim * 4 * 24 + (2 * n_tokens) ** 2 * model.config.n_heads * 2
+    measured = getattr(model, "encode_bytes_per_token", None) if task == "embed" else None
+    if measured:
+        per_epoch = n_tokens * measured
+    else:
+        per_epoch = n_tokens * model.config.dim * 4 * 24 + (2 * n_tokens) ** 2 * model.config.n_heads * 2
     return int(max(1, min(256, 0.5 * free // max(per_epoch, 1))))
 
 

@@ -231,7 +231,7 @@ def encode_bundles(spec, bundles, batch_size=None):
                for parts in pieces.values() for b, g in parts}
     pending = None
     for n_tokens, parts in pieces.items():
-        size = batch_size or auto_batch_size(model, n_tokens)
+        size = batch_size or auto_batch_size(model, n_tokens, task="embed")
         rows = [(b, g, row) for b, g in parts for row in range(live[b].groups[g][1].shape[0])]
         for begin in range(0, len(rows), size):
             chunk = rows[begin:begin + size]

@@ -52,7 +52,7 @@ __all__ = ["Spill", "FilteredReader", "StreamPlan", "EpochSpans", "needs_resampl
 CHUNK_EPOCHS = 64
 #: Values (channels x samples) read from the source at a time: 32 MB of float64, whatever the channel count.
 SPAN_VALUES = 1 << 22
-#: Spans read and high-passed at once (the first chunk of a long file is ready in one span's time, not two).
+#: Spans read and high-passed at once on threads (the next while this one is written and used).
 SPANS_AT_ONCE = 2
 #: Epochs per window that :class:`EpochSpans` prepares and caches for a viewer (16 epochs of 5 s).
 WINDOW_EPOCHS = 16
@@ -180,14 +180,14 @@ def _filter_into(spill, raw, sfreq, verbose, span):
     how many samples are written after each span. :data:`SPANS_AT_ONCE` spans are read and filtered at
     once on threads (the next one while this one is written and used), written in order."""
     reader = FilteredReader(raw, sfreq, verbose=verbose)
-    stops = [min(start + span, raw.n_times) for start in range(0, raw.n_times, span)]
+    spans = [(start, min(start + span, raw.n_times)) for start in range(0, raw.n_times, span)]
     with ThreadPoolExecutor(SPANS_AT_ONCE, thread_name_prefix="zuna_lab-filter") as pool:
-        ahead = deque()
-        for index, stop in enumerate(stops):
-            while len(ahead) < SPANS_AT_ONCE and index + len(ahead) < len(stops):
-                first = (index + len(ahead)) * span
-                ahead.append(pool.submit(reader.read, first, stops[index + len(ahead)]))
-            spill.write(index * span, ahead.popleft().result())
+        ahead = deque(pool.submit(reader.read, *bounds) for bounds in spans[:SPANS_AT_ONCE])
+        for index, (start, stop) in enumerate(spans):
+            filtered = ahead.popleft().result()
+            if index + SPANS_AT_ONCE < len(spans):
+                ahead.append(pool.submit(reader.read, *spans[index + SPANS_AT_ONCE]))
+            spill.write(start, filtered)
             yield stop
 
 

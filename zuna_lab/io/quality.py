@@ -159,9 +159,13 @@ def check_signal(raw, *, warn=False):
     block, n_blocks = SAMPLED_BLOCKS
     if raw.n_times > block * n_blocks:
         starts = np.linspace(0, raw.n_times - block, n_blocks).astype(int)
-        blocks = in_order(lambda s: np.asarray(data[:, s:s + block]), starts)
-        sample = np.concatenate(blocks, axis=1).astype(np.float64)
-        steps = np.concatenate([np.diff(b, axis=1) for b in blocks], axis=1)
+        def read(start):         # a block and its first differences (on the reading threads)
+            values = np.asarray(data[:, start:start + block])
+            return values, np.diff(values, axis=1)
+
+        blocks = in_order(read, starts)
+        sample = np.concatenate([values for values, _ in blocks], axis=1).astype(np.float64, copy=False)
+        steps = np.concatenate([diffs for _, diffs in blocks], axis=1)
     else:
         sample = np.asarray(data[:, :], dtype=np.float64)
         steps = np.diff(sample, axis=1) if raw.n_times > 1 else np.zeros((len(sample), 1))

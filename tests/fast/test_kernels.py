@@ -83,11 +83,13 @@ def _sdpa_reference(q, k, v):
     return out.transpose(1, 2)
 
 
-@pytest.mark.parametrize("tiles", [(16, 16, 4, 1), (32, 64, 4, 2)])
+@pytest.mark.parametrize("tiles", [(16, 16, 4, 1), (32, 64, 4, 2), None])
 @pytest.mark.parametrize("n_kv", [4, 2])
 def test_attention_matches_sdpa(tiles, n_kv, monkeypatch):
-    # 45 queries and keys: no whole number of tiles; q/k/v strided views of one fused projection
-    monkeypatch.setattr(kernels, "ATTENTION_TILES", tiles)
+    # 45 queries and keys: no whole number of tiles; q/k/v strided views of one fused projection.
+    # None: the default tiles (fp32 operands here: their key tiles clipped to 64)
+    if tiles is not None:
+        monkeypatch.setattr(kernels, "ATTENTION_TILES", tiles)
     head_dim, n_heads = 16, 4
     fused = randn(2, 45, (n_heads + 2 * n_kv) * head_dim)
     q, k, v = fused.split([n_heads * head_dim, n_kv * head_dim, n_kv * head_dim], dim=-1)

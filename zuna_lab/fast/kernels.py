@@ -412,8 +412,11 @@ def swiglu(ab: torch.Tensor) -> torch.Tensor:
 
 
 
-#: Attention tiles (BLOCK_M, BLOCK_N, warps, stages) of :func:`attention`.
-ATTENTION_TILES = (64, 64, 4, 3)
+#: Attention tiles (BLOCK_M, BLOCK_N, warps, stages) of :func:`attention`; fp32 operands take key tiles of
+#: at most 64 (shared memory). H100, 1 x 480 queries and keys, 16 heads of 64, bf16: self-attention 6.93 and
+#: cross-attention (queries rotated inside) 8.18 us, against 6.75 and 8.94 with 64-key tiles; fp16 6.95 / 8.20
+#: against 7.09 / 9.30; smaller query tiles were slower (benchmarks/results/h2/session7/latency.txt).
+ATTENTION_TILES = (64, 128, 4, 3)
 
 
 @_with_twin
@@ -431,6 +434,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, rope: tuple 
     seq_k, n_kv = k.shape[1], k.shape[2]
     assert all(t.stride(-1) == 1 for t in (q, k, v)) and v.shape == k.shape and n_heads % n_kv == 0
     block_m, block_n, warps, stages = ATTENTION_TILES
+    if k.dtype == torch.float32:
+        block_n = min(block_n, 64)
     out = torch.empty(bsz, seq_q, n_heads, head_dim, device=q.device, dtype=k.dtype)
     cos, sin = rope if rope is not None else (q, q)
     grid = (triton.cdiv(seq_q, block_m), bsz * n_heads)

@@ -423,18 +423,19 @@ def report(paths):
                 "again" if reused else "ran in one command on this GPU, one after the other")
     lines = [f"# GPU benchmark — {ours_part.get('gpu', '?')}", "",
              f"torch {ours_part.get('torch')}; measured bf16 matmul peak {peak:.0f} TFLOP/s. Official zuna 1.1.6 "
-             "(fp32, compiled `sample` and encoder, as its inference runs) and zuna_lab (bf16 + Triton kernels + "
-             f"CUDA graphs, the default on CUDA: `zuna_lab.fast`) {together}. "
+             "(fp32, compiled `sample` and encoder, as its inference runs) and zuna_lab (its default on CUDA, "
+             f"`zuna_lab.fast`: precision {ours.get('path', {}).get('precision', '?')!r}, Triton kernels, CUDA graphs) "
+             f"{together}. "
              "Reconstruction = encode + 50 rectified-flow steps (cfg 1) of 5 s epochs, random full-size ZUNA1.1 "
-             "weights shared by both. `bf16 vs fp32` is the relative L2 distance of zuna_lab's bf16 output from "
-             "its exact fp32 path (same noise and weights; before 2026-11-29 the fp32 path ran with bf16-rounded "
-             "attention and SwiGLU weights, see the notes). TFLOP/s count the FLOPs of issue #5's formulas, i.e. of the model "
+             "weights shared by both. `vs exact` is the relative L2 distance of zuna_lab's default output (latents; "
+             "50-step samples) from its exact fp32 path (same noise and weights; before 2026-11-29 the fp32 path ran with "
+             "bf16-rounded attention and SwiGLU weights, see the notes). TFLOP/s count the FLOPs of issue #5's formulas, i.e. of the model "
              "as written; zuna_lab forms the decoder's cross-attention keys and values from the rank-33 context "
              "factor (zuna_lab/fast/model.py), so it executes about 8 % fewer decoder FLOPs than it is credited with.",
              "",
              "| case | official (epochs/s) | zuna_lab (epochs/s) | speed-up | zuna_lab TFLOP/s | % of peak | "
-             "zuna_lab warm (s) | zuna_lab first call (s) | peak mem (GiB) | bf16 vs fp32 rel L2 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "zuna_lab warm (s) | zuna_lab first call (s) | peak mem (GiB) | vs exact: latents | vs exact: samples |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, _, _ in CASES:
         o, z = official.get(name), ours.get(name)
         if not z:
@@ -443,6 +444,7 @@ def report(paths):
         lines.append((f"| {name} | {o['epochs_per_s']:.2f} | " if o else f"| {name} | — | ")
                      + f"{z['epochs_per_s']:.2f} | {speed} | {z['tflops']:.0f} | {100 * z['tflops'] / peak:.0f}% | "
                      f"{z['warm_s']:.3f} | {z['cold_s']:.2f} | {z['peak_mem_gib']:.1f} | "
+                     f"{z.get('latents_bf16_vs_fp32_rel_l2', float('nan')):.2e} | "
                      f"{z.get('bf16_vs_fp32_rel_l2', float('nan')):.2e} |")
     if "memory_after_load_gb" in ours:
         lines += ["", f"Memory after `load_model`: {ours['memory_after_load_gb']:.3f} GB allocated for "

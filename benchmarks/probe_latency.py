@@ -9,7 +9,7 @@ its sizes (480 rows), then whole reconstructions with the winners switched in. O
 - ``epilogue``: ``matmul_swiglu`` / ``matmul_rope_heads`` over their small tiles against cuBLAS + the
   separate kernel.
 - ``attention``: ``kernels.attention`` (self: rotated heads; cross: raw queries rotated inside) over tiles.
-- ``whole``: 1 x 12 reconstructions (encode + 50 steps, CUDA graphs) with the best of each sweep switched in
+- ``whole`` (bench.py's checkpoint: the official package on PYTHONPATH, as bench.py): 1 x 12 reconstructions (encode + 50 steps, CUDA graphs) with the best of each sweep switched in
   one after the other, interleaved rounds; the samples' difference from the baseline's.
 Results are printed as ``key: json`` lines (``BEST ...`` lines name the choices the whole section used).
 """

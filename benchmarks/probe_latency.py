@@ -142,33 +142,43 @@ def section_gemm():
             del ws
 
 
+SWIGLU_TILES = [(64, 64, 64, 8, 4, 4), (64, 32, 64, 8, 4, 4), (64, 64, 64, 8, 4, 3), (64, 64, 128, 8, 4, 3),
+                (128, 64, 64, 8, 4, 4), (128, 64, 64, 8, 8, 3), (64, 128, 64, 8, 4, 3), (64, 128, 64, 8, 8, 3),
+                (128, 128, 64, 8, 8, 3), (64, 32, 128, 8, 4, 3), (128, 32, 64, 8, 4, 4)]
+ROPE_TILES = [(64, None, 64, 8, 4, 4), (64, None, 64, 8, 4, 3), (64, None, 128, 8, 4, 3), (128, None, 64, 8, 4, 4),
+              (128, None, 64, 8, 8, 3), (32, None, 64, 8, 4, 4), (32, None, 128, 8, 4, 3)]
+
+
+def _sweep_epilogue(kind, dtype, separate, fused, candidates):
+    """cuBLAS + the separate kernel (``separate(w)``) against the fused GEMM (``fused(w)``) over the small
+    tiles ``candidates`` of ``kernels.GEMM_TILES[kind, "small"]``; fp16 times the first tile and bf16's best."""
+    from zuna_lab.fast import kernels
+    n, k = (5632, 1024) if kind == "swiglu" else (3072, 1024)
+    weights = [torch.randn(n, k, device="cuda", dtype=dtype) / 32 for _ in range(LAYERS)]
+    res = {"separate": graph_us([lambda w=w: separate(w) for w in weights])}
+    if dtype == torch.float16:
+        candidates = [candidates[0], eval(BEST[(kind, torch.bfloat16)][1])]  # noqa: S307
+    saved = dict(kernels.GEMM_TILES)
+    for tiles in candidates:
+        kernels.GEMM_TILES[(kind, "small")] = tiles
+        try:
+            res[str(tiles)] = graph_us([lambda w=w: fused(w) for w in weights])
+        except Exception as exc:  # noqa: BLE001
+            res[str(tiles)] = f"failed {type(exc).__name__}: {str(exc)[:80]}"
+    kernels.GEMM_TILES.update(saved)
+    res = {key: round(v, 2) if isinstance(v, float) else v for key, v in res.items()}
+    timed = {key: v for key, v in res.items() if isinstance(v, float) and key != "separate"}
+    best = min(timed, key=timed.get)
+    say(f"epilogue {kind} {str(dtype)[6:]}", res)
+    BEST[(kind, dtype)] = (res["separate"], best, timed[best])
+
+
 def section_epilogue():
     from zuna_lab.fast import kernels
     for dtype in (torch.bfloat16, torch.float16):
-        fp16 = dtype == torch.float16
         x = torch.randn(1, ROWS, 1024, device="cuda", dtype=dtype)
-        w13 = [torch.randn(5632, 1024, device="cuda", dtype=dtype) / 32 for _ in range(LAYERS)]
-        res = {"cublas+swiglu": graph_us([lambda w=w: kernels.swiglu(F.linear(x, w)) for w in w13])}
-        saved = dict(kernels.GEMM_TILES)
-        candidates = [(64, 64, 64, 8, 4, 4), (64, 32, 64, 8, 4, 4), (64, 64, 64, 8, 4, 3), (64, 64, 128, 8, 4, 3),
-                      (128, 64, 64, 8, 4, 4), (128, 64, 64, 8, 8, 3), (64, 128, 64, 8, 4, 3), (64, 128, 64, 8, 8, 3),
-                      (128, 128, 64, 8, 8, 3), (64, 32, 128, 8, 4, 3), (128, 32, 64, 8, 4, 4)]
-        if fp16:
-            candidates = [candidates[0], eval(BEST[("swiglu", torch.bfloat16)][1])]  # noqa: S307
-        for tiles in candidates:
-            kernels.GEMM_TILES[("swiglu", "small")] = tiles
-            try:
-                res[str(tiles)] = graph_us([lambda w=w: kernels.matmul_swiglu(x, w) for w in w13])
-            except Exception as exc:  # noqa: BLE001
-                res[str(tiles)] = f"failed {type(exc).__name__}: {str(exc)[:80]}"
-        kernels.GEMM_TILES.update(saved)
-        res = {k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()}
-        timed = {k: v for k, v in res.items() if isinstance(v, float) and k != "cublas+swiglu"}
-        best = min(timed, key=timed.get)
-        say(f"epilogue swiglu {str(dtype)[6:]}", res)
-        BEST[("swiglu", dtype)] = (res["cublas+swiglu"], best, timed[best])
-        del w13
-        wqkv = [torch.randn(3072, 1024, device="cuda", dtype=dtype) / 32 for _ in range(LAYERS)]
+        _sweep_epilogue("swiglu", dtype, lambda w: kernels.swiglu(F.linear(x, w)),
+                        lambda w: kernels.matmul_swiglu(x, w), SWIGLU_TILES)
         cos, sin = torch.randn(2, 1, ROWS, 32, device="cuda").unbind(0)
         gq, gk = torch.ones(2, 64, device="cuda").unbind(0)
         heads = dict(n_q=16, n_k=16, n_v=16, head_dim=64, q_gain=gq, k_gain=gk)
@@ -178,26 +188,8 @@ def section_epilogue():
             rotated = kernels.rope_heads(projected[..., :2048], cos, sin, **{**heads, "n_v": 0})
             return rotated, projected[..., 2048:]
 
-        res = {"cublas+rope": graph_us([lambda w=w: separate(w) for w in wqkv])}
-        candidates = [(64, None, 64, 8, 4, 4), (64, None, 64, 8, 4, 3), (64, None, 128, 8, 4, 3),
-                      (128, None, 64, 8, 4, 4), (128, None, 64, 8, 8, 3), (32, None, 64, 8, 4, 4),
-                      (32, None, 128, 8, 4, 3)]
-        if fp16:
-            candidates = [candidates[0], eval(BEST[("rope", torch.bfloat16)][1])]  # noqa: S307
-        for tiles in candidates:
-            kernels.GEMM_TILES[("rope", "small")] = tiles
-            try:
-                res[str(tiles)] = graph_us([lambda w=w: kernels.matmul_rope_heads(x, w, cos, sin, **heads)
-                                            for w in wqkv])
-            except Exception as exc:  # noqa: BLE001
-                res[str(tiles)] = f"failed {type(exc).__name__}: {str(exc)[:80]}"
-        kernels.GEMM_TILES.update(saved)
-        res = {k: round(v, 2) if isinstance(v, float) else v for k, v in res.items()}
-        timed = {k: v for k, v in res.items() if isinstance(v, float) and k != "cublas+rope"}
-        best = min(timed, key=timed.get)
-        say(f"epilogue rope {str(dtype)[6:]}", res)
-        BEST[("rope", dtype)] = (res["cublas+rope"], best, timed[best])
-        del wqkv
+        _sweep_epilogue("rope", dtype, separate, lambda w: kernels.matmul_rope_heads(x, w, cos, sin, **heads),
+                        ROPE_TILES)
 
 
 ATTENTION_CANDIDATES = [(64, 64, 4, 3), (16, 64, 2, 3), (16, 128, 4, 3), (32, 32, 2, 3), (32, 64, 2, 3),

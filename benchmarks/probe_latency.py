@@ -11,6 +11,8 @@ its sizes (480 rows), then whole reconstructions with the winners switched in. O
 - ``attention``: ``kernels.attention`` (self: rotated heads; cross: raw queries rotated inside) over tiles.
 - ``whole`` (bench.py's checkpoint: the official package on PYTHONPATH, as bench.py): 1 x 12 reconstructions (encode + 50 steps, CUDA graphs) with the best of each sweep switched in
   one after the other, interleaved rounds; the samples' difference from the baseline's.
+(Session 7 ran the first three sections on an H100; ``whole`` stopped at the checkpoint, written by the
+official package, which was not on the path, and has not run yet.)
 Results are printed as ``key: json`` lines (``BEST ...`` lines name the choices the whole section used).
 """
 from __future__ import annotations

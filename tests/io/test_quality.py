@@ -103,3 +103,89 @@ def test_highpass_of_a_streamed_span_on_threads_is_mnes_single_call():
     span = np.random.default_rng(3).standard_normal((64, 69_000)) * 1e-5    # 64 channels: 4.4 M values
     expected = mne.filter.filter_data(span.copy(), 256.0, 0.5, None, method="fir", verbose="error")
     np.testing.assert_array_equal(highpass(span.copy(), 256.0, "error"), expected)
+
+
+# A FIF file's NaN/Inf pass judged on its stored buffers (fif_samples_finite): the same verdicts as the pass
+# through MNE, which still names the channels.
+
+def _fif(folder, data, fmt="single", name="buffers_raw.fif", extra=None):
+    names = mne.channels.make_standard_montage("standard_1005").ch_names[:len(data)]
+    info = mne.create_info(names, 256.0, "eeg")
+    if extra is not None:           # a non-EEG channel after the EEG ones
+        data = np.vstack([data, extra[None]])
+        info = mne.create_info([*names, "STI"], 256.0, ["eeg"] * len(names) + ["stim"])
+    if fmt in ("short", "int"):        # integers in steps of 10 nV (short) or 0.1 nV (int): the signal survives
+        for channel in info["chs"]:
+            channel["cal"] = 1e-8 if fmt == "short" else 1e-10
+    raw = mne.io.RawArray(data, info, verbose="error")
+    path = folder / name
+    raw.save(path, fmt=fmt, buffer_size_sec=1.0, verbose="error")
+    return path
+
+
+def _no_mne_pass(monkeypatch):
+    """Fail if the NaN/Inf pass reads the recording through MNE (the sums over every span)."""
+    def refuse(self, axis):
+        raise AssertionError("the recording was read through MNE for its NaN/Inf pass")
+    monkeypatch.setattr(quality.SpanReader, "sum", refuse)
+
+
+@pytest.mark.parametrize("fmt", ["single", "double", "short", "int"])
+def test_a_clean_fif_is_judged_on_its_buffers_with_the_same_verdict(tmp_path, fmt, monkeypatch):
+    data = _signal(seed=4)[:, :40_000]
+    lazy = mne.io.read_raw(_fif(tmp_path, data, fmt), preload=False, verbose="error")
+    assert quality.fif_samples_finite(lazy) is True
+    loaded = mne.io.read_raw(tmp_path / "buffers_raw.fif", preload=True, verbose="error")
+    expected = _checked(loaded, 4, monkeypatch)
+    _no_mne_pass(monkeypatch)
+    assert _checked(lazy, 4, monkeypatch) == expected
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("fmt", ["single", "double"])
+def test_a_non_finite_sample_in_any_buffer_goes_to_the_pass_that_names_its_channel(tmp_path, fmt, value):
+    data = _signal(seed=5)[:, :40_000]
+    for row, sample in ((0, 0), (9, 20_000), (15, 39_999)):     # first, middle and last buffers
+        bad = data.copy()
+        bad[row, sample] = value
+        lazy = mne.io.read_raw(_fif(tmp_path, bad, fmt, name=f"bad{row}_raw.fif"), preload=False, verbose="error")
+        assert quality.fif_samples_finite(lazy) is None
+        with pytest.raises(RecordingError, match="NaN or Inf") as error:
+            quality.check_signal(lazy)
+        assert f"channels {lazy.ch_names[row]})" in str(error.value)
+
+
+def test_only_the_raws_channels_and_samples_count(tmp_path, monkeypatch):
+    data = _signal(seed=6)[:, :40_000]
+    trigger = np.zeros(40_000)
+    trigger[30_000] = np.nan                       # in a channel read_raw leaves out
+    path = _fif(tmp_path, data, extra=trigger)
+    lazy = mne.io.read_raw(path, preload=False, verbose="error")
+    assert quality.fif_samples_finite(lazy) is None
+    eeg = lazy.copy().pick("eeg")
+    assert quality.fif_samples_finite(eeg) is True
+    late = data.copy()
+    late[2, 35_000] = np.nan                       # beyond the crop (its last sample is 25,600)
+    cropped = mne.io.read_raw(_fif(tmp_path, late, name="late_raw.fif"), preload=False, verbose="error").crop(0, 100)
+    assert quality.fif_samples_finite(cropped) is True          # buffers past the crop are not read
+    late[2, 25_700] = np.nan                       # in the crop's last buffer, after its last sample
+    cropped = mne.io.read_raw(_fif(tmp_path, late, name="edge_raw.fif"), preload=False, verbose="error").crop(0, 100)
+    assert quality.fif_samples_finite(cropped) is None          # the buffer is read whole: unsure ...
+    expected = _checked(cropped.copy().load_data(), 1, monkeypatch)
+    assert _checked(cropped, 1, monkeypatch) == expected         # ... and the exact pass finds nothing to refuse
+
+
+def test_two_files_projections_and_other_readers(tmp_path):
+    data = _signal(seed=7)[:, :40_000]
+    first = mne.io.read_raw(_fif(tmp_path, data, name="a_raw.fif"), preload=False, verbose="error")
+    bad = data.copy()
+    bad[4, 100] = np.nan
+    second = mne.io.read_raw(_fif(tmp_path, bad, name="b_raw.fif"), preload=False, verbose="error")
+    both = mne.concatenate_raws([first.copy(), second.copy()])
+    assert len(both._raw_extras) == 2 and quality.fif_samples_finite(both) is None
+    assert quality.fif_samples_finite(mne.concatenate_raws([first.copy(), first.copy()])) is True
+    projected = first.copy().set_eeg_reference(projection=True, verbose="error").apply_proj(verbose="error")
+    assert quality.fif_samples_finite(projected) is None        # a projector mixes channels: MNE's pass decides
+    assert quality.fif_samples_finite(first.copy().load_data()) is None
+    array = mne.io.RawArray(data, first.info, verbose="error")
+    assert quality.fif_samples_finite(array) is None

@@ -159,7 +159,7 @@ def _embed_chunks(data, model, read, spill_folder, regions_for, segment_duration
     chunks, plan = _stream(work, model, spill_folder, segment_duration, mask, len(raw.ch_names), verbose)  # preprocess
     template = results.embedding_template(
         plan.n_epochs, len(raw.ch_names), plan.max_tokens, model.config.latent_dim,
-        chunk_epochs=plan.chunks[0][1] - plan.chunks[0][0],
+        chunk_epochs=plan.chunk_epochs,
         ch_names=plan.common["ch_names"], ch_pos=plan.common["ch_pos"], epoch_start=plan.epoch_start,
         samples_per_token=model.config.constants["samples_per_token"], sfreq=plan.common["sfreq"],
         attrs=results.provenance(model, _described(plan), source=source_name(data)))
@@ -276,7 +276,7 @@ def reconstruct_to_zarr(data, model, out, *, overwrite=False, steps=50, cfg=1.0,
         n_rows = len(raw.ch_names) + len(request.added_names)
         n_times = int(plan.n_samples.max())
         template = results.reconstruction_template(
-            n_samples, plan.n_epochs, n_rows, n_times, chunk_epochs=plan.chunks[0][1] - plan.chunks[0][0],
+            n_samples, plan.n_epochs, n_rows, n_times, chunk_epochs=plan.chunk_epochs,
             ch_names=list(plan.common["ch_names"]) + list(request.added_names),
             ch_pos=np.vstack([plan.common["ch_pos"], np.asarray(request.added_positions).reshape(-1, 3)]),
             epoch_start=plan.epoch_start, sfreq=plan.common["sfreq"], samples_per_token=spt,

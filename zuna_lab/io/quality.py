@@ -10,6 +10,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from mne.io.constants import FIFF
 
 from ..config import TOKEN_SECONDS
 from ..errors import RecordingError, preview
@@ -72,6 +73,70 @@ def by_rows(function, array):
         return function(array)
     groups = np.array_split(np.arange(len(array)), min(WORKERS, len(array)))
     return np.concatenate(in_order(lambda rows: function(array[rows[0]:rows[-1] + 1]), groups))
+
+
+#: FIF data-buffer tag types whose samples are integers (always finite), and the float types' byte layouts.
+_FIF_INTEGER_TAGS = frozenset({FIFF.FIFFT_SHORT, FIFF.FIFFT_INT, FIFF.FIFFT_DAU_PACK16})
+_FIF_FLOAT_TAGS = {int(FIFF.FIFFT_FLOAT): ">f4", int(FIFF.FIFFT_DOUBLE): ">f8"}
+
+#: Data buffers of a FIF file checked per thread task.
+_BUFFERS_AT_ONCE = 256
+
+
+def fif_samples_finite(raw):
+    """True when every stored sample of a lazily read FIF Raw's channels is finite, judged on the file's
+    data buffers themselves; None when this cannot tell (the span-by-span pass through MNE then decides).
+
+    A FIF file stores each buffer as samples x channels of big-endian integers or floats; MNE multiplies
+    them by finite calibrations, so a sample it returns is finite exactly when the stored one is (integer
+    buffers always are). Checking the stored floats takes a memory-mapped pass instead of reading the
+    recording through MNE in float64 (~10x faster for a 1 h x 64 ch file). None for anything else: another
+    reader, a loaded Raw, a projector or compensation that mixes channels, calibrations that are not
+    finite, complex or unexpected buffers — and for a file with a non-finite value among the Raw's
+    channels, whose channels the span-by-span pass then names. Buffers are read whole: a cropped Raw's
+    extra samples can only send it to that exact pass.
+    """
+    try:
+        from mne.io.fiff.raw import Raw as FifRaw
+        if (type(raw) is not FifRaw or raw.preload or getattr(raw, "_projector", None) is not None
+                or getattr(raw, "_comp", None) is not None):
+            return None
+        cals = np.asarray(raw._cals, dtype=np.float64)
+        if not (np.isfinite(cals).all() and np.abs(cals).max(initial=0.0) < 1e30):
+            return None
+        jobs = []
+        for extras, picks, first, last in zip(raw._raw_extras, raw._read_picks, raw._first_samps, raw._last_samps):
+            bounds, n_stored = np.asarray(extras["bounds"]), int(extras["orig_nchan"])
+            picks = np.asarray(picks)
+            for index in np.flatnonzero((bounds[:-1] <= last) & (bounds[1:] > first)):
+                tag = extras["ent"][index]
+                if tag is None or tag.type in _FIF_INTEGER_TAGS:      # a gap (zeros) or integers
+                    continue
+                dtype = np.dtype(_FIF_FLOAT_TAGS.get(int(tag.type), "V1"))
+                n_samples = int(bounds[index + 1] - bounds[index])
+                if dtype.kind != "f" or tag.size != n_samples * n_stored * dtype.itemsize:
+                    return None
+                jobs.append((str(extras["filename"]), int(tag.pos) + 16, dtype, n_samples, n_stored, picks))
+    except (AttributeError, ImportError, IndexError, KeyError, TypeError, ValueError):
+        return None     # an MNE whose FIF reader is laid out otherwise
+    if not jobs:
+        return True
+    maps = {name: np.memmap(name, dtype=np.uint8, mode="r") for name in {job[0] for job in jobs}}
+
+    def finite(group):
+        for name, offset, dtype, n_samples, n_stored, picks in group:
+            values = np.frombuffer(maps[name], dtype=dtype, count=n_samples * n_stored, offset=offset)
+            if not np.isfinite(values).all() and not np.isfinite(values.reshape(n_samples, n_stored)[:, picks]).all():
+                return False
+        return True
+
+    try:
+        groups = [jobs[i:i + _BUFFERS_AT_ONCE] for i in range(0, len(jobs), _BUFFERS_AT_ONCE)]
+        return True if all(in_order(finite, groups)) else None
+    except (OSError, ValueError):
+        return None
+    finally:
+        maps.clear()
 
 
 class SpanReader:
@@ -147,8 +212,9 @@ def check_signal(raw, *, warn=False):
     # The preloaded buffer itself, no float64 copy: long recordings are hundreds of MB. A Raw that
     # is not loaded is read span by span (SpanReader), never whole.
     data = raw._data if raw.preload else SpanReader(raw)
-    # One pass: a NaN or Inf makes its channel's sum non-finite (volts never overflow a float64 sum).
-    if not np.isfinite(data.sum(axis=1)).all():
+    # One pass: a NaN or Inf makes its channel's sum non-finite (volts never overflow a float64 sum); a FIF
+    # file read lazily is judged on its stored buffers first (fif_samples_finite), much faster.
+    if not (not raw.preload and fif_samples_finite(raw)) and not np.isfinite(data.sum(axis=1)).all():
         finite = data.finite_rows() if isinstance(data, SpanReader) else np.isfinite(data).all(axis=1)
         bad = [raw.ch_names[i] for i in np.flatnonzero(~finite)]
         raise RecordingError(

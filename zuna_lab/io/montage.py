@@ -7,6 +7,7 @@ A utility below every stage: :mod:`zuna_lab.io.read` gives channels positions th
 from __future__ import annotations
 
 import functools
+import math
 import re
 import warnings
 
@@ -74,15 +75,16 @@ def _montage_head_positions(montage):
         info.set_montage(montage, on_missing="ignore", verbose="error")
     positions = {}
     for ch in info["chs"]:
-        loc = np.asarray(ch["loc"][:3], dtype=float)
-        if np.isfinite(loc).all() and not np.allclose(loc, 0.0):
-            positions.setdefault(ch["ch_name"].lower(), (ch["ch_name"], loc))
+        if has_position(ch["loc"]):
+            positions.setdefault(ch["ch_name"].lower(), (ch["ch_name"], np.asarray(ch["loc"][:3], dtype=float)))
     return positions
 
 
 def has_position(loc):
-    loc = np.asarray(loc[:3], dtype=float)
-    return bool(np.isfinite(loc).all() and not np.allclose(loc, 0.0))
+    """Whether a channel's ``loc`` holds a 3-D position: finite, and not all zero (``np.allclose(loc[:3], 0)``,
+    whose tolerance is 1e-8 m; in plain Python, as it runs once per channel)."""
+    xyz = [float(v) for v in loc[:3]]
+    return all(math.isfinite(v) for v in xyz) and any(abs(v) > 1e-8 for v in xyz)
 
 #: The coordinates of a result that hold electrode positions (x, y, z in metres, MNE head frame).
 POSITION_COORDS = ("ch_x", "ch_y", "ch_z")

@@ -563,7 +563,8 @@ def check_recording(raw, variant="ZUNA", *, samples=True):
     check_variant(variant)
     if not raw.preload and samples:
         raise RecordingError("The Raw is not loaded; call raw.load_data() or read it with zuna_lab.read_raw.")
-    non_eeg = [raw.ch_names[i] for i in range(len(raw.ch_names)) if i not in set(mne.pick_types(raw.info, eeg=True, exclude=()))]
+    eeg = set(mne.pick_types(raw.info, eeg=True, exclude=()))
+    non_eeg = [raw.ch_names[i] for i in range(len(raw.ch_names)) if i not in eeg]
     if non_eeg:
         raise RecordingError(f"Channels {preview(non_eeg)} are not EEG; read the recording with zuna_lab.read_raw first.")
     missing = [ch["ch_name"] for ch in raw.info["chs"] if not has_position(ch["loc"])]

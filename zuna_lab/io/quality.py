@@ -225,13 +225,16 @@ def check_signal(raw, *, warn=False):
     block, n_blocks = SAMPLED_BLOCKS
     if raw.n_times > block * n_blocks:
         starts = np.linspace(0, raw.n_times - block, n_blocks).astype(int)
-        def read(start):         # a block and its first differences (on the reading threads)
-            values = np.asarray(data[:, start:start + block])
-            return values, np.diff(values, axis=1)
+        # the blocks side by side, and their first differences, each written in place by its reading thread
+        sample = np.empty((len(raw.ch_names), block * n_blocks))
+        steps = np.empty((len(raw.ch_names), (block - 1) * n_blocks))
 
-        blocks = in_order(read, starts)
-        sample = np.concatenate([values for values, _ in blocks], axis=1).astype(np.float64, copy=False)
-        steps = np.concatenate([diffs for _, diffs in blocks], axis=1)
+        def read(index):
+            values = sample[:, index * block:(index + 1) * block]
+            values[:] = data[:, starts[index]:starts[index] + block]
+            np.subtract(values[:, 1:], values[:, :-1], out=steps[:, index * (block - 1):(index + 1) * (block - 1)])
+
+        in_order(read, range(n_blocks))
     else:
         sample = np.asarray(data[:, :], dtype=np.float64)
         steps = np.diff(sample, axis=1) if raw.n_times > 1 else np.zeros((len(sample), 1))

@@ -154,27 +154,32 @@ def overlaps(data, model, *, events=None):
 def _embed_chunks(data, model, read, spill_folder, regions_for, segment_duration, mask, batch_size, progress,
                   verbose):
     """Preprocess (spilled in ``spill_folder``), tokenise and encode the lazily read recording chunk by chunk
-    into ``regions_for(template)``; returns the regions."""
+    into ``regions_for(template)``; returns the regions. The regions (the result's arrays, or its zarr store)
+    are made on the writing thread while the first chunk is read and encoded."""
     raw, request, work = read
     chunks, plan = _stream(work, model, spill_folder, segment_duration, mask, len(raw.ch_names), verbose)  # preprocess
-    template = results.embedding_template(
-        plan.n_epochs, len(raw.ch_names), plan.max_tokens, model.config.latent_dim,
-        chunk_epochs=plan.chunk_epochs,
-        ch_names=plan.common["ch_names"], ch_pos=plan.common["ch_pos"], epoch_start=plan.epoch_start,
-        samples_per_token=model.config.constants["samples_per_token"], sfreq=plan.common["sfreq"],
-        attrs=results.provenance(model, _described(plan), source=source_name(data)))
-    regions = regions_for(template)
+
+    def make_regions():
+        return regions_for(results.embedding_template(
+            plan.n_epochs, len(raw.ch_names), plan.max_tokens, model.config.latent_dim,
+            chunk_epochs=plan.chunk_epochs,
+            ch_names=plan.common["ch_names"], ch_pos=plan.common["ch_pos"], epoch_start=plan.epoch_start,
+            samples_per_token=model.config.constants["samples_per_token"], sfreq=plan.common["sfreq"],
+            attrs=results.provenance(model, _described(plan), source=source_name(data))))
+
     size = batch_size or auto_batch_size(model, len(raw.ch_names) * plan.max_tokens, task="embed")
-    with tqdm(total=plan.n_epochs, desc="embed", unit="epoch",
-              disable=not (progress if progress is not None else plan.n_epochs > 50)) as bar:
-        _encode_chunks(model, chunks, request, plan, size, regions, bar)
-    return regions
+    with ThreadPoolExecutor(1, thread_name_prefix="zuna_lab-write") as writer:
+        regions = writer.submit(make_regions)
+        with tqdm(total=plan.n_epochs, desc="embed", unit="epoch",
+                  disable=not (progress if progress is not None else plan.n_epochs > 50)) as bar:
+            _encode_chunks(model, chunks, request, plan, size, regions, bar, writer)
+        return regions.result()
 
 
-def _encode_chunks(model, chunks, request, plan, size, regions, bar):
-    """Encode the preprocessed ``chunks`` into ``regions``. On a GPU three things run at once: the next
-    chunks are read, preprocessed and tokenised on a thread (two ahead), this one is encoded, and the
-    previous one's latents are put on their grid and written to zarr on another thread; on a CPU the
+def _encode_chunks(model, chunks, request, plan, size, regions, bar, writer):
+    """Encode the preprocessed ``chunks`` into ``regions`` (a future). On a GPU three things run at once: the
+    next chunks are read, preprocessed and tokenised on a thread (two ahead), this one is encoded, and the
+    previous one's latents are put on their grid and written on the ``writer`` thread; on a CPU the
     stages take turns (they would compete for the same cores)."""
     on_gpu = model.device.type == "cuda"
 
@@ -188,23 +193,22 @@ def _encode_chunks(model, chunks, request, plan, size, regions, bar):
         grid = empty_grid(pre.n_epochs, len(layout.ch_names), plan.max_tokens, model.config.latent_dim)
         for indices, latents, n_tokens in encoded:
             place_latents(grid, indices, latents(), n_tokens, model.variant)
-        regions.write(first, embedding=grid, mask=hidden_grid(pre, layout, plan.max_tokens),      # Dataset
-                      padding=padding_grid(pre, layout, plan.max_tokens))
+        regions.result().write(first, embedding=grid, mask=hidden_grid(pre, layout, plan.max_tokens),   # Dataset
+                               padding=padding_grid(pre, layout, plan.max_tokens))
         bar.update(pre.n_epochs)
 
-    with ThreadPoolExecutor(1, thread_name_prefix="zuna_lab-write") as writer:
-        written = None
-        for first, pre, layout, batches in prefetched(tokenised(), 2 if on_gpu else 1):
-            encoded = [(indices, to_host_later(model.encode(torch.from_numpy(tokens), torch.from_numpy(tok_idx))),
-                        batch_masks.shape[-1]) for indices, tokens, tok_idx, batch_masks in batches]      # model
-            if written is not None:
-                written.result()                  # at most one chunk waits to be written
-            if on_gpu:
-                written = writer.submit(finish, first, pre, layout, encoded)
-            else:
-                finish(first, pre, layout, encoded)
+    written = None
+    for first, pre, layout, batches in prefetched(tokenised(), 2 if on_gpu else 1):
+        encoded = [(indices, to_host_later(model.encode(torch.from_numpy(tokens), torch.from_numpy(tok_idx))),
+                    batch_masks.shape[-1]) for indices, tokens, tok_idx, batch_masks in batches]      # model
         if written is not None:
-            written.result()
+            written.result()                  # at most one chunk waits to be written
+        if on_gpu:
+            written = writer.submit(finish, first, pre, layout, encoded)
+        else:
+            finish(first, pre, layout, encoded)
+    if written is not None:
+        written.result()
 
 
 def _read_lazily(data, sfreq, ch_names, bad_channels, verbose, **mask_options):

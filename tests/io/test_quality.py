@@ -189,3 +189,25 @@ def test_two_files_projections_and_other_readers(tmp_path):
     assert quality.fif_samples_finite(first.copy().load_data()) is None
     array = mne.io.RawArray(data, first.info, verbose="error")
     assert quality.fif_samples_finite(array) is None
+
+
+def test_a_raw_that_starts_late_in_its_file(tmp_path):
+    """Buffers are found by absolute sample numbers: a crop's start, and a file saved from a crop (first_samp > 0)."""
+    data = _signal(seed=8)[:, :40_000]
+    early = data.copy()
+    early[6, 100] = np.nan                          # in the first buffer (samples 0-255)
+    lazy = mne.io.read_raw(_fif(tmp_path, early, name="early_raw.fif"), preload=False, verbose="error")
+    assert quality.fif_samples_finite(lazy) is None
+    late_start = lazy.copy().crop(10.0, None)       # from sample 2560 on
+    assert quality.fif_samples_finite(late_start) is True
+    saved = tmp_path / "from_crop_raw.fif"
+    late_start.save(saved, buffer_size_sec=1.0, verbose="error")
+    again = mne.io.read_raw(saved, preload=False, verbose="error")
+    assert again.first_samp == 2560 and quality.fif_samples_finite(again) is True
+    bad = again.copy().load_data()
+    bad._data[6, 30_000] = np.inf
+    bad.save(tmp_path / "from_crop_bad_raw.fif", buffer_size_sec=1.0, verbose="error")
+    lazy_bad = mne.io.read_raw(tmp_path / "from_crop_bad_raw.fif", preload=False, verbose="error")
+    assert lazy_bad.first_samp == 2560 and quality.fif_samples_finite(lazy_bad) is None
+    with pytest.raises(RecordingError, match="NaN or Inf"):
+        quality.check_signal(lazy_bad)

@@ -211,3 +211,19 @@ def test_a_raw_that_starts_late_in_its_file(tmp_path):
     assert lazy_bad.first_samp == 2560 and quality.fif_samples_finite(lazy_bad) is None
     with pytest.raises(RecordingError, match="NaN or Inf"):
         quality.check_signal(lazy_bad)
+
+
+@pytest.mark.parametrize("read_bytes", [1, 40_000, 1 << 23])
+def test_buffers_read_one_by_one_or_in_runs_give_the_same_answer(tmp_path, monkeypatch, read_bytes):
+    """Buffers that follow one another are read together up to _READ_BYTES (16 KB buffers here): one at a
+    time, a few at a time or a whole task's at once, on tasks of 3 buffers — the same verdicts."""
+    monkeypatch.setattr(quality, "_READ_BYTES", read_bytes)
+    monkeypatch.setattr(quality, "_BUFFERS_AT_ONCE", 3)
+    data = _signal(seed=9)[:, :40_000]
+    clean = mne.io.read_raw(_fif(tmp_path, data, name="clean_raw.fif"), preload=False, verbose="error")
+    assert quality.fif_samples_finite(clean) is True
+    for sample in (0, 255, 256, 767, 768, 20_000, 39_999):     # buffer edges, and task edges (3 x 256)
+        bad = data.copy()
+        bad[11, sample] = np.nan
+        lazy = mne.io.read_raw(_fif(tmp_path, bad, name=f"n{sample}_raw.fif"), preload=False, verbose="error")
+        assert quality.fif_samples_finite(lazy) is None, sample

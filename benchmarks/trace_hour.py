@@ -98,7 +98,7 @@ def instrument(model):
 def first_chunk(plan_of, first, *args, **kwargs):
     """The plan with a first chunk of ``first`` epochs (the GPU starts sooner), then chunks as before."""
     plan = plan_of(*args, **kwargs)
-    n, step = plan.n_epochs, plan.chunks[0][1]
+    n, step = plan.n_epochs, plan.chunk_epochs
     cuts = sorted({0, min(first, n), *range(first + step, n, step), n})
     return dataclasses.replace(plan, chunks=tuple(zip(cuts[:-1], cuts[1:])))
 

@@ -46,7 +46,8 @@ from .preprocessing import (HIGHPASS_HZ, REFERENCE_PIPELINES, assemble_epochs, h
                             resolve_segment_duration, zuna11_segments, check_recording)
 
 __all__ = ["Spill", "FilteredReader", "StreamPlan", "EpochSpans", "needs_resample", "filtered_spill", "zuna_statistics",
-           "stream_plan", "stream_preprocessed", "CHUNK_EPOCHS", "SPAN_VALUES", "WINDOW_EPOCHS"]
+           "stream_plan", "stream_preprocessed", "ramp_chunks", "CHUNK_EPOCHS", "SPAN_VALUES", "RAMP_EPOCHS",
+           "WINDOW_EPOCHS"]
 
 #: Epochs per chunk (64 epochs of 5 s: about 20 MB of signal for 32 channels).
 CHUNK_EPOCHS = 64

@@ -46,8 +46,7 @@ from .preprocessing import (HIGHPASS_HZ, REFERENCE_PIPELINES, assemble_epochs, h
                             resolve_segment_duration, zuna11_segments, check_recording)
 
 __all__ = ["Spill", "FilteredReader", "StreamPlan", "EpochSpans", "needs_resample", "filtered_spill", "zuna_statistics",
-           "stream_plan", "stream_preprocessed", "ramp_chunks", "CHUNK_EPOCHS", "SPAN_VALUES", "RAMP_EPOCHS",
-           "WINDOW_EPOCHS"]
+           "stream_plan", "stream_preprocessed", "CHUNK_EPOCHS", "SPAN_VALUES", "WINDOW_EPOCHS"]
 
 #: Epochs per chunk (64 epochs of 5 s: about 20 MB of signal for 32 channels).
 CHUNK_EPOCHS = 64
@@ -55,9 +54,6 @@ CHUNK_EPOCHS = 64
 SPAN_VALUES = 1 << 22
 #: Spans read and high-passed at once on threads (the next while this one is written and used).
 SPANS_AT_ONCE = 2
-#: The smallest first chunk of a stream read under the encoding (:func:`ramp_chunks`): the model starts once
-#: 8 epochs are read and filtered, not 64.
-RAMP_EPOCHS = 8
 #: Epochs per window that :class:`EpochSpans` prepares and caches for a viewer (16 epochs of 5 s).
 WINDOW_EPOCHS = 16
 
@@ -179,16 +175,12 @@ def _filtered_spans(raw, folder, sfreq, verbose, span):
     return spill
 
 
-def _filter_into(spill, raw, sfreq, verbose, span, *, first_spans=()):
+def _filter_into(spill, raw, sfreq, verbose, span):
     """High-pass ``raw`` span by span into ``spill`` (spans overlapping by the filter's length); yields
     how many samples are written after each span. :data:`SPANS_AT_ONCE` spans are read and filtered at
-    once on threads (the next one while this one is written and used), written in order. ``first_spans``:
-    the stops of smaller spans first (a stream's ramp of chunks), then spans of ``span`` samples."""
+    once on threads (the next one while this one is written and used), written in order."""
     reader = FilteredReader(raw, sfreq, verbose=verbose)
-    stops = [stop for stop in first_spans if 0 < stop < raw.n_times]
-    begin = stops[-1] if stops else 0
-    cuts = [0, *stops, *range(begin + span, raw.n_times, span), raw.n_times]
-    spans = list(zip(cuts[:-1], cuts[1:]))
+    spans = [(start, min(start + span, raw.n_times)) for start in range(0, raw.n_times, span)]
     with ThreadPoolExecutor(SPANS_AT_ONCE, thread_name_prefix="zuna_lab-filter") as pool:
         ahead = deque(pool.submit(reader.read, *bounds) for bounds in spans[:SPANS_AT_ONCE])
         for index, (start, stop) in enumerate(spans):
@@ -276,7 +268,7 @@ class StreamPlan:
     epoch_start: np.ndarray       # seconds, every epoch
     n_samples: np.ndarray         # samples, every epoch
     chunks: tuple                 # (first epoch, stop epoch) pairs
-    chunk_epochs: int             # epochs per chunk after a ramp (a stored result's chunks along epoch)
+    chunk_epochs: int             # epochs per chunk (a stored result's chunks along epoch)
     common: dict                  # the fields every chunk's Preprocessed shares
     provenance: dict
 
@@ -285,30 +277,9 @@ class StreamPlan:
         return int(self.n_samples.max()) // 32
 
 
-def ramp_chunks(n_epochs, chunk_epochs, *, ramp=False):
-    """``(first, stop)`` epochs of each chunk: every ``chunk_epochs``; with ``ramp``, the first chunk's epochs come
-    as doubling chunks from :data:`RAMP_EPOCHS` (8, 8, 16, 32 for 64), so that a consumer waiting for the first
-    chunk starts sooner, and every later chunk stays on the ``chunk_epochs`` grid.
-
-    Examples
-    --------
-    >>> ramp_chunks(200, 64, ramp=True)
-    ((0, 8), (8, 16), (16, 32), (32, 64), (64, 128), (128, 192), (192, 200))
-    """
-    sizes = []
-    size = chunk_epochs // 2
-    while ramp and size >= RAMP_EPOCHS:
-        sizes.insert(0, size)
-        size //= 2
-    cuts = list(np.cumsum([sizes[0], *sizes])) if sizes else []
-    cuts = sorted({0, *(int(c) for c in cuts if c < n_epochs), *range(chunk_epochs, n_epochs, chunk_epochs), n_epochs})
-    return tuple(zip(cuts[:-1], cuts[1:]))
-
-
 def stream_plan(raw, spill, sfreq, resampled, variant, *, segment_duration=None, chunk_epochs=CHUNK_EPOCHS,
-                stats=None, ramp=False):
-    """The :class:`StreamPlan` of ``raw`` filtered into ``spill`` (epochs as :func:`preprocess` makes them;
-    ``ramp``: the first chunk as smaller ones, see :func:`ramp_chunks`)."""
+                stats=None):
+    """The :class:`StreamPlan` of ``raw`` filtered into ``spill`` (epochs as :func:`preprocess` makes them)."""
     constants = VARIANT_CONSTANTS[variant]
     duration = resolve_segment_duration(variant, segment_duration)
     spt = int(constants["samples_per_token"])
@@ -329,8 +300,9 @@ def stream_plan(raw, spill, sfreq, resampled, variant, *, segment_duration=None,
                       highpass="mne zero-phase FIR (firwin, hamming, filter_length='auto')",
                       data_norm=common["data_norm"], data_clip=common["data_clip"],
                       reference=REFERENCE_PIPELINES[variant], segment_duration=duration, **(stats or {}))
-    return StreamPlan(variant, segment, n_epochs, np.arange(n_epochs) * segment / sfreq, n_samples,
-                      ramp_chunks(n_epochs, chunk_epochs, ramp=ramp), int(chunk_epochs), common, provenance)
+    chunks = tuple((first, min(first + chunk_epochs, n_epochs)) for first in range(0, n_epochs, chunk_epochs))
+    return StreamPlan(variant, segment, n_epochs, np.arange(n_epochs) * segment / sfreq, n_samples, chunks,
+                      int(chunk_epochs), common, provenance)
 
 
 class EpochSpans:
@@ -509,14 +481,11 @@ def _interleaved(raw, folder, segment_duration, chunk_epochs, verbose):
     are filtered, and the model works on one chunk while the next is read and filtered."""
     sfreq = float(raw.info["sfreq"])
     spill = Spill(folder, len(raw.ch_names), raw.n_times)
+    spans = _filter_into(spill, raw, sfreq, verbose, max(1 << 12, SPAN_VALUES // len(raw.ch_names)))
     written = 0
     try:
         plan = stream_plan(raw, spill, sfreq, False, "ZUNA1.1", segment_duration=segment_duration,
-                           chunk_epochs=chunk_epochs, ramp=True)
-        # the ramp's chunks are spans of their own, so that the first comes after a few epochs' reading
-        ramp = [stop * plan.segment for _, stop in plan.chunks if stop <= plan.chunk_epochs]
-        spans = _filter_into(spill, raw, sfreq, verbose, max(1 << 12, SPAN_VALUES // len(raw.ch_names)),
-                             first_spans=ramp)
+                           chunk_epochs=chunk_epochs)
         yield plan
         for first, stop in plan.chunks:
             end = spill.n_times if stop == plan.n_epochs else stop * plan.segment
